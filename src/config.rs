@@ -1,0 +1,602 @@
+//! The gateway's TOML configuration: types, defaults, loading and validation.
+//!
+//! Every table rejects unknown keys, so a typo is an error naming the key and its line
+//! rather than a setting that silently does nothing. Keys used by later features are
+//! parsed and validated now, so a config written today keeps working.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::api::Risk;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewaySection,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<IdentityConfig>,
+    #[serde(default)]
+    pub oauth: Option<OauthConfig>,
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<OperatorConfig>,
+    #[serde(default, rename = "resource")]
+    pub resources: Vec<ResourceConfig>,
+    #[serde(default, rename = "risk")]
+    pub risks: Vec<RiskSeed>,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub redact: RedactSection,
+    #[serde(default, rename = "notify")]
+    pub notifies: Vec<NotifyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_control_listen")]
+    pub control_listen: SocketAddr,
+    /// Where the SQLite store lives. Relative paths are resolved against the config
+    /// file's directory; the default is the platform data dir (XDG on Linux).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default = "default_hold_timeout_secs")]
+    pub hold_timeout_secs: u64,
+    #[serde(default = "default_approval_ttl_secs")]
+    pub approval_ttl_secs: u64,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_store_timeout_ms")]
+    pub store_timeout_ms: u64,
+    #[serde(default = "default_true")]
+    pub metrics_auth: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: String,
+    /// Static headers sent upstream, typically the upstream's own credentials.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub trust_annotations: bool,
+    #[serde(default)]
+    pub hide_denied_tools: bool,
+    #[serde(default)]
+    pub on_tool_change: OnToolChange,
+    #[serde(default)]
+    pub hold_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnToolChange {
+    #[default]
+    Reset,
+    Keep,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub name: String,
+    pub kind: IdentityConfigKind,
+    pub token_sha256: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(deserialize_with = "de_timestamp")]
+    pub issued: DateTime<Utc>,
+    #[serde(default, deserialize_with = "de_opt_timestamp")]
+    pub expires: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Only long-lived API tokens are configured here; OAuth identities come from JWTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityConfigKind {
+    ApiToken,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OauthConfig {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    pub name: String,
+    pub role: OperatorRole,
+    pub token_sha256: String,
+    #[serde(default)]
+    pub principals: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorRole {
+    Viewer,
+    Approver,
+    Admin,
+}
+
+/// Where to find the target resource in a tool's arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// A glob over tool names, such as `jira_*`.
+    pub tool: String,
+    /// An RFC 6901 JSON pointer into the arguments, such as `/projectKey`.
+    pub pointer: String,
+    /// The resource kind reported in decisions, such as `jira_project`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskSeed {
+    pub upstream: String,
+    pub tool: String,
+    pub risk: Risk,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactSection {
+    #[serde(default = "default_redact_keys")]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub pointers: Vec<String>,
+}
+
+impl Default for RedactSection {
+    fn default() -> Self {
+        Self {
+            keys: default_redact_keys(),
+            pointers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub url: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7800))
+}
+fn default_control_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7801))
+}
+fn default_hold_timeout_secs() -> u64 {
+    50
+}
+fn default_approval_ttl_secs() -> u64 {
+    900
+}
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_store_timeout_ms() -> u64 {
+    200
+}
+fn default_true() -> bool {
+    true
+}
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_redact_keys() -> Vec<String> {
+    ["password", "token", "secret", "authorization", "api_key"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// A timestamp written either as a TOML datetime (`2026-01-01T00:00:00Z`) or as an
+/// RFC 3339 string; a bare date means midnight UTC.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimestampInput {
+    Toml(toml::value::Datetime),
+    Text(String),
+}
+
+fn parse_timestamp(input: TimestampInput) -> Result<DateTime<Utc>, String> {
+    let text = match input {
+        TimestampInput::Toml(dt) => dt.to_string(),
+        TimestampInput::Text(s) => s,
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "invalid timestamp {text:?}: expected RFC 3339 such as 2026-01-31T09:00:00Z, or a date such as 2026-01-31"
+    ))
+}
+
+fn de_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    parse_timestamp(TimestampInput::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_timestamp<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    de_timestamp(d).map(Some)
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths inside it are resolved
+    /// against the file's directory, so the gateway behaves the same from any cwd.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).map_err(|e| match e {
+            ParseOrInvalid::Parse(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseOrInvalid::Invalid(message) => ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
+        })
+    }
+
+    fn from_toml(text: &str, base: &Path) -> Result<Self, ParseOrInvalid> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ParseOrInvalid::Parse(describe_toml_error(&e, text)))?;
+        config.validate().map_err(ParseOrInvalid::Invalid)?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(d) = self.gateway.data_dir.as_mut() {
+            resolve(d);
+        }
+        if let Some(f) = self.policy.file.as_mut() {
+            resolve(f);
+        }
+        if let Some(f) = self.oauth.as_mut().and_then(|o| o.jwks_file.as_mut()) {
+            resolve(f);
+        }
+    }
+
+    /// The directory holding the store: the configured one, or the platform data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.gateway.data_dir {
+            return dir.clone();
+        }
+        directories::ProjectDirs::from("", "", "toolgate")
+            .map(|d| d.data_dir().to_owned())
+            .unwrap_or_else(|| PathBuf::from("toolgate-data"))
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let g = &self.gateway;
+        if g.max_body_bytes == 0 {
+            return Err("[gateway] max_body_bytes must be greater than 0".into());
+        }
+        if g.hold_timeout_secs == 0 {
+            return Err("[gateway] hold_timeout_secs must be greater than 0".into());
+        }
+        if g.approval_ttl_secs < g.hold_timeout_secs {
+            return Err(format!(
+                "[gateway] approval_ttl_secs ({}) must not be shorter than hold_timeout_secs ({})",
+                g.approval_ttl_secs, g.hold_timeout_secs
+            ));
+        }
+        if g.store_timeout_ms == 0 {
+            return Err("[gateway] store_timeout_ms must be greater than 0".into());
+        }
+        if self.upstreams.is_empty() {
+            return Err("at least one [[upstream]] is required".into());
+        }
+        let mut names = HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let at = format!("[[upstream]] #{} ({:?})", i + 1, u.name);
+            if u.name.is_empty()
+                || !u
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{at}: name must be non-empty and use only letters, digits, '-' and '_' (it is part of the URL /mcp/{{name}})"
+                ));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err(format!("{at}: duplicate upstream name"));
+            }
+            check_http_url(&u.url).map_err(|e| format!("{at}: url {:?}: {e}", u.url))?;
+            for (k, v) in &u.headers {
+                reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| format!("{at}: header name {k:?} is not a valid HTTP header name"))?;
+                reqwest::header::HeaderValue::from_str(v)
+                    .map_err(|_| format!("{at}: header {k:?} has a value that is not valid in HTTP"))?;
+            }
+            if u.hold_timeout_secs == Some(0) {
+                return Err(format!("{at}: hold_timeout_secs must be greater than 0"));
+            }
+        }
+        let mut token_hashes = HashSet::new();
+        let mut identity_names = HashSet::new();
+        for (i, id) in self.identities.iter().enumerate() {
+            let at = format!("[[identity]] #{} ({:?})", i + 1, id.name);
+            if id.name.is_empty() {
+                return Err(format!("{at}: name must not be empty"));
+            }
+            if !identity_names.insert(id.name.as_str()) {
+                return Err(format!("{at}: duplicate identity name"));
+            }
+            check_sha256_hex(&id.token_sha256).map_err(|e| format!("{at}: token_sha256 {e}"))?;
+            if !token_hashes.insert(id.token_sha256.as_str()) {
+                return Err(format!("{at}: token_sha256 is already used by another token"));
+            }
+            if let Some(expires) = id.expires
+                && expires <= id.issued
+            {
+                return Err(format!("{at}: expires must be after issued"));
+            }
+        }
+        for (i, op) in self.operators.iter().enumerate() {
+            let at = format!("[[operator]] #{} ({:?})", i + 1, op.name);
+            if op.name.is_empty() {
+                return Err(format!("{at}: name must not be empty"));
+            }
+            check_sha256_hex(&op.token_sha256).map_err(|e| format!("{at}: token_sha256 {e}"))?;
+            if !token_hashes.insert(op.token_sha256.as_str()) {
+                return Err(format!("{at}: token_sha256 is already used by another token"));
+            }
+            for p in &op.principals {
+                if !(p.starts_with("oauth:") || p.starts_with("api_token:")) {
+                    return Err(format!(
+                        "{at}: principal {p:?} must look like \"oauth:NAME\" or \"api_token:NAME\""
+                    ));
+                }
+            }
+        }
+        if let Some(o) = &self.oauth {
+            match (&o.jwks_file, &o.jwks_url) {
+                (Some(_), Some(_)) => {
+                    return Err("[oauth]: set jwks_file or jwks_url, not both".into());
+                }
+                (None, None) => return Err("[oauth]: jwks_file or jwks_url is required".into()),
+                (None, Some(url)) => {
+                    check_http_url(url).map_err(|e| format!("[oauth] jwks_url {url:?}: {e}"))?
+                }
+                (Some(_), None) => {}
+            }
+            if o.issuer.is_empty() || o.audience.is_empty() {
+                return Err("[oauth]: issuer and audience must not be empty".into());
+            }
+        }
+        for (i, r) in self.resources.iter().enumerate() {
+            if !r.pointer.starts_with('/') {
+                return Err(format!(
+                    "[[resource]] #{}: pointer {:?} must be a JSON pointer starting with '/'",
+                    i + 1,
+                    r.pointer
+                ));
+            }
+            if r.kind.is_empty() || r.tool.is_empty() {
+                return Err(format!("[[resource]] #{}: tool and kind must not be empty", i + 1));
+            }
+        }
+        for (i, r) in self.risks.iter().enumerate() {
+            if self.upstream(&r.upstream).is_none() {
+                return Err(format!(
+                    "[[risk]] #{}: upstream {:?} is not a configured [[upstream]]",
+                    i + 1,
+                    r.upstream
+                ));
+            }
+        }
+        for p in &self.redact.pointers {
+            if !p.starts_with('/') {
+                return Err(format!(
+                    "[redact] pointers: {p:?} must be a JSON pointer starting with '/'"
+                ));
+            }
+        }
+        for (i, n) in self.notifies.iter().enumerate() {
+            check_http_url(&n.url).map_err(|e| format!("[[notify]] #{}: url {:?}: {e}", i + 1, n.url))?;
+        }
+        Ok(())
+    }
+}
+
+enum ParseOrInvalid {
+    Parse(String),
+    Invalid(String),
+}
+
+/// toml's own message carries the line, column and a caret; we keep it and make sure
+/// an unknown key is named plainly on the first line.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let msg = e.message();
+    match line {
+        Some(line) => format!("line {line}: {msg}\n{e}"),
+        None => e.to_string(),
+    }
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(format!("scheme {other:?} is not http or https")),
+    }
+}
+
+fn check_sha256_hex(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err("must be 64 lowercase hex digits (the SHA-256 of the token; see `toolgate token new`)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[gateway]
+[[upstream]]
+name = "docs"
+url = "http://127.0.0.1:9000/mcp"
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("/etc/toolgate")).map_err(|e| match e {
+            ParseOrInvalid::Parse(m) | ParseOrInvalid::Invalid(m) => m,
+        })
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.gateway.listen.to_string(), "127.0.0.1:7800");
+        assert_eq!(c.gateway.control_listen.to_string(), "127.0.0.1:7801");
+        assert_eq!(c.gateway.hold_timeout_secs, 50);
+        assert_eq!(c.gateway.approval_ttl_secs, 900);
+        assert_eq!(c.gateway.max_body_bytes, 4_194_304);
+        assert_eq!(c.gateway.store_timeout_ms, 200);
+        assert!(c.gateway.metrics_auth);
+        let u = &c.upstreams[0];
+        assert!(!u.trust_annotations && !u.hide_denied_tools);
+        assert_eq!(u.on_tool_change, OnToolChange::Reset);
+        assert_eq!(c.redact.keys, ["password", "token", "secret", "authorization", "api_key"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = format!("{MINIMAL}trust_anotations = true\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("line 6: unknown field `trust_anotations`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_gateway_section_is_named() {
+        let err = parse("[gateway]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.starts_with("line 2: unknown field `listen_addr`"), "{err}");
+    }
+
+    #[test]
+    fn missing_upstream_is_an_error() {
+        let err = parse("[gateway]\n").unwrap_err();
+        assert_eq!(err, "at least one [[upstream]] is required");
+    }
+
+    #[test]
+    fn identity_timestamps_accept_toml_datetimes_and_strings() {
+        let text = format!(
+            "{MINIMAL}[[identity]]\nname = \"ci\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = 2026-01-02T03:04:05Z\nexpires = \"2027-01-01\"\n",
+            "a".repeat(64)
+        );
+        let c = parse(&text).unwrap();
+        let id = &c.identities[0];
+        assert_eq!(id.issued.to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        assert_eq!(id.expires.unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn bad_token_hash_is_explained() {
+        let text = format!(
+            "{MINIMAL}[[identity]]\nname = \"ci\"\nkind = \"api_token\"\ntoken_sha256 = \"ABC\"\nissued = 2026-01-02T03:04:05Z\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("[[identity]] #1 (\"ci\"): token_sha256 must be 64 lowercase hex"), "{err}");
+    }
+
+    #[test]
+    fn invalid_risk_seed_names_valid_classes() {
+        let text = format!("{MINIMAL}[[risk]]\nupstream = \"docs\"\ntool = \"x\"\nrisk = \"danger\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("unknown variant `danger`"), "{err}");
+        assert!(err.contains("read") && err.contains("unclassified"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let text = format!("{MINIMAL}[policy]\nfile = \"policy.cedar\"\n").replace(
+            "[gateway]\n",
+            "[gateway]\ndata_dir = \"data\"\n",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.data_dir(), PathBuf::from("/etc/toolgate/data"));
+        assert_eq!(c.policy.file.unwrap(), PathBuf::from("/etc/toolgate/policy.cedar"));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml");
+        Config::load(&path).unwrap();
+    }
+}

@@ -1,0 +1,279 @@
+//! The tool catalog: what each upstream's `tools/list` says, learned on the way back.
+//!
+//! A tool's identity for review purposes is the SHA-256 of the RFC 8785 canonical JSON
+//! of `{name, title, description, annotations, inputSchema}`: fields an era adds or a
+//! server reorders do not change it, and any change to what the model is told does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::mcp::{self, ParamHeader};
+use super::store::{ListedTool, Store, StoreError};
+use crate::api::Risk;
+use crate::config::UpstreamConfig;
+
+/// The fields of a tool definition that the hash covers.
+const DEFINITION_FIELDS: [&str; 5] = ["name", "title", "description", "annotations", "inputSchema"];
+
+/// A tool definition as one listing gave it.
+#[derive(Debug, Clone)]
+pub struct ToolDefinition {
+    pub name: String,
+    pub definition: Map<String, Value>,
+    pub canonical: String,
+    pub sha256: String,
+}
+
+impl ToolDefinition {
+    /// Reads one entry of a `tools/list` result; `None` when it has no string name.
+    pub fn from_listing(tool: &Value) -> Option<Self> {
+        let obj = tool.as_object()?;
+        let name = obj.get("name")?.as_str()?.to_owned();
+        // An absent field and a null one mean the same thing, so both hash the same.
+        let definition: Map<String, Value> = DEFINITION_FIELDS
+            .iter()
+            .filter_map(|&k| obj.get(k).filter(|v| !v.is_null()).map(|v| (k.to_owned(), v.clone())))
+            .collect();
+        let canonical = serde_jcs::to_string(&definition).ok()?;
+        let sha256 = hex::encode(Sha256::digest(canonical.as_bytes()));
+        Some(Self {
+            name,
+            definition,
+            canonical,
+            sha256,
+        })
+    }
+
+    pub fn annotations(&self) -> Option<&Map<String, Value>> {
+        self.definition.get("annotations").and_then(Value::as_object)
+    }
+
+    fn str_field(&self, key: &str) -> Option<&str> {
+        self.definition.get(key).and_then(Value::as_str)
+    }
+}
+
+/// The class a tool starts with, as the MCP spec's annotation defaults imply. Hints
+/// from an untrusted upstream say nothing, so its tools start unclassified.
+pub fn starting_risk(annotations: Option<&Map<String, Value>>, trust_annotations: bool) -> Risk {
+    let Some(a) = annotations.filter(|_| trust_annotations) else {
+        return Risk::Unclassified;
+    };
+    if a.get("readOnlyHint") == Some(&Value::Bool(true)) {
+        Risk::Read
+    } else if a.get("destructiveHint") == Some(&Value::Bool(false)) {
+        Risk::Write
+    } else {
+        Risk::Destructive
+    }
+}
+
+/// A guess from the tool's name, shown to operators as a suggestion only.
+pub fn suggest_risk(name: &str) -> Risk {
+    const DESTRUCTIVE: &[&str] = &[
+        "delete", "remove", "purge", "force", "drop", "destroy", "wipe", "truncate", "erase",
+        "revoke", "rewrite", "reset", "kill", "terminate",
+    ];
+    const WRITE: &[&str] = &[
+        "create", "update", "add", "set", "edit", "put", "post", "write", "comment", "transition",
+        "assign", "move", "rename", "upload", "send", "merge", "publish", "approve", "trigger",
+        "toggle", "insert", "patch", "modify", "start", "run", "execute",
+    ];
+    const READ: &[&str] = &[
+        "get", "list", "search", "read", "fetch", "find", "query", "describe", "show", "view",
+        "lookup", "count", "browse", "echo", "status", "info",
+    ];
+    let words = split_words(name);
+    let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    if has(DESTRUCTIVE) {
+        Risk::Destructive
+    } else if has(WRITE) {
+        Risk::Write
+    } else if has(READ) {
+        Risk::Read
+    } else {
+        Risk::Unclassified
+    }
+}
+
+/// `getJiraIssue`, `get_jira_issue` and `get-jira-issue` all give `get jira issue`.
+fn split_words(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// What the hot path needs to know about a tool, without touching the store.
+#[derive(Debug, Clone)]
+pub struct KnownTool {
+    pub sha256: Option<String>,
+    pub risk: Risk,
+    pub param_headers: Option<Vec<ParamHeader>>,
+}
+
+type ToolKey = (String, String);
+
+/// The in-memory catalog, loaded from the store at start and kept current by listings.
+pub struct Catalog {
+    store: Store,
+    tools: RwLock<HashMap<ToolKey, Arc<KnownTool>>>,
+    /// Listings are learned one at a time, so two concurrent listings of the same tool
+    /// cannot interleave their reads and writes.
+    learning: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    pub async fn load(store: Store) -> Result<Self, StoreError> {
+        let mut tools = HashMap::new();
+        for t in store.tools().await? {
+            let param_headers = t
+                .input_schema
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .and_then(|s: Value| mcp::declared_param_headers(&s));
+            tools.insert(
+                (t.upstream, t.name),
+                Arc::new(KnownTool {
+                    sha256: t.definition_sha256,
+                    risk: t.risk,
+                    param_headers,
+                }),
+            );
+        }
+        Ok(Self {
+            store,
+            tools: RwLock::new(tools),
+            learning: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn get(&self, upstream: &str, tool: &str) -> Option<Arc<KnownTool>> {
+        let key = (upstream.to_owned(), tool.to_owned());
+        self.tools.read().expect("catalog lock").get(&key).cloned()
+    }
+
+    /// Learns from one page of a `tools/list` result. Unchanged tools cost no write.
+    pub async fn learn(&self, upstream: &UpstreamConfig, listed: &[Value]) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.learning.lock().await;
+        let now = crate::time::now_rfc3339();
+        let mut recorded = 0;
+        for entry in listed {
+            let Some(def) = ToolDefinition::from_listing(entry) else {
+                tracing::warn!(upstream = %upstream.name, "tools/list entry without a string name ignored");
+                continue;
+            };
+            let known = self.get(&upstream.name, &def.name);
+            if known.as_ref().and_then(|k| k.sha256.as_deref()) == Some(def.sha256.as_str()) {
+                continue;
+            }
+            let starting = starting_risk(def.annotations(), upstream.trust_annotations);
+            let listed = ListedTool {
+                upstream: &upstream.name,
+                name: &def.name,
+                title: def.str_field("title"),
+                description: def.str_field("description"),
+                annotations: def.definition.get("annotations").map(Value::to_string),
+                input_schema: def.definition.get("inputSchema").map(Value::to_string),
+                canonical_definition: &def.canonical,
+                sha256: &def.sha256,
+                suggested_risk: suggest_risk(&def.name),
+                starting_risk: starting,
+                starting_source: if starting == Risk::Unclassified { "default" } else { "annotations" },
+            };
+            self.store.record_listed_tool(&listed, &now).await?;
+            let known = KnownTool {
+                sha256: Some(def.sha256.clone()),
+                risk: known.map_or(starting, |k| k.risk),
+                param_headers: def
+                    .definition
+                    .get("inputSchema")
+                    .and_then(mcp::declared_param_headers),
+            };
+            self.tools
+                .write()
+                .expect("catalog lock")
+                .insert((upstream.name.clone(), def.name.clone()), Arc::new(known));
+            recorded += 1;
+        }
+        Ok(recorded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hash_ignores_key_order_extra_fields_and_nulls() {
+        let a = ToolDefinition::from_listing(&json!({
+            "name": "echo", "description": "Echoes", "inputSchema": {"type": "object", "properties": {"m": {"type": "string"}}},
+            "annotations": {"readOnlyHint": true}
+        }))
+        .unwrap();
+        let b = ToolDefinition::from_listing(&json!({
+            "annotations": {"readOnlyHint": true}, "title": null, "execution": {"taskSupport": "forbidden"},
+            "inputSchema": {"properties": {"m": {"type": "string"}}, "type": "object"},
+            "description": "Echoes", "name": "echo", "_meta": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        assert_eq!(
+            a.canonical,
+            r#"{"annotations":{"readOnlyHint":true},"description":"Echoes","inputSchema":{"properties":{"m":{"type":"string"}},"type":"object"},"name":"echo"}"#
+        );
+    }
+
+    #[test]
+    fn a_changed_annotation_changes_the_hash() {
+        let a = ToolDefinition::from_listing(&json!({"name": "x", "annotations": {"destructiveHint": false}})).unwrap();
+        let b = ToolDefinition::from_listing(&json!({"name": "x", "annotations": {"destructiveHint": true}})).unwrap();
+        assert_ne!(a.sha256, b.sha256);
+    }
+
+    #[test]
+    fn starting_risk_follows_spec_defaults_only_when_trusted() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let ro = obj(json!({"readOnlyHint": true}));
+        let nd = obj(json!({"destructiveHint": false}));
+        let none = obj(json!({}));
+        assert_eq!(starting_risk(Some(&ro), true), Risk::Read);
+        assert_eq!(starting_risk(Some(&nd), true), Risk::Write);
+        assert_eq!(starting_risk(Some(&none), true), Risk::Destructive);
+        assert_eq!(starting_risk(None, true), Risk::Unclassified);
+        assert_eq!(starting_risk(Some(&ro), false), Risk::Unclassified);
+    }
+
+    #[test]
+    fn names_suggest_a_class() {
+        assert_eq!(suggest_risk("getJiraIssue"), Risk::Read);
+        assert_eq!(suggest_risk("search_issues"), Risk::Read);
+        assert_eq!(suggest_risk("create-issue"), Risk::Write);
+        assert_eq!(suggest_risk("deleteBranch"), Risk::Destructive);
+        assert_eq!(suggest_risk("force_push"), Risk::Destructive);
+        assert_eq!(suggest_risk("frobnicate"), Risk::Unclassified);
+        // A word inside another word is not that word.
+        assert_eq!(suggest_risk("getsetter"), Risk::Unclassified);
+    }
+}

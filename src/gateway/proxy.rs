@@ -1,0 +1,371 @@
+//! The data plane: `/mcp/{upstream}`, a Streamable HTTP relay for both protocol eras.
+//!
+//! Order matters: Origin, then the bearer token, then the body size, then strict
+//! parsing; only a message that passed all of them is decided and forwarded. The
+//! forwarded bytes are exactly the bytes that were parsed, and answers stream back
+//! as they arrive.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::Gateway;
+use super::identity::AuthError;
+use super::mcp::{self, ClientMessage, INVALID_REQUEST};
+use crate::config::UpstreamConfig;
+
+/// The most of a `tools/list` answer kept aside for the catalog; a bigger one still
+/// reaches the client, but is not learned from.
+const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/mcp/{upstream}",
+            post(relay_post).get(relay_stream).delete(relay_stream),
+        )
+        .with_state(gateway)
+}
+
+/// A configured upstream, with what forwarding needs prepared once.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    pub url: reqwest::Url,
+    pub headers: HeaderMap,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> anyhow::Result<Self> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &config.headers {
+            headers.insert(HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?);
+        }
+        Ok(Self {
+            config: config.clone(),
+            url: reqwest::Url::parse(&config.url)?,
+            headers,
+        })
+    }
+}
+
+async fn relay_post(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let upstream = match admit(&gw, &name, &headers) {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let bytes = match read_body(body, &headers, gw.config.gateway.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let message = match mcp::read_client_message(&bytes, &headers, |tool| {
+        gw.catalog.get(&name, tool).and_then(|t| t.param_headers.clone())
+    }) {
+        Ok(m) => m,
+        Err(rejection) => {
+            tracing::info!(upstream = %name, code = rejection.code, reason = %rejection.message, "request refused");
+            return json_response(rejection.status, &rejection.body());
+        }
+    };
+    if let Some((tool, _)) = message.tool_call() {
+        // Every call is allowed until policy decisions land; the call is still logged.
+        tracing::info!(upstream = %name, tool, era = ?message.era, "tools/call allowed");
+    }
+    let listing_id = (message.method() == Some("tools/list")).then(|| message.id().cloned()).flatten();
+    let response = match forward(&gw, upstream, Method::POST, &headers, Some(bytes)).await {
+        Ok(r) => r,
+        Err(e) => return upstream_unreachable(&name, &message, &e),
+    };
+    match listing_id {
+        Some(id) if response.status().is_success() => learn_from_listing(&gw, upstream, id, response),
+        _ => relay_response(response),
+    }
+}
+
+/// GET (the server's own stream) and DELETE (ending a session) carry no body to decide.
+async fn relay_stream(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let upstream = match admit(&gw, &name, &headers) {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    match forward(&gw, upstream, method, &headers, None).await {
+        Ok(r) => relay_response(r),
+        Err(e) => {
+            tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
+            json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&Value::Null, -32603, &format!("toolgate: upstream {name:?} unreachable")),
+            )
+        }
+    }
+}
+
+/// The checks every request passes before its body is even read.
+fn admit<'g>(gw: &'g Gateway, name: &str, headers: &HeaderMap) -> Result<&'g Upstream, Response> {
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !is_local_origin(origin)
+    {
+        return Err(json_response(
+            StatusCode::FORBIDDEN,
+            &mcp::error_body(&Value::Null, INVALID_REQUEST, "toolgate: Origin is not a local origin"),
+        ));
+    }
+    let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    if let Err(e) = gw.auth.authenticate(authorization, chrono::Utc::now()) {
+        tracing::info!(upstream = %name, reason = %e, "unauthenticated request refused");
+        return Err(unauthorized(&e));
+    }
+    gw.upstreams.get(name).ok_or_else(|| {
+        json_response(
+            StatusCode::NOT_FOUND,
+            &mcp::error_body(&Value::Null, INVALID_REQUEST, &format!("toolgate: no upstream named {name:?}")),
+        )
+    })
+}
+
+/// Browsers send an Origin; a page from elsewhere must not drive a local gateway
+/// (DNS rebinding). Clients that are not browsers send none.
+fn is_local_origin(origin: &HeaderValue) -> bool {
+    let Some(url) = origin.to_str().ok().and_then(|o| reqwest::Url::parse(o).ok()) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn unauthorized(e: &AuthError) -> Response {
+    let challenge = match e {
+        AuthError::Missing => r#"Bearer realm="toolgate""#.to_owned(),
+        other => format!(
+            r#"Bearer realm="toolgate", error="invalid_token", error_description="{}""#,
+            other.to_string().replace(['"', '\\'], "'")
+        ),
+    };
+    let mut resp = json_response(
+        StatusCode::UNAUTHORIZED,
+        &mcp::error_body(&Value::Null, INVALID_REQUEST, &format!("toolgate: unauthorized: {e}")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &mcp::error_body(
+                &Value::Null,
+                INVALID_REQUEST,
+                &format!("Invalid request: body exceeds the gateway's limit of {max} bytes"),
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                &mcp::error_body(&Value::Null, INVALID_REQUEST, &format!("Invalid request: cannot read body: {e}")),
+            )
+        })?;
+        if buf.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Request headers that describe this hop or this client, never the upstream's.
+fn is_local_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "content-length"
+            | "authorization"   // the client's token is for toolgate only
+            | "cookie"
+            | "origin"          // checked here; upstream sees the gateway as its client
+            | "accept-encoding" // keep answers readable for the catalog
+            | "x-toolgate-context"
+    ) || is_hop_by_hop(name)
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+async fn forward(
+    gw: &Gateway,
+    upstream: &Upstream,
+    method: Method,
+    headers: &HeaderMap,
+    body: Option<Bytes>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut out = HeaderMap::with_capacity(headers.len() + upstream.headers.len());
+    for (name, value) in headers {
+        if !is_local_request_header(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in &upstream.headers {
+        out.insert(name.clone(), value.clone());
+    }
+    let mut request = gw.http.request(method, upstream.url.clone()).headers(out);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    request.send().await
+}
+
+fn response_head(upstream: &reqwest::Response) -> axum::http::response::Builder {
+    let mut builder = Response::builder().status(upstream.status());
+    for (name, value) in upstream.headers() {
+        if !is_hop_by_hop(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    builder
+}
+
+/// Streams the upstream's answer through chunk by chunk, so SSE events (progress
+/// among them) reach the client when the upstream sends them.
+fn relay_response(upstream: reqwest::Response) -> Response {
+    let head = response_head(&upstream);
+    head.body(Body::from_stream(upstream.bytes_stream()))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+/// Relays a `tools/list` answer unchanged while keeping a copy; when the answer is
+/// complete, the copy teaches the catalog.
+fn learn_from_listing(gw: &Arc<Gateway>, upstream: &Upstream, id: Value, response: reqwest::Response) -> Response {
+    let head = response_head(&response);
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let gw = gw.clone();
+    let name = upstream.config.name.clone();
+    let on_complete = move |body: Vec<u8>| {
+        tokio::spawn(async move {
+            let Some(upstream) = gw.upstreams.get(&name) else { return };
+            let tools = mcp::response_messages(&content_type, &body)
+                .into_iter()
+                .find(|m| m.get("id") == Some(&id) && m.get("result").is_some())
+                .and_then(|m| m.pointer("/result/tools").and_then(Value::as_array).cloned());
+            let Some(tools) = tools else {
+                tracing::debug!(upstream = %name, "tools/list answer carried no tools");
+                return;
+            };
+            match gw.catalog.learn(&upstream.config, &tools).await {
+                Ok(n) => tracing::debug!(upstream = %name, listed = tools.len(), recorded = n, "catalog learned"),
+                Err(e) => tracing::error!(upstream = %name, error = %e, "catalog not recorded"),
+            }
+        });
+    };
+    let tee = Tee {
+        inner: Box::pin(response.bytes_stream()),
+        copy: Vec::new(),
+        overflowed: false,
+        on_complete: Some(Box::new(on_complete)),
+    };
+    head.body(Body::from_stream(tee))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+
+struct Tee {
+    inner: ByteStream,
+    copy: Vec<u8>,
+    overflowed: bool,
+    on_complete: Option<Box<dyn FnOnce(Vec<u8>) + Send>>,
+}
+
+impl Stream for Tee {
+    type Item = Result<Bytes, reqwest::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) if !self.overflowed => {
+                if self.copy.len() + chunk.len() > MAX_LISTING_BYTES {
+                    self.overflowed = true;
+                    self.copy = Vec::new();
+                    tracing::warn!("tools/list answer over {MAX_LISTING_BYTES} bytes; not learned");
+                } else {
+                    self.copy.extend_from_slice(chunk);
+                }
+            }
+            Poll::Ready(None) if !self.overflowed => {
+                if let Some(done) = self.on_complete.take() {
+                    done(std::mem::take(&mut self.copy));
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+fn upstream_unreachable(name: &str, message: &ClientMessage, e: &reqwest::Error) -> Response {
+    tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
+    let id = message.id().cloned().unwrap_or(Value::Null);
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        &mcp::error_body(&id, -32603, &format!("toolgate: upstream {name:?} unreachable")),
+    )
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.to_string(),
+    )
+        .into_response()
+}

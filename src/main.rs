@@ -1,0 +1,39 @@
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use toolgate::cli::{Cli, Command, TokenCommand};
+use toolgate::config::Config;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TOOLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("toolgate=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("toolgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Gateway { config } => {
+            let config = Config::load(&config)?;
+            tokio::runtime::Runtime::new()?.block_on(toolgate::gateway::run(config))
+        }
+        Command::Token {
+            command: TokenCommand::New { name },
+        } => {
+            let token = toolgate::token::new_token();
+            let issued = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            print!("{}", toolgate::token::describe_new_token(&name, &token, &issued));
+            Ok(())
+        }
+    }
+}
