@@ -296,8 +296,8 @@ impl Config {
     }
 
     fn from_toml(text: &str, base: &Path) -> Result<Self, ParseOrInvalid> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ParseOrInvalid::Parse(describe_toml_error(&e, text)))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ParseOrInvalid::Parse(describe_toml_error(&e, text)))?;
         config.validate().map_err(ParseOrInvalid::Invalid)?;
         config.resolve_paths(base);
         Ok(config)
@@ -372,10 +372,12 @@ impl Config {
             }
             check_http_url(&u.url).map_err(|e| format!("{at}: url {:?}: {e}", u.url))?;
             for (k, v) in &u.headers {
-                reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("{at}: header name {k:?} is not a valid HTTP header name"))?;
-                reqwest::header::HeaderValue::from_str(v)
-                    .map_err(|_| format!("{at}: header {k:?} has a value that is not valid in HTTP"))?;
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    format!("{at}: header name {k:?} is not a valid HTTP header name")
+                })?;
+                reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                    format!("{at}: header {k:?} has a value that is not valid in HTTP")
+                })?;
             }
             if u.hold_timeout_secs == Some(0) {
                 return Err(format!("{at}: hold_timeout_secs must be greater than 0"));
@@ -393,7 +395,9 @@ impl Config {
             }
             check_sha256_hex(&id.token_sha256).map_err(|e| format!("{at}: token_sha256 {e}"))?;
             if !token_hashes.insert(id.token_sha256.as_str()) {
-                return Err(format!("{at}: token_sha256 is already used by another token"));
+                return Err(format!(
+                    "{at}: token_sha256 is already used by another token"
+                ));
             }
             if let Some(expires) = id.expires
                 && expires <= id.issued
@@ -408,7 +412,9 @@ impl Config {
             }
             check_sha256_hex(&op.token_sha256).map_err(|e| format!("{at}: token_sha256 {e}"))?;
             if !token_hashes.insert(op.token_sha256.as_str()) {
-                return Err(format!("{at}: token_sha256 is already used by another token"));
+                return Err(format!(
+                    "{at}: token_sha256 is already used by another token"
+                ));
             }
             for p in &op.principals {
                 if !(p.starts_with("oauth:") || p.starts_with("api_token:")) {
@@ -442,7 +448,10 @@ impl Config {
                 ));
             }
             if r.kind.is_empty() || r.tool.is_empty() {
-                return Err(format!("[[resource]] #{}: tool and kind must not be empty", i + 1));
+                return Err(format!(
+                    "[[resource]] #{}: tool and kind must not be empty",
+                    i + 1
+                ));
             }
         }
         for (i, r) in self.risks.iter().enumerate() {
@@ -462,7 +471,8 @@ impl Config {
             }
         }
         for (i, n) in self.notifies.iter().enumerate() {
-            check_http_url(&n.url).map_err(|e| format!("[[notify]] #{}: url {:?}: {e}", i + 1, n.url))?;
+            check_http_url(&n.url)
+                .map_err(|e| format!("[[notify]] #{}: url {:?}: {e}", i + 1, n.url))?;
         }
         Ok(())
     }
@@ -495,10 +505,16 @@ fn check_http_url(url: &str) -> Result<(), String> {
 }
 
 fn check_sha256_hex(s: &str) -> Result<(), String> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
-        Err("must be 64 lowercase hex digits (the SHA-256 of the token; see `toolgate token new`)".into())
+        Err(
+            "must be 64 lowercase hex digits (the SHA-256 of the token; see `toolgate token new`)"
+                .into(),
+        )
     }
 }
 
@@ -532,20 +548,29 @@ url = "http://127.0.0.1:9000/mcp"
         let u = &c.upstreams[0];
         assert!(!u.trust_annotations && !u.hide_denied_tools);
         assert_eq!(u.on_tool_change, OnToolChange::Reset);
-        assert_eq!(c.redact.keys, ["password", "token", "secret", "authorization", "api_key"]);
+        assert_eq!(
+            c.redact.keys,
+            ["password", "token", "secret", "authorization", "api_key"]
+        );
     }
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = format!("{MINIMAL}trust_anotations = true\n");
         let err = parse(&text).unwrap_err();
-        assert!(err.starts_with("line 6: unknown field `trust_anotations`"), "{err}");
+        assert!(
+            err.starts_with("line 6: unknown field `trust_anotations`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_key_in_gateway_section_is_named() {
         let err = parse("[gateway]\nlisten_addr = \"x\"\n").unwrap_err();
-        assert!(err.starts_with("line 2: unknown field `listen_addr`"), "{err}");
+        assert!(
+            err.starts_with("line 2: unknown field `listen_addr`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -563,7 +588,10 @@ url = "http://127.0.0.1:9000/mcp"
         let c = parse(&text).unwrap();
         let id = &c.identities[0];
         assert_eq!(id.issued.to_rfc3339(), "2026-01-02T03:04:05+00:00");
-        assert_eq!(id.expires.unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        assert_eq!(
+            id.expires.unwrap().to_rfc3339(),
+            "2027-01-01T00:00:00+00:00"
+        );
     }
 
     #[test]
@@ -572,26 +600,34 @@ url = "http://127.0.0.1:9000/mcp"
             "{MINIMAL}[[identity]]\nname = \"ci\"\nkind = \"api_token\"\ntoken_sha256 = \"ABC\"\nissued = 2026-01-02T03:04:05Z\n"
         );
         let err = parse(&text).unwrap_err();
-        assert!(err.contains("[[identity]] #1 (\"ci\"): token_sha256 must be 64 lowercase hex"), "{err}");
+        assert!(
+            err.contains("[[identity]] #1 (\"ci\"): token_sha256 must be 64 lowercase hex"),
+            "{err}"
+        );
     }
 
     #[test]
     fn invalid_risk_seed_names_valid_classes() {
-        let text = format!("{MINIMAL}[[risk]]\nupstream = \"docs\"\ntool = \"x\"\nrisk = \"danger\"\n");
+        let text =
+            format!("{MINIMAL}[[risk]]\nupstream = \"docs\"\ntool = \"x\"\nrisk = \"danger\"\n");
         let err = parse(&text).unwrap_err();
         assert!(err.contains("unknown variant `danger`"), "{err}");
-        assert!(err.contains("read") && err.contains("unclassified"), "{err}");
+        assert!(
+            err.contains("read") && err.contains("unclassified"),
+            "{err}"
+        );
     }
 
     #[test]
     fn relative_paths_resolve_against_the_config_directory() {
-        let text = format!("{MINIMAL}[policy]\nfile = \"policy.cedar\"\n").replace(
-            "[gateway]\n",
-            "[gateway]\ndata_dir = \"data\"\n",
-        );
+        let text = format!("{MINIMAL}[policy]\nfile = \"policy.cedar\"\n")
+            .replace("[gateway]\n", "[gateway]\ndata_dir = \"data\"\n");
         let c = parse(&text).unwrap();
         assert_eq!(c.data_dir(), PathBuf::from("/etc/toolgate/data"));
-        assert_eq!(c.policy.file.unwrap(), PathBuf::from("/etc/toolgate/policy.cedar"));
+        assert_eq!(
+            c.policy.file.unwrap(),
+            PathBuf::from("/etc/toolgate/policy.cedar")
+        );
     }
 
     #[test]

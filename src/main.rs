@@ -8,7 +8,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("TOOLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("toolgate=info")),
+            EnvFilter::try_from_env("TOOLGATE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("toolgate=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -32,7 +33,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let token = toolgate::token::new_token();
             let issued = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            print!("{}", toolgate::token::describe_new_token(&name, &token, &issued));
+            print!(
+                "{}",
+                toolgate::token::describe_new_token(&name, &token, &issued)
+            );
             Ok(())
         }
     }

@@ -14,7 +14,12 @@ pub enum Risk {
 }
 
 impl Risk {
-    pub const ALL: [Risk; 4] = [Risk::Read, Risk::Write, Risk::Destructive, Risk::Unclassified];
+    pub const ALL: [Risk; 4] = [
+        Risk::Read,
+        Risk::Write,
+        Risk::Destructive,
+        Risk::Unclassified,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

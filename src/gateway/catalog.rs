@@ -35,7 +35,11 @@ impl ToolDefinition {
         // An absent field and a null one mean the same thing, so both hash the same.
         let definition: Map<String, Value> = DEFINITION_FIELDS
             .iter()
-            .filter_map(|&k| obj.get(k).filter(|v| !v.is_null()).map(|v| (k.to_owned(), v.clone())))
+            .filter_map(|&k| {
+                obj.get(k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k.to_owned(), v.clone()))
+            })
             .collect();
         let canonical = serde_jcs::to_string(&definition).ok()?;
         let sha256 = hex::encode(Sha256::digest(canonical.as_bytes()));
@@ -48,7 +52,9 @@ impl ToolDefinition {
     }
 
     pub fn annotations(&self) -> Option<&Map<String, Value>> {
-        self.definition.get("annotations").and_then(Value::as_object)
+        self.definition
+            .get("annotations")
+            .and_then(Value::as_object)
     }
 
     fn str_field(&self, key: &str) -> Option<&str> {
@@ -74,13 +80,48 @@ pub fn starting_risk(annotations: Option<&Map<String, Value>>, trust_annotations
 /// A guess from the tool's name, shown to operators as a suggestion only.
 pub fn suggest_risk(name: &str) -> Risk {
     const DESTRUCTIVE: &[&str] = &[
-        "delete", "remove", "purge", "force", "drop", "destroy", "wipe", "truncate", "erase",
-        "revoke", "rewrite", "reset", "kill", "terminate",
+        "delete",
+        "remove",
+        "purge",
+        "force",
+        "drop",
+        "destroy",
+        "wipe",
+        "truncate",
+        "erase",
+        "revoke",
+        "rewrite",
+        "reset",
+        "kill",
+        "terminate",
     ];
     const WRITE: &[&str] = &[
-        "create", "update", "add", "set", "edit", "put", "post", "write", "comment", "transition",
-        "assign", "move", "rename", "upload", "send", "merge", "publish", "approve", "trigger",
-        "toggle", "insert", "patch", "modify", "start", "run", "execute",
+        "create",
+        "update",
+        "add",
+        "set",
+        "edit",
+        "put",
+        "post",
+        "write",
+        "comment",
+        "transition",
+        "assign",
+        "move",
+        "rename",
+        "upload",
+        "send",
+        "merge",
+        "publish",
+        "approve",
+        "trigger",
+        "toggle",
+        "insert",
+        "patch",
+        "modify",
+        "start",
+        "run",
+        "execute",
     ];
     const READ: &[&str] = &[
         "get", "list", "search", "read", "fetch", "find", "query", "describe", "show", "view",
@@ -174,7 +215,11 @@ impl Catalog {
     }
 
     /// Learns from one page of a `tools/list` result. Unchanged tools cost no write.
-    pub async fn learn(&self, upstream: &UpstreamConfig, listed: &[Value]) -> Result<usize, StoreError> {
+    pub async fn learn(
+        &self,
+        upstream: &UpstreamConfig,
+        listed: &[Value],
+    ) -> Result<usize, StoreError> {
         let _one_at_a_time = self.learning.lock().await;
         let now = crate::time::now_rfc3339();
         let mut recorded = 0;
@@ -199,7 +244,11 @@ impl Catalog {
                 sha256: &def.sha256,
                 suggested_risk: suggest_risk(&def.name),
                 starting_risk: starting,
-                starting_source: if starting == Risk::Unclassified { "default" } else { "annotations" },
+                starting_source: if starting == Risk::Unclassified {
+                    "default"
+                } else {
+                    "annotations"
+                },
             };
             self.store.record_listed_tool(&listed, &now).await?;
             let known = KnownTool {
@@ -247,8 +296,14 @@ mod tests {
 
     #[test]
     fn a_changed_annotation_changes_the_hash() {
-        let a = ToolDefinition::from_listing(&json!({"name": "x", "annotations": {"destructiveHint": false}})).unwrap();
-        let b = ToolDefinition::from_listing(&json!({"name": "x", "annotations": {"destructiveHint": true}})).unwrap();
+        let a = ToolDefinition::from_listing(
+            &json!({"name": "x", "annotations": {"destructiveHint": false}}),
+        )
+        .unwrap();
+        let b = ToolDefinition::from_listing(
+            &json!({"name": "x", "annotations": {"destructiveHint": true}}),
+        )
+        .unwrap();
         assert_ne!(a.sha256, b.sha256);
     }
 

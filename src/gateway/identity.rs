@@ -137,10 +137,14 @@ impl Authenticator {
             loop {
                 tokio::time::sleep(JWKS_REFRESH).await;
                 let Some(this) = this.upgrade() else { return };
-                let Some(oauth) = this.oauth.as_ref() else { return };
+                let Some(oauth) = this.oauth.as_ref() else {
+                    return;
+                };
                 match fetch_jwks(&url).await {
                     Ok(set) => *oauth.keys.write().expect("jwks lock") = Arc::new(set),
-                    Err(e) => tracing::warn!(%url, error = %e, "JWKS refresh failed; keeping the previous keys"),
+                    Err(e) => {
+                        tracing::warn!(%url, error = %e, "JWKS refresh failed; keeping the previous keys")
+                    }
                 }
             }
         });
@@ -213,9 +217,10 @@ impl OauthVerifier {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = 30;
-        let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
-            .map_err(|e| invalid(e.to_string()))?
-            .claims;
+        let claims =
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
+                .map_err(|e| invalid(e.to_string()))?
+                .claims;
         let name = claims
             .get(&self.subject_claim)
             .and_then(Value::as_str)
@@ -269,8 +274,17 @@ mod tests {
         };
         let now = Utc::now();
         assert_eq!(auth.authenticate(None, now), Err(AuthError::Missing));
-        assert_eq!(auth.authenticate(Some(b"Basic abc"), now), Err(AuthError::Malformed));
-        assert_eq!(auth.authenticate(Some(b"Bearer "), now), Err(AuthError::Malformed));
-        assert_eq!(auth.authenticate(Some(b"Bearer abc"), now), Err(AuthError::Unknown));
+        assert_eq!(
+            auth.authenticate(Some(b"Basic abc"), now),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer "), now),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer abc"), now),
+            Err(AuthError::Unknown)
+        );
     }
 }

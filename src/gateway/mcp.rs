@@ -229,14 +229,21 @@ pub fn read_client_message(
     Ok(message)
 }
 
-fn check_tool_call_params(params: Option<&Map<String, Value>>, id: &Value) -> Result<(), Rejection> {
+fn check_tool_call_params(
+    params: Option<&Map<String, Value>>,
+    id: &Value,
+) -> Result<(), Rejection> {
     let bad = |msg: &str| Rejection::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, msg, id.clone());
     let Some(params) = params else {
         return Err(bad("Invalid request: tools/call needs \"params\""));
     };
     match params.get("name") {
         Some(Value::String(_)) => {}
-        Some(_) => return Err(bad("Invalid request: tools/call \"params.name\" must be a string")),
+        Some(_) => {
+            return Err(bad(
+                "Invalid request: tools/call \"params.name\" must be a string",
+            ));
+        }
         None => return Err(bad("Invalid request: tools/call needs \"params.name\"")),
     }
     match params.get("arguments") {
@@ -271,7 +278,8 @@ fn check_routing_headers(
     param_headers: impl FnOnce(&str) -> Option<Vec<ParamHeader>>,
 ) -> Result<(), Rejection> {
     let id = message.id().cloned().unwrap_or(Value::Null);
-    let mismatch = |msg: String| Rejection::new(StatusCode::BAD_REQUEST, HEADER_MISMATCH, msg, id.clone());
+    let mismatch =
+        |msg: String| Rejection::new(StatusCode::BAD_REQUEST, HEADER_MISMATCH, msg, id.clone());
     for name in [HEADER_PROTOCOL_VERSION, HEADER_METHOD, HEADER_NAME] {
         if headers.get_all(name).iter().count() > 1 {
             return Err(mismatch(format!(
@@ -370,7 +378,9 @@ fn check_param_headers(
         if values.len() > 1 {
             return Err(format!("Header mismatch: {shown} appears more than once"));
         }
-        let raw = values.first().map(|v| v.to_str().ok().and_then(decode_header_value));
+        let raw = values
+            .first()
+            .map(|v| v.to_str().ok().and_then(decode_header_value));
         let argument = value_at_path(args, &p.path).filter(|v| !v.is_null());
         let arg_name = p.path.join(".");
         match (raw, argument) {
@@ -563,7 +573,10 @@ mod tests {
     fn duplicate_name_key_is_an_invalid_request() {
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read","name":"delete"}}"#;
         let r = read(body, &[]).unwrap_err();
-        assert_eq!((r.status, r.code), (StatusCode::BAD_REQUEST, INVALID_REQUEST));
+        assert_eq!(
+            (r.status, r.code),
+            (StatusCode::BAD_REQUEST, INVALID_REQUEST)
+        );
     }
 
     #[test]
@@ -592,8 +605,17 @@ mod tests {
     fn responses_and_notifications_are_read() {
         let m = read(r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#, &[]).unwrap();
         assert_eq!(m.kind, MessageKind::Response { id: "s1".into() });
-        let m = read(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &[]).unwrap();
-        assert_eq!(m.kind, MessageKind::Notification { method: "notifications/initialized".into() });
+        let m = read(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            m.kind,
+            MessageKind::Notification {
+                method: "notifications/initialized".into()
+            }
+        );
     }
 
     fn modern_call(name: &str, args: &str) -> String {
@@ -616,18 +638,33 @@ mod tests {
             vec![("mcp-method", "tools/list"), ("mcp-name", "echo")],
             vec![("mcp-method", "tools/call"), ("mcp-name", "delete")],
             vec![("mcp-method", "tools/call")],
-            vec![("mcp-method", "tools/call"), ("mcp-name", "echo"), ("mcp-name", "echo")],
-            vec![("mcp-protocol-version", "2027-01-01"), ("mcp-method", "tools/call"), ("mcp-name", "echo")],
+            vec![
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+                ("mcp-name", "echo"),
+            ],
+            vec![
+                ("mcp-protocol-version", "2027-01-01"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+            ],
         ] {
             let r = read(&body, &broken).unwrap_err();
-            assert_eq!((r.status, r.code), (StatusCode::BAD_REQUEST, HEADER_MISMATCH), "{broken:?}");
+            assert_eq!(
+                (r.status, r.code),
+                (StatusCode::BAD_REQUEST, HEADER_MISMATCH),
+                "{broken:?}"
+            );
         }
     }
 
     #[test]
     fn base64_header_values_are_decoded() {
         let body = modern_call("é", "{}");
-        let h = [("mcp-method", "tools/call"), ("mcp-name", "=?base64?w6k=?=")];
+        let h = [
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?w6k=?="),
+        ];
         read(&body, &h).unwrap();
         assert_eq!(decode_header_value("=?base64?!!?="), None);
     }
@@ -661,6 +698,9 @@ mod tests {
     fn sse_bodies_yield_their_messages() {
         let body = b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n: comment\n\ndata: {\"b\":\ndata: 2}\n\n";
         let msgs = response_messages("text/event-stream", body);
-        assert_eq!(msgs, vec![serde_json::json!({"a":1}), serde_json::json!({"b":2})]);
+        assert_eq!(
+            msgs,
+            vec![serde_json::json!({"a":1}), serde_json::json!({"b":2})]
+        );
     }
 }

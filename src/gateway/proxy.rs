@@ -47,7 +47,10 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            headers.insert(HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?);
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes())?,
+                HeaderValue::from_str(v)?,
+            );
         }
         Ok(Self {
             config: config.clone(),
@@ -65,32 +68,38 @@ async fn relay_post(
 ) -> Response {
     let upstream = match admit(&gw, &name, &headers) {
         Ok(u) => u,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let bytes = match read_body(body, &headers, gw.config.gateway.max_body_bytes).await {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let message = match mcp::read_client_message(&bytes, &headers, |tool| {
-        gw.catalog.get(&name, tool).and_then(|t| t.param_headers.clone())
+        gw.catalog
+            .get(&name, tool)
+            .and_then(|t| t.param_headers.clone())
     }) {
         Ok(m) => m,
         Err(rejection) => {
             tracing::info!(upstream = %name, code = rejection.code, reason = %rejection.message, "request refused");
-            return json_response(rejection.status, &rejection.body());
+            return Refusal::new(rejection.status, rejection.body()).into_response();
         }
     };
     if let Some((tool, _)) = message.tool_call() {
         // Every call is allowed until policy decisions land; the call is still logged.
         tracing::info!(upstream = %name, tool, era = ?message.era, "tools/call allowed");
     }
-    let listing_id = (message.method() == Some("tools/list")).then(|| message.id().cloned()).flatten();
+    let listing_id = (message.method() == Some("tools/list"))
+        .then(|| message.id().cloned())
+        .flatten();
     let response = match forward(&gw, upstream, Method::POST, &headers, Some(bytes)).await {
         Ok(r) => r,
         Err(e) => return upstream_unreachable(&name, &message, &e),
     };
     match listing_id {
-        Some(id) if response.status().is_success() => learn_from_listing(&gw, upstream, id, response),
+        Some(id) if response.status().is_success() => {
+            learn_from_listing(&gw, upstream, id, response)
+        }
         _ => relay_response(response),
     }
 }
@@ -104,7 +113,7 @@ async fn relay_stream(
 ) -> Response {
     let upstream = match admit(&gw, &name, &headers) {
         Ok(u) => u,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     match forward(&gw, upstream, method, &headers, None).await {
         Ok(r) => relay_response(r),
@@ -112,31 +121,37 @@ async fn relay_stream(
             tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
             json_response(
                 StatusCode::BAD_GATEWAY,
-                &mcp::error_body(&Value::Null, -32603, &format!("toolgate: upstream {name:?} unreachable")),
+                &mcp::error_body(
+                    &Value::Null,
+                    -32603,
+                    &format!("toolgate: upstream {name:?} unreachable"),
+                ),
             )
         }
     }
 }
 
 /// The checks every request passes before its body is even read.
-fn admit<'g>(gw: &'g Gateway, name: &str, headers: &HeaderMap) -> Result<&'g Upstream, Response> {
+fn admit<'g>(gw: &'g Gateway, name: &str, headers: &HeaderMap) -> Result<&'g Upstream, Refusal> {
     if let Some(origin) = headers.get(header::ORIGIN)
         && !is_local_origin(origin)
     {
-        return Err(json_response(
+        return Err(Refusal::invalid(
             StatusCode::FORBIDDEN,
-            &mcp::error_body(&Value::Null, INVALID_REQUEST, "toolgate: Origin is not a local origin"),
+            "toolgate: Origin is not a local origin",
         ));
     }
-    let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
     if let Err(e) = gw.auth.authenticate(authorization, chrono::Utc::now()) {
         tracing::info!(upstream = %name, reason = %e, "unauthenticated request refused");
         return Err(unauthorized(&e));
     }
     gw.upstreams.get(name).ok_or_else(|| {
-        json_response(
+        Refusal::invalid(
             StatusCode::NOT_FOUND,
-            &mcp::error_body(&Value::Null, INVALID_REQUEST, &format!("toolgate: no upstream named {name:?}")),
+            &format!("toolgate: no upstream named {name:?}"),
         )
     })
 }
@@ -144,7 +159,11 @@ fn admit<'g>(gw: &'g Gateway, name: &str, headers: &HeaderMap) -> Result<&'g Ups
 /// Browsers send an Origin; a page from elsewhere must not drive a local gateway
 /// (DNS rebinding). Clients that are not browsers send none.
 fn is_local_origin(origin: &HeaderValue) -> bool {
-    let Some(url) = origin.to_str().ok().and_then(|o| reqwest::Url::parse(o).ok()) else {
+    let Some(url) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| reqwest::Url::parse(o).ok())
+    else {
         return false;
     };
     match url.host() {
@@ -155,7 +174,7 @@ fn is_local_origin(origin: &HeaderValue) -> bool {
     }
 }
 
-fn unauthorized(e: &AuthError) -> Response {
+fn unauthorized(e: &AuthError) -> Refusal {
     let challenge = match e {
         AuthError::Missing => r#"Bearer realm="toolgate""#.to_owned(),
         other => format!(
@@ -163,25 +182,19 @@ fn unauthorized(e: &AuthError) -> Response {
             other.to_string().replace(['"', '\\'], "'")
         ),
     };
-    let mut resp = json_response(
+    let mut refusal = Refusal::invalid(
         StatusCode::UNAUTHORIZED,
-        &mcp::error_body(&Value::Null, INVALID_REQUEST, &format!("toolgate: unauthorized: {e}")),
+        &format!("toolgate: unauthorized: {e}"),
     );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
+    refusal.challenge = HeaderValue::from_str(&challenge).ok();
+    refusal
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Response> {
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Refusal> {
     let too_large = || {
-        json_response(
+        Refusal::invalid(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &mcp::error_body(
-                &Value::Null,
-                INVALID_REQUEST,
-                &format!("Invalid request: body exceeds the gateway's limit of {max} bytes"),
-            ),
+            &format!("Invalid request: body exceeds the gateway's limit of {max} bytes"),
         )
     };
     let declared = headers
@@ -195,9 +208,9 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            json_response(
+            Refusal::invalid(
                 StatusCode::BAD_REQUEST,
-                &mcp::error_body(&Value::Null, INVALID_REQUEST, &format!("Invalid request: cannot read body: {e}")),
+                &format!("Invalid request: cannot read body: {e}"),
             )
         })?;
         if buf.len() + chunk.len() > max {
@@ -280,7 +293,12 @@ fn relay_response(upstream: reqwest::Response) -> Response {
 
 /// Relays a `tools/list` answer unchanged while keeping a copy; when the answer is
 /// complete, the copy teaches the catalog.
-fn learn_from_listing(gw: &Arc<Gateway>, upstream: &Upstream, id: Value, response: reqwest::Response) -> Response {
+fn learn_from_listing(
+    gw: &Arc<Gateway>,
+    upstream: &Upstream,
+    id: Value,
+    response: reqwest::Response,
+) -> Response {
     let head = response_head(&response);
     let content_type = response
         .headers()
@@ -292,22 +310,31 @@ fn learn_from_listing(gw: &Arc<Gateway>, upstream: &Upstream, id: Value, respons
     let name = upstream.config.name.clone();
     let on_complete = move |body: Vec<u8>| {
         tokio::spawn(async move {
-            let Some(upstream) = gw.upstreams.get(&name) else { return };
+            let Some(upstream) = gw.upstreams.get(&name) else {
+                return;
+            };
             let tools = mcp::response_messages(&content_type, &body)
                 .into_iter()
                 .find(|m| m.get("id") == Some(&id) && m.get("result").is_some())
-                .and_then(|m| m.pointer("/result/tools").and_then(Value::as_array).cloned());
+                .and_then(|m| {
+                    m.pointer("/result/tools")
+                        .and_then(Value::as_array)
+                        .cloned()
+                });
             let Some(tools) = tools else {
                 tracing::debug!(upstream = %name, "tools/list answer carried no tools");
                 return;
             };
             match gw.catalog.learn(&upstream.config, &tools).await {
-                Ok(n) => tracing::debug!(upstream = %name, listed = tools.len(), recorded = n, "catalog learned"),
+                Ok(n) => {
+                    tracing::debug!(upstream = %name, listed = tools.len(), recorded = n, "catalog learned")
+                }
                 Err(e) => tracing::error!(upstream = %name, error = %e, "catalog not recorded"),
             }
         });
     };
     let tee = Tee {
+        expected_len: response.content_length(),
         inner: Box::pin(response.bytes_stream()),
         copy: Vec::new(),
         overflowed: false,
@@ -321,6 +348,9 @@ type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Sen
 
 struct Tee {
     inner: ByteStream,
+    /// hyper stops polling once a Content-Length body is complete, so the end of the
+    /// stream may never be seen; reaching the declared length counts as the end.
+    expected_len: Option<u64>,
     copy: Vec<u8>,
     overflowed: bool,
     on_complete: Option<Box<dyn FnOnce(Vec<u8>) + Send>>,
@@ -339,16 +369,23 @@ impl Stream for Tee {
                     tracing::warn!("tools/list answer over {MAX_LISTING_BYTES} bytes; not learned");
                 } else {
                     self.copy.extend_from_slice(chunk);
+                    if self.expected_len == Some(self.copy.len() as u64) {
+                        self.complete();
+                    }
                 }
             }
-            Poll::Ready(None) if !self.overflowed => {
-                if let Some(done) = self.on_complete.take() {
-                    done(std::mem::take(&mut self.copy));
-                }
-            }
+            Poll::Ready(None) if !self.overflowed => self.complete(),
             _ => {}
         }
         polled
+    }
+}
+
+impl Tee {
+    fn complete(&mut self) {
+        if let Some(done) = self.on_complete.take() {
+            done(std::mem::take(&mut self.copy));
+        }
     }
 }
 
@@ -357,14 +394,57 @@ fn upstream_unreachable(name: &str, message: &ClientMessage, e: &reqwest::Error)
     let id = message.id().cloned().unwrap_or(Value::Null);
     json_response(
         StatusCode::BAD_GATEWAY,
-        &mcp::error_body(&id, -32603, &format!("toolgate: upstream {name:?} unreachable")),
+        &mcp::error_body(
+            &id,
+            -32603,
+            &format!("toolgate: upstream {name:?} unreachable"),
+        ),
     )
+}
+
+/// An answer given before anything goes upstream: a JSON-RPC error with a status, and
+/// a Bearer challenge when the token was the problem.
+pub struct Refusal {
+    status: StatusCode,
+    body: Value,
+    challenge: Option<HeaderValue>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            challenge: None,
+        }
+    }
+
+    fn invalid(status: StatusCode, message: &str) -> Self {
+        Self::new(
+            status,
+            mcp::error_body(&Value::Null, INVALID_REQUEST, message),
+        )
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut resp = json_response(self.status, &self.body);
+        if let Some(challenge) = self.challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        resp
+    }
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body.to_string(),
     )
         .into_response()

@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn duplicate_key_at_top_level_is_rejected() {
         let err = parse(br#"{"a":1,"a":2}"#).unwrap_err();
-        assert!(matches!(err, StrictJsonError::DuplicateKey(ref m) if m.contains("\"a\"")), "{err}");
+        assert!(
+            matches!(err, StrictJsonError::DuplicateKey(ref m) if m.contains("\"a\"")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -119,12 +122,21 @@ mod tests {
 
     #[test]
     fn invalid_utf8_and_lone_surrogates_are_syntax_errors() {
-        assert!(matches!(parse(b"{\"a\":\"\xff\"}"), Err(StrictJsonError::Syntax(_))));
-        assert!(matches!(parse(br#"{"a":"\ud800"}"#), Err(StrictJsonError::Syntax(_))));
+        assert!(matches!(
+            parse(b"{\"a\":\"\xff\"}"),
+            Err(StrictJsonError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"a":"\ud800"}"#),
+            Err(StrictJsonError::Syntax(_))
+        ));
     }
 
     #[test]
     fn trailing_garbage_is_a_syntax_error() {
-        assert!(matches!(parse(br#"{"a":1} x"#), Err(StrictJsonError::Syntax(_))));
+        assert!(matches!(
+            parse(br#"{"a":1} x"#),
+            Err(StrictJsonError::Syntax(_))
+        ));
     }
 }

@@ -127,7 +127,9 @@ impl Store {
         for (i, step) in MIGRATIONS.iter().enumerate().skip(done as usize) {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             // Steps are compile-time constants and the version an integer: nothing to inject.
-            sqlx::raw_sql(AssertSqlSafe(*step)).execute(&mut *tx).await?;
+            sqlx::raw_sql(AssertSqlSafe(*step))
+                .execute(&mut *tx)
+                .await?;
             sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1)))
                 .execute(&mut *tx)
                 .await?;
@@ -174,7 +176,11 @@ impl Store {
 
     /// Records one listing of a tool: a new tool gets its starting class, a known one
     /// its current definition. Both keep every definition ever seen.
-    pub async fn record_listed_tool(&self, t: &ListedTool<'_>, now: &str) -> Result<(), StoreError> {
+    pub async fn record_listed_tool(
+        &self,
+        t: &ListedTool<'_>,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tools (upstream, name, title, description, annotations, input_schema,

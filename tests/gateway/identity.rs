@@ -1,0 +1,153 @@
+//! Every client is authenticated before its body is read, and its token stays here.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::relay::{modern_call, modern_request};
+use crate::support::*;
+
+const ISSUER: &str = "https://idp.test/";
+const AUDIENCE: &str = "toolgate";
+
+fn jwt(claims: Value) -> String {
+    let key = EncodingKey::from_ed_pem(include_bytes!("../fixtures/oauth-test-key.pem")).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("test-key-1".into());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn claims(audience: &str, expires_in_secs: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"iss": ISSUER, "aud": audience, "sub": "alice@corp.example",
+           "groups": ["sre"], "iat": now, "exp": now + expires_in_secs})
+}
+
+async fn setup(upstream_headers: &str) -> (tempfile::TempDir, Proc, GatewayProc) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let upstream = start_py_server(port, "a", &dir.path().join("up.log")).await;
+    let jwks = repo_root().join("tests/fixtures/oauth-test-jwks.json");
+    let gw = start_gateway(&format!(
+        "[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{upstream_headers}\n{}\n\
+         [oauth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
+        test_identities(),
+        jwks.display().to_string()
+    ))
+    .await;
+    (dir, upstream, gw)
+}
+
+async fn call(gw: &GatewayProc, token: Option<&str>, marker: &str) -> reqwest::Response {
+    let body = modern_call(1, "read_page", json!({"page_id": marker}), json!({})).to_string();
+    let mut req = modern_request(&http(), &gw.url("py"), "read_page", body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+async fn assert_unauthorized(resp: reqwest::Response, expect_in_message: &str) {
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer realm=\"toolgate\""),
+        "{challenge}"
+    );
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(expect_in_message),
+        "{message:?} lacks {expect_in_message:?}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_checked_before_anything_reaches_the_upstream() {
+    let (dir, _upstream, gw) = setup("").await;
+
+    assert_unauthorized(
+        call(&gw, None, "MARK-NOTOKEN").await,
+        "missing bearer token",
+    )
+    .await;
+    assert_unauthorized(
+        call(&gw, Some("tg_not-a-known-token"), "MARK-UNKNOWN").await,
+        "unknown token",
+    )
+    .await;
+    assert_unauthorized(
+        call(&gw, Some(EXPIRED_TOKEN), "MARK-EXPIRED").await,
+        "expired",
+    )
+    .await;
+    let wrong_audience = jwt(claims("someone-else", 300));
+    assert_unauthorized(
+        call(&gw, Some(&wrong_audience), "MARK-AUD").await,
+        "InvalidAudience",
+    )
+    .await;
+    let expired_jwt = jwt(claims(AUDIENCE, -600));
+    assert_unauthorized(
+        call(&gw, Some(&expired_jwt), "MARK-JWTEXP").await,
+        "ExpiredSignature",
+    )
+    .await;
+    let mut forged = jwt(claims(AUDIENCE, 300));
+    forged.replace_range(forged.len() - 6.., "AAAAAA");
+    assert_unauthorized(
+        call(&gw, Some(&forged), "MARK-FORGED").await,
+        "invalid OAuth token",
+    )
+    .await;
+
+    let ok = call(&gw, Some(&jwt(claims(AUDIENCE, 300))), "MARK-JWTOK").await;
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("no page MARK-JWTOK"));
+    let ok = call(&gw, Some(AGENT_TOKEN), "MARK-TOKENOK").await;
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+
+    let received = upstream_posts(&dir.path().join("up.log"));
+    let bodies: Vec<&str> = received.iter().map(|p| p.body.as_str()).collect();
+    for refused in [
+        "MARK-NOTOKEN",
+        "MARK-UNKNOWN",
+        "MARK-EXPIRED",
+        "MARK-AUD",
+        "MARK-JWTEXP",
+        "MARK-FORGED",
+    ] {
+        assert!(
+            !bodies.iter().any(|b| b.contains(refused)),
+            "{refused} reached the upstream"
+        );
+    }
+    assert!(bodies.iter().any(|b| b.contains("MARK-JWTOK")));
+    assert!(bodies.iter().any(|b| b.contains("MARK-TOKENOK")));
+    // The client's bearer token is for toolgate alone.
+    assert!(
+        received.iter().all(|p| p.authorization.is_none()),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_credentials_come_from_config_not_from_the_client() {
+    let (dir, _upstream, gw) =
+        setup("headers = { \"Authorization\" = \"Bearer upstream-secret\" }").await;
+    let ok = call(&gw, Some(AGENT_TOKEN), "MARK-CREDS").await;
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+    let received = upstream_posts(&dir.path().join("up.log"));
+    let post = received
+        .iter()
+        .find(|p| p.body.contains("MARK-CREDS"))
+        .expect("call reached upstream");
+    assert_eq!(
+        post.authorization.as_deref(),
+        Some("Bearer upstream-secret")
+    );
+}

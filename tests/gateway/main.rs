@@ -1,0 +1,10 @@
+//! Integration tests: the real `toolgate gateway` binary between real MCP peers
+//! (the reference server-everything, the Python SDK's server and client).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod catalog;
+mod identity;
+mod relay;
+mod strict_input;

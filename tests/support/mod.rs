@@ -1,0 +1,296 @@
+//! Test harness: the real gateway binary and the real third-party MCP peers that
+//! `.ci/run` installs, each started on 127.0.0.1 and killed when its guard drops,
+//! also when a test fails.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The agent token the test configs accept, and its SHA-256.
+pub const AGENT_TOKEN: &str = "tg_test-agent-token";
+/// A token whose identity expired in 2020.
+pub const EXPIRED_TOKEN: &str = "tg_test-expired-token";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    toolgate::gateway::identity::token_sha256(s)
+}
+
+/// A path a peer needs, or a panic that says how to get it. Tests never skip quietly.
+fn require(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} is missing at {}: run ./.ci/run (or the install steps in it) to install the test peers",
+        path.display()
+    );
+    path
+}
+
+pub fn server_everything_js() -> PathBuf {
+    require(
+        repo_root().join(".ci/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+        "@modelcontextprotocol/server-everything",
+    )
+}
+
+pub fn venv_python() -> PathBuf {
+    require(
+        repo_root().join(".ci/venv/bin/python"),
+        "the Python venv with the `mcp` SDK",
+    )
+}
+
+pub fn peer_script(name: &str) -> PathBuf {
+    repo_root().join("tests/peers").join(name)
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+    let child = cmd
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc { child, name }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+pub async fn wait_for_port(port: u16, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "{} exited with {status} before listening on {port}",
+                proc.name
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {port} within 30 s",
+            proc.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The reference server, in Streamable HTTP mode, forced onto 127.0.0.1.
+pub async fn start_server_everything() -> (Proc, u16) {
+    let port = free_port();
+    let mut proc = spawn(
+        "server-everything",
+        Command::new("node")
+            .arg("-r")
+            .arg(peer_script("localhost.cjs"))
+            .arg(server_everything_js())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, &mut proc).await;
+    (proc, port)
+}
+
+/// The Python SDK test server. Every POST it receives is appended to `log`.
+pub async fn start_py_server(port: u16, variant: &str, log: &Path) -> Proc {
+    let mut proc = spawn(
+        "python mcp server",
+        Command::new(venv_python())
+            .arg(peer_script("py_server.py"))
+            .arg(port.to_string())
+            .arg(variant)
+            .env("TOOLGATE_TEST_UPSTREAM_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, &mut proc).await;
+    proc
+}
+
+/// One POST as the Python upstream logged it.
+#[derive(Debug, serde::Deserialize)]
+pub struct UpstreamPost {
+    pub body: String,
+    pub authorization: Option<String>,
+}
+
+/// What the Python upstream says it received, in order.
+pub fn upstream_posts(log: &Path) -> Vec<UpstreamPost> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("upstream log line"))
+        .collect()
+}
+
+/// A running gateway with its own config and data dir.
+pub struct GatewayProc {
+    pub proc: Proc,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl GatewayProc {
+    pub fn url(&self, upstream: &str) -> String {
+        format!("http://{}/mcp/{upstream}", self.addr)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/toolgate.db")
+    }
+}
+
+/// The `[[identity]]` tables every test config carries.
+pub fn test_identities() -> String {
+    format!(
+        r#"
+[[identity]]
+name = "ci-bot"
+kind = "api_token"
+token_sha256 = "{}"
+groups = ["ci"]
+issued = "2026-01-01T00:00:00Z"
+
+[[identity]]
+name = "old-support"
+kind = "api_token"
+token_sha256 = "{}"
+issued = "2019-01-01T00:00:00Z"
+expires = "2020-01-01T00:00:00Z"
+"#,
+        sha256_hex(AGENT_TOKEN),
+        sha256_hex(EXPIRED_TOKEN)
+    )
+}
+
+/// Starts the gateway binary on a config made of `[gateway]` defaults plus `body`.
+pub async fn start_gateway(body: &str) -> GatewayProc {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut proc = spawn(
+        "toolgate gateway",
+        Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .arg("gateway")
+            .arg("--config")
+            .arg(&path)
+            .env("TOOLGATE_LOG", "toolgate=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let stdout = proc.child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("gateway stdout") {
+            if let Some(rest) = line.strip_prefix("toolgate gateway: MCP endpoint http://") {
+                return rest.split('/').next().map(String::from);
+            }
+        }
+        None
+    })
+    .await
+    .expect("gateway did not report its endpoint within 30 s")
+    .expect("gateway exited before reporting its endpoint");
+    GatewayProc { proc, addr, dir }
+}
+
+/// Runs the Python SDK client against `url` and returns what it printed.
+pub async fn run_py_client(url: &str, token: &str, tool: &str, args: &Value, mode: &str) -> Value {
+    let out = Command::new(venv_python())
+        .arg(peer_script("py_client.py"))
+        .arg(url)
+        .arg(token)
+        .arg(tool)
+        .arg(args.to_string())
+        .arg(mode)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("python client finished within 60 s")
+        .expect("python client ran");
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python client printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Polls `check` until it returns `Some`, for state the gateway writes in the background.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads rows from the gateway's SQLite store through the real driver.
+pub async fn query_rows(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+        return Vec::new();
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| {
+            (0..r.columns().len())
+                .map(|i| r.try_get::<Option<String>, _>(i).ok().flatten())
+                .collect()
+        })
+        .collect()
+}
+
+/// A reqwest client for raw HTTP against the gateway or an upstream.
+pub fn http() -> reqwest::Client {
+    toolgate::http::client_builder()
+        .build()
+        .expect("http client")
+}
