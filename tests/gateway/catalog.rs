@@ -87,7 +87,7 @@ async fn listings_are_stored_with_hashes_and_classes_in_both_eras() {
     assert_eq!(definition_count(&gw, "write_page").await, 1);
 
     // The upstream comes back with write_page's destructiveHint flipped.
-    drop(upstream);
+    upstream.stop().await;
     let _upstream = start_py_server(port, "b", &log).await;
     run_py_client(&gw.url("py"), AGENT_TOKEN, "read_page", &args, "auto").await;
     eventually("write_page's second definition", || async {

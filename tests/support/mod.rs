@@ -60,6 +60,13 @@ pub struct Proc {
     pub name: &'static str,
 }
 
+impl Proc {
+    /// Kills the process and waits until it is gone, so its port is free again.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
     let child = cmd
         .kill_on_drop(true)
