@@ -5,6 +5,7 @@
 mod support;
 
 mod catalog;
+mod cli;
 mod identity;
 mod relay;
 mod strict_input;

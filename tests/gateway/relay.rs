@@ -153,8 +153,17 @@ async fn a_modern_answer_is_relayed_byte_for_byte() {
 
 /// Opens a 2025-11-25 session and returns its id.
 async fn legacy_session(client: &reqwest::Client, url: &str, token: &str) -> String {
+    legacy_session_with(client, url, token, json!({})).await
+}
+
+async fn legacy_session_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    capabilities: Value,
+) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
+        "protocolVersion": "2025-11-25", "capabilities": capabilities,
         "clientInfo": {"name": "toolgate-test", "version": "1"}}});
     let resp = legacy_post(client, url, token, None, &init)
         .send()
@@ -312,4 +321,60 @@ async fn get_stream_and_delete_pass_through_to_server_everything() {
         .await
         .unwrap();
     assert_eq!(after.status(), 400);
+}
+
+#[tokio::test]
+async fn a_server_to_client_request_and_its_answer_pass_through() {
+    let (_upstream, port) = start_server_everything().await;
+    let gw = start_gateway(&everything_upstream(port)).await;
+    let client = http();
+    let url = gw.url("everything");
+    let session = legacy_session_with(&client, &url, AGENT_TOKEN, json!({"elicitation": {}})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                      "params": {"name": "trigger-elicitation-request", "arguments": {}}});
+    let resp = legacy_post(&client, &url, AGENT_TOKEN, Some(&session), &call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut answered = false;
+    let result = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream went quiet")
+            .expect("the stream ended without a result")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        let messages: Vec<Value> = buf
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect();
+        if let Some(request) = messages
+            .iter()
+            .find(|m| m["method"] == "elicitation/create")
+            && !answered
+        {
+            // The upstream asks the client something mid-call; the client answers by POST.
+            let answer = json!({"jsonrpc": "2.0", "id": request["id"],
+                                "result": {"action": "accept", "content": {"name": "Ada Lovelace", "check": true}}});
+            let ack = legacy_post(&client, &url, AGENT_TOKEN, Some(&session), &answer)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                ack.status(),
+                202,
+                "the answer to the server's request was not accepted"
+            );
+            answered = true;
+        }
+        if let Some(done) = messages.iter().find(|m| m["id"] == 5) {
+            break done.clone();
+        }
+    };
+    assert!(answered, "the upstream's elicitation request never arrived");
+    assert!(result.to_string().contains("Ada Lovelace"), "{result}");
 }
