@@ -26,15 +26,8 @@ async fn definition_count(gw: &GatewayProc, tool: &str) -> usize {
 
 #[tokio::test]
 async fn listings_are_stored_with_hashes_and_classes_in_both_eras() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("up.log");
-    let port = free_port();
-    let upstream = start_py_server(port, "a", &log).await;
-    let gw = start_gateway(&format!(
-        "[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\ntrust_annotations = true\n{}",
-        test_identities()
-    ))
-    .await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
     let args = json!({"page_id": "x"});
 
     let seen = run_py_client(&gw.url("py"), AGENT_TOKEN, "read_page", &args, "auto").await;
@@ -87,8 +80,7 @@ async fn listings_are_stored_with_hashes_and_classes_in_both_eras() {
     assert_eq!(definition_count(&gw, "write_page").await, 1);
 
     // The upstream comes back with write_page's destructiveHint flipped.
-    upstream.stop().await;
-    let _upstream = start_py_server(port, "b", &log).await;
+    let _upstream = upstream.restart_as("b").await;
     run_py_client(&gw.url("py"), AGENT_TOKEN, "read_page", &args, "auto").await;
     eventually("write_page's second definition", || async {
         (definition_count(&gw, "write_page").await == 2).then_some(())
@@ -111,11 +103,7 @@ async fn listings_are_stored_with_hashes_and_classes_in_both_eras() {
 #[tokio::test]
 async fn an_untrusted_upstream_starts_every_tool_unclassified() {
     let (_upstream, port) = start_server_everything().await;
-    let gw = start_gateway(&format!(
-        "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
-        test_identities()
-    ))
-    .await;
+    let gw = start_gateway(&everything_config(port)).await;
     run_py_client(
         &gw.url("everything"),
         AGENT_TOKEN,

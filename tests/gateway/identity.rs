@@ -22,19 +22,16 @@ fn claims(audience: &str, expires_in_secs: i64) -> Value {
            "groups": ["sre"], "iat": now, "exp": now + expires_in_secs})
 }
 
-async fn setup(upstream_headers: &str) -> (tempfile::TempDir, Proc, GatewayProc) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let upstream = start_py_server(port, "a", &dir.path().join("up.log")).await;
+async fn setup(upstream_headers: &str) -> (PyUpstream, GatewayProc) {
+    let upstream = PyUpstream::start().await;
     let jwks = repo_root().join("tests/fixtures/oauth-test-jwks.json");
     let gw = start_gateway(&format!(
-        "[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{upstream_headers}\n{}\n\
-         [oauth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
-        test_identities(),
+        "{}\n[oauth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
+        upstream.config(upstream_headers),
         jwks.display().to_string()
     ))
     .await;
-    (dir, upstream, gw)
+    (upstream, gw)
 }
 
 async fn call(gw: &GatewayProc, token: Option<&str>, marker: &str) -> reqwest::Response {
@@ -66,7 +63,7 @@ async fn assert_unauthorized(resp: reqwest::Response, expect_in_message: &str) {
 
 #[tokio::test]
 async fn tokens_are_checked_before_anything_reaches_the_upstream() {
-    let (dir, _upstream, gw) = setup("").await;
+    let (upstream, gw) = setup("").await;
 
     assert_unauthorized(
         call(&gw, None, "MARK-NOTOKEN").await,
@@ -110,7 +107,7 @@ async fn tokens_are_checked_before_anything_reaches_the_upstream() {
     assert_eq!(ok.status(), 200);
     ok.bytes().await.unwrap();
 
-    let received = upstream_posts(&dir.path().join("up.log"));
+    let received = upstream.posts();
     let bodies: Vec<&str> = received.iter().map(|p| p.body.as_str()).collect();
     for refused in [
         "MARK-NOTOKEN",
@@ -136,12 +133,12 @@ async fn tokens_are_checked_before_anything_reaches_the_upstream() {
 
 #[tokio::test]
 async fn upstream_credentials_come_from_config_not_from_the_client() {
-    let (dir, _upstream, gw) =
+    let (upstream, gw) =
         setup("headers = { \"Authorization\" = \"Bearer upstream-secret\" }").await;
     let ok = call(&gw, Some(AGENT_TOKEN), "MARK-CREDS").await;
     assert_eq!(ok.status(), 200);
     ok.bytes().await.unwrap();
-    let received = upstream_posts(&dir.path().join("up.log"));
+    let received = upstream.posts();
     let post = received
         .iter()
         .find(|p| p.body.contains("MARK-CREDS"))

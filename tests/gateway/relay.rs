@@ -7,20 +7,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn py_upstream(port: u16) -> String {
-    format!(
-        "[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\ntrust_annotations = true\n{}",
-        test_identities()
-    )
-}
-
-fn everything_upstream(port: u16) -> String {
-    format!(
-        "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
-        test_identities()
-    )
-}
-
 /// Everything but the server-assigned bits a second run cannot reproduce.
 fn stable(result: &Value) -> Value {
     let mut r = result.clone();
@@ -31,7 +17,7 @@ fn stable(result: &Value) -> Value {
 #[tokio::test]
 async fn python_client_negotiates_2025_11_25_with_server_everything() {
     let (_upstream, port) = start_server_everything().await;
-    let gw = start_gateway(&everything_upstream(port)).await;
+    let gw = start_gateway(&everything_config(port)).await;
     let args = json!({"message": "through toolgate"});
 
     let via = run_py_client(&gw.url("everything"), AGENT_TOKEN, "echo", &args, "auto").await;
@@ -61,21 +47,12 @@ async fn python_client_negotiates_2025_11_25_with_server_everything() {
 
 #[tokio::test]
 async fn python_client_negotiates_2026_07_28_with_the_python_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _upstream = start_py_server(port, "a", &dir.path().join("up.log")).await;
-    let gw = start_gateway(&py_upstream(port)).await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
     let args = json!({"page_id": "ops-runbook"});
 
     let via = run_py_client(&gw.url("py"), AGENT_TOKEN, "read_page", &args, "auto").await;
-    let direct = run_py_client(
-        &format!("http://127.0.0.1:{port}/mcp"),
-        "unused",
-        "read_page",
-        &args,
-        "auto",
-    )
-    .await;
+    let direct = run_py_client(&upstream.direct_url(), "unused", "read_page", &args, "auto").await;
 
     assert_eq!(via["protocol_version"], "2026-07-28");
     assert_eq!(via["result"]["content"][0]["text"], "Restart the pager.");
@@ -113,10 +90,8 @@ pub fn modern_request(
 
 #[tokio::test]
 async fn a_modern_answer_is_relayed_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _upstream = start_py_server(port, "a", &dir.path().join("up.log")).await;
-    let gw = start_gateway(&py_upstream(port)).await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
     let client = http();
     let body = modern_call(
         9,
@@ -126,15 +101,10 @@ async fn a_modern_answer_is_relayed_byte_for_byte() {
     )
     .to_string();
 
-    let direct = modern_request(
-        &client,
-        &format!("http://127.0.0.1:{port}/mcp"),
-        "read_page",
-        body.clone(),
-    )
-    .send()
-    .await
-    .unwrap();
+    let direct = modern_request(&client, &upstream.direct_url(), "read_page", body.clone())
+        .send()
+        .await
+        .unwrap();
     let via = modern_request(&client, &gw.url("py"), "read_page", body)
         .bearer_auth(AGENT_TOKEN)
         .send()
@@ -248,7 +218,7 @@ fn assert_progress_streams_ahead(messages: &[(Duration, Value)], steps: usize) {
 #[tokio::test]
 async fn progress_from_server_everything_arrives_before_its_result() {
     let (_upstream, port) = start_server_everything().await;
-    let gw = start_gateway(&everything_upstream(port)).await;
+    let gw = start_gateway(&everything_config(port)).await;
     let client = http();
     let url = gw.url("everything");
     let session = legacy_session(&client, &url, AGENT_TOKEN).await;
@@ -265,10 +235,8 @@ async fn progress_from_server_everything_arrives_before_its_result() {
 
 #[tokio::test]
 async fn progress_from_the_python_server_arrives_before_its_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _upstream = start_py_server(port, "a", &dir.path().join("up.log")).await;
-    let gw = start_gateway(&py_upstream(port)).await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
     let body = modern_call(
         4,
         "count_slowly",
@@ -287,7 +255,7 @@ async fn progress_from_the_python_server_arrives_before_its_result() {
 #[tokio::test]
 async fn get_stream_and_delete_pass_through_to_server_everything() {
     let (_upstream, port) = start_server_everything().await;
-    let gw = start_gateway(&everything_upstream(port)).await;
+    let gw = start_gateway(&everything_config(port)).await;
     let client = http();
     let url = gw.url("everything");
     let session = legacy_session(&client, &url, AGENT_TOKEN).await;
@@ -326,7 +294,7 @@ async fn get_stream_and_delete_pass_through_to_server_everything() {
 #[tokio::test]
 async fn a_server_to_client_request_and_its_answer_pass_through() {
     let (_upstream, port) = start_server_everything().await;
-    let gw = start_gateway(&everything_upstream(port)).await;
+    let gw = start_gateway(&everything_config(port)).await;
     let client = http();
     let url = gw.url("everything");
     let session = legacy_session_with(&client, &url, AGENT_TOKEN, json!({"elicitation": {}})).await;

@@ -142,15 +142,8 @@ fn bad_inputs() -> Vec<Bad> {
 
 #[tokio::test]
 async fn bad_input_gets_precise_errors_and_never_reaches_the_upstream() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("up.log");
-    let port = free_port();
-    let _upstream = start_py_server(port, "a", &log).await;
-    let gw = start_gateway(&format!(
-        "[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
-        test_identities()
-    ))
-    .await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("")).await;
     let client = http();
     let url = gw.url("py");
 
@@ -210,7 +203,7 @@ async fn bad_input_gets_precise_errors_and_never_reaches_the_upstream() {
     assert_eq!(resp.status(), 200);
     resp.bytes().await.unwrap();
 
-    let received: Vec<String> = upstream_posts(&log).into_iter().map(|p| p.body).collect();
+    let received: Vec<String> = upstream.posts().into_iter().map(|p| p.body).collect();
     assert!(
         received.iter().any(|b| b.contains("MARK-GOOD")),
         "the upstream log is not being written"
@@ -226,15 +219,8 @@ async fn bad_input_gets_precise_errors_and_never_reaches_the_upstream() {
 
 #[tokio::test]
 async fn a_foreign_origin_is_refused_before_anything_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("up.log");
-    let port = free_port();
-    let _upstream = start_py_server(port, "a", &log).await;
-    let gw = start_gateway(&format!(
-        "[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
-        test_identities()
-    ))
-    .await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("")).await;
     let client = http();
     let body = call_with("MARK-ORIGIN").to_string();
 
@@ -254,7 +240,7 @@ async fn a_foreign_origin_is_refused_before_anything_else() {
         .unwrap();
     assert_eq!(local.status(), 200);
     local.bytes().await.unwrap();
-    let received = upstream_posts(&log);
+    let received = upstream.posts();
     assert_eq!(
         received
             .iter()

@@ -140,6 +140,72 @@ pub async fn start_py_server(port: u16, variant: &str, log: &Path) -> Proc {
     proc
 }
 
+/// The Python test server on a port of its own, logging every POST it receives.
+pub struct PyUpstream {
+    pub proc: Proc,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PyUpstream {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("upstream.log");
+        let port = free_port();
+        let proc = start_py_server(port, "a", &log).await;
+        Self {
+            proc,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Restarts on the same port, as `variant` (which changes one tool's annotations).
+    pub async fn restart_as(self, variant: &str) -> Self {
+        let Self {
+            proc,
+            port,
+            log,
+            _dir,
+        } = self;
+        proc.stop().await;
+        let proc = start_py_server(port, variant, &log).await;
+        Self {
+            proc,
+            port,
+            log,
+            _dir,
+        }
+    }
+
+    pub fn direct_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// A gateway config body with this server as upstream `py`, plus `extra` keys for it.
+    pub fn config(&self, extra: &str) -> String {
+        format!(
+            "[[upstream]]\nname = \"py\"\nurl = \"{}\"\n{extra}\n{}",
+            self.direct_url(),
+            test_identities()
+        )
+    }
+
+    pub fn posts(&self) -> Vec<UpstreamPost> {
+        upstream_posts(&self.log)
+    }
+}
+
+/// A gateway config body with server-everything on `port` as upstream `everything`.
+pub fn everything_config(port: u16) -> String {
+    format!(
+        "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
+        test_identities()
+    )
+}
+
 /// One POST as the Python upstream logged it.
 #[derive(Debug, serde::Deserialize)]
 pub struct UpstreamPost {
