@@ -65,3 +65,132 @@ pub struct IdentityRef {
     pub name: String,
     pub groups: Vec<String>,
 }
+
+/// What the gateway decided for one `tools/call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Deny,
+    Hold,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Hold => "hold",
+        }
+    }
+}
+
+/// The resource a call targets, as found in its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub kind: String,
+    pub id: String,
+}
+
+/// The workflow a call belongs to, as the agent declared it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_window: Option<bool>,
+}
+
+/// One stored event: a dense sequence number, a timestamp and what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339, UTC, milliseconds.
+    pub ts: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum EventBody {
+    #[serde(rename = "decision")]
+    Decision(DecisionEvent),
+    #[serde(rename = "tool.discovered")]
+    ToolDiscovered(ToolRow),
+    #[serde(rename = "tool.changed")]
+    ToolChanged {
+        #[serde(flatten)]
+        tool: ToolRow,
+        old_definition: serde_json::Value,
+        new_definition: serde_json::Value,
+    },
+    #[serde(rename = "policy.changed")]
+    PolicyChanged {
+        version: u64,
+        sha256: String,
+        by: String,
+    },
+    #[serde(rename = "store.recovered")]
+    StoreRecovered { denied_unlogged: u64 },
+}
+
+impl EventBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Decision(_) => "decision",
+            EventBody::ToolDiscovered(_) => "tool.discovered",
+            EventBody::ToolChanged { .. } => "tool.changed",
+            EventBody::PolicyChanged { .. } => "policy.changed",
+            EventBody::StoreRecovered { .. } => "store.recovered",
+        }
+    }
+
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            EventBody::Decision(d) => Some(&d.call_id),
+            _ => None,
+        }
+    }
+}
+
+/// A decision as events and the API show it. Arguments are already redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionEvent {
+    /// UUIDv7, minted at decision; a hold's id is its call's id.
+    pub call_id: String,
+    pub upstream: String,
+    pub tool: String,
+    pub risk: Risk,
+    pub identity: IdentityRef,
+    pub target: Option<Target>,
+    pub workflow: Option<Workflow>,
+    pub outcome: Outcome,
+    pub policy_ids: Vec<String>,
+    pub reason: String,
+    /// Time spent deciding, in microseconds.
+    pub decision_us: u64,
+    /// The redacted arguments; a string holding their first 16 KiB when cut.
+    pub args: serde_json::Value,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_truncated: bool,
+}
+
+/// A tool in the catalog, as `GET /tools` and tool events show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolRow {
+    pub upstream: String,
+    pub name: String,
+    pub title: Option<String>,
+    pub annotations: Option<serde_json::Value>,
+    pub definition_sha256: Option<String>,
+    pub suggested_risk: Risk,
+    pub risk: Risk,
+    /// Where the class came from: annotations, default, seed, operator or reset.
+    pub source: String,
+    pub version: u64,
+    pub updated_by: Option<String>,
+    pub updated_at: String,
+    pub note: Option<String>,
+}

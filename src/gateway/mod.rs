@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod identity;
 pub mod mcp;
+pub mod policy;
 pub mod proxy;
 pub mod store;
 pub mod strict_json;

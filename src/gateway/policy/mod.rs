@@ -1,0 +1,478 @@
+//! Deciding a `tools/call`: Cedar policies over the identity, the tool and its risk
+//! class, the target resource, the arguments and the workflow context.
+//!
+//! Precedence is deny > hold > allow, anything no policy permits is denied, and any
+//! evaluation error is a deny: Cedar skips a `forbid` whose condition errors, which
+//! would otherwise let a `permit` win.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression,
+    Schema, ValidationMode, Validator,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::identity::Identity;
+use crate::api::{IdentityKind, Outcome, Risk, Target, Workflow};
+
+/// The schema every policy is validated against, as `docs/policy.md` documents it.
+pub const SCHEMA: &str = include_str!("schema.cedarschema");
+/// The shipped default policy: the risk matrix.
+pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
+
+/// The most argument leaves a policy can see. Past it, a call is denied rather than
+/// decided on a partial view, so padding cannot hide an argument from a `forbid`.
+const MAX_ARG_TAGS: usize = 4096;
+
+/// Why a policy text was refused, with where in the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", location(*line, *column))]
+pub struct PolicyError {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+        (Some(l), None) => format!("line {l}: "),
+        _ => String::new(),
+    }
+}
+
+impl PolicyError {
+    fn at(text: &str, diagnostic: &dyn miette::Diagnostic, message: String) -> Self {
+        let offset = diagnostic
+            .labels()
+            .and_then(|mut labels| labels.next())
+            .map(|l| l.offset());
+        let (line, column) = match offset {
+            Some(o) => {
+                let before = &text[..o.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        Self {
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn plain(message: String) -> Self {
+        Self {
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+/// The result of deciding one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The policies that determined the outcome (empty for the default deny).
+    pub policy_ids: Vec<String>,
+    /// Why, in words an operator and an agent can act on.
+    pub reason: String,
+}
+
+impl Decision {
+    fn deny(policy_ids: Vec<String>, reason: String) -> Self {
+        Self {
+            outcome: Outcome::Deny,
+            policy_ids,
+            reason,
+        }
+    }
+
+    /// The policy id a deny message names: the deciding policy, or `default-deny`.
+    pub fn named_policy(&self) -> String {
+        if self.policy_ids.is_empty() {
+            "default-deny".into()
+        } else {
+            self.policy_ids.join(",")
+        }
+    }
+}
+
+/// What is known about a call when it is decided.
+pub struct CallFacts<'a> {
+    pub identity: &'a Identity,
+    pub upstream: &'a str,
+    pub tool: &'a str,
+    pub risk: Risk,
+    pub args: &'a Map<String, Value>,
+    pub target: Option<&'a Target>,
+    pub workflow: Option<&'a Workflow>,
+    pub now: DateTime<Utc>,
+}
+
+/// A compiled, validated policy set, sliced per tool on first use.
+pub struct PolicyEngine {
+    policies: PolicySet,
+    /// Each policy's resource scope, to slice the set per tool.
+    scopes: Vec<(Policy, ResourceConstraint)>,
+    holds: HashSet<PolicyId>,
+    reasons: HashMap<PolicyId, String>,
+    slices: RwLock<HashMap<(String, String), Arc<PolicySet>>>,
+    authorizer: Authorizer,
+    action: EntityUid,
+}
+
+fn type_name(name: &str) -> EntityTypeName {
+    EntityTypeName::from_str(name).expect("a schema type name")
+}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name(kind), EntityId::new(id))
+}
+
+pub fn schema() -> Schema {
+    Schema::from_cedarschema_str(SCHEMA)
+        .expect("the built-in schema is valid")
+        .0
+}
+
+impl PolicyEngine {
+    /// Parses and strictly validates a policy text. Policy ids come from `@id`
+    /// annotations; `@outcome("hold")` marks a permit that holds the call.
+    pub fn compile(text: &str) -> Result<Self, PolicyError> {
+        let parsed = PolicySet::from_str(text)
+            .map_err(|e| PolicyError::at(text, &e, format!("syntax error: {e}")))?;
+        let mut policies = PolicySet::new();
+        let mut holds = HashSet::new();
+        let mut reasons = HashMap::new();
+        let mut scopes = Vec::new();
+        for policy in parsed.policies() {
+            let policy = match policy.annotation("id") {
+                Some(id) => policy.new_id(PolicyId::new(id)),
+                None => policy.clone(),
+            };
+            let id = policy.id().clone();
+            match policy.annotation("outcome") {
+                None => {}
+                Some("hold") if policy.effect() == cedar_policy::Effect::Permit => {
+                    holds.insert(id.clone());
+                }
+                Some(other) => {
+                    return Err(PolicyError::plain(format!(
+                        "policy {id}: @outcome({other:?}) is not valid; only a permit may carry @outcome(\"hold\")"
+                    )));
+                }
+            }
+            if let Some(reason) = policy.annotation("reason") {
+                reasons.insert(id.clone(), reason.to_owned());
+            }
+            scopes.push((policy.clone(), policy.resource_constraint()));
+            policies
+                .add(policy)
+                .map_err(|e| PolicyError::plain(format!("policy {id}: {e}")))?;
+        }
+        let result = Validator::new(schema()).validate(&policies, ValidationMode::Strict);
+        if let Some(error) = result.validation_errors().next() {
+            return Err(PolicyError::at(
+                text,
+                error,
+                format!("invalid policy: {error}"),
+            ));
+        }
+        Ok(Self {
+            policies,
+            scopes,
+            holds,
+            reasons,
+            slices: RwLock::new(HashMap::new()),
+            authorizer: Authorizer::new(),
+            action: uid("Action", "call_tool"),
+        })
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// The policies that can apply to one tool: those whose resource scope admits it.
+    fn slice(&self, upstream: &str, tool: &str) -> Arc<PolicySet> {
+        let key = (upstream.to_owned(), tool.to_owned());
+        if let Some(s) = self.slices.read().expect("slices lock").get(&key) {
+            return s.clone();
+        }
+        let tool_uid = uid("Tool", &tool_id(upstream, tool));
+        let upstream_uid = uid("Upstream", upstream);
+        let tool_type = type_name("Tool");
+        let admits = |c: &ResourceConstraint| match c {
+            ResourceConstraint::Any => true,
+            ResourceConstraint::Is(t) => *t == tool_type,
+            ResourceConstraint::Eq(u) => *u == tool_uid,
+            ResourceConstraint::In(u) => *u == tool_uid || *u == upstream_uid,
+            ResourceConstraint::IsIn(t, u) => {
+                *t == tool_type && (*u == tool_uid || *u == upstream_uid)
+            }
+        };
+        let mut slice = PolicySet::new();
+        for (policy, scope) in &self.scopes {
+            if admits(scope) {
+                slice
+                    .add(policy.clone())
+                    .expect("ids are unique in the full set");
+            }
+        }
+        let slice = Arc::new(slice);
+        self.slices
+            .write()
+            .expect("slices lock")
+            .insert(key, slice.clone());
+        slice
+    }
+
+    pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
+        let (request, entities) = match build_request(facts, &self.action) {
+            Ok(r) => r,
+            Err(reason) => return Decision::deny(Vec::new(), reason),
+        };
+        let slice = self.slice(facts.upstream, facts.tool);
+        let response = self.authorizer.is_authorized(&request, &slice, &entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<_> = diagnostics.errors().collect();
+        if !errors.is_empty() {
+            let ids = errors
+                .iter()
+                .map(|e| match e {
+                    cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                        p.policy_id().to_string()
+                    }
+                })
+                .collect();
+            let detail = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Decision::deny(
+                ids,
+                format!("policy evaluation failed, so the call is denied: {detail}"),
+            );
+        }
+        let mut determining: Vec<&PolicyId> = diagnostics.reason().collect();
+        determining.sort();
+        let reason_of = |id: &PolicyId, fallback: &str| {
+            self.reasons
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("{fallback} {id}"))
+        };
+        match response.decision() {
+            CedarDecision::Deny => match determining.first() {
+                Some(first) => Decision::deny(
+                    determining.iter().map(|id| id.to_string()).collect(),
+                    reason_of(first, "forbidden by policy"),
+                ),
+                None => Decision::deny(Vec::new(), "no policy permits this call".into()),
+            },
+            CedarDecision::Allow => {
+                let holding: Vec<&PolicyId> = determining
+                    .iter()
+                    .copied()
+                    .filter(|id| self.holds.contains(*id))
+                    .collect();
+                let (outcome, ids) = if holding.is_empty() {
+                    (Outcome::Allow, determining)
+                } else {
+                    (Outcome::Hold, holding)
+                };
+                Decision {
+                    outcome,
+                    reason: reason_of(ids[0], "permitted by policy"),
+                    policy_ids: ids.iter().map(|id| id.to_string()).collect(),
+                }
+            }
+        }
+    }
+}
+
+/// The Cedar id of a tool: its upstream and name.
+pub fn tool_id(upstream: &str, tool: &str) -> String {
+    format!("{upstream}/{tool}")
+}
+
+fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, Entities), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot evaluate policy: {e}");
+    let identity = facts.identity;
+    let groups: Vec<EntityUid> = identity.groups.iter().map(|g| uid("Group", g)).collect();
+    let principal = match identity.kind {
+        IdentityKind::Oauth => Entity::new(
+            uid("User", &identity.name),
+            [(
+                "name".to_owned(),
+                RestrictedExpression::new_string(identity.name.clone()),
+            )]
+            .into(),
+            groups.into_iter().collect(),
+        ),
+        IdentityKind::ApiToken => {
+            let mut attrs = HashMap::from([
+                (
+                    "name".to_owned(),
+                    RestrictedExpression::new_string(identity.name.clone()),
+                ),
+                (
+                    "age_days".to_owned(),
+                    RestrictedExpression::new_long(
+                        identity.issued.map_or(0, |i| (facts.now - i).num_days()),
+                    ),
+                ),
+            ]);
+            if let Some(expires) = identity.expires {
+                attrs.insert(
+                    "expires_in_days".to_owned(),
+                    RestrictedExpression::new_long((expires - facts.now).num_days()),
+                );
+            }
+            Entity::new(
+                uid("Token", &identity.name),
+                attrs,
+                groups.into_iter().collect(),
+            )
+        }
+    }
+    .map_err(|e| fail(&e))?;
+    let resource = Entity::new(
+        uid("Tool", &tool_id(facts.upstream, facts.tool)),
+        HashMap::from([
+            (
+                "name".to_owned(),
+                RestrictedExpression::new_string(facts.tool.to_owned()),
+            ),
+            (
+                "upstream".to_owned(),
+                RestrictedExpression::new_string(facts.upstream.to_owned()),
+            ),
+            (
+                "risk".to_owned(),
+                RestrictedExpression::new_string(facts.risk.as_str().to_owned()),
+            ),
+        ]),
+        [uid("Upstream", facts.upstream)].into(),
+    )
+    .map_err(|e| fail(&e))?;
+    let tags = argument_tags(facts.args)?;
+    let args_uid = uid("Args", "call");
+    let args = Entity::new_with_tags(
+        args_uid.clone(),
+        [],
+        [],
+        tags.into_iter()
+            .map(|(k, v)| (k, RestrictedExpression::new_string(v))),
+    )
+    .map_err(|e| fail(&e))?;
+    let mut context = vec![(
+        "args".to_owned(),
+        RestrictedExpression::new_entity_uid(args_uid),
+    )];
+    if let Some(t) = facts.target {
+        let record = RestrictedExpression::new_record([
+            (
+                "kind".to_owned(),
+                RestrictedExpression::new_string(t.kind.clone()),
+            ),
+            (
+                "id".to_owned(),
+                RestrictedExpression::new_string(t.id.clone()),
+            ),
+        ])
+        .map_err(|e| fail(&e))?;
+        context.push(("target".to_owned(), record));
+    }
+    if let Some(w) = facts.workflow {
+        let mut fields = Vec::new();
+        if let Some(ticket) = &w.ticket {
+            fields.push((
+                "ticket".to_owned(),
+                RestrictedExpression::new_string(ticket.clone()),
+            ));
+        }
+        if let Some(window) = w.change_window {
+            fields.push((
+                "change_window".to_owned(),
+                RestrictedExpression::new_bool(window),
+            ));
+        }
+        let record = RestrictedExpression::new_record(fields).map_err(|e| fail(&e))?;
+        context.push(("workflow".to_owned(), record));
+    }
+    let context = Context::from_pairs(context).map_err(|e| fail(&e))?;
+    let request = Request::new(
+        principal.uid(),
+        action.clone(),
+        resource.uid(),
+        context,
+        None,
+    )
+    .map_err(|e| fail(&e))?;
+    let entities =
+        Entities::from_entities([principal, resource, args], None).map_err(|e| fail(&e))?;
+    Ok((request, entities))
+}
+
+/// Every scalar in the arguments, keyed by its RFC 6901 JSON pointer.
+pub fn argument_tags(args: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
+    fn walk(
+        value: &Value,
+        pointer: &mut String,
+        out: &mut Vec<(String, String)>,
+    ) -> Result<(), String> {
+        if out.len() > MAX_ARG_TAGS {
+            return Err(format!(
+                "the arguments have more than {MAX_ARG_TAGS} values, too many to evaluate; the call is denied"
+            ));
+        }
+        match value {
+            Value::Null => {}
+            Value::Bool(b) => out.push((pointer.clone(), b.to_string())),
+            Value::Number(n) => out.push((pointer.clone(), n.to_string())),
+            Value::String(s) => out.push((pointer.clone(), s.clone())),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&i.to_string());
+                    walk(item, pointer, out)?;
+                    pointer.truncate(len);
+                }
+            }
+            Value::Object(map) => walk_map(map, pointer, out)?,
+        }
+        Ok(())
+    }
+    fn walk_map(
+        map: &Map<String, Value>,
+        pointer: &mut String,
+        out: &mut Vec<(String, String)>,
+    ) -> Result<(), String> {
+        for (key, item) in map {
+            let len = pointer.len();
+            pointer.push('/');
+            pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            walk(item, pointer, out)?;
+            pointer.truncate(len);
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk_map(args, &mut String::new(), &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
