@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::mcp::{self, ParamHeader};
-use super::store::{ListedTool, Store, StoreError};
-use crate::api::Risk;
-use crate::config::UpstreamConfig;
+use super::store::{ListedTool, Store, StoreError, WriteOp};
+use crate::api::{EventBody, Risk};
+use crate::config::{RiskSeed, UpstreamConfig};
 
 /// The fields of a tool definition that the hash covers.
 const DEFINITION_FIELDS: [&str; 5] = ["name", "title", "description", "annotations", "inputSchema"];
@@ -173,12 +173,14 @@ pub struct KnownTool {
     pub param_headers: Option<Vec<ParamHeader>>,
 }
 
-type ToolKey = (String, String);
+/// Upstream name → tool name → what is known, so a lookup allocates nothing.
+type ToolMap = HashMap<String, HashMap<String, Arc<KnownTool>>>;
 
-/// The in-memory catalog, loaded from the store at start and kept current by listings.
+/// The in-memory catalog and risk table, loaded from the store at start and kept
+/// current by listings and edits. The store is the truth; this is its hot-path copy.
 pub struct Catalog {
     store: Store,
-    tools: RwLock<HashMap<ToolKey, Arc<KnownTool>>>,
+    tools: RwLock<ToolMap>,
     /// Listings are learned one at a time, so two concurrent listings of the same tool
     /// cannot interleave their reads and writes.
     learning: tokio::sync::Mutex<()>,
@@ -186,15 +188,15 @@ pub struct Catalog {
 
 impl Catalog {
     pub async fn load(store: Store) -> Result<Self, StoreError> {
-        let mut tools = HashMap::new();
+        let mut tools: ToolMap = HashMap::new();
         for t in store.tools().await? {
             let param_headers = t
                 .input_schema
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok())
                 .and_then(|s: Value| mcp::declared_param_headers(&s));
-            tools.insert(
-                (t.upstream, t.name),
+            tools.entry(t.upstream).or_default().insert(
+                t.name,
                 Arc::new(KnownTool {
                     sha256: t.definition_sha256,
                     risk: t.risk,
@@ -210,8 +212,54 @@ impl Catalog {
     }
 
     pub fn get(&self, upstream: &str, tool: &str) -> Option<Arc<KnownTool>> {
-        let key = (upstream.to_owned(), tool.to_owned());
-        self.tools.read().expect("catalog lock").get(&key).cloned()
+        self.tools
+            .read()
+            .expect("catalog lock")
+            .get(upstream)
+            .and_then(|m| m.get(tool))
+            .cloned()
+    }
+
+    /// The class a call to this tool is decided with: stored, seeded, or unclassified
+    /// for a tool nobody has listed or seeded. A call is never refused as unknown.
+    pub fn risk(&self, upstream: &str, tool: &str) -> Risk {
+        self.get(upstream, tool)
+            .map_or(Risk::Unclassified, |t| t.risk)
+    }
+
+    fn put(&self, upstream: &str, tool: &str, known: KnownTool) {
+        self.tools
+            .write()
+            .expect("catalog lock")
+            .entry(upstream.to_owned())
+            .or_default()
+            .insert(tool.to_owned(), Arc::new(known));
+    }
+
+    /// Stores the `[[risk]]` seeds where nobody has chosen a class yet.
+    pub async fn seed(&self, seeds: &[RiskSeed]) -> Result<(), StoreError> {
+        for seed in seeds {
+            let committed = self
+                .store
+                .write(WriteOp::SeedRisk {
+                    upstream: seed.upstream.clone(),
+                    tool: seed.tool.clone(),
+                    risk: seed.risk,
+                    suggested: suggest_risk(&seed.tool),
+                })
+                .await?;
+            let known = self.get(&seed.upstream, &seed.tool);
+            self.put(
+                &seed.upstream,
+                &seed.tool,
+                KnownTool {
+                    sha256: known.as_ref().and_then(|k| k.sha256.clone()),
+                    risk: committed.risk.unwrap_or(seed.risk),
+                    param_headers: known.and_then(|k| k.param_headers.clone()),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Learns from one page of a `tools/list` result. Unchanged tools cost no write.
@@ -221,7 +269,6 @@ impl Catalog {
         listed: &[Value],
     ) -> Result<usize, StoreError> {
         let _one_at_a_time = self.learning.lock().await;
-        let now = crate::time::now_rfc3339();
         let mut recorded = 0;
         for entry in listed {
             let Some(def) = ToolDefinition::from_listing(entry) else {
@@ -234,14 +281,14 @@ impl Catalog {
             }
             let starting = starting_risk(def.annotations(), upstream.trust_annotations);
             let listed = ListedTool {
-                upstream: &upstream.name,
-                name: &def.name,
-                title: def.str_field("title"),
-                description: def.str_field("description"),
-                annotations: def.definition.get("annotations").map(Value::to_string),
-                input_schema: def.definition.get("inputSchema").map(Value::to_string),
-                canonical_definition: &def.canonical,
-                sha256: &def.sha256,
+                upstream: upstream.name.clone(),
+                name: def.name.clone(),
+                title: def.str_field("title").map(String::from),
+                description: def.str_field("description").map(String::from),
+                annotations: def.definition.get("annotations").cloned(),
+                input_schema: def.definition.get("inputSchema").cloned(),
+                canonical_definition: def.canonical.clone(),
+                sha256: def.sha256.clone(),
                 suggested_risk: suggest_risk(&def.name),
                 starting_risk: starting,
                 starting_source: if starting == Risk::Unclassified {
@@ -249,20 +296,30 @@ impl Catalog {
                 } else {
                     "annotations"
                 },
+                on_change: upstream.on_tool_change,
             };
-            self.store.record_listed_tool(&listed, &now).await?;
-            let known = KnownTool {
-                sha256: Some(def.sha256.clone()),
-                risk: known.map_or(starting, |k| k.risk),
-                param_headers: def
-                    .definition
-                    .get("inputSchema")
-                    .and_then(mcp::declared_param_headers),
-            };
-            self.tools
-                .write()
-                .expect("catalog lock")
-                .insert((upstream.name.clone(), def.name.clone()), Arc::new(known));
+            let committed = self
+                .store
+                .write(WriteOp::ListedTool(Box::new(listed)))
+                .await?;
+            for event in &committed.events {
+                if let EventBody::ToolChanged { tool, .. } = &event.body {
+                    tracing::warn!(upstream = %tool.upstream, tool = %tool.name, risk = %tool.risk,
+                        "tool definition changed");
+                }
+            }
+            self.put(
+                &upstream.name,
+                &def.name,
+                KnownTool {
+                    sha256: Some(def.sha256.clone()),
+                    risk: committed.risk.unwrap_or(starting),
+                    param_headers: def
+                        .definition
+                        .get("inputSchema")
+                        .and_then(mcp::declared_param_headers),
+                },
+            );
             recorded += 1;
         }
         Ok(recorded)

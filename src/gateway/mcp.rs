@@ -12,6 +12,7 @@ use super::strict_json::{self, StrictJsonError};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
 /// Routing headers disagree with the body (MCP 2026-07-28).
 pub const HEADER_MISMATCH: i64 = -32020;
 

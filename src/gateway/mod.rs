@@ -1,24 +1,33 @@
 //! `toolgate gateway`: the MCP proxy that authenticates, reads and relays every call.
 
 pub mod catalog;
+pub mod control;
+pub mod decide;
 pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
+pub mod redact;
 pub mod store;
 pub mod strict_json;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use catalog::Catalog;
+use decide::TargetFinder;
 use identity::Authenticator;
+use policy::PolicyEngine;
 use proxy::Upstream;
-use store::Store;
+use redact::Redactor;
+use store::{Store, WriteOp};
 
 /// Everything a request handler needs, built once at start.
 pub struct Gateway {
@@ -26,16 +35,26 @@ pub struct Gateway {
     pub upstreams: HashMap<String, Upstream>,
     pub auth: Arc<Authenticator>,
     pub catalog: Catalog,
+    pub store: Store,
+    pub targets: TargetFinder,
+    pub redactor: Redactor,
+    /// The policy in force. Swapped whole on change; never held across an await.
+    policy: RwLock<Arc<PolicyEngine>>,
     pub http: reqwest::Client,
 }
 
 impl Gateway {
     pub async fn new(config: Config) -> anyhow::Result<Self> {
         let data_dir = config.data_dir();
-        let store = Store::open(&data_dir)
-            .await
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-        let catalog = Catalog::load(store).await?;
+        let store = Store::open(
+            &data_dir,
+            Duration::from_millis(config.gateway.store_timeout_ms),
+        )
+        .await
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let catalog = Catalog::load(store.clone()).await?;
+        catalog.seed(&config.risks).await?;
+        let policy = load_policy(&store, config.policy.file.as_deref()).await?;
         let auth = Arc::new(Authenticator::from_config(&config).await?);
         auth.spawn_jwks_refresh();
         let upstreams = config
@@ -49,30 +68,107 @@ impl Gateway {
             .tcp_nodelay(true)
             .build()?;
         Ok(Self {
+            targets: TargetFinder::new(&config.resources),
+            redactor: Redactor::new(&config.redact),
             config: Arc::new(config),
             upstreams,
             auth,
             catalog,
+            store,
+            policy: RwLock::new(Arc::new(policy)),
             http,
         })
+    }
+
+    pub fn policy(&self) -> Arc<PolicyEngine> {
+        self.policy.read().expect("policy lock").clone()
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The policy in force at start. After the first start the store is the source of
+/// truth: `[policy] file` is loaded only when its content differs from its last load.
+async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<PolicyEngine> {
+    let current = store.current_policy().await?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read [policy] file {}", path.display()))?;
+        let sha256 = sha256_hex(text.as_bytes());
+        let last_loaded = store.meta("policy_file_sha256").await?;
+        if current.is_none() || last_loaded.as_deref() != Some(sha256.as_str()) {
+            let engine = PolicyEngine::compile(&text)
+                .map_err(|e| anyhow::anyhow!("[policy] file {}: {e}", path.display()))?;
+            store
+                .write(WriteOp::Policy {
+                    text,
+                    sha256: sha256.clone(),
+                    by: format!("config:{}", path.display()),
+                    file_sha256: Some(sha256),
+                })
+                .await?;
+            tracing::info!(file = %path.display(), policies = engine.policy_count(), "policy loaded from file");
+            return Ok(engine);
+        }
+    }
+    match current {
+        Some(stored) => PolicyEngine::compile(&stored.text).map_err(|e| {
+            anyhow::anyhow!(
+                "the stored policy version {} no longer compiles: {e}",
+                stored.version
+            )
+        }),
+        None => {
+            let engine = PolicyEngine::compile(policy::DEFAULT_POLICY)
+                .expect("the shipped default policy is valid");
+            store
+                .write(WriteOp::Policy {
+                    text: policy::DEFAULT_POLICY.to_owned(),
+                    sha256: sha256_hex(policy::DEFAULT_POLICY.as_bytes()),
+                    by: "default".into(),
+                    file_sha256: None,
+                })
+                .await?;
+            Ok(engine)
+        }
     }
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listen = config.gateway.listen;
+    let (listen, control_listen) = (config.gateway.listen, config.gateway.control_listen);
     let gateway = Arc::new(Gateway::new(config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let control = tokio::net::TcpListener::bind(control_listen)
+        .await
+        .with_context(|| format!("cannot listen on {control_listen} (control_listen)"))?;
     let local = listener.local_addr()?;
-    // One line per upstream on stdout: what to point an MCP client at (tests read it too).
-    for name in gateway.config.upstreams.iter().map(|u| &u.name) {
-        println!("toolgate gateway: MCP endpoint http://{local}/mcp/{name}");
+    // What to point clients at, on stdout (tests read these lines too). A closed
+    // stdout is no reason to stop serving, so write errors are ignored.
+    {
+        let mut out = std::io::stdout().lock();
+        for name in gateway.config.upstreams.iter().map(|u| &u.name) {
+            let _ = writeln!(
+                out,
+                "toolgate gateway: MCP endpoint http://{local}/mcp/{name}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "toolgate gateway: control API http://{}",
+            control.local_addr()?
+        );
+        let _ = out.flush();
     }
     tracing::info!(%local, data_dir = %gateway.config.data_dir().display(), "gateway ready");
-    axum::serve(listener, proxy::router(gateway))
-        .with_graceful_shutdown(crate::shutdown_signal())
-        .await?;
+    let data_plane = axum::serve(listener, proxy::router(gateway.clone()))
+        .with_graceful_shutdown(crate::shutdown_signal());
+    let control_plane = axum::serve(control, control::router(gateway))
+        .with_graceful_shutdown(crate::shutdown_signal());
+    tokio::try_join!(data_plane.into_future(), control_plane.into_future())?;
     Ok(())
 }

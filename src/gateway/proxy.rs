@@ -16,11 +16,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::{Stream, StreamExt};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::Gateway;
-use super::identity::AuthError;
-use super::mcp::{self, ClientMessage, INVALID_REQUEST};
+use super::decide;
+use super::identity::{AuthError, Identity};
+use super::mcp::{self, ClientMessage, Era, INVALID_PARAMS, INVALID_REQUEST};
+use super::policy::CallFacts;
+use crate::api::Outcome;
 use crate::config::UpstreamConfig;
 
 /// The most of a `tools/list` answer kept aside for the catalog; a bigger one still
@@ -66,8 +69,8 @@ async fn relay_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let upstream = match admit(&gw, &name, &headers) {
-        Ok(u) => u,
+    let (upstream, identity) = match admit(&gw, &name, &headers) {
+        Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
     let bytes = match read_body(body, &headers, gw.config.gateway.max_body_bytes).await {
@@ -85,9 +88,48 @@ async fn relay_post(
             return Refusal::new(rejection.status, rejection.body()).into_response();
         }
     };
-    if let Some((tool, _)) = message.tool_call() {
-        // Every call is allowed until policy decisions land; the call is still logged.
-        tracing::info!(upstream = %name, tool, era = ?message.era, "tools/call allowed");
+    if let Some((tool, args)) = message.tool_call() {
+        let workflow = match decide::workflow_of(&message, &headers) {
+            Ok(w) => w,
+            Err(reason) => {
+                let id = message.id().cloned().unwrap_or(Value::Null);
+                let body =
+                    mcp::error_body(&id, INVALID_REQUEST, &format!("Invalid request: {reason}"));
+                return Refusal::new(StatusCode::BAD_REQUEST, body).into_response();
+            }
+        };
+        let decided = gw.decide_call(&identity, &name, tool, args, workflow).await;
+        let decision = match decided {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(upstream = %name, tool, error = %e, "decision not stored; call denied");
+                return deny_response(&message, "toolgate: audit store unavailable");
+            }
+        };
+        tracing::info!(call_id = %decision.call_id, upstream = %name, tool, identity = %identity.principal(),
+            risk = %decision.risk, outcome = decision.outcome.as_str(), policy = ?decision.policy_ids, "decided");
+        let named = if decision.policy_ids.is_empty() {
+            "default-deny".to_owned()
+        } else {
+            decision.policy_ids.join(",")
+        };
+        match decision.outcome {
+            Outcome::Allow => {}
+            Outcome::Deny if upstream.config.hide_denied_tools => {
+                return unknown_tool_response(&message, tool);
+            }
+            Outcome::Deny => {
+                let text = format!("Denied by toolgate policy {named}: {}", decision.reason);
+                return deny_response(&message, &text);
+            }
+            Outcome::Hold => {
+                let text = format!(
+                    "Denied by toolgate policy {named}: {}. This call needs an operator's approval, and approvals are not enabled in this toolgate yet.",
+                    decision.reason
+                );
+                return deny_response(&message, &text);
+            }
+        }
     }
     let listing_id = (message.method() == Some("tools/list"))
         .then(|| message.id().cloned())
@@ -97,11 +139,37 @@ async fn relay_post(
         Err(e) => return upstream_unreachable(&name, &message, &e),
     };
     match listing_id {
+        Some(id) if response.status().is_success() && upstream.config.hide_denied_tools => {
+            filtered_listing(&gw, upstream, &identity, id, response).await
+        }
         Some(id) if response.status().is_success() => {
             learn_from_listing(&gw, upstream, id, response)
         }
         _ => relay_response(response),
     }
+}
+
+/// A deny as the tool's own result: HTTP 200 with `isError`, so an agent reads the
+/// reason the way it reads any tool failure.
+fn deny_response(message: &ClientMessage, text: &str) -> Response {
+    let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+    if message.era == Era::Modern {
+        result["resultType"] = json!("complete");
+    }
+    let id = message.id().cloned().unwrap_or(Value::Null);
+    json_response(
+        StatusCode::OK,
+        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+    )
+}
+
+/// Where denied tools are hidden, a call to one looks like a call to no tool at all.
+fn unknown_tool_response(message: &ClientMessage, tool: &str) -> Response {
+    let id = message.id().cloned().unwrap_or(Value::Null);
+    json_response(
+        StatusCode::OK,
+        &mcp::error_body(&id, INVALID_PARAMS, &format!("Unknown tool: {tool}")),
+    )
 }
 
 /// GET (the server's own stream) and DELETE (ending a session) carry no body to decide.
@@ -111,8 +179,8 @@ async fn relay_stream(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let upstream = match admit(&gw, &name, &headers) {
-        Ok(u) => u,
+    let (upstream, _identity) = match admit(&gw, &name, &headers) {
+        Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
     match forward(&gw, upstream, method, &headers, None).await {
@@ -132,7 +200,11 @@ async fn relay_stream(
 }
 
 /// The checks every request passes before its body is even read.
-fn admit<'g>(gw: &'g Gateway, name: &str, headers: &HeaderMap) -> Result<&'g Upstream, Refusal> {
+fn admit<'g>(
+    gw: &'g Gateway,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<(&'g Upstream, Arc<Identity>), Refusal> {
     if let Some(origin) = headers.get(header::ORIGIN)
         && !is_local_origin(origin)
     {
@@ -144,16 +216,20 @@ fn admit<'g>(gw: &'g Gateway, name: &str, headers: &HeaderMap) -> Result<&'g Ups
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    if let Err(e) = gw.auth.authenticate(authorization, chrono::Utc::now()) {
-        tracing::info!(upstream = %name, reason = %e, "unauthenticated request refused");
-        return Err(unauthorized(&e));
-    }
-    gw.upstreams.get(name).ok_or_else(|| {
+    let identity = gw
+        .auth
+        .authenticate(authorization, chrono::Utc::now())
+        .map_err(|e| {
+            tracing::info!(upstream = %name, reason = %e, "unauthenticated request refused");
+            unauthorized(&e)
+        })?;
+    let upstream = gw.upstreams.get(name).ok_or_else(|| {
         Refusal::invalid(
             StatusCode::NOT_FOUND,
             &format!("toolgate: no upstream named {name:?}"),
         )
-    })
+    })?;
+    Ok((upstream, identity))
 }
 
 /// Browsers send an Origin; a page from elsewhere must not drive a local gateway
@@ -344,6 +420,88 @@ fn learn_from_listing(
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
+/// With `hide_denied_tools`, a listing shows only the tools this identity may call
+/// (decided without arguments). The answer is read whole and re-framed, the one place
+/// the relay re-encodes, and only where the operator asked for it.
+async fn filtered_listing(
+    gw: &Arc<Gateway>,
+    upstream: &Upstream,
+    identity: &Identity,
+    id: Value,
+    response: reqwest::Response,
+) -> Response {
+    let status = response.status();
+    let mut head = Response::builder().status(status);
+    for (name, value) in response.headers() {
+        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
+            head = head.header(name, value);
+        }
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return upstream_unreachable_id(&upstream.config.name, &id, &e),
+    };
+    let mut messages = mcp::response_messages(&content_type, &body);
+    if let Some(tools) = listed_tools(&messages, &id)
+        && let Err(e) = gw.catalog.learn(&upstream.config, &tools).await
+    {
+        tracing::error!(upstream = %upstream.config.name, error = %e, "catalog not recorded");
+    }
+    let engine = gw.policy();
+    let no_args = Map::new();
+    let now = chrono::Utc::now();
+    for m in &mut messages {
+        if m.get("id") != Some(&id) {
+            continue;
+        }
+        if let Some(Value::Array(tools)) = m.pointer_mut("/result/tools") {
+            tools.retain(|t| {
+                let Some(name) = t.get("name").and_then(Value::as_str) else {
+                    return false;
+                };
+                let decision = engine.decide(&CallFacts {
+                    identity,
+                    upstream: &upstream.config.name,
+                    tool: name,
+                    risk: gw.catalog.risk(&upstream.config.name, name),
+                    args: &no_args,
+                    target: None,
+                    workflow: None,
+                    now,
+                });
+                decision.outcome != Outcome::Deny
+            });
+        }
+    }
+    let out = if content_type.starts_with("text/event-stream") {
+        messages
+            .iter()
+            .map(|m| format!("event: message\ndata: {m}\n\n"))
+            .collect::<String>()
+    } else {
+        messages.first().map(Value::to_string).unwrap_or_default()
+    };
+    head.body(Body::from(out))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+fn listed_tools(messages: &[Value], id: &Value) -> Option<Vec<Value>> {
+    messages
+        .iter()
+        .find(|m| m.get("id") == Some(id) && m.get("result").is_some())
+        .and_then(|m| {
+            m.pointer("/result/tools")
+                .and_then(Value::as_array)
+                .cloned()
+        })
+}
+
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 struct Tee {
@@ -390,12 +548,15 @@ impl Tee {
 }
 
 fn upstream_unreachable(name: &str, message: &ClientMessage, e: &reqwest::Error) -> Response {
+    upstream_unreachable_id(name, message.id().unwrap_or(&Value::Null), e)
+}
+
+fn upstream_unreachable_id(name: &str, id: &Value, e: &reqwest::Error) -> Response {
     tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
-    let id = message.id().cloned().unwrap_or(Value::Null);
     json_response(
         StatusCode::BAD_GATEWAY,
         &mcp::error_body(
-            &id,
+            id,
             -32603,
             &format!("toolgate: upstream {name:?} unreachable"),
         ),

@@ -103,7 +103,12 @@ async fn listings_are_stored_with_hashes_and_classes_in_both_eras() {
 #[tokio::test]
 async fn an_untrusted_upstream_starts_every_tool_unclassified() {
     let (_upstream, port) = start_server_everything().await;
-    let gw = start_gateway(&everything_config(port)).await;
+    let gw = start_gateway(&format!(
+        "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
+        test_identities()
+    ))
+    .await;
+    // The echo is denied (unclassified, API token), but the listing before it is learned.
     run_py_client(
         &gw.url("everything"),
         AGENT_TOKEN,

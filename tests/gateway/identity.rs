@@ -31,6 +31,7 @@ async fn setup(upstream_headers: &str) -> (PyUpstream, GatewayProc) {
         jwks.display().to_string()
     ))
     .await;
+    prime_catalog(&gw).await;
     (upstream, gw)
 }
 
@@ -63,7 +64,7 @@ async fn assert_unauthorized(resp: reqwest::Response, expect_in_message: &str) {
 
 #[tokio::test]
 async fn tokens_are_checked_before_anything_reaches_the_upstream() {
-    let (upstream, gw) = setup("").await;
+    let (upstream, gw) = setup("trust_annotations = true").await;
 
     assert_unauthorized(
         call(&gw, None, "MARK-NOTOKEN").await,
@@ -133,8 +134,10 @@ async fn tokens_are_checked_before_anything_reaches_the_upstream() {
 
 #[tokio::test]
 async fn upstream_credentials_come_from_config_not_from_the_client() {
-    let (upstream, gw) =
-        setup("headers = { \"Authorization\" = \"Bearer upstream-secret\" }").await;
+    let (upstream, gw) = setup(
+        "trust_annotations = true\nheaders = { \"Authorization\" = \"Bearer upstream-secret\" }",
+    )
+    .await;
     let ok = call(&gw, Some(AGENT_TOKEN), "MARK-CREDS").await;
     assert_eq!(ok.status(), 200);
     ok.bytes().await.unwrap();

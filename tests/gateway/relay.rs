@@ -92,6 +92,7 @@ pub fn modern_request(
 async fn a_modern_answer_is_relayed_byte_for_byte() {
     let upstream = PyUpstream::start().await;
     let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
+    prime_catalog(&gw).await;
     let client = http();
     let body = modern_call(
         9,
@@ -236,7 +237,10 @@ async fn progress_from_server_everything_arrives_before_its_result() {
 #[tokio::test]
 async fn progress_from_the_python_server_arrives_before_its_result() {
     let upstream = PyUpstream::start().await;
-    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
+    let gw = start_gateway(&upstream.config(
+        "trust_annotations = true\n[[risk]]\nupstream = \"py\"\ntool = \"count_slowly\"\nrisk = \"read\"",
+    ))
+    .await;
     let body = modern_call(
         4,
         "count_slowly",

@@ -143,7 +143,7 @@ fn bad_inputs() -> Vec<Bad> {
 #[tokio::test]
 async fn bad_input_gets_precise_errors_and_never_reaches_the_upstream() {
     let upstream = PyUpstream::start().await;
-    let gw = start_gateway(&upstream.config("")).await;
+    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
     let client = http();
     let url = gw.url("py");
 
@@ -220,7 +220,8 @@ async fn bad_input_gets_precise_errors_and_never_reaches_the_upstream() {
 #[tokio::test]
 async fn a_foreign_origin_is_refused_before_anything_else() {
     let upstream = PyUpstream::start().await;
-    let gw = start_gateway(&upstream.config("")).await;
+    let gw = start_gateway(&upstream.config("trust_annotations = true")).await;
+    prime_catalog(&gw).await;
     let client = http();
     let body = call_with("MARK-ORIGIN").to_string();
 

@@ -198,10 +198,52 @@ impl PyUpstream {
     }
 }
 
+/// Lists upstream `py`'s tools through the gateway (2026-07-28), and waits until the
+/// catalog has learned them, so calls are decided with their real classes.
+pub async fn prime_catalog(gw: &GatewayProc) {
+    let list = serde_json::json!({"jsonrpc": "2.0", "id": "prime", "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let resp = http()
+        .post(gw.url("py"))
+        .bearer_auth(AGENT_TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(list.to_string())
+        .send()
+        .await
+        .expect("tools/list through the gateway");
+    assert_eq!(resp.status(), 200, "tools/list failed");
+    resp.bytes().await.expect("tools/list answer");
+    eventually("the catalog to learn py's tools", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT name FROM tools WHERE upstream = 'py'",
+        )
+        .await;
+        (rows.len() >= 5).then_some(())
+    })
+    .await;
+}
+
 /// A gateway config body with server-everything on `port` as upstream `everything`.
+/// Its annotations are not trusted, so the tools the tests call are seeded as reads,
+/// which the default policy lets an API token call.
 pub fn everything_config(port: u16) -> String {
+    let seeds: String = [
+        "echo",
+        "trigger-long-running-operation",
+        "trigger-elicitation-request",
+    ]
+    .iter()
+    .map(|tool| {
+        format!("[[risk]]\nupstream = \"everything\"\ntool = \"{tool}\"\nrisk = \"read\"\n")
+    })
+    .collect();
     format!(
-        "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}",
+        "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n{}{seeds}",
         test_identities()
     )
 }
@@ -222,10 +264,11 @@ pub fn upstream_posts(log: &Path) -> Vec<UpstreamPost> {
         .collect()
 }
 
-/// A running gateway with its own config and data dir.
+/// A running gateway with its own config and data dir. Its log is `dir/gateway.log`.
 pub struct GatewayProc {
     pub proc: Proc,
     pub addr: String,
+    pub control: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -236,6 +279,22 @@ impl GatewayProc {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/toolgate.db")
+    }
+
+    pub fn control_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.control)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Kills the gateway with SIGKILL, as a crash would, and starts it again on the
+    /// same config and data dir.
+    pub async fn crash_and_restart(self) -> GatewayProc {
+        let GatewayProc { proc, dir, .. } = self;
+        proc.stop().await;
+        launch_gateway(dir).await
     }
 }
 
@@ -266,34 +325,59 @@ expires = "2020-01-01T00:00:00Z"
 pub async fn start_gateway(body: &str) -> GatewayProc {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
     );
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, config).expect("write config");
+    std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
+    launch_gateway(dir).await
+}
+
+async fn launch_gateway(dir: tempfile::TempDir) -> GatewayProc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("gateway.log"))
+        .expect("gateway log");
     let mut proc = spawn(
         "toolgate gateway",
         Command::new(env!("CARGO_BIN_EXE_toolgate"))
             .arg("gateway")
             .arg("--config")
-            .arg(&path)
+            .arg(dir.path().join("gateway.toml"))
             .env("TOOLGATE_LOG", "toolgate=debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
+            .stderr(log),
     );
     let stdout = proc.child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+    let (mut addr, mut control) = (None, None);
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.expect("gateway stdout") {
             if let Some(rest) = line.strip_prefix("toolgate gateway: MCP endpoint http://") {
-                return rest.split('/').next().map(String::from);
+                addr = rest.split('/').next().map(String::from);
+            }
+            if let Some(rest) = line.strip_prefix("toolgate gateway: control API http://") {
+                control = Some(rest.to_owned());
+            }
+            if addr.is_some() && control.is_some() {
+                return true;
             }
         }
-        None
+        false
     })
-    .await
-    .expect("gateway did not report its endpoint within 30 s")
-    .expect("gateway exited before reporting its endpoint");
-    GatewayProc { proc, addr, dir }
+    .await;
+    let log_text = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+    assert!(
+        matches!(found, Ok(true)),
+        "the gateway did not report its endpoints within 30 s; its log:\n{log_text}"
+    );
+    // Keep draining stdout, so the gateway never writes into a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    GatewayProc {
+        proc,
+        addr: addr.expect("endpoint"),
+        control: control.expect("control"),
+        dir,
+    }
 }
 
 /// Runs the Python SDK client against `url` and returns what it printed.

@@ -1,33 +1,154 @@
 //! The durable store: SQLite through sqlx, under `data_dir`.
 //!
-//! WAL with `synchronous = NORMAL` survives a process crash and lets readers run beside
-//! the writer. Schema changes are numbered steps recorded in `PRAGMA user_version`.
+//! One writer task owns the only write connection and commits in groups: whatever
+//! arrived while the last commit ran goes into the next transaction, and each caller
+//! awaits its own commit. The event seq is assigned inside that transaction, so it is
+//! dense and durable. WAL with `synchronous = NORMAL` survives a process crash; a pool
+//! of reader connections serves queries beside the writer.
+
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::api::Risk;
+use crate::api::{Event, EventBody, Risk};
+use crate::config::OnToolChange;
+pub use writer::Job;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data dir {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot create data dir {path}: {message}")]
+    DataDir { path: String, message: String },
     #[error("store error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(String),
+    #[error("the audit store did not commit in time")]
+    Timeout,
+    #[error("the store writer has stopped")]
+    Closed,
     #[error("store holds an unknown risk class {0:?}")]
     BadRisk(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Sql(e.to_string())
+    }
+}
+
+/// Whether commits are succeeding, and how many calls were denied while they were not.
+#[derive(Default)]
+pub struct Health {
+    failing: AtomicBool,
+    denied_unlogged: AtomicU64,
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        !self.failing.load(Ordering::Acquire)
+    }
+
+    fn fail(&self) {
+        self.failing.store(true, Ordering::Release);
+    }
+
+    /// Counts a call that was denied because its decision could not be stored.
+    pub fn note_denied_unlogged(&self) {
+        self.fail();
+        self.denied_unlogged.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A write the writer task performs in its next transaction.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Append one event.
+    Event(Box<EventBody>),
+    /// Record one listing of a tool, with `tool.discovered` or `tool.changed`.
+    ListedTool(Box<ListedTool>),
+    /// Store a `[[risk]]` seed where nobody has chosen a class yet.
+    SeedRisk {
+        upstream: String,
+        tool: String,
+        risk: Risk,
+        suggested: Risk,
+    },
+    /// Store a new policy version, with `policy.changed`.
+    Policy {
+        text: String,
+        sha256: String,
+        by: String,
+        /// Set when the version came from `[policy] file`.
+        file_sha256: Option<String>,
+    },
+}
+
+/// A tool as one listing showed it.
+#[derive(Debug, Clone)]
+pub struct ListedTool {
+    pub upstream: String,
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub annotations: Option<serde_json::Value>,
+    pub input_schema: Option<serde_json::Value>,
+    pub canonical_definition: String,
+    pub sha256: String,
+    pub suggested_risk: Risk,
+    /// The class a tool gets the first time it is seen.
+    pub starting_risk: Risk,
+    pub starting_source: &'static str,
+    pub on_change: OnToolChange,
+}
+
+/// What one committed write produced.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub events: Vec<Event>,
+    /// For a listed or seeded tool: its class after the write.
+    pub risk: Option<Risk>,
+}
+
+/// A catalog row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTool {
+    pub upstream: String,
+    pub name: String,
+    pub input_schema: Option<String>,
+    pub definition_sha256: Option<String>,
+    pub risk: Risk,
+}
+
+/// The policy version in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy {
+    pub version: u64,
+    pub text: String,
+    pub sha256: String,
+    pub by: String,
 }
 
 /// Each step runs once, in order; the store records how many have run.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+
+-- The audit log and event stream: every event, in order, as the wire shows it.
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    call_id TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_by_call ON events (call_id) WHERE call_id IS NOT NULL;
+CREATE INDEX events_by_kind ON events (kind, seq);
 
 -- The catalog: one row per (upstream, tool), listed or only seeded.
 CREATE TABLE tools (
@@ -59,167 +180,183 @@ CREATE TABLE tool_definitions (
     first_seen TEXT NOT NULL,
     PRIMARY KEY (upstream, name, sha256)
 );
+
+-- Every policy version; the highest is in force.
+CREATE TABLE policies (
+    version INTEGER PRIMARY KEY,
+    text TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    by TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 "#];
 
+/// The store's handle: cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    readers: SqlitePool,
+    writes: mpsc::Sender<Job>,
+    health: Arc<Health>,
+    timeout: Duration,
 }
 
-/// A catalog row as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredTool {
-    pub upstream: String,
-    pub name: String,
-    pub annotations: Option<String>,
-    pub input_schema: Option<String>,
-    pub definition_sha256: Option<String>,
-    pub suggested_risk: Risk,
-    pub risk: Risk,
-    pub risk_source: String,
-    pub version: i64,
-}
-
-/// A tool as one listing showed it.
-#[derive(Debug, Clone)]
-pub struct ListedTool<'a> {
-    pub upstream: &'a str,
-    pub name: &'a str,
-    pub title: Option<&'a str>,
-    pub description: Option<&'a str>,
-    pub annotations: Option<String>,
-    pub input_schema: Option<String>,
-    pub canonical_definition: &'a str,
-    pub sha256: &'a str,
-    pub suggested_risk: Risk,
-    /// The class a tool gets the first time it is seen.
-    pub starting_risk: Risk,
-    pub starting_source: &'a str,
+fn connect_options(data_dir: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite://")?
+        .filename(data_dir.join("toolgate.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal))
 }
 
 impl Store {
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+    /// Opens (or creates) the store and starts its writer. `timeout` bounds how long a
+    /// decision waits for its commit before the call is denied.
+    pub async fn open(data_dir: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
             path: data_dir.display().to_string(),
-            source,
+            message: e.to_string(),
         })?;
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(data_dir.join("toolgate.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let options = connect_options(data_dir)?;
+        // The writer waits on a busy database only briefly, so it can drop calls whose
+        // callers gave up and take in new ones while it retries.
+        let mut write_conn = SqliteConnection::connect_with(
+            &options.clone().busy_timeout(Duration::from_millis(20)),
+        )
+        .await?;
+        migrate(&mut write_conn).await?;
+        let readers = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.busy_timeout(Duration::from_secs(5)).read_only(true))
             .await?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
+        let next_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) + 1 FROM events")
+            .fetch_one(&mut write_conn)
+            .await?;
+        let health = Arc::new(Health::default());
+        let (writes, rx) = mpsc::channel(4096);
+        tokio::spawn(writer::run(write_conn, rx, health.clone(), next_seq as u64));
+        Ok(Self {
+            readers,
+            writes,
+            health,
+            timeout,
+        })
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let done: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *conn)
-            .await?;
-        for (i, step) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            // Steps are compile-time constants and the version an integer: nothing to inject.
-            sqlx::raw_sql(AssertSqlSafe(*step))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1)))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Commits a decision's event within the store timeout, or not at all: a caller
+    /// that gives up withdraws its write, so the log never holds a decision that the
+    /// client did not get.
+    pub async fn commit_decision(&self, body: EventBody) -> Result<Event, StoreError> {
+        let (job, claimed, reply) = Job::new(WriteOp::Event(Box::new(body)));
+        if self.writes.try_send(job).is_err() {
+            self.health.note_denied_unlogged();
+            return Err(StoreError::Timeout);
         }
-        Ok(())
+        let mut reply = reply;
+        match tokio::time::timeout(self.timeout, &mut reply).await {
+            Ok(Ok(result)) => result.map(first_event),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) if Job::withdraw(&claimed) => {
+                self.health.note_denied_unlogged();
+                Err(StoreError::Timeout)
+            }
+            // The writer already holds the lock with this write in hand: the commit is
+            // a moment away, and its outcome is the truth.
+            Err(_) => match reply.await {
+                Ok(result) => result.map(first_event),
+                Err(_) => Err(StoreError::Closed),
+            },
+        }
+    }
+
+    /// Commits a write that is not on a call's path, waiting as long as it takes.
+    pub async fn write(&self, op: WriteOp) -> Result<Committed, StoreError> {
+        let (job, _claimed, reply) = Job::new(op);
+        self.writes
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        reply.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn store_id(&self) -> Result<String, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'store_id'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.readers)
                 .await?,
         )
     }
 
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.readers)
+            .await?)
+    }
+
     pub async fn tools(&self) -> Result<Vec<StoredTool>, StoreError> {
         let rows = sqlx::query(
-            "SELECT upstream, name, annotations, input_schema, definition_sha256, suggested_risk, risk, risk_source, version
-             FROM tools ORDER BY upstream, name",
+            "SELECT upstream, name, input_schema, definition_sha256, risk FROM tools ORDER BY upstream, name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.into_iter()
             .map(|r| {
-                let risk = |col: &str| {
-                    let s: String = r.get(col);
-                    Risk::parse(&s).ok_or(StoreError::BadRisk(s))
-                };
+                let risk: String = r.get("risk");
                 Ok(StoredTool {
                     upstream: r.get("upstream"),
                     name: r.get("name"),
-                    annotations: r.get("annotations"),
                     input_schema: r.get("input_schema"),
                     definition_sha256: r.get("definition_sha256"),
-                    suggested_risk: risk("suggested_risk")?,
-                    risk: risk("risk")?,
-                    risk_source: r.get("risk_source"),
-                    version: r.get("version"),
+                    risk: Risk::parse(&risk).ok_or(StoreError::BadRisk(risk))?,
                 })
             })
             .collect()
     }
 
-    /// Records one listing of a tool: a new tool gets its starting class, a known one
-    /// its current definition. Both keep every definition ever seen.
-    pub async fn record_listed_tool(
-        &self,
-        t: &ListedTool<'_>,
-        now: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO tools (upstream, name, title, description, annotations, input_schema,
-                definition_sha256, suggested_risk, risk, risk_source, version, updated_by, updated_at,
-                first_listed, last_listed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, 'toolgate', ?11, ?11, ?11)
-             ON CONFLICT (upstream, name) DO UPDATE SET
-                title = excluded.title, description = excluded.description,
-                annotations = excluded.annotations, input_schema = excluded.input_schema,
-                definition_sha256 = excluded.definition_sha256,
-                suggested_risk = excluded.suggested_risk,
-                first_listed = coalesce(tools.first_listed, excluded.first_listed),
-                last_listed = excluded.last_listed",
+    pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, text, sha256, by FROM policies ORDER BY version DESC LIMIT 1",
         )
-        .bind(t.upstream)
-        .bind(t.name)
-        .bind(t.title)
-        .bind(t.description)
-        .bind(&t.annotations)
-        .bind(&t.input_schema)
-        .bind(t.sha256)
-        .bind(t.suggested_risk.as_str())
-        .bind(t.starting_risk.as_str())
-        .bind(t.starting_source)
-        .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&self.readers)
         .await?;
-        sqlx::query(
-            "INSERT INTO tool_definitions (upstream, name, sha256, definition, first_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-        )
-        .bind(t.upstream)
-        .bind(t.name)
-        .bind(t.sha256)
-        .bind(t.canonical_definition)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(row.map(|r| StoredPolicy {
+            version: r.get::<i64, _>("version") as u64,
+            text: r.get("text"),
+            sha256: r.get("sha256"),
+            by: r.get("by"),
+        }))
     }
 }
+
+fn first_event(c: Committed) -> Event {
+    c.events
+        .into_iter()
+        .next()
+        .expect("an event write commits one event")
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    use sqlx::AssertSqlSafe;
+    let done: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let mut tx = conn.begin().await?;
+        // Steps are compile-time constants and the version an integer: nothing to inject.
+        sqlx::raw_sql(AssertSqlSafe(*step))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// A reply channel's sending half, as the writer holds it.
+type Reply = oneshot::Sender<Result<Committed, StoreError>>;

@@ -1,0 +1,194 @@
+//! Turning one `tools/call` into a committed decision: its facts, the policy's
+//! answer, and the audit record that must exist before the answer takes effect.
+
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+use wildmatch::WildMatch;
+
+use super::Gateway;
+use super::identity::Identity;
+use super::mcp::ClientMessage;
+use super::policy::CallFacts;
+use super::redact;
+use super::store::StoreError;
+use crate::api::{DecisionEvent, EventBody, Target, Workflow};
+use crate::config::ResourceConfig;
+
+/// Where the workflow context travels: in the request's `_meta`, or in a header.
+pub const META_CONTEXT: &str = "toolgate/context";
+pub const HEADER_CONTEXT: &str = "x-toolgate-context";
+
+/// Argument names that commonly name a call's target, for tools no `[[resource]]`
+/// describes. The first one present wins.
+const COMMON_TARGETS: &[(&str, &str)] = &[
+    ("projectKey", "project"),
+    ("project_key", "project"),
+    ("project", "project"),
+    ("issueKey", "issue"),
+    ("issue_key", "issue"),
+    ("spaceKey", "space"),
+    ("space_key", "space"),
+    ("space", "space"),
+    ("pageId", "page"),
+    ("page_id", "page"),
+    ("repository", "repository"),
+    ("repo", "repository"),
+    ("branch", "branch"),
+    ("path", "path"),
+    ("url", "url"),
+];
+
+/// Finds the target resource in a call's arguments.
+pub struct TargetFinder {
+    rules: Vec<(WildMatch, String, String)>,
+}
+
+impl TargetFinder {
+    pub fn new(resources: &[ResourceConfig]) -> Self {
+        Self {
+            rules: resources
+                .iter()
+                .map(|r| (WildMatch::new(&r.tool), r.pointer.clone(), r.kind.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn find(&self, tool: &str, args: &Map<String, Value>) -> Option<Target> {
+        let scalar = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let whole = Value::Object(args.clone());
+        for (glob, pointer, kind) in &self.rules {
+            if glob.matches(tool)
+                && let Some(id) = whole.pointer(pointer).and_then(scalar)
+            {
+                return Some(Target {
+                    kind: kind.clone(),
+                    id,
+                });
+            }
+        }
+        COMMON_TARGETS.iter().find_map(|(arg, kind)| {
+            args.get(*arg).and_then(scalar).map(|id| Target {
+                kind: (*kind).to_owned(),
+                id,
+            })
+        })
+    }
+}
+
+/// The workflow context a call declares, if any. A malformed one is an error rather
+/// than silently no context: a typo in `ticket` must not change a decision unseen.
+pub fn workflow_of(
+    message: &ClientMessage,
+    headers: &HeaderMap,
+) -> Result<Option<Workflow>, String> {
+    let from_meta = message
+        .body
+        .pointer("/params/_meta")
+        .and_then(|m| m.get(META_CONTEXT));
+    let parsed = match (from_meta, headers.get(HEADER_CONTEXT)) {
+        (Some(value), _) => serde_json::from_value::<Workflow>(value.clone()).map_err(|e| {
+            format!("params._meta[\"{META_CONTEXT}\"] is not a valid workflow context: {e}")
+        })?,
+        (None, Some(header)) => {
+            let text = header
+                .to_str()
+                .map_err(|_| format!("{HEADER_CONTEXT} is not valid text"))?;
+            serde_json::from_str::<Workflow>(text)
+                .map_err(|e| format!("{HEADER_CONTEXT} is not a valid workflow context: {e}"))?
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(parsed))
+}
+
+impl Gateway {
+    /// Decides one call and commits the decision. An error means the decision could
+    /// not be stored, and the call must be denied.
+    pub async fn decide_call(
+        &self,
+        identity: &Identity,
+        upstream: &str,
+        tool: &str,
+        args: &Map<String, Value>,
+        workflow: Option<Workflow>,
+    ) -> Result<DecisionEvent, StoreError> {
+        let started = Instant::now();
+        let risk = self.catalog.risk(upstream, tool);
+        let target = self.targets.find(tool, args);
+        let engine = self.policy();
+        let decision = engine.decide(&CallFacts {
+            identity,
+            upstream,
+            tool,
+            risk,
+            args,
+            target: target.as_ref(),
+            workflow: workflow.as_ref(),
+            now: chrono::Utc::now(),
+        });
+        let decision_us = started.elapsed().as_micros() as u64;
+        let (args, args_truncated) = redact::stored_args(self.redactor.redact(args));
+        let event = DecisionEvent {
+            call_id: uuid::Uuid::now_v7().to_string(),
+            upstream: upstream.to_owned(),
+            tool: tool.to_owned(),
+            risk,
+            identity: identity.as_ref(),
+            target,
+            workflow,
+            outcome: decision.outcome,
+            policy_ids: decision.policy_ids,
+            reason: decision.reason,
+            decision_us,
+            args,
+            args_truncated,
+        };
+        let committed = self
+            .store
+            .commit_decision(EventBody::Decision(event))
+            .await?;
+        match committed.body {
+            EventBody::Decision(d) => Ok(d),
+            _ => unreachable!("a decision commits as a decision"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configured_pointers_win_over_common_names() {
+        let finder = TargetFinder::new(&[ResourceConfig {
+            tool: "jira_*".into(),
+            pointer: "/fields/project".into(),
+            kind: "jira_project".into(),
+        }]);
+        let args = json!({"fields": {"project": "OPS"}, "projectKey": "DEV"});
+        let args = args.as_object().unwrap();
+        assert_eq!(
+            finder.find("jira_create_issue", args),
+            Some(Target {
+                kind: "jira_project".into(),
+                id: "OPS".into()
+            })
+        );
+        assert_eq!(
+            finder.find("other_tool", args),
+            Some(Target {
+                kind: "project".into(),
+                id: "DEV".into()
+            })
+        );
+        assert_eq!(finder.find("x", json!({"q": 1}).as_object().unwrap()), None);
+    }
+}
