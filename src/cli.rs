@@ -26,6 +26,11 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", env = "TOOLGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Work with Cedar policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Manage API tokens for agents and operators.
     Token {
         #[command(subcommand)]
@@ -39,5 +44,14 @@ pub enum TokenCommand {
     New {
         /// The identity's name, as decisions and the audit log will show it.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file against toolgate's schema, as the gateway would load it.
+    Check {
+        /// The Cedar policy file.
+        file: PathBuf,
     },
 }

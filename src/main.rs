@@ -3,7 +3,7 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use toolgate::cli::{Cli, Command, TokenCommand};
+use toolgate::cli::{Cli, Command, PolicyCommand, TokenCommand};
 use toolgate::config::Config;
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +30,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway { config } => {
             let config = Config::load(&config)?;
             tokio::runtime::Runtime::new()?.block_on(toolgate::gateway::run(config))
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            match toolgate::gateway::policy::PolicyEngine::compile(&text) {
+                Ok(engine) => {
+                    println!("{}: ok, {} policies", file.display(), engine.policy_count());
+                    Ok(())
+                }
+                Err(e) => {
+                    let at = match (e.line, e.column) {
+                        (Some(l), Some(c)) => format!(":{l}:{c}"),
+                        (Some(l), None) => format!(":{l}"),
+                        _ => String::new(),
+                    };
+                    anyhow::bail!("{}{at}: {}", file.display(), e.message)
+                }
+            }
         }
         Command::Token {
             command: TokenCommand::New { name },

@@ -75,3 +75,32 @@ fn a_config_typo_fails_the_start_naming_the_key_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_check_accepts_the_default_and_places_an_error() {
+    let default = repo_root().join("src/gateway/policy/default.cedar");
+    let out = toolgate(&["policy", "check", default.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .ends_with(": ok, 5 policies\n")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        "permit (principal, action, resource)\nwhen { resource.colour == \"red\" };\n",
+    )
+    .unwrap();
+    let out = toolgate(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.cedar:2:8: invalid policy"), "{err}");
+    assert!(err.contains("colour"), "{err}");
+}

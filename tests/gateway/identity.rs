@@ -22,13 +22,26 @@ fn claims(audience: &str, expires_in_secs: i64) -> Value {
            "groups": ["sre"], "iat": now, "exp": now + expires_in_secs})
 }
 
+/// The `[oauth]` table that accepts the test issuer's JWTs.
+pub fn oauth_config() -> String {
+    let jwks = repo_root().join("tests/fixtures/oauth-test-jwks.json");
+    format!(
+        "[oauth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
+        jwks.display().to_string()
+    )
+}
+
+/// A valid JWT for the OAuth user alice@corp.example, for five minutes.
+pub fn user_jwt() -> String {
+    jwt(claims(AUDIENCE, 300))
+}
+
 async fn setup(upstream_headers: &str) -> (PyUpstream, GatewayProc) {
     let upstream = PyUpstream::start().await;
-    let jwks = repo_root().join("tests/fixtures/oauth-test-jwks.json");
     let gw = start_gateway(&format!(
-        "{}\n[oauth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
+        "{}\n{}",
         upstream.config(upstream_headers),
-        jwks.display().to_string()
+        oauth_config()
     ))
     .await;
     prime_catalog(&gw).await;

@@ -6,6 +6,7 @@ mod support;
 
 mod catalog;
 mod cli;
+mod decisions;
 mod identity;
 mod relay;
 mod strict_input;

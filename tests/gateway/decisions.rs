@@ -1,0 +1,299 @@
+//! Every tools/call is decided before it runs, and denied calls never reach the upstream.
+
+use serde_json::{Value, json};
+
+use crate::identity::user_jwt;
+use crate::relay::{modern_call, modern_request};
+use crate::support::*;
+
+pub async fn call_tool(gw: &GatewayProc, token: &str, tool: &str, args: Value) -> Value {
+    let body = modern_call(1, tool, args, json!({})).to_string();
+    let resp = modern_request(&http(), &gw.url("py"), tool, body)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{tool}");
+    let text = resp.text().await.unwrap();
+    // A deny is JSON; an allowed call may come back as SSE with one message.
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .unwrap_or(&text)
+        .trim()
+        .to_owned();
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{tool}: {e}: {text}"))
+}
+
+fn result_text(answer: &Value) -> &str {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// The stored decision events, oldest first.
+pub async fn decisions(gw: &GatewayProc) -> Vec<Value> {
+    query_rows(
+        &gw.db_path(),
+        "SELECT body FROM events WHERE kind = 'decision' ORDER BY seq",
+    )
+    .await
+    .into_iter()
+    .map(|r| serde_json::from_str(r[0].as_deref().unwrap()).unwrap())
+    .collect()
+}
+
+async fn trusted_py() -> (PyUpstream, GatewayProc) {
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&format!(
+        "{}\n{}",
+        upstream.config("trust_annotations = true"),
+        crate::identity::oauth_config()
+    ))
+    .await;
+    prime_catalog(&gw).await;
+    (upstream, gw)
+}
+
+#[tokio::test]
+async fn an_api_tokens_destructive_call_is_denied_with_its_reason_and_never_runs() {
+    let (upstream, gw) = trusted_py().await;
+    let answer = call_tool(
+        &gw,
+        AGENT_TOKEN,
+        "delete_page",
+        json!({"page_id": "MARK-DELETE"}),
+    )
+    .await;
+    assert_eq!(answer["result"]["isError"], true);
+    assert_eq!(answer["result"]["resultType"], "complete");
+    assert_eq!(
+        result_text(&answer),
+        "Denied by toolgate policy token-risky-denied: API tokens may not make destructive or unclassified calls"
+    );
+    assert!(
+        !upstream
+            .posts()
+            .iter()
+            .any(|p| p.body.contains("MARK-DELETE")),
+        "the upstream ran a denied call"
+    );
+    let stored = decisions(&gw).await;
+    let d = stored
+        .iter()
+        .find(|d| d["tool"] == "delete_page")
+        .expect("the decision is stored");
+    assert_eq!(d["outcome"], "deny");
+    assert_eq!(d["risk"], "destructive");
+    assert_eq!(
+        d["identity"],
+        json!({"kind": "api_token", "name": "ci-bot", "groups": ["ci"]})
+    );
+    assert_eq!(d["policy_ids"], json!(["token-risky-denied"]));
+    assert_eq!(d["target"], json!({"kind": "page", "id": "MARK-DELETE"}));
+    assert!(d["call_id"].as_str().unwrap().len() == 36);
+}
+
+#[tokio::test]
+async fn an_oauth_users_read_is_allowed() {
+    let (upstream, gw) = trusted_py().await;
+    let answer = call_tool(
+        &gw,
+        &user_jwt(),
+        "read_page",
+        json!({"page_id": "ops-runbook"}),
+    )
+    .await;
+    assert_eq!(result_text(&answer), "Restart the pager.");
+    assert!(
+        upstream
+            .posts()
+            .iter()
+            .any(|p| p.body.contains("ops-runbook"))
+    );
+    let d = decisions(&gw).await.pop().expect("a decision");
+    assert_eq!(
+        (d["outcome"].as_str(), d["tool"].as_str()),
+        (Some("allow"), Some("read_page"))
+    );
+    assert_eq!(d["identity"]["kind"], "oauth");
+    assert_eq!(d["identity"]["name"], "alice@corp.example");
+}
+
+#[tokio::test]
+async fn an_unclassified_tool_follows_the_matrix() {
+    let (upstream, gw) = trusted_py().await;
+    // count_slowly has no annotations, so it is unclassified even on a trusted upstream.
+    let by_token = call_tool(&gw, AGENT_TOKEN, "count_slowly", json!({"steps": 1})).await;
+    assert!(
+        result_text(&by_token).starts_with("Denied by toolgate policy token-risky-denied:"),
+        "{by_token}"
+    );
+    let by_user = call_tool(&gw, &user_jwt(), "count_slowly", json!({"steps": 1})).await;
+    assert!(
+        result_text(&by_user).starts_with("Denied by toolgate policy user-risky-held:"),
+        "{by_user}"
+    );
+    assert!(
+        result_text(&by_user).contains("approvals are not enabled"),
+        "{by_user}"
+    );
+    assert!(
+        !upstream
+            .posts()
+            .iter()
+            .any(|p| p.body.contains("count_slowly"))
+    );
+    let outcomes: Vec<(String, String)> = decisions(&gw)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["risk"].as_str().unwrap().into(),
+                d["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("unclassified".into(), "deny".into()),
+            ("unclassified".into(), "hold".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_definition_change_resets_the_class() {
+    let (upstream, gw) = trusted_py().await;
+    let user = user_jwt();
+    let before = call_tool(
+        &gw,
+        &user,
+        "write_page",
+        json!({"page_id": "a", "body": "b"}),
+    )
+    .await;
+    assert_eq!(
+        result_text(&before),
+        "wrote a (1 bytes)",
+        "a user's write is allowed"
+    );
+
+    let _upstream = upstream.restart_as("b").await;
+    prime_catalog(&gw).await;
+    let row = eventually("write_page to be reset", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT risk, risk_source FROM tools WHERE upstream = 'py' AND name = 'write_page'",
+        )
+        .await;
+        rows.into_iter()
+            .next()
+            .filter(|r| r[1].as_deref() == Some("reset"))
+    })
+    .await;
+    assert_eq!(row[0].as_deref(), Some("unclassified"));
+
+    let changed = query_rows(
+        &gw.db_path(),
+        "SELECT body FROM events WHERE kind = 'tool.changed'",
+    )
+    .await;
+    assert_eq!(changed.len(), 1, "exactly one tool changed");
+    let event: Value = serde_json::from_str(changed[0][0].as_deref().unwrap()).unwrap();
+    assert_eq!(event["name"], "write_page");
+    assert_eq!(
+        event["old_definition"]["annotations"]["destructiveHint"],
+        false
+    );
+    assert_eq!(
+        event["new_definition"]["annotations"]["destructiveHint"],
+        true
+    );
+
+    let after = call_tool(
+        &gw,
+        &user,
+        "write_page",
+        json!({"page_id": "a", "body": "c"}),
+    )
+    .await;
+    assert!(
+        result_text(&after).starts_with("Denied by toolgate policy user-risky-held:"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn hidden_denied_tools_are_left_out_and_unknown() {
+    let upstream = PyUpstream::start().await;
+    let gw =
+        start_gateway(&upstream.config("trust_annotations = true\nhide_denied_tools = true")).await;
+    prime_catalog(&gw).await;
+    let seen = run_py_client(
+        &gw.url("py"),
+        AGENT_TOKEN,
+        "read_page",
+        &json!({"page_id": "x"}),
+        "auto",
+    )
+    .await;
+    assert_eq!(
+        seen["tools"],
+        json!(["get_project", "read_page", "write_page"]),
+        "{seen}"
+    );
+    let answer = call_tool(
+        &gw,
+        AGENT_TOKEN,
+        "delete_page",
+        json!({"page_id": "MARK-HIDDEN"}),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32602);
+    assert_eq!(answer["error"]["message"], "Unknown tool: delete_page");
+    assert!(
+        !upstream
+            .posts()
+            .iter()
+            .any(|p| p.body.contains("MARK-HIDDEN"))
+    );
+}
+
+#[tokio::test]
+async fn workflow_context_is_recorded_and_a_malformed_one_is_refused() {
+    let (_upstream, gw) = trusted_py().await;
+    let body = modern_call(
+        1,
+        "read_page",
+        json!({"page_id": "x"}),
+        json!({"toolgate/context": {"ticket": "CHG-42"}}),
+    );
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body.to_string())
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let d = decisions(&gw).await.pop().unwrap();
+    assert_eq!(d["workflow"], json!({"ticket": "CHG-42"}));
+
+    let body = modern_call(2, "read_page", json!({"page_id": "x"}), json!({}));
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body.to_string())
+        .bearer_auth(AGENT_TOKEN)
+        .header("x-toolgate-context", r#"{"tikcet": "CHG-1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tikcet"),
+        "{answer}"
+    );
+}
