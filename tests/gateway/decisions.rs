@@ -25,7 +25,7 @@ pub async fn call_tool(gw: &GatewayProc, token: &str, tool: &str, args: Value) -
     serde_json::from_str(&json).unwrap_or_else(|e| panic!("{tool}: {e}: {text}"))
 }
 
-fn result_text(answer: &Value) -> &str {
+pub fn result_text(answer: &Value) -> &str {
     answer["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
@@ -43,7 +43,7 @@ pub async fn decisions(gw: &GatewayProc) -> Vec<Value> {
     .collect()
 }
 
-async fn trusted_py() -> (PyUpstream, GatewayProc) {
+pub async fn trusted_py() -> (PyUpstream, GatewayProc) {
     let upstream = PyUpstream::start().await;
     let gw = start_gateway(&format!(
         "{}\n{}",

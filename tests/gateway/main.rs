@@ -9,4 +9,5 @@ mod cli;
 mod decisions;
 mod identity;
 mod relay;
+mod store;
 mod strict_input;
