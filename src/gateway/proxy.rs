@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
@@ -367,8 +368,9 @@ fn relay_response(upstream: reqwest::Response) -> Response {
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
-/// Relays a `tools/list` answer unchanged while keeping a copy; when the answer is
-/// complete, the copy teaches the catalog.
+/// Relays a `tools/list` answer unchanged while keeping a copy. The catalog learns
+/// from the copy before the answer's last bytes go out, so a client that lists and
+/// then calls at once is decided with what it was shown.
 fn learn_from_listing(
     gw: &Arc<Gateway>,
     upstream: &Upstream,
@@ -376,48 +378,61 @@ fn learn_from_listing(
     response: reqwest::Response,
 ) -> Response {
     let head = response_head(&response);
-    let content_type = response
+    let content_type = content_type_of(&response);
+    let sse_id = content_type
+        .starts_with("text/event-stream")
+        .then(|| id.clone());
+    let gw = gw.clone();
+    let name = upstream.config.name.clone();
+    let learn = move |body: Vec<u8>| -> BoxFuture<'static, ()> {
+        // Its own task, so a client that hangs up cannot cut learning short.
+        let task = tokio::spawn(async move {
+            learn_listing(&gw, &name, &content_type, &body, &id).await;
+        });
+        Box::pin(async move {
+            let _ = task.await;
+        })
+    };
+    let tee = Tee {
+        expected_len: response.content_length(),
+        sse_id,
+        inner: Box::pin(response.bytes_stream()),
+        copy: Vec::new(),
+        overflowed: false,
+        learn: Some(Box::new(learn)),
+        learning: None,
+    };
+    head.body(Body::from_stream(tee))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+fn content_type_of(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_owned();
-    let gw = gw.clone();
-    let name = upstream.config.name.clone();
-    let on_complete = move |body: Vec<u8>| {
-        tokio::spawn(async move {
-            let Some(upstream) = gw.upstreams.get(&name) else {
-                return;
-            };
-            let tools = mcp::response_messages(&content_type, &body)
-                .into_iter()
-                .find(|m| m.get("id") == Some(&id) && m.get("result").is_some())
-                .and_then(|m| {
-                    m.pointer("/result/tools")
-                        .and_then(Value::as_array)
-                        .cloned()
-                });
-            let Some(tools) = tools else {
-                tracing::debug!(upstream = %name, "tools/list answer carried no tools");
-                return;
-            };
-            match gw.catalog.learn(&upstream.config, &tools).await {
-                Ok(n) => {
-                    tracing::debug!(upstream = %name, listed = tools.len(), recorded = n, "catalog learned")
-                }
-                Err(e) => tracing::error!(upstream = %name, error = %e, "catalog not recorded"),
-            }
-        });
+        .to_owned()
+}
+
+/// Teaches the catalog one complete `tools/list` answer.
+async fn learn_listing(gw: &Gateway, upstream: &str, content_type: &str, body: &[u8], id: &Value) {
+    let Some(upstream) = gw.upstreams.get(upstream) else {
+        return;
     };
-    let tee = Tee {
-        expected_len: response.content_length(),
-        inner: Box::pin(response.bytes_stream()),
-        copy: Vec::new(),
-        overflowed: false,
-        on_complete: Some(Box::new(on_complete)),
+    let messages = mcp::response_messages(content_type, body);
+    let Some(tools) = listed_tools(&messages, id) else {
+        tracing::debug!(upstream = %upstream.config.name, "tools/list answer carried no tools");
+        return;
     };
-    head.body(Body::from_stream(tee))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    match gw.catalog.learn(&upstream.config, &tools).await {
+        Ok(n) => {
+            tracing::debug!(upstream = %upstream.config.name, listed = tools.len(), recorded = n, "catalog learned")
+        }
+        Err(e) => {
+            tracing::error!(upstream = %upstream.config.name, error = %e, "catalog not recorded")
+        }
+    }
 }
 
 /// With `hide_denied_tools`, a listing shows only the tools this identity may call
@@ -437,22 +452,13 @@ async fn filtered_listing(
             head = head.header(name, value);
         }
     }
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type_of(&response);
     let body = match response.bytes().await {
         Ok(b) => b,
         Err(e) => return upstream_unreachable_id(&upstream.config.name, &id, &e),
     };
+    learn_listing(gw, &upstream.config.name, &content_type, &body, &id).await;
     let mut messages = mcp::response_messages(&content_type, &body);
-    if let Some(tools) = listed_tools(&messages, &id)
-        && let Err(e) = gw.catalog.learn(&upstream.config, &tools).await
-    {
-        tracing::error!(upstream = %upstream.config.name, error = %e, "catalog not recorded");
-    }
     let engine = gw.policy();
     let no_args = Map::new();
     let now = chrono::Utc::now();
@@ -504,45 +510,79 @@ fn listed_tools(messages: &[Value], id: &Value) -> Option<Vec<Value>> {
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
+type Learn = Box<dyn FnOnce(Vec<u8>) -> BoxFuture<'static, ()> + Send>;
+
 struct Tee {
     inner: ByteStream,
     /// hyper stops polling once a Content-Length body is complete, so the end of the
     /// stream may never be seen; reaching the declared length counts as the end.
     expected_len: Option<u64>,
+    /// For an SSE answer: the request id whose response ends the listing. A client
+    /// may hang up as soon as it has that response, before the stream's end.
+    sse_id: Option<Value>,
     copy: Vec<u8>,
     overflowed: bool,
-    on_complete: Option<Box<dyn FnOnce(Vec<u8>) + Send>>,
+    learn: Option<Learn>,
+    /// Learning in progress, and the final item held back until it is done.
+    learning: Option<(BoxFuture<'static, ()>, Option<Bytes>)>,
 }
 
 impl Stream for Tee {
     type Item = Result<Bytes, reqwest::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) if !self.overflowed => {
-                if self.copy.len() + chunk.len() > MAX_LISTING_BYTES {
-                    self.overflowed = true;
-                    self.copy = Vec::new();
-                    tracing::warn!("tools/list answer over {MAX_LISTING_BYTES} bytes; not learned");
-                } else {
-                    self.copy.extend_from_slice(chunk);
-                    if self.expected_len == Some(self.copy.len() as u64) {
-                        self.complete();
-                    }
-                }
+        loop {
+            if let Some((learning, _)) = self.learning.as_mut() {
+                std::task::ready!(learning.as_mut().poll(cx));
+                let (_, held) = self.learning.take().expect("learning");
+                return Poll::Ready(held.map(Ok));
             }
-            Poll::Ready(None) if !self.overflowed => self.complete(),
-            _ => {}
+            let polled = self.inner.as_mut().poll_next(cx);
+            match polled {
+                Poll::Ready(Some(Ok(chunk))) if !self.overflowed => {
+                    if self.copy.len() + chunk.len() > MAX_LISTING_BYTES {
+                        self.overflowed = true;
+                        self.copy = Vec::new();
+                        tracing::warn!(
+                            "tools/list answer over {MAX_LISTING_BYTES} bytes; not learned"
+                        );
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    self.copy.extend_from_slice(&chunk);
+                    if self.expected_len == Some(self.copy.len() as u64) || self.has_sse_response()
+                    {
+                        self.start_learning(Some(chunk));
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(None) if !self.overflowed && self.learn.is_some() => {
+                    self.start_learning(None);
+                    continue;
+                }
+                other => return other,
+            }
         }
-        polled
     }
 }
 
 impl Tee {
-    fn complete(&mut self) {
-        if let Some(done) = self.on_complete.take() {
-            done(std::mem::take(&mut self.copy));
+    fn has_sse_response(&self) -> bool {
+        let Some(id) = &self.sse_id else {
+            return false;
+        };
+        // Only a chunk that ends an event can complete the response.
+        (self.copy.ends_with(b"\n\n") || self.copy.ends_with(b"\r\n\r\n"))
+            && mcp::response_messages("text/event-stream", &self.copy)
+                .iter()
+                .any(|m| m.get("id") == Some(id) && m.get("result").is_some())
+    }
+
+    fn start_learning(&mut self, held: Option<Bytes>) {
+        match self.learn.take() {
+            Some(learn) => self.learning = Some((learn(std::mem::take(&mut self.copy)), held)),
+            // Already learned: pass the item straight through on the next poll.
+            None => self.learning = Some((Box::pin(std::future::ready(())), held)),
         }
     }
 }
