@@ -267,6 +267,39 @@ mod tests {
     }
 
     #[test]
+    fn a_token_past_its_expiry_is_refused_before_any_policy_runs() {
+        let expires = "2026-06-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(token_sha256("tg_old"), &mut key).unwrap();
+        let identity = Identity {
+            kind: IdentityKind::ApiToken,
+            name: "old-support".into(),
+            groups: vec![],
+            issued: Some("2025-01-01T00:00:00Z".parse().unwrap()),
+            expires: Some(expires),
+            owner: None,
+        };
+        let auth = Authenticator {
+            tokens: HashMap::from([(key, Arc::new(identity))]),
+            oauth: None,
+        };
+        let before = expires - chrono::Duration::seconds(1);
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer tg_old"), before)
+                .unwrap()
+                .name,
+            "old-support"
+        );
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer tg_old"), expires),
+            Err(AuthError::Expired {
+                name: "old-support".into(),
+                expired: expires.to_rfc3339()
+            })
+        );
+    }
+
+    #[test]
     fn malformed_headers_are_told_apart_from_unknown_tokens() {
         let auth = Authenticator {
             tokens: HashMap::new(),

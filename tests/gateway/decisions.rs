@@ -297,3 +297,57 @@ async fn workflow_context_is_recorded_and_a_malformed_one_is_refused() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_file_is_loaded_once_and_again_only_when_it_changes() {
+    let upstream = PyUpstream::start().await;
+    let strict = "@id(\"nothing\") forbid (principal, action, resource);";
+    let config = format!(
+        "{}\n[policy]\nfile = \"policy.cedar\"\n",
+        upstream.config("trust_annotations = true")
+    );
+    let gw = start_gateway_with_files(&config, &[("policy.cedar", strict)]).await;
+    let versions = |gw: &GatewayProc| {
+        let db = gw.db_path();
+        async move { query_rows(&db, "SELECT by FROM policies ORDER BY version").await }
+    };
+    let first = versions(&gw).await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0][0].as_deref().unwrap().starts_with("config:"),
+        "{first:?}"
+    );
+    let answer = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "x"})).await;
+    assert!(
+        result_text(&answer).starts_with("Denied by toolgate policy nothing"),
+        "{answer}"
+    );
+
+    // The same file again: no new version.
+    let gw = gw.crash_and_restart().await;
+    assert_eq!(versions(&gw).await.len(), 1);
+
+    // A changed file: a new version, in force.
+    std::fs::write(
+        gw.dir.path().join("policy.cedar"),
+        crate::support::DEFAULT_POLICY,
+    )
+    .unwrap();
+    let gw = gw.crash_and_restart().await;
+    assert_eq!(versions(&gw).await.len(), 2);
+    prime_catalog(&gw).await;
+    let answer = call_tool(
+        &gw,
+        AGENT_TOKEN,
+        "read_page",
+        json!({"page_id": "ops-runbook"}),
+    )
+    .await;
+    assert_eq!(result_text(&answer), "Restart the pager.");
+    let changed = query_rows(
+        &gw.db_path(),
+        "SELECT body FROM events WHERE kind = 'policy.changed'",
+    )
+    .await;
+    assert_eq!(changed.len(), 2);
+}

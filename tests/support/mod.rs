@@ -13,6 +13,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The shipped default policy, as a file's content.
+pub const DEFAULT_POLICY: &str = include_str!("../../src/gateway/policy/default.cedar");
+
 /// The agent token the test configs accept, and its SHA-256.
 pub const AGENT_TOKEN: &str = "tg_test-agent-token";
 /// A token whose identity expired in 2020.
@@ -323,7 +326,15 @@ expires = "2020-01-01T00:00:00Z"
 
 /// Starts the gateway binary on a config made of `[gateway]` defaults plus `body`.
 pub async fn start_gateway(body: &str) -> GatewayProc {
+    start_gateway_with_files(body, &[]).await
+}
+
+/// As `start_gateway`, with extra files (such as a policy) beside the config.
+pub async fn start_gateway_with_files(body: &str, files: &[(&str, &str)]) -> GatewayProc {
     let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write file");
+    }
     let config = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
     );
