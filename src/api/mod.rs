@@ -117,6 +117,20 @@ pub struct Event {
 pub enum EventBody {
     #[serde(rename = "decision")]
     Decision(DecisionEvent),
+    #[serde(rename = "hold.created")]
+    HoldCreated {
+        call_id: String,
+        expires_at: String,
+        ttl_ms: u64,
+        phase: HoldPhase,
+    },
+    #[serde(rename = "hold.resolved")]
+    HoldResolved {
+        call_id: String,
+        resolution: Resolution,
+        by: String,
+        reason: Option<String>,
+    },
     #[serde(rename = "tool.discovered")]
     ToolDiscovered(ToolRow),
     #[serde(rename = "tool.changed")]
@@ -125,6 +139,16 @@ pub enum EventBody {
         tool: ToolRow,
         old_definition: serde_json::Value,
         new_definition: serde_json::Value,
+    },
+    #[serde(rename = "risk.changed")]
+    RiskChanged {
+        upstream: String,
+        tool: String,
+        from: Risk,
+        to: Risk,
+        version: u64,
+        by: String,
+        note: Option<String>,
     },
     #[serde(rename = "policy.changed")]
     PolicyChanged {
@@ -140,8 +164,11 @@ impl EventBody {
     pub fn kind(&self) -> &'static str {
         match self {
             EventBody::Decision(_) => "decision",
+            EventBody::HoldCreated { .. } => "hold.created",
+            EventBody::HoldResolved { .. } => "hold.resolved",
             EventBody::ToolDiscovered(_) => "tool.discovered",
             EventBody::ToolChanged { .. } => "tool.changed",
+            EventBody::RiskChanged { .. } => "risk.changed",
             EventBody::PolicyChanged { .. } => "policy.changed",
             EventBody::StoreRecovered { .. } => "store.recovered",
         }
@@ -150,6 +177,9 @@ impl EventBody {
     pub fn call_id(&self) -> Option<&str> {
         match self {
             EventBody::Decision(d) => Some(&d.call_id),
+            EventBody::HoldCreated { call_id, .. } | EventBody::HoldResolved { call_id, .. } => {
+                Some(call_id)
+            }
             _ => None,
         }
     }
@@ -193,4 +223,94 @@ pub struct ToolRow {
     pub updated_by: Option<String>,
     pub updated_at: String,
     pub note: Option<String>,
+}
+
+/// Where a held call is: its client still waiting on the open stream, or told to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldPhase {
+    Waiting,
+    Pending,
+}
+
+/// How a hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// An operator approved it; the call runs once (on its open stream, or on retry).
+    Approved,
+    /// An operator denied it, or the policy did when it was re-evaluated at approval.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// The client withdrew the call.
+    Cancelled,
+    /// The approved call ran.
+    Consumed,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Approved => "approved",
+            Resolution::Denied => "denied",
+            Resolution::Expired => "expired",
+            Resolution::Cancelled => "cancelled",
+            Resolution::Consumed => "consumed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Resolution::Approved,
+            Resolution::Denied,
+            Resolution::Expired,
+            Resolution::Cancelled,
+            Resolution::Consumed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A hold as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub call_id: String,
+    pub phase: HoldPhase,
+    /// When the hold stops being approvable (RFC 3339).
+    pub expires_at: String,
+    /// The held call, as its decision recorded it (arguments redacted).
+    pub call: DecisionEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The body of an approve or deny.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The control API's error body: `{"error": {"code": ..., "message": ...}}`, with the
+/// hold on a 409 for an approve or deny.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ApiErrorBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub code: String,
+    pub message: String,
 }

@@ -236,6 +236,45 @@ impl Catalog {
             .insert(tool.to_owned(), Arc::new(known));
     }
 
+    /// An operator's class for a tool. The next call is decided with it; nothing is
+    /// recompiled. Returns the `risk.changed` event.
+    pub async fn set_risk(
+        &self,
+        upstream: &str,
+        tool: &str,
+        risk: Risk,
+        expected_version: Option<u64>,
+        by: &str,
+        note: Option<String>,
+    ) -> Result<crate::api::Event, StoreError> {
+        let committed = self
+            .store
+            .write_in_time(WriteOp::SetRisk {
+                upstream: upstream.to_owned(),
+                tool: tool.to_owned(),
+                risk,
+                expected_version,
+                by: by.to_owned(),
+                note,
+            })
+            .await?;
+        let known = self.get(upstream, tool);
+        self.put(
+            upstream,
+            tool,
+            KnownTool {
+                sha256: known.as_ref().and_then(|k| k.sha256.clone()),
+                risk,
+                param_headers: known.and_then(|k| k.param_headers.clone()),
+            },
+        );
+        Ok(committed
+            .events
+            .into_iter()
+            .next()
+            .expect("a risk edit commits an event"))
+    }
+
     /// Stores the `[[risk]]` seeds where nobody has chosen a class yet.
     pub async fn seed(&self, seeds: &[RiskSeed]) -> Result<(), StoreError> {
         for seed in seeds {

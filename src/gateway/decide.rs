@@ -8,9 +8,11 @@ use serde_json::{Map, Value};
 use wildmatch::WildMatch;
 
 use super::Gateway;
+use super::catalog::Catalog;
+use super::holds::{HeldCall, without_redacted};
 use super::identity::Identity;
 use super::mcp::ClientMessage;
-use super::policy::CallFacts;
+use super::policy::{CallFacts, Decision, PolicyEngine};
 use super::redact;
 use super::store::StoreError;
 use crate::api::{DecisionEvent, EventBody, Target, Workflow};
@@ -191,4 +193,47 @@ mod tests {
         );
         assert_eq!(finder.find("x", json!({"q": 1}).as_object().unwrap()), None);
     }
+}
+
+/// Decides a held call again under the current policy and risk table, as an approval
+/// must. After a restart only the redacted arguments remain: if the outcome then
+/// depends on a redacted value, the call is denied rather than guessed at.
+pub fn reevaluate(
+    engine: &PolicyEngine,
+    catalog: &Catalog,
+    call: &HeldCall,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Decision {
+    let d = &call.decision;
+    let risk = catalog.risk(&d.upstream, &d.tool);
+    let decide = |args: &Map<String, Value>| {
+        engine.decide(&CallFacts {
+            identity: &call.identity,
+            upstream: &d.upstream,
+            tool: &d.tool,
+            risk,
+            args,
+            target: d.target.as_ref(),
+            workflow: d.workflow.as_ref(),
+            now,
+        })
+    };
+    if let Some(args) = &call.args {
+        return decide(args);
+    }
+    let Some(stored) = d.args.as_object().filter(|_| !d.args_truncated) else {
+        return Decision::deny(
+            Vec::new(),
+            "the call's arguments were cut when stored and are gone after a restart, so it cannot be re-evaluated".into(),
+        );
+    };
+    let with = decide(stored);
+    let without = decide(&without_redacted(stored));
+    if with.outcome != without.outcome {
+        return Decision::deny(
+            with.policy_ids,
+            "the policy needs an argument that was redacted, and the original is gone after a restart".into(),
+        );
+    }
+    with
 }

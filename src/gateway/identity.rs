@@ -18,7 +18,7 @@ use crate::api::{IdentityKind, IdentityRef};
 use crate::config::{Config, OauthConfig};
 
 /// Who is calling, as decided from their bearer token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub kind: IdentityKind,
     pub name: String,

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod control;
 pub mod decide;
+pub mod holds;
 pub mod identity;
 pub mod mcp;
 pub mod policy;

@@ -88,7 +88,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn deny(policy_ids: Vec<String>, reason: String) -> Self {
+    pub fn deny(policy_ids: Vec<String>, reason: String) -> Self {
         Self {
             outcome: Outcome::Deny,
             policy_ids,

@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{Event, EventBody, Risk};
+use crate::api::{Event, EventBody, Resolution, Risk, ToolRow};
 use crate::config::OnToolChange;
 pub use writer::Job;
 
@@ -34,6 +34,10 @@ pub enum StoreError {
     Closed,
     #[error("store holds an unknown risk class {0:?}")]
     BadRisk(String),
+    #[error("no such tool")]
+    NoSuchTool,
+    #[error("the tool is at version {}, not the expected one", .0.version)]
+    StaleVersion(Box<ToolRow>),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -79,6 +83,25 @@ pub enum WriteOp {
         risk: Risk,
         suggested: Risk,
     },
+    /// An operator's class for a tool, with `risk.changed`. `expected_version`
+    /// guards against overwriting an edit the operator has not seen.
+    SetRisk {
+        upstream: String,
+        tool: String,
+        risk: Risk,
+        expected_version: Option<u64>,
+        by: String,
+        note: Option<String>,
+    },
+    /// Store a new hold, with `hold.created`.
+    HoldCreated(Box<StoredHold>),
+    /// Resolve a hold, with `hold.resolved`.
+    HoldResolved {
+        call_id: String,
+        resolution: Resolution,
+        by: String,
+        reason: Option<String>,
+    },
     /// Store a new policy version, with `policy.changed`.
     Policy {
         text: String,
@@ -123,6 +146,26 @@ pub struct StoredTool {
     pub input_schema: Option<String>,
     pub definition_sha256: Option<String>,
     pub risk: Risk,
+}
+
+/// A hold as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHold {
+    pub call_id: String,
+    pub call_hash: String,
+    /// JSON of the caller's identity.
+    pub identity: String,
+    /// JSON of the decision event.
+    pub decision: String,
+    pub session_id: Option<String>,
+    pub request_id: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub ttl_ms: u64,
+    pub resolution: Option<Resolution>,
+    pub resolved_by: Option<String>,
+    pub reason: Option<String>,
+    pub resolved_at: Option<String>,
 }
 
 /// The policy version in force.
@@ -180,6 +223,23 @@ CREATE TABLE tool_definitions (
     first_seen TEXT NOT NULL,
     PRIMARY KEY (upstream, name, sha256)
 );
+
+-- Held calls. The arguments here are redacted; the unredacted ones live only in memory.
+CREATE TABLE holds (
+    call_id TEXT PRIMARY KEY,
+    call_hash TEXT NOT NULL,     -- identity, upstream, tool and canonical arguments
+    identity TEXT NOT NULL,      -- JSON
+    decision TEXT NOT NULL,      -- JSON: the decision event
+    session_id TEXT,
+    request_id TEXT NOT NULL,    -- JSON
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    resolution TEXT,
+    resolved_by TEXT,
+    reason TEXT,
+    resolved_at TEXT
+);
+CREATE INDEX holds_open ON holds (expires_at) WHERE resolution IS NULL OR resolution = 'approved';
 
 -- Every policy version; the highest is in force.
 CREATE TABLE policies (
@@ -272,6 +332,14 @@ impl Store {
         }
     }
 
+    /// Commits a write within the store timeout, for an operator waiting on an answer.
+    pub async fn write_in_time(&self, op: WriteOp) -> Result<Committed, StoreError> {
+        match tokio::time::timeout(self.timeout, self.write(op)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
     /// Commits a write that is not on a call's path, waiting as long as it takes.
     pub async fn write(&self, op: WriteOp) -> Result<Committed, StoreError> {
         let (job, _claimed, reply) = Job::new(op);
@@ -317,6 +385,24 @@ impl Store {
             .collect()
     }
 
+    /// Holds that can still matter: unresolved, or approved and not yet run.
+    pub async fn open_holds(&self) -> Result<Vec<StoredHold>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM holds WHERE resolution IS NULL OR resolution = 'approved' ORDER BY created_at",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.iter().map(stored_hold).collect())
+    }
+
+    pub async fn hold(&self, call_id: &str) -> Result<Option<StoredHold>, StoreError> {
+        let row = sqlx::query("SELECT * FROM holds WHERE call_id = ?1")
+            .bind(call_id)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.as_ref().map(stored_hold))
+    }
+
     pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         let row = sqlx::query(
             "SELECT version, text, sha256, by FROM policies ORDER BY version DESC LIMIT 1",
@@ -329,6 +415,35 @@ impl Store {
             sha256: r.get("sha256"),
             by: r.get("by"),
         }))
+    }
+}
+
+fn stored_hold(r: &sqlx::sqlite::SqliteRow) -> StoredHold {
+    let created_at: String = r.get("created_at");
+    let expires_at: String = r.get("expires_at");
+    let ttl_ms = match (
+        chrono::DateTime::parse_from_rfc3339(&created_at),
+        chrono::DateTime::parse_from_rfc3339(&expires_at),
+    ) {
+        (Ok(c), Ok(e)) => (e - c).num_milliseconds().max(0) as u64,
+        _ => 0,
+    };
+    StoredHold {
+        call_id: r.get("call_id"),
+        call_hash: r.get("call_hash"),
+        identity: r.get("identity"),
+        decision: r.get("decision"),
+        session_id: r.get("session_id"),
+        request_id: r.get("request_id"),
+        created_at,
+        expires_at,
+        ttl_ms,
+        resolution: r
+            .get::<Option<String>, _>("resolution")
+            .and_then(|s| Resolution::parse(&s)),
+        resolved_by: r.get("resolved_by"),
+        reason: r.get("reason"),
+        resolved_at: r.get("resolved_at"),
     }
 }
 

@@ -8,7 +8,7 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Committed, Health, ListedTool, Reply, StoreError, WriteOp};
-use crate::api::{Event, EventBody, Risk, ToolRow};
+use crate::api::{Event, EventBody, HoldPhase, Risk, ToolRow};
 use crate::config::OnToolChange;
 
 /// The most writes one transaction takes.
@@ -121,7 +121,12 @@ pub async fn run(
             }
             let mut done = Vec::with_capacity(ops.len());
             for op in ops {
-                done.push(apply(&mut conn, op, &now, &mut next_seq).await?);
+                // A refused edit is that edit's answer; it wrote nothing, so the rest
+                // of the group commits. Any other error fails the group.
+                done.push(match apply(&mut conn, op, &now, &mut next_seq).await {
+                    Err(e @ (StoreError::NoSuchTool | StoreError::StaleVersion(_))) => Err(e),
+                    other => Ok(other?),
+                });
             }
             sqlx::query("COMMIT").execute(&mut conn).await?;
             Ok::<_, StoreError>(done)
@@ -134,8 +139,8 @@ pub async fn run(
                 }
                 health.failing.store(false, Ordering::Release);
                 reported = false;
-                for (reply, committed) in replies.into_iter().zip(done) {
-                    let _ = reply.send(Ok(committed));
+                for (reply, result) in replies.into_iter().zip(done) {
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
@@ -217,6 +222,100 @@ async fn apply(
             Ok(Committed {
                 events: Vec::new(),
                 risk: row.map(|r| r.risk),
+            })
+        }
+        WriteOp::SetRisk {
+            upstream,
+            tool,
+            risk,
+            expected_version,
+            by,
+            note,
+        } => {
+            let current = tool_row(conn, &upstream, &tool)
+                .await?
+                .ok_or(StoreError::NoSuchTool)?;
+            if expected_version.is_some_and(|v| v != current.version) {
+                return Err(StoreError::StaleVersion(Box::new(current)));
+            }
+            sqlx::query(
+                "UPDATE tools SET risk = ?3, risk_source = 'operator', version = version + 1,
+                    updated_by = ?4, updated_at = ?5, note = ?6
+                 WHERE upstream = ?1 AND name = ?2",
+            )
+            .bind(&upstream)
+            .bind(&tool)
+            .bind(risk.as_str())
+            .bind(&by)
+            .bind(now)
+            .bind(&note)
+            .execute(&mut *conn)
+            .await?;
+            let body = EventBody::RiskChanged {
+                upstream,
+                tool,
+                from: current.risk,
+                to: risk,
+                version: current.version + 1,
+                by,
+                note,
+            };
+            Ok(Committed {
+                events: vec![insert_event(conn, body, now, next_seq).await?],
+                risk: Some(risk),
+            })
+        }
+        WriteOp::HoldCreated(hold) => {
+            sqlx::query(
+                "INSERT INTO holds (call_id, call_hash, identity, decision, session_id, request_id, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(&hold.call_id)
+            .bind(&hold.call_hash)
+            .bind(&hold.identity)
+            .bind(&hold.decision)
+            .bind(&hold.session_id)
+            .bind(&hold.request_id)
+            .bind(&hold.created_at)
+            .bind(&hold.expires_at)
+            .execute(&mut *conn)
+            .await?;
+            let body = EventBody::HoldCreated {
+                call_id: hold.call_id.clone(),
+                expires_at: hold.expires_at.clone(),
+                ttl_ms: hold.ttl_ms,
+                phase: HoldPhase::Waiting,
+            };
+            Ok(Committed {
+                events: vec![insert_event(conn, body, now, next_seq).await?],
+                risk: None,
+            })
+        }
+        WriteOp::HoldResolved {
+            call_id,
+            resolution,
+            by,
+            reason,
+        } => {
+            sqlx::query(
+                "UPDATE holds SET resolution = ?2, resolved_by = ?3, reason = ?4, resolved_at = ?5 WHERE call_id = ?1",
+            )
+            .bind(&call_id)
+            .bind(resolution.as_str())
+            .bind(&by)
+            .bind(&reason)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let body = EventBody::HoldResolved {
+                call_id,
+                resolution,
+                by,
+                reason,
+            };
+            Ok(Committed {
+                events: vec![insert_event(conn, body, now, next_seq).await?],
+                risk: None,
             })
         }
         WriteOp::Policy {

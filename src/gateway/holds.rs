@@ -1,0 +1,470 @@
+//! The hold queue: calls waiting for a person, and the rules for resolving them.
+//!
+//! Every change happens under one lock, including its commit, so two operators who
+//! resolve the same hold at once get exactly one winner. The gateway never runs a held
+//! call on its own: an approval either reaches the client still waiting on its stream,
+//! or waits for that client's identical retry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, oneshot};
+
+use super::identity::Identity;
+use super::policy::Decision;
+use super::redact::REDACTED;
+use super::store::{Store, StoreError, StoredHold, WriteOp};
+use crate::api::{DecisionEvent, HoldPhase, HoldView, IdentityKind, Outcome, Resolution};
+
+/// What a waiting client is told when its hold is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    Denied { by: String, reason: Option<String> },
+    Expired,
+    Cancelled,
+}
+
+/// Someone resolving holds: an operator's name and the identities that are them.
+#[derive(Debug, Clone)]
+pub struct Approver {
+    pub name: String,
+    pub principals: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no hold with that call id")]
+    NotFound,
+    #[error("{0} may not resolve a call they made or whose token they own")]
+    SelfApproval(String),
+    #[error("the hold is already resolved")]
+    AlreadyResolved(Box<HoldView>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What re-evaluating a held call needs.
+#[derive(Debug, Clone)]
+pub struct HeldCall {
+    pub identity: Arc<Identity>,
+    /// The unredacted arguments; gone after a restart.
+    pub args: Option<Map<String, Value>>,
+    pub decision: DecisionEvent,
+}
+
+struct Hold {
+    call: HeldCall,
+    call_hash: String,
+    session_id: Option<String>,
+    request_id: Value,
+    expires_at: DateTime<Utc>,
+    waiter: Option<oneshot::Sender<Verdict>>,
+    resolution: Option<Resolved>,
+}
+
+#[derive(Clone)]
+struct Resolved {
+    resolution: Resolution,
+    by: String,
+    reason: Option<String>,
+    at: String,
+}
+
+impl Hold {
+    fn phase(&self) -> HoldPhase {
+        match &self.waiter {
+            Some(w) if !w.is_closed() => HoldPhase::Waiting,
+            _ => HoldPhase::Pending,
+        }
+    }
+
+    fn view(&self, call_id: &str) -> HoldView {
+        HoldView {
+            call_id: call_id.to_owned(),
+            phase: self.phase(),
+            expires_at: rfc3339(self.expires_at),
+            call: self.call.decision.clone(),
+            resolution: self.resolution.as_ref().map(|r| r.resolution),
+            resolved_by: self.resolution.as_ref().map(|r| r.by.clone()),
+            resolved_at: self.resolution.as_ref().map(|r| r.at.clone()),
+            reason: self.resolution.as_ref().and_then(|r| r.reason.clone()),
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Identical means the same identity, upstream, tool and canonical arguments.
+pub fn call_hash(
+    identity: &Identity,
+    upstream: &str,
+    tool: &str,
+    args: &Map<String, Value>,
+) -> String {
+    let key = serde_json::json!([identity.principal(), upstream, tool, args]);
+    let canonical = serde_jcs::to_string(&key).unwrap_or_else(|_| key.to_string());
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A new hold, as the data plane asks for it.
+pub struct NewHold {
+    pub call: HeldCall,
+    pub call_hash: String,
+    pub session_id: Option<String>,
+    pub request_id: Value,
+    pub ttl: chrono::Duration,
+}
+
+pub struct Holds {
+    store: Store,
+    holds: Mutex<HashMap<String, Hold>>,
+}
+
+impl Holds {
+    /// Loads the holds that survived a restart: all pending now, none with a client.
+    pub async fn load(store: Store) -> Result<Self, StoreError> {
+        let mut holds = HashMap::new();
+        for stored in store.open_holds().await? {
+            match restore(&stored) {
+                Some(hold) => {
+                    holds.insert(stored.call_id.clone(), hold);
+                }
+                None => {
+                    tracing::error!(call_id = %stored.call_id, "stored hold unreadable; it stays unresolved until it expires")
+                }
+            }
+        }
+        Ok(Self {
+            store,
+            holds: Mutex::new(holds),
+        })
+    }
+
+    /// Records a hold and returns what its waiting client listens on.
+    pub async fn create(&self, new: NewHold) -> Result<oneshot::Receiver<Verdict>, StoreError> {
+        let call_id = new.call.decision.call_id.clone();
+        let created = Utc::now();
+        let expires_at = created + new.ttl;
+        let stored = StoredHold {
+            call_id: call_id.clone(),
+            call_hash: new.call_hash.clone(),
+            identity: serde_json::to_string(&*new.call.identity)
+                .map_err(|e| StoreError::Sql(e.to_string()))?,
+            decision: serde_json::to_string(&new.call.decision)
+                .map_err(|e| StoreError::Sql(e.to_string()))?,
+            session_id: new.session_id.clone(),
+            request_id: new.request_id.to_string(),
+            created_at: rfc3339(created),
+            expires_at: rfc3339(expires_at),
+            ttl_ms: new.ttl.num_milliseconds().max(0) as u64,
+            resolution: None,
+            resolved_by: None,
+            reason: None,
+            resolved_at: None,
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut holds = self.holds.lock().await;
+        self.store
+            .write_in_time(WriteOp::HoldCreated(Box::new(stored)))
+            .await?;
+        holds.insert(
+            call_id,
+            Hold {
+                call: new.call,
+                call_hash: new.call_hash,
+                session_id: new.session_id,
+                request_id: new.request_id,
+                expires_at,
+                waiter: Some(tx),
+                resolution: None,
+            },
+        );
+        Ok(rx)
+    }
+
+    /// The client stopped waiting (its wait ended, or it went away): the hold stays
+    /// pending, and an approval will serve only an identical retry.
+    pub async fn release_waiter(&self, call_id: &str) {
+        if let Some(hold) = self.holds.lock().await.get_mut(call_id) {
+            hold.waiter = None;
+        }
+    }
+
+    /// Unresolved holds, soonest expiry first.
+    pub async fn open(&self) -> Vec<HoldView> {
+        let holds = self.holds.lock().await;
+        let mut open: Vec<HoldView> = holds
+            .iter()
+            .filter(|(_, h)| h.resolution.is_none())
+            .map(|(id, h)| h.view(id))
+            .collect();
+        open.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+        open
+    }
+
+    /// Approves a hold after re-evaluating its call under the current policy. If the
+    /// policy now denies it, the hold resolves `denied` by `policy`, and the approver
+    /// learns so as a conflict.
+    pub async fn approve(
+        &self,
+        call_id: &str,
+        approver: &Approver,
+        reason: Option<String>,
+        reevaluate: impl FnOnce(&HeldCall) -> Decision,
+    ) -> Result<HoldView, ResolveError> {
+        let mut holds = self.holds.lock().await;
+        let hold = self.unresolved(&mut holds, call_id, approver).await?;
+        let decision = reevaluate(&hold.call);
+        if decision.outcome == Outcome::Deny {
+            let why = format!("re-evaluated at approval: {}", decision.reason);
+            let view = self
+                .resolve(
+                    hold,
+                    call_id,
+                    Resolution::Denied,
+                    "policy",
+                    Some(why.clone()),
+                )
+                .await?;
+            notify(
+                hold,
+                Verdict::Denied {
+                    by: "policy".into(),
+                    reason: Some(why),
+                },
+            );
+            return Err(ResolveError::AlreadyResolved(Box::new(view)));
+        }
+        let view = self
+            .resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
+            .await?;
+        notify(hold, Verdict::Approved);
+        Ok(view)
+    }
+
+    pub async fn deny(
+        &self,
+        call_id: &str,
+        approver: &Approver,
+        reason: Option<String>,
+    ) -> Result<HoldView, ResolveError> {
+        let mut holds = self.holds.lock().await;
+        let hold = self.unresolved(&mut holds, call_id, approver).await?;
+        let view = self
+            .resolve(
+                hold,
+                call_id,
+                Resolution::Denied,
+                &approver.name,
+                reason.clone(),
+            )
+            .await?;
+        notify(
+            hold,
+            Verdict::Denied {
+                by: approver.name.clone(),
+                reason,
+            },
+        );
+        Ok(view)
+    }
+
+    /// Resolves every unresolved hold past its expiry, and forgets resolved ones.
+    pub async fn expire_due(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut holds = self.holds.lock().await;
+        let due: Vec<String> = holds
+            .iter()
+            .filter(|(_, h)| h.resolution.is_none() && h.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for call_id in &due {
+            let hold = holds.get_mut(call_id).expect("listed above");
+            self.resolve(hold, call_id, Resolution::Expired, "toolgate", None)
+                .await?;
+            notify(hold, Verdict::Expired);
+        }
+        // A resolved hold is kept until its expiry, to answer a late resolver with 409.
+        holds.retain(|_, h| h.resolution.is_none() || h.expires_at > now);
+        Ok(due.len())
+    }
+
+    /// A `notifications/cancelled` from the client that made the call: the hold
+    /// resolves `cancelled`, and later approvals or denials get 409.
+    pub async fn cancel(
+        &self,
+        principal: &str,
+        upstream: &str,
+        session_id: Option<&str>,
+        request_id: &Value,
+    ) -> Result<Option<String>, StoreError> {
+        let mut holds = self.holds.lock().await;
+        let found = holds.iter().find(|(_, h)| {
+            h.resolution.is_none()
+                && h.call.identity.principal() == principal
+                && h.call.decision.upstream == upstream
+                && h.session_id.as_deref() == session_id
+                && &h.request_id == request_id
+        });
+        let Some(call_id) = found.map(|(id, _)| id.clone()) else {
+            return Ok(None);
+        };
+        let hold = holds.get_mut(&call_id).expect("found above");
+        self.resolve(hold, &call_id, Resolution::Cancelled, "client", None)
+            .await?;
+        notify(hold, Verdict::Cancelled);
+        Ok(Some(call_id))
+    }
+
+    /// Marks an approved hold as run; false if it is not approved (any more).
+    pub async fn consume(&self, call_id: &str) -> Result<bool, StoreError> {
+        let mut holds = self.holds.lock().await;
+        let Some(hold) = holds.get_mut(call_id) else {
+            return Ok(false);
+        };
+        if hold.resolution.as_ref().map(|r| r.resolution) != Some(Resolution::Approved) {
+            return Ok(false);
+        }
+        self.resolve(hold, call_id, Resolution::Consumed, "client", None)
+            .await?;
+        Ok(true)
+    }
+
+    /// Takes the approval of an identical earlier call, if one is waiting to be used:
+    /// the retry runs once, and the hold becomes `consumed`.
+    pub async fn consume_identical(
+        &self,
+        call_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<HoldView>, StoreError> {
+        let mut holds = self.holds.lock().await;
+        let found = holds.iter().find(|(_, h)| {
+            h.call_hash == call_hash
+                && h.expires_at > now
+                && h.resolution.as_ref().map(|r| r.resolution) == Some(Resolution::Approved)
+        });
+        let Some(call_id) = found.map(|(id, _)| id.clone()) else {
+            return Ok(None);
+        };
+        let hold = holds.get_mut(&call_id).expect("found above");
+        let approved = hold.view(&call_id);
+        self.resolve(hold, &call_id, Resolution::Consumed, "client", None)
+            .await?;
+        Ok(Some(approved))
+    }
+
+    /// Finds a hold an approver may still resolve.
+    async fn unresolved<'h>(
+        &self,
+        holds: &'h mut HashMap<String, Hold>,
+        call_id: &str,
+        approver: &Approver,
+    ) -> Result<&'h mut Hold, ResolveError> {
+        let Some(hold) = holds.get_mut(call_id) else {
+            // Forgotten after its expiry, or never here: the store knows which.
+            return match self.store.hold(call_id).await? {
+                Some(stored) => match restore(&stored) {
+                    Some(h) => Err(ResolveError::AlreadyResolved(Box::new(h.view(call_id)))),
+                    None => Err(ResolveError::NotFound),
+                },
+                None => Err(ResolveError::NotFound),
+            };
+        };
+        if hold.resolution.is_some() {
+            return Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))));
+        }
+        let identity = &hold.call.identity;
+        let own_token = identity.kind == IdentityKind::ApiToken
+            && identity.owner.as_deref() == Some(&approver.name);
+        if own_token || approver.principals.contains(&identity.principal()) {
+            return Err(ResolveError::SelfApproval(approver.name.clone()));
+        }
+        Ok(hold)
+    }
+
+    async fn resolve(
+        &self,
+        hold: &mut Hold,
+        call_id: &str,
+        resolution: Resolution,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<HoldView, StoreError> {
+        let committed = self
+            .store
+            .write_in_time(WriteOp::HoldResolved {
+                call_id: call_id.to_owned(),
+                resolution,
+                by: by.to_owned(),
+                reason: reason.clone(),
+            })
+            .await?;
+        let at = committed
+            .events
+            .first()
+            .map(|e| e.ts.clone())
+            .unwrap_or_default();
+        hold.resolution = Some(Resolved {
+            resolution,
+            by: by.to_owned(),
+            reason,
+            at,
+        });
+        Ok(hold.view(call_id))
+    }
+}
+
+fn notify(hold: &mut Hold, verdict: Verdict) {
+    if let Some(waiter) = hold.waiter.take() {
+        let _ = waiter.send(verdict);
+    }
+}
+
+fn restore(stored: &StoredHold) -> Option<Hold> {
+    let identity: Identity = serde_json::from_str(&stored.identity).ok()?;
+    let decision: DecisionEvent = serde_json::from_str(&stored.decision).ok()?;
+    Some(Hold {
+        call: HeldCall {
+            identity: Arc::new(identity),
+            args: None,
+            decision,
+        },
+        call_hash: stored.call_hash.clone(),
+        session_id: stored.session_id.clone(),
+        request_id: serde_json::from_str(&stored.request_id).unwrap_or(Value::Null),
+        expires_at: DateTime::parse_from_rfc3339(&stored.expires_at)
+            .ok()?
+            .with_timezone(&Utc),
+        waiter: None,
+        resolution: stored.resolution.map(|resolution| Resolved {
+            resolution,
+            by: stored.resolved_by.clone().unwrap_or_default(),
+            reason: stored.reason.clone(),
+            at: stored.resolved_at.clone().unwrap_or_default(),
+        }),
+    })
+}
+
+/// The stored (redacted) arguments without the redacted values, for re-evaluating a
+/// call whose real arguments are gone.
+pub fn without_redacted(args: &Map<String, Value>) -> Map<String, Value> {
+    fn strip(v: &Value) -> Option<Value> {
+        match v {
+            Value::String(s) if s == REDACTED => None,
+            Value::Object(m) => Some(Value::Object(without_redacted(m))),
+            Value::Array(items) => Some(Value::Array(items.iter().filter_map(strip).collect())),
+            other => Some(other.clone()),
+        }
+    }
+    args.iter()
+        .filter_map(|(k, v)| strip(v).map(|v| (k.clone(), v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

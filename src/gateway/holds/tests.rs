@@ -1,0 +1,381 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::api::{IdentityKind, Risk};
+use crate::config::RiskSeed;
+use crate::gateway::catalog::Catalog;
+use crate::gateway::decide::reevaluate;
+use crate::gateway::policy::{DEFAULT_POLICY, PolicyEngine};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    holds: Arc<Holds>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let holds = Arc::new(Holds::load(store.clone()).await.unwrap());
+    Fixture {
+        _dir: dir,
+        store,
+        holds,
+    }
+}
+
+fn token_owned_by(owner: &str) -> Arc<Identity> {
+    Arc::new(Identity {
+        kind: IdentityKind::ApiToken,
+        name: "ci-bot".into(),
+        groups: vec!["ci".into()],
+        issued: Some(Utc::now()),
+        expires: None,
+        owner: Some(owner.into()),
+    })
+}
+
+fn oauth_user(name: &str) -> Arc<Identity> {
+    Arc::new(Identity {
+        kind: IdentityKind::Oauth,
+        name: name.into(),
+        groups: vec![],
+        issued: None,
+        expires: None,
+        owner: None,
+    })
+}
+
+fn approver(name: &str, principals: &[&str]) -> Approver {
+    Approver {
+        name: name.into(),
+        principals: principals.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+async fn hold_for(
+    holds: &Holds,
+    identity: Arc<Identity>,
+    tool: &str,
+    risk: Risk,
+) -> (String, oneshot::Receiver<Verdict>) {
+    let args = json!({"page_id": "p1"}).as_object().unwrap().clone();
+    let call_id = uuid::Uuid::now_v7().to_string();
+    let decision = DecisionEvent {
+        call_id: call_id.clone(),
+        upstream: "wiki".into(),
+        tool: tool.into(),
+        risk,
+        identity: identity.as_ref().as_ref(),
+        target: None,
+        workflow: None,
+        outcome: Outcome::Hold,
+        policy_ids: vec!["token-write-held".into()],
+        reason: "needs approval".into(),
+        decision_us: 1,
+        args: Value::Object(args.clone()),
+        args_truncated: false,
+    };
+    let rx = holds
+        .create(NewHold {
+            call_hash: call_hash(&identity, "wiki", tool, &args),
+            call: HeldCall {
+                identity,
+                args: Some(args),
+                decision,
+            },
+            session_id: None,
+            request_id: json!(1),
+            ttl: chrono::Duration::seconds(900),
+        })
+        .await
+        .unwrap();
+    (call_id, rx)
+}
+
+fn allow(_: &HeldCall) -> Decision {
+    Decision {
+        outcome: Outcome::Hold,
+        policy_ids: vec![],
+        reason: "still needs approval".into(),
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_resolvers_give_exactly_one_winner() {
+    let f = fixture().await;
+    let (call_id, verdict) =
+        hold_for(&f.holds, token_owned_by("alice"), "write_page", Risk::Write).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let holds = f.holds.clone();
+        let call_id = call_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let who = approver(&format!("op{i}"), &[]);
+            if i % 2 == 0 {
+                holds.approve(&call_id, &who, None, allow).await
+            } else {
+                holds.deny(&call_id, &who, Some("no".into())).await
+            }
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(view) => winners.push(view),
+            Err(ResolveError::AlreadyResolved(view)) => {
+                conflicts += 1;
+                assert!(view.resolution.is_some());
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one resolver wins");
+    assert_eq!(conflicts, 49);
+    let winner = &winners[0];
+    let expected = match winner.resolution.unwrap() {
+        Resolution::Approved => Verdict::Approved,
+        Resolution::Denied => Verdict::Denied {
+            by: winner.resolved_by.clone().unwrap(),
+            reason: Some("no".into()),
+        },
+        other => panic!("resolved {other:?}"),
+    };
+    assert_eq!(
+        verdict.await.unwrap(),
+        expected,
+        "the waiting client hears the winner"
+    );
+    // The store agrees, and holds one hold.resolved.
+    let stored = f.store.hold(&call_id).await.unwrap().unwrap();
+    assert_eq!(stored.resolution, winner.resolution);
+    assert_eq!(stored.resolved_by, winner.resolved_by);
+}
+
+#[tokio::test]
+async fn self_approval_is_refused_and_another_approver_succeeds() {
+    let f = fixture().await;
+    let (token_call, _rx1) =
+        hold_for(&f.holds, token_owned_by("alice"), "write_page", Risk::Write).await;
+    let err = f
+        .holds
+        .approve(&token_call, &approver("alice", &[]), None, allow)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ResolveError::SelfApproval(ref who) if who == "alice"),
+        "{err}"
+    );
+
+    let (user_call, _rx2) = hold_for(
+        &f.holds,
+        oauth_user("carol@corp.example"),
+        "delete_page",
+        Risk::Destructive,
+    )
+    .await;
+    let carol = approver("carol", &["oauth:carol@corp.example"]);
+    let err = f.holds.deny(&user_call, &carol, None).await.unwrap_err();
+    assert!(matches!(err, ResolveError::SelfApproval(_)), "{err}");
+
+    let bob = approver("bob", &["oauth:bob@corp.example"]);
+    let view = f
+        .holds
+        .approve(&token_call, &bob, Some("looks fine".into()), allow)
+        .await
+        .unwrap();
+    assert_eq!(view.resolution, Some(Resolution::Approved));
+    assert_eq!(view.resolved_by.as_deref(), Some("bob"));
+    assert_eq!(view.reason.as_deref(), Some("looks fine"));
+    let view = f
+        .holds
+        .approve(&user_call, &bob, None, allow)
+        .await
+        .unwrap();
+    assert_eq!(view.resolution, Some(Resolution::Approved));
+}
+
+#[tokio::test]
+async fn a_risk_edit_to_destructive_before_approval_makes_it_a_policy_denial() {
+    let f = fixture().await;
+    let catalog = Catalog::load(f.store.clone()).await.unwrap();
+    catalog
+        .seed(&[RiskSeed {
+            upstream: "wiki".into(),
+            tool: "write_page".into(),
+            risk: Risk::Write,
+        }])
+        .await
+        .unwrap();
+    let engine = PolicyEngine::compile(DEFAULT_POLICY).unwrap();
+    let (call_id, verdict) =
+        hold_for(&f.holds, token_owned_by("alice"), "write_page", Risk::Write).await;
+
+    catalog
+        .set_risk(
+            "wiki",
+            "write_page",
+            Risk::Destructive,
+            Some(1),
+            "carol",
+            None,
+        )
+        .await
+        .unwrap();
+
+    let bob = approver("bob", &[]);
+    let err = f
+        .holds
+        .approve(&call_id, &bob, None, |call| {
+            reevaluate(&engine, &catalog, call, Utc::now())
+        })
+        .await
+        .unwrap_err();
+    let ResolveError::AlreadyResolved(view) = err else {
+        panic!("expected a conflict, got {err}")
+    };
+    assert_eq!(view.resolution, Some(Resolution::Denied));
+    assert_eq!(view.resolved_by.as_deref(), Some("policy"));
+    assert!(
+        view.reason
+            .as_deref()
+            .unwrap()
+            .contains("API tokens may not"),
+        "{view:?}"
+    );
+    assert!(matches!(verdict.await.unwrap(), Verdict::Denied { by, .. } if by == "policy"));
+    // Later resolvers see the policy's resolution.
+    let err = f.holds.deny(&call_id, &bob, None).await.unwrap_err();
+    assert!(
+        matches!(err, ResolveError::AlreadyResolved(v) if v.resolved_by.as_deref() == Some("policy"))
+    );
+}
+
+#[tokio::test]
+async fn an_approval_serves_one_identical_retry_only() {
+    let f = fixture().await;
+    let identity = token_owned_by("alice");
+    let (call_id, rx) = hold_for(&f.holds, identity.clone(), "write_page", Risk::Write).await;
+    drop(rx);
+    f.holds.release_waiter(&call_id).await;
+    f.holds
+        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap();
+    let args = json!({"page_id": "p1"}).as_object().unwrap().clone();
+    let other_args = json!({"page_id": "p2"}).as_object().unwrap().clone();
+    let now = Utc::now();
+    assert!(
+        f.holds
+            .consume_identical(
+                &call_hash(&identity, "wiki", "write_page", &other_args),
+                now
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let other_identity = token_owned_by("dave");
+    let mut renamed = (*other_identity).clone();
+    renamed.name = "other-bot".into();
+    assert!(
+        f.holds
+            .consume_identical(&call_hash(&renamed, "wiki", "write_page", &args), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let hash = call_hash(&identity, "wiki", "write_page", &args);
+    let used = f
+        .holds
+        .consume_identical(&hash, now)
+        .await
+        .unwrap()
+        .expect("the approval serves the retry");
+    assert_eq!(used.call_id, call_id);
+    assert!(
+        f.holds
+            .consume_identical(&hash, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second retry is decided afresh"
+    );
+    assert_eq!(
+        f.store.hold(&call_id).await.unwrap().unwrap().resolution,
+        Some(Resolution::Consumed)
+    );
+}
+
+#[tokio::test]
+async fn expiry_and_cancellation_resolve_and_later_resolvers_conflict() {
+    let f = fixture().await;
+    let identity = token_owned_by("alice");
+    let (expiring, rx) = hold_for(&f.holds, identity.clone(), "write_page", Risk::Write).await;
+    let later = Utc::now() + chrono::Duration::seconds(901);
+    assert_eq!(f.holds.expire_due(later).await.unwrap(), 1);
+    assert_eq!(rx.await.unwrap(), Verdict::Expired);
+    let err = f
+        .holds
+        .approve(&expiring, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ResolveError::AlreadyResolved(v) if v.resolution == Some(Resolution::Expired)),
+        "forgotten in memory, found in the store"
+    );
+
+    let (cancelled, rx) = hold_for(&f.holds, identity.clone(), "write_page", Risk::Write).await;
+    assert_eq!(
+        f.holds
+            .cancel("api_token:ci-bot", "other-upstream", None, &json!(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.holds
+            .cancel("api_token:ci-bot", "wiki", None, &json!(2))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.holds
+            .cancel("api_token:ci-bot", "wiki", None, &json!(1))
+            .await
+            .unwrap(),
+        Some(cancelled.clone())
+    );
+    assert_eq!(rx.await.unwrap(), Verdict::Cancelled);
+    let err = f
+        .holds
+        .deny(&cancelled, &approver("bob", &[]), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ResolveError::AlreadyResolved(v) if v.resolution == Some(Resolution::Cancelled))
+    );
+}
+
+#[tokio::test]
+async fn holds_survive_a_restart_as_pending() {
+    let f = fixture().await;
+    let (call_id, _rx) =
+        hold_for(&f.holds, token_owned_by("alice"), "write_page", Risk::Write).await;
+    let reloaded = Holds::load(f.store.clone()).await.unwrap();
+    let open = reloaded.open().await;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].call_id, call_id);
+    assert_eq!(open[0].phase, HoldPhase::Pending);
+    let view = reloaded
+        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap();
+    assert_eq!(view.resolution, Some(Resolution::Approved));
+}
