@@ -163,38 +163,6 @@ impl Gateway {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn configured_pointers_win_over_common_names() {
-        let finder = TargetFinder::new(&[ResourceConfig {
-            tool: "jira_*".into(),
-            pointer: "/fields/project".into(),
-            kind: "jira_project".into(),
-        }]);
-        let args = json!({"fields": {"project": "OPS"}, "projectKey": "DEV"});
-        let args = args.as_object().unwrap();
-        assert_eq!(
-            finder.find("jira_create_issue", args),
-            Some(Target {
-                kind: "jira_project".into(),
-                id: "OPS".into()
-            })
-        );
-        assert_eq!(
-            finder.find("other_tool", args),
-            Some(Target {
-                kind: "project".into(),
-                id: "DEV".into()
-            })
-        );
-        assert_eq!(finder.find("x", json!({"q": 1}).as_object().unwrap()), None);
-    }
-}
-
 /// Decides a held call again under the current policy and risk table, as an approval
 /// must. After a restart only the redacted arguments remain: if the outcome then
 /// depends on a redacted value, the call is denied rather than guessed at.
@@ -236,4 +204,36 @@ pub fn reevaluate(
         );
     }
     with
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configured_pointers_win_over_common_names() {
+        let finder = TargetFinder::new(&[ResourceConfig {
+            tool: "jira_*".into(),
+            pointer: "/fields/project".into(),
+            kind: "jira_project".into(),
+        }]);
+        let args = json!({"fields": {"project": "OPS"}, "projectKey": "DEV"});
+        let args = args.as_object().unwrap();
+        assert_eq!(
+            finder.find("jira_create_issue", args),
+            Some(Target {
+                kind: "jira_project".into(),
+                id: "OPS".into()
+            })
+        );
+        assert_eq!(
+            finder.find("other_tool", args),
+            Some(Target {
+                kind: "project".into(),
+                id: "DEV".into()
+            })
+        );
+        assert_eq!(finder.find("x", json!({"q": 1}).as_object().unwrap()), None);
+    }
 }
