@@ -1,21 +1,32 @@
-//! The control plane on `control_listen`. For now: liveness and readiness.
+//! The control plane on `control_listen`: health, and the hold queue's API. The rest
+//! of the control API (events, queries, risk and policy edits) builds on the same
+//! operator authentication and error shape.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::Gateway;
+use super::holds::{Approver, ResolveError};
 use super::proxy::json_response;
+use crate::api::{ApiError, ApiErrorBody, HoldView, ResolveRequest};
+use crate::config::{OperatorConfig, OperatorRole};
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/holds", get(list_holds))
+        .route("/api/v1/holds/{call_id}/approve", post(approve))
+        .route("/api/v1/holds/{call_id}/deny", post(deny))
         .with_state(gateway)
 }
 
@@ -34,5 +45,190 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"ready": false, "reason": "the audit store cannot commit; calls are being denied"}),
         )
+    }
+}
+
+/// A control-API error: `{"error": {"code", "message"}}`, plus the hold on a 409.
+pub struct ApiFailure {
+    status: StatusCode,
+    body: Box<ApiError>,
+}
+
+impl ApiFailure {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: Box::new(ApiError {
+                error: ApiErrorBody {
+                    code: code.to_owned(),
+                    message: message.into(),
+                },
+                hold: None,
+            }),
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let mut resp = json_response(
+            self.status,
+            &serde_json::to_value(&self.body).unwrap_or_default(),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(r#"Bearer realm="toolgate-control""#),
+            );
+        }
+        resp
+    }
+}
+
+/// The operator behind a bearer token, if their role is at least `needed`. Every
+/// configured hash is compared, in constant time, whatever matches.
+fn operator<'g>(
+    gw: &'g Gateway,
+    headers: &HeaderMap,
+    needed: OperatorRole,
+) -> Result<&'g OperatorConfig, ApiFailure> {
+    let unauthorized = |m: &str| ApiFailure::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("an operator bearer token is required"))?;
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let mut found = None;
+    for (hash, op) in &gw.operators {
+        if bool::from(hash.ct_eq(&digest)) {
+            found = Some(op);
+        }
+    }
+    let op = found.ok_or_else(|| unauthorized("unknown operator token"))?;
+    if op.role < needed {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            format!(
+                "{} is a {:?}; this needs the {:?} role",
+                op.name, op.role, needed
+            )
+            .to_lowercase(),
+        ));
+    }
+    Ok(op)
+}
+
+async fn list_holds(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    json_response(StatusCode::OK, &json!({"holds": gw.holds.open().await}))
+}
+
+async fn approve(
+    State(gw): State<Arc<Gateway>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    resolve(&gw, &call_id, &headers, &body, true).await
+}
+
+async fn deny(
+    State(gw): State<Arc<Gateway>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    resolve(&gw, &call_id, &headers, &body, false).await
+}
+
+async fn resolve(
+    gw: &Arc<Gateway>,
+    call_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    approving: bool,
+) -> Response {
+    let op = match operator(gw, headers, OperatorRole::Approver) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let request: ResolveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ResolveRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiFailure::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("invalid body: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let approver = Approver {
+        name: op.name.clone(),
+        principals: op.principals.clone(),
+    };
+    let result = if approving {
+        gw.holds
+            .approve(call_id, &approver, request.reason, |call| {
+                super::decide::reevaluate(&gw.policy(), &gw.catalog, call, chrono::Utc::now())
+            })
+            .await
+    } else {
+        gw.holds.deny(call_id, &approver, request.reason).await
+    };
+    match result {
+        Ok(view) => {
+            tracing::info!(%call_id, operator = %op.name, resolution = ?view.resolution, "hold resolved");
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(&view).unwrap_or_default(),
+            )
+        }
+        Err(e) => resolve_failure(e).into_response(),
+    }
+}
+
+fn resolve_failure(e: ResolveError) -> ApiFailure {
+    match e {
+        ResolveError::NotFound => ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no hold with that call id",
+        ),
+        ResolveError::SelfApproval(_) => {
+            ApiFailure::new(StatusCode::FORBIDDEN, "self_approval", e.to_string())
+        }
+        ResolveError::AlreadyResolved(view) => {
+            let message = already_resolved_message(&view);
+            let mut failure = ApiFailure::new(StatusCode::CONFLICT, "already_resolved", message);
+            failure.body.hold = Some(*view);
+            failure
+        }
+        ResolveError::Store(e) => ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the resolution could not be stored: {e}"),
+        ),
+    }
+}
+
+fn already_resolved_message(view: &HoldView) -> String {
+    match (&view.resolution, &view.resolved_by) {
+        (Some(r), Some(by)) => format!("already {} by {by}", r.as_str()),
+        (Some(r), None) => format!("already {}", r.as_str()),
+        _ => "already resolved".into(),
     }
 }

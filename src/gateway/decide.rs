@@ -111,16 +111,15 @@ pub fn workflow_of(
 }
 
 impl Gateway {
-    /// Decides one call and commits the decision. An error means the decision could
-    /// not be stored, and the call must be denied.
-    pub async fn decide_call(
+    /// Decides one call. The decision takes effect only once `commit_decision` stored it.
+    pub fn evaluate_call(
         &self,
         identity: &Identity,
         upstream: &str,
         tool: &str,
         args: &Map<String, Value>,
         workflow: Option<Workflow>,
-    ) -> Result<DecisionEvent, StoreError> {
+    ) -> DecisionEvent {
         let started = Instant::now();
         let risk = self.catalog.risk(upstream, tool);
         let target = self.targets.find(tool, args);
@@ -137,7 +136,7 @@ impl Gateway {
         });
         let decision_us = started.elapsed().as_micros() as u64;
         let (args, args_truncated) = redact::stored_args(self.redactor.redact(args));
-        let event = DecisionEvent {
+        DecisionEvent {
             call_id: uuid::Uuid::now_v7().to_string(),
             upstream: upstream.to_owned(),
             tool: tool.to_owned(),
@@ -151,7 +150,12 @@ impl Gateway {
             decision_us,
             args,
             args_truncated,
-        };
+        }
+    }
+
+    /// Stores a decision in the audit log. An error means it could not be stored in
+    /// time, and the call must be denied.
+    pub async fn commit_decision(&self, event: DecisionEvent) -> Result<DecisionEvent, StoreError> {
         let committed = self
             .store
             .commit_decision(EventBody::Decision(event))

@@ -188,6 +188,15 @@ impl Holds {
         Ok(rx)
     }
 
+    /// When a hold stops being approvable (RFC 3339).
+    pub async fn expires_at(&self, call_id: &str) -> Option<String> {
+        self.holds
+            .lock()
+            .await
+            .get(call_id)
+            .map(|h| rfc3339(h.expires_at))
+    }
+
     /// The client stopped waiting (its wait ended, or it went away): the hold stays
     /// pending, and an approval will serve only an identical retry.
     pub async fn release_waiter(&self, call_id: &str) {

@@ -3,9 +3,11 @@
 pub mod catalog;
 pub mod control;
 pub mod decide;
+pub mod held_stream;
 pub mod holds;
 pub mod identity;
 pub mod mcp;
+pub mod notify;
 pub mod policy;
 pub mod proxy;
 pub mod redact;
@@ -21,10 +23,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, OperatorConfig};
 use catalog::Catalog;
 use decide::TargetFinder;
+use holds::Holds;
 use identity::Authenticator;
+use notify::Notifier;
 use policy::PolicyEngine;
 use proxy::Upstream;
 use redact::Redactor;
@@ -38,6 +42,10 @@ pub struct Gateway {
     pub catalog: Catalog,
     pub store: Store,
     pub targets: TargetFinder,
+    pub holds: Holds,
+    pub notifier: Notifier,
+    /// Operators by the SHA-256 of their token.
+    pub operators: Vec<([u8; 32], OperatorConfig)>,
     pub redactor: Redactor,
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
@@ -56,6 +64,7 @@ impl Gateway {
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
         let policy = load_policy(&store, config.policy.file.as_deref()).await?;
+        let holds = Holds::load(store.clone()).await?;
         let auth = Arc::new(Authenticator::from_config(&config).await?);
         auth.spawn_jwks_refresh();
         let upstreams = config
@@ -68,8 +77,24 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
+        let notifier = Notifier::new(
+            config.notifies.iter().map(|n| n.url.clone()).collect(),
+            http.clone(),
+        );
+        let operators = config
+            .operators
+            .iter()
+            .map(|op| {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&op.token_sha256, &mut hash)?;
+                Ok((hash, op.clone()))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             targets: TargetFinder::new(&config.resources),
+            holds,
+            notifier,
+            operators,
             redactor: Redactor::new(&config.redact),
             config: Arc::new(config),
             upstreams,
@@ -166,10 +191,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     tracing::info!(%local, data_dir = %gateway.config.data_dir().display(), "gateway ready");
+    tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
     let data_plane = axum::serve(listener, proxy::router(gateway.clone()))
         .with_graceful_shutdown(crate::shutdown_signal());
     let control_plane = axum::serve(control, control::router(gateway))
         .with_graceful_shutdown(crate::shutdown_signal());
     tokio::try_join!(data_plane.into_future(), control_plane.into_future())?;
     Ok(())
+}
+
+/// Resolves holds whose time ran out, once a second.
+async fn expire_holds(gateway: std::sync::Weak<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(gw) = gateway.upgrade() else { return };
+        if let Err(e) = gw.holds.expire_due(chrono::Utc::now()).await {
+            tracing::error!(error = %e, "expiring holds failed; will retry");
+        }
+    }
 }

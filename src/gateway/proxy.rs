@@ -8,6 +8,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -21,10 +22,12 @@ use serde_json::{Map, Value, json};
 
 use super::Gateway;
 use super::decide;
+use super::held_stream;
+use super::holds;
 use super::identity::{AuthError, Identity};
 use super::mcp::{self, ClientMessage, Era, INVALID_PARAMS, INVALID_REQUEST};
 use super::policy::CallFacts;
-use crate::api::Outcome;
+use crate::api::{DecisionEvent, Outcome};
 use crate::config::UpstreamConfig;
 
 /// The most of a `tools/list` answer kept aside for the catalog; a bigger one still
@@ -99,8 +102,27 @@ async fn relay_post(
                 return Refusal::new(StatusCode::BAD_REQUEST, body).into_response();
             }
         };
-        let decided = gw.decide_call(&identity, &name, tool, args, workflow).await;
-        let decision = match decided {
+        let mut decision = gw.evaluate_call(&identity, &name, tool, args, workflow);
+        let hash = holds::call_hash(&identity, &name, tool, args);
+        if decision.outcome == Outcome::Hold {
+            // The identical call, approved after its client stopped waiting, runs once.
+            match gw.holds.consume_identical(&hash, chrono::Utc::now()).await {
+                Ok(Some(approved)) => {
+                    decision.outcome = Outcome::Allow;
+                    decision.reason = format!(
+                        "approved by {} as {}",
+                        approved.resolved_by.as_deref().unwrap_or("an operator"),
+                        approved.call_id
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(upstream = %name, tool, error = %e, "approval lookup not stored; call denied");
+                    return deny_response(&message, "toolgate: audit store unavailable");
+                }
+            }
+        }
+        let decision = match gw.commit_decision(decision).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(upstream = %name, tool, error = %e, "decision not stored; call denied");
@@ -124,12 +146,31 @@ async fn relay_post(
                 return deny_response(&message, &text);
             }
             Outcome::Hold => {
-                let text = format!(
-                    "Denied by toolgate policy {named}: {}. This call needs an operator's approval, and approvals are not enabled in this toolgate yet.",
-                    decision.reason
-                );
-                return deny_response(&message, &text);
+                return hold(
+                    &gw, upstream, identity, &headers, message, bytes, decision, hash,
+                )
+                .await;
             }
+        }
+    }
+    if message.method() == Some("notifications/cancelled")
+        && let Some(request_id) = message.body.pointer("/params/requestId")
+    {
+        let session = headers
+            .get(mcp::HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok());
+        match gw
+            .holds
+            .cancel(&identity.principal(), &name, session, request_id)
+            .await
+        {
+            // The held call never went upstream, so neither does its cancellation.
+            Ok(Some(call_id)) => {
+                tracing::info!(%call_id, "held call cancelled by its client");
+                return StatusCode::ACCEPTED.into_response();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cancellation of a held call not stored"),
         }
     }
     let listing_id = (message.method() == Some("tools/list"))
@@ -150,18 +191,85 @@ async fn relay_post(
     }
 }
 
-/// A deny as the tool's own result: HTTP 200 with `isError`, so an agent reads the
-/// reason the way it reads any tool failure.
-fn deny_response(message: &ClientMessage, text: &str) -> Response {
+/// Opens a hold and answers with its waiting stream.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    gw: &Arc<Gateway>,
+    upstream: &Upstream,
+    identity: Arc<Identity>,
+    headers: &HeaderMap,
+    message: ClientMessage,
+    bytes: Bytes,
+    decision: DecisionEvent,
+    hash: String,
+) -> Response {
+    let (_, args) = message.tool_call().expect("a held message is a tools/call");
+    let wait = Duration::from_secs(
+        upstream
+            .config
+            .hold_timeout_secs
+            .unwrap_or(gw.config.gateway.hold_timeout_secs),
+    );
+    let ttl = chrono::Duration::seconds(gw.config.gateway.approval_ttl_secs as i64);
+    let call_id = decision.call_id.clone();
+    let notice = json!({
+        "call_id": call_id, "identity": decision.identity, "upstream": decision.upstream,
+        "tool": decision.tool, "risk": decision.risk, "target": decision.target,
+    });
+    let new = holds::NewHold {
+        call: holds::HeldCall {
+            identity,
+            args: Some(args.clone()),
+            decision,
+        },
+        call_hash: hash,
+        session_id: headers
+            .get(mcp::HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        request_id: message.id().cloned().unwrap_or(Value::Null),
+        ttl,
+    };
+    let verdict = match gw.holds.create(new).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(%call_id, error = %e, "hold not stored; call denied");
+            return deny_response(&message, "toolgate: audit store unavailable");
+        }
+    };
+    let expires_at = gw.holds.expires_at(&call_id).await.unwrap_or_default();
+    let mut notice = notice;
+    notice["expires_at"] = json!(expires_at);
+    gw.notifier.send(notice);
+    held_stream::respond(
+        gw.clone(),
+        held_stream::HeldRequest {
+            upstream: upstream.config.name.clone(),
+            message,
+            bytes,
+            headers: headers.clone(),
+            call_id,
+            expires_at,
+            wait,
+        },
+        verdict,
+    )
+}
+
+/// A tool result that reports an error, as toolgate answers a call it will not run.
+pub fn error_result(message: &ClientMessage, text: &str) -> Value {
     let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
     if message.era == Era::Modern {
         result["resultType"] = json!("complete");
     }
     let id = message.id().cloned().unwrap_or(Value::Null);
-    json_response(
-        StatusCode::OK,
-        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
-    )
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// A deny as the tool's own result: HTTP 200 with `isError`, so an agent reads the
+/// reason the way it reads any tool failure.
+fn deny_response(message: &ClientMessage, text: &str) -> Response {
+    json_response(StatusCode::OK, &error_result(message, text))
 }
 
 /// Where denied tools are hidden, a call to one looks like a call to no tool at all.
@@ -325,6 +433,16 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
     )
+}
+
+/// Sends a POST body upstream as the client sent it.
+pub async fn forward_to(
+    gw: &Gateway,
+    upstream: &Upstream,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, reqwest::Error> {
+    forward(gw, upstream, Method::POST, headers, Some(body)).await
 }
 
 async fn forward(

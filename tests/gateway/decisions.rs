@@ -15,14 +15,19 @@ pub async fn call_tool(gw: &GatewayProc, token: &str, tool: &str, args: Value) -
         .unwrap();
     assert_eq!(resp.status(), 200, "{tool}");
     let text = resp.text().await.unwrap();
-    // A deny is JSON; an allowed call may come back as SSE with one message.
-    let json = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data:"))
-        .unwrap_or(&text)
-        .trim()
-        .to_owned();
-    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{tool}: {e}: {text}"))
+    answer_of(&text).unwrap_or_else(|| panic!("{tool}: no answer in {text}"))
+}
+
+/// The JSON-RPC answer in a body: the body itself, or the last SSE message that is
+/// an answer (a held call's stream carries keep-alives and progress first).
+pub fn answer_of(text: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return Some(v);
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
 }
 
 pub fn result_text(answer: &Value) -> &str {
@@ -47,7 +52,7 @@ pub async fn trusted_py() -> (PyUpstream, GatewayProc) {
     let upstream = PyUpstream::start().await;
     let gw = start_gateway(&format!(
         "{}\n{}",
-        upstream.config("trust_annotations = true"),
+        upstream.config("trust_annotations = true\nhold_timeout_secs = 1"),
         crate::identity::oauth_config()
     ))
     .await;
@@ -131,11 +136,11 @@ async fn an_unclassified_tool_follows_the_matrix() {
     );
     let by_user = call_tool(&gw, &user_jwt(), "count_slowly", json!({"steps": 1})).await;
     assert!(
-        result_text(&by_user).starts_with("Denied by toolgate policy user-risky-held:"),
+        result_text(&by_user).starts_with("Held for approval as "),
         "{by_user}"
     );
     assert!(
-        result_text(&by_user).contains("approvals are not enabled"),
+        result_text(&by_user).ends_with("Retry the identical call after approval."),
         "{by_user}"
     );
     assert!(
@@ -220,7 +225,7 @@ async fn a_definition_change_resets_the_class() {
     )
     .await;
     assert!(
-        result_text(&after).starts_with("Denied by toolgate policy user-risky-held:"),
+        result_text(&after).starts_with("Held for approval as "),
         "{after}"
     );
 }

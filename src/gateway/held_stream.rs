@@ -1,0 +1,235 @@
+//! A held call's open stream: the wait phase of a hold.
+//!
+//! The client is answered at once with an SSE stream that carries keep-alives (and
+//! progress, when it asked for progress) while a person decides. An approval in time
+//! sends the original bytes upstream and re-frames the answer onto this stream;
+//! otherwise the stream ends with a deny, or with the pending notice that says how
+//! to retry.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Gateway;
+use super::holds::Verdict;
+use super::mcp::ClientMessage;
+use super::proxy::{self, Upstream};
+
+/// How often a waiting stream shows it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Everything the wait needs to run the call later, unchanged.
+pub struct HeldRequest {
+    pub upstream: String,
+    pub message: ClientMessage,
+    pub bytes: Bytes,
+    pub headers: HeaderMap,
+    pub call_id: String,
+    pub expires_at: String,
+    pub wait: Duration,
+}
+
+pub fn respond(
+    gw: Arc<Gateway>,
+    held: HeldRequest,
+    verdict: oneshot::Receiver<Verdict>,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let call_id = held.call_id.clone();
+        wait(&gw, held, verdict, &tx).await;
+        // Whatever ended the wait, no client is waiting on this hold any more.
+        gw.holds.release_waiter(&call_id).await;
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    }));
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn wait(
+    gw: &Gateway,
+    held: HeldRequest,
+    mut verdict: oneshot::Receiver<Verdict>,
+    tx: &mpsc::Sender<Bytes>,
+) {
+    let progress_token = held
+        .message
+        .body
+        .pointer("/params/_meta/progressToken")
+        .cloned();
+    let opened = format!(": toolgate: held for approval as {}\n\n", held.call_id);
+    if tx.send(Bytes::from(opened)).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::sleep(held.wait);
+    tokio::pin!(deadline);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let mut progress = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            v = &mut verdict => {
+                if let Ok(v) = v {
+                    answer(gw, &held, v, tx).await;
+                }
+                return;
+            }
+            () = tx.closed() => return,
+            () = &mut deadline => {
+                // An approval may have landed at this very instant.
+                match verdict.try_recv() {
+                    Ok(v) => answer(gw, &held, v, tx).await,
+                    Err(_) => {
+                        let text = format!(
+                            "Held for approval as {} until {}. Retry the identical call after approval.",
+                            held.call_id, held.expires_at
+                        );
+                        send_result(&held.message, &text, tx).await;
+                    }
+                }
+                return;
+            }
+            _ = ticks.tick() => {
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    return;
+                }
+                if let Some(token) = &progress_token {
+                    progress += 1;
+                    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                        "progressToken": token, "progress": progress,
+                        "message": format!("waiting for an operator to approve {}", held.call_id)}});
+                    if tx.send(sse_message(&note.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn answer(gw: &Gateway, held: &HeldRequest, verdict: Verdict, tx: &mpsc::Sender<Bytes>) {
+    match verdict {
+        Verdict::Approved => run_approved(gw, held, tx).await,
+        Verdict::Denied { by, reason } => {
+            let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+            let text = format!(
+                "Denied by toolgate: {by} denied the held call {}{why}",
+                held.call_id
+            );
+            send_result(&held.message, &text, tx).await;
+        }
+        Verdict::Expired => {
+            let text = format!(
+                "Denied by toolgate: the held call {} expired without approval",
+                held.call_id
+            );
+            send_result(&held.message, &text, tx).await;
+        }
+        // The client withdrew the call; there is nobody to answer.
+        Verdict::Cancelled => {}
+    }
+}
+
+/// Sends the original bytes upstream, and re-frames the answer onto the open stream.
+async fn run_approved(gw: &Gateway, held: &HeldRequest, tx: &mpsc::Sender<Bytes>) {
+    // A client that is gone never has its call run; the approval waits for a retry.
+    if tx.is_closed() {
+        return;
+    }
+    match gw.holds.consume(&held.call_id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(call_id = %held.call_id, error = %e, "approved call not run: the store did not record it");
+            send_result(&held.message, "toolgate: audit store unavailable", tx).await;
+            return;
+        }
+    }
+    let Some(upstream) = gw.upstreams.get(&held.upstream) else {
+        return;
+    };
+    let response = match proxy::forward_to(gw, upstream, &held.headers, held.bytes.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(upstream = %held.upstream, error = %e, "upstream unreachable after approval");
+            let text = format!(
+                "toolgate: upstream {:?} unreachable after approval",
+                held.upstream
+            );
+            send_result(&held.message, &text, tx).await;
+            return;
+        }
+    };
+    reframe(upstream, &held.message, response, tx).await;
+}
+
+async fn reframe(
+    upstream: &Upstream,
+    message: &ClientMessage,
+    response: reqwest::Response,
+    tx: &mpsc::Sender<Bytes>,
+) {
+    let status = response.status();
+    if !status.is_success() {
+        let text = format!(
+            "toolgate: upstream answered HTTP {} after approval",
+            status.as_u16()
+        );
+        tracing::warn!(upstream = %upstream.config.name, %status, "upstream refused an approved call");
+        send_result(message, &text, tx).await;
+        return;
+    }
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if is_sse {
+        // Event by event, as the upstream sends them.
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return };
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    } else if let Ok(body) = response.bytes().await {
+        let _ = tx.send(sse_message(&String::from_utf8_lossy(&body))).await;
+    }
+}
+
+/// One SSE `message` event; a multi-line payload becomes several `data:` lines.
+fn sse_message(payload: &str) -> Bytes {
+    let mut out = String::from("event: message\n");
+    for line in payload.trim_end().split('\n') {
+        out.push_str("data: ");
+        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+async fn send_result(message: &ClientMessage, text: &str, tx: &mpsc::Sender<Bytes>) {
+    let body: Value = proxy::error_result(message, text);
+    let _ = tx.send(sse_message(&body.to_string())).await;
+}
