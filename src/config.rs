@@ -342,12 +342,6 @@ impl Config {
         if g.hold_timeout_secs == 0 {
             return Err("[gateway] hold_timeout_secs must be greater than 0".into());
         }
-        if g.approval_ttl_secs < g.hold_timeout_secs {
-            return Err(format!(
-                "[gateway] approval_ttl_secs ({}) must not be shorter than hold_timeout_secs ({})",
-                g.approval_ttl_secs, g.hold_timeout_secs
-            ));
-        }
         if g.store_timeout_ms == 0 {
             return Err("[gateway] store_timeout_ms must be greater than 0".into());
         }
@@ -381,6 +375,14 @@ impl Config {
             }
             if u.hold_timeout_secs == Some(0) {
                 return Err(format!("{at}: hold_timeout_secs must be greater than 0"));
+            }
+            // A hold stays approvable at least as long as its client waits on it.
+            let wait = u.hold_timeout_secs.unwrap_or(g.hold_timeout_secs);
+            if g.approval_ttl_secs < wait {
+                return Err(format!(
+                    "{at}: its hold_timeout_secs ({wait}) is longer than [gateway] approval_ttl_secs ({})",
+                    g.approval_ttl_secs
+                ));
             }
         }
         let mut token_hashes = HashSet::new();
@@ -571,6 +573,18 @@ url = "http://127.0.0.1:9000/mcp"
             err.starts_with("line 2: unknown field `listen_addr`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn approval_time_must_cover_each_upstreams_wait() {
+        let text = MINIMAL.replace("[gateway]\n", "[gateway]\napproval_ttl_secs = 10\n");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("hold_timeout_secs (50) is longer than [gateway] approval_ttl_secs (10)"),
+            "{err}"
+        );
+        let text = format!("{text}hold_timeout_secs = 5\n");
+        parse(&text).unwrap();
     }
 
     #[test]

@@ -95,7 +95,15 @@ async fn wait(
             }
             () = tx.closed() => return,
             () = &mut deadline => {
-                // An approval may have landed at this very instant.
+                // A hold whose approval time ends with its wait expires now, so the
+                // client hears so rather than being told to retry.
+                let now = chrono::Utc::now();
+                if chrono::DateTime::parse_from_rfc3339(&held.expires_at).is_ok_and(|e| e <= now)
+                    && let Err(e) = gw.holds.expire_due(now).await
+                {
+                    tracing::error!(error = %e, "expiring a hold failed");
+                }
+                // An approval or expiry may have landed at this very instant.
                 match verdict.try_recv() {
                     Ok(v) => answer(gw, &held, v, tx).await,
                     Err(_) => {

@@ -1,0 +1,411 @@
+//! Holds with real peers: a risky call waits for a person, and approvals cannot be
+//! stretched to run a call twice, another call, or a call whose client went away.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::decisions::{answer_of, result_text};
+use crate::relay::{modern_call, modern_request};
+use crate::support::*;
+
+const ALICE: &str = "tg_test-operator-alice";
+const BOB: &str = "tg_test-operator-bob";
+const VIEWER: &str = "tg_test-operator-viewer";
+const OTHER_AGENT: &str = "tg_test-agent-two";
+
+/// Operators (alice owns the agent token ci-bot) and a second agent token.
+fn operators() -> String {
+    format!(
+        r#"
+[[identity]]
+name = "ci-bot-two"
+kind = "api_token"
+token_sha256 = "{}"
+issued = "2026-01-01T00:00:00Z"
+
+[[operator]]
+name = "alice"
+role = "approver"
+token_sha256 = "{}"
+
+[[operator]]
+name = "bob"
+role = "admin"
+token_sha256 = "{}"
+principals = ["oauth:bob@corp.example"]
+
+[[operator]]
+name = "viv"
+role = "viewer"
+token_sha256 = "{}"
+"#,
+        sha256_hex(OTHER_AGENT),
+        sha256_hex(ALICE),
+        sha256_hex(BOB),
+        sha256_hex(VIEWER)
+    )
+}
+
+/// The test identities' ci-bot token belongs to alice.
+fn owned_identities() -> String {
+    test_identities().replace("groups = [\"ci\"]", "groups = [\"ci\"]\nowner = \"alice\"")
+}
+
+/// A gateway in front of the Python upstream; `gateway_keys` go into `[gateway]`.
+async fn setup(gateway_keys: &str, hold_timeout_secs: u64) -> (PyUpstream, GatewayProc) {
+    let upstream = PyUpstream::start().await;
+    let body = format!(
+        "{gateway_keys}\n{}{}",
+        upstream
+            .config(&format!(
+                "trust_annotations = true\nhold_timeout_secs = {hold_timeout_secs}"
+            ))
+            .replace(&test_identities(), &owned_identities()),
+        operators()
+    );
+    let gw = start_gateway(&body).await;
+    prime_catalog(&gw).await;
+    (upstream, gw)
+}
+
+async fn held_call(gw: &GatewayProc, token: &str, page: &str, body: &str) -> reqwest::Response {
+    let call = modern_call(
+        7,
+        "write_page",
+        json!({"page_id": page, "body": body}),
+        json!({"progressToken": "w1"}),
+    );
+    let resp = modern_request(&http(), &gw.url("py"), "write_page", call.to_string())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp
+}
+
+async fn answer(resp: reqwest::Response) -> Value {
+    let text = resp.text().await.unwrap();
+    answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"))
+}
+
+async fn open_holds(gw: &GatewayProc) -> Vec<Value> {
+    let resp = http()
+        .get(gw.control_url("/api/v1/holds"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["holds"].as_array().unwrap().clone()
+}
+
+async fn wait_for_hold(gw: &GatewayProc, phase: &str) -> String {
+    eventually(&format!("a {phase} hold"), || async {
+        open_holds(gw)
+            .await
+            .into_iter()
+            .find(|h| h["phase"] == phase)
+            .map(|h| h["call_id"].as_str().unwrap().to_owned())
+    })
+    .await
+}
+
+async fn resolve(
+    gw: &GatewayProc,
+    token: &str,
+    call_id: &str,
+    verb: &str,
+    reason: Option<&str>,
+) -> (u16, Value) {
+    let body = reason
+        .map(|r| json!({"reason": r}).to_string())
+        .unwrap_or_default();
+    let resp = http()
+        .post(gw.control_url(&format!("/api/v1/holds/{call_id}/{verb}")))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn runs_of(upstream: &PyUpstream, marker: &str) -> usize {
+    upstream
+        .posts()
+        .iter()
+        .filter(|p| p.body.contains("tools/call") && p.body.contains(marker))
+        .count()
+}
+
+#[tokio::test]
+async fn a_token_write_approved_within_the_wait_gets_the_real_result_on_its_stream() {
+    let (upstream, gw) = setup("", 30).await;
+    let client = tokio::spawn({
+        let url = gw.url("py");
+        async move {
+            let call = modern_call(
+                7,
+                "write_page",
+                json!({"page_id": "MARK-WAIT", "body": "hello"}),
+                json!({}),
+            );
+            let resp = modern_request(&http(), &url, "write_page", call.to_string())
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.headers()["content-type"], "text/event-stream");
+            answer(resp).await
+        }
+    });
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    assert_eq!(
+        runs_of(&upstream, "MARK-WAIT"),
+        0,
+        "nothing runs while held"
+    );
+
+    let (status, body) = resolve(&gw, VIEWER, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden_role"))
+    );
+    let (status, body) = resolve(&gw, ALICE, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("self_approval")),
+        "alice owns the token"
+    );
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", Some("ticket CHG-9")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resolution"], "approved");
+
+    let answer = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result_text(&answer), "wrote MARK-WAIT (5 bytes)");
+    assert_eq!(answer["result"]["isError"], false);
+    assert_eq!(runs_of(&upstream, "MARK-WAIT"), 1);
+    let (status, body) = resolve(&gw, BOB, &call_id, "deny", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_resolved"))
+    );
+    assert_eq!(body["hold"]["resolution"], "consumed");
+}
+
+#[tokio::test]
+async fn an_approval_after_the_wait_serves_exactly_one_identical_retry() {
+    let (upstream, gw) = setup("", 1).await;
+    let first = answer(held_call(&gw, AGENT_TOKEN, "MARK-RETRY", "v1").await).await;
+    let text = result_text(&first).to_owned();
+    assert!(
+        text.starts_with("Held for approval as ")
+            && text.ends_with("Retry the identical call after approval."),
+        "{text}"
+    );
+    let call_id = wait_for_hold(&gw, "pending").await;
+    assert!(text.contains(&call_id));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, _) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        runs_of(&upstream, "MARK-RETRY"),
+        0,
+        "an approval alone runs nothing"
+    );
+
+    // Another identity, or one changed argument: not the approved call.
+    let other = answer(held_call(&gw, OTHER_AGENT, "MARK-RETRY", "v1").await).await;
+    assert!(
+        result_text(&other).starts_with("Held for approval as "),
+        "{other}"
+    );
+    let changed = answer(held_call(&gw, AGENT_TOKEN, "MARK-RETRY", "v2").await).await;
+    assert!(
+        result_text(&changed).starts_with("Held for approval as "),
+        "{changed}"
+    );
+    assert_eq!(runs_of(&upstream, "MARK-RETRY"), 0);
+
+    let retry = answer(held_call(&gw, AGENT_TOKEN, "MARK-RETRY", "v1").await).await;
+    assert_eq!(result_text(&retry), "wrote MARK-RETRY (2 bytes)");
+    assert_eq!(runs_of(&upstream, "MARK-RETRY"), 1);
+    let again = answer(held_call(&gw, AGENT_TOKEN, "MARK-RETRY", "v1").await).await;
+    assert!(
+        result_text(&again).starts_with("Held for approval as "),
+        "{again}"
+    );
+    assert_eq!(runs_of(&upstream, "MARK-RETRY"), 1, "the approval ran once");
+}
+
+#[tokio::test]
+async fn denial_and_expiry_come_back_as_denies() {
+    let (upstream, gw) = setup("", 30).await;
+    let client = tokio::spawn({
+        let gw_url = gw.url("py");
+        async move {
+            let call = modern_call(
+                7,
+                "write_page",
+                json!({"page_id": "MARK-DENY", "body": "x"}),
+                json!({}),
+            );
+            let resp = modern_request(&http(), &gw_url, "write_page", call.to_string())
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            answer(resp).await
+        }
+    });
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    let (status, _) = resolve(&gw, BOB, &call_id, "deny", Some("not during the freeze")).await;
+    assert_eq!(status, 200);
+    let denied = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        result_text(&denied),
+        format!("Denied by toolgate: bob denied the held call {call_id}: not during the freeze")
+    );
+    assert_eq!(denied["result"]["isError"], true);
+    assert_eq!(runs_of(&upstream, "MARK-DENY"), 0);
+
+    // Approval time that ends with the wait: the client hears the expiry.
+    let (upstream, gw) = setup("approval_ttl_secs = 1", 1).await;
+    let expired = answer(held_call(&gw, AGENT_TOKEN, "MARK-EXPIRE", "x").await).await;
+    let text = result_text(&expired);
+    assert!(
+        text.starts_with("Denied by toolgate: the held call ")
+            && text.ends_with(" expired without approval"),
+        "{text}"
+    );
+    let call_id = text.split_whitespace().nth(6).unwrap();
+    let (status, body) = resolve(&gw, BOB, call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["hold"]["resolution"].as_str()),
+        (409, Some("expired")),
+        "{body}"
+    );
+    assert_eq!(runs_of(&upstream, "MARK-EXPIRE"), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_while_held_never_has_its_call_run() {
+    let (upstream, gw) = setup("", 30).await;
+    let resp = held_call(&gw, AGENT_TOKEN, "MARK-GONE", "x").await;
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    drop(resp);
+    wait_for_hold(&gw, "pending").await;
+    let (status, _) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        runs_of(&upstream, "MARK-GONE"),
+        0,
+        "a call whose client left ran on approval"
+    );
+    // The approval waits for the identical retry.
+    let retry = answer(held_call(&gw, AGENT_TOKEN, "MARK-GONE", "x").await).await;
+    assert_eq!(result_text(&retry), "wrote MARK-GONE (1 bytes)");
+    assert_eq!(runs_of(&upstream, "MARK-GONE"), 1);
+}
+
+#[tokio::test]
+async fn webhooks_hear_every_new_hold_and_a_dead_one_slows_nothing() {
+    // A receiver that records, and one that accepts connections and never answers.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |axum::Json(body): axum::Json<Value>| async move {
+                received.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live_addr = live.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(live, app).await.unwrap() });
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = dead.accept().await {
+            held.push(socket);
+        }
+    });
+
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&format!(
+        "{}\n[[notify]]\nurl = \"http://{dead_addr}/hook\"\n[[notify]]\nurl = \"http://{live_addr}/hook\"\n",
+        upstream.config("trust_annotations = true\nhold_timeout_secs = 1")
+    ))
+    .await;
+    prime_catalog(&gw).await;
+
+    for i in 0..3 {
+        let started = Instant::now();
+        let held =
+            answer(held_call(&gw, AGENT_TOKEN, &format!("MARK-HOOK-{i}"), "secret body").await)
+                .await;
+        assert!(result_text(&held).starts_with("Held for approval as "));
+        // The wait is 1 s; a webhook that never answers (5 s per attempt) adds nothing.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "held call {i} took {:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        let read =
+            crate::decisions::call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "x"}))
+                .await;
+        assert_eq!(result_text(&read), "no page x");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a read took {:?}",
+            started.elapsed()
+        );
+    }
+    let bodies = eventually("three hold notifications", || async {
+        let got = received.lock().unwrap().clone();
+        (got.len() == 3).then_some(got)
+    })
+    .await;
+    let holds = query_rows(
+        &gw.db_path(),
+        "SELECT call_id FROM holds ORDER BY created_at",
+    )
+    .await;
+    for (body, row) in bodies.iter().zip(&holds) {
+        assert_eq!(body["call_id"].as_str(), row[0].as_deref());
+        assert_eq!(
+            body["identity"],
+            json!({"kind": "api_token", "name": "ci-bot", "groups": ["ci"]})
+        );
+        assert_eq!(
+            (body["tool"].as_str(), body["risk"].as_str()),
+            (Some("write_page"), Some("write"))
+        );
+        assert_eq!(body["target"]["kind"], "page");
+        assert!(
+            body["expires_at"]
+                .as_str()
+                .is_some_and(|e| e.ends_with('Z'))
+        );
+        assert!(
+            body.get("args").is_none() && !body.to_string().contains("secret body"),
+            "{body}"
+        );
+    }
+}
