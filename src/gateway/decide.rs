@@ -9,7 +9,7 @@ use wildmatch::WildMatch;
 
 use super::Gateway;
 use super::catalog::Catalog;
-use super::holds::{HeldCall, without_redacted};
+use super::holds::HeldCall;
 use super::identity::Identity;
 use super::mcp::ClientMessage;
 use super::policy::{CallFacts, Decision, PolicyEngine};
@@ -168,8 +168,8 @@ impl Gateway {
 }
 
 /// Decides a held call again under the current policy and risk table, as an approval
-/// must. After a restart only the redacted arguments remain: if the outcome then
-/// depends on a redacted value, the call is denied rather than guessed at.
+/// must. After a restart only the redacted arguments remain: a policy that reads a
+/// redacted value cannot be evaluated honestly, so the call is denied.
 pub fn reevaluate(
     engine: &PolicyEngine,
     catalog: &Catalog,
@@ -199,15 +199,14 @@ pub fn reevaluate(
             "the call's arguments were cut when stored and are gone after a restart, so it cannot be re-evaluated".into(),
         );
     };
-    let with = decide(stored);
-    let without = decide(&without_redacted(stored));
-    if with.outcome != without.outcome {
+    let readers = engine.policies_reading(&d.upstream, &d.tool, &redact::redacted_pointers(stored));
+    if !readers.is_empty() {
         return Decision::deny(
-            with.policy_ids,
-            "the policy needs an argument that was redacted, and the original is gone after a restart".into(),
+            readers,
+            "the policy reads an argument that was redacted, and the original is gone after a restart".into(),
         );
     }
-    with
+    decide(stored)
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use tokio::sync::{Mutex, oneshot};
 
 use super::identity::Identity;
 use super::policy::Decision;
-use super::redact::REDACTED;
 use super::store::{Store, StoreError, StoredHold, WriteOp};
 use crate::api::{DecisionEvent, HoldPhase, HoldView, IdentityKind, Outcome, Resolution};
 
@@ -457,22 +456,6 @@ fn restore(stored: &StoredHold) -> Option<Hold> {
             at: stored.resolved_at.clone().unwrap_or_default(),
         }),
     })
-}
-
-/// The stored (redacted) arguments without the redacted values, for re-evaluating a
-/// call whose real arguments are gone.
-pub fn without_redacted(args: &Map<String, Value>) -> Map<String, Value> {
-    fn strip(v: &Value) -> Option<Value> {
-        match v {
-            Value::String(s) if s == REDACTED => None,
-            Value::Object(m) => Some(Value::Object(without_redacted(m))),
-            Value::Array(items) => Some(Value::Array(items.iter().filter_map(strip).collect())),
-            other => Some(other.clone()),
-        }
-    }
-    args.iter()
-        .filter_map(|(k, v)| strip(v).map(|v| (k.clone(), v)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod holds;
 pub mod identity;
 pub mod mcp;
 pub mod notify;
+pub mod pointer;
 pub mod policy;
 pub mod proxy;
 pub mod redact;

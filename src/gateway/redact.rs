@@ -68,6 +68,18 @@ impl Redactor {
     }
 }
 
+/// The JSON pointers of every redacted value in stored arguments.
+pub fn redacted_pointers(args: &Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    super::pointer::leaves(args, &mut |pointer, value| {
+        if value.as_str() == Some(REDACTED) {
+            out.push(pointer.to_owned());
+        }
+        true
+    });
+    out
+}
+
 /// The arguments as stored: the redacted object, or when its JSON is over the limit,
 /// a string holding its first 16 KiB and `true` for `args_truncated`.
 pub fn stored_args(redacted: Map<String, Value>) -> (Value, bool) {

@@ -213,7 +213,8 @@ async fn an_approval_after_the_wait_serves_exactly_one_identical_retry() {
     );
     let call_id = wait_for_hold(&gw, "pending").await;
     assert!(text.contains(&call_id));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Approved two minutes after the client stopped waiting, as on-call at 3 a.m. might.
+    tokio::time::sleep(Duration::from_secs(120)).await;
     let (status, _) = resolve(&gw, BOB, &call_id, "approve", None).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -408,4 +409,46 @@ async fn webhooks_hear_every_new_hold_and_a_dead_one_slows_nothing() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_cancelled_held_call_is_resolved_and_later_resolvers_conflict() {
+    let (upstream, gw) = setup("", 30).await;
+    let resp = held_call(&gw, AGENT_TOKEN, "MARK-CANCEL", "x").await;
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 7, "reason": "user pressed stop"}});
+    let ack = http()
+        .post(gw.url("py"))
+        .bearer_auth(AGENT_TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(cancel.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), 202);
+    // The gateway closes the held stream itself.
+    let rest = tokio::time::timeout(Duration::from_secs(5), resp.text())
+        .await
+        .expect("the stream closes");
+    assert!(
+        answer_of(&rest.unwrap()).is_none(),
+        "a cancelled call gets no answer"
+    );
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["hold"]["resolution"].as_str()),
+        (409, Some("cancelled")),
+        "{body}"
+    );
+    assert_eq!(body["hold"]["resolved_by"], "client");
+    assert_eq!(runs_of(&upstream, "MARK-CANCEL"), 0);
+    assert!(
+        !upstream
+            .posts()
+            .iter()
+            .any(|p| p.body.contains("notifications/cancelled")),
+        "a cancellation for a call the upstream never saw went upstream"
+    );
 }

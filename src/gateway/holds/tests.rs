@@ -8,6 +8,7 @@ use crate::config::RiskSeed;
 use crate::gateway::catalog::Catalog;
 use crate::gateway::decide::reevaluate;
 use crate::gateway::policy::{DEFAULT_POLICY, PolicyEngine};
+use crate::gateway::redact::REDACTED;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -378,4 +379,59 @@ async fn holds_survive_a_restart_as_pending() {
         .await
         .unwrap();
     assert_eq!(view.resolution, Some(Resolution::Approved));
+}
+
+#[tokio::test]
+async fn after_a_restart_a_rule_on_a_redacted_argument_denies_the_approval() {
+    let f = fixture().await;
+    let catalog = Catalog::load(f.store.clone()).await.unwrap();
+    let policy = format!(
+        "{DEFAULT_POLICY}\n@id(\"no-root\") forbid (principal, action, resource)\n\
+         when {{ context.args.hasTag(\"/password\") && context.args.getTag(\"/password\") == \"root\" }};"
+    );
+    let engine = PolicyEngine::compile(&policy).unwrap();
+    let identity = token_owned_by("alice");
+    let stored_args = json!({"page_id": "p1", "password": REDACTED})
+        .as_object()
+        .unwrap()
+        .clone();
+    let decision = DecisionEvent {
+        call_id: "01".into(),
+        upstream: "wiki".into(),
+        tool: "write_page".into(),
+        risk: Risk::Write,
+        identity: identity.as_ref().as_ref(),
+        target: None,
+        workflow: None,
+        outcome: Outcome::Hold,
+        policy_ids: vec![],
+        reason: String::new(),
+        decision_us: 0,
+        args: Value::Object(stored_args),
+        args_truncated: false,
+    };
+    catalog
+        .seed(&[RiskSeed {
+            upstream: "wiki".into(),
+            tool: "write_page".into(),
+            risk: Risk::Write,
+        }])
+        .await
+        .unwrap();
+    // Before the restart the real password was known; after it, only "[REDACTED]".
+    let after_restart = HeldCall {
+        identity: identity.clone(),
+        args: None,
+        decision: decision.clone(),
+    };
+    let d = reevaluate(&engine, &catalog, &after_restart, Utc::now());
+    assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+    assert!(d.reason.contains("redacted"), "{}", d.reason);
+    assert_eq!(d.policy_ids, vec!["no-root".to_owned()]);
+    // A policy that does not look at the redacted value still decides normally.
+    let plain = PolicyEngine::compile(DEFAULT_POLICY).unwrap();
+    assert_eq!(
+        reevaluate(&plain, &catalog, &after_restart, Utc::now()).outcome,
+        Outcome::Hold
+    );
 }

@@ -236,6 +236,23 @@ impl PolicyEngine {
         slice
     }
 
+    /// The policies for this tool that read any of these argument pointers (or a
+    /// value below one). Tag keys in Cedar are string literals, so the text tells.
+    pub fn policies_reading(&self, upstream: &str, tool: &str, pointers: &[String]) -> Vec<String> {
+        self.slice(upstream, tool)
+            .policies()
+            .filter(|p| {
+                let text = p.to_string();
+                pointers.iter().any(|ptr| {
+                    let quoted = format!("\"{ptr}");
+                    text.match_indices(&quoted)
+                        .any(|(i, m)| matches!(text[i + m.len()..].chars().next(), Some('"' | '/')))
+                })
+            })
+            .map(|p| p.id().to_string())
+            .collect()
+    }
+
     pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
         let (request, entities) = match build_request(facts, &self.action) {
             Ok(r) => r,
@@ -427,51 +444,23 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
 
 /// Every scalar in the arguments, keyed by its RFC 6901 JSON pointer.
 pub fn argument_tags(args: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
-    fn walk(
-        value: &Value,
-        pointer: &mut String,
-        out: &mut Vec<(String, String)>,
-    ) -> Result<(), String> {
-        if out.len() > MAX_ARG_TAGS {
-            return Err(format!(
-                "the arguments have more than {MAX_ARG_TAGS} values, too many to evaluate; the call is denied"
-            ));
-        }
-        match value {
-            Value::Null => {}
-            Value::Bool(b) => out.push((pointer.clone(), b.to_string())),
-            Value::Number(n) => out.push((pointer.clone(), n.to_string())),
-            Value::String(s) => out.push((pointer.clone(), s.clone())),
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = pointer.len();
-                    pointer.push('/');
-                    pointer.push_str(&i.to_string());
-                    walk(item, pointer, out)?;
-                    pointer.truncate(len);
-                }
-            }
-            Value::Object(map) => walk_map(map, pointer, out)?,
-        }
-        Ok(())
-    }
-    fn walk_map(
-        map: &Map<String, Value>,
-        pointer: &mut String,
-        out: &mut Vec<(String, String)>,
-    ) -> Result<(), String> {
-        for (key, item) in map {
-            let len = pointer.len();
-            pointer.push('/');
-            pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-            walk(item, pointer, out)?;
-            pointer.truncate(len);
-        }
-        Ok(())
-    }
     let mut out = Vec::new();
-    walk_map(args, &mut String::new(), &mut out)?;
-    Ok(out)
+    let complete = super::pointer::leaves(args, &mut |pointer, value| {
+        let text = match value {
+            Value::Null => return true,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push((pointer.to_owned(), text));
+        out.len() <= MAX_ARG_TAGS
+    });
+    if complete {
+        Ok(out)
+    } else {
+        Err(format!(
+            "the arguments have more than {MAX_ARG_TAGS} values, too many to evaluate; the call is denied"
+        ))
+    }
 }
 
 #[cfg(test)]
