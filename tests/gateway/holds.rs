@@ -153,7 +153,7 @@ async fn a_token_write_approved_within_the_wait_gets_the_real_result_on_its_stre
                 7,
                 "write_page",
                 json!({"page_id": "MARK-WAIT", "body": "hello"}),
-                json!({}),
+                json!({"progressToken": "w7"}),
             );
             let resp = modern_request(&http(), &url, "write_page", call.to_string())
                 .bearer_auth(AGENT_TOKEN)
@@ -161,7 +161,7 @@ async fn a_token_write_approved_within_the_wait_gets_the_real_result_on_its_stre
                 .await
                 .unwrap();
             assert_eq!(resp.headers()["content-type"], "text/event-stream");
-            answer(resp).await
+            resp.text().await.unwrap()
         }
     });
     let call_id = wait_for_hold(&gw, "waiting").await;
@@ -182,16 +182,26 @@ async fn a_token_write_approved_within_the_wait_gets_the_real_result_on_its_stre
         (403, Some("self_approval")),
         "alice owns the token"
     );
+    // Past one keep-alive interval, so the stream must have shown it is alive.
+    tokio::time::sleep(Duration::from_secs(16)).await;
     let (status, body) = resolve(&gw, BOB, &call_id, "approve", Some("ticket CHG-9")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["resolution"], "approved");
 
-    let answer = tokio::time::timeout(Duration::from_secs(10), client)
+    let text = tokio::time::timeout(Duration::from_secs(10), client)
         .await
         .unwrap()
         .unwrap();
+    let answer = answer_of(&text).unwrap();
     assert_eq!(result_text(&answer), "wrote MARK-WAIT (5 bytes)");
     assert_eq!(answer["result"]["isError"], false);
+    let keep_alive = text.find(": keep-alive").expect("a keep-alive comment");
+    let progress = text
+        .find(r#""method":"notifications/progress""#)
+        .expect("a progress heartbeat");
+    let result = text.find("wrote MARK-WAIT").unwrap();
+    assert!(keep_alive < result && progress < result, "{text}");
+    assert!(text.contains(r#""progressToken":"w7""#), "{text}");
     assert_eq!(runs_of(&upstream, "MARK-WAIT"), 1);
     let (status, body) = resolve(&gw, BOB, &call_id, "deny", None).await;
     assert_eq!(
