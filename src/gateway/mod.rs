@@ -42,6 +42,8 @@ pub struct Gateway {
     pub auth: Arc<Authenticator>,
     pub catalog: Catalog,
     pub store: Store,
+    /// Identifies this store: a subscriber that saw another id must reload.
+    pub store_id: String,
     pub targets: TargetFinder,
     pub holds: Holds,
     pub notifier: Notifier,
@@ -62,6 +64,7 @@ impl Gateway {
         )
         .await
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let store_id = store.store_id().await?;
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
         let policy = load_policy(&store, config.policy.file.as_deref()).await?;
@@ -102,6 +105,7 @@ impl Gateway {
             auth,
             catalog,
             store,
+            store_id,
             policy: RwLock::new(Arc::new(policy)),
             http,
         })

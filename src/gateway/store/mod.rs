@@ -251,6 +251,17 @@ CREATE TABLE policies (
 );
 "#];
 
+/// A committed event as subscribers get it: its seq and its JSON, serialized once.
+#[derive(Debug)]
+pub struct Published {
+    pub seq: u64,
+    pub json: String,
+}
+
+/// How many committed events the live channel keeps for slow subscribers; one that
+/// falls further behind is closed with `lagged` and resumes with `since=`.
+pub const LIVE_EVENTS: usize = 1024;
+
 /// The store's handle: cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
@@ -258,6 +269,9 @@ pub struct Store {
     writes: mpsc::Sender<Job>,
     health: Arc<Health>,
     timeout: Duration,
+    live: tokio::sync::broadcast::Sender<Arc<Published>>,
+    /// The highest committed seq, set before that event is published.
+    last_seq: Arc<AtomicU64>,
 }
 
 fn connect_options(data_dir: &Path) -> Result<SqliteConnectOptions, StoreError> {
@@ -293,17 +307,63 @@ impl Store {
             .await?;
         let health = Arc::new(Health::default());
         let (writes, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(write_conn, rx, health.clone(), next_seq as u64));
+        let (live, _) = tokio::sync::broadcast::channel(LIVE_EVENTS);
+        let last_seq = Arc::new(AtomicU64::new(next_seq as u64 - 1));
+        tokio::spawn(writer::run(
+            write_conn,
+            rx,
+            writer::Outlets {
+                health: health.clone(),
+                live: live.clone(),
+                last_seq: last_seq.clone(),
+            },
+            next_seq as u64,
+        ));
         Ok(Self {
             readers,
             writes,
             health,
             timeout,
+            live,
+            last_seq,
         })
     }
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Subscribes to committed events, and says the last seq committed before the
+    /// subscription: every later event arrives on the receiver, every earlier one is
+    /// in the store. That is the seam a replaying subscriber stitches at.
+    pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Published>>, u64) {
+        let rx = self.live.subscribe();
+        (rx, self.last_seq.load(Ordering::Acquire))
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// Stored events with `after < seq <= until`, oldest first, at most `limit`.
+    pub async fn events_between(&self, after: u64, until: u64, limit: u32) -> Result<Vec<Published>, StoreError> {
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
+            .bind(after as i64)
+            .bind(until as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Published {
+                seq: r.get::<i64, _>("seq") as u64,
+                json: r.get("body"),
+            })
+            .collect())
     }
 
     /// Commits a decision's event within the store timeout, or not at all: a caller

@@ -1,13 +1,13 @@
 //! The single writer: group commits, dense seqs, and writes a caller can withdraw.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Committed, Health, ListedTool, Reply, StoreError, WriteOp};
+use super::{Committed, Health, ListedTool, Published, Reply, StoreError, WriteOp};
 use crate::api::{Event, EventBody, HoldPhase, Risk, ToolRow};
 use crate::config::OnToolChange;
 
@@ -65,12 +65,26 @@ impl Job {
     }
 }
 
+/// Seqs handed out in the current transaction, and what to publish once it commits.
+struct Seqs {
+    next: u64,
+    inserted: Vec<Published>,
+}
+
+/// Where committed results go besides their callers.
+pub struct Outlets {
+    pub health: Arc<Health>,
+    pub live: tokio::sync::broadcast::Sender<Arc<Published>>,
+    pub last_seq: Arc<AtomicU64>,
+}
+
 pub async fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Job>,
-    health: Arc<Health>,
+    outlets: Outlets,
     mut next_seq: u64,
 ) {
+    let health = outlets.health.clone();
     let mut batch: Vec<Job> = Vec::new();
     let mut reported = false;
     loop {
@@ -106,7 +120,10 @@ pub async fn run(
             .filter(Job::claim)
             .map(|job| (job.op, job.reply))
             .unzip();
-        let first_seq = next_seq;
+        let mut seqs = Seqs {
+            next: next_seq,
+            inserted: Vec::new(),
+        };
         let now = crate::time::now_rfc3339();
         let recovering = !health.is_ready();
         let denied_unlogged = if recovering {
@@ -117,13 +134,13 @@ pub async fn run(
         let result = async {
             if recovering {
                 let body = EventBody::StoreRecovered { denied_unlogged };
-                insert_event(&mut conn, body, &now, &mut next_seq).await?;
+                insert_event(&mut conn, body, &now, &mut seqs).await?;
             }
             let mut done = Vec::with_capacity(ops.len());
             for op in ops {
                 // A refused edit is that edit's answer; it wrote nothing, so the rest
                 // of the group commits. Any other error fails the group.
-                done.push(match apply(&mut conn, op, &now, &mut next_seq).await {
+                done.push(match apply(&mut conn, op, &now, &mut seqs).await {
                     Err(e @ (StoreError::NoSuchTool | StoreError::StaleVersion(_))) => Err(e),
                     other => Ok(other?),
                 });
@@ -137,6 +154,13 @@ pub async fn run(
                 if recovering {
                     tracing::warn!(denied_unlogged, "audit store recovered");
                 }
+                // Only committed events are published, in seq order, each after the
+                // last-seq mark that subscribers stitch their replay to.
+                next_seq = seqs.next;
+                for published in seqs.inserted {
+                    outlets.last_seq.store(published.seq, Ordering::Release);
+                    let _ = outlets.live.send(Arc::new(published));
+                }
                 health.failing.store(false, Ordering::Release);
                 reported = false;
                 for (reply, result) in replies.into_iter().zip(done) {
@@ -145,7 +169,6 @@ pub async fn run(
             }
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                next_seq = first_seq;
                 health
                     .denied_unlogged
                     .fetch_add(denied_unlogged, Ordering::AcqRel);
@@ -163,10 +186,10 @@ async fn insert_event(
     conn: &mut SqliteConnection,
     body: EventBody,
     now: &str,
-    next_seq: &mut u64,
+    seqs: &mut Seqs,
 ) -> Result<Event, StoreError> {
     let event = Event {
-        seq: *next_seq,
+        seq: seqs.next,
         ts: now.to_owned(),
         body,
     };
@@ -176,10 +199,14 @@ async fn insert_event(
         .bind(now)
         .bind(event.body.kind())
         .bind(event.body.call_id())
-        .bind(json)
+        .bind(&json)
         .execute(&mut *conn)
         .await?;
-    *next_seq += 1;
+    seqs.inserted.push(Published {
+        seq: event.seq,
+        json,
+    });
+    seqs.next += 1;
     Ok(event)
 }
 
@@ -187,14 +214,14 @@ async fn apply(
     conn: &mut SqliteConnection,
     op: WriteOp,
     now: &str,
-    next_seq: &mut u64,
+    seqs: &mut Seqs,
 ) -> Result<Committed, StoreError> {
     match op {
         WriteOp::Event(body) => Ok(Committed {
-            events: vec![insert_event(conn, *body, now, next_seq).await?],
+            events: vec![insert_event(conn, *body, now, seqs).await?],
             risk: None,
         }),
-        WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, next_seq).await,
+        WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, seqs).await,
         WriteOp::SeedRisk {
             upstream,
             tool,
@@ -261,7 +288,7 @@ async fn apply(
                 note,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, next_seq).await?],
+                events: vec![insert_event(conn, body, now, seqs).await?],
                 risk: Some(risk),
             })
         }
@@ -287,7 +314,7 @@ async fn apply(
                 phase: HoldPhase::Waiting,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, next_seq).await?],
+                events: vec![insert_event(conn, body, now, seqs).await?],
                 risk: None,
             })
         }
@@ -314,7 +341,7 @@ async fn apply(
                 reason,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, next_seq).await?],
+                events: vec![insert_event(conn, body, now, seqs).await?],
                 risk: None,
             })
         }
@@ -353,7 +380,7 @@ async fn apply(
                 by,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, next_seq).await?],
+                events: vec![insert_event(conn, body, now, seqs).await?],
                 risk: None,
             })
         }
@@ -367,7 +394,7 @@ async fn record_listing(
     conn: &mut SqliteConnection,
     t: &ListedTool,
     now: &str,
-    next_seq: &mut u64,
+    seqs: &mut Seqs,
 ) -> Result<Committed, StoreError> {
     let existing =
         sqlx::query("SELECT definition_sha256, risk FROM tools WHERE upstream = ?1 AND name = ?2")
@@ -473,7 +500,7 @@ async fn record_listing(
         _ => unreachable!("a listing records a tool event"),
     };
     Ok(Committed {
-        events: vec![insert_event(conn, event, now, next_seq).await?],
+        events: vec![insert_event(conn, event, now, seqs).await?],
         risk: Some(risk),
     })
 }

@@ -1,12 +1,14 @@
-//! The control plane on `control_listen`: health, and the hold queue's API. The rest
-//! of the control API (events, queries, risk and policy edits) builds on the same
-//! operator authentication and error shape.
+//! The control plane on `control_listen`: health, the event stream, the hold queue,
+//! queries and edits, all behind operator tokens and one error shape.
+
+mod events;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +26,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/events", get(stream_events))
         .route("/api/v1/holds", get(list_holds))
         .route("/api/v1/holds/{call_id}/approve", post(approve))
         .route("/api/v1/holds/{call_id}/deny", post(deny))
@@ -123,6 +126,44 @@ fn operator<'g>(
         ));
     }
     Ok(op)
+}
+
+async fn stream_events(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<events::EventsQuery>,
+    request: axum::extract::Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if let Err(e) = operator(&gw, &parts.headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    let wants_sse = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    if is_upgrade {
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(u) => u,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let feed = events::Feed::open(gw.clone(), &query).await;
+        return upgrade.on_upgrade(move |socket| events::websocket(socket, feed));
+    }
+    if wants_sse {
+        return events::sse(events::Feed::open(gw.clone(), &query).await);
+    }
+    ApiFailure::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "open a WebSocket, or send Accept: text/event-stream",
+    )
+    .into_response()
 }
 
 async fn list_holds(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
