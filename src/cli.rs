@@ -26,6 +26,37 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", env = "TOOLGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Print the gateway's events as JSON lines (replayed from --since, then live).
+    Events {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Replay every stored event after this seq first (0 replays everything).
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// List the held calls waiting for a decision.
+    Holds {
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Approve a held call; it runs once.
+    Approve {
+        #[command(flatten)]
+        control: ControlArgs,
+        call_id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a held call.
+    Deny {
+        #[command(flatten)]
+        control: ControlArgs,
+        call_id: String,
+        /// Why, for the audit log and the agent.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Work with Cedar policy files.
     Policy {
         #[command(subcommand)]
@@ -54,4 +85,19 @@ pub enum PolicyCommand {
         /// The Cedar policy file.
         file: PathBuf,
     },
+}
+
+/// Where the control API is, and the operator token to use.
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// The control API origin.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:7801",
+        env = "TOOLGATE_GATEWAY"
+    )]
+    pub gateway: String,
+    /// An operator token.
+    #[arg(long, env = "TOOLGATE_TOKEN", hide_env_values = true)]
+    pub token: String,
 }

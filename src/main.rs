@@ -3,7 +3,10 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use toolgate::cli::{Cli, Command, PolicyCommand, TokenCommand};
+use std::io::Write as _;
+
+use toolgate::cli::{Cli, Command, ControlArgs, PolicyCommand, TokenCommand};
+use toolgate::client::{ClientError, ControlClient};
 use toolgate::config::Config;
 
 fn main() -> std::process::ExitCode {
@@ -29,8 +32,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Gateway { config } => {
             let config = Config::load(&config)?;
-            tokio::runtime::Runtime::new()?.block_on(toolgate::gateway::run(config))
+            runtime()?.block_on(toolgate::gateway::run(config))
         }
+        Command::Events { control, since } => runtime()?.block_on(async {
+            let client = ControlClient::new(&control.gateway, &control.token)?;
+            let mut out = std::io::stdout().lock();
+            client
+                .events(since, |json| {
+                    let _ = writeln!(out, "{json}");
+                    let _ = out.flush();
+                })
+                .await?;
+            Ok(())
+        }),
+        Command::Holds { control } => runtime()?.block_on(async {
+            let client = ControlClient::new(&control.gateway, &control.token)?;
+            for hold in client.holds().await? {
+                println!("{}", serde_json::to_string(&hold)?);
+            }
+            Ok(())
+        }),
+        Command::Approve {
+            control,
+            call_id,
+            reason,
+        } => resolve(&control, &call_id, true, reason),
+        Command::Deny {
+            control,
+            call_id,
+            reason,
+        } => resolve(&control, &call_id, false, reason),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {
@@ -63,4 +94,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Approves or denies a hold; a race lost to someone else says who won and how.
+fn resolve(
+    control: &ControlArgs,
+    call_id: &str,
+    approve: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = ControlClient::new(&control.gateway, &control.token)?;
+        match client.resolve(call_id, approve, reason).await {
+            Ok(hold) => {
+                println!("{}", serde_json::to_string(&hold)?);
+                Ok(())
+            }
+            Err(ClientError::Api {
+                code,
+                message,
+                hold: Some(hold),
+                ..
+            }) if code == "already_resolved" => {
+                println!("{}", serde_json::to_string(&hold)?);
+                anyhow::bail!("{call_id}: {message}")
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
 }

@@ -7,6 +7,7 @@ mod support;
 mod catalog;
 mod cli;
 mod decisions;
+mod events;
 mod holds;
 mod identity;
 mod relay;

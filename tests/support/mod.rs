@@ -292,12 +292,18 @@ impl GatewayProc {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
+    /// Stops the gateway, runs `between` (to change its files), and starts it again.
+    pub async fn stop_then(self, between: impl FnOnce()) -> GatewayProc {
+        let GatewayProc { proc, dir, .. } = self;
+        proc.stop().await;
+        between();
+        launch_gateway(dir).await
+    }
+
     /// Kills the gateway with SIGKILL, as a crash would, and starts it again on the
     /// same config and data dir.
     pub async fn crash_and_restart(self) -> GatewayProc {
-        let GatewayProc { proc, dir, .. } = self;
-        proc.stop().await;
-        launch_gateway(dir).await
+        self.stop_then(|| {}).await
     }
 }
 

@@ -40,7 +40,10 @@ pub enum Frame {
     Hello(String),
     Event(Arc<Published>),
     /// The stream ends: `lagged` (resume with `since=`) or `reset` (reload).
-    Close { reason: &'static str, json: String },
+    Close {
+        reason: &'static str,
+        json: String,
+    },
 }
 
 /// The frames one subscriber gets, in order.
@@ -64,11 +67,16 @@ impl Feed {
         let hello = json!({"kind": "hello", "last_seq": seam, "store_id": store_id}).to_string();
         let reset = |why: &str| Frame::Close {
             reason: "reset",
-            json: json!({"kind": "reset", "last_seq": seam, "store_id": store_id, "message": why}).to_string(),
+            json: json!({"kind": "reset", "last_seq": seam, "store_id": store_id, "message": why})
+                .to_string(),
         };
         let closing = match (&query.store_id, query.since) {
-            (Some(theirs), _) if *theirs != store_id => Some(reset("the store was recreated; reload")),
-            (_, Some(since)) if since > seam => Some(reset("since is beyond the last stored seq; reload")),
+            (Some(theirs), _) if *theirs != store_id => {
+                Some(reset("the store was recreated; reload"))
+            }
+            (_, Some(since)) if since > seam => {
+                Some(reset("since is beyond the last stored seq; reload"))
+            }
             _ => None,
         };
         Self {
@@ -96,7 +104,12 @@ impl Feed {
                 self.delivered = event.seq;
                 return Some(Frame::Event(Arc::new(event)));
             }
-            match self.gw.store.events_between(self.replay_after, self.seam, REPLAY_PAGE).await {
+            match self
+                .gw
+                .store
+                .events_between(self.replay_after, self.seam, REPLAY_PAGE)
+                .await
+            {
                 Ok(page) if page.is_empty() => self.replaying = false,
                 Ok(page) => {
                     self.replay_after = page.last().map_or(self.seam, |e| e.seq);
@@ -137,21 +150,43 @@ pub async fn websocket(mut socket: WebSocket, mut feed: Feed) {
             Frame::Hello(json) => (json, None),
             Frame::Event(event) => (event.json.clone(), None),
             Frame::Close { reason, json } => {
-                let code = if reason == "lagged" { CLOSE_LAGGED } else { CLOSE_RESET };
-                (json, Some(CloseFrame { code, reason: reason.into() }))
+                let code = if reason == "lagged" {
+                    CLOSE_LAGGED
+                } else {
+                    CLOSE_RESET
+                };
+                (
+                    json,
+                    Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }),
+                )
             }
         };
-        let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await;
+        let sent =
+            tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await;
         match sent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => {
                 // The client stopped reading: tell it why, if it can still hear.
                 if let Frame::Close { json, .. } = feed.lagged() {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), socket.send(Message::Text(json.into()))).await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        socket.send(Message::Text(json.into())),
+                    )
+                    .await;
                 }
-                let close = CloseFrame { code: CLOSE_LAGGED, reason: "lagged".into() };
-                let _ = tokio::time::timeout(Duration::from_millis(200), socket.send(Message::Close(Some(close)))).await;
+                let close = CloseFrame {
+                    code: CLOSE_LAGGED,
+                    reason: "lagged".into(),
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    socket.send(Message::Close(Some(close))),
+                )
+                .await;
                 return;
             }
         }
@@ -171,12 +206,18 @@ pub fn sse(feed: Feed) -> Response {
             Frame::Event(e) => (format!("id: {}\ndata: {}\n\n", e.seq, e.json), true),
             Frame::Close { json, .. } => (format!("data: {json}\n\n"), false),
         };
-        Some((Ok::<_, std::convert::Infallible>(text), more.then_some(feed)))
+        Some((
+            Ok::<_, std::convert::Infallible>(text),
+            more.then_some(feed),
+        ))
     });
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         Body::from_stream(stream),

@@ -350,13 +350,20 @@ impl Store {
     }
 
     /// Stored events with `after < seq <= until`, oldest first, at most `limit`.
-    pub async fn events_between(&self, after: u64, until: u64, limit: u32) -> Result<Vec<Published>, StoreError> {
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
-            .bind(after as i64)
-            .bind(until as i64)
-            .bind(limit as i64)
-            .fetch_all(&self.readers)
-            .await?;
+    pub async fn events_between(
+        &self,
+        after: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<Published>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, body FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(after as i64)
+        .bind(until as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| Published {

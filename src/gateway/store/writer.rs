@@ -1,7 +1,7 @@
 //! The single writer: group commits, dense seqs, and writes a caller can withdraw.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::{Row, SqliteConnection};

@@ -1,0 +1,171 @@
+//! A client of the control API, as any third-party tool would write one: HTTP with
+//! reqwest, the event stream over WebSocket. The command-line client uses it.
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+use crate::api::{ApiError, HoldView, ResolveRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Url(String),
+    #[error("cannot reach the gateway: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot stream events: {0}")]
+    WebSocket(#[from] Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("{code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        hold: Option<Box<HoldView>>,
+    },
+    #[error("the gateway's store was recreated or is behind this client: {0}")]
+    Reset(String),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+pub struct ControlClient {
+    /// The control API origin, such as `http://127.0.0.1:7801`.
+    origin: reqwest::Url,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ControlClient {
+    pub fn new(origin: &str, token: &str) -> Result<Self, ClientError> {
+        let origin = reqwest::Url::parse(origin)
+            .map_err(|e| ClientError::Url(format!("--gateway {origin:?}: {e}")))?;
+        if !matches!(origin.scheme(), "http" | "https") {
+            return Err(ClientError::Url(format!(
+                "--gateway must be an http:// or https:// origin, not {origin}"
+            )));
+        }
+        Ok(Self {
+            origin,
+            token: token.to_owned(),
+            http: crate::http::client_builder().build()?,
+        })
+    }
+
+    fn api(&self, path: &str) -> reqwest::Url {
+        let mut url = self.origin.clone();
+        url.set_path(&format!("/api/v1{path}"));
+        url
+    }
+
+    async fn json(resp: reqwest::Response) -> Result<Value, ClientError> {
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Unexpected(e.to_string()));
+        }
+        match serde_json::from_slice::<ApiError>(&body) {
+            Ok(e) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: e.error.code,
+                message: e.error.message,
+                hold: e.hold.map(Box::new),
+            }),
+            Err(_) => Err(ClientError::Unexpected(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            ))),
+        }
+    }
+
+    pub async fn holds(&self) -> Result<Vec<HoldView>, ClientError> {
+        let resp = self
+            .http
+            .get(self.api("/holds"))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let body = Self::json(resp).await?;
+        serde_json::from_value(body["holds"].clone())
+            .map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// Approves (or denies) a hold.
+    pub async fn resolve(
+        &self,
+        call_id: &str,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<HoldView, ClientError> {
+        let verb = if approve { "approve" } else { "deny" };
+        let resp = self
+            .http
+            .post(self.api(&format!("/holds/{call_id}/{verb}")))
+            .bearer_auth(&self.token)
+            .json(&ResolveRequest { reason })
+            .send()
+            .await?;
+        let body = Self::json(resp).await?;
+        serde_json::from_value(body).map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// Streams events to `on_event` as JSON text, one per frame, from `since` (or live
+    /// only). A `lagged` close resumes from the last event seen; a `reset` is an error.
+    pub async fn events(
+        &self,
+        mut since: Option<u64>,
+        mut on_event: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        loop {
+            let mut url = self.api("/events");
+            let scheme = if self.origin.scheme() == "https" {
+                "wss"
+            } else {
+                "ws"
+            };
+            url.set_scheme(scheme)
+                .map_err(|_| ClientError::Url("cannot make a WebSocket URL".into()))?;
+            if let Some(s) = since {
+                url.set_query(Some(&format!("since={s}")));
+            }
+            let mut request = url.as_str().into_client_request().map_err(Box::new)?;
+            let auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
+                .map_err(|_| ClientError::Url("the token is not valid in a header".into()))?;
+            request.headers_mut().insert("authorization", auth);
+            let (mut socket, _) = tokio_tungstenite::connect_async(request)
+                .await
+                .map_err(Box::new)?;
+            let mut resume = None;
+            while let Some(message) = socket.next().await {
+                let text = match message.map_err(Box::new)? {
+                    Message::Text(t) => t.to_string(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let frame: Value = serde_json::from_str(&text)
+                    .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+                match frame["kind"].as_str() {
+                    Some("hello") => {
+                        tracing::info!(last_seq = %frame["last_seq"], store_id = %frame["store_id"], "connected");
+                    }
+                    Some("lagged") => resume = frame["last_seq"].as_u64(),
+                    Some("reset") => {
+                        return Err(ClientError::Reset(
+                            frame["message"].as_str().unwrap_or("").to_owned(),
+                        ));
+                    }
+                    _ => {
+                        since = frame["seq"].as_u64().or(since);
+                        on_event(&text);
+                    }
+                }
+            }
+            match resume {
+                Some(seq) => since = Some(seq),
+                None => return Ok(()),
+            }
+        }
+    }
+}
