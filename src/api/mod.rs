@@ -305,12 +305,34 @@ pub struct ResolveRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: ApiErrorBody,
+    /// On a 409 for an approve or deny: the hold as it was resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldView>,
+    /// On a 409 for a risk edit: the tool as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolRow>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
     pub code: String,
     pub message: String,
+    /// For `invalid_policy`: where in the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// For `invalid_risk`: the classes that are valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<Vec<Risk>>,
+}
+
+/// The body of `PUT /tools/{upstream}/{tool}/risk`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskEdit {
+    pub risk: String,
+    pub expected_version: u64,
+    #[serde(default)]
+    pub note: Option<String>,
 }

@@ -220,6 +220,15 @@ impl Catalog {
             .cloned()
     }
 
+    /// How many tools an upstream has in the catalog.
+    pub fn tool_count(&self, upstream: &str) -> usize {
+        self.tools
+            .read()
+            .expect("catalog lock")
+            .get(upstream)
+            .map_or(0, HashMap::len)
+    }
+
     /// The class a call to this tool is decided with: stored, seeded, or unclassified
     /// for a tool nobody has listed or seeded. A call is never refused as unknown.
     pub fn risk(&self, upstream: &str, tool: &str) -> Risk {

@@ -7,6 +7,7 @@ pub mod held_stream;
 pub mod holds;
 pub mod identity;
 pub mod mcp;
+pub mod metrics;
 pub mod notify;
 pub mod pointer;
 pub mod policy;
@@ -46,6 +47,8 @@ pub struct Gateway {
     pub store_id: String,
     pub targets: TargetFinder,
     pub holds: Holds,
+    pub metrics: metrics::Metrics,
+    pub started: std::time::Instant,
     pub notifier: Notifier,
     /// Operators by the SHA-256 of their token.
     pub operators: Vec<([u8; 32], OperatorConfig)>,
@@ -97,6 +100,8 @@ impl Gateway {
         Ok(Self {
             targets: TargetFinder::new(&config.resources),
             holds,
+            metrics: metrics::Metrics::new(config.upstreams.iter().map(|u| u.name.as_str())),
+            started: std::time::Instant::now(),
             notifier,
             operators,
             redactor: Redactor::new(&config.redact),
@@ -113,6 +118,11 @@ impl Gateway {
 
     pub fn policy(&self) -> Arc<PolicyEngine> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    /// Puts a new policy in force; pending holds are not re-decided until approval.
+    pub fn replace_policy(&self, engine: PolicyEngine) {
+        *self.policy.write().expect("policy lock") = Arc::new(engine);
     }
 }
 

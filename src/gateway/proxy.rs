@@ -48,6 +48,24 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     pub url: reqwest::Url,
     pub headers: HeaderMap,
+    /// 0 unknown, 1 the last request reached it, 2 the last request could not.
+    reachable: std::sync::atomic::AtomicU8,
+}
+
+impl Upstream {
+    /// How the last request to this upstream went: ok, unreachable, or unknown.
+    pub fn health(&self) -> &'static str {
+        match self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => "ok",
+            2 => "unreachable",
+            _ => "unknown",
+        }
+    }
+
+    fn note_reached(&self, ok: bool) {
+        self.reachable
+            .store(if ok { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Upstream {
@@ -63,6 +81,7 @@ impl Upstream {
             config: config.clone(),
             url: reqwest::Url::parse(&config.url)?,
             headers,
+            reachable: std::sync::atomic::AtomicU8::new(0),
         })
     }
 }
@@ -125,10 +144,12 @@ async fn relay_post(
         let decision = match gw.commit_decision(decision).await {
             Ok(d) => d,
             Err(e) => {
+                gw.metrics.store_error();
                 tracing::error!(upstream = %name, tool, error = %e, "decision not stored; call denied");
                 return deny_response(&message, "toolgate: audit store unavailable");
             }
         };
+        gw.metrics.decided(decision.outcome, decision.decision_us);
         tracing::info!(call_id = %decision.call_id, upstream = %name, tool, identity = %identity.principal(),
             risk = %decision.risk, outcome = decision.outcome.as_str(), policy = ?decision.policy_ids, "decided");
         let named = if decision.policy_ids.is_empty() {
@@ -178,7 +199,10 @@ async fn relay_post(
         .flatten();
     let response = match forward(&gw, upstream, Method::POST, &headers, Some(bytes)).await {
         Ok(r) => r,
-        Err(e) => return upstream_unreachable(&name, &message, &e),
+        Err(e) => {
+            gw.metrics.upstream_error(&name);
+            return upstream_unreachable(&name, &message, &e);
+        }
     };
     match listing_id {
         Some(id) if response.status().is_success() && upstream.config.hide_denied_tools => {
@@ -465,7 +489,9 @@ async fn forward(
     if let Some(body) = body {
         request = request.body(body);
     }
-    request.send().await
+    let sent = request.send().await;
+    upstream.note_reached(sent.is_ok());
+    sent
 }
 
 fn response_head(upstream: &reqwest::Response) -> axum::http::response::Builder {

@@ -1,7 +1,9 @@
 //! The control plane on `control_listen`: health, the event stream, the hold queue,
 //! queries and edits, all behind operator tokens and one error shape.
 
+mod edits;
 mod events;
+mod queries;
 
 use std::sync::Arc;
 
@@ -26,6 +28,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(queries::metrics))
+        .route("/api/v1/status", get(queries::status))
+        .route("/api/v1/decisions", get(queries::decisions))
+        .route("/api/v1/tools", get(queries::tools))
+        .route(
+            "/api/v1/tools/{upstream}/{tool}/risk",
+            axum::routing::put(edits::set_risk),
+        )
+        .route(
+            "/api/v1/policy",
+            get(edits::get_policy).put(edits::put_policy),
+        )
         .route("/api/v1/events", get(stream_events))
         .route("/api/v1/holds", get(list_holds))
         .route("/api/v1/holds/{call_id}/approve", post(approve))
@@ -54,7 +68,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 /// A control-API error: `{"error": {"code", "message"}}`, plus the hold on a 409.
 pub struct ApiFailure {
     status: StatusCode,
-    body: Box<ApiError>,
+    pub body: Box<ApiError>,
 }
 
 impl ApiFailure {
@@ -65,8 +79,10 @@ impl ApiFailure {
                 error: ApiErrorBody {
                     code: code.to_owned(),
                     message: message.into(),
+                    ..Default::default()
                 },
                 hold: None,
+                tool: None,
             }),
         }
     }
@@ -90,7 +106,7 @@ impl IntoResponse for ApiFailure {
 
 /// The operator behind a bearer token, if their role is at least `needed`. Every
 /// configured hash is compared, in constant time, whatever matches.
-fn operator<'g>(
+pub(super) fn operator<'g>(
     gw: &'g Gateway,
     headers: &HeaderMap,
     needed: OperatorRole,

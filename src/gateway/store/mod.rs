@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{Event, EventBody, Resolution, Risk, ToolRow};
@@ -470,6 +470,75 @@ impl Store {
         Ok(row.as_ref().map(stored_hold))
     }
 
+    /// The catalog as `GET /tools` shows it, with each tool's decisions by outcome.
+    pub async fn tool_rows(&self) -> Result<Vec<(ToolRow, serde_json::Value)>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TOOL_COLUMNS} FROM tools ORDER BY upstream, name"
+        )))
+        .fetch_all(&self.readers)
+        .await?;
+        let counts = sqlx::query(
+            "SELECT json_extract(body, '$.upstream') AS upstream, json_extract(body, '$.tool') AS tool,
+                    json_extract(body, '$.outcome') AS outcome, count(*) AS n
+             FROM events WHERE kind = 'decision' GROUP BY 1, 2, 3",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let row = tool_row_from(r)?;
+                let mut calls = serde_json::json!({"allow": 0, "deny": 0, "hold": 0});
+                for c in &counts {
+                    let (u, t): (Option<String>, Option<String>) =
+                        (c.get("upstream"), c.get("tool"));
+                    if u.as_deref() == Some(&row.upstream)
+                        && t.as_deref() == Some(&row.name)
+                        && let Some(outcome) = c.get::<Option<String>, _>("outcome")
+                    {
+                        calls[outcome] = serde_json::json!(c.get::<i64, _>("n"));
+                    }
+                }
+                Ok((row, calls))
+            })
+            .collect()
+    }
+
+    /// Decisions newest first, below `before`, each with its hold folded in.
+    pub async fn decisions(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.body AS body, h.resolution AS resolution, h.resolved_by AS resolved_by, h.reason AS reason,
+                    h.resolved_at AS resolved_at, h.expires_at AS expires_at, h.call_id AS held
+             FROM events e LEFT JOIN holds h ON h.call_id = e.call_id
+             WHERE e.kind = 'decision' AND e.seq < ?1 ORDER BY e.seq DESC LIMIT ?2",
+        )
+        .bind(before.map_or(i64::MAX, |b| b as i64))
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut d: serde_json::Value =
+                    serde_json::from_str(&r.get::<String, _>("body")).unwrap_or_default();
+                d["hold"] = match r.get::<Option<String>, _>("held") {
+                    Some(_) => serde_json::json!({
+                        "expires_at": r.get::<Option<String>, _>("expires_at"),
+                        "resolution": r.get::<Option<String>, _>("resolution"),
+                        "resolved_by": r.get::<Option<String>, _>("resolved_by"),
+                        "resolved_at": r.get::<Option<String>, _>("resolved_at"),
+                        "reason": r.get::<Option<String>, _>("reason"),
+                    }),
+                    None => serde_json::Value::Null,
+                };
+                d
+            })
+            .collect())
+    }
+
     pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         let row = sqlx::query(
             "SELECT version, text, sha256, by FROM policies ORDER BY version DESC LIMIT 1",
@@ -483,6 +552,31 @@ impl Store {
             by: r.get("by"),
         }))
     }
+}
+
+const TOOL_COLUMNS: &str = "upstream, name, title, annotations, definition_sha256, suggested_risk, risk, risk_source, version, updated_by, updated_at, note";
+
+fn tool_row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ToolRow, StoreError> {
+    let risk = |col: &str| {
+        let s: String = r.get(col);
+        Risk::parse(&s).ok_or(StoreError::BadRisk(s))
+    };
+    Ok(ToolRow {
+        upstream: r.get("upstream"),
+        name: r.get("name"),
+        title: r.get("title"),
+        annotations: r
+            .get::<Option<String>, _>("annotations")
+            .and_then(|a| serde_json::from_str(&a).ok()),
+        definition_sha256: r.get("definition_sha256"),
+        suggested_risk: risk("suggested_risk")?,
+        risk: risk("risk")?,
+        source: r.get("risk_source"),
+        version: r.get::<i64, _>("version") as u64,
+        updated_by: r.get("updated_by"),
+        updated_at: r.get("updated_at"),
+        note: r.get("note"),
+    })
 }
 
 fn stored_hold(r: &sqlx::sqlite::SqliteRow) -> StoredHold {
@@ -522,7 +616,6 @@ fn first_event(c: Committed) -> Event {
 }
 
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    use sqlx::AssertSqlSafe;
     let done: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut *conn)
         .await?;

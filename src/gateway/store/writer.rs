@@ -510,34 +510,15 @@ async fn tool_row(
     upstream: &str,
     name: &str,
 ) -> Result<Option<ToolRow>, StoreError> {
-    let row = sqlx::query(
-        "SELECT upstream, name, title, annotations, definition_sha256, suggested_risk, risk,
-                risk_source, version, updated_by, updated_at, note
-         FROM tools WHERE upstream = ?1 AND name = ?2",
-    )
-    .bind(upstream)
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    let risk = |col: &str| {
-        let s: String = r.get(col);
-        Risk::parse(&s).ok_or(StoreError::BadRisk(s))
-    };
-    Ok(Some(ToolRow {
-        upstream: r.get("upstream"),
-        name: r.get("name"),
-        title: r.get("title"),
-        annotations: r
-            .get::<Option<String>, _>("annotations")
-            .and_then(|a| serde_json::from_str(&a).ok()),
-        definition_sha256: r.get("definition_sha256"),
-        suggested_risk: risk("suggested_risk")?,
-        risk: risk("risk")?,
-        source: r.get("risk_source"),
-        version: r.get::<i64, _>("version") as u64,
-        updated_by: r.get("updated_by"),
-        updated_at: r.get("updated_at"),
-        note: r.get("note"),
-    }))
+    let sql = format!(
+        "SELECT {} FROM tools WHERE upstream = ?1 AND name = ?2",
+        super::TOOL_COLUMNS
+    );
+    // The column list is a constant; the values are bound.
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(upstream)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(super::tool_row_from).transpose()
 }

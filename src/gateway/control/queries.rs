@@ -1,0 +1,130 @@
+//! Read-only routes: status, decisions, the tool catalog and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiFailure, operator};
+use crate::api::{HoldPhase, Outcome};
+use crate::config::OperatorRole;
+use crate::gateway::Gateway;
+use crate::gateway::proxy::json_response;
+
+/// The most decisions one page returns.
+const MAX_PAGE: u32 = 10_000;
+
+pub async fn status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    let upstreams: Vec<_> = gw
+        .config
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({"name": u.name, "url": u.url, "tools": gw.catalog.tool_count(&u.name),
+                   "health": gw.upstreams.get(&u.name).map_or("unknown", |up| up.health())})
+        })
+        .collect();
+    let holds = gw.holds.open().await;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": gw.started.elapsed().as_secs(),
+            "store_id": gw.store_id,
+            "ready": gw.store.health().is_ready(),
+            "last_seq": gw.store.last_seq(),
+            "upstreams": upstreams,
+            "counters": {
+                "decisions": {
+                    "allow": gw.metrics.decisions(Outcome::Allow),
+                    "deny": gw.metrics.decisions(Outcome::Deny),
+                    "hold": gw.metrics.decisions(Outcome::Hold),
+                },
+                "holds_open": holds.len(),
+                "event_subscribers": gw.store.subscribers(),
+            },
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DecisionsQuery {
+    limit: Option<u32>,
+    before: Option<u64>,
+}
+
+pub async fn decisions(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<DecisionsQuery>,
+) -> Response {
+    if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    match gw.store.decisions(limit, q.before).await {
+        Ok(decisions) => json_response(StatusCode::OK, &json!({"decisions": decisions})),
+        Err(e) => ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+pub async fn tools(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    match gw.store.tool_rows().await {
+        Ok(rows) => {
+            let tools: Vec<_> = rows
+                .into_iter()
+                .map(|(row, calls)| {
+                    let mut v = serde_json::to_value(row).unwrap_or_default();
+                    v["calls"] = calls;
+                    v
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!({"tools": tools}))
+        }
+        Err(e) => ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if gw.config.gateway.metrics_auth
+        && let Err(e) = operator(&gw, &headers, OperatorRole::Viewer)
+    {
+        return e.into_response();
+    }
+    let holds = gw.holds.open().await;
+    let waiting = holds
+        .iter()
+        .filter(|h| h.phase == HoldPhase::Waiting)
+        .count();
+    let text = gw
+        .metrics
+        .render(waiting, holds.len() - waiting, gw.store.subscribers());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
