@@ -177,6 +177,9 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
     }
 }
 
+/// The kernel send buffer of each control-API connection.
+const CONTROL_SEND_BUFFER: usize = 64 * 1024;
+
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (listen, control_listen) = (config.gateway.listen, config.gateway.control_listen);
@@ -209,6 +212,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
     let data_plane = axum::serve(listener, proxy::router(gateway.clone()))
         .with_graceful_shutdown(crate::shutdown_signal());
+    // A subscriber that stops reading must stall its own stream soon, not park
+    // megabytes in the kernel: small send buffers make the lag visible.
+    let control = axum::serve::ListenerExt::tap_io(control, |tcp| {
+        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(CONTROL_SEND_BUFFER);
+    });
     let control_plane = axum::serve(control, control::router(gateway))
         .with_graceful_shutdown(crate::shutdown_signal());
     tokio::try_join!(data_plane.into_future(), control_plane.into_future())?;

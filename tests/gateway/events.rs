@@ -35,7 +35,10 @@ async fn subscribe(gw: &GatewayProc, query: &str) -> Socket {
         .0
 }
 
-async fn next_frame(socket: &mut Socket) -> Option<Value> {
+async fn next_frame<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<Value>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -226,4 +229,103 @@ impl GatewayRef {
         .unwrap();
         resp.bytes().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_among_twenty_is_closed_with_lagged_while_the_rest_see_every_seq() {
+    let (_upstream, gw) = trusted_py_with(&viewer()).await;
+    // The stalled subscriber reads through a tiny receive buffer, and then not at all.
+    let stalled = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(gw.control.parse().unwrap()).await.unwrap();
+        let url = format!("ws://{}/api/v1/events", gw.control);
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {VIEWER}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        assert_eq!(next_frame(&mut ws).await.unwrap()["kind"], "hello");
+        ws
+    };
+    let mut readers = Vec::new();
+    for _ in 0..19 {
+        let mut socket = subscribe(&gw, "").await;
+        let hello = next_frame(&mut socket).await.unwrap();
+        let from = hello["last_seq"].as_u64().unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while let Some(frame) = next_frame(&mut socket).await {
+                assert_ne!(frame["kind"], "lagged", "a reader that keeps up was closed");
+                seqs.push(frame["seq"].as_u64().unwrap());
+                if seqs.len() == CALLS {
+                    break;
+                }
+            }
+            (from, seqs)
+        }));
+    }
+    let pid = gw.proc.child.id().unwrap();
+    let rss_before = rss_kib(pid);
+    // Denied calls: each is one committed decision, and nothing goes upstream.
+    let mut callers = Vec::new();
+    for c in 0..16 {
+        let gw_ref = GatewayRef {
+            addr: gw.addr.clone(),
+        };
+        callers.push(tokio::spawn(async move {
+            for i in 0..CALLS / 16 {
+                gw_ref.call("delete_page", &format!("lag-{c}-{i}")).await;
+            }
+        }));
+    }
+    for c in callers {
+        c.await.unwrap();
+    }
+    for r in readers {
+        let (from, seqs) = tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .unwrap()
+            .unwrap();
+        let expected: Vec<u64> = (from + 1..=from + CALLS as u64).collect();
+        assert_eq!(seqs, expected, "a reader missed or repeated a seq");
+    }
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "the gateway grew from {rss_before} KiB to {rss_after} KiB while a subscriber stalled"
+    );
+    // The gateway closed the stalled subscriber as lagged. Read at last, its stream
+    // ends: with the `lagged` notice if that still fit behind the queued events.
+    assert!(
+        gw.log().contains("closed as lagged"),
+        "the stalled subscriber was not closed"
+    );
+    let mut ws = stalled;
+    let mut frames = 0;
+    while let Some(frame) = next_frame(&mut ws).await {
+        frames += 1;
+        if frame["kind"] == "lagged" {
+            assert!(frame["last_seq"].as_u64().is_some(), "{frame}");
+            break;
+        }
+    }
+    assert!(
+        frames < CALLS,
+        "the stalled subscriber got everything; it never lagged"
+    );
+}
+
+const CALLS: usize = 1600;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }

@@ -128,7 +128,13 @@ impl Feed {
                     self.delivered = event.seq;
                     return Some(Frame::Event(event));
                 }
-                Err(RecvError::Lagged(_)) => return Some(self.lagged()),
+                Err(RecvError::Lagged(_)) => {
+                    tracing::warn!(
+                        last_seq = self.delivered,
+                        "event subscriber fell behind; closed as lagged"
+                    );
+                    return Some(self.lagged());
+                }
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -170,6 +176,10 @@ pub async fn websocket(mut socket: WebSocket, mut feed: Feed) {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => {
+                tracing::warn!(
+                    last_seq = feed.delivered,
+                    "event subscriber stopped reading; closed as lagged"
+                );
                 // The client stopped reading: tell it why, if it can still hear.
                 if let Frame::Close { json, .. } = feed.lagged() {
                     let _ = tokio::time::timeout(
