@@ -432,3 +432,80 @@ async fn a_password_is_in_no_event_answer_log_or_file() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_command_line_lists_approves_and_reports_a_lost_race() {
+    let (upstream, gw) = setup().await;
+    let (call_id, client) = start_hold(&gw, "MARK-CLI").await;
+    let toolgate = |args: &[&str], token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args(args)
+            .args(["--gateway", &format!("http://{}", gw.control)])
+            .env("TOOLGATE_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = toolgate(&["holds"], VIEWER);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed["call_id"], call_id);
+
+    let out = toolgate(
+        &["approve", &call_id, "--reason", "from the shell"],
+        APPROVER,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let approved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            approved["resolution"].as_str(),
+            approved["resolved_by"].as_str()
+        ),
+        (Some("approved"), Some("abe"))
+    );
+    let text = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        result_text(&answer_of(&text).unwrap()),
+        "wrote MARK-CLI (1 bytes)"
+    );
+    assert_eq!(
+        upstream
+            .posts()
+            .iter()
+            .filter(|p| p.body.contains("MARK-CLI"))
+            .count(),
+        1
+    );
+
+    let out = toolgate(&["deny", &call_id], APPROVER_TWO);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{call_id}: already ")) && stderr.contains(" by "),
+        "{stderr}"
+    );
+    let out = toolgate(&["approve", &call_id], VIEWER);
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("forbidden_role")
+    );
+}
