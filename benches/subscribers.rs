@@ -1,0 +1,189 @@
+//! What 20 event subscribers cost the data plane, at 200 calls a second.
+//!
+//! Starts the release `toolgate gateway` in its own process in front of a minimal MCP
+//! upstream (in this process, answering at once), then sends `tools/call` at a steady
+//! 200 per second, open loop, in alternating rounds: A with no subscribers, B with 20
+//! WebSocket subscribers reading every event. Prints p50 and p99 per round kind.
+//!
+//!     cargo bench --bench subscribers
+//!
+//! Everything binds 127.0.0.1; the gateway is killed on exit.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const RATE: u64 = 200;
+const ROUND: Duration = Duration::from_secs(5);
+const ROUNDS: usize = 6;
+const SUBSCRIBERS: usize = 20;
+const AGENT: &str = "tg_bench-agent";
+const VIEWER: &str = "tg_bench-viewer";
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("subscribers: a benchmark; run it with `cargo bench --bench subscribers`");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn upstream() -> u16 {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let answer = serde_json::json!({"jsonrpc": "2.0", "id": request["id"],
+                "result": {"content": [{"type": "text", "text": "ok"}], "isError": false}});
+            ([("content-type", "application/json")], answer.to_string())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn run() {
+    let port = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sha = |t: &str| toolgate::gateway::identity::token_sha256(t);
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+         [[upstream]]\nname = \"up\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+         [[risk]]\nupstream = \"up\"\ntool = \"echo\"\nrisk = \"read\"\n\
+         [[identity]]\nname = \"bench\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = \"2026-01-01T00:00:00Z\"\n\
+         [[operator]]\nname = \"viv\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+        sha(AGENT),
+        sha(VIEWER)
+    );
+    std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["gateway", "--config"])
+        .arg(dir.path().join("gateway.toml"))
+        .env("TOOLGATE_LOG", "toolgate=warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let (mut mcp, mut control) = (String::new(), String::new());
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.strip_prefix("toolgate gateway: MCP endpoint ") {
+            mcp = rest.to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("toolgate gateway: control API http://") {
+            control = rest.to_owned();
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    // Warm up connections and caches.
+    round(&http, &mcp, Duration::from_secs(2)).await;
+
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for r in 0..ROUNDS {
+        if r % 2 == 0 {
+            without.extend(round(&http, &mcp, ROUND).await);
+        } else {
+            let subscribers = subscribe(&control).await;
+            with.extend(round(&http, &mcp, ROUND).await);
+            for s in subscribers {
+                s.abort();
+            }
+        }
+    }
+    println!(
+        "calls at {RATE}/s, {} rounds of {:?} alternating A (no subscribers) and B ({SUBSCRIBERS} subscribers)",
+        ROUNDS, ROUND
+    );
+    let (a50, a99) = percentiles(&mut without);
+    let (b50, b99) = percentiles(&mut with);
+    println!(
+        "A: {} calls  p50 {:.3} ms  p99 {:.3} ms",
+        without.len(),
+        a50,
+        a99
+    );
+    println!(
+        "B: {} calls  p50 {:.3} ms  p99 {:.3} ms",
+        with.len(),
+        b50,
+        b99
+    );
+    println!(
+        "20 subscribers add {:+.3} ms at p50 and {:+.3} ms at p99",
+        b50 - a50,
+        b99 - a99
+    );
+}
+
+/// Sends calls at RATE for `length`, open loop, and returns each call's latency in ms.
+async fn round(http: &reqwest::Client, url: &str, length: Duration) -> Vec<f64> {
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    let mut i = 0u64;
+    while started.elapsed() < length {
+        ticks.tick().await;
+        i += 1;
+        let (http, url) = (http.clone(), url.to_owned());
+        calls.push(tokio::spawn(async move {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"n": i}}});
+            let sent = Instant::now();
+            let resp = http
+                .post(&url)
+                .bearer_auth(AGENT)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let text = resp.text().await.unwrap();
+            assert!(text.contains("\"ok\""), "{text}");
+            sent.elapsed().as_secs_f64() * 1000.0
+        }));
+    }
+    let mut out = Vec::with_capacity(calls.len());
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+async fn subscribe(control: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut request = format!("ws://{control}/api/v1/events")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {VIEWER}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        tasks.push(tokio::spawn(
+            async move { while ws.next().await.is_some() {} },
+        ));
+    }
+    tasks
+}
+
+fn percentiles(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99))
+}
