@@ -85,7 +85,7 @@ async fn run() {
         }
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let http = reqwest::Client::builder()
+    let http = toolgate::http::client_builder()
         .tcp_nodelay(true)
         .build()
         .unwrap();
