@@ -288,6 +288,23 @@ impl GatewayProc {
         format!("http://{}{path}", self.control)
     }
 
+    /// Asserts that `secret` is in no file under the data dir; returns how many files
+    /// were read (the database, its WAL and shared-memory files).
+    pub fn assert_secret_not_stored(&self, secret: &str) -> usize {
+        let mut files = 0;
+        for entry in std::fs::read_dir(self.dir.path().join("data")).expect("data dir") {
+            let path = entry.expect("dir entry").path();
+            let bytes = std::fs::read(&path).expect("readable");
+            files += 1;
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the secret is in {}",
+                path.display()
+            );
+        }
+        files
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
