@@ -112,12 +112,15 @@ impl ControlClient {
     }
 
     /// Streams events to `on_event` as JSON text, one per frame, from `since` (or live
-    /// only). A `lagged` close resumes from the last event seen; a `reset` is an error.
+    /// only). After a `lagged` close, or a connection that drops without closing, it
+    /// resumes from the last event seen (a few times in a row at most); a `reset` is
+    /// an error, since the client must reload.
     pub async fn events(
         &self,
         mut since: Option<u64>,
         mut on_event: impl FnMut(&str),
     ) -> Result<(), ClientError> {
+        let mut drops = 0;
         loop {
             let mut url = self.api("/events");
             let scheme = if self.origin.scheme() == "https" {
@@ -137,11 +140,15 @@ impl ControlClient {
             let (mut socket, _) = tokio_tungstenite::connect_async(request)
                 .await
                 .map_err(Box::new)?;
-            let mut resume = None;
+            let mut closed_cleanly = false;
             while let Some(message) = socket.next().await {
-                let text = match message.map_err(Box::new)? {
+                let Ok(message) = message else { break };
+                let text = match message {
                     Message::Text(t) => t.to_string(),
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        closed_cleanly = true;
+                        break;
+                    }
                     _ => continue,
                 };
                 let frame: Value = serde_json::from_str(&text)
@@ -150,22 +157,35 @@ impl ControlClient {
                     Some("hello") => {
                         tracing::info!(last_seq = %frame["last_seq"], store_id = %frame["store_id"], "connected");
                     }
-                    Some("lagged") => resume = frame["last_seq"].as_u64(),
+                    Some("lagged") => {
+                        tracing::warn!(last_seq = %frame["last_seq"], "fell behind; resuming");
+                        since = frame["last_seq"].as_u64().or(since);
+                        closed_cleanly = false;
+                        break;
+                    }
                     Some("reset") => {
                         return Err(ClientError::Reset(
                             frame["message"].as_str().unwrap_or("").to_owned(),
                         ));
                     }
                     _ => {
+                        drops = 0;
                         since = frame["seq"].as_u64().or(since);
                         on_event(&text);
                     }
                 }
             }
-            match resume {
-                Some(seq) => since = Some(seq),
-                None => return Ok(()),
+            if closed_cleanly {
+                return Ok(());
             }
+            drops += 1;
+            if drops > 3 {
+                return Err(ClientError::Unexpected(format!(
+                    "the event stream keeps dropping; resume with --since {}",
+                    since.unwrap_or(0)
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500 * drops)).await;
         }
     }
 }
