@@ -26,6 +26,20 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", env = "TOOLGATE_CONFIG")]
         config: PathBuf,
     },
+    /// The terminal console: watch decisions live and approve or deny held calls.
+    Console {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Hide and refuse everything that changes the gateway.
+        #[arg(long)]
+        read_only: bool,
+        /// Ring the terminal bell when a hold arrives.
+        #[arg(long, value_enum, default_value = "on")]
+        bell: crate::console::Bell,
+        /// How many decisions to keep.
+        #[arg(long, default_value_t = 10_000)]
+        ring: usize,
+    },
     /// Print the gateway's events as JSON lines (replayed from --since, then live).
     Events {
         #[command(flatten)]

@@ -30,6 +30,7 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+#[derive(Clone)]
 pub struct ControlClient {
     /// The control API origin, such as `http://127.0.0.1:7801`.
     origin: reqwest::Url,
@@ -80,6 +81,56 @@ impl ControlClient {
         }
     }
 
+    /// The newest decisions, newest first, each with its hold folded in.
+    pub async fn decisions(&self, limit: usize) -> Result<Vec<Value>, ClientError> {
+        let mut url = self.api("/decisions");
+        url.set_query(Some(&format!("limit={limit}")));
+        let resp = self.http.get(url).bearer_auth(&self.token).send().await?;
+        let body = Self::json(resp).await?;
+        Ok(body["decisions"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Opens the event stream's WebSocket from `since`, for a `store_id` the caller knows.
+    pub async fn open_events(
+        &self,
+        since: Option<u64>,
+        store_id: Option<&str>,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        ClientError,
+    > {
+        let mut url = self.api("/events");
+        let scheme = if self.origin.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
+        url.set_scheme(scheme)
+            .map_err(|_| ClientError::Url("cannot make a WebSocket URL".into()))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(s) = since {
+                query.append_pair("since", &s.to_string());
+            }
+            if let Some(id) = store_id {
+                query.append_pair("store_id", id);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let mut request = url.as_str().into_client_request().map_err(Box::new)?;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .map_err(|_| ClientError::Url("the token is not valid in a header".into()))?;
+        request.headers_mut().insert("authorization", auth);
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(Box::new)?;
+        Ok(socket)
+    }
+
     pub async fn holds(&self) -> Result<Vec<HoldView>, ClientError> {
         let resp = self
             .http
@@ -122,24 +173,7 @@ impl ControlClient {
     ) -> Result<(), ClientError> {
         let mut drops = 0;
         loop {
-            let mut url = self.api("/events");
-            let scheme = if self.origin.scheme() == "https" {
-                "wss"
-            } else {
-                "ws"
-            };
-            url.set_scheme(scheme)
-                .map_err(|_| ClientError::Url("cannot make a WebSocket URL".into()))?;
-            if let Some(s) = since {
-                url.set_query(Some(&format!("since={s}")));
-            }
-            let mut request = url.as_str().into_client_request().map_err(Box::new)?;
-            let auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
-                .map_err(|_| ClientError::Url("the token is not valid in a header".into()))?;
-            request.headers_mut().insert("authorization", auth);
-            let (mut socket, _) = tokio_tungstenite::connect_async(request)
-                .await
-                .map_err(Box::new)?;
+            let mut socket = self.open_events(since, None).await?;
             let mut closed_cleanly = false;
             while let Some(message) = socket.next().await {
                 let Ok(message) = message else { break };

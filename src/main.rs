@@ -34,6 +34,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             runtime()?.block_on(toolgate::gateway::run(config))
         }
+        Command::Console {
+            control,
+            read_only,
+            bell,
+            ring,
+        } => runtime()?.block_on(toolgate::console::run(toolgate::console::Options {
+            gateway: control.gateway,
+            token: control.token,
+            read_only,
+            bell,
+            ring,
+        })),
         Command::Events { control, since } => runtime()?.block_on(async {
             let client = ControlClient::new(&control.gateway, &control.token)?;
             let mut out = std::io::stdout().lock();

@@ -1,0 +1,343 @@
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+
+use super::*;
+use crate::console::ui::{self, Theme};
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ch(c: char) -> KeyEvent {
+    key(KeyCode::Char(c))
+}
+
+fn decision(seq: u64, outcome: &str, tool: &str) -> Value {
+    json!({
+        "seq": seq, "ts": format!("2026-11-26T10:00:{:02}.000Z", seq % 60), "kind": "decision",
+        "call_id": format!("0190000000000000000000000000{seq:04}"),
+        "upstream": "atlassian", "tool": tool, "risk": match outcome { "allow" => "read", "hold" => "write", _ => "destructive" },
+        "identity": {"kind": "api_token", "name": "ci-bot", "groups": ["ci"]},
+        "target": {"kind": "jira_project", "id": "OPS"}, "workflow": null,
+        "outcome": outcome, "policy_ids": [format!("{outcome}-policy")], "reason": format!("because {outcome}"),
+        "decision_us": 42, "args": {"projectKey": "OPS", "summary": "Restart the pager", "password": "[REDACTED]"}
+    })
+}
+
+fn hold_created(seq: u64, of: u64, expires_at: &str) -> Value {
+    json!({"seq": seq, "ts": "2026-11-26T10:00:00.000Z", "kind": "hold.created",
+           "call_id": format!("0190000000000000000000000000{of:04}"), "expires_at": expires_at, "ttl_ms": 900000, "phase": "waiting"})
+}
+
+fn feed(app: &mut App, events: impl IntoIterator<Item = Value>) {
+    for e in events {
+        app.on_net(NetEvent::Event(e));
+    }
+}
+
+fn connected_app() -> App {
+    let mut app = App::new(100, false);
+    app.on_net(NetEvent::Connected {
+        store_id: "s1".into(),
+    });
+    app
+}
+
+#[test]
+fn it_follows_until_scrolled_then_counts_new_rows_until_resumed() {
+    let mut app = connected_app();
+    feed(&mut app, (1..=5).map(|s| decision(s, "allow", "get_issue")));
+    assert!(app.follow);
+    assert_eq!(app.selected_row().unwrap().seq, 5);
+    app.on_key(ch('k'));
+    assert!(!app.follow, "scrolling pauses");
+    assert_eq!(app.selected_row().unwrap().seq, 4);
+    feed(&mut app, (6..=8).map(|s| decision(s, "allow", "get_issue")));
+    assert_eq!(app.new_while_paused, 3);
+    assert_eq!(
+        app.selected_row().unwrap().seq,
+        4,
+        "the paused row stays put"
+    );
+    app.on_key(ch('G'));
+    assert!(app.follow);
+    assert_eq!(app.new_while_paused, 0);
+    assert_eq!(app.selected_row().unwrap().seq, 8);
+}
+
+#[test]
+fn the_ring_is_bounded() {
+    let mut app = App::new(10, false);
+    feed(&mut app, (1..=25).map(|s| decision(s, "allow", "t")));
+    assert_eq!(app.row_count(), 10);
+    assert_eq!(app.rows().next().unwrap().seq, 25);
+    assert_eq!(app.rows().last().unwrap().seq, 16);
+}
+
+#[test]
+fn the_seam_after_a_reconnect_has_no_gap_and_no_duplicate() {
+    let mut app = connected_app();
+    // The backfill comes newest first; the stream then replays from its highest seq,
+    // and may repeat what the backfill brought.
+    app.on_net(NetEvent::Backfill(
+        (1..=4).rev().map(|s| decision(s, "allow", "t")).collect(),
+    ));
+    feed(&mut app, (3..=6).map(|s| decision(s, "allow", "t")));
+    app.on_net(NetEvent::Connection(Connection::Disconnected {
+        since: Utc::now(),
+    }));
+    feed(&mut app, (5..=8).map(|s| decision(s, "deny", "t")));
+    let seqs: Vec<u64> = app.rows().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![8, 7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(
+        app.rows().find(|r| r.seq == 5).unwrap().event["outcome"],
+        "allow",
+        "the first copy wins"
+    );
+}
+
+#[test]
+fn a_conflict_on_approve_says_who_won_and_is_not_an_error() {
+    let mut app = connected_app();
+    feed(
+        &mut app,
+        [
+            decision(1, "hold", "create_issue"),
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+        ],
+    );
+    let mut hold = app.holds[0].clone();
+    hold.resolution = Some(Resolution::Denied);
+    hold.resolved_by = Some("bob".into());
+    app.on_net(NetEvent::Resolved {
+        call_id: hold.call_id.clone(),
+        outcome: Err(ResolveFailure::AlreadyResolved(Box::new(hold))),
+    });
+    assert_eq!(app.flash.as_ref().unwrap().0, "already denied by bob");
+    assert_eq!(app.holds[0].resolution, Some(Resolution::Denied));
+    assert_eq!(app.fates[app.holds[0].call_id.as_str()].by, "bob");
+}
+
+#[test]
+fn read_only_refuses_approve_and_deny() {
+    let mut app = App::new(100, true);
+    feed(
+        &mut app,
+        [
+            decision(1, "hold", "create_issue"),
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+        ],
+    );
+    app.view = View::Held;
+    assert!(app.on_key(ch('a')).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.flash.as_ref().unwrap().0.starts_with("read-only"));
+    assert!(app.keymap.entries(true).iter().all(|(_, a)| !a.mutates()));
+}
+
+#[test]
+fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
+    let mut app = connected_app();
+    feed(
+        &mut app,
+        [
+            decision(1, "hold", "create_issue"),
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+        ],
+    );
+    app.view = View::Held;
+    app.on_key(ch('a'));
+    assert!(matches!(app.mode, Mode::Confirm(_)));
+    assert!(
+        app.on_key(key(KeyCode::Enter)).is_empty(),
+        "Enter takes the default: Cancel"
+    );
+    assert_eq!(app.mode, Mode::Normal);
+
+    app.on_key(ch('a'));
+    let commands = app.on_key(ch('y'));
+    assert_eq!(
+        commands,
+        vec![Command::Resolve {
+            call_id: app.holds[0].call_id.clone(),
+            approve: true,
+            reason: None
+        }]
+    );
+
+    // A deny asks for a reason first; Enter ends it, y confirms.
+    app.on_key(ch('d'));
+    for c in "not today".chars() {
+        app.on_key(ch(c));
+    }
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    let commands = app.on_key(ch('y'));
+    assert_eq!(
+        commands,
+        vec![Command::Resolve {
+            call_id: app.holds[0].call_id.clone(),
+            approve: false,
+            reason: Some("not today".into())
+        }]
+    );
+}
+
+#[test]
+fn a_resolved_hold_lingers_with_its_fate_then_goes() {
+    let mut app = connected_app();
+    feed(
+        &mut app,
+        [
+            decision(1, "hold", "create_issue"),
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+        ],
+    );
+    let call_id = app.holds[0].call_id.clone();
+    feed(
+        &mut app,
+        [
+            json!({"seq": 3, "kind": "hold.resolved", "call_id": call_id, "resolution": "approved", "by": "alice", "reason": null}),
+        ],
+    );
+    assert!(!app.expire_fates(Instant::now()), "still on screen");
+    assert_eq!(app.holds.len(), 1);
+    assert!(app.expire_fates(Instant::now() + FATE_LINGER));
+    assert!(app.holds.is_empty());
+    assert_eq!(app.pending_count(), 0);
+}
+
+#[test]
+fn commands_switch_views_and_quit() {
+    let mut app = connected_app();
+    for c in ":held".chars() {
+        app.on_key(ch(c));
+    }
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.view, View::Held);
+    app.on_key(ch(':'));
+    app.on_key(ch('l'));
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.mode, Mode::Command("live".into()));
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.view, View::Live);
+    app.on_key(ch(':'));
+    app.on_key(ch('q'));
+    assert_eq!(app.on_key(key(KeyCode::Enter)), vec![Command::Quit]);
+}
+
+// Snapshots: the whole screen on a TestBackend, fed through `on_net` like the network.
+
+fn sample_app() -> App {
+    let mut app = connected_app();
+    feed(
+        &mut app,
+        [
+            decision(1, "allow", "get_issue"),
+            decision(2, "deny", "delete_page"),
+            decision(3, "hold", "create_issue"),
+            hold_created(4, 3, "2026-11-26T10:14:30.000Z"),
+            decision(5, "hold", "force_push"),
+            hold_created(6, 5, "2026-11-26T10:00:40.000Z"),
+        ],
+    );
+    app.holds
+        .iter_mut()
+        .for_each(|h| h.phase = HoldPhase::Pending);
+    app
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|f| ui::draw(f, app, &Theme::default(), now()))
+        .unwrap();
+    terminal
+}
+
+fn cell_style_of(terminal: &Terminal<TestBackend>, text: &str) -> ratatui::style::Style {
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    let content: Vec<String> = buffer
+        .content()
+        .iter()
+        .map(|c| c.symbol().to_owned())
+        .collect();
+    let joined = content.concat();
+    let at = joined
+        .find(text)
+        .unwrap_or_else(|| panic!("{text:?} is not on screen"));
+    let index = joined[..at].chars().count();
+    let _ = width;
+    buffer.content()[index].style()
+}
+
+#[test]
+fn snapshot_live_view() {
+    let app = sample_app();
+    for (w, h) in [(80, 24), (120, 40)] {
+        let terminal = render(&app, w, h);
+        insta::assert_snapshot!(format!("live_{w}x{h}"), terminal.backend());
+    }
+    let terminal = render(&app, 120, 40);
+    assert_eq!(
+        cell_style_of(&terminal, "deny ").fg,
+        Some(ratatui::style::Color::Red),
+        "deny is red"
+    );
+    assert_eq!(
+        cell_style_of(&terminal, "hold ").fg,
+        Some(ratatui::style::Color::Yellow),
+        "hold is yellow"
+    );
+}
+
+#[test]
+fn snapshot_held_view_with_countdowns() {
+    let mut app = sample_app();
+    app.view = View::Held;
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("held_{w}x{h}"), render(&app, w, h).backend());
+    }
+    let terminal = render(&app, 120, 40);
+    assert_eq!(
+        cell_style_of(&terminal, "00:40").fg,
+        Some(ratatui::style::Color::Red),
+        "near expiry is red"
+    );
+}
+
+#[test]
+fn snapshot_detail_confirm_and_help() {
+    let mut app = sample_app();
+    app.on_key(ch('k'));
+    app.on_key(key(KeyCode::Enter));
+    insta::assert_snapshot!("detail_80x24", render(&app, 80, 24).backend());
+    app.on_key(key(KeyCode::Esc));
+    app.view = View::Held;
+    app.on_key(ch('a'));
+    insta::assert_snapshot!("confirm_80x24", render(&app, 80, 24).backend());
+    app.on_key(key(KeyCode::Esc));
+    app.on_key(ch('?'));
+    insta::assert_snapshot!("help_120x40", render(&app, 120, 40).backend());
+}
+
+#[test]
+fn a_small_terminal_gets_a_message() {
+    let terminal = render(&sample_app(), 60, 20);
+    let text: String = terminal
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(text.contains("terminal too small: 60x20"), "{text}");
+}

@@ -1,0 +1,481 @@
+//! Drawing: a pure function of the app's state. It never changes state and never
+//! waits on anything.
+
+use chrono::{DateTime, Utc};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Table, Wrap};
+use serde_json::Value;
+
+use super::app::{App, Connection, Mode, View, short};
+use crate::api::Resolution;
+
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+/// Below this many seconds left, a hold's countdown turns red.
+const NEAR_EXPIRY_SECS: i64 = 60;
+
+/// Semantic styles; a theme file will set them later.
+pub struct Theme {
+    pub allow: Style,
+    pub deny: Style,
+    pub hold: Style,
+    pub stale: Style,
+    pub header: Style,
+    pub selection: Style,
+    pub urgent: Style,
+    pub muted: Style,
+}
+
+impl Default for Theme {
+    fn default() -> Self {
+        Self {
+            allow: Style::new().fg(Color::Green),
+            deny: Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            hold: Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            stale: Style::new().add_modifier(Modifier::DIM),
+            header: Style::new().add_modifier(Modifier::REVERSED),
+            selection: Style::new().add_modifier(Modifier::REVERSED),
+            urgent: Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            muted: Style::new().add_modifier(Modifier::DIM),
+        }
+    }
+}
+
+pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let text = format!(
+            "terminal too small: {}x{}, toolgate needs {MIN_WIDTH}x{MIN_HEIGHT}",
+            area.width, area.height
+        );
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let [header, body, hints, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, app, theme, header, now);
+    match app.view {
+        View::Live => draw_live(frame, app, theme, body),
+        View::Held => draw_held(frame, app, theme, body, now),
+    }
+    draw_hints(frame, app, theme, hints);
+    draw_status(frame, app, status);
+    if app.detail {
+        draw_detail(frame, app, theme, body);
+    }
+    match &app.mode {
+        Mode::Help => draw_help(frame, app, area),
+        Mode::Confirm(confirm) => draw_confirm(frame, confirm, theme, area),
+        _ => {}
+    }
+}
+
+fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateTime<Utc>) {
+    let connection = match &app.connection {
+        Connection::Connecting => "connecting…".to_owned(),
+        Connection::Connected => "● connected".to_owned(),
+        Connection::Reconnecting { attempt, next_try } => {
+            let secs = (*next_try - now).num_seconds().max(0);
+            format!("○ reconnecting (attempt {attempt}, next in {secs}s)")
+        }
+        Connection::Disconnected { since } => {
+            format!("✕ disconnected since {}", since.format("%H:%M:%S"))
+        }
+    };
+    let view = match app.view {
+        View::Live => "live",
+        View::Held => "held",
+    };
+    let mut spans = vec![Span::raw(format!(
+        " toolgate · {view} · {connection} · held: {} ",
+        app.pending_count()
+    ))];
+    if !app.follow && app.view == View::Live {
+        spans.push(Span::raw(format!(
+            "· paused +{} new ",
+            app.new_while_paused
+        )));
+    }
+    if app.read_only {
+        spans.push(Span::styled(" RO ", theme.urgent));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)).style(theme.header), area);
+}
+
+fn outcome_cell<'a>(app: &App, row: &Value, theme: &Theme) -> Cell<'a> {
+    let outcome = row["outcome"].as_str().unwrap_or("?");
+    let call_id = row["call_id"].as_str().unwrap_or("");
+    let text = match app.fates.get(call_id) {
+        Some(fate) if outcome == "hold" => format!("hold→{}", fate.resolution.as_str()),
+        _ => outcome.to_owned(),
+    };
+    let style = match (outcome, app.fates.get(call_id).map(|f| f.resolution)) {
+        (_, Some(Resolution::Approved | Resolution::Consumed)) | ("allow", _) => theme.allow,
+        ("hold", None) => theme.hold,
+        _ => theme.deny,
+    };
+    Cell::from(text).style(style)
+}
+
+fn identity(row: &Value) -> String {
+    let kind = match row["identity"]["kind"].as_str() {
+        Some("oauth") => "user",
+        Some("api_token") => "token",
+        _ => "?",
+    };
+    format!("{kind}:{}", row["identity"]["name"].as_str().unwrap_or("?"))
+}
+
+fn target(row: &Value) -> String {
+    match (row["target"]["kind"].as_str(), row["target"]["id"].as_str()) {
+        (Some(k), Some(id)) => format!("{k}:{id}"),
+        _ => String::new(),
+    }
+}
+
+fn time_of(row: &Value) -> String {
+    row["ts"]
+        .as_str()
+        .and_then(|t| t.get(11..19))
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let stale = !app.is_connected();
+    let visible = area.height.saturating_sub(2) as usize;
+    let selected = if app.follow { 0 } else { app.selected };
+    // Keep the selection in view: the window starts so the selected row fits.
+    let skip = selected.saturating_sub(visible.saturating_sub(1));
+    let rows: Vec<TableRow> = app
+        .rows()
+        .enumerate()
+        .skip(skip)
+        .take(visible)
+        .map(|(i, r)| {
+            let e = &r.event;
+            let mut row = TableRow::new(vec![
+                Cell::from(time_of(e)),
+                Cell::from(identity(e)),
+                Cell::from(format!(
+                    "{}/{}",
+                    e["upstream"].as_str().unwrap_or(""),
+                    e["tool"].as_str().unwrap_or("")
+                )),
+                Cell::from(e["risk"].as_str().unwrap_or("").to_owned()),
+                outcome_cell(app, e, theme),
+                Cell::from(target(e)),
+                Cell::from(
+                    e["policy_ids"]
+                        .as_array()
+                        .map(|ids| {
+                            ids.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default(),
+                ),
+                Cell::from(format!("{}µs", e["decision_us"].as_u64().unwrap_or(0))),
+            ]);
+            if stale {
+                row = row.style(theme.stale);
+            }
+            if !app.follow && i == selected {
+                row = row.style(theme.selection);
+            }
+            row
+        })
+        .collect();
+    let title = if stale {
+        " decisions (stale) "
+    } else {
+        " decisions "
+    };
+    // Below 120 columns the policy and timing columns give their room to the rest.
+    let wide = area.width >= 120;
+    let widths: Vec<Constraint> = if wide {
+        vec![
+            Constraint::Length(8),
+            Constraint::Length(20),
+            Constraint::Min(24),
+            Constraint::Length(12),
+            Constraint::Length(14),
+            Constraint::Length(18),
+            Constraint::Length(18),
+            Constraint::Length(8),
+        ]
+    } else {
+        vec![
+            Constraint::Length(8),
+            Constraint::Length(14),
+            Constraint::Min(18),
+            Constraint::Length(11),
+            Constraint::Length(13),
+            Constraint::Length(12),
+        ]
+    };
+    let header: &[&str] = if wide {
+        &[
+            "time",
+            "identity",
+            "upstream/tool",
+            "risk",
+            "outcome",
+            "target",
+            "policy",
+            "took",
+        ]
+    } else {
+        &[
+            "time",
+            "identity",
+            "upstream/tool",
+            "risk",
+            "outcome",
+            "target",
+        ]
+    };
+    let table = Table::new(rows, widths)
+        .header(TableRow::new(header.to_vec()).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(Block::new().borders(Borders::TOP).title(title));
+    frame.render_widget(table, area);
+}
+
+fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateTime<Utc>) {
+    let rows: Vec<TableRow> = app
+        .holds
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let left = DateTime::parse_from_rfc3339(&h.expires_at)
+                .map(|e| (e.with_timezone(&Utc) - now).num_seconds().max(0))
+                .unwrap_or(0);
+            let (state, state_style) = match (h.resolution, &h.resolved_by) {
+                (Some(r), Some(by)) => (
+                    format!("{} by {by}", r.as_str()),
+                    if matches!(r, Resolution::Approved | Resolution::Consumed) {
+                        theme.allow
+                    } else {
+                        theme.deny
+                    },
+                ),
+                (Some(r), None) => (r.as_str().to_owned(), theme.deny),
+                (None, _) => (format!("{:?}", h.phase).to_lowercase(), theme.hold),
+            };
+            let countdown = if h.resolution.is_some() {
+                Cell::from("")
+            } else {
+                let style = if left < NEAR_EXPIRY_SECS {
+                    theme.urgent
+                } else {
+                    Style::new()
+                };
+                Cell::from(format!("{:02}:{:02}", left / 60, left % 60)).style(style)
+            };
+            let call = serde_json::to_value(&h.call).unwrap_or_default();
+            let mut row = TableRow::new(vec![
+                countdown,
+                Cell::from(state).style(state_style),
+                Cell::from(identity(&call)),
+                Cell::from(format!("{}/{}", h.call.upstream, h.call.tool)),
+                Cell::from(h.call.risk.as_str()),
+                Cell::from(target(&call)),
+                Cell::from(short(&h.call_id).to_owned()),
+            ]);
+            if i == app.held_selected {
+                row = row.style(theme.selection);
+            }
+            row
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(20),
+            Constraint::Length(18),
+            Constraint::Min(16),
+            Constraint::Length(12),
+            Constraint::Length(16),
+            Constraint::Length(9),
+        ],
+    )
+    .header(
+        TableRow::new([
+            "left",
+            "state",
+            "identity",
+            "upstream/tool",
+            "risk",
+            "target",
+            "call",
+        ])
+        .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::new().borders(Borders::TOP).title(" held calls "));
+    frame.render_widget(table, area);
+}
+
+/// The current view's keys, most useful first, so the narrowest terminal still shows them.
+fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    use super::keymap::Action;
+    let relevant = |a: Action| match app.view {
+        View::Live => !a.mutates(),
+        View::Held => !matches!(a, Action::Follow | Action::Detail),
+    };
+    let mut entries: Vec<_> = app
+        .keymap
+        .entries(app.read_only)
+        .into_iter()
+        .filter(|(_, a)| relevant(*a))
+        .collect();
+    entries.sort_by_key(|(_, a)| !a.mutates());
+    let text: Vec<String> = entries
+        .into_iter()
+        .map(|(keys, a)| {
+            format!(
+                "{} {}",
+                keys.split('/').next().unwrap_or(""),
+                a.describe().split(' ').next().unwrap_or("")
+            )
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(format!(" {}", text.join("  "))).style(theme.muted),
+        area,
+    );
+}
+
+fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
+    let text = match &app.mode {
+        Mode::Command(cmd) => format!(":{cmd}"),
+        _ => app
+            .flash
+            .as_ref()
+            .map(|(m, _)| format!(" {m}"))
+            .unwrap_or_default(),
+    };
+    frame.render_widget(Paragraph::new(text), area);
+}
+
+fn popup(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let Some(row) = app.selected_row() else {
+        return;
+    };
+    let e = &row.event;
+    let call_id = row.call_id();
+    let fate = match app.fates.get(call_id) {
+        Some(f) => format!("{} by {}", f.resolution.as_str(), f.by),
+        None => "—".into(),
+    };
+    let mut lines = vec![
+        Line::from(format!("call {call_id}  seq {}", row.seq)),
+        Line::from(vec![
+            Span::raw("outcome "),
+            Span::styled(
+                e["outcome"].as_str().unwrap_or("").to_owned(),
+                match e["outcome"].as_str() {
+                    Some("allow") => theme.allow,
+                    Some("hold") => theme.hold,
+                    _ => theme.deny,
+                },
+            ),
+        ]),
+        Line::from(format!("reason  {}", e["reason"].as_str().unwrap_or(""))),
+        Line::from(format!("policy  {}", e["policy_ids"])),
+        Line::from(format!("fate    {fate}")),
+        Line::from("arguments:"),
+    ];
+    let args = serde_json::to_string_pretty(&e["args"]).unwrap_or_default();
+    lines.extend(args.lines().map(|l| Line::from(format!("  {l}"))));
+    let rect = popup(
+        area,
+        area.width.saturating_sub(8),
+        area.height.saturating_sub(2),
+    );
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" details (esc closes) ")),
+        rect,
+    );
+}
+
+fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
+    let lines: Vec<Line> = app
+        .keymap
+        .entries(app.read_only)
+        .into_iter()
+        .map(|(keys, action)| Line::from(format!(" {keys:<14} {}", action.describe())))
+        .collect();
+    let rect = popup(area, 50, lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" keys (any key closes) ")),
+        rect,
+    );
+}
+
+fn draw_confirm(frame: &mut Frame, confirm: &super::app::Confirm, theme: &Theme, area: Rect) {
+    let h = &confirm.hold;
+    let call = serde_json::to_value(&h.call).unwrap_or_default();
+    let verb = if confirm.approve { "Approve" } else { "Deny" };
+    let mut lines = vec![
+        Line::from(format!("{verb} held call {}?", short(&h.call_id))),
+        Line::from(format!("identity  {}", identity(&call))),
+        Line::from(format!("tool      {}/{}", h.call.upstream, h.call.tool)),
+        Line::from(format!("target    {}", target(&call))),
+        Line::from(format!("risk      {}", h.call.risk.as_str())),
+        Line::from("arguments:"),
+    ];
+    let args = serde_json::to_string_pretty(&h.call.args).unwrap_or_default();
+    lines.extend(args.lines().take(8).map(|l| Line::from(format!("  {l}"))));
+    let cursor = if confirm.editing { "▏" } else { "" };
+    lines.push(Line::from(format!("reason: {}{cursor}", confirm.reason)));
+    lines.push(Line::from(""));
+    let keys = if confirm.editing {
+        "type the reason · enter done"
+    } else {
+        "y confirm · r reason · [enter] cancel"
+    };
+    lines.push(Line::from(Span::styled(
+        keys,
+        Style::new().add_modifier(Modifier::BOLD),
+    )));
+    let style = if confirm.approve {
+        theme.allow
+    } else {
+        theme.deny
+    };
+    let rect = popup(area, 64, lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .title(format!(" {verb} "))
+                .border_style(style),
+        ),
+        rect,
+    );
+}
