@@ -50,7 +50,7 @@ pub enum NetEvent {
     /// The answer to an approve or deny.
     Resolved {
         call_id: String,
-        outcome: Result<HoldView, ResolveFailure>,
+        outcome: Result<Box<HoldView>, ResolveFailure>,
     },
 }
 
