@@ -319,17 +319,21 @@ impl App {
                 let call_id = e["call_id"].as_str().unwrap_or("");
                 if let Some(resolution) = e["resolution"].as_str().and_then(Resolution::parse) {
                     let by = e["by"].as_str().unwrap_or("").to_owned();
-                    self.fates.insert(
-                        call_id.to_owned(),
-                        Fate {
+                    // That an approved call ran is its consequence, not a new fate: the
+                    // screen keeps who approved it.
+                    let approved =
+                        self.fates.get(call_id).map(|f| f.resolution) == Some(Resolution::Approved);
+                    if !(resolution == Resolution::Consumed && approved) {
+                        let fate = Fate {
                             resolution,
                             by: by.clone(),
                             at: Instant::now(),
-                        },
-                    );
-                    if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id) {
-                        h.resolution = Some(resolution);
-                        h.resolved_by = Some(by);
+                        };
+                        self.fates.insert(call_id.to_owned(), fate);
+                        if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id) {
+                            h.resolution = Some(resolution);
+                            h.resolved_by = Some(by);
+                        }
                     }
                 }
             }

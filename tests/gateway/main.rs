@@ -6,6 +6,7 @@ mod support;
 
 mod catalog;
 mod cli;
+mod console;
 mod control;
 mod decisions;
 mod events;

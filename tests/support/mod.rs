@@ -354,12 +354,21 @@ pub async fn start_gateway(body: &str) -> GatewayProc {
 
 /// As `start_gateway`, with extra files (such as a policy) beside the config.
 pub async fn start_gateway_with_files(body: &str, files: &[(&str, &str)]) -> GatewayProc {
+    start_gateway_full(0, body, files).await
+}
+
+/// As `start_gateway`, with the control API on a fixed port, so a restart keeps it.
+pub async fn start_gateway_with_control_port(port: u16, body: &str) -> GatewayProc {
+    start_gateway_full(port, body, &[]).await
+}
+
+async fn start_gateway_full(control_port: u16, body: &str, files: &[(&str, &str)]) -> GatewayProc {
     let dir = tempfile::tempdir().expect("temp dir");
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).expect("write file");
     }
     let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:{control_port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
     );
     std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
     launch_gateway(dir).await
@@ -484,4 +493,76 @@ pub fn http() -> reqwest::Client {
     toolgate::http::client_builder()
         .build()
         .expect("http client")
+}
+
+/// A tmux server of the test's own, killed when dropped, with one session running `command`.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn start(command: &str, env: &[(&str, &str)], width: u16, height: u16) -> Self {
+        let socket = format!("toolgate-test-{}-{}", std::process::id(), free_port());
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.args([
+            "-L",
+            &socket,
+            "new-session",
+            "-d",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+        ]);
+        for (k, v) in env {
+            cmd.args(["-e", &format!("{k}={v}")]);
+        }
+        let status = cmd
+            .arg(command)
+            .status()
+            .expect("tmux is installed (./.ci/run installs it)");
+        assert!(status.success(), "tmux could not start a session");
+        Self { socket }
+    }
+
+    pub fn send(&self, keys: &[&str]) {
+        let status = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+
+    pub fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text`, and returns the screen.
+    pub async fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}; it shows:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
 }

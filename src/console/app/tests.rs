@@ -341,3 +341,38 @@ fn a_small_terminal_gets_a_message() {
         .collect();
     assert!(text.contains("terminal too small: 60x20"), "{text}");
 }
+
+#[test]
+fn an_approval_then_its_consumption_keeps_the_row_with_its_fate() {
+    let mut app = connected_app();
+    feed(
+        &mut app,
+        [
+            decision(1, "hold", "write_page"),
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+        ],
+    );
+    let mut approved = app.holds[0].clone();
+    approved.resolution = Some(Resolution::Approved);
+    approved.resolved_by = Some("olga".into());
+    let call_id = approved.call_id.clone();
+    app.on_net(NetEvent::Resolved {
+        call_id: call_id.clone(),
+        outcome: Ok(Box::new(approved)),
+    });
+    feed(
+        &mut app,
+        [
+            json!({"seq": 3, "kind": "hold.resolved", "call_id": call_id, "resolution": "approved", "by": "olga", "reason": null}),
+            json!({"seq": 4, "kind": "hold.resolved", "call_id": call_id, "resolution": "consumed", "by": "client", "reason": null}),
+            decision(5, "allow", "read_page"),
+        ],
+    );
+    app.expire_fates(Instant::now());
+    assert_eq!(app.holds.len(), 1, "{:?}", app.holds);
+    assert_eq!(
+        app.holds[0].resolved_by.as_deref(),
+        Some("olga"),
+        "the operator's fate, not the consumption"
+    );
+}
