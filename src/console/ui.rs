@@ -297,31 +297,39 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
             row
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
+    let wide = area.width >= 120;
+    let widths: Vec<Constraint> = if wide {
+        vec![
             Constraint::Length(6),
+            Constraint::Length(22),
             Constraint::Length(20),
-            Constraint::Length(18),
-            Constraint::Min(16),
+            Constraint::Min(20),
             Constraint::Length(12),
-            Constraint::Length(16),
+            Constraint::Length(18),
             Constraint::Length(9),
-        ],
-    )
-    .header(
-        TableRow::new([
-            "left",
-            "state",
-            "identity",
-            "upstream/tool",
-            "risk",
-            "target",
-            "call",
-        ])
-        .style(Style::new().add_modifier(Modifier::BOLD)),
-    )
-    .block(Block::new().borders(Borders::TOP).title(" held calls "));
+        ]
+    } else {
+        vec![
+            Constraint::Length(5),
+            Constraint::Length(18),
+            Constraint::Length(14),
+            Constraint::Min(16),
+            Constraint::Length(11),
+            Constraint::Length(10),
+        ]
+    };
+    let header = [
+        "left",
+        "state",
+        "identity",
+        "upstream/tool",
+        "risk",
+        "target",
+        "call",
+    ];
+    let table = Table::new(rows, widths)
+        .header(TableRow::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(Block::new().borders(Borders::TOP).title(" held calls "));
     frame.render_widget(table, area);
 }
 

@@ -319,14 +319,20 @@ fn snapshot_detail_confirm_and_help() {
     let mut app = sample_app();
     app.on_key(ch('k'));
     app.on_key(key(KeyCode::Enter));
-    insta::assert_snapshot!("detail_80x24", render(&app, 80, 24).backend());
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("detail_{w}x{h}"), render(&app, w, h).backend());
+    }
     app.on_key(key(KeyCode::Esc));
     app.view = View::Held;
     app.on_key(ch('a'));
-    insta::assert_snapshot!("confirm_80x24", render(&app, 80, 24).backend());
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("confirm_{w}x{h}"), render(&app, w, h).backend());
+    }
     app.on_key(key(KeyCode::Esc));
     app.on_key(ch('?'));
-    insta::assert_snapshot!("help_120x40", render(&app, 120, 40).backend());
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("help_{w}x{h}"), render(&app, w, h).backend());
+    }
 }
 
 #[test]
