@@ -131,6 +131,13 @@ pub enum EventBody {
         by: String,
         reason: Option<String>,
     },
+    #[serde(rename = "call.completed")]
+    CallCompleted {
+        call_id: String,
+        result: CallResult,
+        upstream_status: Option<u16>,
+        duration_ms: u64,
+    },
     #[serde(rename = "tool.discovered")]
     ToolDiscovered(ToolRow),
     #[serde(rename = "tool.changed")]
@@ -166,6 +173,7 @@ impl EventBody {
             EventBody::Decision(_) => "decision",
             EventBody::HoldCreated { .. } => "hold.created",
             EventBody::HoldResolved { .. } => "hold.resolved",
+            EventBody::CallCompleted { .. } => "call.completed",
             EventBody::ToolDiscovered(_) => "tool.discovered",
             EventBody::ToolChanged { .. } => "tool.changed",
             EventBody::RiskChanged { .. } => "risk.changed",
@@ -177,9 +185,9 @@ impl EventBody {
     pub fn call_id(&self) -> Option<&str> {
         match self {
             EventBody::Decision(d) => Some(&d.call_id),
-            EventBody::HoldCreated { call_id, .. } | EventBody::HoldResolved { call_id, .. } => {
-                Some(call_id)
-            }
+            EventBody::HoldCreated { call_id, .. }
+            | EventBody::HoldResolved { call_id, .. }
+            | EventBody::CallCompleted { call_id, .. } => Some(call_id),
             _ => None,
         }
     }
@@ -335,4 +343,17 @@ pub struct RiskEdit {
     pub expected_version: u64,
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// How a call that went upstream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallResult {
+    Ok,
+    /// The tool ran and reported an error (`isError`).
+    ToolError,
+    /// The upstream failed: unreachable, a non-2xx status, or a JSON-RPC error.
+    UpstreamError,
+    /// The client went away before the answer was through.
+    ClientGone,
 }

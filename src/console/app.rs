@@ -131,6 +131,8 @@ pub struct App {
     pub holds: Vec<HoldView>,
     pub held_selected: usize,
     pub fates: HashMap<String, Fate>,
+    /// How each call that went upstream ended, by call id, as `call.completed` said.
+    pub completions: HashMap<String, Value>,
     pub detail: bool,
     /// A short message for the status line, and when it was set.
     pub flash: Option<(String, Instant)>,
@@ -158,6 +160,7 @@ impl App {
             holds: Vec::new(),
             held_selected: 0,
             fates: HashMap::new(),
+            completions: HashMap::new(),
             detail: false,
             flash: None,
             dirty: true,
@@ -198,7 +201,14 @@ impl App {
         }
         self.max_seq = seq;
         if self.ring.len() == self.ring_size {
-            self.ring.pop_front();
+            // What the ring forgets, the side tables forget too, so memory stays bounded.
+            if let Some(old) = self.ring.pop_front() {
+                let held = self.holds.iter().any(|h| h.call_id == old.call_id());
+                if !held {
+                    self.fates.remove(old.call_id());
+                }
+                self.completions.remove(old.call_id());
+            }
             if !self.follow && self.selected > 0 {
                 // The paused row keeps its place among the newest rows it can.
                 self.selected = self.selected.min(self.ring.len().saturating_sub(1));
@@ -335,6 +345,14 @@ impl App {
                             h.resolved_by = Some(by);
                         }
                     }
+                }
+            }
+            Some("call.completed") => {
+                self.max_seq = self.max_seq.max(seq);
+                if let Some(call_id) = e["call_id"].as_str()
+                    && self.ring.iter().any(|r| r.call_id() == call_id)
+                {
+                    self.completions.insert(call_id.to_owned(), e);
                 }
             }
             _ => self.max_seq = self.max_seq.max(seq),

@@ -396,6 +396,17 @@ fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         Some(f) => format!("{} by {}", f.resolution.as_str(), f.by),
         None => "—".into(),
     };
+    let upstream = match app.completions.get(call_id) {
+        Some(c) => format!(
+            "{} (HTTP {}, {} ms)",
+            c["result"].as_str().unwrap_or("?"),
+            c["upstream_status"]
+                .as_u64()
+                .map_or("-".into(), |s| s.to_string()),
+            c["duration_ms"].as_u64().unwrap_or(0)
+        ),
+        None => "—".into(),
+    };
     let mut lines = vec![
         Line::from(format!("call {call_id}  seq {}", row.seq)),
         Line::from(vec![
@@ -411,7 +422,8 @@ fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         ]),
         Line::from(format!("reason  {}", e["reason"].as_str().unwrap_or(""))),
         Line::from(format!("policy  {}", e["policy_ids"])),
-        Line::from(format!("fate    {fate}")),
+        Line::from(format!("hold    {fate}")),
+        Line::from(format!("result  {upstream}")),
         Line::from("arguments:"),
     ];
     let args = serde_json::to_string_pretty(&e["args"]).unwrap_or_default();

@@ -18,9 +18,11 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Gateway;
+use super::completion;
 use super::holds::Verdict;
 use super::mcp::ClientMessage;
 use super::proxy::{self, Upstream};
+use crate::api::CallResult;
 
 /// How often a waiting stream shows it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -66,7 +68,7 @@ pub fn respond(
 }
 
 async fn wait(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     held: HeldRequest,
     mut verdict: oneshot::Receiver<Verdict>,
     tx: &mpsc::Sender<Bytes>,
@@ -134,7 +136,7 @@ async fn wait(
     }
 }
 
-async fn answer(gw: &Gateway, held: &HeldRequest, verdict: Verdict, tx: &mpsc::Sender<Bytes>) {
+async fn answer(gw: &Arc<Gateway>, held: &HeldRequest, verdict: Verdict, tx: &mpsc::Sender<Bytes>) {
     match verdict {
         Verdict::Approved => run_approved(gw, held, tx).await,
         Verdict::Denied { by, reason } => {
@@ -158,7 +160,7 @@ async fn answer(gw: &Gateway, held: &HeldRequest, verdict: Verdict, tx: &mpsc::S
 }
 
 /// Sends the original bytes upstream, and re-frames the answer onto the open stream.
-async fn run_approved(gw: &Gateway, held: &HeldRequest, tx: &mpsc::Sender<Bytes>) {
+async fn run_approved(gw: &Arc<Gateway>, held: &HeldRequest, tx: &mpsc::Sender<Bytes>) {
     // A client that is gone never has its call run; the approval waits for a retry.
     if tx.is_closed() {
         return;
@@ -175,6 +177,7 @@ async fn run_approved(gw: &Gateway, held: &HeldRequest, tx: &mpsc::Sender<Bytes>
     let Some(upstream) = gw.upstreams.get(&held.upstream) else {
         return;
     };
+    let started = std::time::Instant::now();
     let response = match proxy::forward_to(gw, upstream, &held.headers, held.bytes.clone()).await {
         Ok(r) => r,
         Err(e) => {
@@ -184,18 +187,28 @@ async fn run_approved(gw: &Gateway, held: &HeldRequest, tx: &mpsc::Sender<Bytes>
                 held.upstream
             );
             send_result(&held.message, &text, tx).await;
+            completion::record(
+                gw,
+                held.call_id.clone(),
+                CallResult::UpstreamError,
+                None,
+                started,
+            );
             return;
         }
     };
-    reframe(upstream, &held.message, response, tx).await;
+    let status = response.status().as_u16();
+    let result = reframe(upstream, &held.message, response, tx).await;
+    completion::record(gw, held.call_id.clone(), result, Some(status), started);
 }
 
+/// Puts the upstream's answer on the held stream, and says how the call ended.
 async fn reframe(
     upstream: &Upstream,
     message: &ClientMessage,
     response: reqwest::Response,
     tx: &mpsc::Sender<Bytes>,
-) {
+) -> CallResult {
     let status = response.status();
     if !status.is_success() {
         let text = format!(
@@ -204,25 +217,42 @@ async fn reframe(
         );
         tracing::warn!(upstream = %upstream.config.name, %status, "upstream refused an approved call");
         send_result(message, &text, tx).await;
-        return;
+        return CallResult::UpstreamError;
     }
-    let is_sse = response
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    if is_sse {
+        .unwrap_or("")
+        .to_owned();
+    let id = message.id().cloned().unwrap_or(Value::Null);
+    let mut seen = Vec::new();
+    if content_type.starts_with("text/event-stream") {
         // Event by event, as the upstream sends them.
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else { return };
+            let Ok(chunk) = chunk else {
+                return CallResult::UpstreamError;
+            };
+            seen.extend_from_slice(&chunk);
             if tx.send(chunk).await.is_err() {
-                return;
+                return CallResult::ClientGone;
             }
         }
-    } else if let Ok(body) = response.bytes().await {
-        let _ = tx.send(sse_message(&String::from_utf8_lossy(&body))).await;
+    } else {
+        let Ok(body) = response.bytes().await else {
+            return CallResult::UpstreamError;
+        };
+        seen.extend_from_slice(&body);
+        if tx
+            .send(sse_message(&String::from_utf8_lossy(&body)))
+            .await
+            .is_err()
+        {
+            return CallResult::ClientGone;
+        }
     }
+    completion::judge(&content_type, &seen, &id)
 }
 
 /// One SSE `message` event; a multi-line payload becomes several `data:` lines.

@@ -1,6 +1,7 @@
 //! `toolgate gateway`: the MCP proxy that authenticates, reads and relays every call.
 
 pub mod catalog;
+pub mod completion;
 pub mod control;
 pub mod decide;
 pub mod held_stream;

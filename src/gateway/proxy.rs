@@ -21,13 +21,14 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
 use super::Gateway;
+use super::completion;
 use super::decide;
 use super::held_stream;
 use super::holds;
 use super::identity::{AuthError, Identity};
 use super::mcp::{self, ClientMessage, Era, INVALID_PARAMS, INVALID_REQUEST};
 use super::policy::CallFacts;
-use crate::api::{DecisionEvent, Outcome};
+use crate::api::{CallResult, DecisionEvent, Outcome};
 use crate::config::UpstreamConfig;
 
 /// The most of a `tools/list` answer kept aside for the catalog; a bigger one still
@@ -111,6 +112,9 @@ async fn relay_post(
             return Refusal::new(rejection.status, rejection.body()).into_response();
         }
     };
+    // The call that goes upstream now, when this is an allowed tools/call.
+    let mut allowed_call: Option<String> = None;
+    let started = std::time::Instant::now();
     if let Some((tool, args)) = message.tool_call() {
         let workflow = match decide::workflow_of(&message, &headers) {
             Ok(w) => w,
@@ -158,7 +162,7 @@ async fn relay_post(
             decision.policy_ids.join(",")
         };
         match decision.outcome {
-            Outcome::Allow => {}
+            Outcome::Allow => allowed_call = Some(decision.call_id.clone()),
             Outcome::Deny if upstream.config.hide_denied_tools => {
                 return unknown_tool_response(&message, tool);
             }
@@ -201,9 +205,16 @@ async fn relay_post(
         Ok(r) => r,
         Err(e) => {
             gw.metrics.upstream_error(&name);
+            if let Some(call_id) = allowed_call {
+                completion::record(&gw, call_id, CallResult::UpstreamError, None, started);
+            }
             return upstream_unreachable(&name, &message, &e);
         }
     };
+    if let Some(call_id) = allowed_call {
+        let id = message.id().cloned().unwrap_or(Value::Null);
+        return completion::relay(&gw, call_id, id, started, response);
+    }
     match listing_id {
         Some(id) if response.status().is_success() && upstream.config.hide_denied_tools => {
             filtered_listing(&gw, upstream, &identity, id, response).await
@@ -444,7 +455,7 @@ fn is_local_request_header(name: &HeaderName) -> bool {
     ) || is_hop_by_hop(name)
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

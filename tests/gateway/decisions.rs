@@ -356,3 +356,44 @@ async fn a_policy_file_is_loaded_once_and_again_only_when_it_changes() {
     .await;
     assert_eq!(changed.len(), 2);
 }
+
+#[tokio::test]
+async fn each_call_that_went_upstream_records_how_it_ended() {
+    let (_upstream, gw) = trusted_py().await;
+    call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "done"})).await;
+    // A missing required argument: the tool reports an error.
+    let failed = call_tool(&gw, AGENT_TOKEN, "read_page", json!({})).await;
+    assert_eq!(failed["result"]["isError"], true, "{failed}");
+    call_tool(&gw, AGENT_TOKEN, "delete_page", json!({"page_id": "never"})).await;
+    let completed = eventually("two call.completed events", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT body FROM events WHERE kind = 'call.completed' ORDER BY seq",
+        )
+        .await;
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    let events: Vec<Value> = completed
+        .iter()
+        .map(|r| serde_json::from_str(r[0].as_deref().unwrap()).unwrap())
+        .collect();
+    let decisions = decisions(&gw).await;
+    assert_eq!(events[0]["call_id"], decisions[0]["call_id"]);
+    assert_eq!(
+        (
+            events[0]["result"].as_str(),
+            events[0]["upstream_status"].as_u64()
+        ),
+        (Some("ok"), Some(200))
+    );
+    assert_eq!(events[1]["call_id"], decisions[1]["call_id"]);
+    assert_eq!(events[1]["result"], "tool_error");
+    assert!(events.iter().all(|e| e["duration_ms"].as_u64().is_some()));
+    // The denied call never went upstream, so it has no completion.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["call_id"] == decisions[2]["call_id"])
+    );
+}

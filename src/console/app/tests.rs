@@ -235,6 +235,8 @@ fn sample_app() -> App {
         &mut app,
         [
             decision(1, "allow", "get_issue"),
+            json!({"seq": 1, "kind": "call.completed", "call_id": "01900000000000000000000000000001",
+                   "result": "ok", "upstream_status": 200, "duration_ms": 12}),
             decision(2, "deny", "delete_page"),
             decision(3, "hold", "create_issue"),
             hold_created(4, 3, "2026-11-26T10:14:30.000Z"),
@@ -317,7 +319,9 @@ fn snapshot_held_view_with_countdowns() {
 #[test]
 fn snapshot_detail_confirm_and_help() {
     let mut app = sample_app();
-    app.on_key(ch('k'));
+    for _ in 0..3 {
+        app.on_key(ch('k'));
+    }
     app.on_key(key(KeyCode::Enter));
     for (w, h) in [(80, 24), (120, 40)] {
         insta::assert_snapshot!(format!("detail_{w}x{h}"), render(&app, w, h).backend());
