@@ -39,6 +39,10 @@ pub enum Command {
         /// How many decisions to keep.
         #[arg(long, default_value_t = 10_000)]
         ring: usize,
+        /// The colour theme: default, light, high-contrast, mono, or one of your own in
+        /// <config dir>/toolgate/themes. NO_COLOR selects mono.
+        #[arg(long, default_value = "default")]
+        theme: String,
     },
     /// Print the gateway's events as JSON lines (replayed from --since, then live).
     Events {

@@ -39,12 +39,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             read_only,
             bell,
             ring,
+            theme,
         } => runtime()?.block_on(toolgate::console::run(toolgate::console::Options {
             gateway: control.gateway,
             token: control.token,
             read_only,
             bell,
             ring,
+            theme,
         })),
         Command::Events { control, since } => runtime()?.block_on(async {
             let client = ControlClient::new(&control.gateway, &control.token)?;

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod keymap;
 pub mod net;
+pub mod theme;
 pub mod ui;
 
 use std::io::{IsTerminal, Write};
@@ -33,17 +34,26 @@ pub struct Options {
     pub read_only: bool,
     pub bell: Bell,
     pub ring: usize,
+    pub theme: String,
+}
+
+/// Where a user's own themes live: `<config dir>/toolgate/themes`.
+pub fn user_themes_dir() -> Option<std::path::PathBuf> {
+    directories::ProjectDirs::from("", "", "toolgate").map(|d| d.config_dir().join("themes"))
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let client = ControlClient::new(&options.gateway, &options.token)?;
+    // A broken theme is reported before the screen is taken over.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let theme = theme::choose(&options.theme, no_color, user_themes_dir().as_deref())?;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("toolgate console needs a terminal");
     }
     // ratatui's init restores the terminal on panic as well as on return.
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableFocusChange);
-    let result = event_loop(&mut terminal, client, &options).await;
+    let result = event_loop(&mut terminal, client, &options, &theme).await;
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableFocusChange);
     ratatui::restore();
     result
@@ -53,9 +63,9 @@ async fn event_loop(
     terminal: &mut DefaultTerminal,
     client: ControlClient,
     options: &Options,
+    theme: &ui::Theme,
 ) -> anyhow::Result<()> {
     let mut app = App::new(options.ring, options.read_only);
-    let theme = ui::Theme::default();
     let (net_tx, mut net_rx) = mpsc::channel(1024);
     let network = tokio::spawn(net::run(client.clone(), options.ring, net_tx.clone()));
     let mut keys = EventStream::new();
@@ -65,7 +75,7 @@ async fn event_loop(
     let mut last_draw = Instant::now() - FRAME;
     loop {
         if app.dirty && last_draw.elapsed() >= FRAME {
-            terminal.draw(|f| ui::draw(f, &app, &theme, chrono::Utc::now()))?;
+            terminal.draw(|f| ui::draw(f, &app, theme, chrono::Utc::now()))?;
             app.dirty = false;
             last_draw = Instant::now();
         }

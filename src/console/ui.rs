@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Table, Wrap};
 use serde_json::Value;
@@ -17,32 +17,7 @@ pub const MIN_HEIGHT: u16 = 24;
 /// Below this many seconds left, a hold's countdown turns red.
 const NEAR_EXPIRY_SECS: i64 = 60;
 
-/// Semantic styles; a theme file will set them later.
-pub struct Theme {
-    pub allow: Style,
-    pub deny: Style,
-    pub hold: Style,
-    pub stale: Style,
-    pub header: Style,
-    pub selection: Style,
-    pub urgent: Style,
-    pub muted: Style,
-}
-
-impl Default for Theme {
-    fn default() -> Self {
-        Self {
-            allow: Style::new().fg(Color::Green),
-            deny: Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            hold: Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
-            stale: Style::new().add_modifier(Modifier::DIM),
-            header: Style::new().add_modifier(Modifier::REVERSED),
-            selection: Style::new().add_modifier(Modifier::REVERSED),
-            urgent: Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            muted: Style::new().add_modifier(Modifier::DIM),
-        }
-    }
-}
+pub use super::theme::Theme;
 
 pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
     let area = frame.area();
@@ -125,6 +100,16 @@ fn outcome_cell<'a>(app: &App, row: &Value, theme: &Theme) -> Cell<'a> {
     Cell::from(text).style(style)
 }
 
+fn risk_cell<'a>(risk: &str, theme: &Theme) -> Cell<'a> {
+    let style = match risk {
+        "read" => theme.risk_read,
+        "write" => theme.risk_write,
+        "destructive" => theme.risk_destructive,
+        _ => theme.risk_unclassified,
+    };
+    Cell::from(risk.to_owned()).style(style)
+}
+
 fn identity(row: &Value) -> String {
     let kind = match row["identity"]["kind"].as_str() {
         Some("oauth") => "user",
@@ -170,7 +155,7 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                     e["upstream"].as_str().unwrap_or(""),
                     e["tool"].as_str().unwrap_or("")
                 )),
-                Cell::from(e["risk"].as_str().unwrap_or("").to_owned()),
+                risk_cell(e["risk"].as_str().unwrap_or(""), theme),
                 outcome_cell(app, e, theme),
                 Cell::from(target(e)),
                 Cell::from(
@@ -246,7 +231,12 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     };
     let table = Table::new(rows, widths)
         .header(TableRow::new(header.to_vec()).style(Style::new().add_modifier(Modifier::BOLD)))
-        .block(Block::new().borders(Borders::TOP).title(title));
+        .block(
+            Block::new()
+                .borders(Borders::TOP)
+                .border_style(theme.border)
+                .title(title),
+        );
     frame.render_widget(table, area);
 }
 
@@ -287,7 +277,7 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
                 Cell::from(state).style(state_style),
                 Cell::from(identity(&call)),
                 Cell::from(format!("{}/{}", h.call.upstream, h.call.tool)),
-                Cell::from(h.call.risk.as_str()),
+                risk_cell(h.call.risk.as_str(), theme),
                 Cell::from(target(&call)),
                 Cell::from(short(&h.call_id).to_owned()),
             ]);
@@ -329,7 +319,12 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
     ];
     let table = Table::new(rows, widths)
         .header(TableRow::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
-        .block(Block::new().borders(Borders::TOP).title(" held calls "));
+        .block(
+            Block::new()
+                .borders(Borders::TOP)
+                .border_style(theme.border)
+                .title(" held calls "),
+        );
     frame.render_widget(table, area);
 }
 

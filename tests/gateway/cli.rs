@@ -104,3 +104,35 @@ fn policy_check_accepts_the_default_and_places_an_error() {
     assert!(err.contains("bad.cedar:2:8: invalid policy"), "{err}");
     assert!(err.contains("colour"), "{err}");
 }
+
+#[test]
+fn the_console_refuses_an_unknown_or_broken_theme_before_taking_the_terminal() {
+    let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["console", "--theme", "neon", "--token", "x"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("theme \"neon\": no such theme; the shipped ones are default, light, high-contrast, mono"), "{err}");
+
+    let home = tempfile::tempdir().unwrap();
+    let themes = home.path().join("toolgate/themes");
+    std::fs::create_dir_all(&themes).unwrap();
+    std::fs::write(
+        themes.join("ops.toml"),
+        "[outcome]\nallow = { fg = \"grene\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["console", "--theme", "ops", "--token", "x"])
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("ops.toml: line 2: unknown colour \"grene\""),
+        "{err}"
+    );
+}
