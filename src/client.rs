@@ -23,6 +23,8 @@ pub enum ClientError {
         code: String,
         message: String,
         hold: Option<Box<HoldView>>,
+        /// On a `stale_version`: the tool as it is now.
+        tool: Option<Box<Value>>,
     },
     #[error("the gateway's store was recreated or is behind this client: {0}")]
     Reset(String),
@@ -73,6 +75,10 @@ impl ControlClient {
                 code: e.error.code,
                 message: e.error.message,
                 hold: e.hold.map(Box::new),
+                tool: e
+                    .tool
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .map(Box::new),
             }),
             Err(_) => Err(ClientError::Unexpected(format!(
                 "HTTP {status}: {}",
@@ -129,6 +135,41 @@ impl ControlClient {
             .await
             .map_err(Box::new)?;
         Ok(socket)
+    }
+
+    /// The tool catalog, with call counts.
+    pub async fn tools(&self) -> Result<Vec<Value>, ClientError> {
+        let resp = self
+            .http
+            .get(self.api("/tools"))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let body = Self::json(resp).await?;
+        Ok(body["tools"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Sets a tool's risk class, if it is still at `expected_version`.
+    pub async fn set_risk(
+        &self,
+        upstream: &str,
+        tool: &str,
+        risk: crate::api::Risk,
+        expected_version: u64,
+    ) -> Result<Value, ClientError> {
+        let mut url = self.api("/tools");
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Url("bad origin".into()))?
+            .extend([upstream, tool, "risk"]);
+        let body = serde_json::json!({"risk": risk, "expected_version": expected_version});
+        let resp = self
+            .http
+            .put(url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        Self::json(resp).await
     }
 
     pub async fn holds(&self) -> Result<Vec<HoldView>, ClientError> {

@@ -17,6 +17,7 @@ pub const FATE_LINGER: Duration = Duration::from_secs(10);
 pub enum View {
     Live,
     Held,
+    Tools,
 }
 
 /// What the header says about the connection. It must always be the truth.
@@ -47,6 +48,14 @@ pub enum NetEvent {
     /// The store was recreated: forget everything and reload.
     Reset,
     Connection(Connection),
+    /// The catalog, as `GET /tools` gave it.
+    Tools(Vec<Value>),
+    /// The answer to a risk edit: the `risk.changed` event, or why not.
+    RiskEdited {
+        upstream: String,
+        tool: String,
+        outcome: Result<Value, RiskFailure>,
+    },
     /// The answer to an approve or deny.
     Resolved {
         call_id: String,
@@ -61,6 +70,13 @@ pub enum ResolveFailure {
     Other(String),
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub enum RiskFailure {
+    /// Someone changed the tool first; this is the tool as it is now.
+    Stale(Box<Value>),
+    Other(String),
+}
+
 /// What the app asks of the outside world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -68,6 +84,13 @@ pub enum Command {
         call_id: String,
         approve: bool,
         reason: Option<String>,
+    },
+    FetchTools,
+    SetRisk {
+        upstream: String,
+        tool: String,
+        risk: crate::api::Risk,
+        expected_version: u64,
     },
     Quit,
 }
@@ -130,6 +153,12 @@ pub struct App {
     pub new_while_paused: usize,
     pub holds: Vec<HoldView>,
     pub held_selected: usize,
+    pub tools: Vec<Value>,
+    pub tools_selected: usize,
+    /// Each tool's row before an edit that is not confirmed yet, to roll back to.
+    pending_edits: HashMap<(String, String), Value>,
+    /// The catalog changed; the main loop fetches it again.
+    pub want_tools: bool,
     pub fates: HashMap<String, Fate>,
     /// How each call that went upstream ended, by call id, as `call.completed` said.
     pub completions: HashMap<String, Value>,
@@ -159,6 +188,10 @@ impl App {
             new_while_paused: 0,
             holds: Vec::new(),
             held_selected: 0,
+            tools: Vec::new(),
+            tools_selected: 0,
+            pending_edits: HashMap::new(),
+            want_tools: false,
             fates: HashMap::new(),
             completions: HashMap::new(),
             detail: false,
@@ -273,6 +306,50 @@ impl App {
                 self.say("the gateway's store was recreated; reloaded");
             }
             NetEvent::Connection(c) => self.connection = c,
+            NetEvent::Tools(tools) => {
+                self.tools = tools;
+                self.tools_selected = self.tools_selected.min(self.tools.len().saturating_sub(1));
+            }
+            NetEvent::RiskEdited {
+                upstream,
+                tool,
+                outcome,
+            } => {
+                let before = self.pending_edits.remove(&(upstream.clone(), tool.clone()));
+                match outcome {
+                    Ok(event) => {
+                        if let Some(row) = self.tool_mut(&upstream, &tool) {
+                            row["version"] = event["version"].clone();
+                        }
+                        self.say(format!(
+                            "{upstream}/{tool} is now {}",
+                            event["to"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    Err(RiskFailure::Stale(current)) => {
+                        let by = current["updated_by"]
+                            .as_str()
+                            .unwrap_or("someone")
+                            .to_owned();
+                        let risk = current["risk"].as_str().unwrap_or("?").to_owned();
+                        if let Some(row) = self.tool_mut(&upstream, &tool) {
+                            *row = (*current).clone();
+                            row["calls"] =
+                                before.as_ref().map_or(Value::Null, |b| b["calls"].clone());
+                        }
+                        self.say(format!(
+                            "not changed: {by} set {tool} to {risk} first; try again"
+                        ));
+                    }
+                    Err(RiskFailure::Other(message)) => {
+                        if let (Some(before), Some(row)) = (before, self.tool_mut(&upstream, &tool))
+                        {
+                            *row = before;
+                        }
+                        self.say(format!("not changed: {message}"));
+                    }
+                }
+            }
             NetEvent::Resolved { call_id, outcome } => match outcome {
                 Ok(hold) => {
                     let hold = *hold;
@@ -347,6 +424,10 @@ impl App {
                     }
                 }
             }
+            Some("risk.changed" | "tool.discovered" | "tool.changed") => {
+                self.max_seq = self.max_seq.max(seq);
+                self.want_tools = true;
+            }
             Some("call.completed") => {
                 self.max_seq = self.max_seq.max(seq);
                 if let Some(call_id) = e["call_id"].as_str()
@@ -357,6 +438,38 @@ impl App {
             }
             _ => self.max_seq = self.max_seq.max(seq),
         }
+    }
+
+    fn tool_mut(&mut self, upstream: &str, tool: &str) -> Option<&mut Value> {
+        self.tools
+            .iter_mut()
+            .find(|t| t["upstream"] == upstream && t["name"] == tool)
+    }
+
+    /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
+    fn edit_risk(&mut self, risk: crate::api::Risk) -> Vec<Command> {
+        let Some(row) = self.tools.get_mut(self.tools_selected) else {
+            self.say("no tool selected");
+            return Vec::new();
+        };
+        let upstream = row["upstream"].as_str().unwrap_or("").to_owned();
+        let tool = row["name"].as_str().unwrap_or("").to_owned();
+        let expected_version = row["version"].as_u64().unwrap_or(0);
+        if row["risk"] == risk.as_str() {
+            self.say(format!("{tool} is already {risk}"));
+            return Vec::new();
+        }
+        let before = row.clone();
+        row["risk"] = Value::String(risk.as_str().to_owned());
+        row["source"] = Value::String("saving…".into());
+        self.pending_edits
+            .insert((upstream.clone(), tool.clone()), before);
+        vec![Command::SetRisk {
+            upstream,
+            tool,
+            risk,
+            expected_version,
+        }]
     }
 
     fn record_resolution(&mut self, hold: &HoldView) {
@@ -435,9 +548,15 @@ impl App {
         match command {
             "live" => self.view = View::Live,
             "held" => self.view = View::Held,
+            "tools" => {
+                self.view = View::Tools;
+                return vec![Command::FetchTools];
+            }
             "q" | "quit" => return vec![Command::Quit],
             "" => {}
-            other => self.say(format!("unknown command :{other} (try :live, :held, :q)")),
+            other => self.say(format!(
+                "unknown command :{other} (try :live, :held, :tools, :q)"
+            )),
         }
         Vec::new()
     }
@@ -498,7 +617,7 @@ impl App {
             Action::Back => {
                 if self.detail {
                     self.detail = false;
-                } else if self.view == View::Held {
+                } else if self.view != View::Live {
                     self.view = View::Live;
                 }
             }
@@ -510,6 +629,15 @@ impl App {
                 self.new_while_paused = 0;
             }
             Action::Detail => self.detail = !self.detail,
+            Action::SetRead
+            | Action::SetWrite
+            | Action::SetDestructive
+            | Action::SetUnclassified => {
+                if self.view != View::Tools {
+                    return Vec::new();
+                }
+                return self.edit_risk(action.risk().expect("a risk action"));
+            }
             Action::Approve | Action::Deny => {
                 if self.view != View::Held {
                     self.view = View::Held;
@@ -551,13 +679,17 @@ impl App {
                 // In the queue, down means later expiry.
                 self.held_selected = (self.held_selected as i64 - by).clamp(0, last) as usize;
             }
+            View::Tools => {
+                let last = self.tools.len().saturating_sub(1) as i64;
+                self.tools_selected = (self.tools_selected as i64 - by).clamp(0, last) as usize;
+            }
         }
     }
 }
 
 /// Completes a `:` command from its first letters.
 fn complete(text: &str) -> String {
-    ["live", "held", "quit"]
+    ["live", "held", "tools", "quit"]
         .into_iter()
         .find(|c| c.starts_with(text))
         .map_or_else(|| text.to_owned(), String::from)

@@ -15,18 +15,43 @@ pub enum Action {
     Detail,
     Approve,
     Deny,
+    /// In the tools view: set the selected tool's class.
+    SetRead,
+    SetWrite,
+    SetDestructive,
+    SetUnclassified,
 }
 
 impl Action {
     /// Actions that change the gateway; read-only mode hides and refuses them.
     pub fn mutates(self) -> bool {
-        matches!(self, Action::Approve | Action::Deny)
+        matches!(
+            self,
+            Action::Approve
+                | Action::Deny
+                | Action::SetRead
+                | Action::SetWrite
+                | Action::SetDestructive
+                | Action::SetUnclassified
+        )
+    }
+
+    /// The class a risk action sets.
+    pub fn risk(self) -> Option<crate::api::Risk> {
+        use crate::api::Risk;
+        match self {
+            Action::SetRead => Some(Risk::Read),
+            Action::SetWrite => Some(Risk::Write),
+            Action::SetDestructive => Some(Risk::Destructive),
+            Action::SetUnclassified => Some(Risk::Unclassified),
+            _ => None,
+        }
     }
 
     pub fn describe(self) -> &'static str {
         match self {
             Action::Quit => "quit",
-            Action::Command => "command (:live :held :q)",
+            Action::Command => "command (:live :held :tools :q)",
             Action::Help => "help",
             Action::Back => "back",
             Action::Up => "older / up",
@@ -35,6 +60,10 @@ impl Action {
             Action::Detail => "details",
             Action::Approve => "approve",
             Action::Deny => "deny",
+            Action::SetRead => "class: read",
+            Action::SetWrite => "class: write",
+            Action::SetDestructive => "class: destructive",
+            Action::SetUnclassified => "class: unclassified",
         }
     }
 }
@@ -82,6 +111,10 @@ impl Default for Keymap {
                 b("enter", KeyCode::Enter, Action::Detail),
                 b("a", KeyCode::Char('a'), Action::Approve),
                 b("d", KeyCode::Char('d'), Action::Deny),
+                b("r", KeyCode::Char('r'), Action::SetRead),
+                b("w", KeyCode::Char('w'), Action::SetWrite),
+                b("x", KeyCode::Char('x'), Action::SetDestructive),
+                b("u", KeyCode::Char('u'), Action::SetUnclassified),
             ],
         }
     }

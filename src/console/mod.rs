@@ -109,6 +109,10 @@ async fn event_loop(
                             Command::Resolve { call_id, approve, reason } => {
                                 net::resolve(client.clone(), call_id, approve, reason, net_tx.clone());
                             }
+                            Command::FetchTools => net::fetch_tools(client.clone(), net_tx.clone()),
+                            Command::SetRisk { upstream, tool, risk, expected_version } => {
+                                net::set_risk(client.clone(), upstream, tool, risk, expected_version, net_tx.clone());
+                            }
                         }
                     }
                 }
@@ -124,6 +128,9 @@ async fn event_loop(
                 // Take what else has arrived, so a burst costs one frame.
                 while let Ok(more) = net_rx.try_recv() {
                     app.on_net(more);
+                }
+                if std::mem::take(&mut app.want_tools) && app.view == app::View::Tools {
+                    net::fetch_tools(client.clone(), net_tx.clone());
                 }
             }
             _ = second.tick() => {

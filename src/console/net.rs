@@ -165,3 +165,44 @@ pub fn resolve(
         let _ = tx.send(NetEvent::Resolved { call_id, outcome }).await;
     });
 }
+
+/// Fetches the catalog on its own task.
+pub fn fetch_tools(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        if let Ok(tools) = client.tools().await {
+            let _ = tx.send(NetEvent::Tools(tools)).await;
+        }
+    });
+}
+
+/// Sets a tool's class on its own task, and reports back.
+pub fn set_risk(
+    client: ControlClient,
+    upstream: String,
+    tool: String,
+    risk: crate::api::Risk,
+    expected_version: u64,
+    tx: mpsc::Sender<NetEvent>,
+) {
+    tokio::spawn(async move {
+        let outcome = match client
+            .set_risk(&upstream, &tool, risk, expected_version)
+            .await
+        {
+            Ok(event) => Ok(event),
+            Err(ClientError::Api {
+                code,
+                tool: Some(current),
+                ..
+            }) if code == "stale_version" => Err(super::app::RiskFailure::Stale(current)),
+            Err(e) => Err(super::app::RiskFailure::Other(e.to_string())),
+        };
+        let _ = tx
+            .send(NetEvent::RiskEdited {
+                upstream,
+                tool,
+                outcome,
+            })
+            .await;
+    });
+}

@@ -40,6 +40,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
     match app.view {
         View::Live => draw_live(frame, app, theme, body),
         View::Held => draw_held(frame, app, theme, body, now),
+        View::Tools => draw_tools(frame, app, theme, body),
     }
     draw_hints(frame, app, theme, hints);
     draw_status(frame, app, status);
@@ -68,6 +69,7 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: Dat
     let view = match app.view {
         View::Live => "live",
         View::Held => "held",
+        View::Tools => "tools",
     };
     let mut spans = vec![Span::raw(format!(
         " toolgate · {view} · {connection} · held: {} ",
@@ -328,12 +330,98 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
     frame.render_widget(table, area);
 }
 
+fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let rows: Vec<TableRow> = app
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let annotations = t["annotations"]
+                .as_object()
+                .map(|a| {
+                    a.iter()
+                        .filter(|(_, v)| v.as_bool() == Some(true))
+                        .map(|(k, _)| k.trim_end_matches("Hint"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "none".into());
+            let changed = t["source"] == "reset";
+            let calls = &t["calls"];
+            let mut row = TableRow::new(vec![
+                Cell::from(format!(
+                    "{}/{}",
+                    t["upstream"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or("")
+                )),
+                risk_cell(t["risk"].as_str().unwrap_or(""), theme),
+                Cell::from(format!(
+                    "{} ({})",
+                    t["suggested_risk"].as_str().unwrap_or(""),
+                    t["source"].as_str().unwrap_or("")
+                )),
+                Cell::from(if changed { "CHANGED" } else { "" }).style(theme.urgent),
+                Cell::from(annotations),
+                Cell::from(format!(
+                    "{} v{}",
+                    t["updated_by"].as_str().unwrap_or(""),
+                    t["version"].as_u64().unwrap_or(0)
+                )),
+                Cell::from(format!(
+                    "{}/{}/{}",
+                    calls["allow"].as_u64().unwrap_or(0),
+                    calls["hold"].as_u64().unwrap_or(0),
+                    calls["deny"].as_u64().unwrap_or(0)
+                )),
+            ]);
+            if i == app.tools_selected {
+                row = row.style(theme.selection);
+            }
+            row
+        })
+        .collect();
+    // Below 120 columns, annotations and the last change give their room to the rest.
+    let wide = area.width >= 120;
+    let hidden = Constraint::Length(0);
+    let widths = [
+        Constraint::Min(24),
+        Constraint::Length(12),
+        Constraint::Length(if wide { 26 } else { 22 }),
+        Constraint::Length(8),
+        if wide { Constraint::Length(16) } else { hidden },
+        if wide { Constraint::Length(16) } else { hidden },
+        Constraint::Length(10),
+    ];
+    let header = [
+        "upstream/tool",
+        "risk",
+        "suggested (source)",
+        "",
+        "annotations",
+        "last change",
+        "a/h/d",
+    ];
+    let table = Table::new(rows, widths)
+        .header(TableRow::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(
+            Block::new()
+                .borders(Borders::TOP)
+                .border_style(theme.border)
+                .title(" tools "),
+        );
+    frame.render_widget(table, area);
+}
+
 /// The current view's keys, most useful first, so the narrowest terminal still shows them.
 fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     use super::keymap::Action;
     let relevant = |a: Action| match app.view {
         View::Live => !a.mutates(),
-        View::Held => !matches!(a, Action::Follow | Action::Detail),
+        View::Held => !matches!(a, Action::Follow | Action::Detail) && a.risk().is_none(),
+        View::Tools => !matches!(
+            a,
+            Action::Follow | Action::Detail | Action::Approve | Action::Deny
+        ),
     };
     let mut entries: Vec<_> = app
         .keymap

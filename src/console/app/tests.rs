@@ -386,3 +386,92 @@ fn an_approval_then_its_consumption_keeps_the_row_with_its_fate() {
         "the operator's fate, not the consumption"
     );
 }
+
+fn tool_row(name: &str, risk: &str, version: u64) -> Value {
+    json!({"upstream": "atlassian", "name": name, "title": null, "annotations": {"readOnlyHint": false, "destructiveHint": true},
+           "definition_sha256": "ab", "suggested_risk": "write", "risk": risk, "source": "annotations",
+           "version": version, "updated_by": "toolgate", "updated_at": "2026-11-26T10:00:00.000Z", "note": null,
+           "calls": {"allow": 3, "deny": 1, "hold": 2}})
+}
+
+#[test]
+fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
+    let mut app = connected_app();
+    app.on_net(NetEvent::Tools(vec![
+        tool_row("create_issue", "write", 3),
+        tool_row("delete_page", "destructive", 1),
+    ]));
+    app.view = View::Tools;
+    let commands = app.on_key(ch('r'));
+    assert_eq!(
+        commands,
+        vec![Command::SetRisk {
+            upstream: "atlassian".into(),
+            tool: "create_issue".into(),
+            risk: crate::api::Risk::Read,
+            expected_version: 3
+        }]
+    );
+    assert_eq!(app.tools[0]["risk"], "read", "the change shows at once");
+    // Someone else changed it first: the row is what the gateway says it is now.
+    let mut current = tool_row("create_issue", "destructive", 4);
+    current["updated_by"] = json!("bob");
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "create_issue".into(),
+        outcome: Err(RiskFailure::Stale(Box::new(current))),
+    });
+    assert_eq!(
+        (
+            app.tools[0]["risk"].as_str(),
+            app.tools[0]["version"].as_u64()
+        ),
+        (Some("destructive"), Some(4))
+    );
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "not changed: bob set create_issue to destructive first; try again"
+    );
+    // Any other failure restores the row as it was.
+    app.on_key(ch('u'));
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "create_issue".into(),
+        outcome: Err(RiskFailure::Other("store_unavailable".into())),
+    });
+    assert_eq!(app.tools[0]["risk"], "destructive");
+    // And a success keeps it, at the new version.
+    app.on_key(ch('w'));
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "create_issue".into(),
+        outcome: Ok(json!({"kind": "risk.changed", "to": "write", "version": 5})),
+    });
+    assert_eq!(
+        (
+            app.tools[0]["risk"].as_str(),
+            app.tools[0]["version"].as_u64()
+        ),
+        (Some("write"), Some(5))
+    );
+    let read_only = &mut App::new(10, true);
+    read_only.on_net(NetEvent::Tools(vec![tool_row("create_issue", "write", 3)]));
+    read_only.view = View::Tools;
+    assert!(
+        read_only.on_key(ch('r')).is_empty(),
+        "read-only refuses risk edits"
+    );
+}
+
+#[test]
+fn snapshot_tools_view() {
+    let mut app = connected_app();
+    app.on_net(NetEvent::Tools(vec![
+        tool_row("create_issue", "write", 3),
+        tool_row("delete_page", "destructive", 1),
+    ]));
+    app.view = View::Tools;
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("tools_{w}x{h}"), render(&app, w, h).backend());
+    }
+}
