@@ -14,6 +14,8 @@ use crate::api::Resolution;
 
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
+/// From this width, tables show every column.
+pub const WIDE: u16 = 120;
 /// Below this many seconds left, a hold's countdown turns red.
 const NEAR_EXPIRY_SECS: i64 = 60;
 
@@ -188,7 +190,7 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         " decisions "
     };
     // Below 120 columns the policy and timing columns give their room to the rest.
-    let wide = area.width >= 120;
+    let wide = area.width >= WIDE;
     let widths: Vec<Constraint> = if wide {
         vec![
             Constraint::Length(8),
@@ -289,7 +291,7 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
             row
         })
         .collect();
-    let wide = area.width >= 120;
+    let wide = area.width >= WIDE;
     let widths: Vec<Constraint> = if wide {
         vec![
             Constraint::Length(6),
@@ -381,7 +383,7 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         })
         .collect();
     // Below 120 columns, annotations and the last change give their room to the rest.
-    let wide = area.width >= 120;
+    let wide = area.width >= WIDE;
     let hidden = Constraint::Length(0);
     let widths = [
         Constraint::Min(24),
