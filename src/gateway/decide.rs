@@ -64,10 +64,9 @@ impl TargetFinder {
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         };
-        let whole = Value::Object(args.clone());
         for (glob, pointer, kind) in &self.rules {
             if glob.matches(tool)
-                && let Some(id) = whole.pointer(pointer).and_then(scalar)
+                && let Some(id) = super::pointer::get(args, pointer).and_then(scalar)
             {
                 return Some(Target {
                     kind: kind.clone(),
@@ -141,7 +140,7 @@ impl Gateway {
             upstream: upstream.to_owned(),
             tool: tool.to_owned(),
             risk,
-            identity: identity.as_ref(),
+            identity: identity.to_wire(),
             target,
             workflow,
             outcome: decision.outcome,

@@ -145,8 +145,12 @@ impl Holds {
         })
     }
 
-    /// Records a hold and returns what its waiting client listens on.
-    pub async fn create(&self, new: NewHold) -> Result<oneshot::Receiver<Verdict>, StoreError> {
+    /// Records a hold; returns what its waiting client listens on, and when the hold
+    /// stops being approvable (RFC 3339).
+    pub async fn create(
+        &self,
+        new: NewHold,
+    ) -> Result<(oneshot::Receiver<Verdict>, String), StoreError> {
         let call_id = new.call.decision.call_id.clone();
         let created = Utc::now();
         let expires_at = created + new.ttl;
@@ -184,16 +188,7 @@ impl Holds {
                 resolution: None,
             },
         );
-        Ok(rx)
-    }
-
-    /// When a hold stops being approvable (RFC 3339).
-    pub async fn expires_at(&self, call_id: &str) -> Option<String> {
-        self.holds
-            .lock()
-            .await
-            .get(call_id)
-            .map(|h| rfc3339(h.expires_at))
+        Ok((rx, rfc3339(expires_at)))
     }
 
     /// The client stopped waiting (its wait ended, or it went away): the hold stays

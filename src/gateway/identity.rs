@@ -36,7 +36,7 @@ impl Identity {
         format!("{}:{}", self.kind.as_str(), self.name)
     }
 
-    pub fn as_ref(&self) -> IdentityRef {
+    pub fn to_wire(&self) -> IdentityRef {
         IdentityRef {
             kind: self.kind,
             name: self.name.clone(),

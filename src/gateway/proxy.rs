@@ -126,10 +126,12 @@ async fn relay_post(
             }
         };
         let mut decision = gw.evaluate_call(&identity, &name, tool, args, workflow);
-        let hash = holds::call_hash(&identity, &name, tool, args);
-        if decision.outcome == Outcome::Hold {
+        // Only a held call needs its identity hash: for a retry, or for its hold.
+        let hash = (decision.outcome == Outcome::Hold)
+            .then(|| holds::call_hash(&identity, &name, tool, args));
+        if let Some(hash) = &hash {
             // The identical call, approved after its client stopped waiting, runs once.
-            match gw.holds.consume_identical(&hash, chrono::Utc::now()).await {
+            match gw.holds.consume_identical(hash, chrono::Utc::now()).await {
                 Ok(Some(approved)) => {
                     decision.outcome = Outcome::Allow;
                     decision.reason = format!(
@@ -171,6 +173,7 @@ async fn relay_post(
                 return deny_response(&message, &text);
             }
             Outcome::Hold => {
+                let hash = hash.expect("a held call's hash is computed above");
                 return hold(
                     &gw, upstream, identity, &headers, message, bytes, decision, hash,
                 )
@@ -265,14 +268,13 @@ async fn hold(
         request_id: message.id().cloned().unwrap_or(Value::Null),
         ttl,
     };
-    let verdict = match gw.holds.create(new).await {
-        Ok(v) => v,
+    let (verdict, expires_at) = match gw.holds.create(new).await {
+        Ok(created) => created,
         Err(e) => {
             tracing::error!(%call_id, error = %e, "hold not stored; call denied");
             return deny_response(&message, "toolgate: audit store unavailable");
         }
     };
-    let expires_at = gw.holds.expires_at(&call_id).await.unwrap_or_default();
     let mut notice = notice;
     notice["expires_at"] = json!(expires_at);
     gw.notifier.send(notice);

@@ -87,12 +87,7 @@ pub async fn set_risk(
             failure.body.tool = Some(*current);
             failure.into_response()
         }
-        Err(e) => ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
     }
 }
 
@@ -108,12 +103,7 @@ pub async fn get_policy(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> R
         Ok(None) => {
             ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no policy stored").into_response()
         }
-        Err(e) => ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
     }
 }
 
@@ -166,11 +156,6 @@ pub async fn put_policy(
                 .map(|e| serde_json::to_value(e).unwrap_or_default());
             json_response(StatusCode::OK, &event.unwrap_or_default())
         }
-        Err(e) => ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
     }
 }

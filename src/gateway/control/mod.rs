@@ -88,6 +88,17 @@ impl ApiFailure {
     }
 }
 
+impl ApiFailure {
+    /// 503 `store_unavailable`: the store could not answer or commit in time.
+    pub fn store_unavailable(e: &crate::gateway::store::StoreError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    }
+}
+
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let mut resp = json_response(

@@ -70,12 +70,7 @@ pub async fn decisions(
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     match gw.store.decisions(limit, q.before).await {
         Ok(decisions) => json_response(StatusCode::OK, &json!({"decisions": decisions})),
-        Err(e) => ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
     }
 }
 
@@ -95,12 +90,7 @@ pub async fn tools(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respon
                 .collect();
             json_response(StatusCode::OK, &json!({"tools": tools}))
         }
-        Err(e) => ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
     }
 }
 

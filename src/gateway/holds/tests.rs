@@ -71,7 +71,7 @@ async fn hold_for(
         upstream: "wiki".into(),
         tool: tool.into(),
         risk,
-        identity: identity.as_ref().as_ref(),
+        identity: identity.to_wire(),
         target: None,
         workflow: None,
         outcome: Outcome::Hold,
@@ -81,7 +81,7 @@ async fn hold_for(
         args: Value::Object(args.clone()),
         args_truncated: false,
     };
-    let rx = holds
+    let (rx, _expires_at) = holds
         .create(NewHold {
             call_hash: call_hash(&identity, "wiki", tool, &args),
             call: HeldCall {
@@ -400,7 +400,7 @@ async fn after_a_restart_a_rule_on_a_redacted_argument_denies_the_approval() {
         upstream: "wiki".into(),
         tool: "write_page".into(),
         risk: Risk::Write,
-        identity: identity.as_ref().as_ref(),
+        identity: identity.to_wire(),
         target: None,
         workflow: None,
         outcome: Outcome::Hold,
