@@ -6,7 +6,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::decisions::{answer_of, call_tool, result_text};
-use crate::relay::{modern_call, modern_request};
 use crate::support::*;
 
 const APPROVER: &str = "tg_test-console-approver";
@@ -33,23 +32,7 @@ async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_sur
     tmux.wait_for("page:before").await;
 
     // An API token's write is held; the client waits on its stream.
-    let client = tokio::spawn({
-        let url = gw.url("py");
-        async move {
-            let call = modern_call(
-                9,
-                "write_page",
-                json!({"page_id": "tmux", "body": "hi"}),
-                json!({}),
-            );
-            let resp = modern_request(&http(), &url, "write_page", call.to_string())
-                .bearer_auth(AGENT_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            resp.text().await.unwrap()
-        }
-    });
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "tmux", "hi", json!({}));
     tmux.wait_for("held: 1").await;
     tmux.send(&[":held", "Enter"]);
     tmux.wait_for("waiting").await;

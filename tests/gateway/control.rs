@@ -6,7 +6,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::decisions::{answer_of, call_tool, result_text};
-use crate::relay::{modern_call, modern_request};
 use crate::support::*;
 
 const ADMIN: &str = "tg_test-control-admin";
@@ -69,22 +68,7 @@ fn code(body: &Value) -> &str {
 
 /// Starts a held write in the background and returns its call id once it waits.
 async fn start_hold(gw: &GatewayProc, page: &str) -> (String, tokio::task::JoinHandle<String>) {
-    let url = gw.url("py");
-    let page_owned = page.to_owned();
-    let client = tokio::spawn(async move {
-        let call = modern_call(
-            3,
-            "write_page",
-            json!({"page_id": page_owned, "body": "b"}),
-            json!({}),
-        );
-        let resp = modern_request(&http(), &url, "write_page", call.to_string())
-            .bearer_auth(AGENT_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        resp.text().await.unwrap()
-    });
+    let client = spawn_write_page(gw, AGENT_TOKEN, page, "b", json!({}));
     let call_id = eventually("the hold", || async {
         let (_, body) = api(
             gw,

@@ -3,7 +3,6 @@
 use serde_json::{Value, json};
 
 use crate::identity::user_jwt;
-use crate::relay::{modern_call, modern_request};
 use crate::support::*;
 
 pub async fn call_tool(gw: &GatewayProc, token: &str, tool: &str, args: Value) -> Value {

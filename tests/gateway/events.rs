@@ -216,8 +216,8 @@ struct GatewayRef {
 
 impl GatewayRef {
     async fn call(&self, tool: &str, page: &str) {
-        let body = crate::relay::modern_call(1, tool, json!({"page_id": page}), json!({}));
-        let resp = crate::relay::modern_request(
+        let body = modern_call(1, tool, json!({"page_id": page}), json!({}));
+        let resp = modern_request(
             &http(),
             &format!("http://{}/mcp/py", self.addr),
             tool,

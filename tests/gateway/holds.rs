@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::decisions::{answer_of, result_text};
-use crate::relay::{modern_call, modern_request};
 use crate::support::*;
 
 const ALICE: &str = "tg_test-operator-alice";
@@ -146,24 +145,13 @@ fn runs_of(upstream: &PyUpstream, marker: &str) -> usize {
 #[tokio::test]
 async fn a_token_write_approved_within_the_wait_gets_the_real_result_on_its_stream() {
     let (upstream, gw) = setup("", 30).await;
-    let client = tokio::spawn({
-        let url = gw.url("py");
-        async move {
-            let call = modern_call(
-                7,
-                "write_page",
-                json!({"page_id": "MARK-WAIT", "body": "hello"}),
-                json!({"progressToken": "w7"}),
-            );
-            let resp = modern_request(&http(), &url, "write_page", call.to_string())
-                .bearer_auth(AGENT_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.headers()["content-type"], "text/event-stream");
-            resp.text().await.unwrap()
-        }
-    });
+    let client = spawn_write_page(
+        &gw,
+        AGENT_TOKEN,
+        "MARK-WAIT",
+        "hello",
+        json!({"progressToken": "w7"}),
+    );
     let call_id = wait_for_hold(&gw, "waiting").await;
     assert_eq!(
         runs_of(&upstream, "MARK-WAIT"),
@@ -260,30 +248,15 @@ async fn an_approval_after_the_wait_serves_exactly_one_identical_retry() {
 #[tokio::test]
 async fn denial_and_expiry_come_back_as_denies() {
     let (upstream, gw) = setup("", 30).await;
-    let client = tokio::spawn({
-        let gw_url = gw.url("py");
-        async move {
-            let call = modern_call(
-                7,
-                "write_page",
-                json!({"page_id": "MARK-DENY", "body": "x"}),
-                json!({}),
-            );
-            let resp = modern_request(&http(), &gw_url, "write_page", call.to_string())
-                .bearer_auth(AGENT_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            answer(resp).await
-        }
-    });
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "MARK-DENY", "x", json!({}));
     let call_id = wait_for_hold(&gw, "waiting").await;
     let (status, _) = resolve(&gw, BOB, &call_id, "deny", Some("not during the freeze")).await;
     assert_eq!(status, 200);
-    let denied = tokio::time::timeout(Duration::from_secs(10), client)
+    let text = tokio::time::timeout(Duration::from_secs(10), client)
         .await
         .unwrap()
         .unwrap();
+    let denied = answer_of(&text).unwrap();
     assert_eq!(
         result_text(&denied),
         format!("Denied by toolgate: bob denied the held call {call_id}: not during the freeze")

@@ -3,7 +3,6 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::relay::{modern_call, modern_request};
 use crate::support::*;
 
 const ISSUER: &str = "https://idp.test/";

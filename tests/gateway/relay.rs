@@ -60,34 +60,6 @@ async fn python_client_negotiates_2026_07_28_with_the_python_server() {
     assert_eq!(stable(&via), stable(&direct));
 }
 
-pub fn modern_call(id: u64, tool: &str, args: Value, extra_meta: Value) -> Value {
-    let mut meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}
-    });
-    meta.as_object_mut()
-        .unwrap()
-        .extend(extra_meta.as_object().unwrap().clone());
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-           "params": {"name": tool, "arguments": args, "_meta": meta}})
-}
-
-pub fn modern_request(
-    client: &reqwest::Client,
-    url: &str,
-    tool: &str,
-    body: String,
-) -> reqwest::RequestBuilder {
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .body(body)
-}
-
 #[tokio::test]
 async fn a_modern_answer_is_relayed_byte_for_byte() {
     let upstream = PyUpstream::start().await;

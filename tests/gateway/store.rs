@@ -111,9 +111,8 @@ async fn every_decision_a_client_saw_survives_a_crash_with_dense_seqs() {
                     0 => ("read_page", format!("MARK-CRASH-{client}-{i}")),
                     _ => ("delete_page", format!("MARK-CRASH-{client}-{i}")),
                 };
-                let body =
-                    crate::relay::modern_call(i, tool, json!({"page_id": marker}), json!({}));
-                let sent = crate::relay::modern_request(&http(), &url, tool, body.to_string())
+                let body = modern_call(i, tool, json!({"page_id": marker}), json!({}));
+                let sent = modern_request(&http(), &url, tool, body.to_string())
                     .bearer_auth(AGENT_TOKEN)
                     .send()
                     .await;

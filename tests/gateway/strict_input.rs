@@ -3,7 +3,6 @@
 
 use serde_json::{Value, json};
 
-use crate::relay::{modern_call, modern_request};
 use crate::support::*;
 
 struct Bad {

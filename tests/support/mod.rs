@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -565,4 +565,66 @@ impl Drop for Tmux {
             .args(["-L", &self.socket, "kill-server"])
             .status();
     }
+}
+
+/// A 2026-07-28 `tools/call` body; `extra_meta` joins the protocol envelope in `_meta`.
+pub fn modern_call(id: u64, tool: &str, args: Value, extra_meta: Value) -> Value {
+    let mut meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    meta.as_object_mut()
+        .unwrap()
+        .extend(extra_meta.as_object().unwrap().clone());
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": args, "_meta": meta}})
+}
+
+/// A POST of `body` with the routing headers a 2026-07-28 client sends.
+pub fn modern_request(
+    client: &reqwest::Client,
+    url: &str,
+    tool: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .body(body)
+}
+
+/// Sends a 2026-07-28 `write_page` as the agent `token`, on a task of its own (a held
+/// call's client waits), and yields the whole answer body.
+pub fn spawn_write_page(
+    gw: &GatewayProc,
+    token: &str,
+    page: &str,
+    body: &str,
+    extra_meta: Value,
+) -> tokio::task::JoinHandle<String> {
+    let url = gw.url("py");
+    let token = token.to_owned();
+    let call = modern_call(
+        9,
+        "write_page",
+        serde_json::json!({"page_id": page, "body": body}),
+        extra_meta,
+    );
+    tokio::spawn(async move {
+        let resp = modern_request(&http(), &url, "write_page", call.to_string())
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "text/event-stream",
+            "a held call answers with a stream"
+        );
+        resp.text().await.expect("the held stream")
+    })
 }
