@@ -26,23 +26,46 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", env = "TOOLGATE_CONFIG")]
         config: PathBuf,
     },
-    /// The terminal console: watch decisions live and approve or deny held calls.
+    /// The terminal console: watch decisions live, approve or deny held calls, and set
+    /// tools' risk classes.
+    ///
+    /// Settings come from the command line, then the chosen context in config.toml, then
+    /// the rest of config.toml, then TOOLGATE_GATEWAY / TOOLGATE_TOKEN (see docs/console.md).
     Console {
-        #[command(flatten)]
-        control: ControlArgs,
+        /// A context from config.toml (gateway, token, read-only, theme).
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+        /// The control API origin [default: the context's, TOOLGATE_GATEWAY, or
+        /// http://127.0.0.1:7801].
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
+        /// An operator token [default: the context's, or TOOLGATE_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
         /// Hide and refuse everything that changes the gateway.
         #[arg(long)]
         read_only: bool,
-        /// Ring the terminal bell when a hold arrives.
-        #[arg(long, value_enum, default_value = "on")]
-        bell: crate::console::Bell,
-        /// How many decisions to keep.
-        #[arg(long, default_value_t = 10_000)]
-        ring: usize,
+        /// Ring the terminal bell when a hold arrives [default: on].
+        #[arg(long, value_enum)]
+        bell: Option<crate::console::Bell>,
+        /// How many decisions to keep [default: 10000].
+        #[arg(long)]
+        ring: Option<usize>,
         /// The colour theme: default, light, high-contrast, mono, or one of your own in
-        /// <config dir>/toolgate/themes. NO_COLOR selects mono.
-        #[arg(long, default_value = "default")]
-        theme: String,
+        /// <config dir>/toolgate/themes [default: the context's, or default].
+        #[arg(long)]
+        theme: Option<String>,
+        /// When to use colour; `auto` follows NO_COLOR, `never` is the mono theme.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: crate::console::ColorChoice,
+        /// Scroll with the mouse wheel (this takes the mouse from the terminal's own
+        /// selection).
+        #[arg(long)]
+        mouse: bool,
+        /// Print where config.toml is read from (TOOLGATE_CONSOLE_CONFIG overrides it),
+        /// and exit.
+        #[arg(long)]
+        print_config_path: bool,
     },
     /// Print the gateway's events as JSON lines (replayed from --since, then live).
     Events {

@@ -42,18 +42,23 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn new(origin: &str, token: &str) -> Result<Self, ClientError> {
-        let origin = reqwest::Url::parse(origin)
-            .map_err(|e| ClientError::Url(format!("--gateway {origin:?}: {e}")))?;
-        if !matches!(origin.scheme(), "http" | "https") {
-            return Err(ClientError::Url(format!(
-                "--gateway must be an http:// or https:// origin, not {origin}"
-            )));
-        }
+        let origin = Self::check_origin(origin).map_err(ClientError::Url)?;
         Ok(Self {
             origin,
             token: token.to_owned(),
             http: crate::http::client_builder().build()?,
         })
+    }
+
+    /// The control API origin as a URL, or why it cannot be one.
+    pub fn check_origin(origin: &str) -> Result<reqwest::Url, String> {
+        let url = reqwest::Url::parse(origin).map_err(|e| format!("gateway {origin:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "the gateway must be an http:// or https:// origin, not {origin}"
+            ));
+        }
+        Ok(url)
     }
 
     fn api(&self, path: &str) -> reqwest::Url {

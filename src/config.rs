@@ -488,14 +488,21 @@ enum ParseOrInvalid {
 /// toml's own message carries the line, column and a caret; we keep it and make sure
 /// an unknown key is named plainly on the first line.
 fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = e.span().map(|s| line_at(text, s.start));
     let msg = e.message();
     match line {
         Some(line) => format!("line {line}: {msg}\n{e}"),
         None => e.to_string(),
     }
+}
+
+/// The 1-based line of a byte offset, for errors that point into a file.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn check_http_url(url: &str) -> Result<(), String> {

@@ -35,19 +35,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(toolgate::gateway::run(config))
         }
         Command::Console {
-            control,
+            context,
+            gateway,
+            token,
             read_only,
             bell,
             ring,
             theme,
-        } => runtime()?.block_on(toolgate::console::run(toolgate::console::Options {
-            gateway: control.gateway,
-            token: control.token,
-            read_only,
-            bell,
-            ring,
-            theme,
-        })),
+            color,
+            mouse,
+            print_config_path,
+        } => {
+            if print_config_path {
+                match toolgate::console::config::config_path() {
+                    Some((path, _)) => println!("{}", path.display()),
+                    None => anyhow::bail!(
+                        "no config directory is known for this user; set {}",
+                        toolgate::console::config::CONFIG_ENV
+                    ),
+                }
+                return Ok(());
+            }
+            runtime()?.block_on(toolgate::console::run(toolgate::console::Options {
+                context,
+                gateway,
+                token,
+                read_only,
+                bell,
+                ring,
+                theme,
+                color,
+                mouse,
+            }))
+        }
         Command::Events { control, since } => runtime()?.block_on(async {
             let client = ControlClient::new(&control.gateway, &control.token)?;
             let mut out = std::io::stdout().lock();

@@ -1,19 +1,20 @@
 //! The console's state: one owner, changed only by keys and network events, so every
 //! behaviour can be tested without a terminal or a gateway.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::filter::{Field, Filter, Filterable};
 use super::keymap::{Action, Keymap};
-use crate::api::{HoldPhase, HoldView, Resolution};
+use crate::api::{HoldPhase, HoldView, Resolution, Risk};
 
 /// How long a resolved hold stays on screen with its fate.
 pub const FATE_LINGER: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {
     Live,
     Held,
@@ -89,9 +90,14 @@ pub enum Command {
     SetRisk {
         upstream: String,
         tool: String,
-        risk: crate::api::Risk,
+        risk: Risk,
         expected_version: u64,
     },
+    /// Connect to another context from the config.
+    SwitchContext(String),
+    SetTheme(String),
+    /// Put text on the clipboard with OSC 52, which works over SSH.
+    Copy(String),
     Quit,
 }
 
@@ -108,6 +114,73 @@ impl Row {
     }
 }
 
+/// How a decision row or a hold names its caller: `user:alice`, `token:ci-bot`.
+pub fn identity_label(row: &Value) -> String {
+    let kind = match row["identity"]["kind"].as_str() {
+        Some("oauth") => "user",
+        Some("api_token") => "token",
+        _ => "?",
+    };
+    format!("{kind}:{}", row["identity"]["name"].as_str().unwrap_or("?"))
+}
+
+pub fn target_label(row: &Value) -> String {
+    match (row["target"]["kind"].as_str(), row["target"]["id"].as_str()) {
+        (Some(k), Some(id)) => format!("{k}:{id}"),
+        _ => String::new(),
+    }
+}
+
+/// A decision, or a tool row: both are JSON objects with these names.
+impl Filterable for Value {
+    fn field(&self, field: Field) -> Option<String> {
+        let tool_row = self.get("name").is_some();
+        match field {
+            Field::Tool => self[if tool_row { "name" } else { "tool" }]
+                .as_str()
+                .map(str::to_owned),
+            Field::Upstream => self["upstream"].as_str().map(str::to_owned),
+            Field::Risk => self["risk"].as_str().map(str::to_owned),
+            Field::Outcome => self["outcome"].as_str().map(str::to_owned),
+            Field::Identity => self.get("identity").map(|_| identity_label(self)),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            target_label(self),
+            self["call_id"].as_str().unwrap_or(""),
+            self["reason"].as_str().unwrap_or(""),
+            self["suggested_risk"].as_str().unwrap_or("")
+        )
+    }
+}
+
+impl Filterable for HoldView {
+    fn field(&self, field: Field) -> Option<String> {
+        match field {
+            Field::Tool => Some(self.call.tool.clone()),
+            Field::Upstream => Some(self.call.upstream.clone()),
+            Field::Risk => Some(self.call.risk.as_str().to_owned()),
+            Field::Outcome => Some("hold".into()),
+            Field::Identity => Some(format!(
+                "{}:{}",
+                match self.call.identity.kind {
+                    crate::api::IdentityKind::Oauth => "user",
+                    crate::api::IdentityKind::ApiToken => "token",
+                },
+                self.call.identity.name
+            )),
+        }
+    }
+
+    fn text(&self) -> String {
+        let call = serde_json::to_value(&self.call).unwrap_or_default();
+        format!("{} {}", target_label(&call), self.call_id)
+    }
+}
+
 /// A resolved hold, kept on screen for a while.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fate {
@@ -116,11 +189,12 @@ pub struct Fate {
     pub at: Instant,
 }
 
-/// The confirm dialog for an approve or deny. Its default answer is Cancel.
+/// The confirm dialog for an approve or deny, of one hold or of every marked one.
+/// Its default answer is Cancel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Confirm {
     pub approve: bool,
-    pub hold: HoldView,
+    pub holds: Vec<HoldView>,
     pub reason: String,
     /// Typing the reason; `y` types a `y` then, and Enter ends the reason.
     pub editing: bool,
@@ -133,6 +207,40 @@ pub enum Mode {
     Command(String),
     Help,
     Confirm(Box<Confirm>),
+    /// Typing a `/` filter; it applies as it is typed. Esc goes back to `before`.
+    Filter {
+        text: String,
+        before: String,
+        error: Option<String>,
+    },
+    /// Choosing the selected tool's class from a list.
+    ClassPicker {
+        index: usize,
+    },
+}
+
+/// The classes in the order the class picker lists them.
+pub const CLASSES: [Risk; 4] = [
+    Risk::Read,
+    Risk::Write,
+    Risk::Destructive,
+    Risk::Unclassified,
+];
+
+/// A view's filter as typed, and parsed.
+#[derive(Debug, Clone, Default)]
+pub struct ViewFilter {
+    pub text: String,
+    pub filter: Filter,
+}
+
+/// The answers a bulk decision still waits for, to sum them up in one line.
+#[derive(Debug, Clone, Default)]
+struct Bulk {
+    approve: bool,
+    waiting: HashSet<String>,
+    done: usize,
+    lost: Vec<String>,
 }
 
 pub struct App {
@@ -169,6 +277,16 @@ pub struct App {
     pub dirty: bool,
     /// A new hold arrived since the last bell.
     pub ring_bell: bool,
+    /// Each view's `/` filter.
+    filters: HashMap<View, ViewFilter>,
+    /// Held calls marked for one bulk decision, by call id.
+    pub marked: BTreeSet<String>,
+    bulk: Option<Bulk>,
+    /// The context connected to, when it came from the config.
+    pub context: Option<String>,
+    /// What `:ctx` and `:theme` complete.
+    pub context_names: Vec<String>,
+    pub theme_names: Vec<String>,
 }
 
 impl App {
@@ -198,7 +316,86 @@ impl App {
             flash: None,
             dirty: true,
             ring_bell: false,
+            filters: HashMap::new(),
+            marked: BTreeSet::new(),
+            bulk: None,
+            context: None,
+            context_names: Vec::new(),
+            theme_names: Vec::new(),
         }
+    }
+
+    /// The current view's filter text, if one is set.
+    pub fn filter_text(&self, view: View) -> Option<&str> {
+        self.filters
+            .get(&view)
+            .map(|f| f.text.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
+    fn filter_of(&self, view: View) -> Option<&Filter> {
+        self.filters
+            .get(&view)
+            .map(|f| &f.filter)
+            .filter(|f| !f.is_empty())
+    }
+
+    fn shows(&self, view: View, row: &impl Filterable) -> bool {
+        self.filter_of(view).is_none_or(|f| f.matches(row))
+    }
+
+    /// Rows the live filter lets through, newest first.
+    pub fn visible_rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows().filter(|r| self.shows(View::Live, &r.event))
+    }
+
+    /// Holds the held view's filter lets through, in queue order.
+    pub fn visible_holds(&self) -> Vec<&HoldView> {
+        self.holds
+            .iter()
+            .filter(|h| self.shows(View::Held, *h))
+            .collect()
+    }
+
+    pub fn selected_hold(&self) -> Option<&HoldView> {
+        self.visible_holds().get(self.held_selected).copied()
+    }
+
+    /// Indexes into `tools` of the rows the tools filter lets through.
+    pub fn visible_tools(&self) -> Vec<usize> {
+        (0..self.tools.len())
+            .filter(|&i| self.shows(View::Tools, &self.tools[i]))
+            .collect()
+    }
+
+    fn selected_tool_index(&self) -> Option<usize> {
+        self.visible_tools().get(self.tools_selected).copied()
+    }
+
+    /// Shows a message on the status line.
+    pub fn notice(&mut self, message: impl Into<String>) {
+        self.dirty = true;
+        self.say(message);
+    }
+
+    /// Starts over for another gateway: nothing seen on the old one may look like it
+    /// belongs to the new one. Filters and the current view stay, as the operator set them.
+    pub fn enter_context(&mut self, name: &str, read_only: bool) {
+        let ring_size = self.ring_size;
+        let keep = App {
+            view: self.view,
+            keymap: self.keymap.clone(),
+            filters: std::mem::take(&mut self.filters),
+            context_names: std::mem::take(&mut self.context_names),
+            theme_names: std::mem::take(&mut self.theme_names),
+            context: Some(name.to_owned()),
+            ..App::new(ring_size, read_only)
+        };
+        *self = keep;
+        self.say(format!(
+            "context {name}{}",
+            if read_only { " (read-only)" } else { "" }
+        ));
     }
 
     /// Rows, newest first.
@@ -211,7 +408,8 @@ impl App {
     }
 
     pub fn selected_row(&self) -> Option<&Row> {
-        self.rows().nth(if self.follow { 0 } else { self.selected })
+        self.visible_rows()
+            .nth(if self.follow { 0 } else { self.selected })
     }
 
     pub fn pending_count(&self) -> usize {
@@ -247,8 +445,9 @@ impl App {
                 self.selected = self.selected.min(self.ring.len().saturating_sub(1));
             }
         }
+        let shown = self.shows(View::Live, &event);
         self.ring.push_back(Row { seq, event });
-        if !self.follow {
+        if !self.follow && shown {
             self.selected += 1;
             self.new_while_paused += 1;
         }
@@ -350,24 +549,42 @@ impl App {
                     }
                 }
             }
-            NetEvent::Resolved { call_id, outcome } => match outcome {
-                Ok(hold) => {
-                    let hold = *hold;
-                    let verb = hold.resolution.map_or("resolved", Resolution::as_str);
-                    self.say(format!("{verb} {}", short(&call_id)));
-                    self.record_resolution(&hold);
+            NetEvent::Resolved { call_id, outcome } => {
+                let message = match &outcome {
+                    Ok(hold) => {
+                        let verb = hold.resolution.map_or("resolved", Resolution::as_str);
+                        self.record_resolution(hold);
+                        Ok(format!("{verb} {}", short(&call_id)))
+                    }
+                    Err(ResolveFailure::AlreadyResolved(hold)) => {
+                        // A race lost is news, not an error.
+                        let how = hold.resolution.map_or("resolved", Resolution::as_str);
+                        let who = hold.resolved_by.clone().unwrap_or_else(|| "someone".into());
+                        self.record_resolution(hold);
+                        Err(format!("already {how} by {who}"))
+                    }
+                    Err(ResolveFailure::Other(message)) => {
+                        Err(format!("could not resolve {}: {message}", short(&call_id)))
+                    }
+                };
+                let in_bulk = self
+                    .bulk
+                    .as_mut()
+                    .is_some_and(|b| b.waiting.remove(&call_id));
+                match self.bulk.as_mut() {
+                    Some(bulk) if in_bulk => {
+                        match message {
+                            Ok(_) => bulk.done += 1,
+                            Err(m) => bulk.lost.push(m),
+                        }
+                        if bulk.waiting.is_empty() {
+                            let bulk = self.bulk.take().unwrap_or_default();
+                            self.say(bulk.summary());
+                        }
+                    }
+                    _ => self.say(message.unwrap_or_else(|e| e)),
                 }
-                Err(ResolveFailure::AlreadyResolved(hold)) => {
-                    // A race lost is news, not an error.
-                    let how = hold.resolution.map_or("resolved", Resolution::as_str);
-                    let who = hold.resolved_by.clone().unwrap_or_else(|| "someone".into());
-                    self.say(format!("already {how} by {who}"));
-                    self.record_resolution(&hold);
-                }
-                Err(ResolveFailure::Other(message)) => {
-                    self.say(format!("could not resolve {}: {message}", short(&call_id)))
-                }
-            },
+            }
         }
     }
 
@@ -447,8 +664,11 @@ impl App {
     }
 
     /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
-    fn edit_risk(&mut self, risk: crate::api::Risk) -> Vec<Command> {
-        let Some(row) = self.tools.get_mut(self.tools_selected) else {
+    fn edit_risk(&mut self, risk: Risk) -> Vec<Command> {
+        let Some(row) = self
+            .selected_tool_index()
+            .and_then(|i| self.tools.get_mut(i))
+        else {
             self.say("no tool selected");
             return Vec::new();
         };
@@ -504,7 +724,15 @@ impl App {
                     .get(&h.call_id)
                     .is_none_or(|f| now.duration_since(f.at) < FATE_LINGER)
         });
-        self.held_selected = self.held_selected.min(self.holds.len().saturating_sub(1));
+        let still: HashSet<&str> = self
+            .holds
+            .iter()
+            .filter(|h| h.resolution.is_none())
+            .map(|h| h.call_id.as_str())
+            .collect();
+        self.marked.retain(|id| still.contains(id.as_str()));
+        let visible = self.visible_holds().len();
+        self.held_selected = self.held_selected.min(visible.saturating_sub(1));
         before != self.holds.len()
     }
 
@@ -514,6 +742,12 @@ impl App {
             Mode::Command(text) => self.on_command_key(text, key),
             Mode::Help => Vec::new(),
             Mode::Confirm(confirm) => self.on_confirm_key(*confirm, key),
+            Mode::Filter {
+                text,
+                before,
+                error,
+            } => self.on_filter_key(text, before, error, key),
+            Mode::ClassPicker { index } => self.on_class_key(index, key),
             Mode::Normal => match self.keymap.action(&key) {
                 Some(action) => self.act(action),
                 None => Vec::new(),
@@ -534,7 +768,14 @@ impl App {
                 text.pop();
                 self.mode = Mode::Command(text);
             }
-            KeyCode::Tab => self.mode = Mode::Command(complete(&text)),
+            KeyCode::Tab => {
+                let (completed, candidates) =
+                    complete(&text, &self.context_names, &self.theme_names);
+                if candidates.len() > 1 {
+                    self.say(candidates.join("  "));
+                }
+                self.mode = Mode::Command(completed);
+            }
             KeyCode::Char(c) => {
                 text.push(c);
                 self.mode = Mode::Command(text);
@@ -545,19 +786,125 @@ impl App {
     }
 
     fn run_command(&mut self, command: &str) -> Vec<Command> {
-        match command {
-            "live" => self.view = View::Live,
-            "held" => self.view = View::Held,
-            "tools" => {
+        let (name, argument) = match command.split_once(char::is_whitespace) {
+            Some((n, a)) => (n, a.trim()),
+            None => (command, ""),
+        };
+        match (name, argument) {
+            ("live", "") => self.view = View::Live,
+            ("held", "") => self.view = View::Held,
+            ("tools", "") => {
                 self.view = View::Tools;
                 return vec![Command::FetchTools];
             }
-            "q" | "quit" => return vec![Command::Quit],
-            "" => {}
-            other => self.say(format!(
-                "unknown command :{other} (try :live, :held, :tools, :q)"
+            ("q" | "quit", "") => return vec![Command::Quit],
+            ("ctx", "") => self.say(match (&self.context, self.context_names.is_empty()) {
+                (_, true) => "no contexts: add [[context]] tables to config.toml".to_owned(),
+                (Some(current), false) => format!(
+                    "contexts: {} (now {current})",
+                    self.context_names.join(", ")
+                ),
+                (None, false) => format!("contexts: {}", self.context_names.join(", ")),
+            }),
+            ("ctx", name) if self.context_names.iter().any(|c| c == name) => {
+                self.say(format!("switching to {name}…"));
+                return vec![Command::SwitchContext(name.to_owned())];
+            }
+            ("ctx", name) => self.say(format!(
+                "no context is named {name:?} (the contexts: {})",
+                if self.context_names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.context_names.join(", ")
+                }
+            )),
+            ("theme", "") => self.say(format!("themes: {}", self.theme_names.join(", "))),
+            ("theme", name) => return vec![Command::SetTheme(name.to_owned())],
+            ("", "") => {}
+            _ => self.say(format!(
+                "unknown command :{command} (try :live, :held, :tools, :ctx NAME, :theme NAME, :q)"
             )),
         }
+        Vec::new()
+    }
+
+    fn on_filter_key(
+        &mut self,
+        mut text: String,
+        before: String,
+        mut error: Option<String>,
+        key: crossterm::event::KeyEvent,
+    ) -> Vec<Command> {
+        use crossterm::event::KeyCode;
+        match key.code {
+            // `before` parsed when it was set, so putting it back cannot fail.
+            KeyCode::Esc => {
+                let _ = self.set_filter(&before);
+                return Vec::new();
+            }
+            KeyCode::Enter => {
+                if let Some(e) = error {
+                    self.say(format!("filter not applied: {e}"));
+                    let _ = self.set_filter(&before);
+                }
+                return Vec::new();
+            }
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) => text.push(c),
+            _ => {}
+        }
+        // The view follows the typing; a token that does not parse yet keeps the last
+        // filter that did, and says why.
+        error = self.set_filter(&text).err();
+        self.mode = Mode::Filter {
+            text,
+            before,
+            error,
+        };
+        Vec::new()
+    }
+
+    /// Applies `text` as the current view's filter, unless it does not parse.
+    pub fn set_filter(&mut self, text: &str) -> Result<(), String> {
+        let filter = Filter::parse(text).map_err(|e| e.to_string())?;
+        self.filters.insert(
+            self.view,
+            ViewFilter {
+                text: text.trim().to_owned(),
+                filter,
+            },
+        );
+        // Selections index the filtered rows; start again from the top.
+        match self.view {
+            View::Live => {
+                self.follow = true;
+                self.selected = 0;
+                self.new_while_paused = 0;
+            }
+            View::Held => self.held_selected = 0,
+            View::Tools => self.tools_selected = 0,
+        }
+        Ok(())
+    }
+
+    fn on_class_key(&mut self, mut index: usize, key: crossterm::event::KeyEvent) -> Vec<Command> {
+        use crossterm::event::KeyCode;
+        let action = self.keymap.action(&key);
+        if let Some(risk) = action.and_then(Action::risk) {
+            return self.edit_risk(risk);
+        }
+        match action {
+            Some(Action::Up) => index = index.saturating_sub(1),
+            Some(Action::Down) => index = (index + 1).min(CLASSES.len() - 1),
+            _ => match key.code {
+                KeyCode::Enter => return self.edit_risk(CLASSES[index]),
+                KeyCode::Esc => return Vec::new(),
+                _ => {}
+            },
+        }
+        self.mode = Mode::ClassPicker { index };
         Vec::new()
     }
 
@@ -588,12 +935,27 @@ impl App {
                 } else {
                     "denying"
                 };
-                self.say(format!("{verb} {}…", short(&confirm.hold.call_id)));
-                return vec![Command::Resolve {
-                    call_id: confirm.hold.call_id,
-                    approve: confirm.approve,
-                    reason,
-                }];
+                match confirm.holds.as_slice() {
+                    [one] => self.say(format!("{verb} {}…", short(&one.call_id))),
+                    many => {
+                        self.say(format!("{verb} {} held calls…", many.len()));
+                        self.bulk = Some(Bulk {
+                            approve: confirm.approve,
+                            waiting: many.iter().map(|h| h.call_id.clone()).collect(),
+                            ..Bulk::default()
+                        });
+                        self.marked.clear();
+                    }
+                }
+                return confirm
+                    .holds
+                    .into_iter()
+                    .map(|h| Command::Resolve {
+                        call_id: h.call_id,
+                        approve: confirm.approve,
+                        reason: reason.clone(),
+                    })
+                    .collect();
             }
             KeyCode::Char('r') => {
                 confirm.editing = true;
@@ -607,7 +969,7 @@ impl App {
 
     fn act(&mut self, action: Action) -> Vec<Command> {
         if action.mutates() && self.read_only {
-            self.say("read-only: approving and denying are off");
+            self.say("read-only: approving, denying and class edits are off");
             return Vec::new();
         }
         match action {
@@ -629,6 +991,45 @@ impl App {
                 self.new_while_paused = 0;
             }
             Action::Detail => self.detail = !self.detail,
+            Action::Filter => {
+                let before = self.filter_text(self.view).unwrap_or("").to_owned();
+                self.mode = Mode::Filter {
+                    text: before.clone(),
+                    before,
+                    error: None,
+                };
+            }
+            Action::CopyId | Action::CopyJson => return self.copy(action == Action::CopyJson),
+            Action::Mark => {
+                if self.view != View::Held {
+                    return Vec::new();
+                }
+                match self.selected_hold() {
+                    Some(h) if h.resolution.is_none() => {
+                        let id = h.call_id.clone();
+                        if !self.marked.remove(&id) {
+                            self.marked.insert(id);
+                        }
+                        self.move_selection(-1);
+                    }
+                    Some(_) => self.say("that hold is already resolved"),
+                    None => self.say("no held call selected"),
+                }
+            }
+            Action::EditClass => {
+                if self.view != View::Tools {
+                    return Vec::new();
+                }
+                let Some(i) = self.selected_tool_index() else {
+                    self.say("no tool selected");
+                    return Vec::new();
+                };
+                let index = CLASSES
+                    .iter()
+                    .position(|r| self.tools[i]["risk"] == r.as_str())
+                    .unwrap_or(0);
+                self.mode = Mode::ClassPicker { index };
+            }
             Action::SetRead
             | Action::SetWrite
             | Action::SetDestructive
@@ -643,30 +1044,96 @@ impl App {
                     self.view = View::Held;
                     return Vec::new();
                 }
-                match self.holds.get(self.held_selected) {
-                    Some(h) if h.resolution.is_none() => {
-                        let approve = action == Action::Approve;
-                        self.mode = Mode::Confirm(Box::new(Confirm {
-                            approve,
-                            hold: h.clone(),
-                            reason: String::new(),
-                            // A deny asks for its reason first.
-                            editing: !approve,
-                        }));
+                let approve = action == Action::Approve;
+                // Marked holds are decided together; otherwise the selected one.
+                let holds: Vec<HoldView> = if self.marked.is_empty() {
+                    match self.selected_hold() {
+                        Some(h) if h.resolution.is_none() => vec![h.clone()],
+                        Some(_) => {
+                            self.say("that hold is already resolved");
+                            return Vec::new();
+                        }
+                        None => {
+                            self.say("no held call selected");
+                            return Vec::new();
+                        }
                     }
-                    Some(_) => self.say("that hold is already resolved"),
-                    None => self.say("no held call selected"),
+                } else {
+                    self.holds
+                        .iter()
+                        .filter(|h| h.resolution.is_none() && self.marked.contains(&h.call_id))
+                        .cloned()
+                        .collect()
+                };
+                if holds.is_empty() {
+                    self.marked.clear();
+                    self.say("the marked holds were resolved meanwhile");
+                    return Vec::new();
                 }
+                self.mode = Mode::Confirm(Box::new(Confirm {
+                    approve,
+                    holds,
+                    reason: String::new(),
+                    // A deny asks for its reason first.
+                    editing: !approve,
+                }));
             }
         }
         Vec::new()
+    }
+
+    /// The selected row's call id (a tool's `upstream/name`), or its whole JSON.
+    fn copy(&mut self, json: bool) -> Vec<Command> {
+        let picked: Option<(String, String)> = match self.view {
+            View::Live => self
+                .selected_row()
+                .map(|r| (r.call_id().to_owned(), r.event.to_string())),
+            View::Held => self.selected_hold().map(|h| {
+                (
+                    h.call_id.clone(),
+                    serde_json::to_string(h).unwrap_or_default(),
+                )
+            }),
+            View::Tools => self.selected_tool_index().map(|i| {
+                let t = &self.tools[i];
+                (
+                    format!(
+                        "{}/{}",
+                        t["upstream"].as_str().unwrap_or(""),
+                        t["name"].as_str().unwrap_or("")
+                    ),
+                    t.to_string(),
+                )
+            }),
+        };
+        let Some((id, whole)) = picked else {
+            self.say("nothing selected to copy");
+            return Vec::new();
+        };
+        if json {
+            self.say(format!(
+                "copied the JSON of {} ({} bytes)",
+                short(&id),
+                whole.len()
+            ));
+            vec![Command::Copy(whole)]
+        } else {
+            self.say(format!("copied {id}"));
+            vec![Command::Copy(id)]
+        }
+    }
+
+    /// The mouse wheel: toward older rows, or newer ones.
+    pub fn scroll(&mut self, older: bool) {
+        self.dirty = true;
+        self.move_selection(if older { 1 } else { -1 });
     }
 
     /// Moves toward older rows (`by > 0`) or newer ones; leaving the newest pauses.
     fn move_selection(&mut self, by: i64) {
         match self.view {
             View::Live => {
-                let last = self.ring.len().saturating_sub(1) as i64;
+                let last = self.visible_rows().count().saturating_sub(1) as i64;
                 let next = (self.selected as i64 + by).clamp(0, last) as usize;
                 if self.follow && by > 0 {
                     self.follow = false;
@@ -675,24 +1142,62 @@ impl App {
                 self.selected = next;
             }
             View::Held => {
-                let last = self.holds.len().saturating_sub(1) as i64;
+                let last = self.visible_holds().len().saturating_sub(1) as i64;
                 // In the queue, down means later expiry.
                 self.held_selected = (self.held_selected as i64 - by).clamp(0, last) as usize;
             }
             View::Tools => {
-                let last = self.tools.len().saturating_sub(1) as i64;
+                let last = self.visible_tools().len().saturating_sub(1) as i64;
                 self.tools_selected = (self.tools_selected as i64 - by).clamp(0, last) as usize;
             }
         }
     }
 }
 
-/// Completes a `:` command from its first letters.
-fn complete(text: &str) -> String {
-    ["live", "held", "tools", "quit"]
+impl Bulk {
+    fn summary(&self) -> String {
+        let verb = if self.approve { "approved" } else { "denied" };
+        let total = self.done + self.lost.len();
+        let mut line = format!("{verb} {} of {total}", self.done);
+        if !self.lost.is_empty() {
+            line.push_str("; ");
+            line.push_str(&self.lost.join("; "));
+        }
+        line
+    }
+}
+
+const COMMANDS: [&str; 6] = ["live", "held", "tools", "ctx", "theme", "quit"];
+
+/// Completes a `:` command, or the context or theme name after `ctx ` or `theme `:
+/// as far as the candidates agree. Returns the new text and the candidates.
+pub fn complete(text: &str, contexts: &[String], themes: &[String]) -> (String, Vec<String>) {
+    let (prefix, word, pool): (&str, &str, Vec<&str>) = match text.split_once(' ') {
+        Some(("ctx", w)) => ("ctx ", w, contexts.iter().map(String::as_str).collect()),
+        Some(("theme", w)) => ("theme ", w, themes.iter().map(String::as_str).collect()),
+        Some(_) => return (text.to_owned(), Vec::new()),
+        None => ("", text, COMMANDS.to_vec()),
+    };
+    let candidates: Vec<String> = pool
         .into_iter()
-        .find(|c| c.starts_with(text))
-        .map_or_else(|| text.to_owned(), String::from)
+        .filter(|c| c.starts_with(word))
+        .map(String::from)
+        .collect();
+    let completed = match candidates.as_slice() {
+        [] => return (text.to_owned(), candidates),
+        // A command that takes a name gets its space, ready for the name.
+        [one] if prefix.is_empty() && matches!(one.as_str(), "ctx" | "theme") => format!("{one} "),
+        [one] => format!("{prefix}{one}"),
+        many => {
+            let first = &many[0];
+            let common = (word.len()..=first.len())
+                .rev()
+                .find(|&n| many.iter().all(|c| c.get(..n) == first.get(..n)))
+                .unwrap_or(word.len());
+            format!("{prefix}{}", &first[..common])
+        }
+    };
+    (completed, candidates)
 }
 
 pub fn short(call_id: &str) -> &str {

@@ -2,6 +2,8 @@
 //! speaks only the control API, like any third-party client.
 
 pub mod app;
+pub mod config;
+pub mod filter;
 pub mod keymap;
 pub mod net;
 pub mod theme;
@@ -10,64 +12,275 @@ pub mod ui;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crossterm::event::{Event, EventStream, KeyEventKind};
+use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
 use crate::client::ControlClient;
 use app::{App, Command};
+use config::{ConsoleConfig, Context, TokenSource};
 
 /// At most this many frames a second.
 const FRAME: Duration = Duration::from_millis(33);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Bell {
     Off,
     On,
     Unfocused,
 }
 
-pub struct Options {
-    pub gateway: String,
-    pub token: String,
-    pub read_only: bool,
-    pub bell: Bell,
-    pub ring: usize,
-    pub theme: String,
+/// When to use colour: `auto` honours `NO_COLOR`; `never` is the `mono` theme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
+
+/// What the command line asked for; the config fills in the rest.
+pub struct Options {
+    pub context: Option<String>,
+    pub gateway: Option<String>,
+    pub token: Option<String>,
+    pub read_only: bool,
+    pub bell: Option<Bell>,
+    pub ring: Option<usize>,
+    pub theme: Option<String>,
+    pub color: ColorChoice,
+    pub mouse: bool,
+}
+
+const DEFAULT_GATEWAY: &str = "http://127.0.0.1:7801";
+const DEFAULT_RING: usize = 10_000;
 
 /// Where a user's own themes live: `<config dir>/toolgate/themes`.
 pub fn user_themes_dir() -> Option<std::path::PathBuf> {
     directories::ProjectDirs::from("", "", "toolgate").map(|d| d.config_dir().join("themes"))
 }
 
+/// Everything the console runs with, the command line and config.toml merged.
+struct Settings {
+    config: ConsoleConfig,
+    /// The context to start in; an unnamed one when it came from flags alone.
+    start: Context,
+    named: bool,
+    bell: Bell,
+    ring: usize,
+    mouse: bool,
+    /// `--color never` or `NO_COLOR`: every context uses `mono`.
+    colourless: bool,
+    /// The theme for a context that names none.
+    base_theme: String,
+    /// The theme named on the command line wins for the first context only.
+    start_theme: Option<String>,
+}
+
+impl Settings {
+    fn merge(options: Options, config: ConsoleConfig) -> anyhow::Result<Settings> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        // A --gateway or --token without --context is a one-off: a default context's
+        // token must never be sent to a gateway it was not made for.
+        let context_name = options.context.clone().or_else(|| {
+            (options.gateway.is_none() && options.token.is_none())
+                .then(|| config.default_context.clone())
+                .flatten()
+        });
+        let (mut start, named) = match &context_name {
+            Some(name) => (
+                config
+                    .context(name)
+                    .map_err(|e| anyhow::anyhow!("--context: {e}"))?
+                    .clone(),
+                true,
+            ),
+            None => (
+                Context {
+                    name: String::new(),
+                    gateway: env("TOOLGATE_GATEWAY").unwrap_or_else(|| DEFAULT_GATEWAY.into()),
+                    token: None,
+                    read_only: false,
+                    theme: None,
+                },
+                false,
+            ),
+        };
+        if let Some(g) = options.gateway {
+            start.gateway = g;
+        }
+        if let Some(t) = options.token.or_else(|| {
+            start
+                .token
+                .is_none()
+                .then(|| env("TOOLGATE_TOKEN"))
+                .flatten()
+        }) {
+            start.token = Some(TokenSource::Literal(t));
+        }
+        if start.token.is_none() {
+            anyhow::bail!(
+                "no operator token: pass --token, set TOOLGATE_TOKEN, or give the context a token \
+                 or token_command in {}",
+                config
+                    .path
+                    .as_ref()
+                    .map_or("config.toml".into(), |p| p.display().to_string())
+            );
+        }
+        start.read_only |= options.read_only;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let colourless = match options.color {
+            ColorChoice::Never => true,
+            ColorChoice::Always => false,
+            ColorChoice::Auto => no_color,
+        };
+        Ok(Settings {
+            bell: options.bell.or(config.bell).unwrap_or(Bell::On),
+            ring: options.ring.or(config.ring).unwrap_or(DEFAULT_RING).max(1),
+            mouse: options.mouse || config.mouse,
+            colourless,
+            base_theme: config.theme.clone().unwrap_or_else(|| "default".into()),
+            start_theme: options.theme,
+            start,
+            named,
+            config,
+        })
+    }
+
+    /// The theme for `context`, as a name.
+    fn theme_for(&self, context: &Context, first: bool) -> String {
+        if self.colourless {
+            return "mono".into();
+        }
+        first
+            .then(|| self.start_theme.clone())
+            .flatten()
+            .or_else(|| context.theme.clone())
+            .unwrap_or_else(|| self.base_theme.clone())
+    }
+}
+
+/// Every theme name `:theme` can complete: the shipped ones and the user's files.
+fn theme_names() -> Vec<String> {
+    let mut names: Vec<String> = theme::BUILTIN
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    if let Some(Ok(entries)) = user_themes_dir().map(std::fs::read_dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "toml")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                && !names.iter().any(|n| n == stem)
+            {
+                names.push(stem.to_owned());
+            }
+        }
+    }
+    names
+}
+
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let client = ControlClient::new(&options.gateway, &options.token)?;
-    // A broken theme is reported before the screen is taken over.
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let theme = theme::choose(&options.theme, no_color, user_themes_dir().as_deref())?;
+    // Everything that can be wrong is reported before the screen is taken over.
+    let config = ConsoleConfig::load()?;
+    let settings = Settings::merge(options, config)?;
+    let theme_name = settings.theme_for(&settings.start, true);
+    let theme = theme::Theme::load(&theme_name, user_themes_dir().as_deref())?;
+    for conflict in &settings.config.key_conflicts {
+        eprintln!("toolgate console: {conflict}");
+    }
+    let token = settings
+        .start
+        .token
+        .as_ref()
+        .map(TokenSource::resolve)
+        .expect("merge checked there is a token")
+        .await
+        .map_err(|e| anyhow::anyhow!("context {:?}: {e}", settings.start.name))?;
+    let client = ControlClient::new(&settings.start.gateway, &token)?;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("toolgate console needs a terminal");
     }
     // ratatui's init restores the terminal on panic as well as on return.
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableFocusChange);
-    let result = event_loop(&mut terminal, client, &options, &theme).await;
+    if settings.mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    }
+    let result = event_loop(&mut terminal, client, &settings, theme).await;
+    if settings.mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    }
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableFocusChange);
     ratatui::restore();
     result
 }
 
+/// One connection to one gateway. Switching context drops it whole: its channel goes
+/// with it, so nothing the old gateway sent can reach the new view.
+struct Link {
+    client: ControlClient,
+    network: tokio::task::JoinHandle<()>,
+    tx: mpsc::Sender<app::NetEvent>,
+    rx: mpsc::Receiver<app::NetEvent>,
+}
+
+impl Link {
+    fn open(client: ControlClient, ring: usize) -> Link {
+        let (tx, rx) = mpsc::channel(1024);
+        let network = tokio::spawn(net::run(client.clone(), ring, tx.clone()));
+        Link {
+            client,
+            network,
+            tx,
+            rx,
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.network.abort();
+    }
+}
+
+/// Puts text on the terminal's clipboard with OSC 52; the terminal at the far end of an
+/// SSH session receives it. Inside tmux this needs `set -g set-clipboard on`.
+fn osc52(text: &str) -> String {
+    use base64::Engine;
+    format!(
+        "\x1b]52;c;{}\x07",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    )
+}
+
 async fn event_loop(
     terminal: &mut DefaultTerminal,
     client: ControlClient,
-    options: &Options,
-    theme: &ui::Theme,
+    settings: &Settings,
+    mut theme: ui::Theme,
 ) -> anyhow::Result<()> {
-    let mut app = App::new(options.ring, options.read_only);
-    let (net_tx, mut net_rx) = mpsc::channel(1024);
-    let network = tokio::spawn(net::run(client.clone(), options.ring, net_tx.clone()));
+    let mut app = App::new(settings.ring, settings.start.read_only);
+    app.keymap = settings.config.keymap.clone();
+    app.context_names = settings
+        .config
+        .contexts
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    app.theme_names = theme_names();
+    if settings.named {
+        app.context = Some(settings.start.name.clone());
+    }
+    if !settings.config.key_conflicts.is_empty() {
+        app.notice(format!(
+            "keys: {}",
+            settings.config.key_conflicts.join("; ")
+        ));
+    }
+    let mut link = Link::open(client, settings.ring);
     let mut keys = EventStream::new();
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut focused = true;
@@ -75,12 +288,12 @@ async fn event_loop(
     let mut last_draw = Instant::now() - FRAME;
     loop {
         if app.dirty && last_draw.elapsed() >= FRAME {
-            terminal.draw(|f| ui::draw(f, &app, theme, chrono::Utc::now()))?;
+            terminal.draw(|f| ui::draw(f, &app, &theme, chrono::Utc::now()))?;
             app.dirty = false;
             last_draw = Instant::now();
         }
         if std::mem::take(&mut app.ring_bell) {
-            let wanted = match options.bell {
+            let wanted = match settings.bell {
                 Bell::Off => false,
                 Bell::On => true,
                 Bell::Unfocused => !focused,
@@ -97,25 +310,15 @@ async fn event_loop(
         } else {
             Duration::from_secs(3600)
         };
+        let mut commands = Vec::new();
         tokio::select! {
             key = keys.next() => match key {
-                Some(Ok(Event::Key(k))) if k.kind == KeyEventKind::Press => {
-                    for command in app.on_key(k) {
-                        match command {
-                            Command::Quit => {
-                                network.abort();
-                                return Ok(());
-                            }
-                            Command::Resolve { call_id, approve, reason } => {
-                                net::resolve(client.clone(), call_id, approve, reason, net_tx.clone());
-                            }
-                            Command::FetchTools => net::fetch_tools(client.clone(), net_tx.clone()),
-                            Command::SetRisk { upstream, tool, risk, expected_version } => {
-                                net::set_risk(client.clone(), upstream, tool, risk, expected_version, net_tx.clone());
-                            }
-                        }
-                    }
-                }
+                Some(Ok(Event::Key(k))) if k.kind == KeyEventKind::Press => commands = app.on_key(k),
+                Some(Ok(Event::Mouse(m))) if settings.mouse => match m.kind {
+                    MouseEventKind::ScrollUp => app.scroll(true),
+                    MouseEventKind::ScrollDown => app.scroll(false),
+                    _ => {}
+                },
                 Some(Ok(Event::FocusGained)) => focused = true,
                 Some(Ok(Event::FocusLost)) => focused = false,
                 Some(Ok(Event::Resize(_, _))) => app.dirty = true,
@@ -123,14 +326,14 @@ async fn event_loop(
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
             },
-            Some(event) = net_rx.recv() => {
+            Some(event) = link.rx.recv() => {
                 app.on_net(event);
                 // Take what else has arrived, so a burst costs one frame.
-                while let Ok(more) = net_rx.try_recv() {
+                while let Ok(more) = link.rx.try_recv() {
                     app.on_net(more);
                 }
                 if std::mem::take(&mut app.want_tools) && app.view == app::View::Tools {
-                    net::fetch_tools(client.clone(), net_tx.clone());
+                    net::fetch_tools(link.client.clone(), link.tx.clone());
                 }
             }
             _ = second.tick() => {
@@ -145,5 +348,88 @@ async fn event_loop(
             }
             () = tokio::time::sleep(wait) => {}
         }
+        for command in commands {
+            let (client, tx) = (link.client.clone(), link.tx.clone());
+            match command {
+                Command::Quit => return Ok(()),
+                Command::Resolve {
+                    call_id,
+                    approve,
+                    reason,
+                } => net::resolve(client, call_id, approve, reason, tx),
+                Command::FetchTools => net::fetch_tools(client, tx),
+                Command::SetRisk {
+                    upstream,
+                    tool,
+                    risk,
+                    expected_version,
+                } => net::set_risk(client, upstream, tool, risk, expected_version, tx),
+                Command::Copy(text) => {
+                    let _ = std::io::stdout().write_all(osc52(&text).as_bytes());
+                    let _ = std::io::stdout().flush();
+                }
+                Command::SetTheme(name) => {
+                    if settings.colourless {
+                        app.notice("colour is off (--color never or NO_COLOR); mono stays");
+                        continue;
+                    }
+                    match theme::Theme::load(&name, user_themes_dir().as_deref()) {
+                        Ok(t) => {
+                            theme = t;
+                            app.notice(format!("theme {name}"));
+                        }
+                        Err(e) => app.notice(e.to_string()),
+                    }
+                }
+                Command::SwitchContext(name) => {
+                    match switch(settings, &name).await {
+                        Ok((context, client, new_theme)) => {
+                            // The old link goes first, so its task stops before the new one starts.
+                            drop(std::mem::replace(
+                                &mut link,
+                                Link::open(client, settings.ring),
+                            ));
+                            theme = new_theme;
+                            let view = app.view;
+                            app.enter_context(&context.name, context.read_only);
+                            if view == app::View::Tools {
+                                net::fetch_tools(link.client.clone(), link.tx.clone());
+                            }
+                        }
+                        Err(e) => app.notice(format!("still on the old context: {e}")),
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Everything a new context needs, made before anything of the old one is dropped, so a
+/// bad token command leaves the console where it was.
+async fn switch(
+    settings: &Settings,
+    name: &str,
+) -> Result<(Context, ControlClient, ui::Theme), String> {
+    let context = settings.config.context(name)?.clone();
+    let token = context
+        .token
+        .clone()
+        .or_else(|| {
+            std::env::var("TOOLGATE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(TokenSource::Literal)
+        })
+        .ok_or_else(|| {
+            format!("context {name:?} has no token or token_command, and TOOLGATE_TOKEN is unset")
+        })?
+        .resolve()
+        .await?;
+    let client = ControlClient::new(&context.gateway, &token).map_err(|e| e.to_string())?;
+    let theme = theme::Theme::load(
+        &settings.theme_for(&context, false),
+        user_themes_dir().as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((context, client, theme))
 }

@@ -183,9 +183,7 @@ impl Theme {
     /// Parses a theme's TOML; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Self, ThemeError> {
         let file: ThemeFile = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e.span().map(|s| crate::config::line_at(text, s.start));
             ThemeError {
                 source_name: source_name.to_owned(),
                 message: match line {

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Table, Wrap};
 use serde_json::Value;
 
-use super::app::{App, Connection, Mode, View, short};
+use super::app::{App, CLASSES, Connection, Mode, View, identity_label, short, target_label};
 use crate::api::Resolution;
 
 pub const MIN_WIDTH: u16 = 80;
@@ -39,19 +39,30 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
     ])
     .areas(area);
     draw_header(frame, app, theme, header, now);
+    // From 120 columns the details sit beside the table; below, over it.
+    let (table, detail) = if app.detail && body.width >= WIDE {
+        let [t, d] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)])
+            .areas(body);
+        (t, Some((d, false)))
+    } else if app.detail {
+        (body, Some((body, true)))
+    } else {
+        (body, None)
+    };
     match app.view {
-        View::Live => draw_live(frame, app, theme, body),
-        View::Held => draw_held(frame, app, theme, body, now),
-        View::Tools => draw_tools(frame, app, theme, body),
+        View::Live => draw_live(frame, app, theme, table),
+        View::Held => draw_held(frame, app, theme, table, now),
+        View::Tools => draw_tools(frame, app, theme, table),
     }
     draw_hints(frame, app, theme, hints);
-    draw_status(frame, app, status);
-    if app.detail {
-        draw_detail(frame, app, theme, body);
+    draw_status(frame, app, theme, status);
+    if let Some((area, over)) = detail {
+        draw_detail(frame, app, theme, area, over);
     }
     match &app.mode {
         Mode::Help => draw_help(frame, app, area),
         Mode::Confirm(confirm) => draw_confirm(frame, confirm, theme, area),
+        Mode::ClassPicker { index } => draw_class_picker(frame, app, *index, theme, area),
         _ => {}
     }
 }
@@ -73,8 +84,13 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: Dat
         View::Held => "held",
         View::Tools => "tools",
     };
+    let context = app
+        .context
+        .as_deref()
+        .map(|c| format!("{c} · "))
+        .unwrap_or_default();
     let mut spans = vec![Span::raw(format!(
-        " toolgate · {view} · {connection} · held: {} ",
+        " toolgate · {context}{view} · {connection} · held: {} ",
         app.pending_count()
     ))];
     if !app.follow && app.view == View::Live {
@@ -114,28 +130,17 @@ fn risk_cell<'a>(risk: &str, theme: &Theme) -> Cell<'a> {
     Cell::from(risk.to_owned()).style(style)
 }
 
-fn identity(row: &Value) -> String {
-    let kind = match row["identity"]["kind"].as_str() {
-        Some("oauth") => "user",
-        Some("api_token") => "token",
-        _ => "?",
-    };
-    format!("{kind}:{}", row["identity"]["name"].as_str().unwrap_or("?"))
-}
-
-fn target(row: &Value) -> String {
-    match (row["target"]["kind"].as_str(), row["target"]["id"].as_str()) {
-        (Some(k), Some(id)) => format!("{k}:{id}"),
-        _ => String::new(),
-    }
-}
-
 fn time_of(row: &Value) -> String {
     row["ts"]
         .as_str()
         .and_then(|t| t.get(11..19))
         .unwrap_or("")
         .to_owned()
+}
+
+/// `2026-11-26T10:04:05.123Z` as `11-26 10:04`: enough to tell today from last week.
+fn short_time(ts: &str) -> String {
+    ts.get(5..16).unwrap_or(ts).replace('T', " ")
 }
 
 fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
@@ -145,7 +150,7 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     // Keep the selection in view: the window starts so the selected row fits.
     let skip = selected.saturating_sub(visible.saturating_sub(1));
     let rows: Vec<TableRow> = app
-        .rows()
+        .visible_rows()
         .enumerate()
         .skip(skip)
         .take(visible)
@@ -153,7 +158,7 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             let e = &r.event;
             let mut row = TableRow::new(vec![
                 Cell::from(time_of(e)),
-                Cell::from(identity(e)),
+                Cell::from(identity_label(e)),
                 Cell::from(format!(
                     "{}/{}",
                     e["upstream"].as_str().unwrap_or(""),
@@ -161,7 +166,7 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 )),
                 risk_cell(e["risk"].as_str().unwrap_or(""), theme),
                 outcome_cell(app, e, theme),
-                Cell::from(target(e)),
+                Cell::from(target_label(e)),
                 Cell::from(
                     e["policy_ids"]
                         .as_array()
@@ -184,14 +189,28 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             row
         })
         .collect();
-    let title = if stale {
-        " decisions (stale) "
-    } else {
-        " decisions "
-    };
-    // Below 120 columns the policy and timing columns give their room to the rest.
+    let title = title(
+        if stale {
+            "decisions (stale)"
+        } else {
+            "decisions"
+        },
+        app.filter_text(View::Live),
+        || (app.visible_rows().count(), app.row_count()),
+    );
+    // Below 120 columns the policy and timing columns give their room to the rest;
+    // beside the detail pane, identity and target go too (the pane shows them).
     let wide = area.width >= WIDE;
-    let widths: Vec<Constraint> = if wide {
+    let compact = area.width < MIN_WIDTH;
+    let widths: Vec<Constraint> = if compact {
+        vec![
+            Constraint::Length(8),
+            Constraint::Length(0),
+            Constraint::Min(16),
+            Constraint::Length(11),
+            Constraint::Length(13),
+        ]
+    } else if wide {
         vec![
             Constraint::Length(8),
             Constraint::Length(20),
@@ -244,9 +263,20 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     frame.render_widget(table, area);
 }
 
+/// A table's title, with its filter and how many rows pass it.
+fn title(name: &str, filter: Option<&str>, counts: impl Fn() -> (usize, usize)) -> String {
+    match filter {
+        Some(f) => {
+            let (shown, total) = counts();
+            format!(" {name} · /{f} · {shown} of {total} ")
+        }
+        None => format!(" {name} "),
+    }
+}
+
 fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateTime<Utc>) {
-    let rows: Vec<TableRow> = app
-        .holds
+    let visible = app.visible_holds();
+    let rows: Vec<TableRow> = visible
         .iter()
         .enumerate()
         .map(|(i, h)| {
@@ -276,13 +306,19 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
                 Cell::from(format!("{:02}:{:02}", left / 60, left % 60)).style(style)
             };
             let call = serde_json::to_value(&h.call).unwrap_or_default();
+            let mark = if app.marked.contains(&h.call_id) {
+                "*"
+            } else {
+                ""
+            };
             let mut row = TableRow::new(vec![
+                Cell::from(mark).style(theme.urgent),
                 countdown,
                 Cell::from(state).style(state_style),
-                Cell::from(identity(&call)),
+                Cell::from(identity_label(&call)),
                 Cell::from(format!("{}/{}", h.call.upstream, h.call.tool)),
                 risk_cell(h.call.risk.as_str(), theme),
-                Cell::from(target(&call)),
+                Cell::from(target_label(&call)),
                 Cell::from(short(&h.call_id).to_owned()),
             ]);
             if i == app.held_selected {
@@ -292,8 +328,19 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
         })
         .collect();
     let wide = area.width >= WIDE;
-    let widths: Vec<Constraint> = if wide {
+    let compact = area.width < MIN_WIDTH;
+    let widths: Vec<Constraint> = if compact {
         vec![
+            Constraint::Length(1),
+            Constraint::Length(5),
+            Constraint::Length(12),
+            Constraint::Length(0),
+            Constraint::Min(16),
+            Constraint::Length(11),
+        ]
+    } else if wide {
+        vec![
+            Constraint::Length(1),
             Constraint::Length(6),
             Constraint::Length(22),
             Constraint::Length(20),
@@ -304,6 +351,7 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
         ]
     } else {
         vec![
+            Constraint::Length(1),
             Constraint::Length(5),
             Constraint::Length(18),
             Constraint::Length(14),
@@ -313,6 +361,7 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
         ]
     };
     let header = [
+        "",
         "left",
         "state",
         "identity",
@@ -327,15 +376,24 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
             Block::new()
                 .borders(Borders::TOP)
                 .border_style(theme.border)
-                .title(" held calls "),
+                .title(title(
+                    &if app.marked.is_empty() {
+                        "held calls".to_owned()
+                    } else {
+                        format!("held calls · {} marked", app.marked.len())
+                    },
+                    app.filter_text(View::Held),
+                    || (visible.len(), app.holds.len()),
+                )),
         );
     frame.render_widget(table, area);
 }
 
 fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
-    let rows: Vec<TableRow> = app
-        .tools
+    let visible = app.visible_tools();
+    let rows: Vec<TableRow> = visible
         .iter()
+        .map(|&i| &app.tools[i])
         .enumerate()
         .map(|(i, t)| {
             let annotations = t["annotations"]
@@ -365,9 +423,14 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 Cell::from(if changed { "CHANGED" } else { "" }).style(theme.urgent),
                 Cell::from(annotations),
                 Cell::from(format!(
-                    "{} v{}",
-                    t["updated_by"].as_str().unwrap_or(""),
-                    t["version"].as_u64().unwrap_or(0)
+                    "{} {} v{}{}",
+                    t["updated_by"].as_str().unwrap_or("—"),
+                    short_time(t["updated_at"].as_str().unwrap_or("")),
+                    t["version"].as_u64().unwrap_or(0),
+                    t["note"]
+                        .as_str()
+                        .map(|n| format!(" “{n}”"))
+                        .unwrap_or_default()
                 )),
                 Cell::from(format!(
                     "{}/{}/{}",
@@ -384,14 +447,19 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         .collect();
     // Below 120 columns, annotations and the last change give their room to the rest.
     let wide = area.width >= WIDE;
+    let compact = area.width < MIN_WIDTH;
     let hidden = Constraint::Length(0);
     let widths = [
         Constraint::Min(24),
         Constraint::Length(12),
-        Constraint::Length(if wide { 26 } else { 22 }),
+        if compact {
+            hidden
+        } else {
+            Constraint::Length(if wide { 26 } else { 22 })
+        },
         Constraint::Length(8),
         if wide { Constraint::Length(16) } else { hidden },
-        if wide { Constraint::Length(16) } else { hidden },
+        if wide { Constraint::Min(24) } else { hidden },
         Constraint::Length(10),
     ];
     let header = [
@@ -409,7 +477,9 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             Block::new()
                 .borders(Borders::TOP)
                 .border_style(theme.border)
-                .title(" tools "),
+                .title(title("tools", app.filter_text(View::Tools), || {
+                    (visible.len(), app.tools.len())
+                })),
         );
     frame.render_widget(table, area);
 }
@@ -417,12 +487,23 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 /// The current view's keys, most useful first, so the narrowest terminal still shows them.
 fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     use super::keymap::Action;
+    let typing = match app.mode {
+        Mode::Filter { .. } => {
+            Some(" enter keep · esc undo · tool: outcome: risk: identity: upstream: · ! inverts")
+        }
+        Mode::Command(_) => Some(" tab completes · enter runs · esc cancels"),
+        _ => None,
+    };
+    if let Some(text) = typing {
+        frame.render_widget(Paragraph::new(text).style(theme.muted), area);
+        return;
+    }
     let relevant = |a: Action| match app.view {
         View::Live => !a.mutates(),
-        View::Held => !matches!(a, Action::Follow | Action::Detail) && a.risk().is_none(),
+        View::Held => a != Action::Follow && a != Action::EditClass && a.risk().is_none(),
         View::Tools => !matches!(
             a,
-            Action::Follow | Action::Detail | Action::Approve | Action::Deny
+            Action::Follow | Action::Approve | Action::Deny | Action::Mark
         ),
     };
     let mut entries: Vec<_> = app
@@ -434,13 +515,7 @@ fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     entries.sort_by_key(|(_, a)| !a.mutates());
     let text: Vec<String> = entries
         .into_iter()
-        .map(|(keys, a)| {
-            format!(
-                "{} {}",
-                keys.split('/').next().unwrap_or(""),
-                a.describe().split(' ').next().unwrap_or("")
-            )
-        })
+        .map(|(keys, a)| format!("{} {}", keys[0], a.hint()))
         .collect();
     frame.render_widget(
         Paragraph::new(format!(" {}", text.join("  "))).style(theme.muted),
@@ -448,16 +523,24 @@ fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     );
 }
 
-fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
-    let text = match &app.mode {
-        Mode::Command(cmd) => format!(":{cmd}"),
-        _ => app
-            .flash
-            .as_ref()
-            .map(|(m, _)| format!(" {m}"))
-            .unwrap_or_default(),
+fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let line = match &app.mode {
+        Mode::Command(cmd) => Line::from(format!(":{cmd}▏")),
+        Mode::Filter { text, error, .. } => {
+            let mut spans = vec![Span::raw(format!("/{text}▏"))];
+            if let Some(e) = error {
+                spans.push(Span::styled(format!("  {e}"), theme.deny));
+            }
+            Line::from(spans)
+        }
+        _ => Line::from(
+            app.flash
+                .as_ref()
+                .map(|(m, _)| format!(" {m}"))
+                .unwrap_or_default(),
+        ),
     };
-    frame.render_widget(Paragraph::new(text), area);
+    frame.render_widget(Paragraph::new(line), area);
 }
 
 fn popup(area: Rect, width: u16, height: u16) -> Rect {
@@ -471,12 +554,49 @@ fn popup(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
-    let Some(row) = app.selected_row() else {
+/// The selected row in full: beside the table from 120 columns, over it below that.
+fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, over: bool) {
+    let lines = match app.view {
+        View::Live => app
+            .selected_row()
+            .map(|row| call_lines(app, theme, &row.event, Some(row.seq))),
+        View::Held => app.selected_hold().map(|h| {
+            let mut call = serde_json::to_value(&h.call).unwrap_or_default();
+            call["call_id"] = Value::String(h.call_id.clone());
+            let mut lines = call_lines(app, theme, &call, None);
+            lines.insert(1, Line::from(format!("expires {}", h.expires_at)));
+            lines
+        }),
+        View::Tools => app
+            .visible_tools()
+            .get(app.tools_selected)
+            .map(|&i| tool_lines(&app.tools[i])),
+    };
+    let Some(lines) = lines else {
         return;
     };
-    let e = &row.event;
-    let call_id = row.call_id();
+    let rect = if over {
+        popup(
+            area,
+            area.width.saturating_sub(8),
+            area.height.saturating_sub(2),
+        )
+    } else {
+        area
+    };
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .border_style(theme.border)
+                .title(" details (esc closes) "),
+        ),
+        rect,
+    );
+}
+
+fn call_lines<'a>(app: &App, theme: &Theme, e: &Value, seq: Option<u64>) -> Vec<Line<'a>> {
+    let call_id = e["call_id"].as_str().unwrap_or("");
     let fate = match app.fates.get(call_id) {
         Some(f) => format!("{} by {}", f.resolution.as_str(), f.by),
         None => "—".into(),
@@ -492,8 +612,9 @@ fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         ),
         None => "—".into(),
     };
+    let seq = seq.map(|s| format!("  seq {s}")).unwrap_or_default();
     let mut lines = vec![
-        Line::from(format!("call {call_id}  seq {}", row.seq)),
+        Line::from(format!("call {call_id}{seq}")),
         Line::from(vec![
             Span::raw("outcome "),
             Span::styled(
@@ -509,22 +630,42 @@ fn draw_detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         Line::from(format!("policy  {}", e["policy_ids"])),
         Line::from(format!("hold    {fate}")),
         Line::from(format!("result  {upstream}")),
+        Line::from(format!(
+            "took    {}µs",
+            e["decision_us"].as_u64().unwrap_or(0)
+        )),
         Line::from("arguments:"),
     ];
     let args = serde_json::to_string_pretty(&e["args"]).unwrap_or_default();
     lines.extend(args.lines().map(|l| Line::from(format!("  {l}"))));
-    let rect = popup(
-        area,
-        area.width.saturating_sub(8),
-        area.height.saturating_sub(2),
-    );
-    frame.render_widget(Clear, rect);
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" details (esc closes) ")),
-        rect,
-    );
+    lines
+}
+
+fn tool_lines<'a>(t: &Value) -> Vec<Line<'a>> {
+    let text = |k: &str| t[k].as_str().unwrap_or("—").to_owned();
+    let mut lines = vec![
+        Line::from(format!("tool       {}/{}", text("upstream"), text("name"))),
+        Line::from(format!("title      {}", text("title"))),
+        Line::from(format!(
+            "risk       {} (source {})",
+            text("risk"),
+            text("source")
+        )),
+        Line::from(format!("suggested  {}", text("suggested_risk"))),
+        Line::from(format!(
+            "changed    by {} at {}, v{}",
+            text("updated_by"),
+            text("updated_at"),
+            t["version"].as_u64().unwrap_or(0)
+        )),
+        Line::from(format!("note       {}", text("note"))),
+        Line::from(format!("definition {}", text("definition_sha256"))),
+        Line::from(format!("calls      {}", t["calls"])),
+        Line::from("annotations:"),
+    ];
+    let annotations = serde_json::to_string_pretty(&t["annotations"]).unwrap_or_default();
+    lines.extend(annotations.lines().map(|l| Line::from(format!("  {l}"))));
+    lines
 }
 
 fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
@@ -532,9 +673,9 @@ fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
         .keymap
         .entries(app.read_only)
         .into_iter()
-        .map(|(keys, action)| Line::from(format!(" {keys:<14} {}", action.describe())))
+        .map(|(keys, action)| Line::from(format!(" {:<14} {}", keys.join(" "), action.describe())))
         .collect();
-    let rect = popup(area, 50, lines.len() as u16 + 2);
+    let rect = popup(area, 72, lines.len() as u16 + 2);
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" keys (any key closes) ")),
@@ -543,19 +684,24 @@ fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_confirm(frame: &mut Frame, confirm: &super::app::Confirm, theme: &Theme, area: Rect) {
-    let h = &confirm.hold;
-    let call = serde_json::to_value(&h.call).unwrap_or_default();
     let verb = if confirm.approve { "Approve" } else { "Deny" };
-    let mut lines = vec![
-        Line::from(format!("{verb} held call {}?", short(&h.call_id))),
-        Line::from(format!("identity  {}", identity(&call))),
-        Line::from(format!("tool      {}/{}", h.call.upstream, h.call.tool)),
-        Line::from(format!("target    {}", target(&call))),
-        Line::from(format!("risk      {}", h.call.risk.as_str())),
-        Line::from("arguments:"),
-    ];
-    let args = serde_json::to_string_pretty(&h.call.args).unwrap_or_default();
-    lines.extend(args.lines().take(8).map(|l| Line::from(format!("  {l}"))));
+    let mut lines = match confirm.holds.as_slice() {
+        [h] => {
+            let call = serde_json::to_value(&h.call).unwrap_or_default();
+            let mut lines = vec![
+                Line::from(format!("{verb} held call {}?", short(&h.call_id))),
+                Line::from(format!("identity  {}", identity_label(&call))),
+                Line::from(format!("tool      {}/{}", h.call.upstream, h.call.tool)),
+                Line::from(format!("target    {}", target_label(&call))),
+                Line::from(format!("risk      {}", h.call.risk.as_str())),
+                Line::from("arguments:"),
+            ];
+            let args = serde_json::to_string_pretty(&h.call.args).unwrap_or_default();
+            lines.extend(args.lines().take(8).map(|l| Line::from(format!("  {l}"))));
+            lines
+        }
+        many => bulk_summary(verb, many),
+    };
     let cursor = if confirm.editing { "▏" } else { "" };
     lines.push(Line::from(format!("reason: {}{cursor}", confirm.reason)));
     lines.push(Line::from(""));
@@ -573,13 +719,121 @@ fn draw_confirm(frame: &mut Frame, confirm: &super::app::Confirm, theme: &Theme,
     } else {
         theme.deny
     };
-    let rect = popup(area, 64, lines.len() as u16 + 2);
+    let rect = popup(area, 72, lines.len() as u16 + 2);
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines).block(
             Block::bordered()
                 .title(format!(" {verb} "))
                 .border_style(style),
+        ),
+        rect,
+    );
+}
+
+/// One summary for a bulk decision: how many, of which classes, by whom, then each call.
+fn bulk_summary<'a>(verb: &str, holds: &[crate::api::HoldView]) -> Vec<Line<'a>> {
+    let count_of = |label: &dyn Fn(&crate::api::HoldView) -> String| {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for h in holds {
+            let l = label(h);
+            match counts.iter_mut().find(|(k, _)| *k == l) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((l, 1)),
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let as_value = |h: &crate::api::HoldView| serde_json::to_value(&h.call).unwrap_or_default();
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!("{verb} {} held calls?", holds.len()),
+            Style::new().add_modifier(Modifier::BOLD),
+        )),
+        Line::from(format!(
+            "risk      {}",
+            count_of(&|h| h.call.risk.as_str().to_owned())
+        )),
+        Line::from(format!(
+            "identity  {}",
+            count_of(&|h| identity_label(&as_value(h)))
+        )),
+        Line::from(""),
+    ];
+    const LISTED: usize = 8;
+    for h in holds.iter().take(LISTED) {
+        lines.push(Line::from(format!(
+            "  {:<12} {:<28} {:<16} {}",
+            h.call.risk.as_str(),
+            format!("{}/{}", h.call.upstream, h.call.tool),
+            target_label(&as_value(h)),
+            short(&h.call_id)
+        )));
+    }
+    if holds.len() > LISTED {
+        lines.push(Line::from(format!("  … and {} more", holds.len() - LISTED)));
+    }
+    lines
+}
+
+fn draw_class_picker(frame: &mut Frame, app: &App, index: usize, theme: &Theme, area: Rect) {
+    let Some(&i) = app.visible_tools().get(app.tools_selected) else {
+        return;
+    };
+    let tool = &app.tools[i];
+    let current = tool["risk"].as_str().unwrap_or("");
+    let suggested = tool["suggested_risk"].as_str().unwrap_or("");
+    let mut lines = vec![
+        Line::from(format!(
+            "{}/{}",
+            tool["upstream"].as_str().unwrap_or(""),
+            tool["name"].as_str().unwrap_or("")
+        )),
+        Line::from(""),
+    ];
+    for (n, class) in CLASSES.iter().enumerate() {
+        let name = class.as_str();
+        let key = match class {
+            crate::api::Risk::Read => super::keymap::Action::SetRead,
+            crate::api::Risk::Write => super::keymap::Action::SetWrite,
+            crate::api::Risk::Destructive => super::keymap::Action::SetDestructive,
+            crate::api::Risk::Unclassified => super::keymap::Action::SetUnclassified,
+        };
+        let mut notes = Vec::new();
+        if name == current {
+            notes.push("current");
+        }
+        if name == suggested {
+            notes.push("suggested");
+        }
+        let text = format!(
+            "{} {:<3} {name:<13}{}",
+            if n == index { "▶" } else { " " },
+            app.keymap.key_for(key).unwrap_or(""),
+            notes.join(", ")
+        );
+        let mut line = Line::from(text);
+        if n == index {
+            line = line.style(theme.selection);
+        }
+        lines.push(line);
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        "enter set · esc cancel",
+        Style::new().add_modifier(Modifier::BOLD),
+    )));
+    let rect = popup(area, 44, lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .title(" class ")
+                .border_style(theme.border),
         ),
         rect,
     );

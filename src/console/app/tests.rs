@@ -4,6 +4,7 @@ use ratatui::backend::TestBackend;
 use serde_json::json;
 
 use super::*;
+use crate::api::Risk;
 use crate::console::ui::{self, Theme};
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -473,5 +474,378 @@ fn snapshot_tools_view() {
     app.view = View::Tools;
     for (w, h) in [(80, 24), (120, 40)] {
         insta::assert_snapshot!(format!("tools_{w}x{h}"), render(&app, w, h).backend());
+    }
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        app.on_key(ch(c));
+    }
+}
+
+#[test]
+fn a_filter_applies_as_typed_per_view_and_esc_puts_the_old_one_back() {
+    let mut app = sample_app();
+    app.on_key(ch('/'));
+    typed(&mut app, "outcome:hold");
+    let tools: Vec<&str> = app
+        .visible_rows()
+        .map(|r| r.event["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        ["force_push", "create_issue"],
+        "it filters while typing"
+    );
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.filter_text(View::Live), Some("outcome:hold"));
+
+    // Selection moves within what is shown: one step older is create_issue, not delete_page.
+    app.on_key(ch('k'));
+    assert_eq!(app.selected_row().unwrap().event["tool"], "create_issue");
+
+    // A half-typed field keeps the last good filter and says why; Esc restores it.
+    app.on_key(ch('/'));
+    typed(&mut app, " !tol:x");
+    let Mode::Filter { error, .. } = &app.mode else {
+        panic!("still typing")
+    };
+    assert!(error.as_ref().unwrap().contains("unknown field `tol:`"));
+    assert_eq!(app.visible_rows().count(), 2);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.filter_text(View::Live), Some("outcome:hold"));
+
+    // Inversion, and each view keeps its own filter.
+    app.on_key(ch('/'));
+    for _ in 0.."outcome:hold".len() {
+        app.on_key(key(KeyCode::Backspace));
+    }
+    typed(&mut app, "!outcome:hold !risk:read");
+    app.on_key(key(KeyCode::Enter));
+    let tools: Vec<&str> = app
+        .visible_rows()
+        .map(|r| r.event["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["delete_page"]);
+    app.view = View::Held;
+    assert_eq!(app.filter_text(View::Held), None);
+    assert_eq!(app.visible_holds().len(), 2);
+    app.on_key(ch('/'));
+    typed(&mut app, "tool:create");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.visible_holds().len(), 1);
+    assert_eq!(app.selected_hold().unwrap().call.tool, "create_issue");
+
+    // A new row that the filter hides does not move a paused selection.
+    app.view = View::Live;
+    app.on_key(ch('k'));
+    let paused_at = app.selected_row().unwrap().seq;
+    feed(&mut app, [decision(7, "allow", "get_issue")]);
+    assert_eq!(
+        (app.selected_row().unwrap().seq, app.new_while_paused),
+        (paused_at, 0)
+    );
+    feed(&mut app, [decision(8, "deny", "purge")]);
+    assert_eq!(
+        (app.selected_row().unwrap().seq, app.new_while_paused),
+        (paused_at, 1)
+    );
+}
+
+#[test]
+fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
+    let mut app = connected_app();
+    app.on_net(NetEvent::Tools(vec![
+        tool_row("create_issue", "write", 3),
+        tool_row("delete_page", "destructive", 1),
+    ]));
+    app.view = View::Tools;
+    app.on_key(ch('/'));
+    typed(&mut app, "risk:dest");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.visible_tools(), [1]);
+    app.on_key(ch('/'));
+    for _ in 0.."risk:dest".len() {
+        app.on_key(key(KeyCode::Backspace));
+    }
+    typed(&mut app, "upstream:atl !create");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.visible_tools(), [1]);
+    // `e` opens the picker on the current class; up twice is write, Enter sets it.
+    app.on_key(ch('e'));
+    assert_eq!(app.mode, Mode::ClassPicker { index: 2 });
+    app.on_key(ch('k'));
+    let commands = app.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        commands,
+        vec![Command::SetRisk {
+            upstream: "atlassian".into(),
+            tool: "delete_page".into(),
+            risk: Risk::Write,
+            expected_version: 1
+        }]
+    );
+    // A letter in the picker sets that class at once; Esc cancels.
+    app.on_key(ch('e'));
+    assert!(app.on_key(key(KeyCode::Esc)).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    app.on_key(ch('e'));
+    assert!(matches!(
+        app.on_key(ch('u')).as_slice(),
+        [Command::SetRisk {
+            risk: Risk::Unclassified,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn marked_holds_get_one_confirm_and_one_summary() {
+    let mut app = sample_app();
+    feed(
+        &mut app,
+        [
+            decision(7, "hold", "merge_pr"),
+            hold_created(8, 7, "2026-11-26T10:20:00.000Z"),
+        ],
+    );
+    app.view = View::Held;
+    // Mark the first and the third; space moves down after marking.
+    app.on_key(key(KeyCode::Char(' ')));
+    app.on_key(ch('j'));
+    app.on_key(key(KeyCode::Char(' ')));
+    assert_eq!(app.marked.len(), 2);
+    let marked: Vec<String> = app.marked.iter().cloned().collect();
+    app.on_key(ch('d'));
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("a confirm opens")
+    };
+    assert_eq!(confirm.holds.len(), 2, "one dialog for every marked hold");
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(
+            format!("bulk_confirm_{w}x{h}"),
+            render(&app, w, h).backend()
+        );
+    }
+    typed(&mut app, "batch cleanup");
+    app.on_key(key(KeyCode::Enter));
+    let commands = app.on_key(ch('y'));
+    let mut resolved: Vec<String> = commands
+        .iter()
+        .map(|c| match c {
+            Command::Resolve {
+                call_id,
+                approve: false,
+                reason: Some(r),
+            } if r == "batch cleanup" => call_id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    resolved.sort();
+    assert_eq!(resolved, marked);
+    assert!(app.marked.is_empty(), "marks are spent");
+
+    // Two answers, one lost to another operator: one line sums them up.
+    let mut first = app
+        .holds
+        .iter()
+        .find(|h| h.call_id == marked[0])
+        .unwrap()
+        .clone();
+    first.resolution = Some(Resolution::Denied);
+    first.resolved_by = Some("olga".into());
+    app.on_net(NetEvent::Resolved {
+        call_id: marked[0].clone(),
+        outcome: Ok(Box::new(first)),
+    });
+    assert_eq!(app.flash.as_ref().unwrap().0, "denying 2 held calls…");
+    let mut second = app
+        .holds
+        .iter()
+        .find(|h| h.call_id == marked[1])
+        .unwrap()
+        .clone();
+    second.resolution = Some(Resolution::Approved);
+    second.resolved_by = Some("bob".into());
+    app.on_net(NetEvent::Resolved {
+        call_id: marked[1].clone(),
+        outcome: Err(ResolveFailure::AlreadyResolved(Box::new(second))),
+    });
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "denied 1 of 2; already approved by bob"
+    );
+
+    // Marks on holds that are resolved elsewhere fall away.
+    let last = app
+        .holds
+        .iter()
+        .position(|h| h.resolution.is_none())
+        .unwrap();
+    app.held_selected = last;
+    app.on_key(key(KeyCode::Char(' ')));
+    let id = app.marked.iter().next().unwrap().clone();
+    feed(
+        &mut app,
+        [
+            json!({"seq": 9, "kind": "hold.resolved", "call_id": id, "resolution": "expired", "by": "toolgate", "reason": null}),
+        ],
+    );
+    app.expire_fates(Instant::now());
+    assert!(app.marked.is_empty());
+}
+
+#[test]
+fn switching_context_while_disconnected_starts_clean() {
+    let mut app = sample_app();
+    app.context = Some("staging".into());
+    app.context_names = vec!["staging".into(), "prod".into()];
+    app.on_net(NetEvent::Connection(Connection::Disconnected {
+        since: Utc::now(),
+    }));
+    app.view = View::Held;
+    app.on_key(key(KeyCode::Char(' ')));
+    app.on_key(ch('/'));
+    typed(&mut app, "tool:force");
+    app.on_key(key(KeyCode::Enter));
+
+    app.on_key(ch(':'));
+    typed(&mut app, "ctx pr");
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(
+        app.mode,
+        Mode::Command("ctx prod".into()),
+        "the name completes"
+    );
+    let commands = app.on_key(key(KeyCode::Enter));
+    assert_eq!(commands, vec![Command::SwitchContext("prod".into())]);
+    assert_eq!(
+        app.context.as_deref(),
+        Some("staging"),
+        "nothing changes until it is made"
+    );
+
+    app.enter_context("prod", true);
+    assert_eq!(app.context.as_deref(), Some("prod"));
+    assert_eq!(
+        app.connection,
+        Connection::Connecting,
+        "not the old context's state"
+    );
+    assert!(app.read_only);
+    assert_eq!(
+        (
+            app.row_count(),
+            app.holds.len(),
+            app.marked.len(),
+            app.max_seq
+        ),
+        (0, 0, 0, 0),
+        "nothing from staging shows as prod's"
+    );
+    assert!(app.store_id.is_none());
+    assert_eq!(app.view, View::Held, "the view stays");
+    assert_eq!(
+        app.filter_text(View::Held),
+        Some("tool:force"),
+        "so do the filters"
+    );
+    assert_eq!(app.context_names, ["staging", "prod"]);
+    // Rows stream in from prod from seq 1, even though staging was further along.
+    feed(&mut app, [decision(1, "allow", "get_issue")]);
+    assert_eq!(app.row_count(), 1);
+
+    app.on_key(ch(':'));
+    typed(&mut app, "ctx dev");
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "no context is named \"dev\" (the contexts: staging, prod)"
+    );
+}
+
+#[test]
+fn commands_complete_names_and_themes() {
+    let ctx = [
+        "staging".to_owned(),
+        "prod".to_owned(),
+        "prod-eu".to_owned(),
+    ];
+    let themes = [
+        "default".to_owned(),
+        "light".to_owned(),
+        "high-contrast".to_owned(),
+    ];
+    assert_eq!(
+        complete("t", &ctx, &themes).0,
+        "t",
+        "tools and theme share a t"
+    );
+    assert_eq!(complete("to", &ctx, &themes).0, "tools");
+    assert_eq!(complete("th", &ctx, &themes).0, "theme ");
+    assert_eq!(complete("theme l", &ctx, &themes).0, "theme light");
+    let (text, candidates) = complete("ctx p", &ctx, &themes);
+    assert_eq!((text.as_str(), candidates.len()), ("ctx prod", 2));
+    assert_eq!(complete("ctx x", &ctx, &themes).0, "ctx x");
+
+    let mut app = connected_app();
+    app.on_key(ch(':'));
+    typed(&mut app, "theme neon");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        vec![Command::SetTheme("neon".into())],
+        "the main loop loads it and reports a failure"
+    );
+}
+
+#[test]
+fn c_and_shift_c_copy_the_id_and_the_json() {
+    let mut app = sample_app();
+    app.on_key(ch('k'));
+    let id = app.selected_row().unwrap().call_id().to_owned();
+    assert_eq!(app.on_key(ch('c')), vec![Command::Copy(id.clone())]);
+    let commands = app.on_key(KeyEvent::new(KeyCode::Char('C'), KeyModifiers::SHIFT));
+    let [Command::Copy(json)] = commands.as_slice() else {
+        panic!("{commands:?}")
+    };
+    let copied: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(copied["call_id"], id.as_str());
+    assert_eq!(
+        copied["args"]["password"], "[REDACTED]",
+        "what is copied is what was stored"
+    );
+    app.view = View::Held;
+    assert_eq!(
+        app.on_key(ch('c')),
+        vec![Command::Copy(app.holds[0].call_id.clone())]
+    );
+}
+
+#[test]
+fn snapshot_filter_and_command_line() {
+    let mut app = sample_app();
+    app.on_key(ch('/'));
+    typed(&mut app, "!outcome:allow risk:w");
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("filter_{w}x{h}"), render(&app, w, h).backend());
+    }
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(ch(':'));
+    typed(&mut app, "tools");
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("command_{w}x{h}"), render(&app, w, h).backend());
+    }
+    app.on_key(key(KeyCode::Enter));
+    app.on_net(NetEvent::Tools(vec![
+        tool_row("create_issue", "write", 3),
+        tool_row("delete_page", "destructive", 1),
+    ]));
+    app.on_key(ch('e'));
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(
+            format!("class_picker_{w}x{h}"),
+            render(&app, w, h).backend()
+        );
     }
 }
