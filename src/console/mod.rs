@@ -433,3 +433,91 @@ async fn switch(
     .map_err(|e| e.to_string())?;
     Ok((context, client, theme))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            context: None,
+            gateway: None,
+            token: None,
+            read_only: false,
+            bell: None,
+            ring: None,
+            theme: None,
+            color: ColorChoice::Always,
+            mouse: false,
+        }
+    }
+
+    fn config() -> ConsoleConfig {
+        ConsoleConfig::parse(
+            r#"
+default_context = "prod"
+theme = "light"
+ring = 300
+[[context]]
+name = "prod"
+gateway = "https://prod.example:7801"
+token = "tg_prod"
+read_only = true
+theme = "high-contrast"
+[[context]]
+name = "staging"
+gateway = "http://127.0.0.1:7801"
+token = "tg_staging"
+"#,
+            std::path::Path::new("config.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_command_line_then_the_context_then_the_config_decide() {
+        let s = Settings::merge(options(), config()).unwrap();
+        assert_eq!((s.start.name.as_str(), s.named), ("prod", true));
+        assert!(s.start.read_only, "a read-only context stays read-only");
+        assert_eq!((s.ring, s.bell, s.mouse), (300, Bell::On, false));
+        assert_eq!(s.theme_for(&s.start, true), "high-contrast");
+        let staging = s.config.context("staging").unwrap().clone();
+        assert_eq!(s.theme_for(&staging, false), "light", "the config's theme");
+
+        // A one-off --gateway never gets the default context's token.
+        let one_off = Options {
+            gateway: Some("http://127.0.0.1:9999".into()),
+            token: Some("tg_mine".into()),
+            ..options()
+        };
+        let s = Settings::merge(one_off, config()).unwrap();
+        assert!(!s.named);
+        assert_eq!(s.start.token, Some(TokenSource::Literal("tg_mine".into())));
+        assert!(!s.start.read_only);
+
+        // --theme wins for the first context only; --color never wins always.
+        let themed = Options {
+            context: Some("staging".into()),
+            theme: Some("default".into()),
+            ring: Some(50),
+            ..options()
+        };
+        let s = Settings::merge(themed, config()).unwrap();
+        assert_eq!(s.ring, 50);
+        assert_eq!(s.theme_for(&s.start, true), "default");
+        let prod = s.config.context("prod").unwrap().clone();
+        assert_eq!(s.theme_for(&prod, false), "high-contrast");
+        let never = Options {
+            color: ColorChoice::Never,
+            ..options()
+        };
+        let s = Settings::merge(never, config()).unwrap();
+        assert_eq!(s.theme_for(&s.start, true), "mono");
+        assert_eq!(s.theme_for(&prod, false), "mono");
+    }
+
+    #[test]
+    fn osc52_carries_the_text_in_base64() {
+        assert_eq!(osc52("0190abc"), "\x1b]52;c;MDE5MGFiYw==\x07");
+    }
+}

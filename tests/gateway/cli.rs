@@ -107,8 +107,11 @@ fn policy_check_accepts_the_default_and_places_an_error() {
 
 #[test]
 fn the_console_refuses_an_unknown_or_broken_theme_before_taking_the_terminal() {
+    let empty = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
         .args(["console", "--theme", "neon", "--token", "x"])
+        .env("XDG_CONFIG_HOME", empty.path())
+        .env_remove("TOOLGATE_CONSOLE_CONFIG")
         .env_remove("NO_COLOR")
         .output()
         .unwrap();
@@ -135,4 +138,78 @@ fn the_console_refuses_an_unknown_or_broken_theme_before_taking_the_terminal() {
         err.contains("ops.toml: line 2: unknown colour \"grene\""),
         "{err}"
     );
+}
+
+fn console(args: &[&str], config_home: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .arg("console")
+        .args(args)
+        .env("XDG_CONFIG_HOME", config_home)
+        .env_remove("TOOLGATE_CONSOLE_CONFIG")
+        .env_remove("TOOLGATE_TOKEN")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_console_config_path_is_printed_and_a_bad_config_names_file_line_and_key() {
+    let home = tempfile::tempdir().unwrap();
+    let out = console(&["--print-config-path"], home.path());
+    assert!(out.status.success());
+    let path = home.path().join("toolgate/config.toml");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        path.display().to_string()
+    );
+    let elsewhere = home.path().join("ops.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["console", "--print-config-path"])
+        .env("TOOLGATE_CONSOLE_CONFIG", &elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        elsewhere.display().to_string()
+    );
+
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "ring = 100\nbel = \"off\"\n").unwrap();
+    let out = console(&["--token", "x"], home.path());
+    assert_eq!(out.status.code(), Some(1), "an error, not a panic");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("{}:2: bel: unknown field `bel`", path.display())),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    std::fs::write(
+        &path,
+        "[[context]]\nname = \"prod\"\ngateway = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let err = String::from_utf8(console(&["--context", "stage"], home.path()).stderr).unwrap();
+    assert!(
+        err.contains("--context: no context is named \"stage\"; the contexts are prod"),
+        "{err}"
+    );
+    let err = String::from_utf8(console(&["--context", "prod"], home.path()).stderr).unwrap();
+    assert!(err.contains("no operator token"), "{err}");
+}
+
+#[test]
+fn key_conflicts_are_reported_when_the_console_starts() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("toolgate/config.toml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "[keys]\napprove = \"d\"\n").unwrap();
+    // Without a terminal the console stops right after its start-up checks.
+    let out = console(&["--token", "x"], home.path());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("key d was deny's by default and is now approve's; deny has no key left"),
+        "{err}"
+    );
+    assert!(err.contains("needs a terminal"), "{err}");
 }

@@ -27,7 +27,18 @@ async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_sur
         "{} console --gateway http://127.0.0.1:{control_port} --bell off",
         env!("CARGO_BIN_EXE_toolgate")
     );
-    let tmux = Tmux::start(&command, &[("TOOLGATE_TOKEN", APPROVER)], 120, 40);
+    let no_config = tempfile::tempdir().unwrap();
+    let config_path = no_config.path().join("config.toml");
+    std::fs::write(&config_path, "").unwrap();
+    let tmux = Tmux::start(
+        &command,
+        &[
+            ("TOOLGATE_TOKEN", APPROVER),
+            ("TOOLGATE_CONSOLE_CONFIG", config_path.to_str().unwrap()),
+        ],
+        120,
+        40,
+    );
     tmux.wait_for("● connected").await;
     tmux.wait_for("page:before").await;
 
@@ -68,4 +79,89 @@ async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_sur
         screen.contains("page:before"),
         "the rows from before the restart are kept:\n{screen}"
     );
+}
+
+const ADMIN: &str = "tg_test-console-admin";
+
+#[tokio::test]
+async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_one() {
+    let upstream = PyUpstream::start().await;
+    let control_port = free_port();
+    let config = format!(
+        "{}\n[[operator]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        upstream.config("trust_annotations = true\nhold_timeout_secs = 30"),
+        sha256_hex(ADMIN)
+    );
+    let gw = start_gateway_with_control_port(control_port, &config).await;
+    prime_catalog(&gw).await;
+
+    // The console's own config: a context whose token comes from a command.
+    let dir = tempfile::tempdir().unwrap();
+    let console_config = dir.path().join("config.toml");
+    std::fs::write(
+        &console_config,
+        format!(
+            "[[context]]\nname = \"e2e\"\ngateway = \"http://127.0.0.1:{control_port}\"\n\
+             token_command = \"printf %s {ADMIN}\"\n"
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "{} console --context e2e --bell off",
+        env!("CARGO_BIN_EXE_toolgate")
+    );
+    let tmux = Tmux::start(
+        &command,
+        &[("TOOLGATE_CONSOLE_CONFIG", console_config.to_str().unwrap())],
+        120,
+        40,
+    );
+    tmux.wait_for("e2e · live · ● connected").await;
+
+    // As a write, an API token's write_page is held.
+    let held = spawn_write_page(&gw, AGENT_TOKEN, "first", "one", json!({}));
+    tmux.wait_for("held: 1").await;
+
+    // The operator finds the tool, and sets it to read.
+    tmux.send(&[":tools", "Enter"]);
+    tmux.wait_for("py/write_page").await;
+    tmux.send(&["/"]);
+    tmux.send(&["-l", "tool:write_page"]);
+    tmux.send(&["Enter"]);
+    tmux.wait_for("tools · /tool:write_page · 1 of").await;
+    tmux.send(&["e"]);
+    tmux.wait_for("current, suggested").await;
+    tmux.send(&["r"]);
+    tmux.wait_for("py/write_page is now read").await;
+    let screen = tmux.wait_for("ada").await;
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("py/write_page") && l.contains(" read ")),
+        "the row shows the new class:\n{screen}"
+    );
+
+    // The next call of that tool runs at once: the client gets its answer, not a hold.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(15),
+        call_tool(
+            &gw,
+            AGENT_TOKEN,
+            "write_page",
+            json!({"page_id": "second", "body": "two"}),
+        ),
+    )
+    .await
+    .expect("the call is not held");
+    assert_eq!(result_text(&answer), "wrote second (3 bytes)");
+    tmux.send(&[":live", "Enter"]);
+    let screen = tmux.wait_for("page:second").await;
+    let row = screen.lines().find(|l| l.contains("page:second")).unwrap();
+    assert!(
+        row.contains("py/write_page") && row.contains(" read ") && row.contains(" allow "),
+        "the live view shows it allowed as a read:\n{screen}"
+    );
+    // The first call stays held: a class edit decides new calls, not waiting ones.
+    assert!(screen.contains("held: 1"), "{screen}");
+    held.abort();
 }
