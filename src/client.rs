@@ -243,6 +243,9 @@ impl ControlClient {
                         closed_cleanly = false;
                         break;
                     }
+                    Some("shutdown") => {
+                        tracing::info!(last_seq = %frame["last_seq"], "the gateway is stopping");
+                    }
                     Some("reset") => {
                         return Err(ClientError::Reset(
                             frame["message"].as_str().unwrap_or("").to_owned(),

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod time;

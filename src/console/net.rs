@@ -132,6 +132,8 @@ async fn session(
                 return Ok(SessionEnd::Lagged);
             }
             Some("reset") => return Ok(SessionEnd::Reset),
+            // The gateway is stopping: reconnect (with backoff) from where we are.
+            Some("shutdown") => return Ok(SessionEnd::Closed),
             _ => {
                 *since = frame["seq"].as_u64().or(*since);
                 tx.send(NetEvent::Event(frame)).await

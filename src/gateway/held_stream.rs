@@ -96,6 +96,17 @@ async fn wait(
                 return;
             }
             () = tx.closed() => return,
+            () = gw.stopped() => {
+                // Nobody can approve it now: the client hears a deny, and the hold stays
+                // pending, so the identical call can pick up its decision later.
+                let text = format!(
+                    "Denied by toolgate: the gateway is shutting down before {} was decided, \
+                     so the call did not run. It stays held until {}; retry the identical call later.",
+                    held.call_id, held.expires_at
+                );
+                send_result(&held.message, &text, tx).await;
+                return;
+            }
             () = &mut deadline => {
                 // A hold whose approval time ends with its wait expires now, so the
                 // client hears so rather than being told to retry.

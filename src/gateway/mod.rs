@@ -57,6 +57,9 @@ pub struct Gateway {
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
     pub http: reqwest::Client,
+    /// Turns true once when the gateway starts to stop: held streams answer with a deny
+    /// and event streams close, so shutdown never waits on a person.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -114,7 +117,14 @@ impl Gateway {
             store_id,
             policy: RwLock::new(Arc::new(policy)),
             http,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Resolves once the gateway has started to stop.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
     }
 
     pub fn policy(&self) -> Arc<PolicyEngine> {
@@ -181,8 +191,44 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
 /// The kernel send buffer of each control-API connection.
 const CONTROL_SEND_BUFFER: usize = 64 * 1024;
 
+/// How long open connections get to finish after a stop, before they are dropped.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Where a running gateway listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub mcp: std::net::SocketAddr,
+    pub control: std::net::SocketAddr,
+}
+
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
+    serve(config, crate::shutdown_signal(), move |at| {
+        // What to point clients at, on stdout (tests read these lines too). A closed
+        // stdout is no reason to stop serving, so write errors are ignored.
+        let mut out = std::io::stdout().lock();
+        for name in &names {
+            let _ = writeln!(
+                out,
+                "toolgate gateway: MCP endpoint http://{}/mcp/{name}",
+                at.mcp
+            );
+        }
+        let _ = writeln!(out, "toolgate gateway: control API http://{}", at.control);
+        let _ = out.flush();
+    })
+    .await
+}
+
+/// Runs the gateway until `stop` resolves. `ready` is told where it listens (ports may
+/// be 0 in the config, for the system to choose). On stop, held clients get a deny and
+/// event streams close at once; other connections get `STOP_GRACE` to finish.
+pub async fn serve(
+    config: Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(Addresses),
+) -> anyhow::Result<()> {
     let (listen, control_listen) = (config.gateway.listen, config.gateway.control_listen);
     let gateway = Arc::new(Gateway::new(config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -192,35 +238,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {control_listen} (control_listen)"))?;
     let local = listener.local_addr()?;
-    // What to point clients at, on stdout (tests read these lines too). A closed
-    // stdout is no reason to stop serving, so write errors are ignored.
-    {
-        let mut out = std::io::stdout().lock();
-        for name in gateway.config.upstreams.iter().map(|u| &u.name) {
-            let _ = writeln!(
-                out,
-                "toolgate gateway: MCP endpoint http://{local}/mcp/{name}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "toolgate gateway: control API http://{}",
-            control.local_addr()?
-        );
-        let _ = out.flush();
-    }
+    ready(Addresses {
+        mcp: local,
+        control: control.local_addr()?,
+    });
     tracing::info!(%local, data_dir = %gateway.config.data_dir().display(), "gateway ready");
     tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
+    {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            stop.await;
+            tracing::info!("stopping: held calls are denied, streams closed");
+            gateway.stopping.send_replace(true);
+        });
+    }
+    let stopped = |gw: Arc<Gateway>| async move { gw.stopped().await };
     let data_plane = axum::serve(listener, proxy::router(gateway.clone()))
-        .with_graceful_shutdown(crate::shutdown_signal());
+        .with_graceful_shutdown(stopped(gateway.clone()));
     // A subscriber that stops reading must stall its own stream soon, not park
     // megabytes in the kernel: small send buffers make the lag visible.
     let control = axum::serve::ListenerExt::tap_io(control, |tcp| {
         let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(CONTROL_SEND_BUFFER);
     });
-    let control_plane = axum::serve(control, control::router(gateway))
-        .with_graceful_shutdown(crate::shutdown_signal());
-    tokio::try_join!(data_plane.into_future(), control_plane.into_future())?;
+    let control_plane = axum::serve(control, control::router(gateway.clone()))
+        .with_graceful_shutdown(stopped(gateway.clone()));
+    let planes = async { tokio::try_join!(data_plane.into_future(), control_plane.into_future()) };
+    tokio::select! {
+        served = planes => { served?; }
+        () = async { gateway.stopped().await; tokio::time::sleep(STOP_GRACE).await } => {
+            tracing::warn!(grace = ?STOP_GRACE, "connections still open after the grace period; dropping them");
+        }
+    }
     Ok(())
 }
 

@@ -435,3 +435,59 @@ async fn a_cancelled_held_call_is_resolved_and_later_resolvers_conflict() {
         "a cancellation for a call the upstream never saw went upstream"
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_a_hold_open_denies_the_waiting_client_and_exits_cleanly_within_5_s() {
+    let (_upstream, mut gw) = setup("", 60).await;
+    let held = tokio::spawn({
+        let url = gw.url("py");
+        async move {
+            let call = modern_call(
+                7,
+                "write_page",
+                json!({"page_id": "p", "body": "b"}),
+                json!({}),
+            );
+            let resp = modern_request(&http(), &url, "write_page", call.to_string())
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            resp.text().await.unwrap()
+        }
+    });
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    // A live event subscriber, which must not keep the gateway up either.
+    let mut events = http()
+        .get(gw.control_url("/api/v1/events"))
+        .header("accept", "text/event-stream")
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(events.chunk().await.unwrap().is_some(), "the hello frame");
+
+    let (status, took) = gw.proc.terminate().await;
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    let text = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held client is answered")
+        .unwrap();
+    let answer = answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let said = result_text(&answer);
+    assert!(
+        said.starts_with(&format!(
+            "Denied by toolgate: the gateway is shutting down before {call_id} was decided"
+        )),
+        "{said}"
+    );
+    let mut rest = String::new();
+    while let Ok(Some(chunk)) = events.chunk().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(rest.contains("\"kind\":\"shutdown\""), "{rest}");
+}

@@ -68,6 +68,23 @@ impl Proc {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends SIGTERM, as a service manager would, and waits (at most 10 s) for the exit.
+    /// Returns its status and how long it took.
+    pub async fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let pid = self.child.id().expect("the process is running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(sent.success());
+        let started = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within 10 s of SIGTERM", self.name))
+            .expect("wait");
+        (status, started.elapsed())
+    }
 }
 
 fn spawn(name: &'static str, cmd: &mut Command) -> Proc {

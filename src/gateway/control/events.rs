@@ -27,6 +27,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// WebSocket close codes in the private range, one per reason.
 const CLOSE_LAGGED: u16 = 4001;
 const CLOSE_RESET: u16 = 4002;
+/// The standard "going away" close code: the gateway is stopping.
+const CLOSE_GOING_AWAY: u16 = 1001;
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -122,7 +124,16 @@ impl Feed {
             }
         }
         loop {
-            match self.live.recv().await {
+            let received = tokio::select! {
+                received = self.live.recv() => received,
+                () = self.gw.stopped() => return Some(Frame::Close {
+                    reason: "shutdown",
+                    json: json!({"kind": "shutdown", "last_seq": self.delivered,
+                                 "message": "the gateway is stopping; reconnect with since=last_seq"})
+                    .to_string(),
+                }),
+            };
+            match received {
                 Ok(event) if event.seq <= self.seam => continue,
                 Ok(event) => {
                     self.delivered = event.seq;
@@ -156,10 +167,10 @@ pub async fn websocket(mut socket: WebSocket, mut feed: Feed) {
             Frame::Hello(json) => (json, None),
             Frame::Event(event) => (event.json.clone(), None),
             Frame::Close { reason, json } => {
-                let code = if reason == "lagged" {
-                    CLOSE_LAGGED
-                } else {
-                    CLOSE_RESET
+                let code = match reason {
+                    "lagged" => CLOSE_LAGGED,
+                    "shutdown" => CLOSE_GOING_AWAY,
+                    _ => CLOSE_RESET,
                 };
                 (
                     json,
