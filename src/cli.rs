@@ -67,6 +67,38 @@ pub enum Command {
         #[arg(long)]
         print_config_path: bool,
     },
+    /// Everything in one process, offline: a gateway, an Atlassian-style MCP server
+    /// (Jira, Confluence, Bitbucket) and simulated agents, with the console attached.
+    Demo {
+        /// The MCP port agents connect to (0: the system picks one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The control API port (0: the system picks one).
+        #[arg(long, default_value_t = 0)]
+        control_port: u16,
+        /// The sample upstream's port (0: the system picks one).
+        #[arg(long, default_value_t = 0)]
+        upstream_port: u16,
+        /// Keep the audit store here instead of in a temporary dir removed at exit.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Run without the console, and print the URLs and tokens to connect with.
+        #[arg(long)]
+        no_console: bool,
+        /// Start no simulated agents: the gateway and upstream wait for your own clients.
+        #[arg(long)]
+        no_agents: bool,
+        /// Ring the terminal bell when a hold arrives (the demo holds calls every few
+        /// seconds).
+        #[arg(long, value_enum, default_value = "off")]
+        bell: crate::console::Bell,
+        /// The console's theme.
+        #[arg(long)]
+        theme: Option<String>,
+        /// When to use colour.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: crate::console::ColorChoice,
+    },
     /// Print the gateway's events as JSON lines (replayed from --since, then live).
     Events {
         #[command(flatten)]

@@ -11,10 +11,25 @@ use toolgate::config::Config;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A full-screen console owns the terminal: log lines would tear it, so they are off
+    // unless TOOLGATE_LOG asks for them (send stderr to a file then).
+    let owns_terminal = matches!(
+        cli.command,
+        Command::Console { .. }
+            | Command::Demo {
+                no_console: false,
+                ..
+            }
+    );
+    let default_filter = if owns_terminal {
+        "off"
+    } else {
+        "toolgate=info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("TOOLGATE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("toolgate=info")),
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
@@ -66,8 +81,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 theme,
                 color,
                 mouse,
+                greeting: None,
             }))
         }
+        Command::Demo {
+            port,
+            control_port,
+            upstream_port,
+            data_dir,
+            no_console,
+            no_agents,
+            bell,
+            theme,
+            color,
+        } => runtime()?.block_on(toolgate::demo::run(toolgate::demo::DemoOptions {
+            port,
+            control_port,
+            upstream_port,
+            data_dir,
+            no_console,
+            no_agents,
+            console: toolgate::console::Options {
+                context: None,
+                gateway: None,
+                token: None,
+                read_only: false,
+                bell: Some(bell),
+                ring: None,
+                theme,
+                color,
+                mouse: false,
+                greeting: None,
+            },
+        })),
         Command::Events { control, since } => runtime()?.block_on(async {
             let client = ControlClient::new(&control.gateway, &control.token)?;
             let mut out = std::io::stdout().lock();

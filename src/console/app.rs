@@ -287,6 +287,8 @@ pub struct App {
     /// What `:ctx` and `:theme` complete.
     pub context_names: Vec<String>,
     pub theme_names: Vec<String>,
+    /// A first hint for the status line, gone with the first key.
+    pub hint: Option<String>,
 }
 
 impl App {
@@ -322,6 +324,7 @@ impl App {
             context: None,
             context_names: Vec::new(),
             theme_names: Vec::new(),
+            hint: None,
         }
     }
 
@@ -738,6 +741,7 @@ impl App {
 
     pub fn on_key(&mut self, key: crossterm::event::KeyEvent) -> Vec<Command> {
         self.dirty = true;
+        self.hint = None;
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::Command(text) => self.on_command_key(text, key),
             Mode::Help => Vec::new(),

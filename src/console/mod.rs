@@ -51,6 +51,8 @@ pub struct Options {
     pub theme: Option<String>,
     pub color: ColorChoice,
     pub mouse: bool,
+    /// A first line for the status bar, until the first key.
+    pub greeting: Option<String>,
 }
 
 const DEFAULT_GATEWAY: &str = "http://127.0.0.1:7801";
@@ -76,6 +78,7 @@ struct Settings {
     base_theme: String,
     /// The theme named on the command line wins for the first context only.
     start_theme: Option<String>,
+    greeting: Option<String>,
 }
 
 impl Settings {
@@ -143,6 +146,7 @@ impl Settings {
             colourless,
             base_theme: config.theme.clone().unwrap_or_else(|| "default".into()),
             start_theme: options.theme,
+            greeting: options.greeting,
             start,
             named,
             config,
@@ -274,6 +278,7 @@ async fn event_loop(
     if settings.named {
         app.context = Some(settings.start.name.clone());
     }
+    app.hint = settings.greeting.clone();
     if !settings.config.key_conflicts.is_empty() {
         app.notice(format!(
             "keys: {}",
@@ -449,6 +454,7 @@ mod tests {
             theme: None,
             color: ColorChoice::Always,
             mouse: false,
+            greeting: None,
         }
     }
 

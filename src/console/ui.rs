@@ -138,6 +138,27 @@ fn time_of(row: &Value) -> String {
         .to_owned()
 }
 
+/// The upstream every row shares, if they share one: then the tool column can leave it
+/// out and show whole tool names.
+fn shared_upstream<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let first = names.next()?;
+    names.all(|n| n == first).then_some(first)
+}
+
+fn tool_label(upstream: &str, tool: &str, shared: Option<&str>) -> String {
+    match shared {
+        Some(_) => tool.to_owned(),
+        None => format!("{upstream}/{tool}"),
+    }
+}
+
+fn tool_header(shared: Option<&str>) -> String {
+    match shared {
+        Some(upstream) => format!("tool ({upstream})"),
+        None => "upstream/tool".to_owned(),
+    }
+}
+
 /// `2026-11-26T10:04:05.123Z` as `11-26 10:04`: enough to tell today from last week.
 fn short_time(ts: &str) -> String {
     ts.get(5..16).unwrap_or(ts).replace('T', " ")
@@ -149,6 +170,10 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let selected = if app.follow { 0 } else { app.selected };
     // Keep the selection in view: the window starts so the selected row fits.
     let skip = selected.saturating_sub(visible.saturating_sub(1));
+    let shared = shared_upstream(
+        app.rows()
+            .map(|r| r.event["upstream"].as_str().unwrap_or("")),
+    );
     let rows: Vec<TableRow> = app
         .visible_rows()
         .enumerate()
@@ -159,10 +184,10 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             let mut row = TableRow::new(vec![
                 Cell::from(time_of(e)),
                 Cell::from(identity_label(e)),
-                Cell::from(format!(
-                    "{}/{}",
+                Cell::from(tool_label(
                     e["upstream"].as_str().unwrap_or(""),
-                    e["tool"].as_str().unwrap_or("")
+                    e["tool"].as_str().unwrap_or(""),
+                    shared,
                 )),
                 risk_cell(e["risk"].as_str().unwrap_or(""), theme),
                 outcome_cell(app, e, theme),
@@ -211,15 +236,16 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             Constraint::Length(13),
         ]
     } else if wide {
+        // The decision time needs 140 columns; the details show it anyway.
         vec![
             Constraint::Length(8),
             Constraint::Length(20),
-            Constraint::Min(24),
+            Constraint::Min(26),
             Constraint::Length(12),
+            Constraint::Length(13),
+            Constraint::Length(18),
             Constraint::Length(14),
-            Constraint::Length(18),
-            Constraint::Length(18),
-            Constraint::Length(8),
+            Constraint::Length(if area.width >= 140 { 8 } else { 0 }),
         ]
     } else {
         vec![
@@ -231,11 +257,12 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             Constraint::Length(12),
         ]
     };
+    let tool_header = tool_header(shared);
     let header: &[&str] = if wide {
         &[
             "time",
             "identity",
-            "upstream/tool",
+            &tool_header,
             "risk",
             "outcome",
             "target",
@@ -246,7 +273,7 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         &[
             "time",
             "identity",
-            "upstream/tool",
+            &tool_header,
             "risk",
             "outcome",
             "target",
@@ -276,6 +303,7 @@ fn title(name: &str, filter: Option<&str>, counts: impl Fn() -> (usize, usize)) 
 
 fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateTime<Utc>) {
     let visible = app.visible_holds();
+    let shared = shared_upstream(app.holds.iter().map(|h| h.call.upstream.as_str()));
     let rows: Vec<TableRow> = visible
         .iter()
         .enumerate()
@@ -316,7 +344,7 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
                 countdown,
                 Cell::from(state).style(state_style),
                 Cell::from(identity_label(&call)),
-                Cell::from(format!("{}/{}", h.call.upstream, h.call.tool)),
+                Cell::from(tool_label(&h.call.upstream, &h.call.tool, shared)),
                 risk_cell(h.call.risk.as_str(), theme),
                 Cell::from(target_label(&call)),
                 Cell::from(short(&h.call_id).to_owned()),
@@ -342,11 +370,11 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
         vec![
             Constraint::Length(1),
             Constraint::Length(6),
-            Constraint::Length(22),
             Constraint::Length(20),
-            Constraint::Min(20),
+            Constraint::Length(20),
+            Constraint::Min(25),
             Constraint::Length(12),
-            Constraint::Length(18),
+            Constraint::Length(20),
             Constraint::Length(9),
         ]
     } else {
@@ -360,12 +388,13 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
             Constraint::Length(10),
         ]
     };
+    let tool_header = tool_header(shared);
     let header = [
         "",
         "left",
         "state",
         "identity",
-        "upstream/tool",
+        &tool_header,
         "risk",
         "target",
         "call",
@@ -391,6 +420,11 @@ fn draw_held(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: DateT
 
 fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let visible = app.visible_tools();
+    let shared = shared_upstream(
+        app.tools
+            .iter()
+            .map(|t| t["upstream"].as_str().unwrap_or("")),
+    );
     let rows: Vec<TableRow> = visible
         .iter()
         .map(|&i| &app.tools[i])
@@ -409,10 +443,10 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             let changed = t["source"] == "reset";
             let calls = &t["calls"];
             let mut row = TableRow::new(vec![
-                Cell::from(format!(
-                    "{}/{}",
+                Cell::from(tool_label(
                     t["upstream"].as_str().unwrap_or(""),
-                    t["name"].as_str().unwrap_or("")
+                    t["name"].as_str().unwrap_or(""),
+                    shared,
                 )),
                 risk_cell(t["risk"].as_str().unwrap_or(""), theme),
                 Cell::from(format!(
@@ -462,8 +496,9 @@ fn draw_tools(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         if wide { Constraint::Min(24) } else { hidden },
         Constraint::Length(10),
     ];
+    let tool_header = tool_header(shared);
     let header = [
-        "upstream/tool",
+        tool_header.as_str(),
         "risk",
         "suggested (source)",
         "",
@@ -533,12 +568,11 @@ fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             }
             Line::from(spans)
         }
-        _ => Line::from(
-            app.flash
-                .as_ref()
-                .map(|(m, _)| format!(" {m}"))
-                .unwrap_or_default(),
-        ),
+        _ => match (&app.flash, &app.hint) {
+            (Some((m, _)), _) => Line::from(format!(" {m}")),
+            (None, Some(hint)) => Line::from(Span::styled(format!(" {hint}"), theme.header)),
+            (None, None) => Line::default(),
+        },
     };
     frame.render_widget(Paragraph::new(line), area);
 }

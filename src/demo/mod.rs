@@ -1,4 +1,312 @@
 //! `toolgate demo`: the gateway, an Atlassian-style upstream and simulated agents in one
 //! process, offline, with the console attached.
+//!
+//! Everything the demo makes up (tokens, the OAuth signing key, the config) is fresh for
+//! each run and written to its data dir, so a newcomer can read how it was set up.
 
+pub mod agents;
 pub mod upstream;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::identity::token_sha256;
+
+/// The upstream's name: agents call `/mcp/atlassian`.
+pub const UPSTREAM: &str = "atlassian";
+const ISSUER: &str = "https://login.demo.toolgate.invalid/";
+const AUDIENCE: &str = "toolgate";
+/// How long a held call's client waits on its stream, and how long it stays approvable.
+const HOLD_WAIT_SECS: u64 = 60;
+const APPROVAL_TTL_SECS: u64 = 600;
+
+pub struct DemoOptions {
+    /// 0 lets the system choose.
+    pub port: u16,
+    pub control_port: u16,
+    pub upstream_port: u16,
+    pub data_dir: Option<PathBuf>,
+    pub no_console: bool,
+    pub no_agents: bool,
+    /// What the console takes from its own flags.
+    pub console: crate::console::Options,
+}
+
+/// The secrets of one demo run.
+struct Secrets {
+    operator: String,
+    ci_bot: String,
+    support: String,
+    user_jwt: String,
+    /// The JWK set that verifies `user_jwt`.
+    jwks: String,
+}
+
+impl Secrets {
+    fn fresh() -> anyhow::Result<Secrets> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA",
+            "use": "sig", "kid": "demo", "x": b64.encode(public)}]})
+        .to_string();
+        // PKCS#8 for an Ed25519 seed is a fixed 16-byte prefix and the seed (RFC 8410).
+        let mut der = hex::decode("302e020100300506032b657004220420").expect("hex");
+        der.extend_from_slice(&seed);
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("demo".into());
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice@example.com",
+            "groups": ["eng", "oncall"], "iat": now, "exp": now + 12 * 3600});
+        let user_jwt = jsonwebtoken::encode(&header, &claims, &key)?;
+        Ok(Secrets {
+            operator: crate::token::new_token(),
+            ci_bot: crate::token::new_token(),
+            support: crate::token::new_token(),
+            user_jwt,
+            jwks,
+        })
+    }
+}
+
+/// The demo's gateway config: one trusted upstream, no seeded classes, the default
+/// policy, and targets for every Jira, Confluence and Bitbucket resource.
+fn gateway_config(secrets: &Secrets, port: u16, control_port: u16, upstream: SocketAddr) -> String {
+    let now = chrono::Utc::now();
+    let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    format!(
+        r#"# Written by `toolgate demo` for this run; its tokens are new every time.
+[gateway]
+listen = "127.0.0.1:{port}"
+control_listen = "127.0.0.1:{control_port}"
+data_dir = "."
+hold_timeout_secs = {HOLD_WAIT_SECS}
+approval_ttl_secs = {APPROVAL_TTL_SECS}
+
+[[upstream]]
+name = "{UPSTREAM}"
+url = "http://{upstream}/mcp"
+trust_annotations = true
+
+[oauth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_file = "jwks.json"
+
+[[identity]]
+name = "ci-bot"
+kind = "api_token"
+token_sha256 = "{ci}"
+groups = ["ci"]
+issued = "{ci_issued}"
+
+# Old and broad: issued years ago for support, and about to expire.
+[[identity]]
+name = "support-legacy"
+kind = "api_token"
+token_sha256 = "{support}"
+groups = ["support", "all-projects"]
+issued = "2021-03-01T00:00:00Z"
+expires = "{support_expires}"
+
+[[operator]]
+name = "operator"
+role = "admin"
+token_sha256 = "{operator}"
+
+[[resource]]
+tool = "jira_*"
+pointer = "/issueKey"
+kind = "jira_issue"
+
+[[resource]]
+tool = "jira_*"
+pointer = "/projectKey"
+kind = "jira_project"
+
+[[resource]]
+tool = "confluence_*"
+pointer = "/pageId"
+kind = "confluence_page"
+
+[[resource]]
+tool = "confluence_*"
+pointer = "/spaceKey"
+kind = "confluence_space"
+
+[[resource]]
+tool = "bitbucket_*"
+pointer = "/repoSlug"
+kind = "bitbucket_repo"
+
+[redact]
+keys = ["password", "token", "secret", "authorization", "api_key"]
+"#,
+        ci = token_sha256(&secrets.ci_bot),
+        support = token_sha256(&secrets.support),
+        operator = token_sha256(&secrets.operator),
+        ci_issued = rfc(now - chrono::Duration::days(30)),
+        support_expires = rfc(now + chrono::Duration::days(3)),
+    )
+}
+
+/// Runs the demo until the console quits, or SIGINT or SIGTERM.
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let temp;
+    let data_dir: PathBuf = match &options.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --data-dir {}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("toolgate-demo-")
+                .tempdir()
+                .context("cannot create a temporary data dir")?;
+            temp.path().to_owned()
+        }
+    };
+    let secrets = Secrets::fresh()?;
+    std::fs::write(data_dir.join("jwks.json"), &secrets.jwks)?;
+
+    // The upstream first, so the gateway's first tools/list finds it.
+    let upstream_stop = CancellationToken::new();
+    let upstream_listener = tokio::net::TcpListener::bind(("127.0.0.1", options.upstream_port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.upstream_port))?;
+    let upstream_addr = upstream_listener.local_addr()?;
+    let data = Arc::new(Mutex::new(upstream::Data::sample()));
+    let router = axum::Router::new()
+        .nest_service("/mcp", upstream::service(data, upstream_stop.child_token()));
+    let upstream_task = tokio::spawn({
+        let stop = upstream_stop.clone();
+        async move {
+            axum::serve(upstream_listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+
+    let config_path = data_dir.join("gateway.toml");
+    std::fs::write(
+        &config_path,
+        gateway_config(&secrets, options.port, options.control_port, upstream_addr),
+    )?;
+    let config = crate::config::Config::load(&config_path)?;
+    let gateway_stop = CancellationToken::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let gateway_task = tokio::spawn({
+        let stop = gateway_stop.clone();
+        crate::gateway::serve(config, async move { stop.cancelled().await }, move |at| {
+            let _ = ready_tx.send(at);
+        })
+    });
+    let at = match ready_rx.await {
+        Ok(at) => at,
+        // The gateway stopped before it listened; its error says why.
+        Err(_) => {
+            return Err(gateway_task
+                .await?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the gateway did not start")));
+        }
+    };
+    let endpoint = format!("http://{}/mcp/{UPSTREAM}", at.mcp);
+    let control = format!("http://{}", at.control);
+
+    let agents_stop = CancellationToken::new();
+    let agents = if options.no_agents {
+        Vec::new()
+    } else {
+        agents::agents(
+            secrets.user_jwt.clone(),
+            secrets.ci_bot.clone(),
+            secrets.support.clone(),
+        )
+    };
+    let agents_task = tokio::spawn(agents::run(endpoint.clone(), agents, agents_stop.clone()));
+    let upstream_url = format!("http://{upstream_addr}/mcp");
+
+    let outcome = if options.no_console {
+        print_headless(
+            &[&endpoint, &control, &upstream_url],
+            &secrets,
+            &data_dir,
+            &config_path,
+        );
+        crate::shutdown_signal().await;
+        Ok(())
+    } else {
+        let console = crate::console::Options {
+            gateway: Some(control.clone()),
+            token: Some(secrets.operator.clone()),
+            context: None,
+            greeting: Some(format!(
+                "toolgate demo · press : for views, ? for help · agents call {endpoint}"
+            )),
+            ..options.console
+        };
+        tokio::select! {
+            r = crate::console::run(console) => r,
+            () = crate::shutdown_signal() => Ok(()),
+        }
+    };
+
+    // Stop in order: the gateway first, so held clients hear a deny rather than a reset.
+    gateway_stop.cancel();
+    let stopped = tokio::time::timeout(
+        crate::gateway::STOP_GRACE + Duration::from_secs(1),
+        gateway_task,
+    )
+    .await;
+    agents_stop.cancel();
+    upstream_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), agents_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), upstream_task).await;
+    if let Ok(Ok(Err(e))) = stopped {
+        tracing::error!(error = %e, "the gateway stopped with an error");
+    }
+    outcome
+}
+
+fn print_headless(
+    [endpoint, control, upstream]: &[&str; 3],
+    secrets: &Secrets,
+    data_dir: &Path,
+    config_path: &Path,
+) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "toolgate demo: MCP endpoint {endpoint}\n\
+         toolgate demo: control API {control}\n\
+         toolgate demo: sample upstream {upstream} (direct, without the gateway)\n\
+         toolgate demo: operator token {operator}\n\
+         toolgate demo: agent tokens ci-bot {ci} · support-legacy {support}\n\
+         toolgate demo: OAuth user alice@example.com: Bearer {jwt}\n\
+         toolgate demo: data dir {dir} (config {config})\n\
+         \n\
+         Watch and approve from another terminal:\n  \
+         toolgate console --gateway {control} --token {operator}\n\
+         Stop with Ctrl-C.",
+        operator = secrets.operator,
+        ci = secrets.ci_bot,
+        support = secrets.support,
+        jwt = secrets.user_jwt,
+        dir = data_dir.display(),
+        config = config_path.display(),
+    );
+    let _ = out.flush();
+}

@@ -124,7 +124,7 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
 
     // The operator finds the tool, and sets it to read.
     tmux.send(&[":tools", "Enter"]);
-    tmux.wait_for("py/write_page").await;
+    tmux.wait_for("tool (py)").await;
     tmux.send(&["/"]);
     tmux.send(&["-l", "tool:write_page"]);
     tmux.send(&["Enter"]);
@@ -137,7 +137,7 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
     assert!(
         screen
             .lines()
-            .any(|l| l.contains("py/write_page") && l.contains(" read ")),
+            .any(|l| l.starts_with("write_page ") && l.contains(" read ")),
         "the row shows the new class:\n{screen}"
     );
 
@@ -158,7 +158,7 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
     let screen = tmux.wait_for("page:second").await;
     let row = screen.lines().find(|l| l.contains("page:second")).unwrap();
     assert!(
-        row.contains("py/write_page") && row.contains(" read ") && row.contains(" allow "),
+        row.contains(" write_page ") && row.contains(" read ") && row.contains(" allow "),
         "the live view shows it allowed as a read:\n{screen}"
     );
     // The first call stays held: a class edit decides new calls, not waiting ones.

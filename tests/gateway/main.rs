@@ -9,6 +9,7 @@ mod cli;
 mod console;
 mod control;
 mod decisions;
+mod demo;
 mod events;
 mod holds;
 mod identity;

@@ -1,0 +1,364 @@
+//! `toolgate demo`: the whole system in one process. Checked from outside, through the
+//! control API, a real MCP client and a real terminal.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::*;
+
+/// A headless demo and what it printed.
+struct Demo {
+    child: Child,
+    endpoint: String,
+    control: String,
+    upstream: String,
+    operator: String,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    async fn start(extra: &[&str]) -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("demo.err");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args(["demo", "--no-console"])
+            .args(extra)
+            // The agents log each answer they get at debug level.
+            .env("TOOLGATE_LOG", "toolgate::demo=debug,toolgate=info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("toolgate demo starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let done = line.starts_with("Stop with Ctrl-C");
+                printed.push(line);
+                if done {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the demo prints where to connect");
+        let after = |prefix: &str| {
+            printed
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} in {printed:#?}"))
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        Demo {
+            endpoint: after("toolgate demo: MCP endpoint "),
+            control: after("toolgate demo: control API "),
+            upstream: after("toolgate demo: sample upstream "),
+            operator: after("toolgate demo: operator token "),
+            child,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let resp = http()
+            .get(format!("{}{path}", self.control))
+            .bearer_auth(&self.operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.json().await.unwrap()
+    }
+
+    async fn decisions(&self) -> Vec<Value> {
+        self.get("/api/v1/decisions?limit=1000").await["decisions"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// Waits up to `secs` for `check` to give something.
+async fn within<T, Fut: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    reqwest::Url::parse(url).unwrap().port().unwrap()
+}
+
+#[tokio::test]
+async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_behind() {
+    let mut demo = Demo::start(&[]).await;
+
+    // Every outcome arrives, from all three identities.
+    let decisions = within(30, "allow, deny and hold from three identities", || async {
+        let d = demo.decisions().await;
+        let outcomes: HashSet<String> = d
+            .iter()
+            .map(|x| x["outcome"].as_str().unwrap().to_owned())
+            .collect();
+        let who: HashSet<String> = d
+            .iter()
+            .map(|x| x["identity"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        (outcomes.len() == 3 && who.len() == 3).then_some(d)
+    })
+    .await;
+    let kinds: HashSet<&str> = decisions
+        .iter()
+        .map(|d| d["identity"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, HashSet::from(["oauth", "api_token"]));
+
+    // A waiting hold is approved; the agent on its stream gets the upstream's real answer.
+    let hold = within(20, "a waiting pull request", || async {
+        demo.get("/api/v1/holds").await["holds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| {
+                h["phase"] == "waiting" && h["call"]["tool"] == "bitbucket_create_pull_request"
+            })
+            .cloned()
+    })
+    .await;
+    let call_id = hold["call_id"].as_str().unwrap().to_owned();
+    let resp = http()
+        .post(format!("{}/api/v1/holds/{call_id}/approve", demo.control))
+        .bearer_auth(&demo.operator)
+        .header("content-type", "application/json")
+        .body(r#"{"reason":"demo test"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let log = within(15, "the agent's answer", || async {
+        let log = demo.log();
+        log.contains("pullRequest").then_some(log)
+    })
+    .await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("agent=\"ci-bot\"") && l.contains("pullRequest")),
+        "ci-bot got the pull request: {log}"
+    );
+
+    // A risk edit changes the next decision for that tool: run_pipeline is unclassified,
+    // so ci-bot's runs are denied; as a read they are allowed.
+    let tools = demo.get("/api/v1/tools").await;
+    let pipeline = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "bitbucket_run_pipeline")
+        .unwrap()
+        .clone();
+    assert_eq!(pipeline["risk"], "unclassified", "it has no annotations");
+    let resp = http()
+        .put(format!(
+            "{}/api/v1/tools/atlassian/bitbucket_run_pipeline/risk",
+            demo.control
+        ))
+        .bearer_auth(&demo.operator)
+        .header("content-type", "application/json")
+        .body(json!({"risk": "read", "expected_version": pipeline["version"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let edited_at: Value = resp.json().await.unwrap();
+    let edit_seq = edited_at["seq"].as_u64().unwrap();
+    let next = within(40, "a run_pipeline decision after the edit", || async {
+        demo.decisions()
+            .await
+            .into_iter()
+            .filter(|d| {
+                d["tool"] == "bitbucket_run_pipeline" && d["seq"].as_u64().unwrap() > edit_seq
+            })
+            .last()
+    })
+    .await;
+    assert_eq!(
+        (next["risk"].as_str(), next["outcome"].as_str()),
+        (Some("read"), Some("allow")),
+        "{next}"
+    );
+
+    // SIGTERM with holds open: exit 0 within 5 s, and nothing left listening.
+    assert!(
+        !demo.get("/api/v1/holds").await["holds"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let pid = demo.child.id().unwrap();
+    let started = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), demo.child.wait())
+        .await
+        .expect("the demo exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    for url in [&demo.endpoint, &demo.control, &demo.upstream] {
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port_of(url)))
+                .await
+                .is_err(),
+            "{url} still accepts connections"
+        );
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the process is gone"
+    );
+}
+
+#[tokio::test]
+async fn the_sample_upstream_serves_the_python_client_in_both_eras_and_its_data_changes() {
+    let demo = Demo::start(&["--no-agents"]).await;
+    let url = demo.upstream.clone();
+
+    let created = run_py_client(
+        &url,
+        "unused",
+        "jira_create_issue",
+        &json!({"projectKey": "PAY", "summary": "Python was here"}),
+        "legacy",
+    )
+    .await;
+    assert_eq!(created["protocol_version"], "2025-11-25");
+    assert_eq!(created["tools"].as_array().unwrap().len(), 15);
+    let text = created["result"]["content"][0]["text"].as_str().unwrap();
+    let key = serde_json::from_str::<Value>(text).unwrap()["created"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(key, "PAY-3");
+
+    let found = run_py_client(
+        &url,
+        "unused",
+        "jira_search_issues",
+        &json!({"text": "python"}),
+        "auto",
+    )
+    .await;
+    assert_eq!(found["protocol_version"], "2026-07-28");
+    let text = found["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap()["issues"][0]["key"],
+        key
+    );
+
+    let deleted = run_py_client(
+        &url,
+        "unused",
+        "confluence_delete_page",
+        &json!({"pageId": "1003"}),
+        "auto",
+    )
+    .await;
+    assert_ne!(deleted["result"]["is_error"], true, "{deleted}");
+    let gone = run_py_client(
+        &url,
+        "unused",
+        "confluence_get_page",
+        &json!({"pageId": "1003"}),
+        "legacy",
+    )
+    .await;
+    assert_eq!(gone["result"]["is_error"], true, "{gone}");
+    assert_eq!(
+        gone["result"]["content"][0]["text"],
+        "page 1003 does not exist"
+    );
+}
+
+#[tokio::test]
+async fn the_full_demo_in_a_terminal_approves_with_keys_and_quits_cleanly() {
+    let config_home = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} demo; echo demo-exit=$?; sleep 60",
+        env!("CARGO_BIN_EXE_toolgate")
+    );
+    let tmux = Tmux::start(
+        &command,
+        &[("XDG_CONFIG_HOME", config_home.path().to_str().unwrap())],
+        120,
+        40,
+    );
+    tmux.wait_for("press : for views, ? for help").await;
+    tmux.wait_for("● connected").await;
+    tmux.send(&[":held", "Enter"]);
+    let screen = tmux.wait_for("waiting").await;
+    let first = screen
+        .lines()
+        .find(|l| l.contains("waiting"))
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    tmux.send(&["a"]);
+    tmux.wait_for("Approve held call").await;
+    tmux.send(&["y"]);
+    tmux.wait_for("approved by operator").await;
+    assert!(
+        tmux.screen().contains(&first),
+        "the approved call is the first in the queue"
+    );
+
+    tmux.send(&["q"]);
+    let screen = tmux.wait_for("demo-exit=").await;
+    assert!(screen.contains("demo-exit=0"), "{screen}");
+    // The shell's screen is back: the console left its alternate screen.
+    assert!(!screen.contains("held calls"), "{screen}");
+    let leftover = std::process::Command::new("pgrep")
+        .args(["-f", &format!("{} demo$", env!("CARGO_BIN_EXE_toolgate"))])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "a demo process is left: {:?}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
