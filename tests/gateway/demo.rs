@@ -197,13 +197,9 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
     let edited_at: Value = resp.json().await.unwrap();
     let edit_seq = edited_at["seq"].as_u64().unwrap();
     let next = within(40, "a run_pipeline decision after the edit", || async {
-        demo.decisions()
-            .await
-            .into_iter()
-            .filter(|d| {
-                d["tool"] == "bitbucket_run_pipeline" && d["seq"].as_u64().unwrap() > edit_seq
-            })
-            .last()
+        demo.decisions().await.into_iter().rev().find(|d| {
+            d["tool"] == "bitbucket_run_pipeline" && d["seq"].as_u64().unwrap() > edit_seq
+        })
     })
     .await;
     assert_eq!(
