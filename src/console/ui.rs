@@ -14,8 +14,10 @@ use crate::api::Resolution;
 
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
-/// From this width, tables show every column.
+/// From this width, tables show every column but the live view's decision time.
 pub const WIDE: u16 = 120;
+/// From this width, the live view shows each decision's time too.
+const ROOMY: u16 = 140;
 /// Below this many seconds left, a hold's countdown turns red.
 const NEAR_EXPIRY_SECS: i64 = 60;
 
@@ -236,17 +238,20 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             Constraint::Length(13),
         ]
     } else if wide {
-        // The decision time needs 140 columns; the details show it anyway.
-        vec![
+        let mut widths = vec![
             Constraint::Length(8),
-            Constraint::Length(20),
-            Constraint::Min(26),
+            Constraint::Length(22),
+            Constraint::Min(23),
             Constraint::Length(12),
             Constraint::Length(13),
-            Constraint::Length(18),
-            Constraint::Length(14),
-            Constraint::Length(if area.width >= 140 { 8 } else { 0 }),
-        ]
+            Constraint::Length(20),
+            Constraint::Length(16),
+        ];
+        // The decision time needs 140 columns; the details show it anyway.
+        if area.width >= ROOMY {
+            widths.push(Constraint::Length(8));
+        }
+        widths
     } else {
         vec![
             Constraint::Length(8),

@@ -324,6 +324,9 @@ async fn the_full_demo_in_a_terminal_approves_with_keys_and_quits_cleanly() {
     );
     tmux.wait_for("press : for views, ? for help").await;
     tmux.wait_for("● connected").await;
+    // Once decisions are on screen, the tool column is named after the one upstream.
+    let screen = tmux.wait_for("tool (atlassian)").await;
+    assert_capture_is_current(&screen);
     tmux.send(&[":held", "Enter"]);
     let screen = tmux.wait_for("waiting").await;
     let first = screen
@@ -356,5 +359,29 @@ async fn the_full_demo_in_a_terminal_approves_with_keys_and_quits_cleanly() {
         leftover.stdout.is_empty(),
         "a demo process is left: {:?}",
         String::from_utf8_lossy(&leftover.stdout)
+    );
+}
+
+/// The README's console capture must show the console as it is now: its column headers
+/// and key hints. `./.ci/capture-console` refreshes it.
+fn assert_capture_is_current(screen: &str) {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let capture = readme
+        .split("<!-- console-capture:start -->\n```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README.md has a console capture");
+    let lines: Vec<&str> = capture.lines().collect();
+    let now: Vec<&str> = screen.lines().collect();
+    let hints = |lines: &[&str]| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("q quit"))
+            .map(|l| l.trim_end().to_owned())
+    };
+    assert_eq!(
+        (lines[2].trim_end(), hints(&lines)),
+        (now[2].trim_end(), hints(&now)),
+        "README.md's console capture is out of date: run ./.ci/capture-console"
     );
 }
