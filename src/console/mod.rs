@@ -207,19 +207,42 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("toolgate console needs a terminal");
     }
-    // ratatui's init restores the terminal on panic as well as on return.
-    let mut terminal = ratatui::init();
-    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableFocusChange);
-    if settings.mouse {
-        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let mut screen = Screen::take(settings.mouse);
+    // SIGTERM or SIGINT from outside (the terminal's own Ctrl-C is a key here) end the
+    // console as `q` does, with the terminal restored.
+    tokio::select! {
+        result = event_loop(&mut screen.terminal, client, &settings, theme) => result,
+        () = crate::shutdown_signal() => Ok(()),
     }
-    let result = event_loop(&mut terminal, client, &settings, theme).await;
-    if settings.mouse {
-        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+}
+
+/// The terminal while the console owns it. Dropping it gives the terminal back, on
+/// return, on error, and when the console's future is dropped; ratatui's panic hook
+/// covers panics.
+struct Screen {
+    terminal: DefaultTerminal,
+    mouse: bool,
+}
+
+impl Screen {
+    fn take(mouse: bool) -> Screen {
+        let terminal = ratatui::init();
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableFocusChange);
+        if mouse {
+            let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+        }
+        Screen { terminal, mouse }
     }
-    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableFocusChange);
-    ratatui::restore();
-    result
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        if self.mouse {
+            let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+        }
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableFocusChange);
+        ratatui::restore();
+    }
 }
 
 /// One connection to one gateway. Switching context drops it whole: its channel goes

@@ -258,10 +258,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             )),
             ..options.console
         };
-        tokio::select! {
-            r = crate::console::run(console) => r,
-            () = crate::shutdown_signal() => Ok(()),
-        }
+        // It ends on `q`, SIGINT or SIGTERM, and gives the terminal back either way.
+        crate::console::run(console).await
     };
 
     // Stop in order: the gateway first, so held clients hear a deny rather than a reset.

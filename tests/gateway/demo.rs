@@ -385,3 +385,47 @@ fn assert_capture_is_current(screen: &str) {
         "README.md's console capture is out of date: run ./.ci/capture-console"
     );
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_demo_and_gives_the_terminal_back() {
+    let config_home = tempfile::tempdir().unwrap();
+    // A flag of its own, so that pgrep finds this demo and no other test's.
+    let command = format!(
+        "{} demo --bell off; echo demo-exit=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | sed 's/^/tty:/'; sleep 60",
+        env!("CARGO_BIN_EXE_toolgate")
+    );
+    let tmux = Tmux::start(
+        &command,
+        &[("XDG_CONFIG_HOME", config_home.path().to_str().unwrap())],
+        100,
+        30,
+    );
+    tmux.wait_for("held: 1").await;
+    let pattern = format!("{} demo --bell off$", env!("CARGO_BIN_EXE_toolgate"));
+    let pids = std::process::Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(pids.stdout).unwrap().trim().to_owned();
+    assert!(!pid.is_empty() && !pid.contains('\n'), "one demo: {pid:?}");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let screen = tmux.wait_for("demo-exit=").await;
+    assert!(screen.contains("demo-exit=0"), "{screen}");
+    assert!(
+        !screen.contains("decisions"),
+        "the console's screen is gone:\n{screen}"
+    );
+    // Raw mode is off again: line editing and echo are back.
+    let screen = tmux.wait_for("tty:").await;
+    let modes: Vec<&str> = screen
+        .lines()
+        .filter_map(|l| l.strip_prefix("tty:"))
+        .collect();
+    assert_eq!(modes, ["icanon", "echo"], "{screen}");
+}
