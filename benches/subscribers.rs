@@ -9,11 +9,12 @@
 //!
 //! Everything binds 127.0.0.1; the gateway is killed on exit.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[path = "common/mod.rs"]
+mod common;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const RATE: u64 = 200;
@@ -53,7 +54,6 @@ async fn upstream() -> u16 {
 
 async fn run() {
     let port = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
     let sha = |t: &str| toolgate::gateway::identity::token_sha256(t);
     let config = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
@@ -64,27 +64,9 @@ async fn run() {
         sha(AGENT),
         sha(VIEWER)
     );
-    std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
-        .args(["gateway", "--config"])
-        .arg(dir.path().join("gateway.toml"))
-        .env("TOOLGATE_LOG", "toolgate=warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
-    let (mut mcp, mut control) = (String::new(), String::new());
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if let Some(rest) = line.strip_prefix("toolgate gateway: MCP endpoint ") {
-            mcp = rest.to_owned();
-        }
-        if let Some(rest) = line.strip_prefix("toolgate gateway: control API http://") {
-            control = rest.to_owned();
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let gw = common::gateway(&config).await;
+    let mcp = format!("{}/mcp/up", gw.mcp);
+    let control = gw.control.trim_start_matches("http://").to_owned();
     let http = toolgate::http::client_builder()
         .tcp_nodelay(true)
         .build()

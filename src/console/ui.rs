@@ -172,15 +172,20 @@ fn draw_live(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let selected = if app.follow { 0 } else { app.selected };
     // Keep the selection in view: the window starts so the selected row fits.
     let skip = selected.saturating_sub(visible.saturating_sub(1));
-    let shared = shared_upstream(
-        app.rows()
-            .map(|r| r.event["upstream"].as_str().unwrap_or("")),
-    );
-    let rows: Vec<TableRow> = app
+    let window: Vec<(usize, &super::app::Row)> = app
         .visible_rows()
         .enumerate()
         .skip(skip)
         .take(visible)
+        .collect();
+    // Only the rows on screen: a frame must not cost a walk over the whole ring.
+    let shared = shared_upstream(
+        window
+            .iter()
+            .map(|(_, r)| r.event["upstream"].as_str().unwrap_or("")),
+    );
+    let rows: Vec<TableRow> = window
+        .into_iter()
         .map(|(i, r)| {
             let e = &r.event;
             let mut row = TableRow::new(vec![

@@ -193,7 +193,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let upstream_task = tokio::spawn({
         let stop = upstream_stop.clone();
         async move {
-            axum::serve(upstream_listener, router)
+            let listener = axum::serve::ListenerExt::tap_io(upstream_listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         }

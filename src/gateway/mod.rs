@@ -253,11 +253,17 @@ pub async fn serve(
         });
     }
     let stopped = |gw: Arc<Gateway>| async move { gw.stopped().await };
+    // Answers are relayed in pieces as they arrive; with Nagle's algorithm on, the last
+    // small piece would wait for the client's delayed ACK, 40 ms on Linux.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let data_plane = axum::serve(listener, proxy::router(gateway.clone()))
         .with_graceful_shutdown(stopped(gateway.clone()));
     // A subscriber that stops reading must stall its own stream soon, not park
     // megabytes in the kernel: small send buffers make the lag visible.
     let control = axum::serve::ListenerExt::tap_io(control, |tcp| {
+        let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(CONTROL_SEND_BUFFER);
     });
     let control_plane = axum::serve(control, control::router(gateway.clone()))

@@ -1,0 +1,516 @@
+//! What toolgate adds on the wire: `tools/call` round trips straight to an upstream (A)
+//! and through the gateway (B), alternating A, B, A, B in one run, at concurrency 1, 16
+//! and 64, against a fast upstream in both protocol eras and against the reference
+//! `server-everything` (2025-11-25). Then a deny's latency, the time from an approval POST
+//! to the held client's answer, and the gateway's CPU per call from `/proc/<pid>/stat`.
+//!
+//!     cargo bench --bench wire
+//!
+//! The gateway is the `toolgate` binary in its own process; this process is the load
+//! client, and also hosts the fast upstream (the demo's rmcp server, which answers from
+//! memory). server-everything runs under node, from `.ci/node_modules` (`./.ci/run`
+//! installs it). Without `--bench` (as `cargo test --all-targets` runs it), every case
+//! runs for a moment, in under 10 s. Everything binds 127.0.0.1 and stops on exit.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Gateway;
+
+const AGENT: &str = "tg_bench-wire-agent";
+const ADMIN: &str = "tg_bench-wire-admin";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Era {
+    Sessions,
+    Stateless,
+}
+
+/// One upstream, reached directly or through the gateway.
+struct Upstream {
+    label: &'static str,
+    direct: String,
+    via: String,
+    era: Era,
+    tool: &'static str,
+    args: Value,
+}
+
+struct Settings {
+    full: bool,
+    round: Duration,
+    rounds: usize,
+    concurrency: &'static [usize],
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let settings = if full {
+        Settings {
+            full,
+            round: Duration::from_secs(3),
+            rounds: 4,
+            concurrency: &[1, 16, 64],
+        }
+    } else {
+        Settings {
+            full,
+            round: Duration::from_millis(150),
+            rounds: 2,
+            concurrency: &[1, 16],
+        }
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(settings));
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The demo's upstream in this process, on a port of its own.
+async fn fast_upstream() -> u16 {
+    let data = Arc::new(Mutex::new(toolgate::demo::upstream::Data::sample()));
+    let router = axum::Router::new().nest_service(
+        "/mcp",
+        toolgate::demo::upstream::service(data, CancellationToken::new()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // As the demo serves it: no Nagle delay on streamed answers.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    port
+}
+
+/// server-everything under node, bound to 127.0.0.1.
+async fn server_everything() -> Option<(Child, u16)> {
+    let js =
+        repo_root().join(".ci/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    if !js.exists() {
+        eprintln!("wire: server-everything is not installed (run ./.ci/run); skipping it");
+        return None;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new("node")
+        .arg("-r")
+        .arg(repo_root().join("tests/peers/localhost.cjs"))
+        .arg(js)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "server-everything did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((child, port))
+}
+
+async fn gateway(fast: u16, everything: Option<u16>) -> Gateway {
+    let sha = toolgate::gateway::identity::token_sha256;
+    let mut config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+         hold_timeout_secs = 30\n\
+         [[upstream]]\nname = \"fast\"\nurl = \"http://127.0.0.1:{fast}/mcp\"\ntrust_annotations = true\n\
+         [[identity]]\nname = \"bench\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = \"2026-01-01T00:00:00Z\"\n\
+         [[operator]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        sha(AGENT),
+        sha(ADMIN)
+    );
+    if let Some(port) = everything {
+        config.push_str(&format!(
+            "[[upstream]]\nname = \"everything\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+             [[risk]]\nupstream = \"everything\"\ntool = \"echo\"\nrisk = \"read\"\n"
+        ));
+    }
+    common::gateway(&config).await
+}
+
+/// The gateway's CPU time so far (user + system), from `/proc/<pid>/stat`.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// A client of one upstream in one era: a session opened once for the 2025-11-25 era.
+#[derive(Clone)]
+struct Caller {
+    http: reqwest::Client,
+    url: String,
+    era: Era,
+    session: Option<String>,
+}
+
+impl Caller {
+    async fn open(http: &reqwest::Client, url: &str, era: Era) -> Caller {
+        let mut caller = Caller {
+            http: http.clone(),
+            url: url.to_owned(),
+            era,
+            session: None,
+        };
+        if era == Era::Sessions {
+            let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "toolgate-bench", "version": "1"}}});
+            let resp = caller
+                .post(init.to_string(), "initialize", None)
+                .send()
+                .await
+                .unwrap();
+            caller.session = resp
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let _ = resp.text().await;
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            caller
+                .post(note.to_string(), "notifications/initialized", None)
+                .send()
+                .await
+                .unwrap();
+        }
+        caller
+    }
+
+    fn post(&self, body: String, method: &str, name: Option<&str>) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .post(&self.url)
+            .bearer_auth(AGENT)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        match self.era {
+            Era::Sessions => {
+                if let Some(s) = &self.session {
+                    r = r
+                        .header("mcp-session-id", s)
+                        .header("mcp-protocol-version", "2025-11-25");
+                }
+            }
+            Era::Stateless => {
+                r = r
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", method);
+                if let Some(n) = name {
+                    r = r.header("mcp-name", n);
+                }
+            }
+        }
+        r.body(body)
+    }
+
+    fn call_body(&self, id: u64, method: &str, params: Value) -> String {
+        let mut params = params;
+        if self.era == Era::Stateless {
+            params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                     "io.modelcontextprotocol/clientCapabilities": {}});
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    }
+
+    /// One request; its latency and the whole answer body.
+    async fn request(&self, id: u64, method: &str, params: Value) -> (Duration, String) {
+        let name = params["name"].as_str().map(str::to_owned);
+        let body = self.call_body(id, method, params);
+        let sent = Instant::now();
+        let resp = self
+            .post(body, method, name.as_deref())
+            .send()
+            .await
+            .unwrap();
+        let text = resp.text().await.unwrap();
+        (sent.elapsed(), text)
+    }
+}
+
+/// Closed-loop calls from `concurrency` workers for `length`; latencies of every call.
+async fn round(
+    http: &reqwest::Client,
+    url: &str,
+    upstream: &Upstream,
+    concurrency: usize,
+    length: Duration,
+) -> Vec<Duration> {
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let caller = Caller::open(http, url, upstream.era).await;
+        let params = json!({"name": upstream.tool, "arguments": upstream.args});
+        workers.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let started = Instant::now();
+            let mut id = (w as u64) << 32;
+            while started.elapsed() < length {
+                id += 1;
+                let (took, text) = caller.request(id, "tools/call", params.clone()).await;
+                assert!(text.contains("\"result\""), "{text}");
+                assert!(!text.contains("\"isError\":true"), "{text}");
+                times.push(took);
+            }
+            times
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "pass" } else { "MISS" }
+}
+
+async fn run(settings: Settings) {
+    let fast = fast_upstream().await;
+    let everything = server_everything().await;
+    let mut gw = gateway(fast, everything.as_ref().map(|(_, p)| *p)).await;
+    let pid = gw.child.id().unwrap();
+    let http = toolgate::http::client_builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap();
+
+    let mut upstreams = vec![
+        Upstream {
+            label: "fast (rmcp), 2026-07-28",
+            direct: format!("http://127.0.0.1:{fast}/mcp"),
+            via: format!("{}/mcp/fast", gw.mcp),
+            era: Era::Stateless,
+            tool: "jira_get_issue",
+            args: json!({"issueKey": "OPS-1"}),
+        },
+        Upstream {
+            label: "fast (rmcp), 2025-11-25",
+            direct: format!("http://127.0.0.1:{fast}/mcp"),
+            via: format!("{}/mcp/fast", gw.mcp),
+            era: Era::Sessions,
+            tool: "jira_get_issue",
+            args: json!({"issueKey": "OPS-1"}),
+        },
+    ];
+    if let Some((_, port)) = &everything {
+        upstreams.push(Upstream {
+            label: "server-everything, 2025-11-25",
+            direct: format!("http://127.0.0.1:{port}/mcp"),
+            via: format!("{}/mcp/everything", gw.mcp),
+            era: Era::Sessions,
+            tool: "echo",
+            args: json!({"message": "hello"}),
+        });
+    }
+    // The gateway learns the fast upstream's classes from a tools/list, as from any client.
+    let lister = Caller::open(&http, &upstreams[0].via, Era::Stateless).await;
+    let (_, listed) = lister.request(1, "tools/list", json!({})).await;
+    assert!(listed.contains("jira_get_issue"), "{listed}");
+    // Warm up every path once.
+    for u in &upstreams {
+        round(&http, &u.direct, u, 4, Duration::from_millis(300)).await;
+        round(&http, &u.via, u, 4, Duration::from_millis(300)).await;
+    }
+
+    println!(
+        "\nwire: {} rounds of {:?} per side, alternating direct (A) and through the gateway (B)\n",
+        settings.rounds, settings.round
+    );
+    println!(
+        "| upstream | c | direct p50 / p99 | gateway p50 / p99 | added p50 / p99 | throughput direct / gateway | ratio | gateway CPU per call |"
+    );
+    println!("|---|---:|---|---|---|---|---:|---:|");
+    let mut checks = Vec::new();
+    for u in &upstreams {
+        for &c in settings.concurrency {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut cpu = Duration::ZERO;
+            for r in 0..settings.rounds {
+                if r % 2 == 0 {
+                    a.extend(round(&http, &u.direct, u, c, settings.round).await);
+                } else {
+                    let before = cpu_of(pid);
+                    b.extend(round(&http, &u.via, u, c, settings.round).await);
+                    cpu += cpu_of(pid).saturating_sub(before);
+                }
+            }
+            a.sort();
+            b.sort();
+            let seconds = settings.round.as_secs_f64() * (settings.rounds / 2) as f64;
+            let (ta, tb) = (a.len() as f64 / seconds, b.len() as f64 / seconds);
+            let cpu_us = cpu.as_secs_f64() * 1e6 / b.len() as f64;
+            let added50 = pct(&b, 0.5) - pct(&a, 0.5);
+            let added99 = pct(&b, 0.99) - pct(&a, 0.99);
+            println!(
+                "| {} | {c} | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {:+.3} / {:+.3} ms | {:.0} / {:.0} calls/s | {:.2} | {:.0} µs |",
+                u.label,
+                pct(&a, 0.5),
+                pct(&a, 0.99),
+                pct(&b, 0.5),
+                pct(&b, 0.99),
+                added50,
+                added99,
+                ta,
+                tb,
+                tb / ta,
+                cpu_us
+            );
+            if u.label.starts_with("server-everything") {
+                let ratio = tb / ta;
+                let targets: &[(&str, f64, &str, bool)] = match c {
+                    1 => &[
+                        ("added p50 (ms)", added50, "≤ 0.15", added50 <= 0.15),
+                        (
+                            "gateway CPU per call (µs)",
+                            cpu_us,
+                            "≤ 100",
+                            cpu_us <= 100.0,
+                        ),
+                        ("throughput ratio", ratio, "≥ 0.90", ratio >= 0.90),
+                    ],
+                    16 => &[
+                        ("throughput ratio", ratio, "≥ 0.95", ratio >= 0.95),
+                        ("added p99 (ms)", added99, "≤ 1", added99 <= 1.0),
+                    ],
+                    _ => &[],
+                };
+                for (what, figure, target, ok) in targets {
+                    checks.push(format!(
+                        "c={c} {what} {figure:.3} (target {target}): {}",
+                        verdict(*ok)
+                    ));
+                }
+            }
+        }
+    }
+
+    // A deny: decided, committed to the store, then answered.
+    let denier = Caller::open(&http, &upstreams[0].via, Era::Stateless).await;
+    let n = if settings.full { 2000 } else { 50 };
+    let mut denies = Vec::new();
+    for i in 0..n {
+        let (took, text) = denier
+            .request(
+                i,
+                "tools/call",
+                json!({"name": "jira_delete_issue", "arguments": {"issueKey": "OPS-1"}}),
+            )
+            .await;
+        assert!(text.contains("Denied by toolgate"), "{text}");
+        denies.push(took);
+    }
+    denies.sort();
+    let deny50 = pct(&denies, 0.5);
+    println!(
+        "\ndeny (destructive call by a token, committed before the answer): {n} calls, p50 {deny50:.3} ms, p99 {:.3} ms",
+        pct(&denies, 0.99)
+    );
+    checks.push(format!(
+        "deny p50 {deny50:.3} ms (target ≤ 0.07): {}",
+        verdict(deny50 <= 0.07)
+    ));
+
+    // An approval: from the POST to the held client's answer.
+    let n = if settings.full { 100 } else { 3 };
+    let mut approvals = Vec::new();
+    for i in 0..n {
+        approvals.push(approve_once(&http, &gw, &upstreams[0], i).await);
+    }
+    approvals.sort();
+    let approve50 = pct(&approvals, 0.5);
+    println!(
+        "approval POST to the held client's answer: {n} holds, p50 {approve50:.3} ms, p99 {:.3} ms",
+        pct(&approvals, 0.99)
+    );
+    checks.push(format!(
+        "approval to answer p50 {approve50:.3} ms (target < 5): {}",
+        verdict(approve50 < 5.0)
+    ));
+
+    println!("\ntargets (against server-everything):");
+    for c in checks {
+        println!("- {c}");
+    }
+    let _ = gw.child.kill().await;
+}
+
+/// Holds one write, approves it as soon as its stream opens, and returns the time from
+/// the approval POST to the client's answer.
+async fn approve_once(http: &reqwest::Client, gw: &Gateway, fast: &Upstream, i: u64) -> Duration {
+    let caller = Caller::open(http, &fast.via, Era::Stateless).await;
+    let body = caller.call_body(
+        i,
+        "tools/call",
+        json!({"name": "jira_add_comment", "arguments": {"issueKey": "OPS-1", "body": format!("bench {i}")}}),
+    );
+    let mut resp = caller
+        .post(body, "tools/call", Some("jira_add_comment"))
+        .send()
+        .await
+        .unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    let first = String::from_utf8_lossy(&first).into_owned();
+    let call_id = first
+        .split("held for approval as ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("not held: {first}"))
+        .to_owned();
+    let posted = Instant::now();
+    let approve = http
+        .post(format!("{}/api/v1/holds/{call_id}/approve", gw.control))
+        .bearer_auth(ADMIN)
+        .send();
+    let answer = async {
+        let mut text = String::new();
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("\"result\"") {
+                break;
+            }
+        }
+        (posted.elapsed(), text)
+    };
+    let (approved, (took, text)) = tokio::join!(approve, answer);
+    assert_eq!(approved.unwrap().status(), 200);
+    assert!(text.contains("comments"), "{text}");
+    took
+}
