@@ -93,13 +93,15 @@ async fn relay_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A refusal before the whole body was read leaves the rest of it on the
+    // connection, so that connection cannot carry another request.
     let (upstream, identity) = match admit(&gw, &name, &headers) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return refusal.closing().into_response(),
     };
     let bytes = match read_body(body, &headers, gw.config.gateway.max_body_bytes).await {
         Ok(b) => b,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return refusal.closing().into_response(),
     };
     let message = match mcp::read_client_message(&bytes, &headers, |tool| {
         gw.catalog
@@ -766,6 +768,8 @@ pub struct Refusal {
     status: StatusCode,
     body: Value,
     challenge: Option<HeaderValue>,
+    /// Answer with `Connection: close`.
+    close: bool,
 }
 
 impl Refusal {
@@ -774,6 +778,7 @@ impl Refusal {
             status,
             body,
             challenge: None,
+            close: false,
         }
     }
 
@@ -785,12 +790,24 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The client must not send another request on this connection.
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut resp = json_response(self.status, &self.body);
         if let Some(challenge) = self.challenge {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if self.close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
