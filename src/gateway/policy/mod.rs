@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -118,14 +118,18 @@ pub struct CallFacts<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A slice is for one tool, and for one kind of caller or (`None`) for either.
+type SliceKey = (String, String, Option<IdentityKind>);
+
 /// A compiled, validated policy set, sliced per tool on first use.
 pub struct PolicyEngine {
     policies: PolicySet,
-    /// Each policy's resource scope, to slice the set per tool.
-    scopes: Vec<(Policy, ResourceConstraint)>,
+    /// Each policy's principal and resource scope, to slice the set per tool and kind
+    /// of caller.
+    scopes: Vec<(Policy, PrincipalConstraint, ResourceConstraint)>,
     holds: HashSet<PolicyId>,
     reasons: HashMap<PolicyId, String>,
-    slices: RwLock<HashMap<(String, String), Arc<PolicySet>>>,
+    slices: RwLock<HashMap<SliceKey, Arc<PolicySet>>>,
     authorizer: Authorizer,
     action: EntityUid,
 }
@@ -174,7 +178,11 @@ impl PolicyEngine {
             if let Some(reason) = policy.annotation("reason") {
                 reasons.insert(id.clone(), reason.to_owned());
             }
-            scopes.push((policy.clone(), policy.resource_constraint()));
+            scopes.push((
+                policy.clone(),
+                policy.principal_constraint(),
+                policy.resource_constraint(),
+            ));
             policies
                 .add(policy)
                 .map_err(|e| PolicyError::plain(format!("policy {id}: {e}")))?;
@@ -202,12 +210,24 @@ impl PolicyEngine {
         self.policies.policies().count()
     }
 
-    /// The policies that can apply to one tool: those whose resource scope admits it.
-    fn slice(&self, upstream: &str, tool: &str) -> Arc<PolicySet> {
-        let key = (upstream.to_owned(), tool.to_owned());
+    /// The policies that can apply to one tool, and to one kind of caller when `kind`
+    /// is given: those whose resource scope admits the tool and whose principal scope
+    /// admits the caller's entity type. A policy left out could only have evaluated to
+    /// false (Cedar checks the scope before the conditions), so the decision is the same;
+    /// each policy left out saves a condition Cedar would build and evaluate.
+    fn slice(&self, upstream: &str, tool: &str, kind: Option<IdentityKind>) -> Arc<PolicySet> {
+        let key = (upstream.to_owned(), tool.to_owned(), kind);
         if let Some(s) = self.slices.read().expect("slices lock").get(&key) {
             return s.clone();
         }
+        let caller_type = kind.map(|k| type_name(principal_type(k)));
+        let admits_caller = |c: &PrincipalConstraint| match (c, &caller_type) {
+            (_, None) | (PrincipalConstraint::Any | PrincipalConstraint::In(_), _) => true,
+            (PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _), Some(caller)) => {
+                t == caller
+            }
+            (PrincipalConstraint::Eq(u), Some(caller)) => u.type_name() == caller,
+        };
         let tool_uid = uid("Tool", &tool_id(upstream, tool));
         let upstream_uid = uid("Upstream", upstream);
         let tool_type = type_name("Tool");
@@ -221,8 +241,8 @@ impl PolicyEngine {
             }
         };
         let mut slice = PolicySet::new();
-        for (policy, scope) in &self.scopes {
-            if admits(scope) {
+        for (policy, principal, resource) in &self.scopes {
+            if admits(resource) && admits_caller(principal) {
                 slice
                     .add(policy.clone())
                     .expect("ids are unique in the full set");
@@ -239,7 +259,7 @@ impl PolicyEngine {
     /// The policies for this tool that read any of these argument pointers (or a
     /// value below one). Tag keys in Cedar are string literals, so the text tells.
     pub fn policies_reading(&self, upstream: &str, tool: &str, pointers: &[String]) -> Vec<String> {
-        self.slice(upstream, tool)
+        self.slice(upstream, tool, None)
             .policies()
             .filter(|p| {
                 let text = p.to_string();
@@ -258,7 +278,7 @@ impl PolicyEngine {
             Ok(r) => r,
             Err(reason) => return Decision::deny(Vec::new(), reason),
         };
-        let slice = self.slice(facts.upstream, facts.tool);
+        let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
         let response = self.authorizer.is_authorized(&request, &slice, &entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<_> = diagnostics.errors().collect();
@@ -318,6 +338,14 @@ impl PolicyEngine {
     }
 }
 
+/// The entity type an identity of this kind is in the schema.
+fn principal_type(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::Oauth => "User",
+        IdentityKind::ApiToken => "Token",
+    }
+}
+
 /// The Cedar id of a tool: its upstream and name.
 pub fn tool_id(upstream: &str, tool: &str) -> String {
     format!("{upstream}/{tool}")
@@ -329,7 +357,7 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
     let groups: Vec<EntityUid> = identity.groups.iter().map(|g| uid("Group", g)).collect();
     let principal = match identity.kind {
         IdentityKind::Oauth => Entity::new(
-            uid("User", &identity.name),
+            uid(principal_type(IdentityKind::Oauth), &identity.name),
             [(
                 "name".to_owned(),
                 RestrictedExpression::new_string(identity.name.clone()),
@@ -357,7 +385,7 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
                 );
             }
             Entity::new(
-                uid("Token", &identity.name),
+                uid(principal_type(IdentityKind::ApiToken), &identity.name),
                 attrs,
                 groups.into_iter().collect(),
             )

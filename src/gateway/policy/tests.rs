@@ -228,12 +228,15 @@ fn policies_scoped_to_one_tool_do_not_touch_another() {
         Outcome::Allow
     );
     assert_eq!(
-        engine.slice("atlassian", "get_branch").policies().count(),
+        engine
+            .slice("atlassian", "get_branch", None)
+            .policies()
+            .count(),
         5
     );
     assert_eq!(
         engine
-            .slice("atlassian", "delete_branch")
+            .slice("atlassian", "delete_branch", None)
             .policies()
             .count(),
         6
@@ -370,4 +373,27 @@ fn every_policy_example_in_the_docs_compiles_against_the_schema() {
             .unwrap_or_else(|e| panic!("docs/policy.md example does not compile: {e}\n{block}"));
         assert!(engine.policy_count() >= 3, "{block}");
     }
+}
+
+#[test]
+fn a_slice_for_one_kind_of_caller_leaves_out_policies_only_the_other_kind_can_match() {
+    let engine = PolicyEngine::compile(DEFAULT_POLICY).unwrap();
+    let ids = |kind| {
+        let mut ids: Vec<String> = engine
+            .slice("jira", "create_issue", kind)
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(Some(IdentityKind::ApiToken)),
+        ["read-allowed", "token-risky-denied", "token-write-held"]
+    );
+    assert_eq!(
+        ids(Some(IdentityKind::Oauth)),
+        ["read-allowed", "user-risky-held", "user-write-allowed"]
+    );
+    assert_eq!(ids(None).len(), 5);
 }
