@@ -18,16 +18,9 @@ pub async fn call_tool(gw: &GatewayProc, token: &str, tool: &str, args: Value) -
 }
 
 /// The JSON-RPC answer in a body: the body itself, or the last SSE message that is
-/// an answer (a held call's stream carries keep-alives and progress first).
-pub fn answer_of(text: &str) -> Option<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return Some(v);
-    }
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
-}
+/// an answer (a held call's stream carries keep-alives and progress first). The demo's
+/// agents read answers the same way.
+pub use toolgate::demo::agents::answer_of;
 
 pub fn result_text(answer: &Value) -> &str {
     answer["result"]["content"][0]["text"]
