@@ -102,16 +102,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_console,
             no_agents,
             console: toolgate::console::Options {
-                context: None,
-                gateway: None,
-                token: None,
-                read_only: false,
                 bell: Some(bell),
-                ring: None,
                 theme,
                 color,
-                mouse: false,
-                greeting: None,
+                ..Default::default()
             },
         })),
         Command::Events { control, since } => runtime()?.block_on(async {

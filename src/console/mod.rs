@@ -33,14 +33,16 @@ pub enum Bell {
 }
 
 /// When to use colour: `auto` honours `NO_COLOR`; `never` is the `mono` theme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ColorChoice {
+    #[default]
     Auto,
     Always,
     Never,
 }
 
 /// What the command line asked for; the config fills in the rest.
+#[derive(Default)]
 pub struct Options {
     pub context: Option<String>,
     pub gateway: Option<String>,
@@ -468,16 +470,8 @@ mod tests {
 
     fn options() -> Options {
         Options {
-            context: None,
-            gateway: None,
-            token: None,
-            read_only: false,
-            bell: None,
-            ring: None,
-            theme: None,
             color: ColorChoice::Always,
-            mouse: false,
-            greeting: None,
+            ..Options::default()
         }
     }
 
