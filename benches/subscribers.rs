@@ -7,7 +7,9 @@
 //!
 //!     cargo bench --bench subscribers
 //!
-//! Everything binds 127.0.0.1; the gateway is killed on exit.
+//! Everything binds 127.0.0.1; the gateway is killed on exit. Without `--bench` (as
+//! `cargo test --all-targets` runs it) the rounds last 300 ms, for a smoke run of a few
+//! seconds.
 
 use std::time::{Duration, Instant};
 
@@ -18,22 +20,22 @@ mod common;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const RATE: u64 = 200;
-const ROUND: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 6;
 const SUBSCRIBERS: usize = 20;
 const AGENT: &str = "tg_bench-agent";
 const VIEWER: &str = "tg_bench-viewer";
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("subscribers: a benchmark; run it with `cargo bench --bench subscribers`");
-        return;
-    }
+    let round = if std::env::args().any(|a| a == "--bench") {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(300)
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(run());
+        .block_on(run(round));
 }
 
 async fn upstream() -> u16 {
@@ -52,7 +54,7 @@ async fn upstream() -> u16 {
     port
 }
 
-async fn run() {
+async fn run(length: Duration) {
     let port = upstream().await;
     let sha = |t: &str| toolgate::gateway::identity::token_sha256(t);
     let config = format!(
@@ -72,15 +74,15 @@ async fn run() {
         .build()
         .unwrap();
     // Warm up connections and caches.
-    round(&http, &mcp, Duration::from_secs(2)).await;
+    round(&http, &mcp, length.min(Duration::from_secs(2))).await;
 
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for r in 0..ROUNDS {
         if r % 2 == 0 {
-            without.extend(round(&http, &mcp, ROUND).await);
+            without.extend(round(&http, &mcp, length).await);
         } else {
             let subscribers = subscribe(&control).await;
-            with.extend(round(&http, &mcp, ROUND).await);
+            with.extend(round(&http, &mcp, length).await);
             for s in subscribers {
                 s.abort();
             }
@@ -88,7 +90,7 @@ async fn run() {
     }
     println!(
         "calls at {RATE}/s, {} rounds of {:?} alternating A (no subscribers) and B ({SUBSCRIBERS} subscribers)",
-        ROUNDS, ROUND
+        ROUNDS, length
     );
     let (a50, a99) = percentiles(&mut without);
     let (b50, b99) = percentiles(&mut with);
