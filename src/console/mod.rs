@@ -115,14 +115,10 @@ impl Settings {
         if let Some(g) = options.gateway {
             start.gateway = g;
         }
-        if let Some(t) = options.token.or_else(|| {
-            start
-                .token
-                .is_none()
-                .then(|| env("TOOLGATE_TOKEN"))
-                .flatten()
-        }) {
-            start.token = Some(TokenSource::Literal(t));
+        if let Some(t) = options.token.map(TokenSource::Literal) {
+            start.token = Some(t);
+        } else if start.token.is_none() {
+            start.token = token_from_env();
         }
         if start.token.is_none() {
             anyhow::bail!(
@@ -166,6 +162,14 @@ impl Settings {
             .or_else(|| context.theme.clone())
             .unwrap_or_else(|| self.base_theme.clone())
     }
+}
+
+/// `TOOLGATE_TOKEN`, the last place a token is looked for.
+fn token_from_env() -> Option<TokenSource> {
+    std::env::var("TOOLGATE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(TokenSource::Literal)
 }
 
 /// Every theme name `:theme` can complete: the shipped ones and the user's files.
@@ -444,12 +448,7 @@ async fn switch(
     let token = context
         .token
         .clone()
-        .or_else(|| {
-            std::env::var("TOOLGATE_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-                .map(TokenSource::Literal)
-        })
+        .or_else(token_from_env)
         .ok_or_else(|| {
             format!("context {name:?} has no token or token_command, and TOOLGATE_TOKEN is unset")
         })?

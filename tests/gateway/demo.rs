@@ -94,22 +94,6 @@ impl Demo {
     }
 }
 
-/// Waits up to `secs` for `check` to give something.
-async fn within<T, Fut: std::future::Future<Output = Option<T>>>(
-    secs: u64,
-    what: &str,
-    mut check: impl FnMut() -> Fut,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn port_of(url: &str) -> u16 {
     reqwest::Url::parse(url).unwrap().port().unwrap()
 }
@@ -119,7 +103,7 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
     let mut demo = Demo::start(&[]).await;
 
     // Every outcome arrives, from all three identities.
-    let decisions = within(30, "allow, deny and hold from three identities", || async {
+    let decisions = eventually_within(30, "allow, deny and hold from three identities", || async {
         let d = demo.decisions().await;
         let outcomes: HashSet<String> = d
             .iter()
@@ -139,7 +123,7 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
     assert_eq!(kinds, HashSet::from(["oauth", "api_token"]));
 
     // A waiting hold is approved; the agent on its stream gets the upstream's real answer.
-    let hold = within(20, "a waiting pull request", || async {
+    let hold = eventually_within(20, "a waiting pull request", || async {
         demo.get("/api/v1/holds").await["holds"]
             .as_array()
             .unwrap()
@@ -160,7 +144,7 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    let log = within(15, "the agent's answer", || async {
+    let log = eventually_within(15, "the agent's answer", || async {
         let log = demo.log();
         log.contains("pullRequest").then_some(log)
     })
@@ -196,7 +180,7 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let edited_at: Value = resp.json().await.unwrap();
     let edit_seq = edited_at["seq"].as_u64().unwrap();
-    let next = within(40, "a run_pipeline decision after the edit", || async {
+    let next = eventually_within(40, "a run_pipeline decision after the edit", || async {
         demo.decisions().await.into_iter().rev().find(|d| {
             d["tool"] == "bitbucket_run_pipeline" && d["seq"].as_u64().unwrap() > edit_seq
         })

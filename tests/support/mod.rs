@@ -470,12 +470,21 @@ pub async fn run_py_client(url: &str, token: &str, tool: &str, args: &Value, mod
 }
 
 /// Polls `check` until it returns `Some`, for state the gateway writes in the background.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    eventually_within(10, what, check).await
+}
+
+/// Polls `check` until it gives something, for at most `secs` seconds.
+pub async fn eventually_within<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = check().await {
             return v;
