@@ -384,7 +384,15 @@ async fn sigterm_stops_the_demo_and_gives_the_terminal_back() {
         100,
         30,
     );
-    tmux.wait_for("held: 1").await;
+    // The agents keep calling, so the count may pass 1 between two looks.
+    tmux.wait_until("a held call", |screen| {
+        screen
+            .split_once("held: ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|count| count.parse::<u32>().ok())
+            .is_some_and(|count| count >= 1)
+    })
+    .await;
     let pattern = format!("{} demo --bell off$", env!("CARGO_BIN_EXE_toolgate"));
     let pids = std::process::Command::new("pgrep")
         .args(["-f", &pattern])

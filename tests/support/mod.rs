@@ -570,15 +570,22 @@ impl Tmux {
 
     /// Waits until the screen shows `text`, and returns the screen.
     pub async fn wait_for(&self, text: &str) -> String {
+        self.wait_until(&format!("{text:?}"), |screen| screen.contains(text))
+            .await
+    }
+
+    /// Waits until `shows` holds for the screen, and returns the screen.
+    /// `what` names the expectation in the failure message.
+    pub async fn wait_until(&self, what: &str, shows: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let screen = self.screen();
-            if screen.contains(text) {
+            if shows(&screen) {
                 return screen;
             }
             assert!(
                 Instant::now() < deadline,
-                "the screen never showed {text:?}; it shows:\n{screen}"
+                "the screen never showed {what}; it shows:\n{screen}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
