@@ -6,6 +6,7 @@
 //! would otherwise let a `permit` win.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
@@ -28,6 +29,9 @@ pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
 /// The most argument leaves a policy can see. Past it, a call is denied rather than
 /// decided on a partial view, so padding cannot hide an argument from a `forbid`.
 const MAX_ARG_TAGS: usize = 4096;
+
+/// How the reason of a decision that Cedar could not evaluate begins.
+const EVALUATION_FAILED: &str = "policy evaluation failed";
 
 /// Why a policy text was refused, with where in the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +125,121 @@ pub struct CallFacts<'a> {
 /// A slice is for one tool, and for one kind of caller or (`None`) for either.
 type SliceKey = (String, String, Option<IdentityKind>);
 
+/// The policies that can apply to one tool and kind of caller.
+struct Slice {
+    policies: PolicySet,
+    /// Whether any of them mentions `context`. If none does, the decision depends only
+    /// on the principal and the tool, and is remembered.
+    reads_context: bool,
+}
+
+/// How many remembered decisions the engine keeps before it starts over.
+const MAX_REMEMBERED: usize = 65_536;
+
+/// Everything Cedar sees of a call whose policies do not read its context: the
+/// principal entity (type, name, groups, and a token's ages in days) and the tool
+/// entity (upstream, name, risk). Equal facts give an equal decision, because Cedar
+/// evaluation is a pure function of the request and the entities.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SeenFacts {
+    upstream: String,
+    tool: String,
+    kind: IdentityKind,
+    name: String,
+    groups: Vec<String>,
+    risk: Risk,
+    ages: Option<TokenAges>,
+}
+
+/// A token's age and time to expiry in whole days, as its entity carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenAges {
+    age_days: i64,
+    expires_in_days: Option<i64>,
+}
+
+impl TokenAges {
+    fn of(identity: &Identity, now: DateTime<Utc>) -> Option<Self> {
+        (identity.kind == IdentityKind::ApiToken).then(|| Self {
+            age_days: identity.issued.map_or(0, |i| (now - i).num_days()),
+            expires_in_days: identity.expires.map(|e| (e - now).num_days()),
+        })
+    }
+}
+
+/// Looks a call's facts up without copying them.
+struct FactsRef<'a> {
+    upstream: &'a str,
+    tool: &'a str,
+    identity: &'a Identity,
+    risk: Risk,
+    ages: Option<TokenAges>,
+}
+
+impl FactsRef<'_> {
+    fn hash_with(&self, hasher: &RandomState) -> u64 {
+        hasher.hash_one((
+            self.upstream,
+            self.tool,
+            self.identity.kind,
+            &self.identity.name,
+            &self.identity.groups,
+            self.risk,
+            self.ages,
+        ))
+    }
+
+    fn is(&self, seen: &SeenFacts) -> bool {
+        self.upstream == seen.upstream
+            && self.tool == seen.tool
+            && self.identity.kind == seen.kind
+            && self.identity.name == seen.name
+            && self.identity.groups == seen.groups
+            && self.risk == seen.risk
+            && self.ages == seen.ages
+    }
+
+    fn to_owned(&self) -> SeenFacts {
+        SeenFacts {
+            upstream: self.upstream.to_owned(),
+            tool: self.tool.to_owned(),
+            kind: self.identity.kind,
+            name: self.identity.name.clone(),
+            groups: self.identity.groups.clone(),
+            risk: self.risk,
+            ages: self.ages,
+        }
+    }
+}
+
+/// Decisions already made for calls whose policies cannot see the call's context,
+/// keyed by a hash of everything Cedar saw and checked against those facts in full.
+#[derive(Default)]
+struct Remembered {
+    hasher: RandomState,
+    decisions: RwLock<HashMap<u64, (SeenFacts, Decision)>>,
+}
+
+impl Remembered {
+    fn get(&self, facts: &FactsRef<'_>) -> Option<Decision> {
+        let key = facts.hash_with(&self.hasher);
+        let decisions = self.decisions.read().expect("remembered decisions lock");
+        decisions
+            .get(&key)
+            .filter(|(seen, _)| facts.is(seen))
+            .map(|(_, decision)| decision.clone())
+    }
+
+    fn keep(&self, facts: &FactsRef<'_>, decision: &Decision) {
+        let key = facts.hash_with(&self.hasher);
+        let mut decisions = self.decisions.write().expect("remembered decisions lock");
+        if decisions.len() >= MAX_REMEMBERED {
+            decisions.clear();
+        }
+        decisions.insert(key, (facts.to_owned(), decision.clone()));
+    }
+}
+
 /// A compiled, validated policy set, sliced per tool on first use.
 pub struct PolicyEngine {
     policies: PolicySet,
@@ -129,7 +248,8 @@ pub struct PolicyEngine {
     scopes: Vec<(Policy, PrincipalConstraint, ResourceConstraint)>,
     holds: HashSet<PolicyId>,
     reasons: HashMap<PolicyId, String>,
-    slices: RwLock<HashMap<SliceKey, Arc<PolicySet>>>,
+    slices: RwLock<HashMap<SliceKey, Arc<Slice>>>,
+    remembered: Remembered,
     authorizer: Authorizer,
     action: EntityUid,
 }
@@ -201,6 +321,7 @@ impl PolicyEngine {
             holds,
             reasons,
             slices: RwLock::new(HashMap::new()),
+            remembered: Remembered::default(),
             authorizer: Authorizer::new(),
             action: uid("Action", "call_tool"),
         })
@@ -215,7 +336,7 @@ impl PolicyEngine {
     /// admits the caller's entity type. A policy left out could only have evaluated to
     /// false (Cedar checks the scope before the conditions), so the decision is the same;
     /// each policy left out saves a condition Cedar would build and evaluate.
-    fn slice(&self, upstream: &str, tool: &str, kind: Option<IdentityKind>) -> Arc<PolicySet> {
+    fn slice(&self, upstream: &str, tool: &str, kind: Option<IdentityKind>) -> Arc<Slice> {
         let key = (upstream.to_owned(), tool.to_owned(), kind);
         if let Some(s) = self.slices.read().expect("slices lock").get(&key) {
             return s.clone();
@@ -240,15 +361,23 @@ impl PolicyEngine {
                 *t == tool_type && (*u == tool_uid || *u == upstream_uid)
             }
         };
-        let mut slice = PolicySet::new();
+        let mut policies = PolicySet::new();
+        let mut reads_context = false;
         for (policy, principal, resource) in &self.scopes {
             if admits(resource) && admits_caller(principal) {
-                slice
+                // Only the `context` variable reaches the call's arguments, target and
+                // workflow; the word anywhere else (a string, an annotation) errs on
+                // the safe side.
+                reads_context |= policy.to_string().contains("context");
+                policies
                     .add(policy.clone())
                     .expect("ids are unique in the full set");
             }
         }
-        let slice = Arc::new(slice);
+        let slice = Arc::new(Slice {
+            policies,
+            reads_context,
+        });
         self.slices
             .write()
             .expect("slices lock")
@@ -260,6 +389,7 @@ impl PolicyEngine {
     /// value below one). Tag keys in Cedar are string literals, so the text tells.
     pub fn policies_reading(&self, upstream: &str, tool: &str, pointers: &[String]) -> Vec<String> {
         self.slice(upstream, tool, None)
+            .policies
             .policies()
             .filter(|p| {
                 let text = p.to_string();
@@ -273,13 +403,49 @@ impl PolicyEngine {
             .collect()
     }
 
+    /// Decides a call, from memory when its policies cannot see its context and the
+    /// same principal already called the same tool at the same risk class.
     pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
+        let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
+        if slice.reads_context {
+            return self.evaluate_in(&slice, facts);
+        }
+        // Too many arguments is a deny whether or not a policy reads them, as before.
+        if let Err(reason) = count_argument_values(facts.args) {
+            return Decision::deny(Vec::new(), reason);
+        }
+        let seen = FactsRef {
+            upstream: facts.upstream,
+            tool: facts.tool,
+            identity: facts.identity,
+            risk: facts.risk,
+            ages: TokenAges::of(facts.identity, facts.now),
+        };
+        if let Some(decision) = self.remembered.get(&seen) {
+            return decision;
+        }
+        let decision = self.evaluate_in(&slice, facts);
+        // An evaluation error is rare and says which call failed; it is not kept.
+        if !decision.reason.starts_with(EVALUATION_FAILED) {
+            self.remembered.keep(&seen, &decision);
+        }
+        decision
+    }
+
+    /// Decides a call with Cedar, never from memory.
+    pub fn evaluate(&self, facts: &CallFacts<'_>) -> Decision {
+        let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
+        self.evaluate_in(&slice, facts)
+    }
+
+    fn evaluate_in(&self, slice: &Slice, facts: &CallFacts<'_>) -> Decision {
         let (request, entities) = match build_request(facts, &self.action) {
             Ok(r) => r,
             Err(reason) => return Decision::deny(Vec::new(), reason),
         };
-        let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
-        let response = self.authorizer.is_authorized(&request, &slice, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &slice.policies, &entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<_> = diagnostics.errors().collect();
         if !errors.is_empty() {
@@ -298,7 +464,7 @@ impl PolicyEngine {
                 .join("; ");
             return Decision::deny(
                 ids,
-                format!("policy evaluation failed, so the call is denied: {detail}"),
+                format!("{EVALUATION_FAILED}, so the call is denied: {detail}"),
             );
         }
         let mut determining: Vec<&PolicyId> = diagnostics.reason().collect();
@@ -366,6 +532,7 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
             groups.into_iter().collect(),
         ),
         IdentityKind::ApiToken => {
+            let ages = TokenAges::of(identity, facts.now).expect("a token has ages");
             let mut attrs = HashMap::from([
                 (
                     "name".to_owned(),
@@ -373,15 +540,13 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
                 ),
                 (
                     "age_days".to_owned(),
-                    RestrictedExpression::new_long(
-                        identity.issued.map_or(0, |i| (facts.now - i).num_days()),
-                    ),
+                    RestrictedExpression::new_long(ages.age_days),
                 ),
             ]);
-            if let Some(expires) = identity.expires {
+            if let Some(days) = ages.expires_in_days {
                 attrs.insert(
                     "expires_in_days".to_owned(),
-                    RestrictedExpression::new_long((expires - facts.now).num_days()),
+                    RestrictedExpression::new_long(days),
                 );
             }
             Entity::new(
@@ -470,6 +635,32 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
     Ok((request, entities))
 }
 
+/// Counts the argument values a policy would see (scalars but null), without copying
+/// them: an error past `MAX_ARG_TAGS`, as `argument_tags` gives.
+fn count_argument_values(args: &Map<String, Value>) -> Result<(), String> {
+    fn count(value: &Value, seen: &mut usize) {
+        match value {
+            Value::Null => {}
+            Value::Object(map) => map.values().for_each(|v| count(v, seen)),
+            Value::Array(items) => items.iter().for_each(|v| count(v, seen)),
+            _ => *seen += 1,
+        }
+    }
+    let mut seen = 0;
+    args.values().for_each(|v| count(v, &mut seen));
+    if seen <= MAX_ARG_TAGS {
+        Ok(())
+    } else {
+        Err(too_many_values())
+    }
+}
+
+fn too_many_values() -> String {
+    format!(
+        "the arguments have more than {MAX_ARG_TAGS} values, too many to evaluate; the call is denied"
+    )
+}
+
 /// Every scalar in the arguments, keyed by its RFC 6901 JSON pointer.
 pub fn argument_tags(args: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -485,9 +676,7 @@ pub fn argument_tags(args: &Map<String, Value>) -> Result<Vec<(String, String)>,
     if complete {
         Ok(out)
     } else {
-        Err(format!(
-            "the arguments have more than {MAX_ARG_TAGS} values, too many to evaluate; the call is denied"
-        ))
+        Err(too_many_values())
     }
 }
 

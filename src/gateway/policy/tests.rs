@@ -230,6 +230,7 @@ fn policies_scoped_to_one_tool_do_not_touch_another() {
     assert_eq!(
         engine
             .slice("atlassian", "get_branch", None)
+            .policies
             .policies()
             .count(),
         5
@@ -237,6 +238,7 @@ fn policies_scoped_to_one_tool_do_not_touch_another() {
     assert_eq!(
         engine
             .slice("atlassian", "delete_branch", None)
+            .policies
             .policies()
             .count(),
         6
@@ -381,6 +383,7 @@ fn a_slice_for_one_kind_of_caller_leaves_out_policies_only_the_other_kind_can_ma
     let ids = |kind| {
         let mut ids: Vec<String> = engine
             .slice("jira", "create_issue", kind)
+            .policies
             .policies()
             .map(|p| p.id().to_string())
             .collect();
@@ -396,4 +399,94 @@ fn a_slice_for_one_kind_of_caller_leaves_out_policies_only_the_other_kind_can_ma
         ["read-allowed", "user-risky-held", "user-write-allowed"]
     );
     assert_eq!(ids(None).len(), 5);
+}
+
+fn remembered(engine: &PolicyEngine) -> usize {
+    engine.remembered.decisions.read().unwrap().len()
+}
+
+#[test]
+fn a_remembered_decision_is_the_one_cedar_gives() {
+    let engine = default_engine();
+    for who in [user(), token()] {
+        for risk in [
+            Risk::Read,
+            Risk::Write,
+            Risk::Destructive,
+            Risk::Unclassified,
+        ] {
+            let first = decide_with(&engine, &who, "t", risk, json!({"a": 1}));
+            let again = decide_with(&engine, &who, "t", risk, json!({"b": 2}));
+            assert_eq!(first, again);
+            let args = json!({"b": 2}).as_object().unwrap().clone();
+            let cedar = engine.evaluate(&CallFacts {
+                identity: &who,
+                upstream: "atlassian",
+                tool: "t",
+                risk,
+                args: &args,
+                target: None,
+                workflow: None,
+                now: Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(),
+            });
+            assert_eq!(again, cedar, "{who:?} {risk:?}");
+        }
+    }
+    // One per caller and risk class; the arguments are no part of it.
+    assert_eq!(remembered(&engine), 8);
+}
+
+#[test]
+fn what_the_principal_entity_carries_is_part_of_what_is_remembered() {
+    let text = format!(
+        "{DEFAULT_POLICY}\n@id(\"old-token\") forbid (principal is Token, action, resource) when {{ principal.age_days > 300 }};\n\
+         @id(\"no-contractors\") forbid (principal in Group::\"contractors\", action, resource);"
+    );
+    let engine = PolicyEngine::compile(&text).unwrap();
+    let at = |days_after_issue: i64, who: &Identity| {
+        let args = Map::new();
+        engine
+            .decide(&CallFacts {
+                identity: who,
+                upstream: "atlassian",
+                tool: "t",
+                risk: Risk::Read,
+                args: &args,
+                target: None,
+                workflow: None,
+                now: who.issued.unwrap_or_default() + chrono::Duration::days(days_after_issue),
+            })
+            .outcome
+    };
+    let young = token();
+    assert_eq!(at(300, &young), Outcome::Allow);
+    assert_eq!(at(300, &young), Outcome::Allow);
+    assert_eq!(
+        at(301, &young),
+        Outcome::Deny,
+        "a day older is a new decision"
+    );
+    let mut contractor = user();
+    assert_eq!(at(0, &contractor), Outcome::Allow);
+    contractor.groups.push("contractors".into());
+    assert_eq!(
+        at(0, &contractor),
+        Outcome::Deny,
+        "other groups, other decision"
+    );
+}
+
+#[test]
+fn a_call_whose_policies_read_its_context_is_always_evaluated() {
+    let text = format!(
+        "{DEFAULT_POLICY}\n@id(\"no-prod\") forbid (principal, action, resource) \
+         when {{ context.args.hasTag(\"/env\") && context.args.getTag(\"/env\") == \"prod\" }};"
+    );
+    let engine = PolicyEngine::compile(&text).unwrap();
+    let outcome =
+        |env: &str| decide_with(&engine, &user(), "t", Risk::Read, json!({"env": env})).outcome;
+    assert_eq!(outcome("dev"), Outcome::Allow);
+    assert_eq!(outcome("prod"), Outcome::Deny);
+    assert_eq!(outcome("dev"), Outcome::Allow);
+    assert_eq!(remembered(&engine), 0);
 }
