@@ -85,7 +85,10 @@ impl Gateway {
             .collect::<anyhow::Result<_>>()?;
         let http = crate::http::client_builder()
             .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the 5 s after which Node and uvicorn close an idle keep-alive
+            // connection: a call sent on one they are closing fails, and a tools/call
+            // that may have been received cannot be sent again.
+            .pool_idle_timeout(UPSTREAM_IDLE)
             .tcp_nodelay(true)
             .build()?;
         let notifier = Notifier::new(
@@ -193,6 +196,9 @@ const CONTROL_SEND_BUFFER: usize = 64 * 1024;
 
 /// How long open connections get to finish after a stop, before they are dropped.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long an idle connection to an upstream is kept for the next call.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 
 /// Where a running gateway listens.
 #[derive(Debug, Clone, Copy)]

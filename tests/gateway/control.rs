@@ -244,12 +244,14 @@ async fn two_approvers_racing_fifty_times_give_one_winner_and_at_most_one_run() 
             result_text(&answer_of(&text).unwrap()),
             format!("wrote {page} (1 bytes)")
         );
-        let runs = upstream
+        let quoted = format!("\"{page}\"");
+        let runs: Vec<String> = upstream
             .posts()
-            .iter()
-            .filter(|p| p.body.contains(&page))
-            .count();
-        assert_eq!(runs, 1, "race {i}");
+            .into_iter()
+            .filter(|p| p.body.contains(&quoted))
+            .map(|p| p.body)
+            .collect();
+        assert_eq!(runs.len(), 1, "race {i}: {runs:#?}");
     }
 }
 

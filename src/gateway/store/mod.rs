@@ -1,10 +1,10 @@
-//! The durable store: SQLite through sqlx, under `data_dir`.
+//! The durable store: SQLite under `data_dir`.
 //!
-//! One writer task owns the only write connection and commits in groups: whatever
-//! arrived while the last commit ran goes into the next transaction, and each caller
-//! awaits its own commit. The event seq is assigned inside that transaction, so it is
-//! dense and durable. WAL with `synchronous = NORMAL` survives a process crash; a pool
-//! of reader connections serves queries beside the writer.
+//! One writer thread owns the only write connection (rusqlite) and commits in groups:
+//! whatever arrived while the last commit ran goes into the next transaction, and each
+//! caller awaits its own commit. The event seq is assigned inside that transaction, so
+//! it is dense and durable. WAL with `synchronous = NORMAL` survives a process crash; a
+//! pool of sqlx reader connections serves queries beside the writer.
 
 mod writer;
 
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{Event, EventBody, Resolution, Risk, ToolRow};
@@ -42,6 +42,12 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        StoreError::Sql(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
         StoreError::Sql(e.to_string())
     }
 }
@@ -274,9 +280,12 @@ pub struct Store {
     last_seq: Arc<AtomicU64>,
 }
 
+/// The database file in `data_dir`.
+const DB_FILE: &str = "toolgate.db";
+
 fn connect_options(data_dir: &Path) -> Result<SqliteConnectOptions, StoreError> {
     Ok(SqliteConnectOptions::from_str("sqlite://")?
-        .filename(data_dir.join("toolgate.db"))
+        .filename(data_dir.join(DB_FILE))
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal))
@@ -290,26 +299,30 @@ impl Store {
             path: data_dir.display().to_string(),
             message: e.to_string(),
         })?;
-        let options = connect_options(data_dir)?;
         // The writer waits on a busy database only briefly, so it can drop calls whose
         // callers gave up and take in new ones while it retries.
-        let mut write_conn = SqliteConnection::connect_with(
-            &options.clone().busy_timeout(Duration::from_millis(20)),
-        )
-        .await?;
-        migrate(&mut write_conn).await?;
+        let path = data_dir.join(DB_FILE);
+        let mut write_conn = rusqlite::Connection::open(&path)?;
+        write_conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        write_conn.busy_timeout(Duration::from_millis(20))?;
+        migrate(&mut write_conn)?;
+        let next_seq: i64 =
+            write_conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| {
+                r.get(0)
+            })?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.busy_timeout(Duration::from_secs(5)).read_only(true))
-            .await?;
-        let next_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) + 1 FROM events")
-            .fetch_one(&mut write_conn)
+            .connect_with(
+                connect_options(data_dir)?
+                    .busy_timeout(Duration::from_secs(5))
+                    .read_only(true),
+            )
             .await?;
         let health = Arc::new(Health::default());
         let (writes, rx) = mpsc::channel(4096);
         let (live, _) = tokio::sync::broadcast::channel(LIVE_EVENTS);
         let last_seq = Arc::new(AtomicU64::new(next_seq as u64 - 1));
-        tokio::spawn(writer::run(
+        writer::spawn(
             write_conn,
             rx,
             writer::Outlets {
@@ -318,7 +331,8 @@ impl Store {
                 last_seq: last_seq.clone(),
             },
             next_seq as u64,
-        ));
+        )
+        .map_err(|e| StoreError::Sql(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             readers,
             writes,
@@ -472,8 +486,8 @@ impl Store {
 
     /// The catalog as `GET /tools` shows it, with each tool's decisions by outcome.
     pub async fn tool_rows(&self) -> Result<Vec<(ToolRow, serde_json::Value)>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {TOOL_COLUMNS} FROM tools ORDER BY upstream, name"
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT {TOOL_JSON} FROM tools ORDER BY upstream, name"
         )))
         .fetch_all(&self.readers)
         .await?;
@@ -486,7 +500,7 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let row = tool_row_from(r)?;
+                let row = tool_row_from_json(r)?;
                 let mut calls = serde_json::json!({"allow": 0, "deny": 0, "hold": 0});
                 for c in &counts {
                     let (u, t): (Option<String>, Option<String>) =
@@ -554,29 +568,15 @@ impl Store {
     }
 }
 
-const TOOL_COLUMNS: &str = "upstream, name, title, annotations, definition_sha256, suggested_risk, risk, risk_source, version, updated_by, updated_at, note";
+/// A catalog row as the JSON of a `ToolRow`, so the writer (rusqlite) and the readers
+/// (sqlx) share one mapping.
+const TOOL_JSON: &str = "json_object('upstream', upstream, 'name', name, 'title', title,
+    'annotations', json(annotations), 'definition_sha256', definition_sha256,
+    'suggested_risk', suggested_risk, 'risk', risk, 'source', risk_source, 'version', version,
+    'updated_by', updated_by, 'updated_at', updated_at, 'note', note)";
 
-fn tool_row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ToolRow, StoreError> {
-    let risk = |col: &str| {
-        let s: String = r.get(col);
-        Risk::parse(&s).ok_or(StoreError::BadRisk(s))
-    };
-    Ok(ToolRow {
-        upstream: r.get("upstream"),
-        name: r.get("name"),
-        title: r.get("title"),
-        annotations: r
-            .get::<Option<String>, _>("annotations")
-            .and_then(|a| serde_json::from_str(&a).ok()),
-        definition_sha256: r.get("definition_sha256"),
-        suggested_risk: risk("suggested_risk")?,
-        risk: risk("risk")?,
-        source: r.get("risk_source"),
-        version: r.get::<i64, _>("version") as u64,
-        updated_by: r.get("updated_by"),
-        updated_at: r.get("updated_at"),
-        note: r.get("note"),
-    })
+fn tool_row_from_json(json: &str) -> Result<ToolRow, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Sql(format!("a stored tool row: {e}")))
 }
 
 fn stored_hold(r: &sqlx::sqlite::SqliteRow) -> StoredHold {
@@ -615,20 +615,14 @@ fn first_event(c: Committed) -> Event {
         .expect("an event write commits one event")
 }
 
-async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let done: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *conn)
-        .await?;
+fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, step) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-        let mut tx = conn.begin().await?;
-        // Steps are compile-time constants and the version an integer: nothing to inject.
-        sqlx::raw_sql(AssertSqlSafe(*step))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1)))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        // The version is an integer: nothing to inject.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
     }
     Ok(())
 }

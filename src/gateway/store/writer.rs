@@ -1,10 +1,15 @@
 //! The single writer: group commits, dense seqs, and writes a caller can withdraw.
+//!
+//! It runs on a thread of its own with a synchronous SQLite connection (rusqlite), so
+//! a transaction of any size costs one wake-up of this thread and one of each caller.
+//! (sqlx's SQLite driver runs each statement on its worker thread through a channel:
+//! three thread round trips for the smallest transaction. Reads stay on sqlx.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Committed, Health, ListedTool, Published, Reply, StoreError, WriteOp};
@@ -78,18 +83,26 @@ pub struct Outlets {
     pub last_seq: Arc<AtomicU64>,
 }
 
-pub async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Job>,
+/// Starts the writer on its own thread. It stops when every sender is gone.
+pub fn spawn(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
     outlets: Outlets,
-    mut next_seq: u64,
-) {
+    next_seq: u64,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("toolgate-store".into())
+        .spawn(move || run(conn, rx, outlets, next_seq))
+        .map(drop)
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, outlets: Outlets, mut next_seq: u64) {
     let health = outlets.health.clone();
     let mut batch: Vec<Job> = Vec::new();
     let mut reported = false;
     loop {
         if batch.is_empty() {
-            match rx.recv().await {
+            match rx.blocking_recv() {
                 Some(job) => batch.push(job),
                 None => return,
             }
@@ -104,13 +117,13 @@ pub async fn run(
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             health.fail();
             if !reported {
                 tracing::error!(error = %e, "audit store cannot begin a write; calls are denied until it can");
                 reported = true;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            std::thread::sleep(Duration::from_millis(5));
             continue;
         }
         // The lock is ours: from here on, each claimed write will be committed or
@@ -131,24 +144,23 @@ pub async fn run(
         } else {
             0
         };
-        let result = async {
+        let result = (|| {
             if recovering {
                 let body = EventBody::StoreRecovered { denied_unlogged };
-                insert_event(&mut conn, body, &now, &mut seqs).await?;
+                insert_event(&conn, body, &now, &mut seqs)?;
             }
             let mut done = Vec::with_capacity(ops.len());
             for op in ops {
                 // A refused edit is that edit's answer; it wrote nothing, so the rest
                 // of the group commits. Any other error fails the group.
-                done.push(match apply(&mut conn, op, &now, &mut seqs).await {
+                done.push(match apply(&conn, op, &now, &mut seqs) {
                     Err(e @ (StoreError::NoSuchTool | StoreError::StaleVersion(_))) => Err(e),
                     other => Ok(other?),
                 });
             }
-            sqlx::query("COMMIT").execute(&mut conn).await?;
+            conn.execute_batch("COMMIT")?;
             Ok::<_, StoreError>(done)
-        }
-        .await;
+        })();
         match result {
             Ok(done) => {
                 if recovering {
@@ -168,7 +180,7 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                let _ = conn.execute_batch("ROLLBACK");
                 health
                     .denied_unlogged
                     .fetch_add(denied_unlogged, Ordering::AcqRel);
@@ -182,8 +194,8 @@ pub async fn run(
     }
 }
 
-async fn insert_event(
-    conn: &mut SqliteConnection,
+fn insert_event(
+    conn: &Connection,
     body: EventBody,
     now: &str,
     seqs: &mut Seqs,
@@ -194,14 +206,16 @@ async fn insert_event(
         body,
     };
     let json = serde_json::to_string(&event).map_err(|e| StoreError::Sql(e.to_string()))?;
-    sqlx::query("INSERT INTO events (seq, ts, kind, call_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(event.seq as i64)
-        .bind(now)
-        .bind(event.body.kind())
-        .bind(event.body.call_id())
-        .bind(&json)
-        .execute(&mut *conn)
-        .await?;
+    conn.prepare_cached(
+        "INSERT INTO events (seq, ts, kind, call_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        event.seq as i64,
+        now,
+        event.body.kind(),
+        event.body.call_id(),
+        &json
+    ])?;
     seqs.inserted.push(Published {
         seq: event.seq,
         json,
@@ -210,18 +224,18 @@ async fn insert_event(
     Ok(event)
 }
 
-async fn apply(
-    conn: &mut SqliteConnection,
+fn apply(
+    conn: &Connection,
     op: WriteOp,
     now: &str,
     seqs: &mut Seqs,
 ) -> Result<Committed, StoreError> {
     match op {
         WriteOp::Event(body) => Ok(Committed {
-            events: vec![insert_event(conn, *body, now, seqs).await?],
+            events: vec![insert_event(conn, *body, now, seqs)?],
             risk: None,
         }),
-        WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, seqs).await,
+        WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, seqs),
         WriteOp::SeedRisk {
             upstream,
             tool,
@@ -230,22 +244,16 @@ async fn apply(
         } => {
             // A seed fills in only where nobody has chosen a class: no row yet, or a
             // class that came from no one (the untrusted default).
-            sqlx::query(
+            conn.execute(
                 "INSERT INTO tools (upstream, name, suggested_risk, risk, risk_source, version, updated_by, updated_at, note)
                  VALUES (?1, ?2, ?3, ?4, 'seed', 1, 'config', ?5, 'seeded by [[risk]]')
                  ON CONFLICT (upstream, name) DO UPDATE SET
                     risk = excluded.risk, risk_source = 'seed', version = tools.version + 1,
                     updated_by = 'config', updated_at = excluded.updated_at, note = excluded.note
                  WHERE tools.risk_source = 'default'",
-            )
-            .bind(&upstream)
-            .bind(&tool)
-            .bind(suggested.as_str())
-            .bind(risk.as_str())
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            let row = tool_row(conn, &upstream, &tool).await?;
+                params![upstream, tool, suggested.as_str(), risk.as_str(), now],
+            )?;
+            let row = tool_row(conn, &upstream, &tool)?;
             Ok(Committed {
                 events: Vec::new(),
                 risk: row.map(|r| r.risk),
@@ -259,25 +267,16 @@ async fn apply(
             by,
             note,
         } => {
-            let current = tool_row(conn, &upstream, &tool)
-                .await?
-                .ok_or(StoreError::NoSuchTool)?;
+            let current = tool_row(conn, &upstream, &tool)?.ok_or(StoreError::NoSuchTool)?;
             if expected_version.is_some_and(|v| v != current.version) {
                 return Err(StoreError::StaleVersion(Box::new(current)));
             }
-            sqlx::query(
+            conn.execute(
                 "UPDATE tools SET risk = ?3, risk_source = 'operator', version = version + 1,
                     updated_by = ?4, updated_at = ?5, note = ?6
                  WHERE upstream = ?1 AND name = ?2",
-            )
-            .bind(&upstream)
-            .bind(&tool)
-            .bind(risk.as_str())
-            .bind(&by)
-            .bind(now)
-            .bind(&note)
-            .execute(&mut *conn)
-            .await?;
+                params![upstream, tool, risk.as_str(), by, now, note],
+            )?;
             let body = EventBody::RiskChanged {
                 upstream,
                 tool,
@@ -288,25 +287,25 @@ async fn apply(
                 note,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs).await?],
+                events: vec![insert_event(conn, body, now, seqs)?],
                 risk: Some(risk),
             })
         }
         WriteOp::HoldCreated(hold) => {
-            sqlx::query(
+            conn.execute(
                 "INSERT INTO holds (call_id, call_hash, identity, decision, session_id, request_id, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .bind(&hold.call_id)
-            .bind(&hold.call_hash)
-            .bind(&hold.identity)
-            .bind(&hold.decision)
-            .bind(&hold.session_id)
-            .bind(&hold.request_id)
-            .bind(&hold.created_at)
-            .bind(&hold.expires_at)
-            .execute(&mut *conn)
-            .await?;
+                params![
+                    hold.call_id,
+                    hold.call_hash,
+                    hold.identity,
+                    hold.decision,
+                    hold.session_id,
+                    hold.request_id,
+                    hold.created_at,
+                    hold.expires_at
+                ],
+            )?;
             let body = EventBody::HoldCreated {
                 call_id: hold.call_id.clone(),
                 expires_at: hold.expires_at.clone(),
@@ -314,7 +313,7 @@ async fn apply(
                 phase: HoldPhase::Waiting,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs).await?],
+                events: vec![insert_event(conn, body, now, seqs)?],
                 risk: None,
             })
         }
@@ -324,16 +323,10 @@ async fn apply(
             by,
             reason,
         } => {
-            sqlx::query(
+            conn.execute(
                 "UPDATE holds SET resolution = ?2, resolved_by = ?3, reason = ?4, resolved_at = ?5 WHERE call_id = ?1",
-            )
-            .bind(&call_id)
-            .bind(resolution.as_str())
-            .bind(&by)
-            .bind(&reason)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+                params![call_id, resolution.as_str(), by, reason, now],
+            )?;
             let body = EventBody::HoldResolved {
                 call_id,
                 resolution,
@@ -341,7 +334,7 @@ async fn apply(
                 reason,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs).await?],
+                events: vec![insert_event(conn, body, now, seqs)?],
                 risk: None,
             })
         }
@@ -351,28 +344,21 @@ async fn apply(
             by,
             file_sha256,
         } => {
-            let version: i64 =
-                sqlx::query_scalar("SELECT coalesce(max(version), 0) + 1 FROM policies")
-                    .fetch_one(&mut *conn)
-                    .await?;
-            sqlx::query(
+            let version: i64 = conn.query_row(
+                "SELECT coalesce(max(version), 0) + 1 FROM policies",
+                [],
+                |r| r.get(0),
+            )?;
+            conn.execute(
                 "INSERT INTO policies (version, text, sha256, by, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(version)
-            .bind(&text)
-            .bind(&sha256)
-            .bind(&by)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+                params![version, text, sha256, by, now],
+            )?;
             if let Some(file) = file_sha256 {
-                sqlx::query(
+                conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('policy_file_sha256', ?1)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(file)
-                .execute(&mut *conn)
-                .await?;
+                    params![file],
+                )?;
             }
             let body = EventBody::PolicyChanged {
                 version: version as u64,
@@ -380,7 +366,7 @@ async fn apply(
                 by,
             };
             Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs).await?],
+                events: vec![insert_event(conn, body, now, seqs)?],
                 risk: None,
             })
         }
@@ -390,23 +376,22 @@ async fn apply(
 /// Records one listing. The first listing of a tool, seeded or not, records its hash
 /// and is not a change; a different hash later is a change, which sends a classified
 /// tool back to review unless its upstream says `on_tool_change = "keep"`.
-async fn record_listing(
-    conn: &mut SqliteConnection,
+fn record_listing(
+    conn: &Connection,
     t: &ListedTool,
     now: &str,
     seqs: &mut Seqs,
 ) -> Result<Committed, StoreError> {
-    let existing =
-        sqlx::query("SELECT definition_sha256, risk FROM tools WHERE upstream = ?1 AND name = ?2")
-            .bind(&t.upstream)
-            .bind(&t.name)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let previous: Option<(Option<String>, String)> =
-        existing.map(|r| (r.get("definition_sha256"), r.get("risk")));
+    let previous: Option<(Option<String>, String)> = conn
+        .query_row(
+            "SELECT definition_sha256, risk FROM tools WHERE upstream = ?1 AND name = ?2",
+            params![t.upstream, t.name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
     let annotations = t.annotations.as_ref().map(|a| a.to_string());
     let input_schema = t.input_schema.as_ref().map(|s| s.to_string());
-    sqlx::query(
+    conn.execute(
         "INSERT INTO tools (upstream, name, title, description, annotations, input_schema,
             definition_sha256, suggested_risk, risk, risk_source, version, updated_by, updated_at,
             first_listed, last_listed)
@@ -418,76 +403,61 @@ async fn record_listing(
             suggested_risk = excluded.suggested_risk,
             first_listed = coalesce(tools.first_listed, excluded.first_listed),
             last_listed = excluded.last_listed",
-    )
-    .bind(&t.upstream)
-    .bind(&t.name)
-    .bind(&t.title)
-    .bind(&t.description)
-    .bind(&annotations)
-    .bind(&input_schema)
-    .bind(&t.sha256)
-    .bind(t.suggested_risk.as_str())
-    .bind(t.starting_risk.as_str())
-    .bind(t.starting_source)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+        params![
+            t.upstream,
+            t.name,
+            t.title,
+            t.description,
+            annotations,
+            input_schema,
+            t.sha256,
+            t.suggested_risk.as_str(),
+            t.starting_risk.as_str(),
+            t.starting_source,
+            now
+        ],
+    )?;
+    conn.execute(
         "INSERT INTO tool_definitions (upstream, name, sha256, definition, first_seen)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&t.upstream)
-    .bind(&t.name)
-    .bind(&t.sha256)
-    .bind(&t.canonical_definition)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+        params![t.upstream, t.name, t.sha256, t.canonical_definition, now],
+    )?;
 
     let body = match previous {
         None | Some((None, _)) => None,
         Some((Some(old), _)) if old == t.sha256 => {
             return Ok(Committed {
                 events: Vec::new(),
-                risk: tool_row(conn, &t.upstream, &t.name).await?.map(|r| r.risk),
+                risk: tool_row(conn, &t.upstream, &t.name)?.map(|r| r.risk),
             });
         }
         Some((Some(old), risk)) => Some((old, risk)),
     };
     let event = match body {
         None => {
-            let row = tool_row(conn, &t.upstream, &t.name)
-                .await?
-                .expect("just written");
+            let row = tool_row(conn, &t.upstream, &t.name)?.expect("just written");
             EventBody::ToolDiscovered(row)
         }
         Some((old_sha, risk)) => {
             if t.on_change == OnToolChange::Reset && risk != Risk::Unclassified.as_str() {
-                sqlx::query(
+                conn.execute(
                     "UPDATE tools SET risk = 'unclassified', risk_source = 'reset', version = version + 1,
                         updated_by = 'toolgate', updated_at = ?3,
                         note = 'definition changed; review the tool and set its class again'
                      WHERE upstream = ?1 AND name = ?2",
-                )
-                .bind(&t.upstream)
-                .bind(&t.name)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                    params![t.upstream, t.name, now],
+                )?;
             }
-            let old_definition: Option<String> = sqlx::query_scalar(
-                "SELECT definition FROM tool_definitions WHERE upstream = ?1 AND name = ?2 AND sha256 = ?3",
-            )
-            .bind(&t.upstream)
-            .bind(&t.name)
-            .bind(&old_sha)
-            .fetch_optional(&mut *conn)
-            .await?;
+            let old_definition: Option<String> = conn
+                .query_row(
+                    "SELECT definition FROM tool_definitions WHERE upstream = ?1 AND name = ?2 AND sha256 = ?3",
+                    params![t.upstream, t.name, old_sha],
+                    |r| r.get(0),
+                )
+                .optional()?;
             let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
             EventBody::ToolChanged {
-                tool: tool_row(conn, &t.upstream, &t.name)
-                    .await?
-                    .expect("just written"),
+                tool: tool_row(conn, &t.upstream, &t.name)?.expect("just written"),
                 old_definition: old_definition
                     .as_deref()
                     .map_or(serde_json::Value::Null, parse),
@@ -500,25 +470,19 @@ async fn record_listing(
         _ => unreachable!("a listing records a tool event"),
     };
     Ok(Committed {
-        events: vec![insert_event(conn, event, now, seqs).await?],
+        events: vec![insert_event(conn, event, now, seqs)?],
         risk: Some(risk),
     })
 }
 
-async fn tool_row(
-    conn: &mut SqliteConnection,
-    upstream: &str,
-    name: &str,
-) -> Result<Option<ToolRow>, StoreError> {
+fn tool_row(conn: &Connection, upstream: &str, name: &str) -> Result<Option<ToolRow>, StoreError> {
     let sql = format!(
         "SELECT {} FROM tools WHERE upstream = ?1 AND name = ?2",
-        super::TOOL_COLUMNS
+        super::TOOL_JSON
     );
-    // The column list is a constant; the values are bound.
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(upstream)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(super::tool_row_from).transpose()
+    let json: Option<String> = conn
+        .prepare_cached(&sql)?
+        .query_row(params![upstream, name], |r| r.get(0))
+        .optional()?;
+    json.as_deref().map(super::tool_row_from_json).transpose()
 }
