@@ -1,9 +1,10 @@
-//! What 20 event subscribers cost the data plane, at 200 calls a second.
+//! What event subscribers cost the data plane, at 200 calls a second: 20 of them, and
+//! 100 for scale.
 //!
 //! Starts the release `toolgate gateway` in its own process in front of a minimal MCP
 //! upstream (in this process, answering at once), then sends `tools/call` at a steady
-//! 200 per second, open loop, in alternating rounds: A with no subscribers, B with 20
-//! WebSocket subscribers reading every event. Prints p50 and p99 per round kind.
+//! 200 per second, open loop, in rounds that cycle through 0, 20 and 100 WebSocket
+//! subscribers reading every event. Prints p50 and p99 per subscriber count.
 //!
 //!     cargo bench --bench subscribers
 //!
@@ -20,8 +21,9 @@ mod common;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const RATE: u64 = 200;
-const ROUNDS: usize = 6;
-const SUBSCRIBERS: usize = 20;
+/// Subscriber counts, one round each per cycle.
+const SUBSCRIBERS: [usize; 3] = [0, 20, 100];
+const CYCLES: usize = 2;
 const AGENT: &str = "tg_bench-agent";
 const VIEWER: &str = "tg_bench-viewer";
 
@@ -76,41 +78,27 @@ async fn run(length: Duration) {
     // Warm up connections and caches.
     round(&http, &mcp, length.min(Duration::from_secs(2))).await;
 
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    for r in 0..ROUNDS {
-        if r % 2 == 0 {
-            without.extend(round(&http, &mcp, length).await);
-        } else {
-            let subscribers = subscribe(&control).await;
-            with.extend(round(&http, &mcp, length).await);
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); SUBSCRIBERS.len()];
+    for _ in 0..CYCLES {
+        for (count, samples) in SUBSCRIBERS.iter().zip(&mut latencies) {
+            let subscribers = subscribe(&control, *count).await;
+            samples.extend(round(&http, &mcp, length).await);
             for s in subscribers {
                 s.abort();
             }
         }
     }
-    println!(
-        "calls at {RATE}/s, {} rounds of {:?} alternating A (no subscribers) and B ({SUBSCRIBERS} subscribers)",
-        ROUNDS, length
-    );
-    let (a50, a99) = percentiles(&mut without);
-    let (b50, b99) = percentiles(&mut with);
-    println!(
-        "A: {} calls  p50 {:.3} ms  p99 {:.3} ms",
-        without.len(),
-        a50,
-        a99
-    );
-    println!(
-        "B: {} calls  p50 {:.3} ms  p99 {:.3} ms",
-        with.len(),
-        b50,
-        b99
-    );
-    println!(
-        "20 subscribers add {:+.3} ms at p50 and {:+.3} ms at p99",
-        b50 - a50,
-        b99 - a99
-    );
+    println!("calls at {RATE}/s, {CYCLES} rounds of {length:?} per subscriber count, in turn");
+    let (base50, base99) = percentiles(&mut latencies[0]);
+    for (count, samples) in SUBSCRIBERS.iter().zip(&mut latencies) {
+        let (p50, p99) = percentiles(samples);
+        println!(
+            "{count:>3} subscribers: {} calls  p50 {p50:.3} ms  p99 {p99:.3} ms  (added {:+.3} / {:+.3} ms)",
+            samples.len(),
+            p50 - base50,
+            p99 - base99
+        );
+    }
 }
 
 /// Sends calls at RATE for `length`, open loop, and returns each call's latency in ms.
@@ -149,9 +137,9 @@ async fn round(http: &reqwest::Client, url: &str, length: Duration) -> Vec<f64> 
     out
 }
 
-async fn subscribe(control: &str) -> Vec<tokio::task::JoinHandle<()>> {
+async fn subscribe(control: &str, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    for _ in 0..SUBSCRIBERS {
+    for _ in 0..count {
         let mut request = format!("ws://{control}/api/v1/events")
             .into_client_request()
             .unwrap();

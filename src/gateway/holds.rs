@@ -123,15 +123,26 @@ pub struct NewHold {
 pub struct Holds {
     store: Store,
     holds: Mutex<HashMap<String, Hold>>,
+    /// Approved holds not yet run, by call hash, so that every held call's look for an
+    /// approved identical one is a lookup, not a walk over all holds. Changed only while
+    /// `holds` is locked.
+    approved: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Holds {
     /// Loads the holds that survived a restart: all pending now, none with a client.
     pub async fn load(store: Store) -> Result<Self, StoreError> {
         let mut holds = HashMap::new();
+        let mut approved: HashMap<String, Vec<String>> = HashMap::new();
         for stored in store.open_holds().await? {
             match restore(&stored) {
                 Some(hold) => {
+                    if stored.resolution == Some(Resolution::Approved) {
+                        approved
+                            .entry(hold.call_hash.clone())
+                            .or_default()
+                            .push(stored.call_id.clone());
+                    }
                     holds.insert(stored.call_id.clone(), hold);
                 }
                 None => {
@@ -142,6 +153,7 @@ impl Holds {
         Ok(Self {
             store,
             holds: Mutex::new(holds),
+            approved: std::sync::Mutex::new(approved),
         })
     }
 
@@ -247,6 +259,10 @@ impl Holds {
         let view = self
             .resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
             .await?;
+        self.approved_index()
+            .entry(hold.call_hash.clone())
+            .or_default()
+            .push(call_id.to_owned());
         notify(hold, Verdict::Approved);
         Ok(view)
     }
@@ -294,6 +310,10 @@ impl Holds {
         }
         // A resolved hold is kept until its expiry, to answer a late resolver with 409.
         holds.retain(|_, h| h.resolution.is_none() || h.expires_at > now);
+        self.approved_index().retain(|_, ids| {
+            ids.retain(|id| holds.contains_key(id));
+            !ids.is_empty()
+        });
         Ok(due.len())
     }
 
@@ -335,6 +355,7 @@ impl Holds {
         }
         self.resolve(hold, call_id, Resolution::Consumed, "client", None)
             .await?;
+        self.unindex_approved(&hold.call_hash, call_id);
         Ok(true)
     }
 
@@ -346,19 +367,40 @@ impl Holds {
         now: DateTime<Utc>,
     ) -> Result<Option<HoldView>, StoreError> {
         let mut holds = self.holds.lock().await;
-        let found = holds.iter().find(|(_, h)| {
-            h.call_hash == call_hash
-                && h.expires_at > now
-                && h.resolution.as_ref().map(|r| r.resolution) == Some(Resolution::Approved)
+        let candidates = self
+            .approved_index()
+            .get(call_hash)
+            .cloned()
+            .unwrap_or_default();
+        let found = candidates.into_iter().find(|id| {
+            holds.get(id).is_some_and(|h| {
+                h.expires_at > now
+                    && h.resolution.as_ref().map(|r| r.resolution) == Some(Resolution::Approved)
+            })
         });
-        let Some(call_id) = found.map(|(id, _)| id.clone()) else {
+        let Some(call_id) = found else {
             return Ok(None);
         };
         let hold = holds.get_mut(&call_id).expect("found above");
         let approved = hold.view(&call_id);
         self.resolve(hold, &call_id, Resolution::Consumed, "client", None)
             .await?;
+        self.unindex_approved(call_hash, &call_id);
         Ok(Some(approved))
+    }
+
+    fn approved_index(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.approved.lock().expect("approved holds index")
+    }
+
+    fn unindex_approved(&self, call_hash: &str, call_id: &str) {
+        let mut index = self.approved_index();
+        if let Some(ids) = index.get_mut(call_hash) {
+            ids.retain(|id| id != call_id);
+            if ids.is_empty() {
+                index.remove(call_hash);
+            }
+        }
     }
 
     /// Finds a hold an approver may still resolve.

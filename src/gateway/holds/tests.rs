@@ -382,6 +382,34 @@ async fn holds_survive_a_restart_as_pending() {
 }
 
 #[tokio::test]
+async fn an_approval_from_before_a_restart_serves_one_identical_retry_after_it() {
+    let f = fixture().await;
+    let identity = token_owned_by("alice");
+    let (call_id, rx) = hold_for(&f.holds, identity.clone(), "write_page", Risk::Write).await;
+    drop(rx);
+    f.holds
+        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap();
+    let reloaded = Holds::load(f.store.clone()).await.unwrap();
+    let args = json!({"page_id": "p1"}).as_object().unwrap().clone();
+    let hash = call_hash(&identity, "wiki", "write_page", &args);
+    let used = reloaded
+        .consume_identical(&hash, Utc::now())
+        .await
+        .unwrap()
+        .expect("the stored approval serves the retry");
+    assert_eq!(used.call_id, call_id);
+    assert!(
+        reloaded
+            .consume_identical(&hash, Utc::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn after_a_restart_a_rule_on_a_redacted_argument_denies_the_approval() {
     let f = fixture().await;
     let catalog = Catalog::load(f.store.clone()).await.unwrap();
