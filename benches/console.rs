@@ -1,11 +1,13 @@
-//! The console's own costs, without a terminal or a gateway: how fast its state ingests
-//! events while drawing at its frame cap, how long one frame takes to draw with a full
-//! ring, and the memory a full ring of 10,000 decisions holds.
+//! The console's own costs: how fast its state ingests events while drawing at its frame
+//! cap, how long one frame takes to draw with a full ring, the memory a full ring of
+//! 10,000 decisions holds, and the CPU of an open console with no traffic.
 //!
 //!     cargo bench --bench console
 //!
 //! Frames are drawn into ratatui's `TestBackend`, which does everything a real frame does
-//! but write to the terminal. Without `--bench` each part runs briefly, in under 10 s.
+//! but write to the terminal. Idle CPU is the real `toolgate console` in a tmux pane,
+//! connected to the release `toolgate gateway`, measured from `/proc/<pid>/stat` over
+//! 10 s (tmux missing: skipped). Without `--bench` each part runs briefly, in under 10 s.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -16,6 +18,9 @@ use ratatui::backend::TestBackend;
 use serde_json::{Value, json};
 use toolgate::console::app::{App, NetEvent};
 use toolgate::console::ui::{self, Theme};
+
+#[path = "common/mod.rs"]
+mod common;
 
 const RING: usize = 10_000;
 /// The console's frame cap: at most one frame every 33 ms.
@@ -92,8 +97,95 @@ fn rss_kib() -> u64 {
     pages * 4
 }
 
+/// A tmux server of the bench's own, killed when dropped.
+struct Tmux(String);
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .status();
+    }
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The share of one core an open console uses over `length` with no traffic, or None
+/// without tmux.
+async fn idle_cpu(length: Duration) -> Option<f64> {
+    const VIEWER: &str = "tg_bench-console-viewer";
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+         [[upstream]]\nname = \"up\"\nurl = \"http://127.0.0.1:9/mcp\"\n\
+         [[operator]]\nname = \"viv\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+        toolgate::gateway::identity::token_sha256(VIEWER)
+    );
+    let gw = common::gateway(&config).await;
+    let config_home = tempfile::tempdir().unwrap();
+    let tmux = Tmux(format!("toolgate-bench-{}", std::process::id()));
+    let command = format!(
+        "{} console --gateway {} --token {VIEWER} --bell off",
+        env!("CARGO_BIN_EXE_toolgate"),
+        gw.control
+    );
+    let env = format!("XDG_CONFIG_HOME={}", config_home.path().display());
+    if tmux
+        .run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-e",
+            &env,
+            &command,
+        ])
+        .is_none()
+    {
+        eprintln!("console: tmux is not installed (run ./.ci/run); idle CPU skipped");
+        return None;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tmux
+        .run(&["capture-pane", "-p"])
+        .is_some_and(|screen| screen.contains("● connected"))
+    {
+        assert!(Instant::now() < deadline, "the console did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = tmux.run(&["display", "-p", "#{pane_pid}"]).unwrap();
+    let pid: u32 = pid.trim().parse().unwrap();
+    let ticks = common::clock_ticks();
+    let (cpu, started) = (common::cpu_of(pid, ticks), Instant::now());
+    tokio::time::sleep(length).await;
+    let used = common::cpu_of(pid, ticks) - cpu;
+    Some(used.as_secs_f64() / started.elapsed().as_secs_f64())
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let idle_for = if full {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(idle_cpu(idle_for));
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
@@ -144,5 +236,13 @@ fn main() {
         if rate >= 20_000.0 { "pass" } else { "MISS" }
     );
     println!("| memory of a full ring (RSS growth) | {ring_kib} KiB | — | |");
+    match idle {
+        Some(share) => println!(
+            "| idle CPU, console open with no traffic, over {idle_for:?} | {:.2}% of a core | < 1% | {} |",
+            share * 100.0,
+            if share < 0.01 { "pass" } else { "MISS" }
+        ),
+        None => println!("| idle CPU | skipped: no tmux | < 1% | |"),
+    }
     criterion.final_summary();
 }

@@ -40,24 +40,8 @@ fn main() {
         .block_on(run(round));
 }
 
-async fn upstream() -> u16 {
-    let app = axum::Router::new().route(
-        "/mcp",
-        axum::routing::post(|body: axum::body::Bytes| async move {
-            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let answer = serde_json::json!({"jsonrpc": "2.0", "id": request["id"],
-                "result": {"content": [{"type": "text", "text": "ok"}], "isError": false}});
-            ([("content-type", "application/json")], answer.to_string())
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
-}
-
 async fn run(length: Duration) {
-    let port = upstream().await;
+    let port = common::answering_upstream("ok").await;
     let sha = |t: &str| toolgate::gateway::identity::token_sha256(t);
     let config = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\

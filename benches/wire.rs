@@ -151,27 +151,6 @@ async fn gateway(fast: u16, everything: Option<u16>) -> Gateway {
     common::gateway(&config).await
 }
 
-/// Clock ticks per second, the unit of `/proc/<pid>/stat` times.
-fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(100)
-}
-
-/// The gateway's CPU time so far (user + system), from `/proc/<pid>/stat`.
-fn cpu_of(pid: u32, ticks_per_second: u64) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(") ").unwrap().1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
-}
-
 /// A client of one upstream in one era: a session opened once for the 2025-11-25 era.
 #[derive(Clone)]
 struct Caller {
@@ -310,7 +289,7 @@ async fn run(settings: Settings) {
     let everything = server_everything().await;
     let mut gw = gateway(fast, everything.as_ref().map(|(_, p)| *p)).await;
     let pid = gw.child.id().unwrap();
-    let ticks = clock_ticks();
+    let ticks = common::clock_ticks();
     let http = toolgate::http::client_builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(128)
@@ -372,9 +351,9 @@ async fn run(settings: Settings) {
                 if r % 2 == 0 {
                     a.extend(round(&http, &u.direct, u, c, settings.round).await);
                 } else {
-                    let before = cpu_of(pid, ticks);
+                    let before = common::cpu_of(pid, ticks);
                     b.extend(round(&http, &u.via, u, c, settings.round).await);
-                    cpu += cpu_of(pid, ticks).saturating_sub(before);
+                    cpu += common::cpu_of(pid, ticks).saturating_sub(before);
                 }
             }
             a.sort();

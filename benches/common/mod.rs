@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -48,4 +49,42 @@ pub async fn gateway(config: &str) -> Gateway {
         control,
         _dir: dir,
     }
+}
+
+/// Clock ticks per second, the unit of `/proc/<pid>/stat` times.
+pub fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(100)
+}
+
+/// A process's CPU time so far (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_of(pid: u32, ticks_per_second: u64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
+}
+
+/// An MCP upstream on 127.0.0.1 that answers every call at once with `text`.
+pub async fn answering_upstream(text: &'static str) -> u16 {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let answer = serde_json::json!({"jsonrpc": "2.0", "id": request["id"],
+                "result": {"content": [{"type": "text", "text": text}], "isError": false}});
+            ([("content-type", "application/json")], answer.to_string())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
 }
