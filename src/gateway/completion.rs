@@ -28,19 +28,13 @@ pub fn record(
     upstream_status: Option<u16>,
     started: Instant,
 ) {
-    let gw = gw.clone();
-    let duration_ms = started.elapsed().as_millis() as u64;
-    tokio::spawn(async move {
-        let body = EventBody::CallCompleted {
-            call_id,
-            result,
-            upstream_status,
-            duration_ms,
-        };
-        if let Err(e) = gw.store.write(WriteOp::Event(Box::new(body))).await {
-            tracing::error!(error = %e, "call.completed not stored");
-        }
-    });
+    let body = EventBody::CallCompleted {
+        call_id,
+        result,
+        upstream_status,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    gw.store.record(WriteOp::Event(Box::new(body)));
 }
 
 /// What an answer says about its call: a tool error, an upstream (JSON-RPC) error, or ok.

@@ -281,6 +281,10 @@ pub async fn serve(
             tracing::warn!(grace = ?STOP_GRACE, "connections still open after the grace period; dropping them");
         }
     }
+    // How the last calls ended may still be waiting to share a commit.
+    if let Err(e) = gateway.store.flush().await {
+        tracing::error!(error = %e, "the last records were not stored at stop");
+    }
     Ok(())
 }
 

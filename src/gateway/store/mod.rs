@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::api::{Event, EventBody, Resolution, Risk, ToolRow};
 use crate::config::OnToolChange;
@@ -80,6 +80,8 @@ impl Health {
 pub enum WriteOp {
     /// Append one event.
     Event(Box<EventBody>),
+    /// Nothing: commits whatever the writer holds back, such as lingering records.
+    Flush,
     /// Record one listing of a tool, with `tool.discovered` or `tool.changed`.
     ListedTool(Box<ListedTool>),
     /// Store a `[[risk]]` seed where nobody has chosen a class yet.
@@ -272,7 +274,7 @@ pub const LIVE_EVENTS: usize = 1024;
 #[derive(Clone)]
 pub struct Store {
     readers: SqlitePool,
-    writes: mpsc::Sender<Job>,
+    writes: std::sync::mpsc::SyncSender<Job>,
     health: Arc<Health>,
     timeout: Duration,
     live: tokio::sync::broadcast::Sender<Arc<Published>>,
@@ -319,7 +321,7 @@ impl Store {
             )
             .await?;
         let health = Arc::new(Health::default());
-        let (writes, rx) = mpsc::channel(4096);
+        let (writes, rx) = std::sync::mpsc::sync_channel(4096);
         let (live, _) = tokio::sync::broadcast::channel(LIVE_EVENTS);
         let last_seq = Arc::new(AtomicU64::new(next_seq as u64 - 1));
         writer::spawn(
@@ -424,11 +426,46 @@ impl Store {
     /// Commits a write that is not on a call's path, waiting as long as it takes.
     pub async fn write(&self, op: WriteOp) -> Result<Committed, StoreError> {
         let (job, _claimed, reply) = Job::new(op);
-        self.writes
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.enqueue(job).await?;
         reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits every record queued so far; for a stop.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write_in_time(WriteOp::Flush).await.map(drop)
+    }
+
+    /// Queues a record of something that already happened (how a call ended), which
+    /// nobody waits for: the writer may hold it briefly to commit it with the next
+    /// decision. A failed commit is logged by the writer.
+    pub fn record(&self, op: WriteOp) {
+        let (job, _claimed, _reply) = Job::new(op);
+        match self.writes.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                tracing::error!("the store writer has stopped; a record is lost");
+            }
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                let writes = self.writes.clone();
+                tokio::task::spawn_blocking(move || writes.send(job).is_ok());
+            }
+        }
+    }
+
+    /// Hands a job to the writer; a full queue is waited out off the runtime's threads.
+    async fn enqueue(&self, job: Job) -> Result<(), StoreError> {
+        match self.writes.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                let writes = self.writes.clone();
+                let sent = tokio::task::spawn_blocking(move || writes.send(job).is_ok()).await;
+                match sent {
+                    Ok(true) => Ok(()),
+                    _ => Err(StoreError::Closed),
+                }
+            }
+        }
     }
 
     pub async fn store_id(&self) -> Result<String, StoreError> {
@@ -629,3 +666,6 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
 
 /// A reply channel's sending half, as the writer holds it.
 type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+
+use tokio::sync::oneshot;
 
 use super::{Committed, Health, ListedTool, Published, Reply, StoreError, WriteOp};
 use crate::api::{Event, EventBody, HoldPhase, Risk, ToolRow};
@@ -18,6 +20,11 @@ use crate::config::OnToolChange;
 
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 512;
+
+/// How long records that nobody waits for (how a call ended) may wait to share the
+/// next decision's commit. At a steady stream of calls, each commit then carries one
+/// decision and the last call's ending, instead of two commits per call.
+const LINGER: Duration = Duration::from_millis(10);
 
 const PENDING: u8 = 0;
 const CLAIMED: u8 = 1;
@@ -68,6 +75,11 @@ impl Job {
     fn withdrawn(&self) -> bool {
         self.state.load(Ordering::Acquire) == WITHDRAWN
     }
+
+    /// Whether only the audit log waits for this write.
+    fn can_linger(&self) -> bool {
+        matches!(&self.op, WriteOp::Event(body) if matches!(**body, EventBody::CallCompleted { .. }))
+    }
 }
 
 /// Seqs handed out in the current transaction, and what to publish once it commits.
@@ -86,7 +98,7 @@ pub struct Outlets {
 /// Starts the writer on its own thread. It stops when every sender is gone.
 pub fn spawn(
     conn: Connection,
-    rx: mpsc::Receiver<Job>,
+    rx: Receiver<Job>,
     outlets: Outlets,
     next_seq: u64,
 ) -> std::io::Result<()> {
@@ -96,21 +108,27 @@ pub fn spawn(
         .map(drop)
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, outlets: Outlets, mut next_seq: u64) {
+fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64) {
     let health = outlets.health.clone();
     let mut batch: Vec<Job> = Vec::new();
     let mut reported = false;
     loop {
         if batch.is_empty() {
-            match rx.blocking_recv() {
-                Some(job) => batch.push(job),
-                None => return,
+            match rx.recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => return,
             }
         }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        batch.extend(rx.try_iter().take(MAX_BATCH - batch.len()));
+        if batch.iter().all(Job::can_linger) {
+            match rx.recv_timeout(LINGER) {
+                Ok(job) => {
+                    batch.push(job);
+                    batch.extend(rx.try_iter().take(MAX_BATCH.saturating_sub(batch.len())));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Stopping: commit what is here, then the next recv ends the loop.
+                Err(RecvTimeoutError::Disconnected) => {}
             }
         }
         batch.retain(|job| !job.withdrawn());
@@ -235,6 +253,7 @@ fn apply(
             events: vec![insert_event(conn, *body, now, seqs)?],
             risk: None,
         }),
+        WriteOp::Flush => Ok(Committed::default()),
         WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, seqs),
         WriteOp::SeedRisk {
             upstream,
