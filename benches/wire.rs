@@ -290,9 +290,12 @@ async fn run(settings: Settings) {
     let mut gw = gateway(fast, everything.as_ref().map(|(_, p)| *p)).await;
     let pid = gw.child.id().unwrap();
     let ticks = common::clock_ticks();
+    // Idle connections go before node closes them (5 s), as the gateway's do: a request
+    // sent on one it is closing is reset.
     let http = toolgate::http::client_builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(128)
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .unwrap();
 
