@@ -26,6 +26,9 @@ use toolgate::gateway::Gateway;
 use toolgate::gateway::identity::Identity;
 use toolgate::gateway::policy::{CallFacts, DEFAULT_POLICY, PolicyEngine};
 
+#[path = "common/mod.rs"]
+mod common;
+
 const UPSTREAM: &str = "bench";
 const TARGET_MEDIAN_US: f64 = 10.0;
 /// How many identities call in the stream: every tool is called by each of them.
@@ -163,6 +166,7 @@ fn main() {
         .configure_from_args();
     let samples = if full { 200_000 } else { 300 };
     let mut rows = Vec::new();
+    let mut memory = Vec::new();
     let mut group = criterion.benchmark_group("decision");
     for (tools, policy) in [
         (10, "default"),
@@ -170,7 +174,9 @@ fn main() {
         (1000, "default"),
         (1000, "100 rules"),
     ] {
+        let before = common::rss_kib("self");
         let gw = gateway(tools, &runtime, dir.path());
+        memory.push((tools, common::rss_kib("self").saturating_sub(before)));
         if policy != "default" {
             gw.replace_policy(PolicyEngine::compile(&hundred_rules()).unwrap());
         }
@@ -255,6 +261,9 @@ fn main() {
             us(row.p50),
             us(row.p99)
         );
+    }
+    for (tools, kib) in memory {
+        println!("memory: a gateway with {tools} tools learned grew this process by {kib} KiB");
     }
     criterion.final_summary();
 }

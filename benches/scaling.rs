@@ -54,16 +54,6 @@ fn main() {
     });
 }
 
-fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn token() -> Arc<Identity> {
     Arc::new(Identity {
         kind: IdentityKind::ApiToken,
@@ -128,14 +118,14 @@ async fn holds_in_process(n: usize) {
         .unwrap();
     let holds = Holds::load(store).await.unwrap();
     let identity = token();
-    let before = rss_kib("self");
+    let before = common::rss_kib("self");
     let mut waiting = Vec::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
         waiting.push(holds.create(new_hold(&identity, i)).await.unwrap().0);
     }
     let create = started.elapsed();
-    let grown = rss_kib("self").saturating_sub(before);
+    let grown = common::rss_kib("self").saturating_sub(before);
 
     // What every held call does first: look for an approved identical call (a miss).
     let lookups = 1_000;
@@ -231,7 +221,7 @@ async fn holds_over_http(n: usize) {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let idle_rss = rss_kib(&pid);
+    let idle_rss = common::rss_kib(&pid);
     let started = Instant::now();
     let clients: Vec<_> = (0..n)
         .map(|i| {
@@ -277,7 +267,7 @@ async fn holds_over_http(n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let all_held = started.elapsed();
-    let held_rss = rss_kib(&pid);
+    let held_rss = common::rss_kib(&pid);
     let started = Instant::now();
     let ids: Vec<String> = held
         .iter()
@@ -352,12 +342,16 @@ fn policies(counts: &[usize]) {
                 "@id(\"page-{i}\") forbid (principal, action, resource) when {{ context.args.hasTag(\"/page_id\") && context.args.getTag(\"/page_id\") == \"LOCKED-{i}\" }};\n"
             ));
         }
+        let before = common::rss_kib("self");
         let scoped = PolicyEngine::compile(&scoped).unwrap();
         let unscoped = PolicyEngine::compile(&unscoped).unwrap();
+        let grown = common::rss_kib("self").saturating_sub(before);
         println!(
-            "policies, default + {extra:>5}: Cedar evaluation {} with the extra ones scoped to other tools, {} with them unscoped",
+            "policies, default + {extra:>5}: Cedar evaluation {} with the extra ones scoped to other tools, {} with them unscoped; \
+             both engines hold {:.1} MiB",
             time(&scoped, extra),
-            time(&unscoped, extra)
+            time(&unscoped, extra),
+            grown as f64 / 1024.0
         );
     }
 }

@@ -62,11 +62,14 @@ async fn run(length: Duration) {
     // Warm up connections and caches.
     round(&http, &mcp, length.min(Duration::from_secs(2))).await;
 
+    let pid = gw.child.id().unwrap().to_string();
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); SUBSCRIBERS.len()];
+    let mut memory = vec![0u64; SUBSCRIBERS.len()];
     for _ in 0..CYCLES {
-        for (count, samples) in SUBSCRIBERS.iter().zip(&mut latencies) {
+        for ((count, samples), rss) in SUBSCRIBERS.iter().zip(&mut latencies).zip(&mut memory) {
             let subscribers = subscribe(&control, *count).await;
             samples.extend(round(&http, &mcp, length).await);
+            *rss = (*rss).max(common::rss_kib(&pid));
             for s in subscribers {
                 s.abort();
             }
@@ -74,13 +77,14 @@ async fn run(length: Duration) {
     }
     println!("calls at {RATE}/s, {CYCLES} rounds of {length:?} per subscriber count, in turn");
     let (base50, base99) = percentiles(&mut latencies[0]);
-    for (count, samples) in SUBSCRIBERS.iter().zip(&mut latencies) {
+    for ((count, samples), rss) in SUBSCRIBERS.iter().zip(&mut latencies).zip(memory) {
         let (p50, p99) = percentiles(samples);
         println!(
-            "{count:>3} subscribers: {} calls  p50 {p50:.3} ms  p99 {p99:.3} ms  (added {:+.3} / {:+.3} ms)",
+            "{count:>3} subscribers: {} calls  p50 {p50:.3} ms  p99 {p99:.3} ms  (added {:+.3} / {:+.3} ms)  gateway RSS {:.1} MiB",
             samples.len(),
             p50 - base50,
-            p99 - base99
+            p99 - base99,
+            rss as f64 / 1024.0
         );
     }
 }

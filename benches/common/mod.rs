@@ -88,3 +88,14 @@ pub async fn answering_upstream(text: &'static str) -> u16 {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     port
 }
+
+/// Resident memory of a process (`self` or a pid), in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
