@@ -30,9 +30,6 @@ pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
 /// decided on a partial view, so padding cannot hide an argument from a `forbid`.
 const MAX_ARG_TAGS: usize = 4096;
 
-/// How the reason of a decision that Cedar could not evaluate begins.
-const EVALUATION_FAILED: &str = "policy evaluation failed";
-
 /// Why a policy text was refused, with where in the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", location(*line, *column))]
@@ -408,7 +405,9 @@ impl PolicyEngine {
     pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
         let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
         if slice.reads_context {
-            return self.evaluate_in(&slice, facts);
+            return self
+                .evaluate_in(&slice, facts)
+                .unwrap_or_else(|denied| denied);
         }
         // Too many arguments is a deny whether or not a policy reads them, as before.
         if let Err(reason) = count_argument_values(facts.args) {
@@ -424,24 +423,29 @@ impl PolicyEngine {
         if let Some(decision) = self.remembered.get(&seen) {
             return decision;
         }
-        let decision = self.evaluate_in(&slice, facts);
-        // An evaluation error is rare and says which call failed; it is not kept.
-        if !decision.reason.starts_with(EVALUATION_FAILED) {
-            self.remembered.keep(&seen, &decision);
+        match self.evaluate_in(&slice, facts) {
+            Ok(decision) => {
+                self.remembered.keep(&seen, &decision);
+                decision
+            }
+            // A failure is rare and says which call failed; it is not kept.
+            Err(denied) => denied,
         }
-        decision
     }
 
     /// Decides a call with Cedar, never from memory.
     pub fn evaluate(&self, facts: &CallFacts<'_>) -> Decision {
         let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
         self.evaluate_in(&slice, facts)
+            .unwrap_or_else(|denied| denied)
     }
 
-    fn evaluate_in(&self, slice: &Slice, facts: &CallFacts<'_>) -> Decision {
+    /// Cedar's decision, or (`Err`) the deny for a call that could not be evaluated:
+    /// its request could not be built, or a policy failed.
+    fn evaluate_in(&self, slice: &Slice, facts: &CallFacts<'_>) -> Result<Decision, Decision> {
         let (request, entities) = match build_request(facts, &self.action) {
             Ok(r) => r,
-            Err(reason) => return Decision::deny(Vec::new(), reason),
+            Err(reason) => return Err(Decision::deny(Vec::new(), reason)),
         };
         let response = self
             .authorizer
@@ -462,10 +466,10 @@ impl PolicyEngine {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ");
-            return Decision::deny(
+            return Err(Decision::deny(
                 ids,
-                format!("{EVALUATION_FAILED}, so the call is denied: {detail}"),
-            );
+                format!("policy evaluation failed, so the call is denied: {detail}"),
+            ));
         }
         let mut determining: Vec<&PolicyId> = diagnostics.reason().collect();
         determining.sort();
@@ -475,7 +479,7 @@ impl PolicyEngine {
                 .cloned()
                 .unwrap_or_else(|| format!("{fallback} {id}"))
         };
-        match response.decision() {
+        Ok(match response.decision() {
             CedarDecision::Deny => match determining.first() {
                 Some(first) => Decision::deny(
                     determining.iter().map(|id| id.to_string()).collect(),
@@ -500,7 +504,7 @@ impl PolicyEngine {
                     policy_ids: ids.iter().map(|id| id.to_string()).collect(),
                 }
             }
-        }
+        })
     }
 }
 

@@ -143,6 +143,8 @@ fn an_erroring_forbid_next_to_a_permit_is_a_deny() {
         decide_with(&engine, &user(), "t", Risk::Read, json!({})).outcome,
         Outcome::Allow
     );
+    // Only the user's decision is remembered: a failure is evaluated again next time.
+    assert_eq!(remembered(&engine), 1);
 }
 
 #[test]
