@@ -227,20 +227,9 @@ async fn holds_over_http(n: usize) {
         .map(|i| {
             let (http, url) = (http.clone(), url.clone());
             tokio::spawn(async move {
-                let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                    "params": {"name": "write_page", "arguments": page_args(i)}});
-                let text = http
-                    .post(&url)
-                    .bearer_auth(AGENT)
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let arguments = Value::Object(page_args(i));
+                let text =
+                    common::call_tool(&http, &url, AGENT, i as u64, "write_page", arguments).await;
                 assert!(text.contains("written"), "{text}");
             })
         })

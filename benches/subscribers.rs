@@ -101,19 +101,9 @@ async fn round(http: &reqwest::Client, url: &str, length: Duration) -> Vec<f64> 
         i += 1;
         let (http, url) = (http.clone(), url.to_owned());
         calls.push(tokio::spawn(async move {
-            let body = serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"n": i}}});
             let sent = Instant::now();
-            let resp = http
-                .post(&url)
-                .bearer_auth(AGENT)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            let text = resp.text().await.unwrap();
+            let text =
+                common::call_tool(&http, &url, AGENT, i, "echo", serde_json::json!({"n": i})).await;
             assert!(text.contains("\"ok\""), "{text}");
             sent.elapsed().as_secs_f64() * 1000.0
         }));

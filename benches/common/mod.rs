@@ -99,3 +99,28 @@ pub fn rss_kib(pid: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Sends one `tools/call` as the agent `token` (no session: the 2026-07-28 era, or a
+/// stateless upstream) and gives the whole answer body.
+pub async fn call_tool(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: u64,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> String {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}});
+    http.post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
