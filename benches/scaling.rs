@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 use toolgate::api::{DecisionEvent, IdentityKind, Outcome, Risk};
-use toolgate::gateway::holds::{Approver, HeldCall, Holds, NewHold, call_hash};
+use toolgate::gateway::holds::{Approver, CallKey, HeldCall, Holds, NewHold, Retry};
 use toolgate::gateway::identity::Identity;
 use toolgate::gateway::policy::{CallFacts, DEFAULT_POLICY, Decision, PolicyEngine};
 use toolgate::gateway::store::Store;
@@ -72,9 +72,23 @@ fn page_args(i: usize) -> Map<String, Value> {
         .clone()
 }
 
-fn new_hold(identity: &Arc<Identity>, i: usize) -> NewHold {
-    let args = page_args(i);
-    let decision = DecisionEvent {
+fn key(identity: &Identity, i: usize) -> CallKey {
+    static MAC: std::sync::LazyLock<toolgate::gateway::keys::CallMac> =
+        std::sync::LazyLock::new(|| {
+            toolgate::gateway::keys::DeploymentKey::from_bytes([9; 32]).call_mac()
+        });
+    let args = serde_json::to_vec(&page_args(i)).unwrap();
+    CallKey::new(
+        &MAC,
+        identity,
+        "wiki",
+        "write_page",
+        &toolgate::gateway::exact::canonical(&args),
+    )
+}
+
+fn held_decision(identity: &Identity, args: &Map<String, Value>) -> DecisionEvent {
+    DecisionEvent {
         call_id: uuid::Uuid::now_v7().to_string(),
         upstream: "wiki".into(),
         tool: "write_page".into(),
@@ -88,9 +102,14 @@ fn new_hold(identity: &Arc<Identity>, i: usize) -> NewHold {
         decision_us: 3,
         args: Value::Object(args.clone()),
         args_truncated: false,
-    };
+    }
+}
+
+fn new_hold(identity: &Arc<Identity>, i: usize) -> NewHold {
+    let args = page_args(i);
+    let decision = held_decision(identity, &args);
     NewHold {
-        call_hash: call_hash(identity, "wiki", "write_page", &args),
+        key: key(identity, i),
         call: HeldCall {
             identity: identity.clone(),
             args: Some(args),
@@ -131,14 +150,12 @@ async fn holds_in_process(n: usize) {
     let lookups = 1_000;
     let started = Instant::now();
     for i in 0..lookups {
-        let hash = call_hash(&identity, "wiki", "write_page", &page_args(n + i));
-        assert!(
-            holds
-                .consume_identical(&hash, Utc::now())
-                .await
-                .unwrap()
-                .is_none()
-        );
+        let decision = held_decision(&identity, &page_args(n + i));
+        let retry = holds
+            .consume_identical(&key(&identity, n + i), Utc::now(), decision)
+            .await
+            .unwrap();
+        assert!(matches!(retry, Retry::NotApproved(_)));
     }
     let lookup = started.elapsed();
     let started = Instant::now();

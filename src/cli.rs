@@ -135,6 +135,14 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Make a deployment key: the 32-byte secret that keys the identical-call hash (and
+    /// every other key the gateway derives). Give every replica the same file, as
+    /// `[gateway] key_file`; it is written readable by its owner only.
+    Keygen {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Manage API tokens for agents and operators.
     Token {
         #[command(subcommand)]

@@ -61,6 +61,10 @@ pub struct GatewaySection {
     /// file's directory; the default is the platform data dir (XDG on Linux).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// The deployment secret (`toolgate keygen -o FILE`), shared by every replica. Unset,
+    /// the gateway makes `data_dir/toolgate.key` on first start.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     #[serde(default = "default_hold_timeout_secs")]
     pub hold_timeout_secs: u64,
     #[serde(default = "default_approval_ttl_secs")]
@@ -313,6 +317,9 @@ impl Config {
             resolve(d);
         }
         if let Some(f) = self.policy.file.as_mut() {
+            resolve(f);
+        }
+        if let Some(f) = self.gateway.key_file.as_mut() {
             resolve(f);
         }
         if let Some(f) = self.oauth.as_mut().and_then(|o| o.jwks_file.as_mut()) {

@@ -156,6 +156,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Keygen { output } => {
+            toolgate::gateway::keys::DeploymentKey::generate().write_new(&output)?;
+            println!(
+                "toolgate keygen: wrote a deployment key to {} (mode 600); set [gateway] key_file to it on every replica",
+                output.display()
+            );
+            Ok(())
+        }
         Command::Token {
             command: TokenCommand::New { name },
         } => {

@@ -60,7 +60,7 @@ impl TargetFinder {
     pub fn find(&self, tool: &str, args: &Map<String, Value>) -> Option<Target> {
         let scalar = |v: &Value| match v {
             Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
+            Value::Number(n) => Some(super::exact::number_text(n)),
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         };
@@ -121,7 +121,11 @@ impl Gateway {
     ) -> DecisionEvent {
         let started = Instant::now();
         let risk = self.catalog.risk(upstream, tool);
-        let target = self.targets.find(tool, args);
+        // Everything stored or shown is derived from the redacted arguments, the target
+        // too: a URL with a password in it must not reach the log as `target.id`. The
+        // policy sees the same target live as it does when a held call is re-decided.
+        let redacted = self.redactor.redact(args);
+        let target = self.targets.find(tool, &redacted);
         let engine = self.policy();
         let decision = engine.decide(&CallFacts {
             identity,
@@ -134,7 +138,7 @@ impl Gateway {
             now: chrono::Utc::now(),
         });
         let decision_us = started.elapsed().as_micros() as u64;
-        let (args, args_truncated) = redact::stored_args(self.redactor.redact(args));
+        let (args, args_truncated) = redact::stored_args(redacted);
         DecisionEvent {
             call_id: uuid::Uuid::now_v7().to_string(),
             upstream: upstream.to_owned(),

@@ -22,7 +22,7 @@ use super::completion;
 use super::holds::Verdict;
 use super::mcp::ClientMessage;
 use super::proxy::{self, Upstream};
-use crate::api::CallResult;
+use crate::api::{CallResult, Resolution};
 
 /// How often a waiting stream shows it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -177,8 +177,24 @@ async fn run_approved(gw: &Arc<Gateway>, held: &HeldRequest, tx: &mpsc::Sender<B
         return;
     }
     match gw.holds.consume(&held.call_id).await {
-        Ok(true) => {}
-        Ok(false) => return,
+        Ok(Ok(())) => {}
+        // An identical retry took the approval first: the call ran once, there. This
+        // stream still gets its one answer, saying so.
+        Ok(Err(now)) => {
+            let what = match (now.resolution, now.reason) {
+                (Some(Resolution::Consumed), Some(reason)) => {
+                    format!("it was approved and {reason}")
+                }
+                (Some(resolution), _) => format!("it is {}", resolution.as_str()),
+                (None, _) => "it is not approved any more".to_owned(),
+            };
+            let text = format!(
+                "toolgate: the held call {} did not run on this request: {what}",
+                held.call_id
+            );
+            send_result(&held.message, &text, tx).await;
+            return;
+        }
         Err(e) => {
             tracing::error!(call_id = %held.call_id, error = %e, "approved call not run: the store did not record it");
             send_result(&held.message, "toolgate: audit store unavailable", tx).await;
@@ -186,6 +202,12 @@ async fn run_approved(gw: &Arc<Gateway>, held: &HeldRequest, tx: &mpsc::Sender<B
         }
     }
     let Some(upstream) = gw.upstreams.get(&held.upstream) else {
+        send_result(
+            &held.message,
+            "toolgate: the upstream is no longer configured",
+            tx,
+        )
+        .await;
         return;
     };
     let started = std::time::Instant::now();

@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, oneshot};
 
 use super::identity::Identity;
+use super::keys::CallMac;
 use super::policy::Decision;
 use super::store::{Store, StoreError, StoredHold, WriteOp};
-use crate::api::{DecisionEvent, HoldPhase, HoldView, IdentityKind, Outcome, Resolution};
+use crate::api::{
+    DecisionEvent, EventBody, HoldPhase, HoldView, IdentityKind, Outcome, Resolution,
+};
 
 /// What a waiting client is told when its hold is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,15 @@ pub enum Verdict {
     Denied { by: String, reason: Option<String> },
     Expired,
     Cancelled,
+}
+
+/// What became of a retry that may have been approved as an earlier identical call.
+#[derive(Debug)]
+pub enum Retry {
+    /// An approval was waiting: the retry runs, with this committed decision.
+    Ran(DecisionEvent),
+    /// None was: the decision as it came, not yet committed.
+    NotApproved(DecisionEvent),
 }
 
 /// Someone resolving holds: an operator's name and the identities that are them.
@@ -58,6 +69,8 @@ pub struct HeldCall {
 struct Hold {
     call: HeldCall,
     call_hash: String,
+    /// The exact call, while it is in memory: a retry must match it byte for byte.
+    canonical: Option<Vec<u8>>,
     session_id: Option<String>,
     request_id: Value,
     expires_at: DateTime<Utc>,
@@ -99,22 +112,45 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Identical means the same identity, upstream, tool and canonical arguments.
-pub fn call_hash(
-    identity: &Identity,
-    upstream: &str,
-    tool: &str,
-    args: &Map<String, Value>,
-) -> String {
-    let key = serde_json::json!([identity.principal(), upstream, tool, args]);
-    let canonical = serde_jcs::to_string(&key).unwrap_or_else(|_| key.to_string());
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+/// What makes two calls identical: the same identity, upstream, tool and exact
+/// canonical arguments (numbers as written, see `exact`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallKey {
+    /// HMAC-SHA-256 of `canonical` under the deployment key: stored, and safe to store,
+    /// since nobody without the key can test a guess of a redacted value against it.
+    pub hash: String,
+    /// `[principal, upstream, tool, arguments]` as canonical JSON. Unredacted, so it
+    /// lives only in memory, beside the hold's arguments.
+    pub canonical: Vec<u8>,
+}
+
+impl CallKey {
+    pub fn new(
+        mac: &CallMac,
+        identity: &Identity,
+        upstream: &str,
+        tool: &str,
+        canonical_args: &[u8],
+    ) -> Self {
+        let mut canonical = Vec::with_capacity(canonical_args.len() + 128);
+        canonical.push(b'[');
+        for part in [identity.principal().as_str(), upstream, tool] {
+            serde_json::to_writer(&mut canonical, part).expect("writing to a Vec");
+            canonical.push(b',');
+        }
+        canonical.extend_from_slice(canonical_args);
+        canonical.push(b']');
+        Self {
+            hash: mac.hex(&canonical),
+            canonical,
+        }
+    }
 }
 
 /// A new hold, as the data plane asks for it.
 pub struct NewHold {
     pub call: HeldCall,
-    pub call_hash: String,
+    pub key: CallKey,
     pub session_id: Option<String>,
     pub request_id: Value,
     pub ttl: chrono::Duration,
@@ -168,7 +204,7 @@ impl Holds {
         let expires_at = created + new.ttl;
         let stored = StoredHold {
             call_id: call_id.clone(),
-            call_hash: new.call_hash.clone(),
+            call_hash: new.key.hash.clone(),
             identity: serde_json::to_string(&*new.call.identity)
                 .map_err(|e| StoreError::Sql(e.to_string()))?,
             decision: serde_json::to_string(&new.call.decision)
@@ -192,7 +228,8 @@ impl Holds {
             call_id,
             Hold {
                 call: new.call,
-                call_hash: new.call_hash,
+                call_hash: new.key.hash,
+                canonical: Some(new.key.canonical),
                 session_id: new.session_id,
                 request_id: new.request_id,
                 expires_at,
@@ -344,49 +381,88 @@ impl Holds {
         Ok(Some(call_id))
     }
 
-    /// Marks an approved hold as run; false if it is not approved (any more).
-    pub async fn consume(&self, call_id: &str) -> Result<bool, StoreError> {
+    /// Marks an approved hold as run by its waiting client. When it is not approved any
+    /// more (an identical retry ran it first), says what became of it instead.
+    pub async fn consume(&self, call_id: &str) -> Result<Result<(), HoldView>, StoreError> {
         let mut holds = self.holds.lock().await;
         let Some(hold) = holds.get_mut(call_id) else {
-            return Ok(false);
+            return Ok(Err(
+                match self.store.hold(call_id).await?.as_ref().and_then(restore) {
+                    Some(h) => h.view(call_id),
+                    None => return Err(StoreError::Sql(format!("hold {call_id} is gone"))),
+                },
+            ));
         };
         if hold.resolution.as_ref().map(|r| r.resolution) != Some(Resolution::Approved) {
-            return Ok(false);
+            return Ok(Err(hold.view(call_id)));
         }
         self.resolve(hold, call_id, Resolution::Consumed, "client", None)
             .await?;
         self.unindex_approved(&hold.call_hash, call_id);
-        Ok(true)
+        Ok(Ok(()))
     }
 
-    /// Takes the approval of an identical earlier call, if one is waiting to be used:
-    /// the retry runs once, and the hold becomes `consumed`.
+    /// Runs the approval of an identical earlier call on this retry, once: the retry's
+    /// decision (an allow naming the approval) and the hold's `consumed` commit in one
+    /// transaction, so a failed commit loses neither the audit record nor the approval.
     pub async fn consume_identical(
         &self,
-        call_hash: &str,
+        key: &CallKey,
         now: DateTime<Utc>,
-    ) -> Result<Option<HoldView>, StoreError> {
+        mut decision: DecisionEvent,
+    ) -> Result<Retry, StoreError> {
         let mut holds = self.holds.lock().await;
         let candidates = self
             .approved_index()
-            .get(call_hash)
+            .get(&key.hash)
             .cloned()
             .unwrap_or_default();
         let found = candidates.into_iter().find(|id| {
             holds.get(id).is_some_and(|h| {
                 h.expires_at > now
                     && h.resolution.as_ref().map(|r| r.resolution) == Some(Resolution::Approved)
+                    // Byte for byte while the original is in memory; after a restart,
+                    // the keyed hash of the same canonical bytes.
+                    && h.canonical.as_ref().is_none_or(|c| *c == key.canonical)
             })
         });
         let Some(call_id) = found else {
-            return Ok(None);
+            return Ok(Retry::NotApproved(decision));
         };
         let hold = holds.get_mut(&call_id).expect("found above");
-        let approved = hold.view(&call_id);
-        self.resolve(hold, &call_id, Resolution::Consumed, "client", None)
+        let approver = hold
+            .resolution
+            .as_ref()
+            .map_or("an operator", |r| r.by.as_str());
+        decision.outcome = Outcome::Allow;
+        decision.reason = format!("approved by {approver} as {call_id}");
+        let reason = Some(format!("run as the identical retry {}", decision.call_id));
+        let consumed = WriteOp::HoldResolved {
+            call_id: call_id.clone(),
+            resolution: Resolution::Consumed,
+            by: "client".into(),
+            reason: reason.clone(),
+        };
+        let committed = self
+            .store
+            .commit_decision_with(EventBody::Decision(decision), consumed)
             .await?;
-        self.unindex_approved(call_hash, &call_id);
-        Ok(Some(approved))
+        let at = committed
+            .events
+            .get(1)
+            .map(|e| e.ts.clone())
+            .unwrap_or_default();
+        hold.resolution = Some(Resolved {
+            resolution: Resolution::Consumed,
+            by: "client".into(),
+            reason,
+            at,
+        });
+        self.unindex_approved(&key.hash, &call_id);
+        match committed.events.into_iter().next().map(|e| e.body) {
+            Some(EventBody::Decision(d)) => Ok(Retry::Ran(d)),
+            _ => unreachable!("a decision commits first"),
+        }
     }
 
     fn approved_index(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
@@ -422,6 +498,15 @@ impl Holds {
         };
         if hold.resolution.is_some() {
             return Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))));
+        }
+        // Past its expiry a hold cannot be approved, whether or not the expiry timer
+        // has run yet: it expires now, and the operator hears so.
+        if hold.expires_at <= Utc::now() {
+            let view = self
+                .resolve(hold, call_id, Resolution::Expired, "toolgate", None)
+                .await?;
+            notify(hold, Verdict::Expired);
+            return Err(ResolveError::AlreadyResolved(Box::new(view)));
         }
         let identity = &hold.call.identity;
         let own_token = identity.kind == IdentityKind::ApiToken
@@ -480,6 +565,7 @@ fn restore(stored: &StoredHold) -> Option<Hold> {
             decision,
         },
         call_hash: stored.call_hash.clone(),
+        canonical: None,
         session_id: stored.session_id.clone(),
         request_id: serde_json::from_str(&stored.request_id).unwrap_or(Value::Null),
         expires_at: DateTime::parse_from_rfc3339(&stored.expires_at)

@@ -161,6 +161,15 @@ pub fn read_client_message(
         Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
         _ => Value::Null,
     };
+    // Before anything reads a number: one the gateway would round is refused, so what
+    // is decided, stored and hashed is what the upstream reads.
+    if let Err(inexact) = super::exact::check_numbers(bytes) {
+        return Err(bad(
+            INVALID_PARAMS,
+            format!("Invalid params: {inexact}"),
+            &id,
+        ));
+    }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(bad(
             INVALID_REQUEST,

@@ -4,9 +4,11 @@ pub mod catalog;
 pub mod completion;
 pub mod control;
 pub mod decide;
+pub mod exact;
 pub mod held_stream;
 pub mod holds;
 pub mod identity;
+pub mod keys;
 pub mod mcp;
 pub mod metrics;
 pub mod notify;
@@ -54,6 +56,8 @@ pub struct Gateway {
     /// Operators by the SHA-256 of their token.
     pub operators: Vec<([u8; 32], OperatorConfig)>,
     pub redactor: Redactor,
+    /// Keys the identical-call hash; derived from the deployment secret.
+    pub call_mac: keys::CallMac,
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
     pub http: reqwest::Client,
@@ -71,6 +75,8 @@ impl Gateway {
         )
         .await
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let key =
+            keys::DeploymentKey::load_or_create(config.gateway.key_file.as_deref(), &data_dir)?;
         let store_id = store.store_id().await?;
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
@@ -112,6 +118,7 @@ impl Gateway {
             notifier,
             operators,
             redactor: Redactor::new(&config.redact),
+            call_mac: key.call_mac(),
             config: Arc::new(config),
             upstreams,
             auth,

@@ -127,29 +127,32 @@ async fn relay_post(
                 return Refusal::new(StatusCode::BAD_REQUEST, body).into_response();
             }
         };
-        let mut decision = gw.evaluate_call(&identity, &name, tool, args, workflow);
-        // Only a held call needs its identity hash: for a retry, or for its hold.
-        let hash = (decision.outcome == Outcome::Hold)
-            .then(|| holds::call_hash(&identity, &name, tool, args));
-        if let Some(hash) = &hash {
-            // The identical call, approved after its client stopped waiting, runs once.
-            match gw.holds.consume_identical(hash, chrono::Utc::now()).await {
-                Ok(Some(approved)) => {
-                    decision.outcome = Outcome::Allow;
-                    decision.reason = format!(
-                        "approved by {} as {}",
-                        approved.resolved_by.as_deref().unwrap_or("an operator"),
-                        approved.call_id
-                    );
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(upstream = %name, tool, error = %e, "approval lookup not stored; call denied");
-                    return deny_response(&message, "toolgate: audit store unavailable");
-                }
-            }
-        }
-        let decision = match gw.commit_decision(decision).await {
+        let decision = gw.evaluate_call(&identity, &name, tool, args, workflow);
+        // Only a held call needs its identity key: for a retry, or for its hold.
+        let key = (decision.outcome == Outcome::Hold).then(|| {
+            holds::CallKey::new(
+                &gw.call_mac,
+                &identity,
+                &name,
+                tool,
+                &super::exact::canonical_arguments(&bytes),
+            )
+        });
+        // The identical call, approved after its client stopped waiting, runs once; its
+        // decision and the approval's use commit together.
+        let committed = match &key {
+            Some(key) => match gw
+                .holds
+                .consume_identical(key, chrono::Utc::now(), decision)
+                .await
+            {
+                Ok(holds::Retry::Ran(allowed)) => Ok(allowed),
+                Ok(holds::Retry::NotApproved(held)) => gw.commit_decision(held).await,
+                Err(e) => Err(e),
+            },
+            None => gw.commit_decision(decision).await,
+        };
+        let decision = match committed {
             Ok(d) => d,
             Err(e) => {
                 gw.metrics.store_error();
@@ -175,9 +178,9 @@ async fn relay_post(
                 return deny_response(&message, &text);
             }
             Outcome::Hold => {
-                let hash = hash.expect("a held call's hash is computed above");
+                let key = key.expect("a held call's key is computed above");
                 return hold(
-                    &gw, upstream, identity, &headers, message, bytes, decision, hash,
+                    &gw, upstream, identity, &headers, message, bytes, decision, key,
                 )
                 .await;
             }
@@ -241,7 +244,7 @@ async fn hold(
     message: ClientMessage,
     bytes: Bytes,
     decision: DecisionEvent,
-    hash: String,
+    key: holds::CallKey,
 ) -> Response {
     let (_, args) = message.tool_call().expect("a held message is a tools/call");
     let wait = Duration::from_secs(
@@ -262,7 +265,7 @@ async fn hold(
             args: Some(args.clone()),
             decision,
         },
-        call_hash: hash,
+        key,
         session_id: headers
             .get(mcp::HEADER_SESSION_ID)
             .and_then(|v| v.to_str().ok())

@@ -49,6 +49,36 @@ fn token_new_prints_a_token_and_the_hash_of_that_token() {
     assert_ne!(token, value_of_other_run());
 }
 
+#[test]
+fn keygen_writes_a_private_key_once_and_a_gateway_refuses_a_readable_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("toolgate.key");
+    let out = toolgate(&["keygen", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    assert!(key.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let again = toolgate(&["keygen", "-o", path.to_str().unwrap()]);
+    assert!(!again.status.success(), "an existing key was overwritten");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), key);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nkey_file = \"toolgate.key\"\n[[upstream]]\nname = \"x\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+    )
+    .unwrap();
+    let refused = toolgate(&["gateway", "--config", config.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
 fn value_of_other_run() -> String {
     let text = String::from_utf8(toolgate(&["token", "new", "x"]).stdout).unwrap();
     text.lines()

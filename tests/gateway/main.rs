@@ -11,6 +11,7 @@ mod control;
 mod decisions;
 mod demo;
 mod events;
+mod exactness;
 mod holds;
 mod identity;
 mod relay;

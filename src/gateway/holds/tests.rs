@@ -64,7 +64,19 @@ async fn hold_for(
     tool: &str,
     risk: Risk,
 ) -> (String, oneshot::Receiver<Verdict>) {
-    let args = json!({"page_id": "p1"}).as_object().unwrap().clone();
+    open_hold(holds, identity, tool, risk, r#"{"page_id":"p1"}"#, 900).await
+}
+
+/// A held call with these arguments (JSON text) and a TTL in seconds.
+async fn open_hold(
+    holds: &Holds,
+    identity: Arc<Identity>,
+    tool: &str,
+    risk: Risk,
+    args: &str,
+    ttl: i64,
+) -> (String, oneshot::Receiver<Verdict>) {
+    let map: Map<String, Value> = serde_json::from_str(args).unwrap();
     let call_id = uuid::Uuid::now_v7().to_string();
     let decision = DecisionEvent {
         call_id: call_id.clone(),
@@ -78,24 +90,65 @@ async fn hold_for(
         policy_ids: vec!["token-write-held".into()],
         reason: "needs approval".into(),
         decision_us: 1,
-        args: Value::Object(args.clone()),
+        args: Value::Object(map.clone()),
         args_truncated: false,
     };
     let (rx, _expires_at) = holds
         .create(NewHold {
-            call_hash: call_hash(&identity, "wiki", tool, &args),
+            key: key_of(&identity, tool, args),
             call: HeldCall {
                 identity,
-                args: Some(args),
+                args: Some(map),
                 decision,
             },
             session_id: None,
             request_id: json!(1),
-            ttl: chrono::Duration::seconds(900),
+            ttl: chrono::Duration::seconds(ttl),
         })
         .await
         .unwrap();
     (call_id, rx)
+}
+
+fn test_mac() -> CallMac {
+    crate::gateway::keys::DeploymentKey::from_bytes([7; 32]).call_mac()
+}
+
+/// The key of a call with these arguments, as JSON text.
+fn key_of(identity: &Identity, tool: &str, args: &str) -> CallKey {
+    let canonical = crate::gateway::exact::canonical(args.as_bytes());
+    CallKey::new(&test_mac(), identity, "wiki", tool, &canonical)
+}
+
+/// A retry of a held call: the call id of the approval it ran on, if any.
+async fn retry(holds: &Holds, key: &CallKey) -> Result<Option<String>, StoreError> {
+    let decision = DecisionEvent {
+        call_id: uuid::Uuid::now_v7().to_string(),
+        upstream: "wiki".into(),
+        tool: "write_page".into(),
+        risk: Risk::Write,
+        identity: oauth_user("x").to_wire(),
+        target: None,
+        workflow: None,
+        outcome: Outcome::Hold,
+        policy_ids: vec![],
+        reason: "needs approval".into(),
+        decision_us: 1,
+        args: json!({}),
+        args_truncated: false,
+    };
+    Ok(
+        match holds.consume_identical(key, Utc::now(), decision).await? {
+            Retry::Ran(d) => {
+                assert_eq!(d.outcome, Outcome::Allow);
+                Some(d.reason.rsplit(' ').next().unwrap().to_owned())
+            }
+            Retry::NotApproved(d) => {
+                assert_eq!(d.outcome, Outcome::Hold);
+                None
+            }
+        },
+    )
 }
 
 fn allow(_: &HeldCall) -> Decision {
@@ -268,43 +321,22 @@ async fn an_approval_serves_one_identical_retry_only() {
         .approve(&call_id, &approver("bob", &[]), None, allow)
         .await
         .unwrap();
-    let args = json!({"page_id": "p1"}).as_object().unwrap().clone();
-    let other_args = json!({"page_id": "p2"}).as_object().unwrap().clone();
-    let now = Utc::now();
-    assert!(
-        f.holds
-            .consume_identical(
-                &call_hash(&identity, "wiki", "write_page", &other_args),
-                now
-            )
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let other = key_of(&identity, "write_page", r#"{"page_id":"p2"}"#);
+    assert_eq!(retry(&f.holds, &other).await.unwrap(), None);
     let other_identity = token_owned_by("dave");
     let mut renamed = (*other_identity).clone();
     renamed.name = "other-bot".into();
-    assert!(
-        f.holds
-            .consume_identical(&call_hash(&renamed, "wiki", "write_page", &args), now)
-            .await
-            .unwrap()
-            .is_none()
+    let by_other = key_of(&renamed, "write_page", r#"{"page_id":"p1"}"#);
+    assert_eq!(retry(&f.holds, &by_other).await.unwrap(), None);
+    let key = key_of(&identity, "write_page", r#"{ "page_id" : "p1" }"#);
+    assert_eq!(
+        retry(&f.holds, &key).await.unwrap().as_deref(),
+        Some(call_id.as_str()),
+        "the approval serves the retry"
     );
-    let hash = call_hash(&identity, "wiki", "write_page", &args);
-    let used = f
-        .holds
-        .consume_identical(&hash, now)
-        .await
-        .unwrap()
-        .expect("the approval serves the retry");
-    assert_eq!(used.call_id, call_id);
-    assert!(
-        f.holds
-            .consume_identical(&hash, now)
-            .await
-            .unwrap()
-            .is_none(),
+    assert_eq!(
+        retry(&f.holds, &key).await.unwrap(),
+        None,
         "a second retry is decided afresh"
     );
     assert_eq!(
@@ -392,21 +424,13 @@ async fn an_approval_from_before_a_restart_serves_one_identical_retry_after_it()
         .await
         .unwrap();
     let reloaded = Holds::load(f.store.clone()).await.unwrap();
-    let args = json!({"page_id": "p1"}).as_object().unwrap().clone();
-    let hash = call_hash(&identity, "wiki", "write_page", &args);
-    let used = reloaded
-        .consume_identical(&hash, Utc::now())
-        .await
-        .unwrap()
-        .expect("the stored approval serves the retry");
-    assert_eq!(used.call_id, call_id);
-    assert!(
-        reloaded
-            .consume_identical(&hash, Utc::now())
-            .await
-            .unwrap()
-            .is_none()
+    let key = key_of(&identity, "write_page", r#"{"page_id":"p1"}"#);
+    assert_eq!(
+        retry(&reloaded, &key).await.unwrap().as_deref(),
+        Some(call_id.as_str()),
+        "the stored approval serves the retry"
     );
+    assert_eq!(retry(&reloaded, &key).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -462,4 +486,95 @@ async fn after_a_restart_a_rule_on_a_redacted_argument_denies_the_approval() {
         reevaluate(&plain, &catalog, &after_restart, Utc::now()).outcome,
         Outcome::Hold
     );
+}
+
+#[tokio::test]
+async fn an_approval_never_serves_a_retry_whose_big_number_differs_in_its_last_digit() {
+    let f = fixture().await;
+    let identity = token_owned_by("alice");
+    let approved = r#"{"page_id":9007199254740993}"#;
+    let call_id = hold_with(&f.holds, identity.clone(), approved, 900).await;
+    f.holds
+        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap();
+    // As doubles, both are 9007199254740992: a lossy canonical form made them equal.
+    let neighbour = key_of(&identity, "write_page", r#"{"page_id":9007199254740992}"#);
+    assert_eq!(retry(&f.holds, &neighbour).await.unwrap(), None);
+    let spelled_otherwise = key_of(&identity, "write_page", r#"{"page_id":9007199254740993.0}"#);
+    assert_eq!(retry(&f.holds, &spelled_otherwise).await.unwrap(), None);
+    let exact = key_of(&identity, "write_page", approved);
+    assert_eq!(
+        retry(&f.holds, &exact).await.unwrap().as_deref(),
+        Some(call_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_retry_whose_commit_fails_keeps_the_approval_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_millis(200))
+        .await
+        .unwrap();
+    let holds = Holds::load(store.clone()).await.unwrap();
+    let identity = token_owned_by("alice");
+    let args = r#"{"page_id":"p1"}"#;
+    let call_id = hold_with(&holds, identity.clone(), args, 900).await;
+    holds
+        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap();
+    let key = key_of(&identity, "write_page", args);
+
+    let lock = rusqlite::Connection::open(dir.path().join("toolgate.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let failed = retry(&holds, &key).await;
+    assert!(matches!(failed, Err(StoreError::Timeout)), "{failed:?}");
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+
+    assert_eq!(
+        store.hold(&call_id).await.unwrap().unwrap().resolution,
+        Some(Resolution::Approved),
+        "the failed retry must not have used the approval"
+    );
+    assert_eq!(
+        retry(&holds, &key).await.unwrap().as_deref(),
+        Some(call_id.as_str()),
+        "the next identical retry runs on the approval"
+    );
+    assert_eq!(
+        store.hold(&call_id).await.unwrap().unwrap().resolution,
+        Some(Resolution::Consumed)
+    );
+}
+
+#[tokio::test]
+async fn a_hold_past_its_expiry_cannot_be_approved_before_the_timer_runs() {
+    let f = fixture().await;
+    let identity = token_owned_by("alice");
+    let call_id = hold_with(&f.holds, identity, r#"{"page_id":"p1"}"#, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // expire_due has not run: only the approval sees the time.
+    let err = f
+        .holds
+        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ResolveError::AlreadyResolved(v) if v.resolution == Some(Resolution::Expired)),
+        "{err:?}"
+    );
+    assert_eq!(
+        f.store.hold(&call_id).await.unwrap().unwrap().resolution,
+        Some(Resolution::Expired)
+    );
+}
+
+/// A held write_page call whose client stopped waiting.
+async fn hold_with(holds: &Holds, identity: Arc<Identity>, args: &str, ttl: i64) -> String {
+    let (call_id, rx) = open_hold(holds, identity, "write_page", Risk::Write, args, ttl).await;
+    drop(rx);
+    holds.release_waiter(&call_id).await;
+    call_id
 }

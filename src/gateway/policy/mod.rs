@@ -672,6 +672,8 @@ pub fn argument_tags(args: &Map<String, Value>) -> Result<Vec<(String, String)>,
         let text = match value {
             Value::Null => return true,
             Value::String(s) => s.clone(),
+            // By value, so no spelling of a number (1e2, 100.0) slips past a rule on 100.
+            Value::Number(n) => crate::gateway::exact::number_text(n),
             other => other.to_string(),
         };
         out.push((pointer.to_owned(), text));

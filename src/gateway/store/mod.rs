@@ -110,6 +110,8 @@ pub enum WriteOp {
         by: String,
         reason: Option<String>,
     },
+    /// Several writes that take effect together or not at all.
+    Together(Vec<WriteOp>),
     /// Store a new policy version, with `policy.changed`.
     Policy {
         text: String,
@@ -393,33 +395,49 @@ impl Store {
     /// that gives up withdraws its write, so the log never holds a decision that the
     /// client did not get.
     pub async fn commit_decision(&self, body: EventBody) -> Result<Event, StoreError> {
-        let (job, claimed, reply) = Job::new(WriteOp::Event(Box::new(body)));
-        if self.writes.try_send(job).is_err() {
+        let committed = self.write_in_time(WriteOp::Event(Box::new(body))).await;
+        if matches!(committed, Err(StoreError::Timeout)) {
             self.health.note_denied_unlogged();
-            return Err(StoreError::Timeout);
         }
-        let mut reply = reply;
-        match tokio::time::timeout(self.timeout, &mut reply).await {
-            Ok(Ok(result)) => result.map(first_event),
-            Ok(Err(_)) => Err(StoreError::Closed),
-            Err(_) if Job::withdraw(&claimed) => {
-                self.health.note_denied_unlogged();
-                Err(StoreError::Timeout)
-            }
-            // The writer already holds the lock with this write in hand: the commit is
-            // a moment away, and its outcome is the truth.
-            Err(_) => match reply.await {
-                Ok(result) => result.map(first_event),
-                Err(_) => Err(StoreError::Closed),
-            },
-        }
+        committed.map(first_event)
     }
 
-    /// Commits a write within the store timeout, for an operator waiting on an answer.
+    /// Commits a decision together with another write, in one transaction: both or
+    /// neither. The decision is the first of the committed events.
+    pub async fn commit_decision_with(
+        &self,
+        body: EventBody,
+        also: WriteOp,
+    ) -> Result<Committed, StoreError> {
+        let op = WriteOp::Together(vec![WriteOp::Event(Box::new(body)), also]);
+        let committed = self.write_in_time(op).await;
+        if matches!(committed, Err(StoreError::Timeout)) {
+            self.health.note_denied_unlogged();
+        }
+        committed
+    }
+
+    /// Commits a write within the store timeout, or not at all. A caller that gives up
+    /// withdraws its write, so an answer of "not stored" is the truth: an edit or an
+    /// approval answered 503 never takes effect later. A write the writer already holds
+    /// the lock with is a moment from its commit, and its real outcome is awaited.
     pub async fn write_in_time(&self, op: WriteOp) -> Result<Committed, StoreError> {
-        match tokio::time::timeout(self.timeout, self.write(op)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let (job, claimed, mut reply) = Job::new(op);
+        match tokio::time::timeout_at(deadline, self.enqueue(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            // Still queued behind a full channel: withdrawn, it is skipped when it lands.
+            Err(_) => {
+                Job::withdraw(&claimed);
+                return Err(StoreError::Timeout);
+            }
+        }
+        match tokio::time::timeout_at(deadline, &mut reply).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) if Job::withdraw(&claimed) => Err(StoreError::Timeout),
+            Err(_) => reply.await.map_err(|_| StoreError::Closed)?,
         }
     }
 

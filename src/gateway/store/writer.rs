@@ -254,6 +254,29 @@ fn apply(
             risk: None,
         }),
         WriteOp::Flush => Ok(Committed::default()),
+        WriteOp::Together(ops) => {
+            // A savepoint, so a refused part leaves nothing of the others behind while
+            // the rest of the group still commits.
+            conn.execute_batch("SAVEPOINT together")?;
+            let mut all = Committed::default();
+            let mark = (seqs.next, seqs.inserted.len());
+            for op in ops {
+                match apply(conn, op, now, seqs) {
+                    Ok(c) => {
+                        all.events.extend(c.events);
+                        all.risk = all.risk.or(c.risk);
+                    }
+                    Err(e) => {
+                        conn.execute_batch("ROLLBACK TO together; RELEASE together")?;
+                        seqs.next = mark.0;
+                        seqs.inserted.truncate(mark.1);
+                        return Err(e);
+                    }
+                }
+            }
+            conn.execute_batch("RELEASE together")?;
+            Ok(all)
+        }
         WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, seqs),
         WriteOp::SeedRisk {
             upstream,
