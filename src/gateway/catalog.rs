@@ -181,9 +181,10 @@ type ToolMap = HashMap<String, HashMap<String, Arc<KnownTool>>>;
 pub struct Catalog {
     store: Store,
     tools: RwLock<ToolMap>,
-    /// Listings are learned one at a time, so two concurrent listings of the same tool
-    /// cannot interleave their reads and writes.
-    learning: tokio::sync::Mutex<()>,
+    /// Every write (a listing learned, an edit, a seed) commits and updates the copy
+    /// above as one step, one at a time: two concurrent writes to a tool cannot leave in
+    /// memory a class other than the one stored last.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
@@ -207,7 +208,7 @@ impl Catalog {
         Ok(Self {
             store,
             tools: RwLock::new(tools),
-            learning: tokio::sync::Mutex::new(()),
+            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -256,6 +257,7 @@ impl Catalog {
         by: &str,
         note: Option<String>,
     ) -> Result<crate::api::Event, StoreError> {
+        let _one_write_at_a_time = self.writes.lock().await;
         let committed = self
             .store
             .write_in_time(WriteOp::SetRisk {
@@ -286,6 +288,7 @@ impl Catalog {
 
     /// Stores the `[[risk]]` seeds where nobody has chosen a class yet.
     pub async fn seed(&self, seeds: &[RiskSeed]) -> Result<(), StoreError> {
+        let _one_write_at_a_time = self.writes.lock().await;
         for seed in seeds {
             let committed = self
                 .store
@@ -316,7 +319,7 @@ impl Catalog {
         upstream: &UpstreamConfig,
         listed: &[Value],
     ) -> Result<usize, StoreError> {
-        let _one_at_a_time = self.learning.lock().await;
+        let _one_write_at_a_time = self.writes.lock().await;
         let mut recorded = 0;
         for entry in listed {
             let Some(def) = ToolDefinition::from_listing(entry) else {

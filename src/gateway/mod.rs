@@ -60,6 +60,9 @@ pub struct Gateway {
     pub call_mac: keys::CallMac,
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
+    /// Held from a policy's commit to its swap, so two concurrent edits cannot leave in
+    /// force a policy other than the last one stored.
+    pub policy_edits: tokio::sync::Mutex<()>,
     pub http: reqwest::Client,
     /// Turns true once when the gateway starts to stop: held streams answer with a deny
     /// and event streams close, so shutdown never waits on a person.
@@ -126,6 +129,7 @@ impl Gateway {
             store,
             store_id,
             policy: RwLock::new(Arc::new(policy)),
+            policy_edits: tokio::sync::Mutex::new(()),
             http,
             stopping: tokio::sync::watch::Sender::new(false),
         })
@@ -257,6 +261,7 @@ pub async fn serve(
     });
     tracing::info!(%local, data_dir = %gateway.config.data_dir().display(), "gateway ready");
     tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
+    tokio::spawn(probe_store(Arc::downgrade(&gateway)));
     {
         let gateway = gateway.clone();
         tokio::spawn(async move {
@@ -303,6 +308,29 @@ async fn expire_holds(gateway: std::sync::Weak<Gateway>) {
         let Some(gw) = gateway.upgrade() else { return };
         if let Err(e) = gw.holds.expire_due(chrono::Utc::now()).await {
             tracing::error!(error = %e, "expiring holds failed; will retry");
+        }
+    }
+}
+
+/// How often a failing store is tried again when no traffic is doing so.
+const STORE_PROBE: Duration = Duration::from_millis(250);
+
+/// While the store is failing, commits an empty write now and then: the first that
+/// succeeds marks it ready again (and records `store.recovered`), so `/readyz` comes
+/// back by itself even when no call arrives to try the store, and a load balancer that
+/// drained this gateway on 503 sends it traffic again.
+async fn probe_store(gateway: std::sync::Weak<Gateway>) {
+    let mut tick = tokio::time::interval(STORE_PROBE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(gw) = gateway.upgrade() else { return };
+        if gw.store.health().is_ready() {
+            continue;
+        }
+        match gw.store.flush().await {
+            Ok(()) => tracing::info!("audit store answers again; ready"),
+            Err(e) => tracing::debug!(error = %e, "audit store still failing"),
         }
     }
 }

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use crate::decisions::{answer_of, call_tool, result_text};
 use crate::support::*;
 
-const ADMIN: &str = "tg_test-control-admin";
-const APPROVER: &str = "tg_test-control-approver";
-const APPROVER_TWO: &str = "tg_test-control-approver-two";
-const VIEWER: &str = "tg_test-control-viewer";
+pub const ADMIN: &str = "tg_test-control-admin";
+pub const APPROVER: &str = "tg_test-control-approver";
+pub const APPROVER_TWO: &str = "tg_test-control-approver-two";
+pub const VIEWER: &str = "tg_test-control-viewer";
 
 fn operators() -> String {
     [("ada", "admin", ADMIN, "[]"), ("abe", "approver", APPROVER, "[]"), ("amy", "approver", APPROVER_TWO, "[]"), ("viv", "viewer", VIEWER, "[]")]
@@ -25,7 +25,7 @@ fn operators() -> String {
         .collect()
 }
 
-async fn setup() -> (PyUpstream, GatewayProc) {
+pub async fn setup() -> (PyUpstream, GatewayProc) {
     let upstream = PyUpstream::start().await;
     let config = format!(
         "{}\n{}",
@@ -39,7 +39,7 @@ async fn setup() -> (PyUpstream, GatewayProc) {
     (upstream, gw)
 }
 
-async fn api(
+pub async fn api(
     gw: &GatewayProc,
     method: reqwest::Method,
     path: &str,
@@ -62,12 +62,12 @@ async fn api(
     )
 }
 
-fn code(body: &Value) -> &str {
+pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
 /// Starts a held write in the background and returns its call id once it waits.
-async fn start_hold(gw: &GatewayProc, page: &str) -> (String, tokio::task::JoinHandle<String>) {
+pub async fn start_hold(gw: &GatewayProc, page: &str) -> (String, tokio::task::JoinHandle<String>) {
     let client = spawn_write_page(gw, AGENT_TOKEN, page, "b", json!({}));
     let call_id = eventually("the hold", || async {
         let (_, body) = api(

@@ -17,3 +17,4 @@ mod identity;
 mod relay;
 mod store;
 mod strict_input;
+mod truth;

@@ -137,6 +137,8 @@ pub async fn put_policy(
         }
     };
     let sha256 = sha256_hex(text.as_bytes());
+    // Commit and swap as one step: the policy in force is always the last one stored.
+    let _one_edit_at_a_time = gw.policy_edits.lock().await;
     let committed = gw
         .store
         .write_in_time(WriteOp::Policy {

@@ -1,0 +1,254 @@
+//! What the API answers is what happened: a write answered 503 never takes effect later,
+//! the policy in force is the policy stored however edits race, and `/readyz` comes
+//! back by itself once the store does.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::control::{ADMIN, APPROVER, APPROVER_TWO, VIEWER, api, code, setup, start_hold};
+use crate::decisions::{call_tool, result_text};
+use crate::support::*;
+
+/// Holds the store's write lock from another connection until dropped.
+struct StoreLock(sqlx::SqliteConnection);
+
+impl StoreLock {
+    async fn take(gw: &GatewayProc) -> Self {
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", gw.db_path().display()))
+                .await
+                .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self(conn)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
+async fn stored_kinds(gw: &GatewayProc, kind: &str) -> Vec<Value> {
+    query_rows(
+        &gw.db_path(),
+        &format!("SELECT body FROM events WHERE kind = '{kind}' ORDER BY seq"),
+    )
+    .await
+    .into_iter()
+    .map(|r| serde_json::from_str(r[0].as_deref().unwrap()).unwrap())
+    .collect()
+}
+
+async fn readyz(gw: &GatewayProc) -> u16 {
+    http()
+        .get(gw.control_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn writes_answered_503_never_take_effect_later() {
+    let (upstream, gw) = setup().await;
+    let (call_id, client) = start_hold(&gw, "MARK-503").await;
+    let (_, policy_before) = api(&gw, Method::GET, "/api/v1/policy", Some(VIEWER), None).await;
+
+    let lock = StoreLock::take(&gw).await;
+    let (s, b) = api(
+        &gw,
+        Method::PUT,
+        "/api/v1/tools/py/read_page/risk",
+        Some(ADMIN),
+        Some(r#"{"risk":"destructive","expected_version":1}"#.into()),
+    )
+    .await;
+    assert_eq!((s, code(&b)), (503, "store_unavailable"), "{b}");
+    let (s, b) = api(
+        &gw,
+        Method::PUT,
+        "/api/v1/policy",
+        Some(ADMIN),
+        Some(format!("{DEFAULT_POLICY}\n// MARK-503-POLICY\n")),
+    )
+    .await;
+    assert_eq!((s, code(&b)), (503, "store_unavailable"), "{b}");
+    let approve = format!("/api/v1/holds/{call_id}/approve");
+    let (s, b) = api(&gw, Method::POST, &approve, Some(APPROVER), None).await;
+    assert_eq!((s, code(&b)), (503, "store_unavailable"), "{b}");
+    // The writer retries its lock while these wait; give it every chance to sneak the
+    // withdrawn writes in after the lock goes.
+    lock.release().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert!(stored_kinds(&gw, "risk.changed").await.is_empty());
+    let read_page = read_page_row(&gw).await;
+    assert_eq!(read_page["risk"], "read", "{read_page}");
+    let read = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "x"})).await;
+    assert_eq!(
+        result_text(&read),
+        "no page x",
+        "the 503 risk edit is in force"
+    );
+
+    let (_, policy_after) = api(&gw, Method::GET, "/api/v1/policy", Some(VIEWER), None).await;
+    assert_eq!(policy_after["version"], policy_before["version"]);
+    assert!(
+        !policy_after["text"]
+            .as_str()
+            .unwrap()
+            .contains("MARK-503-POLICY")
+    );
+
+    assert!(
+        stored_kinds(&gw, "hold.resolved").await.is_empty(),
+        "the 503 approval was stored"
+    );
+    assert!(
+        !upstream.posts().iter().any(|p| p.body.contains("MARK-503")),
+        "the 503 approval ran the call"
+    );
+    // The hold is still open: the next approver is the one who wins, alone.
+    let (s, b) = api(&gw, Method::POST, &approve, Some(APPROVER_TWO), None).await;
+    assert_eq!(s, 200, "{b}");
+    client.await.unwrap();
+    let resolved = stored_kinds(&gw, "hold.resolved").await;
+    let approvals: Vec<&Value> = resolved
+        .iter()
+        .filter(|e| e["resolution"] == "approved")
+        .collect();
+    assert_eq!(approvals.len(), 1, "{resolved:?}");
+    assert_eq!(approvals[0]["by"], "amy");
+}
+
+#[tokio::test]
+async fn readyz_recovers_by_itself_when_the_store_does() {
+    let (_upstream, gw) = setup().await;
+    let lock = StoreLock::take(&gw).await;
+    let denied = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "x"})).await;
+    assert_eq!(result_text(&denied), "toolgate: audit store unavailable");
+    assert_eq!(readyz(&gw).await, 503);
+    lock.release().await;
+    // No call arrives from here on: only the gateway itself can find out.
+    let released = Instant::now();
+    loop {
+        if readyz(&gw).await == 200 {
+            break;
+        }
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "/readyz still 503 two seconds after the store came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered = stored_kinds(&gw, "store.recovered").await;
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0]["denied_unlogged"], 1);
+}
+
+/// A policy that denies a read of page `probe` naming `round`.
+fn policy_named(round: &str) -> String {
+    format!(
+        "{DEFAULT_POLICY}\n@id(\"{round}\")\n@reason(\"probe\")\nforbid (principal, action, resource)\n\
+         when {{ context.args.hasTag(\"/page_id\") && context.args.getTag(\"/page_id\") == \"probe\" }};\n"
+    )
+}
+
+#[tokio::test]
+async fn after_racing_policy_puts_the_policy_in_force_is_the_one_stored() {
+    let (_upstream, gw) = setup().await;
+    let (a, b) = (policy_named("policy-a"), policy_named("policy-b"));
+    let rounds = 200;
+    let mut in_force_b = 0;
+    for round in 0..rounds {
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (ra, rb) = tokio::join!(
+            api(
+                &gw,
+                Method::PUT,
+                "/api/v1/policy",
+                Some(ADMIN),
+                Some(first.clone())
+            ),
+            api(
+                &gw,
+                Method::PUT,
+                "/api/v1/policy",
+                Some(ADMIN),
+                Some(second.clone())
+            ),
+        );
+        assert_eq!((ra.0, rb.0), (200, 200), "round {round}: {ra:?} {rb:?}");
+        let (_, stored) = api(&gw, Method::GET, "/api/v1/policy", Some(VIEWER), None).await;
+        let stored_id = if stored["text"].as_str().unwrap().contains("\"policy-b\"") {
+            "policy-b"
+        } else {
+            "policy-a"
+        };
+        let probe = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "probe"})).await;
+        assert!(
+            result_text(&probe).contains(stored_id),
+            "round {round}: stored {stored_id}, but in force: {}",
+            result_text(&probe)
+        );
+        in_force_b += usize::from(stored_id == "policy-b");
+    }
+    // Both orders happened, or the race was never run.
+    assert!(
+        in_force_b > 0 && in_force_b < rounds,
+        "{in_force_b} of {rounds}"
+    );
+}
+
+/// Two edits from the same version race, a hundred times: one wins, and the class in
+/// force is always the one stored.
+#[tokio::test]
+async fn after_racing_risk_edits_the_class_in_force_is_the_one_stored() {
+    let (_upstream, gw) = setup().await;
+    let path = "/api/v1/tools/py/read_page/risk";
+    let mut version = read_page_row(&gw).await["version"].as_u64().unwrap();
+    for round in 0..100 {
+        let edit = |risk: &str| json!({"risk": risk, "expected_version": version}).to_string();
+        let (ra, rb) = tokio::join!(
+            api(&gw, Method::PUT, path, Some(ADMIN), Some(edit("read"))),
+            api(
+                &gw,
+                Method::PUT,
+                path,
+                Some(ADMIN),
+                Some(edit("destructive"))
+            ),
+        );
+        let mut statuses = [ra.0, rb.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "round {round}: {ra:?} {rb:?}");
+        let row = read_page_row(&gw).await;
+        version = row["version"].as_u64().unwrap();
+        let answer = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "x"})).await;
+        let ran = result_text(&answer) == "no page x";
+        assert_eq!(
+            ran,
+            row["risk"] == "read",
+            "round {round}: stored {}, but the call {}",
+            row["risk"],
+            if ran { "ran" } else { "was denied" }
+        );
+    }
+}
+
+async fn read_page_row(gw: &GatewayProc) -> Value {
+    let (_, tools) = api(gw, Method::GET, "/api/v1/tools", Some(VIEWER), None).await;
+    tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "read_page")
+        .unwrap()
+        .clone()
+}
