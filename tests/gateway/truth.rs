@@ -252,3 +252,91 @@ async fn read_page_row(gw: &GatewayProc) -> Value {
         .unwrap()
         .clone()
 }
+
+/// The identical write, which may run at once (JSON) or be held (a stream).
+fn spawn_retry(gw: &GatewayProc, page: &str) -> tokio::task::JoinHandle<String> {
+    let call = modern_call(
+        9,
+        "write_page",
+        json!({"page_id": page, "body": "b"}),
+        json!({}),
+    );
+    let request = modern_request(&http(), &gw.url("py"), "write_page", call.to_string())
+        .bearer_auth(AGENT_TOKEN);
+    tokio::spawn(async move {
+        let resp = request.send().await.expect("the gateway answers");
+        let json = resp.headers()["content-type"] == "application/json";
+        let text = resp.text().await.expect("the answer");
+        // One shape for both: a JSON answer as the data of one SSE message.
+        if json {
+            format!("data: {text}\n\n")
+        } else {
+            text
+        }
+    })
+}
+
+/// The JSON-RPC results in a held call's stream.
+fn results_in(stream: &str) -> Vec<Value> {
+    stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|m| m.get("result").is_some() || m.get("error").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_retry_racing_the_approval_leaves_every_held_stream_with_one_result() {
+    let (upstream, gw) = setup().await;
+    for i in 0..30 {
+        let page = format!("MARK-RETRY-RACE-{i}");
+        let (call_id, original) = start_hold(&gw, &page).await;
+        let approve = format!("/api/v1/holds/{call_id}/approve");
+        let (retry, (s, b)) = tokio::join!(
+            async { spawn_retry(&gw, &page) },
+            api(&gw, Method::POST, &approve, Some(APPROVER), None)
+        );
+        assert_eq!(s, 200, "race {i}: {b}");
+        // A retry that came before the approval is held in its own right: approve it too.
+        let second = eventually("the retry to run or be held", || async {
+            if retry.is_finished() {
+                return Some(None);
+            }
+            let (_, holds) = api(&gw, Method::GET, "/api/v1/holds", Some(VIEWER), None).await;
+            holds["holds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| {
+                    h["call"]["args"]["page_id"] == page.as_str()
+                        && h["call_id"] != call_id.as_str()
+                })
+                .map(|h| Some(h["call_id"].as_str().unwrap().to_owned()))
+        })
+        .await;
+        if let Some(second) = &second {
+            let path = format!("/api/v1/holds/{second}/approve");
+            let (s, b) = api(&gw, Method::POST, &path, Some(APPROVER), None).await;
+            assert_eq!(s, 200, "race {i}: {b}");
+        }
+        for (what, task) in [("original", original), ("retry", retry)] {
+            let stream = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap_or_else(|_| panic!("race {i}: the {what} stream never ended"))
+                .unwrap();
+            let results = results_in(&stream);
+            assert_eq!(results.len(), 1, "race {i}: the {what} stream: {stream}");
+        }
+        let runs = upstream
+            .posts()
+            .iter()
+            .filter(|p| p.body.contains(&format!("\"{page}\"")))
+            .count();
+        let approvals = 1 + usize::from(second.is_some());
+        assert_eq!(
+            runs, approvals,
+            "race {i}: {runs} runs for {approvals} approvals"
+        );
+    }
+}
