@@ -293,10 +293,9 @@ async fn a_retry_racing_the_approval_leaves_every_held_stream_with_one_result() 
         let page = format!("MARK-RETRY-RACE-{i}");
         let (call_id, original) = start_hold(&gw, &page).await;
         let approve = format!("/api/v1/holds/{call_id}/approve");
-        let (retry, (s, b)) = tokio::join!(
-            async { spawn_retry(&gw, &page) },
-            api(&gw, Method::POST, &approve, Some(APPROVER), None)
-        );
+        // The retry is on its way while the approval is sent: either may land first.
+        let retry = spawn_retry(&gw, &page);
+        let (s, b) = api(&gw, Method::POST, &approve, Some(APPROVER), None).await;
         assert_eq!(s, 200, "race {i}: {b}");
         // A retry that came before the approval is held in its own right: approve it too.
         let second = eventually("the retry to run or be held", || async {
