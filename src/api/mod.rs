@@ -356,4 +356,7 @@ pub enum CallResult {
     UpstreamError,
     /// The client went away before the answer was through.
     ClientGone,
+    /// The answer stream ended without the call's response (it may have gone to the
+    /// session's GET stream, where the gateway does not follow it).
+    NoAnswer,
 }

@@ -13,12 +13,9 @@ use futures_util::Stream;
 use serde_json::Value;
 
 use super::Gateway;
-use super::mcp;
+use super::observe::{AnswerFinder, Found};
 use super::store::WriteOp;
 use crate::api::{CallResult, EventBody};
-
-/// The most of an answer kept to tell a tool error from success.
-const MAX_WATCHED_BYTES: usize = 1024 * 1024;
 
 /// Records how a call ended. Off the call's path: the client already has its answer.
 pub fn record(
@@ -39,19 +36,21 @@ pub fn record(
 
 /// What an answer says about its call: a tool error, an upstream (JSON-RPC) error, or ok.
 pub fn judge(content_type: &str, body: &[u8], id: &Value) -> CallResult {
-    let answer = mcp::response_messages(content_type, body)
-        .into_iter()
-        .find(|m| {
-            m.get("id") == Some(id) && (m.get("result").is_some() || m.get("error").is_some())
-        });
-    match answer {
-        Some(m) if m.get("error").is_some() => CallResult::UpstreamError,
-        Some(m) if m.pointer("/result/isError") == Some(&Value::Bool(true)) => {
+    let mut finder = AnswerFinder::new(content_type, id.clone());
+    finder.feed(body);
+    verdict(finder.end())
+}
+
+fn verdict(found: Option<&Found>) -> CallResult {
+    match found {
+        Some(Found::Message(m)) if m.get("error").is_some() => CallResult::UpstreamError,
+        Some(Found::Message(m)) if m.pointer("/result/isError") == Some(&Value::Bool(true)) => {
             CallResult::ToolError
         }
-        Some(_) => CallResult::Ok,
-        // Cut short, or too large to keep: it reached the client, so it counts as ok.
-        None => CallResult::Ok,
+        Some(Found::Message(_)) => CallResult::Ok,
+        // Too large to read, but it reached the client whole.
+        Some(Found::TooLarge) => CallResult::Ok,
+        None => CallResult::NoAnswer,
     }
 }
 
@@ -74,20 +73,19 @@ pub fn relay(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+        .unwrap_or("");
     let watch = Watch {
         expected_len: upstream.content_length(),
+        finder: AnswerFinder::new(content_type, id),
+        answered: false,
         inner: Box::pin(upstream.bytes_stream()),
-        copy: Vec::new(),
         end: Some(Box::new({
             let gw = gw.clone();
-            move |ended: Ended| {
-                let result = match ended {
-                    _ if !status.is_success() => CallResult::UpstreamError,
-                    Ended::Complete(body) => judge(&content_type, &body, &id),
-                    Ended::Failed => CallResult::UpstreamError,
-                    Ended::ClientGone => CallResult::ClientGone,
+            move |result: CallResult| {
+                let result = if status.is_success() {
+                    result
+                } else {
+                    CallResult::UpstreamError
                 };
                 record(&gw, call_id, result, Some(status.as_u16()), started);
             }
@@ -97,27 +95,29 @@ pub fn relay(
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
-enum Ended {
-    Complete(Vec<u8>),
-    Failed,
-    ClientGone,
-}
-
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 struct Watch {
     inner: ByteStream,
     /// hyper may stop polling once a Content-Length body is complete.
     expected_len: Option<u64>,
-    copy: Vec<u8>,
-    end: Option<Box<dyn FnOnce(Ended) + Send>>,
+    finder: AnswerFinder,
+    /// The chunk that completed the response went out: once hyper asks for more, the
+    /// client has its answer, whenever the upstream ends its stream.
+    answered: bool,
+    end: Option<Box<dyn FnOnce(CallResult) + Send>>,
 }
 
 impl Watch {
-    fn finish(&mut self, ended: Ended) {
+    fn finish(&mut self, result: CallResult) {
         if let Some(end) = self.end.take() {
-            end(ended);
+            end(result);
         }
+    }
+
+    fn finish_with_answer(&mut self) {
+        let result = verdict(self.finder.end());
+        self.finish(result);
     }
 }
 
@@ -125,25 +125,22 @@ impl Stream for Watch {
     type Item = Result<Bytes, reqwest::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.answered {
+            self.finish_with_answer();
+        }
         let polled = self.inner.as_mut().poll_next(cx);
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                if self.copy.len() + chunk.len() <= MAX_WATCHED_BYTES {
-                    self.copy.extend_from_slice(chunk);
-                }
+                self.answered = self.finder.feed(chunk);
                 self.expected_len = self
                     .expected_len
                     .map(|n| n.saturating_sub(chunk.len() as u64));
                 if self.expected_len == Some(0) {
-                    let body = std::mem::take(&mut self.copy);
-                    self.finish(Ended::Complete(body));
+                    self.finish_with_answer();
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.finish(Ended::Failed),
-            Poll::Ready(None) => {
-                let body = std::mem::take(&mut self.copy);
-                self.finish(Ended::Complete(body));
-            }
+            Poll::Ready(Some(Err(_))) => self.finish(CallResult::UpstreamError),
+            Poll::Ready(None) => self.finish_with_answer(),
             Poll::Pending => {}
         }
         polled
@@ -152,6 +149,6 @@ impl Stream for Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.finish(Ended::ClientGone);
+        self.finish(CallResult::ClientGone);
     }
 }

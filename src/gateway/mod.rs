@@ -12,6 +12,7 @@ pub mod keys;
 pub mod mcp;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod pointer;
 pub mod policy;
 pub mod proxy;

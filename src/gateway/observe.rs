@@ -1,0 +1,187 @@
+//! Watching an answer go by: finds the JSON-RPC response to one request id in a JSON
+//! body or among SSE events, as the bytes pass, keeping at most one event at a time.
+//!
+//! Both the record of how a call ended and the catalog's reading of a `tools/list`
+//! answer need to know the moment the response itself has gone through, because a
+//! client may hang up as soon as it has it, long before the upstream ends its stream.
+
+use serde_json::Value;
+
+use super::mcp;
+
+/// The most of one event (or one JSON body) kept to read it.
+pub const MAX_OBSERVED_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct AnswerFinder {
+    id: Value,
+    sse: bool,
+    /// The event (SSE) or body (JSON) read so far.
+    pending: Vec<u8>,
+    /// The current event or body outgrew `MAX_OBSERVED_BYTES`, and is skipped.
+    overflowed: bool,
+    answer: Option<Found>,
+}
+
+/// What was found of the response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// The response message itself.
+    Message(Value),
+    /// An event or body too large to read: it may have been the response.
+    TooLarge,
+}
+
+impl AnswerFinder {
+    pub fn new(content_type: &str, id: Value) -> Self {
+        Self {
+            id,
+            sse: content_type.starts_with("text/event-stream"),
+            pending: Vec::new(),
+            overflowed: false,
+            answer: None,
+        }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        self.sse
+    }
+
+    /// Reads the next bytes; true once the response has gone by. A JSON body is only
+    /// read whole, at `end`.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        if self.answer.is_some() {
+            return true;
+        }
+        if !self.sse {
+            self.keep(chunk);
+            return false;
+        }
+        let mut rest = chunk;
+        while let Some(end) = event_end(&self.pending, rest) {
+            let (head, tail) = rest.split_at(end);
+            self.keep(head);
+            self.close_event();
+            if self.answer.is_some() {
+                return true;
+            }
+            rest = tail;
+        }
+        self.keep(rest);
+        false
+    }
+
+    /// The body ended: reads a JSON body, or an SSE event left unterminated.
+    pub fn end(&mut self) -> Option<&Found> {
+        if self.answer.is_none() {
+            self.close_event();
+        }
+        self.answer.as_ref()
+    }
+
+    pub fn found(&self) -> Option<&Found> {
+        self.answer.as_ref()
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.overflowed {
+            // Only the bytes that could complete an event boundary matter now.
+            let from = bytes.len().saturating_sub(3);
+            self.pending.clear();
+            self.pending.extend_from_slice(&bytes[from..]);
+        } else if self.pending.len() + bytes.len() > MAX_OBSERVED_BYTES {
+            self.overflowed = true;
+            self.pending.clear();
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
+    }
+
+    fn close_event(&mut self) {
+        let bytes = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.overflowed) {
+            self.answer.get_or_insert(Found::TooLarge);
+            return;
+        }
+        let content_type = if self.sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        if let Some(m) = mcp::response_messages(content_type, &bytes)
+            .into_iter()
+            .find(|m| {
+                m.get("id") == Some(&self.id)
+                    && (m.get("result").is_some() || m.get("error").is_some())
+            })
+        {
+            self.answer = Some(Found::Message(m));
+        }
+    }
+}
+
+/// Where, in `next`, the event that `pending` began ends (just past its blank line).
+fn event_end(pending: &[u8], next: &[u8]) -> Option<usize> {
+    // The three bytes before the one looked at; the boundary may straddle the two.
+    let mut last = [0u8; 3];
+    for &b in &pending[pending.len().saturating_sub(3)..] {
+        last = [last[1], last[2], b];
+    }
+    for (i, &b) in next.iter().enumerate() {
+        let blank_line = match b {
+            b'\n' => last[2] == b'\n' || last == *b"\r\n\r",
+            b'\r' => last[2] == b'\r',
+            _ => false,
+        };
+        if blank_line {
+            return Some(i + 1);
+        }
+        last = [last[1], last[2], b];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn feed_in_pieces(content_type: &str, body: &[u8], piece: usize) -> (bool, Option<Found>) {
+        let mut finder = AnswerFinder::new(content_type, json!(7));
+        let mut seen_at_feed = false;
+        for chunk in body.chunks(piece) {
+            seen_at_feed |= finder.feed(chunk);
+        }
+        (seen_at_feed, finder.end().cloned())
+    }
+
+    #[test]
+    fn the_response_is_found_in_an_sse_stream_split_anywhere() {
+        let body = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"isError\":true}}\r\n\r\n: more\n\n";
+        for piece in 1..body.len() {
+            let (seen, found) = feed_in_pieces("text/event-stream", body, piece);
+            assert!(seen, "split every {piece} bytes");
+            assert_eq!(
+                found,
+                Some(Found::Message(
+                    json!({"jsonrpc":"2.0","id":7,"result":{"isError":true}})
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_without_the_response_has_none() {
+        let body = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{}}\n\n";
+        let (seen, found) = feed_in_pieces("text/event-stream", body, 5);
+        assert!(!seen);
+        assert_eq!(found, None);
+    }
+
+    #[test]
+    fn a_json_body_is_read_whole_at_its_end() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"x"}}"#;
+        let (seen, found) = feed_in_pieces("application/json", body, 4);
+        assert!(!seen);
+        assert!(matches!(found, Some(Found::Message(m)) if m["error"]["code"] == -1));
+    }
+}
