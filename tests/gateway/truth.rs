@@ -339,3 +339,94 @@ async fn a_retry_racing_the_approval_leaves_every_held_stream_with_one_result() 
         );
     }
 }
+
+/// An upstream on 127.0.0.1 whose every POST is answered with this SSE stream: the
+/// events given, then `linger` before the stream ends.
+async fn sse_upstream(events: &'static str, linger: Duration) -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move || async move {
+            let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                axum::body::Bytes::from_static(events.as_bytes()),
+            )])
+            .chain(futures_util::stream::once(async move {
+                tokio::time::sleep(linger).await;
+                Ok(axum::body::Bytes::from_static(b": bye\n\n"))
+            }));
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(body),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/mcp")
+}
+
+async fn gateway_before(url: &str) -> GatewayProc {
+    start_gateway(&format!(
+        "[[upstream]]\nname = \"py\"\nurl = \"{url}\"\n[[risk]]\nupstream = \"py\"\ntool = \"read_page\"\nrisk = \"read\"\n{}",
+        test_identities()
+    ))
+    .await
+}
+
+async fn completions(gw: &GatewayProc) -> Vec<Value> {
+    eventually("call.completed", || async {
+        let rows = stored_kinds(gw, "call.completed").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+}
+
+use futures_util::StreamExt as _;
+
+#[tokio::test]
+async fn an_answer_read_in_full_is_ok_even_when_the_client_leaves_before_the_stream_ends() {
+    let url = sse_upstream(
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    let gw = gateway_before(&url).await;
+    let body = modern_call(1, "read_page", json!({"page_id": "x"}), json!({})).to_string();
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut seen = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        seen.extend_from_slice(&chunk.unwrap());
+        if seen.ends_with(b"\n\n") && String::from_utf8_lossy(&seen).contains("\"result\"") {
+            break;
+        }
+    }
+    // The client has its answer and hangs up, as SDK clients do.
+    drop(stream);
+    let done = completions(&gw).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["result"], "ok", "{done:?}");
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_the_answer_is_not_recorded_as_ok() {
+    let url = sse_upstream(
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n",
+        Duration::from_millis(10),
+    )
+    .await;
+    let gw = gateway_before(&url).await;
+    let body = modern_call(1, "read_page", json!({"page_id": "x"}), json!({})).to_string();
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    resp.bytes().await.unwrap();
+    let done = completions(&gw).await;
+    assert_eq!(done[0]["result"], "no_answer", "{done:?}");
+}
