@@ -71,6 +71,11 @@ pub struct GatewaySection {
     pub approval_ttl_secs: u64,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// The most of an upstream answer the gateway reads whole (a held call's JSON
+    /// answer, one SSE event it renumbers, a filtered tools/list). Answers relayed as
+    /// they stream are not limited.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     #[serde(default = "default_store_timeout_ms")]
     pub store_timeout_ms: u64,
     #[serde(default = "default_true")]
@@ -223,6 +228,9 @@ fn default_approval_ttl_secs() -> u64 {
     900
 }
 fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_response_bytes() -> usize {
     4 * 1024 * 1024
 }
 fn default_store_timeout_ms() -> u64 {

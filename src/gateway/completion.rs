@@ -41,7 +41,7 @@ pub fn judge(content_type: &str, body: &[u8], id: &Value) -> CallResult {
     verdict(finder.end())
 }
 
-fn verdict(found: Option<&Found>) -> CallResult {
+pub fn verdict(found: Option<&Found>) -> CallResult {
     match found {
         Some(Found::Message(m)) if m.get("error").is_some() => CallResult::UpstreamError,
         Some(Found::Message(m)) if m.pointer("/result/isError") == Some(&Value::Bool(true)) => {

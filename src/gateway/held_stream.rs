@@ -21,6 +21,7 @@ use super::Gateway;
 use super::completion;
 use super::holds::Verdict;
 use super::mcp::ClientMessage;
+use super::observe::{AnswerFinder, ReadError, SseEvents, read_bounded};
 use super::proxy::{self, Upstream};
 use crate::api::{CallResult, Resolution};
 
@@ -91,7 +92,7 @@ async fn wait(
             biased;
             v = &mut verdict => {
                 if let Ok(v) = v {
-                    answer(gw, &held, v, tx).await;
+                    answer(gw, &held, v, progress, tx).await;
                 }
                 return;
             }
@@ -118,7 +119,7 @@ async fn wait(
                 }
                 // An approval or expiry may have landed at this very instant.
                 match verdict.try_recv() {
-                    Ok(v) => answer(gw, &held, v, tx).await,
+                    Ok(v) => answer(gw, &held, v, progress, tx).await,
                     Err(_) => {
                         let text = format!(
                             "Held for approval as {} until {}. Retry the identical call after approval.",
@@ -147,9 +148,16 @@ async fn wait(
     }
 }
 
-async fn answer(gw: &Arc<Gateway>, held: &HeldRequest, verdict: Verdict, tx: &mpsc::Sender<Bytes>) {
+/// `progress_sent`: how many progress notifications the wait sent.
+async fn answer(
+    gw: &Arc<Gateway>,
+    held: &HeldRequest,
+    verdict: Verdict,
+    progress_sent: u64,
+    tx: &mpsc::Sender<Bytes>,
+) {
     match verdict {
-        Verdict::Approved => run_approved(gw, held, tx).await,
+        Verdict::Approved => run_approved(gw, held, progress_sent, tx).await,
         Verdict::Denied { by, reason } => {
             let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
             let text = format!(
@@ -171,7 +179,12 @@ async fn answer(gw: &Arc<Gateway>, held: &HeldRequest, verdict: Verdict, tx: &mp
 }
 
 /// Sends the original bytes upstream, and re-frames the answer onto the open stream.
-async fn run_approved(gw: &Arc<Gateway>, held: &HeldRequest, tx: &mpsc::Sender<Bytes>) {
+async fn run_approved(
+    gw: &Arc<Gateway>,
+    held: &HeldRequest,
+    progress_sent: u64,
+    tx: &mpsc::Sender<Bytes>,
+) {
     // A client that is gone never has its call run; the approval waits for a retry.
     if tx.is_closed() {
         return;
@@ -231,8 +244,22 @@ async fn run_approved(gw: &Arc<Gateway>, held: &HeldRequest, tx: &mpsc::Sender<B
         }
     };
     let status = response.status().as_u16();
-    let result = reframe(upstream, &held.message, response, tx).await;
+    let framing = Framing {
+        max_bytes: gw.config.gateway.max_response_bytes,
+        progress_offset: progress_sent,
+    };
+    let result = reframe(upstream, &held.message, response, framing, tx).await;
     completion::record(gw, held.call_id.clone(), result, Some(status), started);
+}
+
+/// How an approved call's answer is put on the held stream.
+struct Framing {
+    /// The most of a JSON answer, or of one SSE event, read whole.
+    max_bytes: usize,
+    /// How many progress notifications the wait sent: the upstream's own count from
+    /// 0, so its values are shifted by this much to keep the sequence increasing, as
+    /// the spec requires of progress.
+    progress_offset: u64,
 }
 
 /// Puts the upstream's answer on the held stream, and says how the call ended.
@@ -240,6 +267,7 @@ async fn reframe(
     upstream: &Upstream,
     message: &ClientMessage,
     response: reqwest::Response,
+    framing: Framing,
     tx: &mpsc::Sender<Bytes>,
 ) -> CallResult {
     let status = response.status();
@@ -259,24 +287,56 @@ async fn reframe(
         .unwrap_or("")
         .to_owned();
     let id = message.id().cloned().unwrap_or(Value::Null);
-    let mut seen = Vec::new();
-    if content_type.starts_with("text/event-stream") {
-        // Event by event, as the upstream sends them.
+    let mut finder = AnswerFinder::new(&content_type, id);
+    let too_large = || {
+        format!(
+            "toolgate: the upstream's answer after approval is over max_response_bytes ({} bytes)",
+            framing.max_bytes
+        )
+    };
+    if finder.is_sse() {
+        // Event by event, as the upstream sends them; only its progress is renumbered.
+        let progress_token = message.body.pointer("/params/_meta/progressToken");
+        let mut events = SseEvents::default();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else {
                 return CallResult::UpstreamError;
             };
-            seen.extend_from_slice(&chunk);
-            if tx.send(chunk).await.is_err() {
-                return CallResult::ClientGone;
+            for event in events.push(&chunk) {
+                finder.feed(&event);
+                let out = match progress_token {
+                    Some(token) if framing.progress_offset > 0 => {
+                        renumber_progress(event, token, framing.progress_offset)
+                    }
+                    _ => Bytes::from(event),
+                };
+                if tx.send(out).await.is_err() {
+                    return CallResult::ClientGone;
+                }
+            }
+            if events.pending_len() > framing.max_bytes {
+                if finder.found().is_none() {
+                    send_result(message, &too_large(), tx).await;
+                }
+                return CallResult::UpstreamError;
             }
         }
+        let rest = events.take_rest();
+        finder.feed(&rest);
+        if !rest.is_empty() && tx.send(Bytes::from(rest)).await.is_err() {
+            return CallResult::ClientGone;
+        }
     } else {
-        let Ok(body) = response.bytes().await else {
-            return CallResult::UpstreamError;
+        let body = match read_bounded(response, framing.max_bytes).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge(_)) => {
+                send_result(message, &too_large(), tx).await;
+                return CallResult::UpstreamError;
+            }
+            Err(ReadError::Upstream(_)) => return CallResult::UpstreamError,
         };
-        seen.extend_from_slice(&body);
+        finder.feed(&body);
         if tx
             .send(sse_message(&String::from_utf8_lossy(&body)))
             .await
@@ -285,7 +345,32 @@ async fn reframe(
             return CallResult::ClientGone;
         }
     }
-    completion::judge(&content_type, &seen, &id)
+    completion::verdict(finder.end())
+}
+
+/// The event with its progress (and total) shifted by `offset` when it is a progress
+/// notification for `token`; any other event unchanged, byte for byte.
+fn renumber_progress(event: Vec<u8>, token: &Value, offset: u64) -> Bytes {
+    let messages = super::mcp::response_messages("text/event-stream", &event);
+    let [message] = messages.as_slice() else {
+        return Bytes::from(event);
+    };
+    if message.get("method").and_then(Value::as_str) != Some("notifications/progress")
+        || message.pointer("/params/progressToken") != Some(token)
+    {
+        return Bytes::from(event);
+    }
+    let mut message = message.clone();
+    for field in ["progress", "total"] {
+        if let Some(value) = message.pointer_mut(&format!("/params/{field}")) {
+            *value = match (value.as_u64(), value.as_f64()) {
+                (Some(n), _) => json!(n.saturating_add(offset)),
+                (None, Some(f)) => json!(f + offset as f64),
+                _ => continue,
+            };
+        }
+    }
+    sse_message(&message.to_string())
 }
 
 /// One SSE `message` event; a multi-line payload becomes several `data:` lines.

@@ -119,6 +119,61 @@ impl AnswerFinder {
     }
 }
 
+/// Splits an SSE stream into whole events as its bytes arrive.
+#[derive(Default)]
+pub struct SseEvents {
+    pending: Vec<u8>,
+}
+
+impl SseEvents {
+    /// The events `chunk` completes, each with the blank line that ends it.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(end) = event_end(&self.pending, chunk) {
+            self.pending.extend_from_slice(&chunk[..end]);
+            out.push(std::mem::take(&mut self.pending));
+            chunk = &chunk[end..];
+        }
+        self.pending.extend_from_slice(chunk);
+        out
+    }
+
+    /// The bytes of an event not ended yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Why an answer could not be read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Over the limit, in bytes.
+    TooLarge(usize),
+    Upstream(reqwest::Error),
+}
+
+/// Reads an upstream answer whole, up to `max` bytes.
+pub async fn read_bounded(response: reqwest::Response, max: usize) -> Result<Vec<u8>, ReadError> {
+    use futures_util::StreamExt as _;
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ReadError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Upstream)?;
+        if body.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Where, in `next`, the event that `pending` began ends (just past its blank line).
 fn event_end(pending: &[u8], next: &[u8]) -> Option<usize> {
     // The three bytes before the one looked at; the boundary may straddle the two.
@@ -166,6 +221,28 @@ mod tests {
                     json!({"jsonrpc":"2.0","id":7,"result":{"isError":true}})
                 ))
             );
+        }
+    }
+
+    #[test]
+    fn events_come_out_whole_however_the_bytes_are_split() {
+        let body = b"data: a\n\ndata: b\r\n\r\n: c\n\ndata: partial";
+        for piece in 1..body.len() {
+            let mut events = SseEvents::default();
+            let mut out = Vec::new();
+            for chunk in body.chunks(piece) {
+                out.extend(events.push(chunk));
+            }
+            assert_eq!(
+                out,
+                vec![
+                    b"data: a\n\n".to_vec(),
+                    b"data: b\r\n\r\n".to_vec(),
+                    b": c\n\n".to_vec()
+                ],
+                "split every {piece} bytes"
+            );
+            assert_eq!(events.take_rest(), b"data: partial");
         }
     }
 

@@ -27,6 +27,7 @@ use super::held_stream;
 use super::holds;
 use super::identity::{AuthError, Identity};
 use super::mcp::{self, ClientMessage, Era, INVALID_PARAMS, INVALID_REQUEST};
+use super::observe::{ReadError, read_bounded};
 use super::policy::CallFacts;
 use crate::api::{CallResult, DecisionEvent, Outcome};
 use crate::config::UpstreamConfig;
@@ -615,9 +616,21 @@ async fn filtered_listing(
         }
     }
     let content_type = content_type_of(&response);
-    let body = match response.bytes().await {
+    let body = match read_bounded(response, gw.config.gateway.max_response_bytes).await {
         Ok(b) => b,
-        Err(e) => return upstream_unreachable_id(&upstream.config.name, &id, &e),
+        Err(ReadError::TooLarge(max)) => {
+            tracing::warn!(upstream = %upstream.config.name, max, "tools/list answer too large to filter");
+            let text = format!(
+                "toolgate: the upstream's tools/list answer is over max_response_bytes ({max} bytes), too large to filter"
+            );
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&id, -32603, &text),
+            );
+        }
+        Err(ReadError::Upstream(e)) => {
+            return upstream_unreachable_id(&upstream.config.name, &id, &e);
+        }
     };
     learn_listing(gw, &upstream.config.name, &content_type, &body, &id).await;
     let mut messages = mcp::response_messages(&content_type, &body);

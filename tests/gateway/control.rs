@@ -13,7 +13,7 @@ pub const APPROVER: &str = "tg_test-control-approver";
 pub const APPROVER_TWO: &str = "tg_test-control-approver-two";
 pub const VIEWER: &str = "tg_test-control-viewer";
 
-fn operators() -> String {
+pub fn operators() -> String {
     [("ada", "admin", ADMIN, "[]"), ("abe", "approver", APPROVER, "[]"), ("amy", "approver", APPROVER_TWO, "[]"), ("viv", "viewer", VIEWER, "[]")]
         .iter()
         .map(|(name, role, token, principals)| {

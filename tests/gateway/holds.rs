@@ -491,3 +491,53 @@ async fn sigterm_with_a_hold_open_denies_the_waiting_client_and_exits_cleanly_wi
     }
     assert!(rest.contains("\"kind\":\"shutdown\""), "{rest}");
 }
+
+#[tokio::test]
+async fn progress_keeps_increasing_through_a_hold_longer_than_a_keep_alive() {
+    let seed = "[[risk]]\nupstream = \"py\"\ntool = \"count_slowly\"\nrisk = \"write\"\n";
+    let (_upstream, gw) = setup(seed, 30).await;
+    let call = modern_call(
+        5,
+        "count_slowly",
+        json!({"steps": 4}),
+        json!({"progressToken": "c5"}),
+    );
+    let client = {
+        let request = modern_request(&http(), &gw.url("py"), "count_slowly", call.to_string())
+            .bearer_auth(AGENT_TOKEN);
+        tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
+    };
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    // Past one keep-alive: the gateway's own progress (1) goes out before the upstream's.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    let text = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    let progress: Vec<(f64, Option<f64>)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| {
+            assert_eq!(m["params"]["progressToken"], "c5");
+            (
+                m["params"]["progress"].as_f64().unwrap(),
+                m["params"]["total"].as_f64(),
+            )
+        })
+        .collect();
+    assert!(progress.len() >= 5, "the wait's and the upstream's: {text}");
+    assert!(
+        progress.windows(2).all(|w| w[1].0 > w[0].0),
+        "progress must increase: {progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .all(|(p, total)| total.is_none_or(|t| *p <= t))
+    );
+    assert_eq!(result_text(&answer_of(&text).unwrap()), "counted to 4");
+}

@@ -430,3 +430,46 @@ async fn a_stream_that_ends_without_the_answer_is_not_recorded_as_ok() {
     let done = completions(&gw).await;
     assert_eq!(done[0]["result"], "no_answer", "{done:?}");
 }
+
+#[tokio::test]
+async fn an_approved_answer_over_max_response_bytes_is_an_error_result_not_a_buffer() {
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":9,"result":{{"content":[{{"type":"text","text":"{}"}}]}}}}"#,
+        "x".repeat(10_000)
+    );
+    let big: &'static str = Box::leak(big.into_boxed_str());
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move || async move { ([("content-type", "application/json")], big) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gw = start_gateway(&format!(
+        "max_response_bytes = 4096\n[[upstream]]\nname = \"py\"\nurl = \"http://{addr}/mcp\"\nhold_timeout_secs = 30\n[[risk]]\nupstream = \"py\"\ntool = \"write_page\"\nrisk = \"write\"\n{}{}",
+        test_identities(),
+        crate::control::operators()
+    ))
+    .await;
+    let (call_id, client) = start_hold(&gw, "MARK-BIG-ANSWER").await;
+    let (s, b) = api(
+        &gw,
+        Method::POST,
+        &format!("/api/v1/holds/{call_id}/approve"),
+        Some(APPROVER),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let stream = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    let results = results_in(&stream);
+    assert_eq!(results.len(), 1, "{stream}");
+    assert_eq!(results[0]["result"]["isError"], true);
+    let text = results[0]["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("max_response_bytes (4096 bytes)"), "{text}");
+    let done = completions(&gw).await;
+    assert_eq!(done[0]["result"], "upstream_error");
+}
