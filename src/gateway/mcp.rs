@@ -16,6 +16,10 @@ pub const INVALID_PARAMS: i64 = -32602;
 /// Routing headers disagree with the body (MCP 2026-07-28).
 pub const HEADER_MISMATCH: i64 = -32020;
 
+/// The longest tool name a call may carry. Every per-tool record and cache is keyed
+/// by names, so they are bounded here; real tool names are short.
+pub const MAX_TOOL_NAME_BYTES: usize = 256;
+
 pub const HEADER_SESSION_ID: &str = "mcp-session-id";
 pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
 pub const HEADER_METHOD: &str = "mcp-method";
@@ -248,6 +252,17 @@ fn check_tool_call_params(
         return Err(bad("Invalid request: tools/call needs \"params\""));
     };
     match params.get("name") {
+        Some(Value::String(name)) if name.len() > MAX_TOOL_NAME_BYTES => {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_PARAMS,
+                format!(
+                    "Invalid params: the tool name is {} bytes, over the {MAX_TOOL_NAME_BYTES} toolgate accepts",
+                    name.len()
+                ),
+                id.clone(),
+            ));
+        }
         Some(Value::String(_)) => {}
         Some(_) => {
             return Err(bad(

@@ -129,6 +129,23 @@ fn bad_inputs() -> Vec<Bad> {
             code: -32020,
         },
         Bad {
+            what: "a tool name over 256 bytes",
+            marker: "MARK-LONGNAME",
+            body: text(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                              "params": {"name": format!("MARK-LONGNAME{}", "x".repeat(300)), "arguments": {}}})),
+            headers: vec![],
+            status: 400,
+            code: -32602,
+        },
+        Bad {
+            what: "a number toolgate would round",
+            marker: "MARK-BIGNUMBER",
+            body: br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_page","arguments":{"page_id":"MARK-BIGNUMBER","n":123456789012345678901234567890}}}"#.to_vec(),
+            headers: vec![],
+            status: 400,
+            code: -32602,
+        },
+        Bad {
             what: "a body over max_body_bytes",
             marker: "MARK-OVERSIZED",
             body: text(call_with(&format!("MARK-OVERSIZED{}", "x".repeat(70_000)))),

@@ -29,6 +29,8 @@ pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
 /// The most argument leaves a policy can see. Past it, a call is denied rather than
 /// decided on a partial view, so padding cannot hide an argument from a `forbid`.
 const MAX_ARG_TAGS: usize = 4096;
+/// The most JSON nodes (values, nulls and containers) in a call's arguments.
+const MAX_ARG_NODES: usize = 2 * MAX_ARG_TAGS;
 
 /// Why a policy text was refused, with where in the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +134,12 @@ struct Slice {
 
 /// How many remembered decisions the engine keeps before it starts over.
 const MAX_REMEMBERED: usize = 65_536;
+/// And how many bytes of names they may hold: callers choose tool names and OAuth
+/// groups, so the count alone bounds nothing.
+const MAX_REMEMBERED_BYTES: usize = 8 * 1024 * 1024;
+/// How many per-tool slices the engine keeps before it starts over. Calls name any
+/// tool they like, listed or not; a slice is cheap to build again.
+const MAX_SLICES: usize = 4096;
 
 /// Everything Cedar sees of a call whose policies do not read its context: the
 /// principal entity (type, name, groups, and a token's ages in days) and the tool
@@ -146,6 +154,26 @@ struct SeenFacts {
     groups: Vec<String>,
     risk: Risk,
     ages: Option<TokenAges>,
+}
+
+impl SeenFacts {
+    /// About how many bytes it holds.
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.upstream.len()
+            + self.tool.len()
+            + self.name.len()
+            + self.groups.iter().map(|g| g.len() + 24).sum::<usize>()
+    }
+}
+
+impl Decision {
+    /// About how many bytes it holds.
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.reason.len()
+            + self.policy_ids.iter().map(|p| p.len() + 24).sum::<usize>()
+    }
 }
 
 /// A token's age and time to expiry in whole days, as its entity carries them.
@@ -215,6 +243,8 @@ impl FactsRef<'_> {
 struct Remembered {
     hasher: RandomState,
     decisions: RwLock<HashMap<u64, (SeenFacts, Decision)>>,
+    /// About how much the entries hold; changed only under the `decisions` write lock.
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Remembered {
@@ -229,11 +259,20 @@ impl Remembered {
 
     fn keep(&self, facts: &FactsRef<'_>, decision: &Decision) {
         let key = facts.hash_with(&self.hasher);
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = facts.to_owned();
+        let size = seen.size() + decision.size();
         let mut decisions = self.decisions.write().expect("remembered decisions lock");
-        if decisions.len() >= MAX_REMEMBERED {
+        if decisions.len() >= MAX_REMEMBERED
+            || self.bytes.load(Relaxed) + size > MAX_REMEMBERED_BYTES
+        {
             decisions.clear();
+            self.bytes.store(0, Relaxed);
         }
-        decisions.insert(key, (facts.to_owned(), decision.clone()));
+        if let Some((old_seen, old)) = decisions.insert(key, (seen, decision.clone())) {
+            self.bytes.fetch_sub(old_seen.size() + old.size(), Relaxed);
+        }
+        self.bytes.fetch_add(size, Relaxed);
     }
 }
 
@@ -375,10 +414,11 @@ impl PolicyEngine {
             policies,
             reads_context,
         });
-        self.slices
-            .write()
-            .expect("slices lock")
-            .insert(key, slice.clone());
+        let mut slices = self.slices.write().expect("slices lock");
+        if slices.len() >= MAX_SLICES {
+            slices.clear();
+        }
+        slices.insert(key, slice.clone());
         slice
     }
 
@@ -403,15 +443,15 @@ impl PolicyEngine {
     /// Decides a call, from memory when its policies cannot see its context and the
     /// same principal already called the same tool at the same risk class.
     pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
+        // Too many arguments is a deny whether or not a policy reads them.
+        if let Err(reason) = count_argument_values(facts.args) {
+            return Decision::deny(Vec::new(), reason);
+        }
         let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
         if slice.reads_context {
             return self
                 .evaluate_in(&slice, facts)
                 .unwrap_or_else(|denied| denied);
-        }
-        // Too many arguments is a deny whether or not a policy reads them, as before.
-        if let Err(reason) = count_argument_values(facts.args) {
-            return Decision::deny(Vec::new(), reason);
         }
         let seen = FactsRef {
             upstream: facts.upstream,
@@ -639,20 +679,24 @@ fn build_request(facts: &CallFacts<'_>, action: &EntityUid) -> Result<(Request, 
     Ok((request, entities))
 }
 
-/// Counts the argument values a policy would see (scalars but null), without copying
-/// them: an error past `MAX_ARG_TAGS`, as `argument_tags` gives.
+/// Counts the argument values a policy would see (scalars but null), and every node
+/// besides (containers, empty ones too, and nulls), without copying them: an error past
+/// `MAX_ARG_TAGS` values or `MAX_ARG_NODES` nodes. A million empty arrays cost memory
+/// and time like a million values, so they count.
 fn count_argument_values(args: &Map<String, Value>) -> Result<(), String> {
-    fn count(value: &Value, seen: &mut usize) {
+    fn count(value: &Value, values: &mut usize, nodes: &mut usize) {
+        *nodes += 1;
         match value {
             Value::Null => {}
-            Value::Object(map) => map.values().for_each(|v| count(v, seen)),
-            Value::Array(items) => items.iter().for_each(|v| count(v, seen)),
-            _ => *seen += 1,
+            Value::Object(map) => map.values().for_each(|v| count(v, values, nodes)),
+            Value::Array(items) => items.iter().for_each(|v| count(v, values, nodes)),
+            _ => *values += 1,
         }
     }
-    let mut seen = 0;
-    args.values().for_each(|v| count(v, &mut seen));
-    if seen <= MAX_ARG_TAGS {
+    let (mut values, mut nodes) = (0, 0);
+    args.values()
+        .for_each(|v| count(v, &mut values, &mut nodes));
+    if values <= MAX_ARG_TAGS && nodes <= MAX_ARG_NODES {
         Ok(())
     } else {
         Err(too_many_values())
@@ -661,7 +705,7 @@ fn count_argument_values(args: &Map<String, Value>) -> Result<(), String> {
 
 fn too_many_values() -> String {
     format!(
-        "the arguments have more than {MAX_ARG_TAGS} values, too many to evaluate; the call is denied"
+        "the arguments have more than {MAX_ARG_TAGS} values or {MAX_ARG_NODES} values and containers, too many to evaluate; the call is denied"
     )
 }
 

@@ -215,6 +215,48 @@ fn too_many_argument_values_fail_closed() {
 }
 
 #[test]
+fn empty_containers_count_toward_the_argument_limit() {
+    let empties: Vec<Value> = (0..9000).map(|_| json!([])).collect();
+    let d = decide_with(
+        &default_engine(),
+        &user(),
+        "t",
+        Risk::Read,
+        json!({"xs": empties}),
+    );
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert!(d.reason.contains("too many"), "{}", d.reason);
+    let few: Vec<Value> = (0..100).map(|_| json!({})).collect();
+    let d = decide_with(
+        &default_engine(),
+        &user(),
+        "t",
+        Risk::Read,
+        json!({"xs": few}),
+    );
+    assert_eq!(d.outcome, Outcome::Allow);
+}
+
+#[test]
+fn per_tool_caches_stay_bounded_whatever_names_callers_send() {
+    let engine = default_engine();
+    for i in 0..(MAX_SLICES + 50) {
+        let tool = format!("{}-{i}", "n".repeat(200));
+        decide_with(&engine, &user(), &tool, Risk::Read, json!({}));
+    }
+    assert!(engine.slices.read().unwrap().len() <= MAX_SLICES);
+    let remembered = engine.remembered.decisions.read().unwrap();
+    assert!(remembered.len() <= MAX_SLICES + 50);
+    assert!(
+        engine
+            .remembered
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            <= MAX_REMEMBERED_BYTES
+    );
+}
+
+#[test]
 fn policies_scoped_to_one_tool_do_not_touch_another() {
     let text = format!(
         "{DEFAULT_POLICY}\n@id(\"no-delete-branch\") forbid (principal, action, resource == Tool::\"atlassian/delete_branch\");\n\
