@@ -78,6 +78,14 @@ pub struct GatewaySection {
     pub max_response_bytes: usize,
     #[serde(default = "default_store_timeout_ms")]
     pub store_timeout_ms: u64,
+    /// Held calls keep their arguments in memory until resolved: how many one identity
+    /// may have open, how many in all, and how big one may be (canonical JSON bytes).
+    #[serde(default = "default_max_holds_per_identity")]
+    pub max_holds_per_identity: usize,
+    #[serde(default = "default_max_holds")]
+    pub max_holds: usize,
+    #[serde(default = "default_max_hold_args_bytes")]
+    pub max_hold_args_bytes: usize,
     #[serde(default = "default_true")]
     pub metrics_auth: bool,
 }
@@ -229,6 +237,15 @@ fn default_approval_ttl_secs() -> u64 {
 }
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
+}
+fn default_max_holds_per_identity() -> usize {
+    100
+}
+fn default_max_holds() -> usize {
+    10_000
+}
+fn default_max_hold_args_bytes() -> usize {
+    256 * 1024
 }
 fn default_max_response_bytes() -> usize {
     4 * 1024 * 1024

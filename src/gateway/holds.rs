@@ -29,6 +29,58 @@ pub enum Verdict {
     Cancelled,
 }
 
+/// How many calls may be held, and how big one may be: a held call's arguments stay
+/// in memory, unredacted, until it is resolved and run.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldLimits {
+    pub per_identity: usize,
+    pub total: usize,
+    /// The most bytes of canonical arguments one held call may keep.
+    pub args_bytes: usize,
+}
+
+impl HoldLimits {
+    pub fn from_config(gateway: &crate::config::GatewaySection) -> Self {
+        Self {
+            per_identity: gateway.max_holds_per_identity,
+            total: gateway.max_holds,
+            args_bytes: gateway.max_hold_args_bytes,
+        }
+    }
+
+    /// No limit: for tests and benchmarks of the queue itself.
+    pub fn none() -> Self {
+        Self {
+            per_identity: usize::MAX,
+            total: usize::MAX,
+            args_bytes: usize::MAX,
+        }
+    }
+}
+
+/// The policy id a deny for a hold limit names.
+pub const HOLD_LIMIT_POLICY: &str = "toolgate-hold-limit";
+
+/// A hold that was opened.
+#[derive(Debug)]
+pub struct Created {
+    /// What the waiting client listens on.
+    pub verdict: oneshot::Receiver<Verdict>,
+    /// When the hold stops being approvable (RFC 3339).
+    pub expires_at: String,
+    /// The committed decision.
+    pub decision: DecisionEvent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// A limit was reached: the call was committed as this deny instead.
+    #[error("{}", .0.reason)]
+    Refused(Box<DecisionEvent>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What became of a retry that may have been approved as an earlier identical call.
 #[derive(Debug)]
 pub enum Retry {
@@ -87,6 +139,15 @@ struct Resolved {
 }
 
 impl Hold {
+    /// Whether the call is still kept in memory: until it is resolved, and while an
+    /// approval waits for its retry.
+    fn keeps_call(&self) -> bool {
+        matches!(
+            self.resolution.as_ref().map(|r| r.resolution),
+            None | Some(Resolution::Approved)
+        )
+    }
+
     fn phase(&self) -> HoldPhase {
         match &self.waiter {
             Some(w) if !w.is_closed() => HoldPhase::Waiting,
@@ -163,6 +224,7 @@ pub struct Holds {
     /// approved identical one is a lookup, not a walk over all holds. Changed only while
     /// `holds` is locked.
     approved: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    limits: HoldLimits,
 }
 
 impl Holds {
@@ -190,15 +252,34 @@ impl Holds {
             store,
             holds: Mutex::new(holds),
             approved: std::sync::Mutex::new(approved),
+            limits: HoldLimits::none(),
         })
     }
 
-    /// Records a hold; returns what its waiting client listens on, and when the hold
-    /// stops being approvable (RFC 3339).
-    pub async fn create(
-        &self,
-        new: NewHold,
-    ) -> Result<(oneshot::Receiver<Verdict>, String), StoreError> {
+    /// The same holds, with these limits for new ones.
+    pub fn with_limits(mut self, limits: HoldLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Commits a held call's decision and its hold together, or, when the hold would
+    /// pass a limit, commits the call as a deny that says which limit and why.
+    pub async fn create(&self, mut new: NewHold) -> Result<Created, CreateError> {
+        let mut holds = self.holds.lock().await;
+        if let Some(why) = self.over_limit(&holds, &new) {
+            let d = &mut new.call.decision;
+            d.outcome = Outcome::Deny;
+            d.policy_ids = vec![HOLD_LIMIT_POLICY.into()];
+            d.reason = why;
+            let denied = self
+                .store
+                .commit_decision(EventBody::Decision(new.call.decision))
+                .await?;
+            return match denied.body {
+                EventBody::Decision(d) => Err(CreateError::Refused(Box::new(d))),
+                _ => unreachable!("a decision commits as a decision"),
+            };
+        }
         let call_id = new.call.decision.call_id.clone();
         let created = Utc::now();
         let expires_at = created + new.ttl;
@@ -220,10 +301,17 @@ impl Holds {
             resolved_at: None,
         };
         let (tx, rx) = oneshot::channel();
-        let mut holds = self.holds.lock().await;
-        self.store
-            .write_in_time(WriteOp::HoldCreated(Box::new(stored)))
+        let committed = self
+            .store
+            .commit_decision_with(
+                EventBody::Decision(new.call.decision.clone()),
+                WriteOp::HoldCreated(Box::new(stored)),
+            )
             .await?;
+        let decision = match committed.events.into_iter().next().map(|e| e.body) {
+            Some(EventBody::Decision(d)) => d,
+            _ => unreachable!("a decision commits first"),
+        };
         holds.insert(
             call_id,
             Hold {
@@ -237,7 +325,43 @@ impl Holds {
                 resolution: None,
             },
         );
-        Ok((rx, rfc3339(expires_at)))
+        Ok(Created {
+            verdict: rx,
+            expires_at: rfc3339(expires_at),
+            decision,
+        })
+    }
+
+    /// Which limit a new hold would pass, if any. Holds whose call is still in memory
+    /// count: unresolved ones, and approved ones waiting for their retry.
+    fn over_limit(&self, holds: &HashMap<String, Hold>, new: &NewHold) -> Option<String> {
+        let limits = &self.limits;
+        let size = new.key.canonical.len();
+        if size > limits.args_bytes {
+            return Some(format!(
+                "the call's arguments are {size} bytes, over the {} bytes a held call may keep (max_hold_args_bytes); the call is denied",
+                limits.args_bytes
+            ));
+        }
+        let identity = &new.call.identity;
+        let (mut total, mut mine) = (0usize, 0usize);
+        for hold in holds.values().filter(|h| h.keeps_call()) {
+            total += 1;
+            let other = &hold.call.identity;
+            mine += usize::from(other.kind == identity.kind && other.name == identity.name);
+        }
+        if mine >= limits.per_identity {
+            return Some(format!(
+                "{} already has {mine} held calls, the most max_holds_per_identity allows; the call is denied",
+                identity.principal()
+            ));
+        }
+        if total >= limits.total {
+            return Some(format!(
+                "the gateway already holds {total} calls, the most max_holds allows; the call is denied"
+            ));
+        }
+        None
     }
 
     /// The client stopped waiting (its wait ended, or it went away): the hold stays
@@ -545,6 +669,12 @@ impl Holds {
             reason,
             at,
         });
+        // A resolved call's arguments are not needed again; an approved one's exact
+        // bytes are, to recognise its retry.
+        hold.call.args = None;
+        if resolution != Resolution::Approved {
+            hold.canonical = None;
+        }
         Ok(hold.view(call_id))
     }
 }

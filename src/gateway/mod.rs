@@ -85,7 +85,9 @@ impl Gateway {
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
         let policy = load_policy(&store, config.policy.file.as_deref()).await?;
-        let holds = Holds::load(store.clone()).await?;
+        let holds = Holds::load(store.clone())
+            .await?
+            .with_limits(holds::HoldLimits::from_config(&config.gateway));
         let auth = Arc::new(Authenticator::from_config(&config).await?);
         auth.spawn_jwks_refresh();
         let upstreams = config

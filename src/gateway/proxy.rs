@@ -148,7 +148,12 @@ async fn relay_post(
                 .await
             {
                 Ok(holds::Retry::Ran(allowed)) => Ok(allowed),
-                Ok(holds::Retry::NotApproved(held)) => gw.commit_decision(held).await,
+                // A new hold: its decision commits with it.
+                Ok(holds::Retry::NotApproved(held)) => {
+                    let key = key.clone();
+                    return hold(&gw, upstream, identity, &headers, message, bytes, held, key)
+                        .await;
+                }
                 Err(e) => Err(e),
             },
             None => gw.commit_decision(decision).await,
@@ -161,30 +166,14 @@ async fn relay_post(
                 return deny_response(&message, "toolgate: audit store unavailable");
             }
         };
-        gw.metrics.decided(decision.outcome, decision.decision_us);
-        tracing::info!(call_id = %decision.call_id, upstream = %name, tool, identity = %identity.principal(),
-            risk = %decision.risk, outcome = decision.outcome.as_str(), policy = ?decision.policy_ids, "decided");
-        let named = if decision.policy_ids.is_empty() {
-            "default-deny".to_owned()
-        } else {
-            decision.policy_ids.join(",")
-        };
+        note_decided(&gw, &identity.principal(), &decision);
         match decision.outcome {
             Outcome::Allow => allowed_call = Some(decision.call_id.clone()),
             Outcome::Deny if upstream.config.hide_denied_tools => {
                 return unknown_tool_response(&message, tool);
             }
-            Outcome::Deny => {
-                let text = format!("Denied by toolgate policy {named}: {}", decision.reason);
-                return deny_response(&message, &text);
-            }
-            Outcome::Hold => {
-                let key = key.expect("a held call's key is computed above");
-                return hold(
-                    &gw, upstream, identity, &headers, message, bytes, decision, key,
-                )
-                .await;
-            }
+            Outcome::Deny => return deny_response(&message, &denied_text(&decision)),
+            Outcome::Hold => unreachable!("a held call was answered above"),
         }
     }
     if message.method() == Some("notifications/cancelled")
@@ -274,9 +263,18 @@ async fn hold(
         request_id: message.id().cloned().unwrap_or(Value::Null),
         ttl,
     };
+    let principal = new.call.identity.principal();
     let (verdict, expires_at) = match gw.holds.create(new).await {
-        Ok(created) => created,
-        Err(e) => {
+        Ok(created) => {
+            note_decided(gw, &principal, &created.decision);
+            (created.verdict, created.expires_at)
+        }
+        Err(holds::CreateError::Refused(denied)) => {
+            note_decided(gw, &principal, &denied);
+            return deny_response(&message, &denied_text(&denied));
+        }
+        Err(holds::CreateError::Store(e)) => {
+            gw.metrics.store_error();
             tracing::error!(%call_id, error = %e, "hold not stored; call denied");
             return deny_response(&message, "toolgate: audit store unavailable");
         }
@@ -296,6 +294,27 @@ async fn hold(
             wait,
         },
         verdict,
+    )
+}
+
+/// Counts and logs a committed decision.
+fn note_decided(gw: &Gateway, principal: &str, decision: &DecisionEvent) {
+    gw.metrics.decided(decision.outcome, decision.decision_us);
+    tracing::info!(call_id = %decision.call_id, upstream = %decision.upstream, tool = %decision.tool,
+        identity = %principal, risk = %decision.risk, outcome = decision.outcome.as_str(),
+        policy = ?decision.policy_ids, "decided");
+}
+
+/// What a denied call's client reads: the deciding policy and its reason.
+fn denied_text(decision: &DecisionEvent) -> String {
+    format!(
+        "Denied by toolgate policy {}: {}",
+        if decision.policy_ids.is_empty() {
+            "default-deny".to_owned()
+        } else {
+            decision.policy_ids.join(",")
+        },
+        decision.reason
     )
 }
 

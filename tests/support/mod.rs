@@ -384,8 +384,14 @@ async fn start_gateway_full(control_port: u16, body: &str, files: &[(&str, &str)
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).expect("write file");
     }
+    // A body that sets its own body limit keeps it; the tests' default is small.
+    let body_limit = if body.contains("max_body_bytes") {
+        ""
+    } else {
+        "max_body_bytes = 65536\n"
+    };
     let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:{control_port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{body}"
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:{control_port}\"\ndata_dir = \"data\"\n{body_limit}{body}"
     );
     std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
     launch_gateway(dir).await

@@ -77,23 +77,13 @@ async fn open_hold(
     ttl: i64,
 ) -> (String, oneshot::Receiver<Verdict>) {
     let map: Map<String, Value> = serde_json::from_str(args).unwrap();
-    let call_id = uuid::Uuid::now_v7().to_string();
-    let decision = DecisionEvent {
-        call_id: call_id.clone(),
-        upstream: "wiki".into(),
-        tool: tool.into(),
-        risk,
-        identity: identity.to_wire(),
-        target: None,
-        workflow: None,
-        outcome: Outcome::Hold,
-        policy_ids: vec!["token-write-held".into()],
-        reason: "needs approval".into(),
-        decision_us: 1,
-        args: Value::Object(map.clone()),
-        args_truncated: false,
-    };
-    let (rx, _expires_at) = holds
+    let mut decision = held_decision(&identity);
+    decision.tool = tool.into();
+    decision.risk = risk;
+    decision.policy_ids = vec!["token-write-held".into()];
+    decision.args = Value::Object(map.clone());
+    let call_id = decision.call_id.clone();
+    let rx = holds
         .create(NewHold {
             key: key_of(&identity, tool, args),
             call: HeldCall {
@@ -106,7 +96,8 @@ async fn open_hold(
             ttl: chrono::Duration::seconds(ttl),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .verdict;
     (call_id, rx)
 }
 
@@ -122,21 +113,7 @@ fn key_of(identity: &Identity, tool: &str, args: &str) -> CallKey {
 
 /// A retry of a held call: the call id of the approval it ran on, if any.
 async fn retry(holds: &Holds, key: &CallKey) -> Result<Option<String>, StoreError> {
-    let decision = DecisionEvent {
-        call_id: uuid::Uuid::now_v7().to_string(),
-        upstream: "wiki".into(),
-        tool: "write_page".into(),
-        risk: Risk::Write,
-        identity: oauth_user("x").to_wire(),
-        target: None,
-        workflow: None,
-        outcome: Outcome::Hold,
-        policy_ids: vec![],
-        reason: "needs approval".into(),
-        decision_us: 1,
-        args: json!({}),
-        args_truncated: false,
-    };
+    let decision = held_decision(&oauth_user("x"));
     Ok(
         match holds.consume_identical(key, Utc::now(), decision).await? {
             Retry::Ran(d) => {
@@ -577,4 +554,114 @@ async fn hold_with(holds: &Holds, identity: Arc<Identity>, args: &str, ttl: i64)
     drop(rx);
     holds.release_waiter(&call_id).await;
     call_id
+}
+
+#[tokio::test]
+async fn holds_are_capped_per_identity_in_all_and_by_size_and_a_refusal_is_a_stored_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let holds = Holds::load(store.clone())
+        .await
+        .unwrap()
+        .with_limits(HoldLimits {
+            per_identity: 2,
+            total: 3,
+            args_bytes: 200,
+        });
+    let alice_bot = token_owned_by("alice");
+    let mut other = (*token_owned_by("bob")).clone();
+    other.name = "other-bot".into();
+    let other = Arc::new(other);
+    let first = hold_with(&holds, alice_bot.clone(), r#"{"page_id":"p1"}"#, 900).await;
+    hold_with(&holds, alice_bot.clone(), r#"{"page_id":"p2"}"#, 900).await;
+    let refused = |e: CreateError| match e {
+        CreateError::Refused(d) => *d,
+        other => panic!("expected a refusal, got {other}"),
+    };
+    let third = try_hold(&holds, alice_bot.clone(), r#"{"page_id":"p3"}"#).await;
+    let denied = refused(third.unwrap_err());
+    assert_eq!(denied.outcome, Outcome::Deny);
+    assert_eq!(denied.policy_ids, vec![HOLD_LIMIT_POLICY.to_owned()]);
+    assert!(
+        denied.reason.contains("max_holds_per_identity"),
+        "{}",
+        denied.reason
+    );
+    // The refusal is in the audit log as a deny.
+    let stored = store.decisions(10, None).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|d| d["call_id"] == denied.call_id.as_str() && d["outcome"] == "deny"),
+        "{stored:?}"
+    );
+
+    hold_with(&holds, other.clone(), r#"{"page_id":"p4"}"#, 900).await;
+    let denied = refused(
+        try_hold(&holds, other.clone(), r#"{"page_id":"p5"}"#)
+            .await
+            .unwrap_err(),
+    );
+    assert!(denied.reason.contains("max_holds "), "{}", denied.reason);
+
+    // A resolved hold no longer counts: its call is gone from memory.
+    holds
+        .deny(&first, &approver("bob", &[]), None)
+        .await
+        .unwrap();
+    let big = format!(r#"{{"page_id":"{}"}}"#, "x".repeat(300));
+    let denied = refused(try_hold(&holds, alice_bot.clone(), &big).await.unwrap_err());
+    assert!(
+        denied.reason.contains("max_hold_args_bytes"),
+        "{}",
+        denied.reason
+    );
+    assert!(
+        try_hold(&holds, alice_bot, r#"{"page_id":"p6"}"#)
+            .await
+            .is_ok()
+    );
+}
+
+async fn try_hold(
+    holds: &Holds,
+    identity: Arc<Identity>,
+    args: &str,
+) -> Result<Created, CreateError> {
+    let map: Map<String, Value> = serde_json::from_str(args).unwrap();
+    let mut decision = held_decision(&identity);
+    decision.args = Value::Object(map.clone());
+    holds
+        .create(NewHold {
+            key: key_of(&identity, "write_page", args),
+            call: HeldCall {
+                identity,
+                args: Some(map),
+                decision,
+            },
+            session_id: None,
+            request_id: json!(1),
+            ttl: chrono::Duration::seconds(900),
+        })
+        .await
+}
+
+fn held_decision(identity: &Identity) -> DecisionEvent {
+    DecisionEvent {
+        call_id: uuid::Uuid::now_v7().to_string(),
+        upstream: "wiki".into(),
+        tool: "write_page".into(),
+        risk: Risk::Write,
+        identity: identity.to_wire(),
+        target: None,
+        workflow: None,
+        outcome: Outcome::Hold,
+        policy_ids: vec![],
+        reason: "needs approval".into(),
+        decision_us: 1,
+        args: json!({}),
+        args_truncated: false,
+    }
 }
