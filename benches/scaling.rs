@@ -141,7 +141,7 @@ async fn holds_in_process(n: usize) {
     let mut waiting = Vec::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
-        waiting.push(holds.create(new_hold(&identity, i)).await.unwrap().0);
+        waiting.push(holds.create(new_hold(&identity, i)).await.unwrap().verdict);
     }
     let create = started.elapsed();
     let grown = common::rss_kib("self").saturating_sub(before);
