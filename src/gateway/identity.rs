@@ -216,10 +216,12 @@ impl OauthVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = 30;
+        // An `nbf` is optional, but when present it binds like `exp`, with the same leeway.
+        validation.validate_nbf = true;
+        validation.leeway = JWT_LEEWAY_SECS;
         let claims =
             jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
-                .map_err(|e| invalid(e.to_string()))?
+                .map_err(|e| invalid(describe_jwt_error(&e)))?
                 .claims;
         let name = claims
             .get(&self.subject_claim)
@@ -242,6 +244,24 @@ impl OauthVerifier {
             expires: None,
             owner: None,
         })
+    }
+}
+
+/// Clock skew tolerated between the issuer and the gateway, for `exp` and `nbf` alike.
+const JWT_LEEWAY_SECS: u64 = 30;
+
+/// jsonwebtoken names its errors tersely (`ImmatureSignature`); the ones a client can fix
+/// by waiting or re-authenticating get a plain explanation after the name.
+fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ImmatureSignature => format!(
+            "{e}: the token is not valid yet (its nbf is more than {JWT_LEEWAY_SECS} s in the future)"
+        ),
+        ErrorKind::ExpiredSignature => {
+            format!("{e}: the token expired (its exp is more than {JWT_LEEWAY_SECS} s in the past)")
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -163,3 +163,29 @@ async fn upstream_credentials_come_from_config_not_from_the_client() {
         Some("Bearer upstream-secret")
     );
 }
+
+#[tokio::test]
+async fn a_jwt_used_before_its_nbf_is_refused_with_the_same_leeway_as_exp() {
+    let (upstream, gw) = setup("trust_annotations = true").await;
+    let now = chrono::Utc::now().timestamp();
+    let not_before = |secs: i64| {
+        let mut c = claims(AUDIENCE, 600);
+        c["nbf"] = json!(now + secs);
+        jwt(c)
+    };
+
+    // Ten minutes early: refused, and the client is told why.
+    assert_unauthorized(
+        call(&gw, Some(&not_before(600)), "MARK-NBF-EARLY").await,
+        "the token is not valid yet",
+    )
+    .await;
+    // Ten seconds early is within the 30 s clock leeway, as it is for exp.
+    let ok = call(&gw, Some(&not_before(10)), "MARK-NBF-SKEW").await;
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+
+    let bodies: Vec<String> = upstream.posts().into_iter().map(|p| p.body).collect();
+    assert!(!bodies.iter().any(|b| b.contains("MARK-NBF-EARLY")));
+    assert!(bodies.iter().any(|b| b.contains("MARK-NBF-SKEW")));
+}
