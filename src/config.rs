@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::api::Risk;
+use crate::gateway::identity::normalize_principal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -300,7 +301,17 @@ impl Config {
             .map_err(|e| ParseOrInvalid::Parse(describe_toml_error(&e, text)))?;
         config.validate().map_err(ParseOrInvalid::Invalid)?;
         config.resolve_paths(base);
+        config.normalize_principals();
         Ok(config)
+    }
+
+    /// Principals are compared with `Identity::principal()`, so they are kept in its form.
+    fn normalize_principals(&mut self) {
+        for p in self.operators.iter_mut().flat_map(|op| &mut op.principals) {
+            if let Some(normal) = normalize_principal(p) {
+                *p = normal;
+            }
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -419,7 +430,7 @@ impl Config {
                 ));
             }
             for p in &op.principals {
-                if !(p.starts_with("oauth:") || p.starts_with("api_token:")) {
+                if normalize_principal(p).is_none() {
                     return Err(format!(
                         "{at}: principal {p:?} must look like \"oauth:NAME\" or \"api_token:NAME\""
                     ));
@@ -648,6 +659,24 @@ url = "http://127.0.0.1:9000/mcp"
         assert_eq!(
             c.policy.file.unwrap(),
             PathBuf::from("/etc/toolgate/policy.cedar")
+        );
+    }
+
+    #[test]
+    fn operator_principals_are_kept_in_the_form_identities_are_matched_in() {
+        let text = format!(
+            "{MINIMAL}[[operator]]\nname = \"alice\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\nprincipals = [\"OAuth:Alice@Corp.Example\", \"api_token:Nightly\"]\n",
+            "b".repeat(64)
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.operators[0].principals,
+            ["oauth:alice@corp.example", "api_token:Nightly"]
+        );
+        let err = parse(&text.replace("api_token:Nightly", "user:bob")).unwrap_err();
+        assert!(
+            err.contains("principal \"user:bob\" must look like \"oauth:NAME\""),
+            "{err}"
         );
     }
 

@@ -39,7 +39,8 @@ async fn setup() -> (PyUpstream, GatewayProc) {
     (upstream, gw)
 }
 
-async fn api(
+/// One control-API request as `token`: the status, and the body as JSON (or as a string).
+pub async fn api(
     gw: &GatewayProc,
     method: reqwest::Method,
     path: &str,
@@ -62,7 +63,8 @@ async fn api(
     )
 }
 
-fn code(body: &Value) -> &str {
+/// The `error.code` of a control-API answer, or "".
+pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
