@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod completion;
 pub mod control;
 pub mod decide;
+pub mod escape;
 pub mod held_stream;
 pub mod holds;
 pub mod identity;

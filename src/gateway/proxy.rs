@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use super::Gateway;
 use super::completion;
 use super::decide;
+use super::escape::Escaped;
 use super::held_stream;
 use super::holds;
 use super::identity::{AuthError, Identity};
@@ -110,7 +111,7 @@ async fn relay_post(
     }) {
         Ok(m) => m,
         Err(rejection) => {
-            tracing::info!(upstream = %name, code = rejection.code, reason = %rejection.message, "request refused");
+            tracing::info!(upstream = %Escaped(&name), code = rejection.code, reason = %Escaped(&rejection.message), "request refused");
             return Refusal::new(rejection.status, rejection.body()).into_response();
         }
     };
@@ -144,7 +145,7 @@ async fn relay_post(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(upstream = %name, tool, error = %e, "approval lookup not stored; call denied");
+                    tracing::error!(upstream = %Escaped(&name), tool = %Escaped(tool), error = %e, "approval lookup not stored; call denied");
                     return deny_response(&message, "toolgate: audit store unavailable");
                 }
             }
@@ -153,12 +154,12 @@ async fn relay_post(
             Ok(d) => d,
             Err(e) => {
                 gw.metrics.store_error();
-                tracing::error!(upstream = %name, tool, error = %e, "decision not stored; call denied");
+                tracing::error!(upstream = %Escaped(&name), tool = %Escaped(tool), error = %e, "decision not stored; call denied");
                 return deny_response(&message, "toolgate: audit store unavailable");
             }
         };
         gw.metrics.decided(decision.outcome, decision.decision_us);
-        tracing::info!(call_id = %decision.call_id, upstream = %name, tool, identity = %identity.principal(),
+        tracing::info!(call_id = %decision.call_id, upstream = %Escaped(&name), tool = %Escaped(tool), identity = %Escaped(identity.principal()),
             risk = %decision.risk, outcome = decision.outcome.as_str(), policy = ?decision.policy_ids, "decided");
         let named = if decision.policy_ids.is_empty() {
             "default-deny".to_owned()
@@ -334,7 +335,7 @@ async fn relay_stream(
     match forward(&gw, upstream, method, &headers, None).await {
         Ok(r) => relay_response(r),
         Err(e) => {
-            tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
+            tracing::warn!(upstream = %Escaped(&name), error = %e, "upstream unreachable");
             json_response(
                 StatusCode::BAD_GATEWAY,
                 &mcp::error_body(
@@ -368,7 +369,7 @@ fn admit<'g>(
         .auth
         .authenticate(authorization, chrono::Utc::now())
         .map_err(|e| {
-            tracing::info!(upstream = %name, reason = %e, "unauthenticated request refused");
+            tracing::info!(upstream = %Escaped(name), reason = %Escaped(&e), "unauthenticated request refused");
             unauthorized(&e)
         })?;
     let upstream = gw.upstreams.get(name).ok_or_else(|| {
@@ -751,7 +752,7 @@ fn upstream_unreachable(name: &str, message: &ClientMessage, e: &reqwest::Error)
 }
 
 fn upstream_unreachable_id(name: &str, id: &Value, e: &reqwest::Error) -> Response {
-    tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
+    tracing::warn!(upstream = %Escaped(name), error = %e, "upstream unreachable");
     json_response(
         StatusCode::BAD_GATEWAY,
         &mcp::error_body(

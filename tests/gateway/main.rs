@@ -16,3 +16,4 @@ mod identity;
 mod relay;
 mod store;
 mod strict_input;
+mod transport;

@@ -95,7 +95,7 @@ async fn a_modern_answer_is_relayed_byte_for_byte() {
 }
 
 /// Opens a 2025-11-25 session and returns its id.
-async fn legacy_session(client: &reqwest::Client, url: &str, token: &str) -> String {
+pub async fn legacy_session(client: &reqwest::Client, url: &str, token: &str) -> String {
     legacy_session_with(client, url, token, json!({})).await
 }
 
@@ -127,7 +127,8 @@ async fn legacy_session_with(
     session
 }
 
-fn legacy_post(
+/// A 2025-11-25 POST of `body` as `token`, in `session` when given.
+pub fn legacy_post(
     client: &reqwest::Client,
     url: &str,
     token: &str,
