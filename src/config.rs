@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::api::Risk;
+use crate::gateway::hosts::split_host;
 use crate::gateway::identity::normalize_principal;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,10 @@ pub struct GatewaySection {
     pub store_timeout_ms: u64,
     #[serde(default = "default_true")]
     pub metrics_auth: bool,
+    /// `Host` names the MCP endpoint also answers to, besides its listen address and
+    /// localhost on the listen port: `name` (any port) or `name:port`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,6 +361,13 @@ impl Config {
         if g.store_timeout_ms == 0 {
             return Err("[gateway] store_timeout_ms must be greater than 0".into());
         }
+        for h in &g.allowed_hosts {
+            if split_host(h).is_none() {
+                return Err(format!(
+                    "[gateway] allowed_hosts: {h:?} is not a host name or address, with an optional :port (IPv6 in brackets)"
+                ));
+            }
+        }
         if self.upstreams.is_empty() {
             return Err("at least one [[upstream]] is required".into());
         }
@@ -565,6 +577,7 @@ url = "http://127.0.0.1:9000/mcp"
         assert_eq!(c.gateway.max_body_bytes, 4_194_304);
         assert_eq!(c.gateway.store_timeout_ms, 200);
         assert!(c.gateway.metrics_auth);
+        assert!(c.gateway.allowed_hosts.is_empty());
         let u = &c.upstreams[0];
         assert!(!u.trust_annotations && !u.hide_denied_tools);
         assert_eq!(u.on_tool_change, OnToolChange::Reset);
@@ -603,6 +616,29 @@ url = "http://127.0.0.1:9000/mcp"
         );
         let text = format!("{text}hold_timeout_secs = 5\n");
         parse(&text).unwrap();
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_hosts() {
+        let with = |hosts: &str| {
+            MINIMAL.replace(
+                "[gateway]\n",
+                &format!("[gateway]\nallowed_hosts = {hosts}\n"),
+            )
+        };
+        parse(&with(
+            r#"["toolgate.internal", "gw.corp.example:8443", "[fd00::1]:7800"]"#,
+        ))
+        .unwrap();
+        for bad in [
+            r#"["http://toolgate.internal"]"#,
+            r#"["a@b"]"#,
+            r#"[""]"#,
+            r#"["fd00::1"]"#,
+        ] {
+            let err = parse(&with(bad)).unwrap_err();
+            assert!(err.starts_with("[gateway] allowed_hosts: "), "{bad}: {err}");
+        }
     }
 
     #[test]

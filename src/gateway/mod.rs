@@ -7,6 +7,7 @@ pub mod decide;
 pub mod escape;
 pub mod held_stream;
 pub mod holds;
+pub mod hosts;
 pub mod identity;
 pub mod mcp;
 pub mod metrics;
@@ -58,6 +59,8 @@ pub struct Gateway {
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
     pub http: reqwest::Client,
+    /// The `Host` names the MCP endpoint answers to.
+    pub served_hosts: hosts::ServedHosts,
     /// Turns true once when the gateway starts to stop: held streams answer with a deny
     /// and event streams close, so shutdown never waits on a person.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -105,7 +108,10 @@ impl Gateway {
                 Ok((hash, op.clone()))
             })
             .collect::<anyhow::Result<_>>()?;
+        let served_hosts =
+            hosts::ServedHosts::new(config.gateway.listen, &config.gateway.allowed_hosts);
         Ok(Self {
+            served_hosts,
             targets: TargetFinder::new(&config.resources),
             holds,
             metrics: metrics::Metrics::new(config.upstreams.iter().map(|u| u.name.as_str())),
@@ -232,12 +238,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// be 0 in the config, for the system to choose). On stop, held clients get a deny and
 /// event streams close at once; other connections get `STOP_GRACE` to finish.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(Addresses),
 ) -> anyhow::Result<()> {
     let (listen, control_listen) = (config.gateway.listen, config.gateway.control_listen);
-    let gateway = Arc::new(Gateway::new(config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -245,6 +250,9 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {control_listen} (control_listen)"))?;
     let local = listener.local_addr()?;
+    // Bound first, so the `Host` check knows the port the system chose for port 0.
+    config.gateway.listen = local;
+    let gateway = Arc::new(Gateway::new(config).await?);
     ready(Addresses {
         mcp: local,
         control: control.local_addr()?,

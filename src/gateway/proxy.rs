@@ -1,6 +1,6 @@
 //! The data plane: `/mcp/{upstream}`, a Streamable HTTP relay for both protocol eras.
 //!
-//! Order matters: Origin, then the bearer token, then the body size, then strict
+//! Order matters: Host and Origin, then the bearer token, then the body size, then strict
 //! parsing; only a message that passed all of them is decided and forwarded. The
 //! forwarded bytes are exactly the bytes that were parsed, and answers stream back
 //! as they arrive.
@@ -13,7 +13,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::future::BoxFuture;
@@ -91,12 +92,13 @@ impl Upstream {
 async fn relay_post(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     // A refusal before the whole body was read leaves the rest of it on the
     // connection, so that connection cannot carry another request.
-    let (upstream, identity) = match admit(&gw, &name, &headers) {
+    let (upstream, identity) = match admit(&gw, &name, uri.authority(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.closing().into_response(),
     };
@@ -326,9 +328,10 @@ async fn relay_stream(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (upstream, _identity) = match admit(&gw, &name, &headers) {
+    let (upstream, _identity) = match admit(&gw, &name, uri.authority(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -352,8 +355,10 @@ async fn relay_stream(
 fn admit<'g>(
     gw: &'g Gateway,
     name: &str,
+    target: Option<&Authority>,
     headers: &HeaderMap,
 ) -> Result<(&'g Upstream, Arc<Identity>), Refusal> {
+    check_host(gw, target, headers)?;
     if let Some(origin) = headers.get(header::ORIGIN)
         && !is_local_origin(origin)
     {
@@ -379,6 +384,38 @@ fn admit<'g>(
         )
     })?;
     Ok((upstream, identity))
+}
+
+/// The request must name this gateway as its host: a browser that was pointed at the
+/// gateway by DNS rebinding still names the attacker's host (see `hosts`). A request in
+/// absolute form names it twice, and both must be ours.
+fn check_host(
+    gw: &Gateway,
+    target: Option<&Authority>,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let served = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => {
+            host.to_str().is_ok_and(|h| gw.served_hosts.admits(h))
+                && target.is_none_or(|t| gw.served_hosts.admits(t.as_str()))
+        }
+        // None, or several that might be read differently further on.
+        _ => false,
+    };
+    if served {
+        return Ok(());
+    }
+    let named: Vec<_> = headers
+        .get_all(header::HOST)
+        .iter()
+        .map(|h| Escaped(String::from_utf8_lossy(h.as_bytes()).into_owned()).to_string())
+        .collect();
+    tracing::info!(host = %named.join(", "), "request for a host this gateway does not serve refused");
+    Err(Refusal::invalid(
+        StatusCode::FORBIDDEN,
+        "toolgate: Host is not a name this gateway serves",
+    ))
 }
 
 /// Browsers send an Origin; a page from elsewhere must not drive a local gateway

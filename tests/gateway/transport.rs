@@ -1,6 +1,11 @@
-//! Transport hardening: what reaches the gateway's log.
+//! Transport hardening: what reaches the gateway's log, and which hosts it answers to.
 
-use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 
 use crate::relay::legacy_post;
 use crate::support::*;
@@ -43,4 +48,156 @@ async fn request_values_cannot_forge_a_line_in_the_gateways_log() {
         log.contains(r#"tool="echo\n2026-01-01T00:00:00Z  INFO forged tool line""#),
         "{log}"
     );
+}
+
+/// One request as an in-process upstream received it.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+}
+
+type Answer = Arc<dyn Fn(&Method, &str) -> Response + Send + Sync>;
+
+/// A tiny upstream on 127.0.0.1 that records every request and answers with `answer`.
+/// Returns its MCP URL and what it received.
+async fn recording_upstream(answer: Answer) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let app = axum::Router::new().fallback({
+        let received = received.clone();
+        move |method: Method, headers: HeaderMap, body: axum::body::Bytes| {
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let response = answer(&method, &body);
+            received.lock().unwrap().push(Received { headers });
+            async move { response }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/mcp"), received)
+}
+
+/// Answers like a 2025-11-25 server: each `initialize` opens a new session, requests get
+/// a result, notifications 202, GET an (empty) event stream, DELETE 200.
+fn session_server() -> Answer {
+    let next = AtomicUsize::new(1);
+    Arc::new(move |method, body| {
+        let message: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        match *method {
+            Method::GET => ([("content-type", "text/event-stream")], "").into_response(),
+            Method::DELETE => StatusCode::OK.into_response(),
+            _ if message["method"] == "initialize" => {
+                let session = format!("session-{}", next.fetch_add(1, Ordering::Relaxed));
+                let result = json!({"jsonrpc": "2.0", "id": message["id"], "result": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "serverInfo": {"name": "recording", "version": "1"}}});
+                (
+                    [
+                        ("mcp-session-id", session),
+                        ("content-type", "application/json".into()),
+                    ],
+                    result.to_string(),
+                )
+                    .into_response()
+            }
+            _ if message.get("id").is_none() => StatusCode::ACCEPTED.into_response(),
+            _ => (
+                [("content-type", "application/json")],
+                json!({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": []}}).to_string(),
+            )
+                .into_response(),
+        }
+    })
+}
+
+/// A gateway whose upstream `rec` is at `url`; `extra` joins the config.
+async fn gateway_for(url: &str, extra: &str) -> GatewayProc {
+    start_gateway(&format!(
+        "[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\n{}\n{extra}",
+        test_identities()
+    ))
+    .await
+}
+
+/// The port a gateway listens on.
+fn port_of(gw: &GatewayProc) -> u16 {
+    gw.addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_request_for_another_host_is_refused_before_anything_goes_upstream() {
+    let (url, received) = recording_upstream(session_server()).await;
+    let gw = gateway_for(
+        &url,
+        "[[risk]]\nupstream = \"rec\"\ntool = \"echo\"\nrisk = \"read\"\n",
+    )
+    .await;
+    let port = port_of(&gw);
+    let client = http();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+    let send_as = |host: String| {
+        legacy_post(&client, &gw.url("rec"), AGENT_TOKEN, None, &list)
+            .header("host", host)
+            .send()
+    };
+
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        "localhost:1".into(),
+    ] {
+        let resp = send_as(host.clone()).await.unwrap();
+        assert_eq!(resp.status(), 403, "{host}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["jsonrpc"], "2.0", "{body}");
+        assert_eq!(
+            body["error"]["message"], "toolgate: Host is not a name this gateway serves",
+            "{host}"
+        );
+    }
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "a refused request went upstream"
+    );
+
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let resp = send_as(host.clone()).await.unwrap();
+        assert_eq!(resp.status(), 200, "{host}");
+        resp.bytes().await.unwrap();
+    }
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 2);
+    // The upstream is addressed by its own name, never by the client's Host.
+    let upstream_host = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    for r in received.iter() {
+        assert_eq!(r.headers["host"], upstream_host);
+    }
+}
+
+#[tokio::test]
+async fn configured_allowed_hosts_are_served_too() {
+    let (url, received) = recording_upstream(session_server()).await;
+    // The body's first lines are `[gateway]` keys.
+    let gw = start_gateway(&format!(
+        "allowed_hosts = [\"toolgate.internal\"]\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\n{}",
+        test_identities()
+    ))
+    .await;
+    let port = port_of(&gw);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+    let client = http();
+    for (host, status) in [
+        (format!("toolgate.internal:{port}"), 200),
+        ("Toolgate.Internal".to_owned(), 200),
+        (format!("other.internal:{port}"), 403),
+    ] {
+        let resp = legacy_post(&client, &gw.url("rec"), AGENT_TOKEN, None, &list)
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{host}");
+    }
+    assert_eq!(received.lock().unwrap().len(), 2);
 }
