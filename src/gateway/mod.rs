@@ -94,6 +94,9 @@ impl Gateway {
             // that may have been received cannot be sent again.
             .pool_idle_timeout(UPSTREAM_IDLE)
             .tcp_nodelay(true)
+            // A redirect would carry the upstream's configured credentials to wherever
+            // it points; an upstream that answers 3xx is reported as failing instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let notifier = Notifier::new(
             config.notifies.iter().map(|n| n.url.clone()).collect(),

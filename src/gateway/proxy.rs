@@ -219,6 +219,21 @@ async fn relay_post(
             return upstream_unreachable(&name, &message, &e);
         }
     };
+    if response.status().is_redirection() {
+        gw.metrics.upstream_error(&name);
+        let text = redirect_not_followed(&name, &response);
+        let Some(call_id) = allowed_call else {
+            let id = message.id().cloned().unwrap_or(Value::Null);
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&id, -32603, &text),
+            );
+        };
+        // As after an approval: the call failed upstream, and the agent reads why.
+        let status = Some(response.status().as_u16());
+        completion::record(&gw, call_id, CallResult::UpstreamError, status, started);
+        return json_response(StatusCode::OK, &error_result(&message, &text));
+    }
     if let Some(call_id) = allowed_call {
         let id = message.id().cloned().unwrap_or(Value::Null);
         return completion::relay(&gw, call_id, id, started, response);
@@ -336,6 +351,14 @@ async fn relay_stream(
         Err(refusal) => return refusal.into_response(),
     };
     match forward(&gw, upstream, method, &headers, None).await {
+        Ok(r) if r.status().is_redirection() => {
+            gw.metrics.upstream_error(&name);
+            let text = redirect_not_followed(&name, &r);
+            json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&Value::Null, -32603, &text),
+            )
+        }
         Ok(r) => relay_response(r),
         Err(e) => {
             tracing::warn!(upstream = %Escaped(&name), error = %e, "upstream unreachable");
@@ -416,6 +439,21 @@ fn check_host(
         StatusCode::FORBIDDEN,
         "toolgate: Host is not a name this gateway serves",
     ))
+}
+
+/// Logs an upstream's redirect, and says what the client is told about it.
+fn redirect_not_followed(name: &str, response: &reqwest::Response) -> String {
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+        .unwrap_or_default();
+    tracing::warn!(upstream = %Escaped(name), status = response.status().as_u16(),
+        location = %Escaped(&location), "upstream answered with a redirect; not followed");
+    format!(
+        "toolgate: upstream answered HTTP {} (redirects are not followed)",
+        response.status().as_u16()
+    )
 }
 
 /// Browsers send an Origin; a page from elsewhere must not drive a local gateway

@@ -1,4 +1,5 @@
-//! Transport hardening: what reaches the gateway's log, and which hosts it answers to.
+//! Transport hardening: what reaches the gateway's log, which hosts it answers to, and
+//! where its requests may go.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,7 @@ async fn request_values_cannot_forge_a_line_in_the_gateways_log() {
 #[derive(Debug, Clone)]
 struct Received {
     headers: HeaderMap,
+    body: String,
 }
 
 type Answer = Arc<dyn Fn(&Method, &str) -> Response + Send + Sync>;
@@ -67,7 +69,7 @@ async fn recording_upstream(answer: Answer) -> (String, Arc<Mutex<Vec<Received>>
         move |method: Method, headers: HeaderMap, body: axum::body::Bytes| {
             let body = String::from_utf8_lossy(&body).into_owned();
             let response = answer(&method, &body);
-            received.lock().unwrap().push(Received { headers });
+            received.lock().unwrap().push(Received { headers, body });
             async move { response }
         }
     });
@@ -200,4 +202,70 @@ async fn configured_allowed_hosts_are_served_too() {
         assert_eq!(resp.status(), status, "{host}");
     }
     assert_eq!(received.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_upstream_redirect_is_reported_and_not_followed() {
+    let (elsewhere, elsewhere_received) = recording_upstream(session_server()).await;
+    let (moved, moved_received) = recording_upstream(Arc::new(move |_, _| {
+        (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", elsewhere.clone())],
+        )
+            .into_response()
+    }))
+    .await;
+    let gw = start_gateway(&format!(
+        "[[upstream]]\nname = \"moved\"\nurl = \"{moved}\"\nheaders = {{ \"x-api-key\" = \"upstream-secret-key\" }}\n\
+         [[risk]]\nupstream = \"moved\"\ntool = \"echo\"\nrisk = \"read\"\n{}",
+        test_identities()
+    ))
+    .await;
+    let client = http();
+
+    let call = modern_call(4, "echo", json!({"message": "hi"}), json!({}));
+    let resp = modern_request(&client, &gw.url("moved"), "echo", call.to_string())
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("location").is_none());
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["id"], 4);
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(
+        answer["result"]["content"][0]["text"],
+        "toolgate: upstream answered HTTP 307 (redirects are not followed)"
+    );
+
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "toolgate-test", "version": "1"}}});
+    let resp = legacy_post(&client, &gw.url("moved"), AGENT_TOKEN, None, &init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers().get("location").is_none());
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["id"], 0);
+    assert_eq!(
+        answer["error"]["message"],
+        "toolgate: upstream answered HTTP 307 (redirects are not followed)"
+    );
+
+    // The redirecting upstream got both, with its key; the place it pointed to got nothing.
+    let moved_received = moved_received.lock().unwrap();
+    assert_eq!(moved_received.len(), 2);
+    assert!(moved_received[0].body.contains(r#""name":"echo""#));
+    assert!(
+        moved_received
+            .iter()
+            .all(|r| r.headers["x-api-key"] == "upstream-secret-key")
+    );
+    assert!(
+        elsewhere_received.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
 }
