@@ -77,6 +77,12 @@ pub struct GatewaySection {
     /// localhost on the listen port: `name` (any port) or `name:port`.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The most MCP sessions whose owner the gateway remembers at once.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// A session unused this long is forgotten, and its id then refused.
+    #[serde(default = "default_session_idle_secs")]
+    pub session_idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +236,12 @@ fn default_max_body_bytes() -> usize {
 fn default_store_timeout_ms() -> u64 {
     200
 }
+fn default_max_sessions() -> usize {
+    10_000
+}
+fn default_session_idle_secs() -> u64 {
+    24 * 60 * 60
+}
 fn default_true() -> bool {
     true
 }
@@ -360,6 +372,12 @@ impl Config {
         }
         if g.store_timeout_ms == 0 {
             return Err("[gateway] store_timeout_ms must be greater than 0".into());
+        }
+        if g.max_sessions == 0 {
+            return Err("[gateway] max_sessions must be greater than 0".into());
+        }
+        if g.session_idle_secs == 0 {
+            return Err("[gateway] session_idle_secs must be greater than 0".into());
         }
         for h in &g.allowed_hosts {
             if split_host(h).is_none() {
@@ -578,6 +596,8 @@ url = "http://127.0.0.1:9000/mcp"
         assert_eq!(c.gateway.store_timeout_ms, 200);
         assert!(c.gateway.metrics_auth);
         assert!(c.gateway.allowed_hosts.is_empty());
+        assert_eq!(c.gateway.max_sessions, 10_000);
+        assert_eq!(c.gateway.session_idle_secs, 86_400);
         let u = &c.upstreams[0];
         assert!(!u.trust_annotations && !u.hide_denied_tools);
         assert_eq!(u.on_tool_change, OnToolChange::Reset);

@@ -16,6 +16,7 @@ pub mod pointer;
 pub mod policy;
 pub mod proxy;
 pub mod redact;
+pub mod sessions;
 pub mod store;
 pub mod strict_json;
 
@@ -61,6 +62,8 @@ pub struct Gateway {
     pub http: reqwest::Client,
     /// The `Host` names the MCP endpoint answers to.
     pub served_hosts: hosts::ServedHosts,
+    /// Which identity each MCP session belongs to.
+    pub sessions: sessions::Sessions,
     /// Turns true once when the gateway starts to stop: held streams answer with a deny
     /// and event streams close, so shutdown never waits on a person.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -113,8 +116,13 @@ impl Gateway {
             .collect::<anyhow::Result<_>>()?;
         let served_hosts =
             hosts::ServedHosts::new(config.gateway.listen, &config.gateway.allowed_hosts);
+        let sessions = sessions::Sessions::new(
+            config.gateway.max_sessions,
+            Duration::from_secs(config.gateway.session_idle_secs),
+        );
         Ok(Self {
             served_hosts,
+            sessions,
             targets: TargetFinder::new(&config.resources),
             holds,
             metrics: metrics::Metrics::new(config.upstreams.iter().map(|u| u.name.as_str())),

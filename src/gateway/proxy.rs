@@ -1,9 +1,9 @@
 //! The data plane: `/mcp/{upstream}`, a Streamable HTTP relay for both protocol eras.
 //!
-//! Order matters: Host and Origin, then the bearer token, then the body size, then strict
-//! parsing; only a message that passed all of them is decided and forwarded. The
-//! forwarded bytes are exactly the bytes that were parsed, and answers stream back
-//! as they arrive.
+//! Order matters: Host and Origin, then the bearer token, then the session's owner, then
+//! the body size, then strict parsing; only a message that passed all of them is decided
+//! and forwarded. The forwarded bytes are exactly the bytes that were parsed, and answers
+//! stream back as they arrive.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use super::holds;
 use super::identity::{AuthError, Identity};
 use super::mcp::{self, ClientMessage, Era, INVALID_PARAMS, INVALID_REQUEST};
 use super::policy::CallFacts;
+use super::sessions::Bound;
 use crate::api::{CallResult, DecisionEvent, Outcome};
 use crate::config::UpstreamConfig;
 
@@ -98,7 +99,11 @@ async fn relay_post(
 ) -> Response {
     // A refusal before the whole body was read leaves the rest of it on the
     // connection, so that connection cannot carry another request.
-    let (upstream, identity) = match admit(&gw, &name, uri.authority(), &headers) {
+    let Admitted {
+        upstream,
+        identity,
+        session,
+    } = match admit(&gw, &name, uri.authority(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.closing().into_response(),
     };
@@ -234,6 +239,33 @@ async fn relay_post(
         completion::record(&gw, call_id, CallResult::UpstreamError, status, started);
         return json_response(StatusCode::OK, &error_result(&message, &text));
     }
+    if message.method() == Some("initialize")
+        && response.status().is_success()
+        && let Some(created) = response
+            .headers()
+            .get(mcp::HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+    {
+        let principal = identity.principal();
+        if gw
+            .sessions
+            .bind(&name, created, &principal, std::time::Instant::now())
+            == Bound::Taken
+        {
+            tracing::warn!(upstream = %Escaped(&name), identity = %Escaped(&principal),
+                "upstream handed out a session id another identity holds; refused");
+            let id = message.id().cloned().unwrap_or(Value::Null);
+            let text = "toolgate: the upstream reused a session id; initialize again";
+            return json_response(StatusCode::BAD_GATEWAY, &mcp::error_body(&id, -32603, text));
+        }
+    }
+    note_session_end(
+        &gw,
+        &name,
+        &Method::POST,
+        session.as_deref(),
+        response.status(),
+    );
     if let Some(call_id) = allowed_call {
         let id = message.id().cloned().unwrap_or(Value::Null);
         return completion::relay(&gw, call_id, id, started, response);
@@ -346,11 +378,21 @@ async fn relay_stream(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (upstream, _identity) = match admit(&gw, &name, uri.authority(), &headers) {
+    let Admitted {
+        upstream, session, ..
+    } = match admit(&gw, &name, uri.authority(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    match forward(&gw, upstream, method, &headers, None).await {
+    // Event ids are bound to an identity only through the session they belong to.
+    if session.is_none() && headers.contains_key("last-event-id") {
+        return Refusal::invalid(
+            StatusCode::BAD_REQUEST,
+            "toolgate: Last-Event-ID resumption needs the Mcp-Session-Id of a session this identity created",
+        )
+        .into_response();
+    }
+    match forward(&gw, upstream, method.clone(), &headers, None).await {
         Ok(r) if r.status().is_redirection() => {
             gw.metrics.upstream_error(&name);
             let text = redirect_not_followed(&name, &r);
@@ -359,7 +401,10 @@ async fn relay_stream(
                 &mcp::error_body(&Value::Null, -32603, &text),
             )
         }
-        Ok(r) => relay_response(r),
+        Ok(r) => {
+            note_session_end(&gw, &name, &method, session.as_deref(), r.status());
+            relay_response(r)
+        }
         Err(e) => {
             tracing::warn!(upstream = %Escaped(&name), error = %e, "upstream unreachable");
             json_response(
@@ -374,13 +419,20 @@ async fn relay_stream(
     }
 }
 
+/// A request that may go on: its upstream, its caller, and the session it names.
+struct Admitted<'g> {
+    upstream: &'g Upstream,
+    identity: Arc<Identity>,
+    session: Option<String>,
+}
+
 /// The checks every request passes before its body is even read.
 fn admit<'g>(
     gw: &'g Gateway,
     name: &str,
     target: Option<&Authority>,
     headers: &HeaderMap,
-) -> Result<(&'g Upstream, Arc<Identity>), Refusal> {
+) -> Result<Admitted<'g>, Refusal> {
     check_host(gw, target, headers)?;
     if let Some(origin) = headers.get(header::ORIGIN)
         && !is_local_origin(origin)
@@ -406,7 +458,12 @@ fn admit<'g>(
             &format!("toolgate: no upstream named {name:?}"),
         )
     })?;
-    Ok((upstream, identity))
+    let session = check_session(gw, name, headers, &identity)?;
+    Ok(Admitted {
+        upstream,
+        identity,
+        session,
+    })
 }
 
 /// The request must name this gateway as its host: a browser that was pointed at the
@@ -439,6 +496,60 @@ fn check_host(
         StatusCode::FORBIDDEN,
         "toolgate: Host is not a name this gateway serves",
     ))
+}
+
+/// A session is usable only by the identity whose `initialize` created it. To anyone
+/// else it does not exist: 404 with the body an MCP server gives for an unknown session.
+fn check_session(
+    gw: &Gateway,
+    name: &str,
+    headers: &HeaderMap,
+    identity: &Identity,
+) -> Result<Option<String>, Refusal> {
+    let mut values = headers.get_all(mcp::HEADER_SESSION_ID).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(v), None) => v,
+        (Some(_), Some(_)) => {
+            return Err(Refusal::invalid(
+                StatusCode::BAD_REQUEST,
+                "toolgate: more than one Mcp-Session-Id header",
+            ));
+        }
+    };
+    let principal = identity.principal();
+    let id = value.to_str().ok();
+    if let Some(id) = id
+        && gw
+            .sessions
+            .admits(name, id, &principal, std::time::Instant::now())
+    {
+        return Ok(Some(id.to_owned()));
+    }
+    tracing::info!(upstream = %Escaped(name), identity = %Escaped(&principal),
+        "session not created by this identity, or forgotten; refused as not found");
+    Err(Refusal::new(
+        StatusCode::NOT_FOUND,
+        mcp::error_body(&Value::Null, SESSION_NOT_FOUND, "Session not found"),
+    ))
+}
+
+/// The code the MCP SDKs answer an unknown session with.
+const SESSION_NOT_FOUND: i64 = -32001;
+
+/// Forgets a session its owner ended, or that its upstream no longer knows.
+fn note_session_end(
+    gw: &Gateway,
+    name: &str,
+    method: &Method,
+    session: Option<&str>,
+    status: reqwest::StatusCode,
+) {
+    let Some(id) = session else { return };
+    let ended = *method == Method::DELETE && status.is_success();
+    if ended || status == reqwest::StatusCode::NOT_FOUND {
+        gw.sessions.forget(name, id);
+    }
 }
 
 /// Logs an upstream's redirect, and says what the client is told about it.

@@ -1,5 +1,5 @@
-//! Transport hardening: what reaches the gateway's log, which hosts it answers to, and
-//! where its requests may go.
+//! Transport hardening: what reaches the gateway's log, which hosts it answers to, where
+//! its requests may go, and whose sessions a client may use.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::relay::legacy_post;
+use crate::relay::{legacy_post, legacy_session};
 use crate::support::*;
 
 #[tokio::test]
@@ -54,6 +54,7 @@ async fn request_values_cannot_forge_a_line_in_the_gateways_log() {
 /// One request as an in-process upstream received it.
 #[derive(Debug, Clone)]
 struct Received {
+    method: Method,
     headers: HeaderMap,
     body: String,
 }
@@ -69,7 +70,11 @@ async fn recording_upstream(answer: Answer) -> (String, Arc<Mutex<Vec<Received>>
         move |method: Method, headers: HeaderMap, body: axum::body::Bytes| {
             let body = String::from_utf8_lossy(&body).into_owned();
             let response = answer(&method, &body);
-            received.lock().unwrap().push(Received { headers, body });
+            received.lock().unwrap().push(Received {
+                method,
+                headers,
+                body,
+            });
             async move { response }
         }
     });
@@ -268,4 +273,126 @@ async fn an_upstream_redirect_is_reported_and_not_followed() {
         elsewhere_received.lock().unwrap().is_empty(),
         "the redirect was followed"
     );
+}
+
+const OTHER_TOKEN: &str = "tg_test-agent-other";
+
+#[tokio::test]
+async fn a_session_is_usable_only_by_the_identity_that_created_it() {
+    let (url, received) = recording_upstream(session_server()).await;
+    let gw = gateway_for(
+        &url,
+        &format!(
+            "[[identity]]\nname = \"other-bot\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = \"2026-01-01T00:00:00Z\"\n",
+            sha256_hex(OTHER_TOKEN)
+        ),
+    )
+    .await;
+    let client = http();
+    let url = gw.url("rec");
+    let session = legacy_session(&client, &url, AGENT_TOKEN).await;
+    let upstream_saw = || received.lock().unwrap().len();
+    assert_eq!(
+        upstream_saw(),
+        2,
+        "initialize and notifications/initialized"
+    );
+
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let stream = |token: &str, session: &str| {
+        client
+            .get(&url)
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session)
+            .header("last-event-id", "session-1-event-7")
+    };
+    let delete = |token: &str, session: &str| {
+        client
+            .delete(&url)
+            .bearer_auth(token)
+            .header("mcp-session-id", session)
+    };
+    let assert_not_found = |resp: reqwest::Response, what: &'static str| async move {
+        assert_eq!(resp.status(), 404, "{what}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": "Session not found"}}),
+            "{what}"
+        );
+    };
+
+    // Another identity holding the id: the session does not exist, whatever it asks.
+    let post = legacy_post(&client, &url, OTHER_TOKEN, Some(&session), &list);
+    assert_not_found(post.send().await.unwrap(), "another's POST").await;
+    assert_not_found(
+        stream(OTHER_TOKEN, &session).send().await.unwrap(),
+        "another's GET resumption",
+    )
+    .await;
+    assert_not_found(
+        delete(OTHER_TOKEN, &session).send().await.unwrap(),
+        "another's DELETE",
+    )
+    .await;
+    // An id the gateway never saw created is nobody's, the caller's own token or not.
+    let post = legacy_post(&client, &url, AGENT_TOKEN, Some("session-99"), &list);
+    assert_not_found(post.send().await.unwrap(), "an unknown session").await;
+    // Two ids in one request could be read differently upstream.
+    let twice = legacy_post(&client, &url, AGENT_TOKEN, Some(&session), &list)
+        .header("mcp-session-id", "session-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    // Resuming an event stream needs a session to bind the event ids to.
+    let unbound = client
+        .get(&url)
+        .bearer_auth(AGENT_TOKEN)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "session-1-event-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unbound.status(), 400);
+    assert_eq!(upstream_saw(), 2, "a refused request reached the upstream");
+
+    // Its creator uses it, and ends it.
+    let post = legacy_post(&client, &url, AGENT_TOKEN, Some(&session), &list);
+    assert_eq!(post.send().await.unwrap().status(), 200);
+    assert_eq!(
+        stream(AGENT_TOKEN, &session).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        delete(AGENT_TOKEN, &session).send().await.unwrap().status(),
+        200
+    );
+    // Ended: forgotten, for its creator too.
+    let post = legacy_post(&client, &url, AGENT_TOKEN, Some(&session), &list);
+    assert_not_found(post.send().await.unwrap(), "an ended session").await;
+
+    let received = received.lock().unwrap();
+    let seen: Vec<(&str, Option<&str>)> = received
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str(),
+                r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap()),
+            )
+        })
+        .collect();
+    let s = Some(session.as_str());
+    assert_eq!(
+        seen,
+        [
+            ("POST", None),
+            ("POST", s),
+            ("POST", s),
+            ("GET", s),
+            ("DELETE", s)
+        ]
+    );
+    assert!(received[3].headers.contains_key("last-event-id"));
 }
