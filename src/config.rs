@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::api::Risk;
+use crate::gateway::hosts::split_host;
+use crate::gateway::identity::normalize_principal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,6 +90,16 @@ pub struct GatewaySection {
     pub max_hold_args_bytes: usize,
     #[serde(default = "default_true")]
     pub metrics_auth: bool,
+    /// `Host` names the MCP endpoint also answers to, besides its listen address and
+    /// localhost on the listen port: `name` (any port) or `name:port`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The most MCP sessions whose owner the gateway remembers at once.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// A session unused this long is forgotten, and its id then refused.
+    #[serde(default = "default_session_idle_secs")]
+    pub session_idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +265,12 @@ fn default_max_response_bytes() -> usize {
 fn default_store_timeout_ms() -> u64 {
     200
 }
+fn default_max_sessions() -> usize {
+    10_000
+}
+fn default_session_idle_secs() -> u64 {
+    24 * 60 * 60
+}
 fn default_true() -> bool {
     true
 }
@@ -329,7 +347,17 @@ impl Config {
             .map_err(|e| ParseOrInvalid::Parse(describe_toml_error(&e, text)))?;
         config.validate().map_err(ParseOrInvalid::Invalid)?;
         config.resolve_paths(base);
+        config.normalize_principals();
         Ok(config)
+    }
+
+    /// Principals are compared with `Identity::principal()`, so they are kept in its form.
+    fn normalize_principals(&mut self) {
+        for p in self.operators.iter_mut().flat_map(|op| &mut op.principals) {
+            if let Some(normal) = normalize_principal(p) {
+                *p = normal;
+            }
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -376,6 +404,19 @@ impl Config {
         }
         if g.store_timeout_ms == 0 {
             return Err("[gateway] store_timeout_ms must be greater than 0".into());
+        }
+        if g.max_sessions == 0 {
+            return Err("[gateway] max_sessions must be greater than 0".into());
+        }
+        if g.session_idle_secs == 0 {
+            return Err("[gateway] session_idle_secs must be greater than 0".into());
+        }
+        for h in &g.allowed_hosts {
+            if split_host(h).is_none() {
+                return Err(format!(
+                    "[gateway] allowed_hosts: {h:?} is not a host name or address, with an optional :port (IPv6 in brackets)"
+                ));
+            }
         }
         if self.upstreams.is_empty() {
             return Err("at least one [[upstream]] is required".into());
@@ -451,7 +492,7 @@ impl Config {
                 ));
             }
             for p in &op.principals {
-                if !(p.starts_with("oauth:") || p.starts_with("api_token:")) {
+                if normalize_principal(p).is_none() {
                     return Err(format!(
                         "{at}: principal {p:?} must look like \"oauth:NAME\" or \"api_token:NAME\""
                     ));
@@ -586,6 +627,9 @@ url = "http://127.0.0.1:9000/mcp"
         assert_eq!(c.gateway.max_body_bytes, 4_194_304);
         assert_eq!(c.gateway.store_timeout_ms, 200);
         assert!(c.gateway.metrics_auth);
+        assert!(c.gateway.allowed_hosts.is_empty());
+        assert_eq!(c.gateway.max_sessions, 10_000);
+        assert_eq!(c.gateway.session_idle_secs, 86_400);
         let u = &c.upstreams[0];
         assert!(!u.trust_annotations && !u.hide_denied_tools);
         assert_eq!(u.on_tool_change, OnToolChange::Reset);
@@ -624,6 +668,29 @@ url = "http://127.0.0.1:9000/mcp"
         );
         let text = format!("{text}hold_timeout_secs = 5\n");
         parse(&text).unwrap();
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_hosts() {
+        let with = |hosts: &str| {
+            MINIMAL.replace(
+                "[gateway]\n",
+                &format!("[gateway]\nallowed_hosts = {hosts}\n"),
+            )
+        };
+        parse(&with(
+            r#"["toolgate.internal", "gw.corp.example:8443", "[fd00::1]:7800"]"#,
+        ))
+        .unwrap();
+        for bad in [
+            r#"["http://toolgate.internal"]"#,
+            r#"["a@b"]"#,
+            r#"[""]"#,
+            r#"["fd00::1"]"#,
+        ] {
+            let err = parse(&with(bad)).unwrap_err();
+            assert!(err.starts_with("[gateway] allowed_hosts: "), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -680,6 +747,24 @@ url = "http://127.0.0.1:9000/mcp"
         assert_eq!(
             c.policy.file.unwrap(),
             PathBuf::from("/etc/toolgate/policy.cedar")
+        );
+    }
+
+    #[test]
+    fn operator_principals_are_kept_in_the_form_identities_are_matched_in() {
+        let text = format!(
+            "{MINIMAL}[[operator]]\nname = \"alice\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\nprincipals = [\"OAuth:Alice@Corp.Example\", \"api_token:Nightly\"]\n",
+            "b".repeat(64)
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.operators[0].principals,
+            ["oauth:alice@corp.example", "api_token:Nightly"]
+        );
+        let err = parse(&text.replace("api_token:Nightly", "user:bob")).unwrap_err();
+        assert!(
+            err.contains("principal \"user:bob\" must look like \"oauth:NAME\""),
+            "{err}"
         );
     }
 

@@ -355,7 +355,7 @@ impl Catalog {
                 .await?;
             for event in &committed.events {
                 if let EventBody::ToolChanged { tool, .. } = &event.body {
-                    tracing::warn!(upstream = %tool.upstream, tool = %tool.name, risk = %tool.risk,
+                    tracing::warn!(upstream = %tool.upstream, tool = %super::escape::Escaped(&tool.name), risk = %tool.risk,
                         "tool definition changed");
                 }
             }

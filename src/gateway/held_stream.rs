@@ -272,8 +272,13 @@ async fn reframe(
 ) -> CallResult {
     let status = response.status();
     if !status.is_success() {
+        let not_followed = if status.is_redirection() {
+            " (redirects are not followed)"
+        } else {
+            ""
+        };
         let text = format!(
-            "toolgate: upstream answered HTTP {} after approval",
+            "toolgate: upstream answered HTTP {} after approval{not_followed}",
             status.as_u16()
         );
         tracing::warn!(upstream = %upstream.config.name, %status, "upstream refused an approved call");

@@ -31,9 +31,10 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `kind:name`, as operator `principals` name identities.
+    /// `kind:name`, as operator `principals` name identities, in the matching form of
+    /// [`normalize_principal`].
     pub fn principal(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.name)
+        format!("{}:{}", self.kind.as_str(), normalize_name(&self.name))
     }
 
     pub fn to_wire(&self) -> IdentityRef {
@@ -43,6 +44,31 @@ impl Identity {
             groups: self.groups.clone(),
         }
     }
+}
+
+/// The form in which an identity's name is matched. A name that looks like an e-mail
+/// address (it has an `@`) has its ASCII letters lowercased: identity providers differ in
+/// the case they put in `sub` or `email`, and mail domains ignore case, so
+/// `Alice@corp.example` and `alice@corp.example` are one person. Any other name (an opaque
+/// subject id, a token name) is matched exactly, as opaque ids can differ by case alone.
+pub fn normalize_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('@') && name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// A configured principal (`kind:name`) in the form [`Identity::principal`] produces: the
+/// kind lowercased, the name as [`normalize_name`] has it. `None` when the kind is not
+/// `oauth` or `api_token`.
+pub fn normalize_principal(principal: &str) -> Option<String> {
+    let (kind, name) = principal.split_once(':')?;
+    let kind = kind.to_ascii_lowercase();
+    [IdentityKind::Oauth, IdentityKind::ApiToken]
+        .iter()
+        .any(|k| k.as_str() == kind)
+        .then(|| format!("{kind}:{}", normalize_name(name)))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -216,10 +242,12 @@ impl OauthVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = 30;
+        // An `nbf` is optional, but when present it binds like `exp`, with the same leeway.
+        validation.validate_nbf = true;
+        validation.leeway = JWT_LEEWAY_SECS;
         let claims =
             jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
-                .map_err(|e| invalid(e.to_string()))?
+                .map_err(|e| invalid(describe_jwt_error(&e)))?
                 .claims;
         let name = claims
             .get(&self.subject_claim)
@@ -236,12 +264,31 @@ impl OauthVerifier {
         };
         Ok(Identity {
             kind: IdentityKind::Oauth,
-            name: name.to_owned(),
+            // One person is one identity, for the policy, holds and self-approval alike.
+            name: normalize_name(name).into_owned(),
             groups,
             issued: None,
             expires: None,
             owner: None,
         })
+    }
+}
+
+/// Clock skew tolerated between the issuer and the gateway, for `exp` and `nbf` alike.
+const JWT_LEEWAY_SECS: u64 = 30;
+
+/// jsonwebtoken names its errors tersely (`ImmatureSignature`); the ones a client can fix
+/// by waiting or re-authenticating get a plain explanation after the name.
+fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ImmatureSignature => format!(
+            "{e}: the token is not valid yet (its nbf is more than {JWT_LEEWAY_SECS} s in the future)"
+        ),
+        ErrorKind::ExpiredSignature => {
+            format!("{e}: the token expired (its exp is more than {JWT_LEEWAY_SECS} s in the past)")
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -297,6 +344,32 @@ mod tests {
                 expired: expires.to_rfc3339()
             })
         );
+    }
+
+    #[test]
+    fn e_mail_like_names_and_kinds_match_whatever_their_case() {
+        assert_eq!(normalize_name("Alice@Corp.Example"), "alice@corp.example");
+        // An opaque subject id keeps its case: "AbC" and "abc" may be two users.
+        assert_eq!(normalize_name("00uAbC"), "00uAbC");
+        assert_eq!(
+            normalize_principal("OAuth:Alice@corp.example").as_deref(),
+            Some("oauth:alice@corp.example")
+        );
+        assert_eq!(
+            normalize_principal("API_TOKEN:Nightly-CI").as_deref(),
+            Some("api_token:Nightly-CI")
+        );
+        assert_eq!(normalize_principal("user:alice"), None);
+        assert_eq!(normalize_principal("alice"), None);
+        let alice = Identity {
+            kind: IdentityKind::Oauth,
+            name: "Alice@corp.example".into(),
+            groups: vec![],
+            issued: None,
+            expires: None,
+            owner: None,
+        };
+        assert_eq!(alice.principal(), "oauth:alice@corp.example");
     }
 
     #[test]

@@ -4,9 +4,11 @@ pub mod catalog;
 pub mod completion;
 pub mod control;
 pub mod decide;
+pub mod escape;
 pub mod exact;
 pub mod held_stream;
 pub mod holds;
+pub mod hosts;
 pub mod identity;
 pub mod keys;
 pub mod mcp;
@@ -17,6 +19,7 @@ pub mod pointer;
 pub mod policy;
 pub mod proxy;
 pub mod redact;
+pub mod sessions;
 pub mod store;
 pub mod strict_json;
 
@@ -65,6 +68,10 @@ pub struct Gateway {
     /// force a policy other than the last one stored.
     pub policy_edits: tokio::sync::Mutex<()>,
     pub http: reqwest::Client,
+    /// The `Host` names the MCP endpoint answers to.
+    pub served_hosts: hosts::ServedHosts,
+    /// Which identity each MCP session belongs to.
+    pub sessions: sessions::Sessions,
     /// Turns true once when the gateway starts to stop: held streams answer with a deny
     /// and event streams close, so shutdown never waits on a person.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -102,6 +109,9 @@ impl Gateway {
             // that may have been received cannot be sent again.
             .pool_idle_timeout(UPSTREAM_IDLE)
             .tcp_nodelay(true)
+            // A redirect would carry the upstream's configured credentials to wherever
+            // it points; an upstream that answers 3xx is reported as failing instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let notifier = Notifier::new(
             config.notifies.iter().map(|n| n.url.clone()).collect(),
@@ -116,7 +126,15 @@ impl Gateway {
                 Ok((hash, op.clone()))
             })
             .collect::<anyhow::Result<_>>()?;
+        let served_hosts =
+            hosts::ServedHosts::new(config.gateway.listen, &config.gateway.allowed_hosts);
+        let sessions = sessions::Sessions::new(
+            config.gateway.max_sessions,
+            Duration::from_secs(config.gateway.session_idle_secs),
+        );
         Ok(Self {
+            served_hosts,
+            sessions,
             targets: TargetFinder::new(&config.resources),
             holds,
             metrics: metrics::Metrics::new(config.upstreams.iter().map(|u| u.name.as_str())),
@@ -245,12 +263,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// be 0 in the config, for the system to choose). On stop, held clients get a deny and
 /// event streams close at once; other connections get `STOP_GRACE` to finish.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(Addresses),
 ) -> anyhow::Result<()> {
     let (listen, control_listen) = (config.gateway.listen, config.gateway.control_listen);
-    let gateway = Arc::new(Gateway::new(config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -258,6 +275,9 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {control_listen} (control_listen)"))?;
     let local = listener.local_addr()?;
+    // Bound first, so the `Host` check knows the port the system chose for port 0.
+    config.gateway.listen = local;
+    let gateway = Arc::new(Gateway::new(config).await?);
     ready(Addresses {
         mcp: local,
         control: control.local_addr()?,

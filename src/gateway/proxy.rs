@@ -1,9 +1,9 @@
 //! The data plane: `/mcp/{upstream}`, a Streamable HTTP relay for both protocol eras.
 //!
-//! Order matters: Origin, then the bearer token, then the body size, then strict
-//! parsing; only a message that passed all of them is decided and forwarded. The
-//! forwarded bytes are exactly the bytes that were parsed, and answers stream back
-//! as they arrive.
+//! Order matters: Host and Origin, then the bearer token, then the session's owner, then
+//! the body size, then strict parsing; only a message that passed all of them is decided
+//! and forwarded. The forwarded bytes are exactly the bytes that were parsed, and answers
+//! stream back as they arrive.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::future::BoxFuture;
@@ -23,12 +24,14 @@ use serde_json::{Map, Value, json};
 use super::Gateway;
 use super::completion;
 use super::decide;
+use super::escape::Escaped;
 use super::held_stream;
 use super::holds;
 use super::identity::{AuthError, Identity};
 use super::mcp::{self, ClientMessage, Era, INVALID_PARAMS, INVALID_REQUEST};
 use super::observe::{ReadError, read_bounded};
 use super::policy::CallFacts;
+use super::sessions::Bound;
 use crate::api::{CallResult, DecisionEvent, Outcome};
 use crate::config::UpstreamConfig;
 
@@ -91,12 +94,17 @@ impl Upstream {
 async fn relay_post(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     // A refusal before the whole body was read leaves the rest of it on the
     // connection, so that connection cannot carry another request.
-    let (upstream, identity) = match admit(&gw, &name, &headers) {
+    let Admitted {
+        upstream,
+        identity,
+        session,
+    } = match admit(&gw, &name, uri.authority(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.closing().into_response(),
     };
@@ -111,7 +119,7 @@ async fn relay_post(
     }) {
         Ok(m) => m,
         Err(rejection) => {
-            tracing::info!(upstream = %name, code = rejection.code, reason = %rejection.message, "request refused");
+            tracing::info!(upstream = %Escaped(&name), code = rejection.code, reason = %Escaped(&rejection.message), "request refused");
             return Refusal::new(rejection.status, rejection.body()).into_response();
         }
     };
@@ -162,7 +170,7 @@ async fn relay_post(
             Ok(d) => d,
             Err(e) => {
                 gw.metrics.store_error();
-                tracing::error!(upstream = %name, tool, error = %e, "decision not stored; call denied");
+                tracing::error!(upstream = %Escaped(&name), tool = %Escaped(tool), error = %e, "decision not stored; call denied");
                 return deny_response(&message, "toolgate: audit store unavailable");
             }
         };
@@ -209,6 +217,48 @@ async fn relay_post(
             return upstream_unreachable(&name, &message, &e);
         }
     };
+    if response.status().is_redirection() {
+        gw.metrics.upstream_error(&name);
+        let text = redirect_not_followed(&name, &response);
+        let Some(call_id) = allowed_call else {
+            let id = message.id().cloned().unwrap_or(Value::Null);
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&id, -32603, &text),
+            );
+        };
+        // As after an approval: the call failed upstream, and the agent reads why.
+        let status = Some(response.status().as_u16());
+        completion::record(&gw, call_id, CallResult::UpstreamError, status, started);
+        return json_response(StatusCode::OK, &error_result(&message, &text));
+    }
+    if message.method() == Some("initialize")
+        && response.status().is_success()
+        && let Some(created) = response
+            .headers()
+            .get(mcp::HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+    {
+        let principal = identity.principal();
+        if gw
+            .sessions
+            .bind(&name, created, &principal, std::time::Instant::now())
+            == Bound::Taken
+        {
+            tracing::warn!(upstream = %Escaped(&name), identity = %Escaped(&principal),
+                "upstream handed out a session id another identity holds; refused");
+            let id = message.id().cloned().unwrap_or(Value::Null);
+            let text = "toolgate: the upstream reused a session id; initialize again";
+            return json_response(StatusCode::BAD_GATEWAY, &mcp::error_body(&id, -32603, text));
+        }
+    }
+    note_session_end(
+        &gw,
+        &name,
+        &Method::POST,
+        session.as_deref(),
+        response.status(),
+    );
     if let Some(call_id) = allowed_call {
         let id = message.id().cloned().unwrap_or(Value::Null);
         return completion::relay(&gw, call_id, id, started, response);
@@ -300,9 +350,9 @@ async fn hold(
 /// Counts and logs a committed decision.
 fn note_decided(gw: &Gateway, principal: &str, decision: &DecisionEvent) {
     gw.metrics.decided(decision.outcome, decision.decision_us);
-    tracing::info!(call_id = %decision.call_id, upstream = %decision.upstream, tool = %decision.tool,
-        identity = %principal, risk = %decision.risk, outcome = decision.outcome.as_str(),
-        policy = ?decision.policy_ids, "decided");
+    tracing::info!(call_id = %decision.call_id, upstream = %Escaped(&decision.upstream),
+        tool = %Escaped(&decision.tool), identity = %Escaped(principal), risk = %decision.risk,
+        outcome = decision.outcome.as_str(), policy = ?decision.policy_ids, "decided");
 }
 
 /// What a denied call's client reads: the deciding policy and its reason.
@@ -348,16 +398,38 @@ async fn relay_stream(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (upstream, _identity) = match admit(&gw, &name, &headers) {
+    let Admitted {
+        upstream, session, ..
+    } = match admit(&gw, &name, uri.authority(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    match forward(&gw, upstream, method, &headers, None).await {
-        Ok(r) => relay_response(r),
+    // Event ids are bound to an identity only through the session they belong to.
+    if session.is_none() && headers.contains_key("last-event-id") {
+        return Refusal::invalid(
+            StatusCode::BAD_REQUEST,
+            "toolgate: Last-Event-ID resumption needs the Mcp-Session-Id of a session this identity created",
+        )
+        .into_response();
+    }
+    match forward(&gw, upstream, method.clone(), &headers, None).await {
+        Ok(r) if r.status().is_redirection() => {
+            gw.metrics.upstream_error(&name);
+            let text = redirect_not_followed(&name, &r);
+            json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&Value::Null, -32603, &text),
+            )
+        }
+        Ok(r) => {
+            note_session_end(&gw, &name, &method, session.as_deref(), r.status());
+            relay_response(r)
+        }
         Err(e) => {
-            tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
+            tracing::warn!(upstream = %Escaped(&name), error = %e, "upstream unreachable");
             json_response(
                 StatusCode::BAD_GATEWAY,
                 &mcp::error_body(
@@ -370,12 +442,21 @@ async fn relay_stream(
     }
 }
 
+/// A request that may go on: its upstream, its caller, and the session it names.
+struct Admitted<'g> {
+    upstream: &'g Upstream,
+    identity: Arc<Identity>,
+    session: Option<String>,
+}
+
 /// The checks every request passes before its body is even read.
 fn admit<'g>(
     gw: &'g Gateway,
     name: &str,
+    target: Option<&Authority>,
     headers: &HeaderMap,
-) -> Result<(&'g Upstream, Arc<Identity>), Refusal> {
+) -> Result<Admitted<'g>, Refusal> {
+    check_host(gw, target, headers)?;
     if let Some(origin) = headers.get(header::ORIGIN)
         && !is_local_origin(origin)
     {
@@ -391,7 +472,7 @@ fn admit<'g>(
         .auth
         .authenticate(authorization, chrono::Utc::now())
         .map_err(|e| {
-            tracing::info!(upstream = %name, reason = %e, "unauthenticated request refused");
+            tracing::info!(upstream = %Escaped(name), reason = %Escaped(&e), "unauthenticated request refused");
             unauthorized(&e)
         })?;
     let upstream = gw.upstreams.get(name).ok_or_else(|| {
@@ -400,7 +481,113 @@ fn admit<'g>(
             &format!("toolgate: no upstream named {name:?}"),
         )
     })?;
-    Ok((upstream, identity))
+    let session = check_session(gw, name, headers, &identity)?;
+    Ok(Admitted {
+        upstream,
+        identity,
+        session,
+    })
+}
+
+/// The request must name this gateway as its host: a browser that was pointed at the
+/// gateway by DNS rebinding still names the attacker's host (see `hosts`). A request in
+/// absolute form names it twice, and both must be ours.
+fn check_host(
+    gw: &Gateway,
+    target: Option<&Authority>,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let served = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => {
+            host.to_str().is_ok_and(|h| gw.served_hosts.admits(h))
+                && target.is_none_or(|t| gw.served_hosts.admits(t.as_str()))
+        }
+        // None, or several that might be read differently further on.
+        _ => false,
+    };
+    if served {
+        return Ok(());
+    }
+    let named: Vec<_> = headers
+        .get_all(header::HOST)
+        .iter()
+        .map(|h| Escaped(String::from_utf8_lossy(h.as_bytes()).into_owned()).to_string())
+        .collect();
+    tracing::info!(host = %named.join(", "), "request for a host this gateway does not serve refused");
+    Err(Refusal::invalid(
+        StatusCode::FORBIDDEN,
+        "toolgate: Host is not a name this gateway serves",
+    ))
+}
+
+/// A session is usable only by the identity whose `initialize` created it. To anyone
+/// else it does not exist: 404 with the body an MCP server gives for an unknown session.
+fn check_session(
+    gw: &Gateway,
+    name: &str,
+    headers: &HeaderMap,
+    identity: &Identity,
+) -> Result<Option<String>, Refusal> {
+    let mut values = headers.get_all(mcp::HEADER_SESSION_ID).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(v), None) => v,
+        (Some(_), Some(_)) => {
+            return Err(Refusal::invalid(
+                StatusCode::BAD_REQUEST,
+                "toolgate: more than one Mcp-Session-Id header",
+            ));
+        }
+    };
+    let principal = identity.principal();
+    let id = value.to_str().ok();
+    if let Some(id) = id
+        && gw
+            .sessions
+            .admits(name, id, &principal, std::time::Instant::now())
+    {
+        return Ok(Some(id.to_owned()));
+    }
+    tracing::info!(upstream = %Escaped(name), identity = %Escaped(&principal),
+        "session not created by this identity, or forgotten; refused as not found");
+    Err(Refusal::new(
+        StatusCode::NOT_FOUND,
+        mcp::error_body(&Value::Null, SESSION_NOT_FOUND, "Session not found"),
+    ))
+}
+
+/// The code the MCP SDKs answer an unknown session with.
+const SESSION_NOT_FOUND: i64 = -32001;
+
+/// Forgets a session its owner ended, or that its upstream no longer knows.
+fn note_session_end(
+    gw: &Gateway,
+    name: &str,
+    method: &Method,
+    session: Option<&str>,
+    status: reqwest::StatusCode,
+) {
+    let Some(id) = session else { return };
+    let ended = *method == Method::DELETE && status.is_success();
+    if ended || status == reqwest::StatusCode::NOT_FOUND {
+        gw.sessions.forget(name, id);
+    }
+}
+
+/// Logs an upstream's redirect, and says what the client is told about it.
+fn redirect_not_followed(name: &str, response: &reqwest::Response) -> String {
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+        .unwrap_or_default();
+    tracing::warn!(upstream = %Escaped(name), status = response.status().as_u16(),
+        location = %Escaped(&location), "upstream answered with a redirect; not followed");
+    format!(
+        "toolgate: upstream answered HTTP {} (redirects are not followed)",
+        response.status().as_u16()
+    )
 }
 
 /// Browsers send an Origin; a page from elsewhere must not drive a local gateway
@@ -786,7 +973,7 @@ fn upstream_unreachable(name: &str, message: &ClientMessage, e: &reqwest::Error)
 }
 
 fn upstream_unreachable_id(name: &str, id: &Value, e: &reqwest::Error) -> Response {
-    tracing::warn!(upstream = %name, error = %e, "upstream unreachable");
+    tracing::warn!(upstream = %Escaped(name), error = %e, "upstream unreachable");
     json_response(
         StatusCode::BAD_GATEWAY,
         &mcp::error_body(

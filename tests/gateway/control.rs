@@ -39,6 +39,7 @@ pub async fn setup() -> (PyUpstream, GatewayProc) {
     (upstream, gw)
 }
 
+/// One control-API request as `token`: the status, and the body as JSON (or as a string).
 pub async fn api(
     gw: &GatewayProc,
     method: reqwest::Method,
@@ -62,6 +63,7 @@ pub async fn api(
     )
 }
 
+/// The `error.code` of a control-API answer, or "".
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }

@@ -3,6 +3,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use crate::control::{api, code};
 use crate::support::*;
 
 const ISSUER: &str = "https://idp.test/";
@@ -161,5 +162,120 @@ async fn upstream_credentials_come_from_config_not_from_the_client() {
     assert_eq!(
         post.authorization.as_deref(),
         Some("Bearer upstream-secret")
+    );
+}
+
+#[tokio::test]
+async fn a_jwt_used_before_its_nbf_is_refused_with_the_same_leeway_as_exp() {
+    let (upstream, gw) = setup("trust_annotations = true").await;
+    let now = chrono::Utc::now().timestamp();
+    let not_before = |secs: i64| {
+        let mut c = claims(AUDIENCE, 600);
+        c["nbf"] = json!(now + secs);
+        jwt(c)
+    };
+
+    // Ten minutes early: refused, and the client is told why.
+    assert_unauthorized(
+        call(&gw, Some(&not_before(600)), "MARK-NBF-EARLY").await,
+        "the token is not valid yet",
+    )
+    .await;
+    // Ten seconds early is within the 30 s clock leeway, as it is for exp.
+    let ok = call(&gw, Some(&not_before(10)), "MARK-NBF-SKEW").await;
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+
+    let bodies: Vec<String> = upstream.posts().into_iter().map(|p| p.body).collect();
+    assert!(!bodies.iter().any(|b| b.contains("MARK-NBF-EARLY")));
+    assert!(bodies.iter().any(|b| b.contains("MARK-NBF-SKEW")));
+}
+
+const ALICE_OPERATOR: &str = "tg_test-operator-alice";
+const BOB_OPERATOR: &str = "tg_test-operator-bob";
+
+#[tokio::test]
+async fn an_operator_cannot_approve_their_own_oauth_call_whatever_the_subjects_case() {
+    let upstream = PyUpstream::start().await;
+    // alice's principal is written as operators usually write it; her IdP capitalises.
+    let operators = format!(
+        "[[operator]]\nname = \"alice\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\nprincipals = [\"oauth:alice@corp.example\"]\n\
+         [[operator]]\nname = \"bob\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\nprincipals = [\"oauth:bob@corp.example\"]\n",
+        sha256_hex(ALICE_OPERATOR),
+        sha256_hex(BOB_OPERATOR)
+    );
+    let gw = start_gateway(&format!(
+        "{}\n{}\n{operators}",
+        upstream.config("trust_annotations = true\nhold_timeout_secs = 30"),
+        oauth_config()
+    ))
+    .await;
+    prime_catalog(&gw).await;
+    let mut c = claims(AUDIENCE, 300);
+    c["sub"] = json!("Alice@corp.example");
+    let token = jwt(c);
+
+    // A destructive call by an OAuth user is held.
+    let url = gw.url("py");
+    let body = modern_call(3, "delete_page", json!({"page_id": "MARK-SELF"}), json!({}));
+    let client = tokio::spawn(async move {
+        let resp = modern_request(&http(), &url, "delete_page", body.to_string())
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    });
+    let hold = eventually("the hold", || async {
+        let (_, body) = api(
+            &gw,
+            reqwest::Method::GET,
+            "/api/v1/holds",
+            Some(ALICE_OPERATOR),
+            None,
+        )
+        .await;
+        body["holds"].as_array().and_then(|h| h.first()).cloned()
+    })
+    .await;
+    assert_eq!(
+        hold["call"]["identity"]["name"], "alice@corp.example",
+        "{hold}"
+    );
+    let call_id = hold["call_id"].as_str().unwrap();
+
+    let (status, body) = api(
+        &gw,
+        reqwest::Method::POST,
+        &format!("/api/v1/holds/{call_id}/approve"),
+        Some(ALICE_OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "self_approval"), "{body}");
+    // Another approver may resolve it.
+    let (status, body) = api(
+        &gw,
+        reqwest::Method::POST,
+        &format!("/api/v1/holds/{call_id}/deny"),
+        Some(BOB_OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["resolution"].as_str()),
+        (200, Some("denied")),
+        "{body}"
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains("isError"), "{answer}");
+    assert!(
+        !upstream
+            .posts()
+            .iter()
+            .any(|p| p.body.contains("MARK-SELF"))
     );
 }

@@ -18,4 +18,5 @@ mod identity;
 mod relay;
 mod store;
 mod strict_input;
+mod transport;
 mod truth;

@@ -95,7 +95,7 @@ async fn a_modern_answer_is_relayed_byte_for_byte() {
 }
 
 /// Opens a 2025-11-25 session and returns its id.
-async fn legacy_session(client: &reqwest::Client, url: &str, token: &str) -> String {
+pub async fn legacy_session(client: &reqwest::Client, url: &str, token: &str) -> String {
     legacy_session_with(client, url, token, json!({})).await
 }
 
@@ -127,7 +127,8 @@ async fn legacy_session_with(
     session
 }
 
-fn legacy_post(
+/// A 2025-11-25 POST of `body` as `token`, in `session` when given.
+pub fn legacy_post(
     client: &reqwest::Client,
     url: &str,
     token: &str,
@@ -258,13 +259,16 @@ async fn get_stream_and_delete_pass_through_to_server_everything() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 200);
-    // The session is gone upstream: server-everything answers 400 (the spec says 404).
+    // The session is gone. server-everything would answer 400; the gateway forgot the
+    // session at its DELETE and answers 404 itself, as the spec says.
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let after = legacy_post(&client, &url, AGENT_TOKEN, Some(&session), &call)
         .send()
         .await
         .unwrap();
-    assert_eq!(after.status(), 400);
+    assert_eq!(after.status(), 404);
+    let body: Value = after.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "Session not found");
 }
 
 #[tokio::test]

@@ -63,7 +63,7 @@ pub async fn set_risk(
         .await
     {
         Ok(event) => {
-            tracing::info!(%upstream, %tool, %risk, operator = %op.name, "risk class set");
+            tracing::info!(upstream = %crate::gateway::escape::Escaped(&upstream), tool = %crate::gateway::escape::Escaped(&tool), %risk, operator = %op.name, "risk class set");
             json_response(
                 StatusCode::OK,
                 &serde_json::to_value(&event).unwrap_or_default(),

@@ -259,7 +259,7 @@ async fn resolve(
     };
     match result {
         Ok(view) => {
-            tracing::info!(%call_id, operator = %op.name, resolution = ?view.resolution, "hold resolved");
+            tracing::info!(call_id = %super::escape::Escaped(call_id), operator = %op.name, resolution = ?view.resolution, "hold resolved");
             json_response(
                 StatusCode::OK,
                 &serde_json::to_value(&view).unwrap_or_default(),
