@@ -9,13 +9,13 @@ use wildmatch::WildMatch;
 
 use super::Gateway;
 use super::catalog::Catalog;
-use super::holds::HeldCall;
+use super::holds::{CallKey, HeldCall, Retry};
 use super::identity::Identity;
 use super::mcp::ClientMessage;
 use super::policy::{CallFacts, Decision, PolicyEngine};
 use super::redact;
 use super::store::StoreError;
-use crate::api::{DecisionEvent, EventBody, Target, Workflow};
+use crate::api::{DecisionEvent, EventBody, Outcome, Target, Workflow};
 use crate::config::ResourceConfig;
 
 /// Where the workflow context travels: in the request's `_meta`, or in a header.
@@ -109,7 +109,50 @@ pub fn workflow_of(
     Ok(Some(parsed))
 }
 
+/// A call decided and, unless it is to be held, committed.
+#[derive(Debug)]
+pub enum Decided {
+    /// An allow or a deny, in the audit log: an allow may run, a deny is answered.
+    Committed(DecisionEvent),
+    /// A hold, not committed yet: it commits together with its hold.
+    ToHold(DecisionEvent, CallKey),
+}
+
 impl Gateway {
+    /// Decides a `tools/call` and commits the decision. A call the policy would hold
+    /// that is the identical retry of an approved one runs instead, once: its allow and
+    /// the approval's use commit together (see `Holds::consume_identical`).
+    pub async fn decide_call(
+        &self,
+        identity: &Identity,
+        upstream: &str,
+        tool: &str,
+        args: &Map<String, Value>,
+        workflow: Option<Workflow>,
+        body: &[u8],
+    ) -> Result<Decided, StoreError> {
+        let decision = self.evaluate_call(identity, upstream, tool, args, workflow);
+        if decision.outcome != Outcome::Hold {
+            return self.commit_decision(decision).await.map(Decided::Committed);
+        }
+        // Only a held call needs its key: for a retry, or for its hold.
+        let key = CallKey::new(
+            &self.call_mac,
+            identity,
+            upstream,
+            tool,
+            &super::exact::canonical_arguments(body),
+        );
+        match self
+            .holds
+            .consume_identical(&key, chrono::Utc::now(), decision)
+            .await?
+        {
+            Retry::Ran(allowed) => Ok(Decided::Committed(allowed)),
+            Retry::NotApproved(held) => Ok(Decided::ToHold(held, key)),
+        }
+    }
+
     /// Decides one call. The decision takes effect only once `commit_decision` stored it.
     pub fn evaluate_call(
         &self,

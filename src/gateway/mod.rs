@@ -1,12 +1,10 @@
 //! `toolgate gateway`: the MCP proxy that authenticates, reads and relays every call.
 
 pub mod catalog;
-pub mod completion;
 pub mod control;
 pub mod decide;
 pub mod escape;
 pub mod exact;
-pub mod held_stream;
 pub mod holds;
 pub mod hosts;
 pub mod identity;
@@ -14,11 +12,10 @@ pub mod keys;
 pub mod mcp;
 pub mod metrics;
 pub mod notify;
-pub mod observe;
 pub mod pointer;
 pub mod policy;
-pub mod proxy;
 pub mod redact;
+pub mod relay;
 pub mod sessions;
 pub mod store;
 pub mod strict_json;
@@ -39,8 +36,8 @@ use holds::Holds;
 use identity::Authenticator;
 use notify::Notifier;
 use policy::PolicyEngine;
-use proxy::Upstream;
 use redact::Redactor;
+use relay::upstream::Upstream;
 use store::{Store, WriteOp};
 
 /// Everything a request handler needs, built once at start.
@@ -299,7 +296,7 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let data_plane = axum::serve(listener, proxy::router(gateway.clone()))
+    let data_plane = axum::serve(listener, relay::router(gateway.clone()))
         .with_graceful_shutdown(stopped(gateway.clone()));
     // A subscriber that stops reading must stall its own stream soon, not park
     // megabytes in the kernel: small send buffers make the lag visible.

@@ -13,7 +13,7 @@ use super::{ApiFailure, operator};
 use crate::api::{Risk, RiskEdit};
 use crate::config::OperatorRole;
 use crate::gateway::policy::PolicyEngine;
-use crate::gateway::proxy::json_response;
+use crate::gateway::relay::reply::json_response;
 use crate::gateway::store::{StoreError, WriteOp};
 use crate::gateway::{Gateway, sha256_hex};
 

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::Gateway;
 use super::holds::{Approver, ResolveError};
-use super::proxy::json_response;
+use super::relay::reply::json_response;
 use crate::api::{ApiError, ApiErrorBody, HoldView, ResolveRequest};
 use crate::config::{OperatorConfig, OperatorRole};
 

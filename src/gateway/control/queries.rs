@@ -12,7 +12,7 @@ use super::{ApiFailure, operator};
 use crate::api::{HoldPhase, Outcome};
 use crate::config::OperatorRole;
 use crate::gateway::Gateway;
-use crate::gateway::proxy::json_response;
+use crate::gateway::relay::reply::json_response;
 
 /// The most decisions one page returns.
 const MAX_PAGE: u32 = 10_000;

@@ -7,14 +7,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::Gateway;
+use super::super::Gateway;
+use super::super::store::WriteOp;
 use super::observe::{AnswerFinder, Found};
-use super::store::WriteOp;
+use super::upstream::{content_type_of, response_head};
 use crate::api::{CallResult, EventBody};
 
 /// Records how a call ended. Off the call's path: the client already has its answer.
@@ -63,20 +64,10 @@ pub fn relay(
     upstream: reqwest::Response,
 ) -> Response {
     let status = upstream.status();
-    let mut head = Response::builder().status(status);
-    for (name, value) in upstream.headers() {
-        if !super::proxy::is_hop_by_hop(name) {
-            head = head.header(name, value);
-        }
-    }
-    let content_type = upstream
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let head = response_head(&upstream);
     let watch = Watch {
         expected_len: upstream.content_length(),
-        finder: AnswerFinder::new(content_type, id),
+        finder: AnswerFinder::new(&content_type_of(&upstream), id),
         answered: false,
         inner: Box::pin(upstream.bytes_stream()),
         end: Some(Box::new({

@@ -17,12 +17,14 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Gateway;
+use super::super::Gateway;
+use super::super::holds::Verdict;
+use super::super::mcp::ClientMessage;
 use super::completion;
-use super::holds::Verdict;
-use super::mcp::ClientMessage;
-use super::observe::{AnswerFinder, ReadError, SseEvents, read_bounded};
-use super::proxy::{self, Upstream};
+use super::observe::{AnswerFinder, SseEvents};
+use super::reply::error_result;
+use super::upstream::{ReadError, content_type_of, read_bounded};
+use super::upstream::{Upstream, forward_to};
 use crate::api::{CallResult, Resolution};
 
 /// How often a waiting stream shows it is alive.
@@ -224,7 +226,7 @@ async fn run_approved(
         return;
     };
     let started = std::time::Instant::now();
-    let response = match proxy::forward_to(gw, upstream, &held.headers, held.bytes.clone()).await {
+    let response = match forward_to(gw, upstream, &held.headers, held.bytes.clone()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(upstream = %held.upstream, error = %e, "upstream unreachable after approval");
@@ -285,12 +287,7 @@ async fn reframe(
         send_result(message, &text, tx).await;
         return CallResult::UpstreamError;
     }
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type_of(&response);
     let id = message.id().cloned().unwrap_or(Value::Null);
     let mut finder = AnswerFinder::new(&content_type, id);
     let too_large = || {
@@ -356,7 +353,7 @@ async fn reframe(
 /// The event with its progress (and total) shifted by `offset` when it is a progress
 /// notification for `token`; any other event unchanged, byte for byte.
 fn renumber_progress(event: Vec<u8>, token: &Value, offset: u64) -> Bytes {
-    let messages = super::mcp::response_messages("text/event-stream", &event);
+    let messages = super::super::mcp::response_messages("text/event-stream", &event);
     let [message] = messages.as_slice() else {
         return Bytes::from(event);
     };
@@ -391,6 +388,6 @@ fn sse_message(payload: &str) -> Bytes {
 }
 
 async fn send_result(message: &ClientMessage, text: &str, tx: &mpsc::Sender<Bytes>) {
-    let body: Value = proxy::error_result(message, text);
+    let body: Value = error_result(message, text);
     let _ = tx.send(sse_message(&body.to_string())).await;
 }

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::mcp;
+use super::super::mcp;
 
 /// The most of one event (or one JSON body) kept to read it.
 pub const MAX_OBSERVED_BYTES: usize = 16 * 1024 * 1024;
@@ -146,32 +146,6 @@ impl SseEvents {
     pub fn take_rest(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.pending)
     }
-}
-
-/// Why an answer could not be read whole.
-#[derive(Debug)]
-pub enum ReadError {
-    /// Over the limit, in bytes.
-    TooLarge(usize),
-    Upstream(reqwest::Error),
-}
-
-/// Reads an upstream answer whole, up to `max` bytes.
-pub async fn read_bounded(response: reqwest::Response, max: usize) -> Result<Vec<u8>, ReadError> {
-    use futures_util::StreamExt as _;
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(ReadError::TooLarge(max));
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(ReadError::Upstream)?;
-        if body.len() + chunk.len() > max {
-            return Err(ReadError::TooLarge(max));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Where, in `next`, the event that `pending` began ends (just past its blank line).
