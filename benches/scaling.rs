@@ -115,6 +115,7 @@ fn new_hold(identity: &Arc<Identity>, i: usize) -> NewHold {
             args: Some(args),
             decision,
         },
+        size: 0,
         session_id: None,
         request_id: json!(i),
         ttl: chrono::Duration::seconds(3600),
@@ -223,6 +224,7 @@ async fn holds_over_http(n: usize) {
     let config = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
          hold_timeout_secs = 600\n\
+         max_holds_per_identity = {n}\n\
          [[upstream]]\nname = \"wiki\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
          [[risk]]\nupstream = \"wiki\"\ntool = \"write_page\"\nrisk = \"write\"\n\
          [[identity]]\nname = \"ci-bot\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = \"2026-01-01T00:00:00Z\"\n\

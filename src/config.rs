@@ -73,9 +73,9 @@ pub struct GatewaySection {
     pub approval_ttl_secs: u64,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// The most of an upstream answer the gateway reads whole (a held call's JSON
-    /// answer, one SSE event it renumbers, a filtered tools/list). Answers relayed as
-    /// they stream are not limited.
+    /// The most of an upstream answer the gateway reads whole (a filtered tools/list,
+    /// one SSE event whose progress it renumbers). Answers relayed as they stream, an
+    /// approved call's included, are not limited.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
     #[serde(default = "default_store_timeout_ms")]
@@ -86,8 +86,8 @@ pub struct GatewaySection {
     pub max_holds_per_identity: usize,
     #[serde(default = "default_max_holds")]
     pub max_holds: usize,
-    #[serde(default = "default_max_hold_args_bytes")]
-    pub max_hold_args_bytes: usize,
+    #[serde(default = "default_max_held_call_bytes")]
+    pub max_held_call_bytes: usize,
     #[serde(default = "default_true")]
     pub metrics_auth: bool,
     /// `Host` names the MCP endpoint also answers to, besides its listen address and
@@ -256,7 +256,7 @@ fn default_max_holds_per_identity() -> usize {
 fn default_max_holds() -> usize {
     10_000
 }
-fn default_max_hold_args_bytes() -> usize {
+fn default_max_held_call_bytes() -> usize {
     256 * 1024
 }
 fn default_max_response_bytes() -> usize {

@@ -257,7 +257,11 @@ impl Catalog {
         by: &str,
         note: Option<String>,
     ) -> Result<crate::api::Event, StoreError> {
-        let _one_write_at_a_time = self.writes.lock().await;
+        // An operator waits on this: a long listing being learned counts against the
+        // same deadline as the commit, rather than stalling the edit without end.
+        let _one_write_at_a_time = tokio::time::timeout(self.store.timeout(), self.writes.lock())
+            .await
+            .map_err(|_| StoreError::Timeout)?;
         let committed = self
             .store
             .write_in_time(WriteOp::SetRisk {
@@ -326,6 +330,12 @@ impl Catalog {
                 tracing::warn!(upstream = %upstream.name, "tools/list entry without a string name ignored");
                 continue;
             };
+            // No call can name it (calls are refused past this length), so it is not kept.
+            if def.name.len() > mcp::MAX_TOOL_NAME_BYTES {
+                tracing::warn!(upstream = %upstream.name, bytes = def.name.len(),
+                    "tools/list entry with a name over {} bytes ignored", mcp::MAX_TOOL_NAME_BYTES);
+                continue;
+            }
             let known = self.get(&upstream.name, &def.name);
             if known.as_ref().and_then(|k| k.sha256.as_deref()) == Some(def.sha256.as_str()) {
                 continue;

@@ -1,6 +1,7 @@
 //! Turning one `tools/call` into a committed decision: its facts, the policy's
 //! answer, and the audit record that must exist before the answer takes effect.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::HeaderMap;
@@ -123,7 +124,7 @@ impl Gateway {
     /// that is the identical retry of an approved one runs instead, once: its allow and
     /// the approval's use commit together (see `Holds::consume_identical`).
     pub async fn decide_call(
-        &self,
+        self: &Arc<Self>,
         identity: &Identity,
         upstream: &str,
         tool: &str,
@@ -143,11 +144,15 @@ impl Gateway {
             tool,
             &super::exact::canonical_arguments(body),
         );
-        match self
-            .holds
-            .consume_identical(&key, chrono::Utc::now(), decision)
-            .await?
-        {
+        // The approval's use and its memory must not part if the client hangs up.
+        let (gw, lookup) = (self.clone(), key.clone());
+        let retry = super::to_completion(async move {
+            gw.holds
+                .consume_identical(&lookup, chrono::Utc::now(), decision)
+                .await
+        })
+        .await?;
+        match retry {
             Retry::Ran(allowed) => Ok(Decided::Committed(allowed)),
             Retry::NotApproved(held) => Ok(Decided::ToHold(held, key)),
         }

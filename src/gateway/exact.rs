@@ -34,8 +34,8 @@ impl fmt::Display for InexactNumber {
         };
         write!(
             f,
-            "the number {shown} at {} cannot be read exactly (it is beyond 64-bit integers \
-             or has more digits than a double holds); send it as a string",
+            "the number {shown} at {} cannot be read exactly by every reader (an integer \
+             beyond ±(2^53 − 1), or more digits than a double holds); send it as a string",
             if self.pointer.is_empty() {
                 "the top level"
             } else {
@@ -83,10 +83,20 @@ pub fn canonical_arguments(body: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Whether serde_json reads this number token into a value equal to the text's.
+/// The largest integer every common JSON reader holds exactly: JavaScript (the official
+/// TypeScript SDK among them) reads every number as a double, so `9007199254740993`
+/// would be one number to the policy and another to such an upstream. RFC 7493 (I-JSON)
+/// sets the same bound.
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// Whether this number token means the same value to the gateway and to any upstream:
+/// an integer within ±(2^53 − 1), or a decimal whose double reads back as the same value.
 pub fn is_exact(text: &str) -> bool {
     if !text.contains(['.', 'e', 'E']) {
-        return text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok();
+        let magnitude = text.strip_prefix('-').unwrap_or(text);
+        return magnitude
+            .parse::<u64>()
+            .is_ok_and(|n| n <= MAX_EXACT_INTEGER);
     }
     let Ok(double) = text.parse::<f64>() else {
         return false;
@@ -230,7 +240,7 @@ impl<'a> Reader<'a> {
         match self.peek() {
             Some(b'{') => {
                 self.pos += 1;
-                while !self.eat(b'}') {
+                while !self.eat(b'}') && self.peek().is_some() {
                     self.eat(b',');
                     self.peek();
                     let key = self.string();
@@ -244,7 +254,7 @@ impl<'a> Reader<'a> {
             Some(b'[') => {
                 self.pos += 1;
                 let mut index = 0;
-                while !self.eat(b']') {
+                while !self.eat(b']') && self.peek().is_some() {
                     self.eat(b',');
                     path.push(Step::Index(index));
                     self.check_value(path)?;
@@ -281,7 +291,7 @@ impl<'a> Reader<'a> {
             Some(b'{') => {
                 self.pos += 1;
                 let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-                while !self.eat(b'}') {
+                while !self.eat(b'}') && self.peek().is_some() {
                     self.eat(b',');
                     self.peek();
                     let key: String = serde_json::from_slice(self.string()).unwrap_or_default();
@@ -306,7 +316,7 @@ impl<'a> Reader<'a> {
                 self.pos += 1;
                 out.push(b'[');
                 let mut first = true;
-                while !self.eat(b']') {
+                while !self.eat(b']') && self.peek().is_some() {
                     self.eat(b',');
                     if !first {
                         out.push(b',');
@@ -335,13 +345,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn integers_beyond_64_bits_are_inexact() {
-        assert!(is_exact("9223372036854775807"));
-        assert!(is_exact("18446744073709551615"));
-        assert!(is_exact("-9223372036854775808"));
-        assert!(!is_exact("18446744073709551616"));
+    fn integers_beyond_what_a_double_holds_are_inexact() {
+        assert!(is_exact("9007199254740991"));
+        assert!(is_exact("-9007199254740991"));
+        assert!(is_exact("-0"));
+        assert!(!is_exact("9007199254740992"));
+        assert!(!is_exact("9007199254740993"));
+        assert!(!is_exact("18446744073709551615"));
         assert!(!is_exact("99999999999999999999"));
         assert!(!is_exact("-9223372036854775809"));
+    }
+
+    #[test]
+    fn truncated_input_ends_the_walk() {
+        assert!(check_numbers(br#"{"a":[1,{"b":2"#).is_ok());
+        assert_eq!(canonical(br#"{"a":1"#), br#"{"a":1}"#);
+        assert_eq!(canonical(b"[1,2"), b"[1,2]");
     }
 
     #[test]

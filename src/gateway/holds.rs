@@ -35,8 +35,9 @@ pub enum Verdict {
 pub struct HoldLimits {
     pub per_identity: usize,
     pub total: usize,
-    /// The most bytes of canonical arguments one held call may keep.
-    pub args_bytes: usize,
+    /// The most bytes one held call may keep: its request body, which holds its
+    /// arguments, id and `_meta`, and is kept whole to be sent on approval.
+    pub call_bytes: usize,
 }
 
 impl HoldLimits {
@@ -44,7 +45,7 @@ impl HoldLimits {
         Self {
             per_identity: gateway.max_holds_per_identity,
             total: gateway.max_holds,
-            args_bytes: gateway.max_hold_args_bytes,
+            call_bytes: gateway.max_held_call_bytes,
         }
     }
 
@@ -53,7 +54,7 @@ impl HoldLimits {
         Self {
             per_identity: usize::MAX,
             total: usize::MAX,
-            args_bytes: usize::MAX,
+            call_bytes: usize::MAX,
         }
     }
 }
@@ -212,6 +213,8 @@ impl CallKey {
 pub struct NewHold {
     pub call: HeldCall,
     pub key: CallKey,
+    /// The bytes of the request, kept until the hold is resolved.
+    pub size: usize,
     pub session_id: Option<String>,
     pub request_id: Value,
     pub ttl: chrono::Duration,
@@ -336,11 +339,11 @@ impl Holds {
     /// count: unresolved ones, and approved ones waiting for their retry.
     fn over_limit(&self, holds: &HashMap<String, Hold>, new: &NewHold) -> Option<String> {
         let limits = &self.limits;
-        let size = new.key.canonical.len();
-        if size > limits.args_bytes {
+        let size = new.size.max(new.key.canonical.len());
+        if size > limits.call_bytes {
             return Some(format!(
-                "the call's arguments are {size} bytes, over the {} bytes a held call may keep (max_hold_args_bytes); the call is denied",
-                limits.args_bytes
+                "the call is {size} bytes, over the {} bytes a held call may keep in memory (max_held_call_bytes); the call is denied",
+                limits.call_bytes
             ));
         }
         let identity = &new.call.identity;
@@ -469,8 +472,10 @@ impl Holds {
                 .await?;
             notify(hold, Verdict::Expired);
         }
-        // A resolved hold is kept until its expiry, to answer a late resolver with 409.
-        holds.retain(|_, h| h.resolution.is_none() || h.expires_at > now);
+        // Only what may still be resolved or run stays in memory: unresolved holds, and
+        // approved ones until their retry or expiry. A late resolver of any other is
+        // answered from the store (`unresolved`).
+        holds.retain(|_, h| h.resolution.is_none() || (h.keeps_call() && h.expires_at > now));
         self.approved_index().retain(|_, ids| {
             ids.retain(|id| holds.contains_key(id));
             !ids.is_empty()

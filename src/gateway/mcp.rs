@@ -19,6 +19,8 @@ pub const HEADER_MISMATCH: i64 = -32020;
 /// The longest tool name a call may carry. Every per-tool record and cache is keyed
 /// by names, so they are bounded here; real tool names are short.
 pub const MAX_TOOL_NAME_BYTES: usize = 256;
+/// The longest string id a message may carry.
+pub const MAX_ID_BYTES: usize = 256;
 
 pub const HEADER_SESSION_ID: &str = "mcp-session-id";
 pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -179,6 +181,20 @@ pub fn read_client_message(
             INVALID_REQUEST,
             "Invalid request: \"jsonrpc\" must be \"2.0\"".into(),
             &id,
+        ));
+    }
+    // An id is echoed, stored with a hold and logged: a long one is refused like a long
+    // tool name, so it cannot pin memory or bloat the store.
+    if let Some(Value::String(raw_id)) = obj.get("id")
+        && raw_id.len() > MAX_ID_BYTES
+    {
+        return Err(bad(
+            INVALID_REQUEST,
+            format!(
+                "Invalid request: the id is {} bytes, over the {MAX_ID_BYTES} toolgate accepts",
+                raw_id.len()
+            ),
+            &Value::Null,
         ));
     }
     if let Some(raw_id) = obj.get("id")

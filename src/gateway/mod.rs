@@ -129,6 +129,19 @@ impl Gateway {
             config.gateway.max_sessions,
             Duration::from_secs(config.gateway.session_idle_secs),
         );
+        for resource in &config.resources {
+            let last = resource.pointer.rsplit('/').next().unwrap_or("");
+            let redacted = config.redact.pointers.contains(&resource.pointer)
+                || config
+                    .redact
+                    .keys
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(last));
+            if redacted {
+                tracing::warn!(tool = %resource.tool, pointer = %resource.pointer,
+                    "this [[resource]] pointer is also redacted: its target shows as [REDACTED] in the log and to policies (rules that need the value can read context.args)");
+            }
+        }
         Ok(Self {
             served_hosts,
             sessions,
@@ -166,6 +179,22 @@ impl Gateway {
     /// Puts a new policy in force; pending holds are not re-decided until approval.
     pub fn replace_policy(&self, engine: PolicyEngine) {
         *self.policy.write().expect("policy lock") = Arc::new(engine);
+    }
+}
+
+/// Runs `work` to its end even if the caller stops waiting for it.
+///
+/// axum drops a handler's future when its client disconnects. A commit followed by the
+/// in-memory change it stands for (a policy swap, a hold's state) must not stop between
+/// the two, or the store and what is in force disagree; such steps run on a task of
+/// their own, and the handler only awaits their outcome.
+pub async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(work).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a detached step was cancelled: {e}"),
     }
 }
 

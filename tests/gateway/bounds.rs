@@ -59,7 +59,7 @@ async fn big_held_calls_are_denied_and_pin_no_memory() {
         assert_eq!(status, 200);
         let text = result_text(&answer);
         assert!(
-            text.contains("toolgate-hold-limit") && text.contains("max_hold_args_bytes"),
+            text.contains("toolgate-hold-limit") && text.contains("max_held_call_bytes"),
             "{text}"
         );
     }

@@ -138,6 +138,15 @@ fn bad_inputs() -> Vec<Bad> {
             code: -32602,
         },
         Bad {
+            what: "an id over 256 bytes",
+            marker: "MARK-LONGID",
+            body: text(json!({"jsonrpc": "2.0", "id": format!("MARK-LONGID{}", "i".repeat(300)), "method": "tools/call",
+                              "params": {"name": "read_page", "arguments": {"page_id": "MARK-LONGID"}}})),
+            headers: vec![],
+            status: 400,
+            code: -32600,
+        },
+        Bad {
             what: "a number toolgate would round",
             marker: "MARK-BIGNUMBER",
             body: br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_page","arguments":{"page_id":"MARK-BIGNUMBER","n":123456789012345678901234567890}}}"#.to_vec(),

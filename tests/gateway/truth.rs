@@ -432,7 +432,7 @@ async fn a_stream_that_ends_without_the_answer_is_not_recorded_as_ok() {
 }
 
 #[tokio::test]
-async fn an_approved_answer_over_max_response_bytes_is_an_error_result_not_a_buffer() {
+async fn an_approved_answer_streams_through_whatever_its_size_and_gives_one_result() {
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":9,"result":{{"content":[{{"type":"text","text":"{}"}}]}}}}"#,
         "x".repeat(10_000)
@@ -467,9 +467,9 @@ async fn an_approved_answer_over_max_response_bytes_is_an_error_result_not_a_buf
         .unwrap();
     let results = results_in(&stream);
     assert_eq!(results.len(), 1, "{stream}");
-    assert_eq!(results[0]["result"]["isError"], true);
+    // The tool ran: its answer arrives whole, however big, never swapped for an error.
     let text = results[0]["result"]["content"][0]["text"].as_str().unwrap();
-    assert!(text.contains("max_response_bytes (4096 bytes)"), "{text}");
+    assert_eq!(text.len(), 10_000);
     let done = completions(&gw).await;
-    assert_eq!(done[0]["result"], "upstream_error");
+    assert_eq!(done[0]["result"], "ok");
 }

@@ -15,7 +15,7 @@ use crate::config::OperatorRole;
 use crate::gateway::policy::PolicyEngine;
 use crate::gateway::relay::reply::json_response;
 use crate::gateway::store::{StoreError, WriteOp};
-use crate::gateway::{Gateway, sha256_hex};
+use crate::gateway::{Gateway, sha256_hex, to_completion};
 
 pub async fn set_risk(
     State(gw): State<Arc<Gateway>>,
@@ -50,18 +50,24 @@ pub async fn set_risk(
         failure.body.error.valid = Some(Risk::ALL.to_vec());
         return failure.into_response();
     };
-    match gw
-        .catalog
-        .set_risk(
-            &upstream,
-            &tool,
-            risk,
-            Some(edit.expected_version),
-            &op.name,
-            edit.note,
-        )
+    let edited = {
+        let (gw, upstream, tool, by) =
+            (gw.clone(), upstream.clone(), tool.clone(), op.name.clone());
+        to_completion(async move {
+            gw.catalog
+                .set_risk(
+                    &upstream,
+                    &tool,
+                    risk,
+                    Some(edit.expected_version),
+                    &by,
+                    edit.note,
+                )
+                .await
+        })
         .await
-    {
+    };
+    match edited {
         Ok(event) => {
             tracing::info!(upstream = %crate::gateway::escape::Escaped(&upstream), tool = %crate::gateway::escape::Escaped(&tool), %risk, operator = %op.name, "risk class set");
             json_response(
@@ -137,20 +143,30 @@ pub async fn put_policy(
         }
     };
     let sha256 = sha256_hex(text.as_bytes());
-    // Commit and swap as one step: the policy in force is always the last one stored.
-    let _one_edit_at_a_time = gw.policy_edits.lock().await;
-    let committed = gw
-        .store
-        .write_in_time(WriteOp::Policy {
-            text,
-            sha256: sha256.clone(),
-            by: op.name.clone(),
-            file_sha256: None,
+    // Commit and swap as one step, to the end even if the client hangs up: the policy in
+    // force is always the last one stored.
+    let committed = {
+        let (gw, by, sha256) = (gw.clone(), op.name.clone(), sha256.clone());
+        to_completion(async move {
+            let _one_edit_at_a_time = gw.policy_edits.lock().await;
+            let committed = gw
+                .store
+                .write_in_time(WriteOp::Policy {
+                    text,
+                    sha256,
+                    by,
+                    file_sha256: None,
+                })
+                .await;
+            if committed.is_ok() {
+                gw.replace_policy(engine);
+            }
+            committed
         })
-        .await;
+        .await
+    };
     match committed {
         Ok(c) => {
-            gw.replace_policy(engine);
             tracing::info!(operator = %op.name, %sha256, "policy replaced");
             let event = c
                 .events

@@ -248,14 +248,25 @@ async fn resolve(
         name: op.name.clone(),
         principals: op.principals.clone(),
     };
-    let result = if approving {
-        gw.holds
-            .approve(call_id, &approver, request.reason, |call| {
-                super::decide::reevaluate(&gw.policy(), &gw.catalog, call, chrono::Utc::now())
-            })
-            .await
-    } else {
-        gw.holds.deny(call_id, &approver, request.reason).await
+    let result = {
+        let (gw, call_id) = (gw.clone(), call_id.to_owned());
+        super::to_completion(async move {
+            if approving {
+                gw.holds
+                    .approve(&call_id, &approver, request.reason, |call| {
+                        super::decide::reevaluate(
+                            &gw.policy(),
+                            &gw.catalog,
+                            call,
+                            chrono::Utc::now(),
+                        )
+                    })
+                    .await
+            } else {
+                gw.holds.deny(&call_id, &approver, request.reason).await
+            }
+        })
+        .await
     };
     match result {
         Ok(view) => {

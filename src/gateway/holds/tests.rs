@@ -91,6 +91,7 @@ async fn open_hold(
                 args: Some(map),
                 decision,
             },
+            size: 0,
             session_id: None,
             request_id: json!(1),
             ttl: chrono::Duration::seconds(ttl),
@@ -568,7 +569,7 @@ async fn holds_are_capped_per_identity_in_all_and_by_size_and_a_refusal_is_a_sto
         .with_limits(HoldLimits {
             per_identity: 2,
             total: 3,
-            args_bytes: 200,
+            call_bytes: 200,
         });
     let alice_bot = token_owned_by("alice");
     let mut other = (*token_owned_by("bob")).clone();
@@ -614,7 +615,7 @@ async fn holds_are_capped_per_identity_in_all_and_by_size_and_a_refusal_is_a_sto
     let big = format!(r#"{{"page_id":"{}"}}"#, "x".repeat(300));
     let denied = refused(try_hold(&holds, alice_bot.clone(), &big).await.unwrap_err());
     assert!(
-        denied.reason.contains("max_hold_args_bytes"),
+        denied.reason.contains("max_held_call_bytes"),
         "{}",
         denied.reason
     );
@@ -641,6 +642,7 @@ async fn try_hold(
                 args: Some(map),
                 decision,
             },
+            size: 0,
             session_id: None,
             request_id: json!(1),
             ttl: chrono::Duration::seconds(900),

@@ -80,6 +80,33 @@ impl PolicyError {
     }
 }
 
+/// Refuses a `User::"…"` or `Token::"…"` literal that can never match: e-mail-like names
+/// reach policies lowercased (`identity::normalize_name`), so `User::"Alice@corp.example"`
+/// would silently stop matching anyone, and a `forbid` written that way would be
+/// bypassed. Found in the text, comments and strings too, which errs on the safe side.
+fn check_names_as_matched(text: &str) -> Result<(), PolicyError> {
+    for kind in ["User::\"", "Token::\""] {
+        let mut from = 0;
+        while let Some(found) = text[from..].find(kind) {
+            let start = from + found + kind.len();
+            let name = text[start..].split('"').next().unwrap_or("");
+            from = start;
+            let normal = crate::gateway::identity::normalize_name(name);
+            if normal != name {
+                let before = &text[..start];
+                return Err(PolicyError {
+                    line: Some(before.matches('\n').count() + 1),
+                    column: Some(before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1),
+                    message: format!(
+                        "{kind}{name}\" can never match: e-mail-like names are compared in lower case; write {kind}{normal}\""
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The result of deciding one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -310,6 +337,7 @@ impl PolicyEngine {
     pub fn compile(text: &str) -> Result<Self, PolicyError> {
         let parsed = PolicySet::from_str(text)
             .map_err(|e| PolicyError::at(text, &e, format!("syntax error: {e}")))?;
+        check_names_as_matched(text)?;
         let mut policies = PolicySet::new();
         let mut holds = HashSet::new();
         let mut reasons = HashMap::new();

@@ -534,3 +534,19 @@ fn a_call_whose_policies_read_its_context_is_always_evaluated() {
     assert_eq!(outcome("dev"), Outcome::Allow);
     assert_eq!(remembered(&engine), 0);
 }
+
+#[test]
+fn a_user_literal_that_can_never_match_is_refused_with_its_place() {
+    let text = format!(
+        "{DEFAULT_POLICY}\n@id(\"no-alice\")\nforbid (principal == User::\"Alice@Corp.example\", action, resource);\n"
+    );
+    let err = PolicyEngine::compile(&text).err().expect("refused");
+    assert!(
+        err.message.contains("User::\"alice@corp.example\""),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.line, Some(DEFAULT_POLICY.lines().count() + 3));
+    let fine = text.replace("Alice@Corp.example", "alice@corp.example");
+    assert!(PolicyEngine::compile(&fine).is_ok());
+}

@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::super::Gateway;
 use super::super::decide::{self, Decided};
 use super::super::escape::Escaped;
 use super::super::holds;
 use super::super::mcp::{self, INVALID_REQUEST};
+use super::super::{Gateway, to_completion};
 use super::admit::Refusal;
 use super::completion;
 use super::held_stream;
@@ -112,12 +112,18 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
             decision,
         },
         key,
+        size: post.bytes.len(),
         session_id: post.session.clone(),
         request_id: post.id(),
         ttl,
     };
     let principal = post.identity.principal();
-    let (verdict, expires_at) = match gw.holds.create(new).await {
+    // The hold and its place in memory must not part if the client hangs up now.
+    let created = {
+        let gw = gw.clone();
+        to_completion(async move { gw.holds.create(new).await }).await
+    };
+    let (verdict, expires_at) = match created {
         Ok(created) => {
             note_decided(gw, &principal, &created.decision);
             (created.verdict, created.expires_at)

@@ -23,7 +23,7 @@ use super::super::mcp::ClientMessage;
 use super::completion;
 use super::observe::{AnswerFinder, SseEvents};
 use super::reply::error_result;
-use super::upstream::{ReadError, content_type_of, read_bounded};
+use super::upstream::content_type_of;
 use super::upstream::{Upstream, forward_to};
 use crate::api::{CallResult, Resolution};
 
@@ -248,7 +248,7 @@ async fn run_approved(
     let status = response.status().as_u16();
     let framing = Framing {
         max_bytes: gw.config.gateway.max_response_bytes,
-        progress_offset: progress_sent,
+        progress_sent,
     };
     let result = reframe(upstream, &held.message, response, framing, tx).await;
     completion::record(gw, held.call_id.clone(), result, Some(status), started);
@@ -256,15 +256,18 @@ async fn run_approved(
 
 /// How an approved call's answer is put on the held stream.
 struct Framing {
-    /// The most of a JSON answer, or of one SSE event, read whole.
+    /// The most of one SSE event read whole to renumber its progress; a bigger one
+    /// passes as it is.
     max_bytes: usize,
-    /// How many progress notifications the wait sent: the upstream's own count from
-    /// 0, so its values are shifted by this much to keep the sequence increasing, as
-    /// the spec requires of progress.
-    progress_offset: u64,
+    /// How many progress notifications the wait sent (1, 2, …, n). The upstream counts
+    /// from 0 on its own, so its values are shifted past n to keep the sequence
+    /// increasing, as the spec requires of progress.
+    progress_sent: u64,
 }
 
-/// Puts the upstream's answer on the held stream, and says how the call ended.
+/// Puts the upstream's answer on the held stream as it arrives, and says how the call
+/// ended. The client gets exactly one result: the upstream's, or, when its answer
+/// carried none, one from toolgate saying that the call ran but its answer was lost.
 async fn reframe(
     upstream: &Upstream,
     message: &ClientMessage,
@@ -290,68 +293,121 @@ async fn reframe(
     let content_type = content_type_of(&response);
     let id = message.id().cloned().unwrap_or(Value::Null);
     let mut finder = AnswerFinder::new(&content_type, id);
-    let too_large = || {
-        format!(
-            "toolgate: the upstream's answer after approval is over max_response_bytes ({} bytes)",
-            framing.max_bytes
-        )
-    };
-    if finder.is_sse() {
-        // Event by event, as the upstream sends them; only its progress is renumbered.
-        let progress_token = message.body.pointer("/params/_meta/progressToken");
-        let mut events = SseEvents::default();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                return CallResult::UpstreamError;
-            };
-            for event in events.push(&chunk) {
-                finder.feed(&event);
-                let out = match progress_token {
-                    Some(token) if framing.progress_offset > 0 => {
-                        renumber_progress(event, token, framing.progress_offset)
-                    }
-                    _ => Bytes::from(event),
-                };
-                if tx.send(out).await.is_err() {
-                    return CallResult::ClientGone;
-                }
-            }
-            if events.pending_len() > framing.max_bytes {
-                if finder.found().is_none() {
-                    send_result(message, &too_large(), tx).await;
-                }
-                return CallResult::UpstreamError;
-            }
-        }
-        let rest = events.take_rest();
-        finder.feed(&rest);
-        if !rest.is_empty() && tx.send(Bytes::from(rest)).await.is_err() {
-            return CallResult::ClientGone;
-        }
-    } else {
-        let body = match read_bounded(response, framing.max_bytes).await {
-            Ok(body) => body,
-            Err(ReadError::TooLarge(_)) => {
-                send_result(message, &too_large(), tx).await;
-                return CallResult::UpstreamError;
-            }
-            Err(ReadError::Upstream(_)) => return CallResult::UpstreamError,
+    let renumber = message
+        .body
+        .pointer("/params/_meta/progressToken")
+        .filter(|_| framing.progress_sent > 0 && finder.is_sse());
+    let mut out = Outgoing::new(finder.is_sse(), renumber, framing);
+    let mut stream = response.bytes_stream();
+    let mut cut = false;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            cut = true;
+            break;
         };
-        finder.feed(&body);
-        if tx
-            .send(sse_message(&String::from_utf8_lossy(&body)))
-            .await
-            .is_err()
-        {
+        finder.feed(&chunk);
+        for piece in out.push(&chunk) {
+            if tx.send(piece).await.is_err() {
+                return CallResult::ClientGone;
+            }
+        }
+    }
+    for piece in out.finish() {
+        if tx.send(piece).await.is_err() {
             return CallResult::ClientGone;
         }
     }
-    completion::verdict(finder.end())
+    match finder.end() {
+        Some(found) => completion::verdict(Some(found)),
+        None => {
+            let how = if cut { "was cut off" } else { "ended" };
+            let text = format!(
+                "toolgate: the call ran after approval, but the upstream's answer {how} without its result"
+            );
+            send_result(message, &text, tx).await;
+            if cut {
+                CallResult::UpstreamError
+            } else {
+                CallResult::NoAnswer
+            }
+        }
+    }
+}
+
+/// The bytes that go to the client for the upstream's: SSE as it is (events with the
+/// client's progress renumbered, when they must be), a JSON answer framed as one SSE
+/// `message` event line by line as it arrives, never buffered whole.
+struct Outgoing<'a> {
+    sse: bool,
+    renumber: Option<&'a Value>,
+    framing: Framing,
+    events: SseEvents,
+    /// For a JSON answer: whether its event has been opened.
+    opened: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(sse: bool, renumber: Option<&'a Value>, framing: Framing) -> Self {
+        Self {
+            sse,
+            renumber,
+            framing,
+            events: SseEvents::default(),
+            opened: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &Bytes) -> Vec<Bytes> {
+        if !self.sse {
+            let mut framed = Vec::with_capacity(chunk.len() + 32);
+            if !std::mem::replace(&mut self.opened, true) {
+                framed.extend_from_slice(b"event: message\ndata: ");
+            }
+            // Every line of the body becomes a `data:` line of the one event.
+            for &b in chunk.iter() {
+                match b {
+                    b'\n' | b'\r' => framed.extend_from_slice(b"\ndata: "),
+                    _ => framed.push(b),
+                }
+            }
+            return vec![Bytes::from(framed)];
+        }
+        let Some(token) = self.renumber else {
+            return vec![chunk.clone()];
+        };
+        let offset = self.framing.progress_sent + 1;
+        let mut out: Vec<Bytes> = self
+            .events
+            .push(chunk)
+            .into_iter()
+            .map(|event| renumber_progress(event, token, offset))
+            .collect();
+        // An event too big to read whole goes on as it is.
+        if self.events.pending_len() > self.framing.max_bytes {
+            out.push(Bytes::from(self.events.take_rest()));
+        }
+        out
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if !self.sse {
+            if self.opened {
+                out.push(Bytes::from_static(b"\n\n"));
+            }
+        } else {
+            let rest = self.events.take_rest();
+            if !rest.is_empty() {
+                out.push(Bytes::from(rest));
+            }
+        }
+        out
+    }
 }
 
 /// The event with its progress (and total) shifted by `offset` when it is a progress
-/// notification for `token`; any other event unchanged, byte for byte.
+/// notification for `token`, its other lines (`id:`, `event:`) kept; any other event
+/// unchanged, byte for byte.
 fn renumber_progress(event: Vec<u8>, token: &Value, offset: u64) -> Bytes {
     let messages = super::super::mcp::response_messages("text/event-stream", &event);
     let [message] = messages.as_slice() else {
@@ -372,7 +428,27 @@ fn renumber_progress(event: Vec<u8>, token: &Value, offset: u64) -> Bytes {
             };
         }
     }
-    sse_message(&message.to_string())
+    let text = String::from_utf8_lossy(&event);
+    let mut out = String::with_capacity(event.len() + 16);
+    let mut data_written = false;
+    for line in text.split_inclusive(['\n']) {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        if bare.is_empty() {
+            continue;
+        }
+        if bare.starts_with("data:") {
+            if !std::mem::replace(&mut data_written, true) {
+                out.push_str("data: ");
+                out.push_str(&message.to_string());
+                out.push('\n');
+            }
+        } else {
+            out.push_str(bare);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    Bytes::from(out)
 }
 
 /// One SSE `message` event; a multi-line payload becomes several `data:` lines.
@@ -390,4 +466,53 @@ fn sse_message(payload: &str) -> Bytes {
 async fn send_result(message: &ClientMessage, text: &str, tx: &mpsc::Sender<Bytes>) {
     let body: Value = error_result(message, text);
     let _ = tx.send(sse_message(&body.to_string())).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_shifted_and_the_events_other_lines_are_kept() {
+        let event = b"id: 7\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"t\",\"progress\":0,\"total\":4}}\r\n\r\n".to_vec();
+        let out = renumber_progress(event, &json!("t"), 3);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("id: 7\nevent: message\ndata: "), "{text}");
+        assert!(text.ends_with("\n\n"), "{text}");
+        let data: Value =
+            serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap())
+                .unwrap();
+        assert_eq!(data["params"]["progress"], 3);
+        assert_eq!(data["params"]["total"], 7);
+        let other = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"u\",\"progress\":0}}\n\n".to_vec();
+        assert_eq!(
+            renumber_progress(other.clone(), &json!("t"), 3).to_vec(),
+            other
+        );
+    }
+
+    #[test]
+    fn a_json_answer_is_framed_as_one_event_line_by_line() {
+        let framing = Framing {
+            max_bytes: 1024,
+            progress_sent: 0,
+        };
+        let mut out = Outgoing::new(false, None, framing);
+        let mut bytes = Vec::new();
+        for chunk in [&b"{\"a\":\n"[..], b"1}\r\n"] {
+            for piece in out.push(&Bytes::copy_from_slice(chunk)) {
+                bytes.extend_from_slice(&piece);
+            }
+        }
+        for piece in out.finish() {
+            bytes.extend_from_slice(&piece);
+        }
+        let messages = crate::gateway::mcp::response_messages("text/event-stream", &bytes);
+        assert_eq!(
+            messages,
+            vec![json!({"a": 1})],
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
 }

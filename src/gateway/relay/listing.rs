@@ -12,10 +12,10 @@ use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use super::super::Gateway;
 use super::super::identity::Identity;
 use super::super::mcp;
 use super::super::policy::CallFacts;
+use super::super::{Gateway, to_completion};
 use super::observe::AnswerFinder;
 use super::reply::{json_response, upstream_unreachable};
 use super::request::Post;
@@ -145,7 +145,18 @@ pub(super) async fn filtered_listing(
             return upstream_unreachable(&upstream.config.name, &id, &e);
         }
     };
-    learn_listing(gw, &upstream.config.name, &content_type, &body, &id).await;
+    {
+        // Its own task, so a client that hangs up cannot cut learning short.
+        let (gw, name, content_type, body, id) = (
+            gw.clone(),
+            upstream.config.name.clone(),
+            content_type.clone(),
+            body.clone(),
+            id.clone(),
+        );
+        to_completion(async move { learn_listing(&gw, &name, &content_type, &body, &id).await })
+            .await;
+    }
     let mut messages = mcp::response_messages(&content_type, &body);
     let engine = gw.policy();
     let no_args = Map::new();
@@ -227,7 +238,8 @@ impl Stream for Tee {
             }
             let polled = self.inner.as_mut().poll_next(cx);
             match polled {
-                Poll::Ready(Some(Ok(chunk))) if !self.overflowed => {
+                // Learning has started (or is done): nothing more to keep.
+                Poll::Ready(Some(Ok(chunk))) if !self.overflowed && self.learn.is_some() => {
                     if self.copy.len() + chunk.len() > MAX_LISTING_BYTES {
                         self.overflowed = true;
                         self.copy = Vec::new();

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::super::mcp;
 
-/// The most of one event (or one JSON body) kept to read it.
-pub const MAX_OBSERVED_BYTES: usize = 16 * 1024 * 1024;
+/// The most of one event (or one JSON body) kept to read it. Every answer in flight
+/// may hold this much; a bigger event is passed unread (and may have been the answer).
+pub const MAX_OBSERVED_BYTES: usize = 1024 * 1024;
 
 pub struct AnswerFinder {
     id: Value,

@@ -347,6 +347,11 @@ impl Store {
         })
     }
 
+    /// How long a write may take before its caller gives up on it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn health(&self) -> &Health {
         &self.health
     }
@@ -422,18 +427,15 @@ impl Store {
     /// approval answered 503 never takes effect later. A write the writer already holds
     /// the lock with is a moment from its commit, and its real outcome is awaited.
     pub async fn write_in_time(&self, op: WriteOp) -> Result<Committed, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let (job, claimed, mut reply) = Job::new(op);
-        match tokio::time::timeout_at(deadline, self.enqueue(job)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            // Still queued behind a full channel: withdrawn, it is skipped when it lands.
-            Err(_) => {
-                Job::withdraw(&claimed);
-                return Err(StoreError::Timeout);
-            }
+        match self.writes.try_send(job) {
+            Ok(()) => {}
+            // A queue thousands deep is a store that cannot keep up: fail now, and
+            // without tying up a thread to wait for room.
+            Err(std::sync::mpsc::TrySendError::Full(_)) => return Err(StoreError::Timeout),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
-        match tokio::time::timeout_at(deadline, &mut reply).await {
+        match tokio::time::timeout(self.timeout, &mut reply).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(StoreError::Closed),
             Err(_) if Job::withdraw(&claimed) => Err(StoreError::Timeout),

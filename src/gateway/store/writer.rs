@@ -255,8 +255,9 @@ fn apply(
         }),
         WriteOp::Flush => Ok(Committed::default()),
         WriteOp::Together(ops) => {
-            // A savepoint, so a refused part leaves nothing of the others behind while
-            // the rest of the group still commits.
+            // A savepoint: when a part is refused (a stale edit), none of the parts is
+            // kept, and the rest of the group still commits. Any other error fails the
+            // whole group, as it would without one.
             conn.execute_batch("SAVEPOINT together")?;
             let mut all = Committed::default();
             let mark = (seqs.next, seqs.inserted.len());
