@@ -102,6 +102,29 @@ impl Decimal {
         }
     }
 
+    /// Reads a plain decimal as a header may carry it, more loosely than JSON: a sign
+    /// `+` or `-`, digits with leading zeros, an optional point with digits on either
+    /// side or both, and no exponent (`+7`, `007`, `1.`, `.5`).
+    pub fn parse_plain(text: &str) -> Option<Decimal> {
+        let (negative, unsigned) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.len() + frac.len() == 0 || !all_digits(int) || !all_digits(frac) {
+            return None;
+        }
+        Some(Decimal::from_parts(
+            text,
+            negative,
+            int.as_bytes(),
+            frac.as_bytes(),
+            0,
+        ))
+    }
+
     /// The nearest f64, as Rust's correctly rounded parser gives it.
     pub fn to_f64(&self) -> f64 {
         self.text
@@ -427,6 +450,13 @@ mod tests {
         assert_ne!(num("9007199254740993"), num("9007199254740992"));
         assert_ne!(num("99999999999999999999"), num("1e20"));
         assert_eq!(num("0.1"), num("1e-1"));
+        let plain = |s| Decimal::parse_plain(s);
+        assert_eq!(plain("+007.50"), Some(num("7.5")));
+        assert_eq!(plain(".5"), Some(num("0.5")));
+        assert_eq!(plain("-1."), Some(num("-1")));
+        assert_eq!(plain("1e5"), None);
+        assert_eq!(plain("."), None);
+        assert_eq!(plain("inf"), None);
     }
 
     #[test]
