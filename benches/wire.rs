@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -105,29 +106,33 @@ async fn server_everything() -> Option<(Child, u16)> {
         eprintln!("wire: server-everything is not installed (run ./.ci/run); skipping it");
         return None;
     }
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new("node")
+    let mut child = Command::new("node")
         .arg("-r")
         .arg(repo_root().join("tests/peers/localhost.cjs"))
         .arg(js)
         .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
+        // The system picks the port; the preload prints the one it bound.
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.strip_prefix("toolgate-peer: listening on 127.0.0.1:") {
+                return at.parse::<u16>().ok();
+            }
+        }
+        None
+    };
+    let port = tokio::time::timeout(Duration::from_secs(20), read)
         .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "server-everything did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .ok()
+        .flatten()
+        .expect("server-everything reports where it listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Some((child, port))
 }
 

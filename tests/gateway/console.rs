@@ -13,19 +13,19 @@ const APPROVER: &str = "tg_test-console-approver";
 #[tokio::test]
 async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_survives_a_restart() {
     let upstream = PyUpstream::start().await;
-    let control_port = free_port();
     let config = format!(
         "{}\n[[operator]]\nname = \"olga\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\n",
         upstream.config("trust_annotations = true\nhold_timeout_secs = 30"),
         sha256_hex(APPROVER)
     );
-    let gw = start_gateway_with_control_port(control_port, &config).await;
+    let gw = start_gateway(&config).await;
     prime_catalog(&gw).await;
     call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "before"})).await;
 
     let command = format!(
-        "{} console --gateway http://127.0.0.1:{control_port} --bell off",
-        env!("CARGO_BIN_EXE_toolgate")
+        "{} console --gateway http://{} --bell off",
+        env!("CARGO_BIN_EXE_toolgate"),
+        gw.control
     );
     let no_config = tempfile::tempdir().unwrap();
     let config_path = no_config.path().join("config.toml");
@@ -69,8 +69,8 @@ async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_sur
         1
     );
 
-    // The gateway restarts on the same ports; the console reconnects by itself.
-    let gw = gw.stop_then(|| {}).await;
+    // The gateway restarts on the same control port; the console reconnects by itself.
+    let gw = gw.restart_on_the_same_control_port().await;
     tmux.send(&[":live", "Enter"]);
     tmux.wait_for("● connected").await;
     call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "after"})).await;
@@ -86,13 +86,12 @@ const ADMIN: &str = "tg_test-console-admin";
 #[tokio::test]
 async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_one() {
     let upstream = PyUpstream::start().await;
-    let control_port = free_port();
     let config = format!(
         "{}\n[[operator]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
         upstream.config("trust_annotations = true\nhold_timeout_secs = 30"),
         sha256_hex(ADMIN)
     );
-    let gw = start_gateway_with_control_port(control_port, &config).await;
+    let gw = start_gateway(&config).await;
     prime_catalog(&gw).await;
 
     // The console's own config: a context whose token comes from a command.
@@ -101,8 +100,9 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
     std::fs::write(
         &console_config,
         format!(
-            "[[context]]\nname = \"e2e\"\ngateway = \"http://127.0.0.1:{control_port}\"\n\
-             token_command = \"printf %s {ADMIN}\"\n"
+            "[[context]]\nname = \"e2e\"\ngateway = \"http://{}\"\n\
+             token_command = \"printf %s {ADMIN}\"\n",
+            gw.control
         ),
     )
     .unwrap();

@@ -1,5 +1,8 @@
 // Preloaded with `node -r` so that a server that would listen on every interface
-// (server-everything does) listens on 127.0.0.1 only.
+// (server-everything does) listens on 127.0.0.1 only, and says where it listens: once
+// a TCP server is listening, a line `toolgate-peer: listening on 127.0.0.1:PORT` goes to
+// stdout. Tests start it with PORT=0 and read the port from that line, so they reach
+// the process they started and no other.
 const net = require("node:net");
 const listen = net.Server.prototype.listen;
 net.Server.prototype.listen = function (...args) {
@@ -9,5 +12,11 @@ net.Server.prototype.listen = function (...args) {
   } else if (first && typeof first === "object" && first.path === undefined) {
     args[0] = { ...first, host: "127.0.0.1" };
   }
+  this.once("listening", () => {
+    const at = this.address();
+    if (at && typeof at === "object") {
+      process.stdout.write(`toolgate-peer: listening on ${at.address}:${at.port}\n`);
+    }
+  });
   return listen.apply(this, args);
 };

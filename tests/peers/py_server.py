@@ -6,6 +6,10 @@ declares an `Mcp-Param-*` header. Every POST it receives (body and Authorization
 is appended as one JSON line to the file named by TOOLGATE_TEST_UPSTREAM_LOG, so tests can prove what never reached it.
 
 Usage: py_server.py PORT [ANNOTATION_VARIANT]
+
+It listens on 127.0.0.1:PORT (0: the system picks a port) and, once listening, prints
+`toolgate-peer: listening on 127.0.0.1:PORT` with the port it bound, so that tests reach
+this process and no other. A PORT it cannot bind makes it exit at once.
 """
 
 import asyncio
@@ -106,6 +110,19 @@ def logging_middleware(app):
     return wrapped
 
 
+class ReportingServer(uvicorn.Server):
+    """A uvicorn server that prints the address it bound once it is listening."""
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets=sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            print(f"toolgate-peer: listening on {host}:{port}", flush=True)
+
+
 if __name__ == "__main__":
     app = server.streamable_http_app(host="127.0.0.1")
-    uvicorn.run(logging_middleware(app), host="127.0.0.1", port=PORT, log_level="warning")
+    config = uvicorn.Config(
+        logging_middleware(app), host="127.0.0.1", port=PORT, log_level="warning"
+    )
+    ReportingServer(config).run()

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -95,40 +94,75 @@ fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
     Proc { child, name }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
+/// The line a test peer prints on stdout once it listens, followed by `127.0.0.1:PORT`
+/// (see tests/peers/localhost.cjs and tests/peers/py_server.py).
+const PEER_LISTENING: &str = "toolgate-peer: listening on ";
 
-pub async fn wait_for_port(port: u16, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
+/// Reads `proc`'s stdout line by line until `parse` finds what it waits for (at most
+/// 30 s), then keeps draining stdout in the background, so the process never blocks on
+/// a full pipe. Says why if the process exits or stays silent first.
+///
+/// Servers report the address they bound only after binding it, and a port has one
+/// listener at a time, so the address read here is this process's and no other's.
+async fn read_report<T>(
+    proc: &mut Proc,
+    what: &str,
+    mut parse: impl FnMut(&str) -> Option<T>,
+) -> Result<T, String> {
+    let stdout = proc
+        .child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("{}'s stdout is piped", proc.name));
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(found) = parse(&line) {
+                return Some(found);
+            }
         }
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "{} exited with {status} before listening on {port}",
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(found)) => {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok(found)
+        }
+        Ok(None) => {
+            let status = tokio::time::timeout(Duration::from_secs(5), proc.child.wait()).await;
+            Err(format!(
+                "{} closed its stdout ({status:?}) before it reported {what}",
                 proc.name
-            );
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not listen on {port} within 30 s",
-            proc.name
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(_) => Err(format!("{} did not report {what} within 30 s", proc.name)),
     }
 }
 
-/// The reference server, in Streamable HTTP mode, forced onto 127.0.0.1.
+/// Waits until a test peer reports where it listens, and returns its port. With `want`
+/// not 0 the peer was asked for that port, and must have bound exactly it.
+async fn peer_port(proc: &mut Proc, want: u16) -> u16 {
+    let at = read_report(proc, "the address it listens on", |line| {
+        line.strip_prefix(PEER_LISTENING).map(str::to_owned)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} (asked for 127.0.0.1:{want}; a port it cannot bind ends it)"));
+    let port = at
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("{} listens on {at}, not on 127.0.0.1", proc.name));
+    assert!(
+        want == 0 || port == want,
+        "{} was asked for port {want} and bound {port}",
+        proc.name
+    );
+    port
+}
+
+/// The reference server, in Streamable HTTP mode, on 127.0.0.1 and a port the system
+/// picks, which it reports.
 pub async fn start_server_everything() -> (Proc, u16) {
-    let port = free_port();
     let mut proc = spawn(
         "server-everything",
         Command::new("node")
@@ -136,16 +170,17 @@ pub async fn start_server_everything() -> (Proc, u16) {
             .arg(peer_script("localhost.cjs"))
             .arg(server_everything_js())
             .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
+            .env("PORT", "0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     );
-    wait_for_port(port, &mut proc).await;
+    let port = peer_port(&mut proc, 0).await;
     (proc, port)
 }
 
-/// The Python SDK test server. Every POST it receives is appended to `log`.
-pub async fn start_py_server(port: u16, variant: &str, log: &Path) -> Proc {
+/// The Python SDK test server on `port` (0: one the system picks), and the port it
+/// bound. Every POST it receives is appended to `log`.
+pub async fn start_py_server(port: u16, variant: &str, log: &Path) -> (Proc, u16) {
     let mut proc = spawn(
         "python mcp server",
         Command::new(venv_python())
@@ -153,11 +188,11 @@ pub async fn start_py_server(port: u16, variant: &str, log: &Path) -> Proc {
             .arg(port.to_string())
             .arg(variant)
             .env("TOOLGATE_TEST_UPSTREAM_LOG", log)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     );
-    wait_for_port(port, &mut proc).await;
-    proc
+    let port = peer_port(&mut proc, port).await;
+    (proc, port)
 }
 
 /// The Python test server on a port of its own, logging every POST it receives.
@@ -172,8 +207,7 @@ impl PyUpstream {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("upstream.log");
-        let port = free_port();
-        let proc = start_py_server(port, "a", &log).await;
+        let (proc, port) = start_py_server(0, "a", &log).await;
         Self {
             proc,
             port,
@@ -183,6 +217,7 @@ impl PyUpstream {
     }
 
     /// Restarts on the same port, as `variant` (which changes one tool's annotations).
+    /// The new process must bind that very port, or the test fails.
     pub async fn restart_as(self, variant: &str) -> Self {
         let Self {
             proc,
@@ -191,7 +226,7 @@ impl PyUpstream {
             _dir,
         } = self;
         proc.stop().await;
-        let proc = start_py_server(port, variant, &log).await;
+        let (proc, port) = start_py_server(port, variant, &log).await;
         Self {
             proc,
             port,
@@ -339,6 +374,30 @@ impl GatewayProc {
     pub async fn crash_and_restart(self) -> GatewayProc {
         self.stop_then(|| {}).await
     }
+
+    /// Stops the gateway and starts it again with its control API on the port it had,
+    /// for a client that must find it there again (the MCP port may change). The new
+    /// process must bind that very port, or the test fails.
+    pub async fn restart_on_the_same_control_port(self) -> GatewayProc {
+        let control = self.control.clone();
+        let config = self.dir.path().join("gateway.toml");
+        let text = std::fs::read_to_string(&config).expect("the gateway config");
+        let pinned: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("control_listen = ") {
+                    format!("control_listen = \"{control}\"\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        let gw = self
+            .stop_then(|| std::fs::write(&config, pinned).expect("write config"))
+            .await;
+        assert_eq!(gw.control, control, "the restarted gateway's control API");
+        gw
+    }
 }
 
 /// The `[[identity]]` tables every test config carries.
@@ -370,16 +429,8 @@ pub async fn start_gateway(body: &str) -> GatewayProc {
 }
 
 /// As `start_gateway`, with extra files (such as a policy) beside the config.
+/// Both listeners ask for port 0; the gateway reports the ports it bound.
 pub async fn start_gateway_with_files(body: &str, files: &[(&str, &str)]) -> GatewayProc {
-    start_gateway_full(0, body, files).await
-}
-
-/// As `start_gateway`, with the control API on a fixed port, so a restart keeps it.
-pub async fn start_gateway_with_control_port(port: u16, body: &str) -> GatewayProc {
-    start_gateway_full(port, body, &[]).await
-}
-
-async fn start_gateway_full(control_port: u16, body: &str, files: &[(&str, &str)]) -> GatewayProc {
     let dir = tempfile::tempdir().expect("temp dir");
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).expect("write file");
@@ -391,7 +442,7 @@ async fn start_gateway_full(control_port: u16, body: &str, files: &[(&str, &str)
         "max_body_bytes = 65536\n"
     };
     let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:{control_port}\"\ndata_dir = \"data\"\n{body_limit}{body}"
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{body_limit}{body}"
     );
     std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
     launch_gateway(dir).await
@@ -413,35 +464,26 @@ async fn launch_gateway(dir: tempfile::TempDir) -> GatewayProc {
             .stdout(Stdio::piped())
             .stderr(log),
     );
-    let stdout = proc.child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
+    // The gateway prints these once it has bound both listeners (see gateway::run).
     let (mut addr, mut control) = (None, None);
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("gateway stdout") {
-            if let Some(rest) = line.strip_prefix("toolgate gateway: MCP endpoint http://") {
-                addr = rest.split('/').next().map(String::from);
-            }
-            if let Some(rest) = line.strip_prefix("toolgate gateway: control API http://") {
-                control = Some(rest.to_owned());
-            }
-            if addr.is_some() && control.is_some() {
-                return true;
-            }
+    let found = read_report(&mut proc, "its endpoints", |line| {
+        if let Some(rest) = line.strip_prefix("toolgate gateway: MCP endpoint http://") {
+            addr = rest.split('/').next().map(String::from);
         }
-        false
+        if let Some(rest) = line.strip_prefix("toolgate gateway: control API http://") {
+            control = Some(rest.to_owned());
+        }
+        addr.clone().zip(control.clone())
     })
     .await;
-    let log_text = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
-    assert!(
-        matches!(found, Ok(true)),
-        "the gateway did not report its endpoints within 30 s; its log:\n{log_text}"
-    );
-    // Keep draining stdout, so the gateway never writes into a closed pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (addr, control) = found.unwrap_or_else(|e| {
+        let log_text = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+        panic!("{e}; its log:\n{log_text}")
+    });
     GatewayProc {
         proc,
-        addr: addr.expect("endpoint"),
-        control: control.expect("control"),
+        addr,
+        control,
         dir,
     }
 }
@@ -534,7 +576,9 @@ pub struct Tmux {
 
 impl Tmux {
     pub fn start(command: &str, env: &[(&str, &str)], width: u16, height: u16) -> Self {
-        let socket = format!("toolgate-test-{}-{}", std::process::id(), free_port());
+        static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("toolgate-test-{}-{n}", std::process::id());
         let mut cmd = std::process::Command::new("tmux");
         cmd.args([
             "-L",
