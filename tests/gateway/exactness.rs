@@ -131,10 +131,7 @@ async fn a_number_the_gateway_would_round_is_refused_before_any_decision() {
         .iter()
         .find(|d| d["args"]["page_id"] == "MARK-BIG-OK")
         .unwrap();
-    assert_eq!(
-        ok_row["args"]["account"].to_string(),
-        "9007199254740991"
-    );
+    assert_eq!(ok_row["args"]["account"].to_string(), "9007199254740991");
 }
 
 #[tokio::test]
