@@ -129,6 +129,23 @@ pub fn number_text(n: &Number) -> String {
     }
 }
 
+/// Whether a number written as text (a header's, say) has exactly the value of a number
+/// read from a body: compared as decimals, never through a double, so
+/// `9007199254740993` is not `9007199254740992` and `1.0000000000000001` is not `1`.
+pub fn same_value(text: &str, n: &Number) -> bool {
+    let syntax = text.strip_prefix('-').unwrap_or(text);
+    let well_formed = !syntax.is_empty()
+        && syntax.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && syntax.bytes().filter(|&b| b == b'.').count() <= 1
+        && !syntax.starts_with('.')
+        && !syntax.ends_with('.');
+    well_formed
+        && match (decimal(text), decimal(&number_text(n))) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+}
+
 /// A decimal number's value as (negative, significant digits, power of ten), with no
 /// leading or trailing zeros in the digits; zero is `(false, "", 0)`.
 fn decimal(text: &str) -> Option<(bool, String, i64)> {
@@ -401,6 +418,20 @@ mod tests {
         assert_eq!(text("0.1"), "0.1");
         assert_eq!(text("1e20"), "100000000000000000000");
         assert_eq!(text("-12"), "-12");
+    }
+
+    #[test]
+    fn a_header_number_matches_only_the_same_exact_value() {
+        let n = |s: &str| serde_json::from_str::<Number>(s).unwrap();
+        assert!(same_value("42", &n("42")));
+        assert!(same_value("42.0", &n("42")));
+        assert!(same_value("0.5", &n("5e-1")));
+        assert!(!same_value("9007199254740993", &n("9007199254740992")));
+        assert!(!same_value("1.0000000000000001", &n("1")));
+        assert!(!same_value("1e0", &n("1")));
+        assert!(!same_value("+1", &n("1")));
+        assert!(!same_value("", &n("0")));
+        assert!(!same_value(".5", &n("0.5")));
     }
 
     #[test]

@@ -440,9 +440,7 @@ fn check_param_headers(
             }
             (Some(decoded), Some(v)) => {
                 let ok = match (decoded, v) {
-                    (Some(h), Value::Number(n)) => {
-                        h.parse::<f64>().ok() == n.as_f64() && !h.contains(['e', 'E'])
-                    }
+                    (Some(h), Value::Number(n)) => super::exact::same_value(&h, n),
                     (Some(h), v) => render_scalar(v).as_deref() == Some(h.as_str()),
                     (None, _) => false,
                 };
@@ -544,23 +542,35 @@ pub fn response_messages(content_type: &str, body: &[u8]) -> Vec<Value> {
     }
 }
 
-/// The data payload of each event in a complete SSE body.
+/// The data payload of each event in an SSE body, read as a browser's `EventSource`
+/// reads it (the WHATWG rules): lines end at CRLF, LF or a lone CR, a leading byte-order
+/// mark is skipped, and an event counts only once the blank line that ends it has come,
+/// so the gateway never acts on an event a client would drop.
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(body);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut events = Vec::new();
     let mut data: Option<String> = None;
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut rest = text;
+    // Only whole lines: what follows the last line end is cut off, and dropped.
+    while let Some(end) = rest.find(['\r', '\n']) {
+        let line = &rest[..end];
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
         if line.is_empty() {
             if let Some(d) = data.take() {
                 events.push(d);
             }
             continue;
         }
-        if let Some(rest) = line.strip_prefix("data") {
-            let value = match rest.strip_prefix(':') {
+        if let Some(after) = line.strip_prefix("data") {
+            let value = match after.strip_prefix(':') {
                 Some(v) => v.strip_prefix(' ').unwrap_or(v),
-                None if rest.is_empty() => "",
+                None if after.is_empty() => "",
                 None => continue,
             };
             match data.as_mut() {
@@ -571,9 +581,6 @@ pub fn sse_data(body: &[u8]) -> Vec<String> {
                 None => data = Some(value.to_owned()),
             }
         }
-    }
-    if let Some(d) = data {
-        events.push(d);
     }
     events
 }
@@ -743,5 +750,19 @@ mod tests {
             msgs,
             vec![serde_json::json!({"a":1}), serde_json::json!({"b":2})]
         );
+    }
+
+    #[test]
+    fn sse_is_read_as_a_browser_reads_it() {
+        // Lone CRs end lines; a leading byte order mark is skipped.
+        assert_eq!(
+            sse_data(b"\xef\xbb\xbfdata: a\r\rdata: b\r\n\r\n"),
+            vec!["a", "b"]
+        );
+        // An event the body ends in the middle of is not an event.
+        assert_eq!(sse_data(b"data: a\n\ndata: cut"), vec!["a"]);
+        assert_eq!(sse_data(b"data: a\n\ndata: cut\n"), vec!["a"]);
+        // `data` alone is an empty data line; `dataX` is another field.
+        assert_eq!(sse_data(b"data\ndataX: no\ndata: y\n\n"), vec!["\ny"]);
     }
 }
