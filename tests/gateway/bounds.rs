@@ -24,19 +24,6 @@ fn store_bytes(gw: &GatewayProc) -> u64 {
         .sum()
 }
 
-async fn post(gw: &GatewayProc, tool: &str, body: String) -> (u16, serde_json::Value) {
-    let resp = modern_request(&http(), &gw.url("py"), tool, body)
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let answer =
-        crate::decisions::answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"));
-    (status, answer)
-}
-
 #[tokio::test]
 async fn big_held_calls_are_denied_and_pin_no_memory() {
     let upstream = PyUpstream::start().await;
@@ -55,7 +42,7 @@ async fn big_held_calls_are_denied_and_pin_no_memory() {
             json!({"page_id": format!("MARK-BIG-{i}"), "body": blob}),
             json!({}),
         );
-        let (status, answer) = post(&gw, "write_page", call.to_string()).await;
+        let (status, answer) = post_call(&gw, "write_page", call.to_string()).await;
         assert_eq!(status, 200);
         let text = result_text(&answer);
         assert!(
@@ -90,7 +77,7 @@ async fn a_token_cannot_open_more_holds_than_its_share() {
             json!({"page_id": format!("MARK-CAP-{i}"), "body": "b"}),
             json!({}),
         );
-        let (_, answer) = post(&gw, "write_page", call.to_string()).await;
+        let (_, answer) = post_call(&gw, "write_page", call.to_string()).await;
         let text = result_text(&answer);
         if i < 3 {
             assert!(
@@ -116,7 +103,7 @@ async fn distinct_long_tool_names_are_refused_and_grow_nothing() {
     prime_catalog(&gw).await;
     // Warm up what every call allocates once.
     let warm = modern_call(1, "read_page", json!({"page_id": "x"}), json!({}));
-    post(&gw, "read_page", warm.to_string()).await;
+    post_call(&gw, "read_page", warm.to_string()).await;
     let (rss_before, store_before) = (rss_kib(&gw), store_bytes(&gw));
     for i in 0..100 {
         let name = format!("{i}{}", "n".repeat(1024 * 1024));

@@ -26,16 +26,7 @@ async fn post_raw(gw: &GatewayProc, tool: &str, args_json: &str) -> (u16, Value)
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args_json},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
     );
-    let resp = modern_request(&http(), &gw.url("py"), tool, body)
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let answer =
-        crate::decisions::answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"));
-    (status, answer)
+    post_call(gw, tool, body).await
 }
 
 const FORBID_ACCOUNT: &str = r#"
@@ -181,9 +172,7 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     (format!("http://{addr}/hook"), received)
 }
 

@@ -318,9 +318,7 @@ async fn webhooks_hear_every_new_hold_and_a_dead_one_slows_nothing() {
             }
         }),
     );
-    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let live_addr = live.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(live, app).await.unwrap() });
+    let live_addr = serve_local(app).await;
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     tokio::spawn(async move {

@@ -10,7 +10,7 @@ use sqlx::Connection;
 use crate::decisions::{call_tool, decisions, result_text, trusted_py};
 use crate::support::*;
 
-async fn readyz(gw: &GatewayProc) -> u16 {
+pub async fn readyz(gw: &GatewayProc) -> u16 {
     http()
         .get(gw.control_url("/readyz"))
         .send()

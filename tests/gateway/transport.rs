@@ -78,9 +78,7 @@ async fn recording_upstream(answer: Answer) -> (String, Arc<Mutex<Vec<Received>>
             async move { response }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     (format!("http://{addr}/mcp"), received)
 }
 

@@ -10,6 +10,7 @@ use sqlx::Connection;
 
 use crate::control::{ADMIN, APPROVER, APPROVER_TWO, VIEWER, api, code, setup, start_hold};
 use crate::decisions::{call_tool, result_text};
+use crate::store::readyz;
 use crate::support::*;
 
 /// Holds the store's write lock from another connection until dropped.
@@ -42,16 +43,6 @@ async fn stored_kinds(gw: &GatewayProc, kind: &str) -> Vec<Value> {
     .into_iter()
     .map(|r| serde_json::from_str(r[0].as_deref().unwrap()).unwrap())
     .collect()
-}
-
-async fn readyz(gw: &GatewayProc) -> u16 {
-    http()
-        .get(gw.control_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]
@@ -359,9 +350,7 @@ async fn sse_upstream(events: &'static str, linger: Duration) -> String {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     format!("http://{addr}/mcp")
 }
 
@@ -442,9 +431,7 @@ async fn an_approved_answer_streams_through_whatever_its_size_and_gives_one_resu
         "/mcp",
         axum::routing::post(move || async move { ([("content-type", "application/json")], big) }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     let gw = start_gateway(&format!(
         "max_response_bytes = 4096\n[[upstream]]\nname = \"py\"\nurl = \"http://{addr}/mcp\"\nhold_timeout_secs = 30\n[[risk]]\nupstream = \"py\"\ntool = \"write_page\"\nrisk = \"write\"\n{}{}",
         test_identities(),

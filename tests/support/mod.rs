@@ -680,6 +680,31 @@ pub fn modern_request(
         .body(body)
 }
 
+/// Serves `app` on 127.0.0.1, on a port of its own, for the rest of the test; its address.
+pub async fn serve_local(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port on 127.0.0.1");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serving") });
+    addr
+}
+
+/// POSTs a 2026-07-28 `tools/call` body to upstream `py` as the agent, and returns the
+/// status and the JSON-RPC answer in it (the body, or the answer in a held stream).
+pub async fn post_call(gw: &GatewayProc, tool: &str, body: String) -> (u16, Value) {
+    let resp = modern_request(&http(), &gw.url("py"), tool, body)
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("the answer");
+    let answer =
+        toolgate::demo::agents::answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"));
+    (status, answer)
+}
+
 /// Sends a 2026-07-28 `write_page` as the agent `token`, on a task of its own (a held
 /// call's client waits), and yields the whole answer body.
 pub fn spawn_write_page(

@@ -76,29 +76,11 @@ async fn open_hold(
     args: &str,
     ttl: i64,
 ) -> (String, oneshot::Receiver<Verdict>) {
-    let map: Map<String, Value> = serde_json::from_str(args).unwrap();
-    let mut decision = held_decision(&identity);
-    decision.tool = tool.into();
-    decision.risk = risk;
-    decision.policy_ids = vec!["token-write-held".into()];
-    decision.args = Value::Object(map.clone());
-    let call_id = decision.call_id.clone();
-    let rx = holds
-        .create(NewHold {
-            key: key_of(&identity, tool, args),
-            call: HeldCall {
-                identity,
-                args: Some(map),
-                decision,
-            },
-            size: 0,
-            session_id: None,
-            request_id: json!(1),
-            ttl: chrono::Duration::seconds(ttl),
-        })
-        .await
-        .unwrap()
-        .verdict;
+    let mut new = new_hold(identity, tool, args, ttl);
+    new.call.decision.risk = risk;
+    new.call.decision.policy_ids = vec!["token-write-held".into()];
+    let call_id = new.call.decision.call_id.clone();
+    let rx = holds.create(new).await.unwrap().verdict;
     (call_id, rx)
 }
 
@@ -631,23 +613,29 @@ async fn try_hold(
     identity: Arc<Identity>,
     args: &str,
 ) -> Result<Created, CreateError> {
+    holds
+        .create(new_hold(identity, "write_page", args, 900))
+        .await
+}
+
+/// A new hold of a call with these arguments (JSON text) and a TTL in seconds.
+fn new_hold(identity: Arc<Identity>, tool: &str, args: &str, ttl: i64) -> NewHold {
     let map: Map<String, Value> = serde_json::from_str(args).unwrap();
     let mut decision = held_decision(&identity);
+    decision.tool = tool.into();
     decision.args = Value::Object(map.clone());
-    holds
-        .create(NewHold {
-            key: key_of(&identity, "write_page", args),
-            call: HeldCall {
-                identity,
-                args: Some(map),
-                decision,
-            },
-            size: 0,
-            session_id: None,
-            request_id: json!(1),
-            ttl: chrono::Duration::seconds(900),
-        })
-        .await
+    NewHold {
+        key: key_of(&identity, tool, args),
+        call: HeldCall {
+            identity,
+            args: Some(map),
+            decision,
+        },
+        size: 0,
+        session_id: None,
+        request_id: json!(1),
+        ttl: chrono::Duration::seconds(ttl),
+    }
 }
 
 fn held_decision(identity: &Identity) -> DecisionEvent {
