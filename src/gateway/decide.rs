@@ -207,14 +207,10 @@ impl Gateway {
     /// Stores a decision in the audit log. An error means it could not be stored in
     /// time, and the call must be denied.
     pub async fn commit_decision(&self, event: DecisionEvent) -> Result<DecisionEvent, StoreError> {
-        let committed = self
-            .store
+        self.store
             .commit_decision(EventBody::Decision(event))
-            .await?;
-        match committed.body {
-            EventBody::Decision(d) => Ok(d),
-            _ => unreachable!("a decision commits as a decision"),
-        }
+            .await
+            .map(super::store::decision_of)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, oneshot};
 use super::identity::Identity;
 use super::keys::CallMac;
 use super::policy::Decision;
-use super::store::{Store, StoreError, StoredHold, WriteOp};
+use super::store::{Store, StoreError, StoredHold, WriteOp, decision_of};
 use crate::api::{
     DecisionEvent, EventBody, HoldPhase, HoldView, IdentityKind, Outcome, Resolution,
 };
@@ -278,10 +278,7 @@ impl Holds {
                 .store
                 .commit_decision(EventBody::Decision(new.call.decision))
                 .await?;
-            return match denied.body {
-                EventBody::Decision(d) => Err(CreateError::Refused(Box::new(d))),
-                _ => unreachable!("a decision commits as a decision"),
-            };
+            return Err(CreateError::Refused(Box::new(decision_of(denied))));
         }
         let call_id = new.call.decision.call_id.clone();
         let created = Utc::now();
@@ -311,10 +308,7 @@ impl Holds {
                 WriteOp::HoldCreated(Box::new(stored)),
             )
             .await?;
-        let decision = match committed.events.into_iter().next().map(|e| e.body) {
-            Some(EventBody::Decision(d)) => d,
-            _ => unreachable!("a decision commits first"),
-        };
+        let decision = committed.into_decision();
         holds.insert(
             call_id,
             Hold {
@@ -515,12 +509,13 @@ impl Holds {
     pub async fn consume(&self, call_id: &str) -> Result<Result<(), HoldView>, StoreError> {
         let mut holds = self.holds.lock().await;
         let Some(hold) = holds.get_mut(call_id) else {
-            return Ok(Err(
-                match self.store.hold(call_id).await?.as_ref().and_then(restore) {
-                    Some(h) => h.view(call_id),
-                    None => return Err(StoreError::Sql(format!("hold {call_id} is gone"))),
-                },
-            ));
+            // Resolved and forgotten from memory: the store says what became of it.
+            let stored = self.store.hold(call_id).await?;
+            let hold = stored.as_ref().and_then(restore);
+            return match hold {
+                Some(h) => Ok(Err(h.view(call_id))),
+                None => Err(StoreError::Sql(format!("hold {call_id} is gone"))),
+            };
         };
         if hold.resolution.as_ref().map(|r| r.resolution) != Some(Resolution::Approved) {
             return Ok(Err(hold.view(call_id)));
@@ -581,17 +576,17 @@ impl Holds {
             .get(1)
             .map(|e| e.ts.clone())
             .unwrap_or_default();
-        hold.resolution = Some(Resolved {
-            resolution: Resolution::Consumed,
-            by: "client".into(),
-            reason,
-            at,
-        });
+        mark_resolved(
+            hold,
+            Resolved {
+                resolution: Resolution::Consumed,
+                by: "client".into(),
+                reason,
+                at,
+            },
+        );
         self.unindex_approved(&key.hash, &call_id);
-        match committed.events.into_iter().next().map(|e| e.body) {
-            Some(EventBody::Decision(d)) => Ok(Retry::Ran(d)),
-            _ => unreachable!("a decision commits first"),
-        }
+        Ok(Retry::Ran(committed.into_decision()))
     }
 
     fn approved_index(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
@@ -668,20 +663,27 @@ impl Holds {
             .first()
             .map(|e| e.ts.clone())
             .unwrap_or_default();
-        hold.resolution = Some(Resolved {
-            resolution,
-            by: by.to_owned(),
-            reason,
-            at,
-        });
-        // A resolved call's arguments are not needed again; an approved one's exact
-        // bytes are, to recognise its retry.
-        hold.call.args = None;
-        if resolution != Resolution::Approved {
-            hold.canonical = None;
-        }
+        mark_resolved(
+            hold,
+            Resolved {
+                resolution,
+                by: by.to_owned(),
+                reason,
+                at,
+            },
+        );
         Ok(hold.view(call_id))
     }
+}
+
+/// Records a committed resolution in memory. A resolved call's arguments are not
+/// needed again; an approved one's exact bytes are, to recognise its retry.
+fn mark_resolved(hold: &mut Hold, resolved: Resolved) {
+    if resolved.resolution != Resolution::Approved {
+        hold.canonical = None;
+    }
+    hold.call.args = None;
+    hold.resolution = Some(resolved);
 }
 
 fn notify(hold: &mut Hold, verdict: Verdict) {

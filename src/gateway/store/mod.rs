@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use tokio::sync::oneshot;
 
-use crate::api::{Event, EventBody, Resolution, Risk, ToolRow};
+use crate::api::{DecisionEvent, Event, EventBody, Resolution, Risk, ToolRow};
 use crate::config::OnToolChange;
 pub use writer::Job;
 
@@ -400,11 +400,9 @@ impl Store {
     /// that gives up withdraws its write, so the log never holds a decision that the
     /// client did not get.
     pub async fn commit_decision(&self, body: EventBody) -> Result<Event, StoreError> {
-        let committed = self.write_in_time(WriteOp::Event(Box::new(body))).await;
-        if matches!(committed, Err(StoreError::Timeout)) {
-            self.health.note_denied_unlogged();
-        }
-        committed.map(first_event)
+        self.commit_call(WriteOp::Event(Box::new(body)))
+            .await
+            .map(first_event)
     }
 
     /// Commits a decision together with another write, in one transaction: both or
@@ -414,7 +412,16 @@ impl Store {
         body: EventBody,
         also: WriteOp,
     ) -> Result<Committed, StoreError> {
-        let op = WriteOp::Together(vec![WriteOp::Event(Box::new(body)), also]);
+        self.commit_call(WriteOp::Together(vec![
+            WriteOp::Event(Box::new(body)),
+            also,
+        ]))
+        .await
+    }
+
+    /// A write a call's answer waits on: one that did not commit in time is a call
+    /// denied unlogged, which `/readyz` and `store.recovered` report.
+    async fn commit_call(&self, op: WriteOp) -> Result<Committed, StoreError> {
         let committed = self.write_in_time(op).await;
         if matches!(committed, Err(StoreError::Timeout)) {
             self.health.note_denied_unlogged();
@@ -662,6 +669,21 @@ fn stored_hold(r: &sqlx::sqlite::SqliteRow) -> StoredHold {
         resolved_by: r.get("resolved_by"),
         reason: r.get("reason"),
         resolved_at: r.get("resolved_at"),
+    }
+}
+
+impl Committed {
+    /// The decision a decision's commit begins with.
+    pub fn into_decision(self) -> DecisionEvent {
+        decision_of(first_event(self))
+    }
+}
+
+/// The decision in a committed decision event.
+pub fn decision_of(event: Event) -> DecisionEvent {
+    match event.body {
+        EventBody::Decision(d) => d,
+        _ => unreachable!("a decision commits as a decision"),
     }
 }
 
