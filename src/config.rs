@@ -80,8 +80,8 @@ pub struct GatewaySection {
     pub max_response_bytes: usize,
     #[serde(default = "default_store_timeout_ms")]
     pub store_timeout_ms: u64,
-    /// Held calls keep their arguments in memory until resolved: how many one identity
-    /// may have open, how many in all, and how big one may be (canonical JSON bytes).
+    /// Held calls stay in memory until resolved: how many one identity may have, how
+    /// many in all, and how big one's request may be.
     #[serde(default = "default_max_holds_per_identity")]
     pub max_holds_per_identity: usize,
     #[serde(default = "default_max_holds")]

@@ -129,18 +129,14 @@ impl Gateway {
             config.gateway.max_sessions,
             Duration::from_secs(config.gateway.session_idle_secs),
         );
-        for resource in &config.resources {
-            let last = resource.pointer.rsplit('/').next().unwrap_or("");
-            let redacted = config.redact.pointers.contains(&resource.pointer)
-                || config
-                    .redact
-                    .keys
-                    .iter()
-                    .any(|k| k.eq_ignore_ascii_case(last));
-            if redacted {
-                tracing::warn!(tool = %resource.tool, pointer = %resource.pointer,
-                    "this [[resource]] pointer is also redacted: its target shows as [REDACTED] in the log and to policies (rules that need the value can read context.args)");
-            }
+        let redactor = Redactor::new(&config.redact);
+        for resource in config
+            .resources
+            .iter()
+            .filter(|r| redactor.hides(&r.pointer))
+        {
+            tracing::warn!(tool = %resource.tool, pointer = %resource.pointer,
+                "this [[resource]] pointer is also redacted: its target shows as [REDACTED] in the log and to policies (rules that need the value can read context.args)");
         }
         Ok(Self {
             served_hosts,
@@ -151,7 +147,7 @@ impl Gateway {
             started: std::time::Instant::now(),
             notifier,
             operators,
-            redactor: Redactor::new(&config.redact),
+            redactor,
             call_mac: key.call_mac(),
             config: Arc::new(config),
             upstreams,

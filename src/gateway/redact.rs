@@ -46,6 +46,14 @@ impl Redactor {
         }
     }
 
+    /// Whether the value at this pointer is always redacted: a configured pointer, or a
+    /// last key that is a secret key.
+    pub fn hides(&self, pointer: &str) -> bool {
+        let last = pointer.rsplit('/').next().unwrap_or("");
+        self.pointers.iter().any(|p| p == pointer)
+            || self.is_secret_key(&last.replace("~1", "/").replace("~0", "~"))
+    }
+
     fn is_secret_key(&self, key: &str) -> bool {
         let key = key.to_lowercase();
         self.keys.contains(&key)
@@ -125,6 +133,14 @@ mod tests {
             Value::Object(out),
             json!({"body": {"text": REDACTED, "title": "t"}})
         );
+    }
+
+    #[test]
+    fn a_pointer_is_hidden_when_configured_or_when_it_ends_in_a_secret_key() {
+        let r = redactor(&["/url"]);
+        assert!(r.hides("/url"));
+        assert!(r.hides("/auth/Password"));
+        assert!(!r.hides("/page_id"));
     }
 
     #[test]

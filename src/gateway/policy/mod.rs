@@ -55,18 +55,18 @@ impl PolicyError {
             .labels()
             .and_then(|mut labels| labels.next())
             .map(|l| l.offset());
-        let (line, column) = match offset {
-            Some(o) => {
-                let before = &text[..o.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                (Some(line), Some(column))
-            }
-            None => (None, None),
-        };
+        match offset {
+            Some(o) => Self::at_offset(text, o, message),
+            None => Self::plain(message),
+        }
+    }
+
+    /// An error at a byte offset into the text, given as line and column from 1.
+    fn at_offset(text: &str, offset: usize, message: String) -> Self {
+        let before = &text[..offset.min(text.len())];
         Self {
-            line,
-            column,
+            line: Some(before.matches('\n').count() + 1),
+            column: Some(before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1),
             message,
         }
     }
@@ -93,14 +93,13 @@ fn check_names_as_matched(text: &str) -> Result<(), PolicyError> {
             from = start;
             let normal = crate::gateway::identity::normalize_name(name);
             if normal != name {
-                let before = &text[..start];
-                return Err(PolicyError {
-                    line: Some(before.matches('\n').count() + 1),
-                    column: Some(before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1),
-                    message: format!(
+                return Err(PolicyError::at_offset(
+                    text,
+                    start,
+                    format!(
                         "{kind}{name}\" can never match: e-mail-like names are compared in lower case; write {kind}{normal}\""
                     ),
-                });
+                ));
             }
         }
     }
