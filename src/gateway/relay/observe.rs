@@ -16,9 +16,11 @@ pub const MAX_OBSERVED_BYTES: usize = 1024 * 1024;
 pub struct AnswerFinder {
     id: Value,
     sse: bool,
-    /// The event (SSE) or body (JSON) read so far.
-    pending: Vec<u8>,
-    /// The current event or body outgrew `MAX_OBSERVED_BYTES`, and is skipped.
+    /// SSE: the events as they complete.
+    events: SseEvents,
+    /// JSON: the body read so far.
+    body: Vec<u8>,
+    /// The current event (or the body) outgrew `MAX_OBSERVED_BYTES`, and is skipped.
     overflowed: bool,
     answer: Option<Found>,
 }
@@ -37,7 +39,8 @@ impl AnswerFinder {
         Self {
             id,
             sse: content_type.starts_with("text/event-stream"),
-            pending: Vec::new(),
+            events: SseEvents::default(),
+            body: Vec::new(),
             overflowed: false,
             answer: None,
         }
@@ -54,51 +57,42 @@ impl AnswerFinder {
             return true;
         }
         if !self.sse {
-            self.keep(chunk);
+            self.overflowed |= self.body.len() + chunk.len() > MAX_OBSERVED_BYTES;
+            if self.overflowed {
+                self.body = Vec::new();
+            } else {
+                self.body.extend_from_slice(chunk);
+            }
             return false;
         }
-        let mut rest = chunk;
-        while let Some(end) = event_end(&self.pending, rest) {
-            let (head, tail) = rest.split_at(end);
-            self.keep(head);
-            self.close_event();
+        for event in self.events.push(chunk) {
+            self.read(&event);
             if self.answer.is_some() {
                 return true;
             }
-            rest = tail;
         }
-        self.keep(rest);
+        if self.events.pending_len() > MAX_OBSERVED_BYTES {
+            self.events.skip_pending();
+            self.overflowed = true;
+        }
         false
     }
 
     /// The body ended: reads a JSON body, or an SSE event left unterminated.
     pub fn end(&mut self) -> Option<&Found> {
         if self.answer.is_none() {
-            self.close_event();
+            let rest = if self.sse {
+                self.events.take_rest()
+            } else {
+                std::mem::take(&mut self.body)
+            };
+            self.read(&rest);
         }
         self.answer.as_ref()
     }
 
-    pub fn found(&self) -> Option<&Found> {
-        self.answer.as_ref()
-    }
-
-    fn keep(&mut self, bytes: &[u8]) {
-        if self.overflowed {
-            // Only the bytes that could complete an event boundary matter now.
-            let from = bytes.len().saturating_sub(3);
-            self.pending.clear();
-            self.pending.extend_from_slice(&bytes[from..]);
-        } else if self.pending.len() + bytes.len() > MAX_OBSERVED_BYTES {
-            self.overflowed = true;
-            self.pending.clear();
-        } else {
-            self.pending.extend_from_slice(bytes);
-        }
-    }
-
-    fn close_event(&mut self) {
-        let bytes = std::mem::take(&mut self.pending);
+    /// Reads one whole event, or the whole body.
+    fn read(&mut self, bytes: &[u8]) {
         if std::mem::take(&mut self.overflowed) {
             self.answer.get_or_insert(Found::TooLarge);
             return;
@@ -108,7 +102,7 @@ impl AnswerFinder {
         } else {
             "application/json"
         };
-        if let Some(m) = mcp::response_messages(content_type, &bytes)
+        if let Some(m) = mcp::response_messages(content_type, bytes)
             .into_iter()
             .find(|m| {
                 m.get("id") == Some(&self.id)
@@ -146,6 +140,12 @@ impl SseEvents {
 
     pub fn take_rest(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.pending)
+    }
+
+    /// Forgets the event not ended yet, all but the bytes that may begin its end.
+    pub fn skip_pending(&mut self) {
+        let keep = self.pending.len().saturating_sub(3);
+        self.pending.drain(..keep);
     }
 }
 
@@ -227,6 +227,16 @@ mod tests {
         let (seen, found) = feed_in_pieces("text/event-stream", body, 5);
         assert!(!seen);
         assert_eq!(found, None);
+    }
+
+    #[test]
+    fn an_event_too_big_to_read_counts_as_a_possible_answer() {
+        let mut body = b"data: ".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 2 * MAX_OBSERVED_BYTES));
+        body.extend_from_slice(b"\n\n");
+        let (seen, found) = feed_in_pieces("text/event-stream", &body, 64 * 1024);
+        assert!(seen);
+        assert_eq!(found, Some(Found::TooLarge));
     }
 
     #[test]
