@@ -30,9 +30,14 @@ pub fn result_text(answer: &Value) -> &str {
 
 /// The stored decision events, oldest first.
 pub async fn decisions(gw: &GatewayProc) -> Vec<Value> {
+    stored_events(gw, "decision").await
+}
+
+/// The stored events of one kind, oldest first.
+pub async fn stored_events(gw: &GatewayProc, kind: &str) -> Vec<Value> {
     query_rows(
         &gw.db_path(),
-        "SELECT body FROM events WHERE kind = 'decision' ORDER BY seq",
+        &format!("SELECT body FROM events WHERE kind = '{kind}' ORDER BY seq"),
     )
     .await
     .into_iter()

@@ -11,9 +11,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::decisions::call_tool;
 use crate::support::*;
 
-const VIEWER: &str = "tg_test-events-viewer";
+pub const VIEWER: &str = "tg_test-events-viewer";
 
-fn viewer() -> String {
+/// One viewer operator, whose token is `VIEWER`.
+pub fn viewer() -> String {
     format!(
         "[[operator]]\nname = \"viv\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
         sha256_hex(VIEWER)

@@ -9,16 +9,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::decisions::{decisions, result_text};
+use crate::events::{VIEWER, viewer};
 use crate::support::*;
-
-const VIEWER: &str = "tg_test-exact-viewer";
-
-fn viewer() -> String {
-    format!(
-        "[[operator]]\nname = \"viv\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
-        sha256_hex(VIEWER)
-    )
-}
 
 /// Posts a 2026-07-28 tools/call whose body is given as text, so numbers keep the
 /// spelling the test chose. Returns the status and the JSON-RPC answer.
@@ -221,16 +213,9 @@ async fn a_redacted_value_reaches_no_file_event_answer_webhook_or_log_line_and_t
     assert!(seen.contains("hold.created"), "{seen}");
     let mut answers = vec![("event stream", seen), ("webhook", hooks.join("\n"))];
     for path in ["/api/v1/decisions?limit=10", "/api/v1/holds"] {
-        let body = http()
-            .get(gw.control_url(path))
-            .bearer_auth(VIEWER)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        answers.push((path, body));
+        let (_, body) =
+            crate::control::api(&gw, reqwest::Method::GET, path, Some(VIEWER), None).await;
+        answers.push((path, body.to_string()));
     }
     let stored = decisions(&gw).await;
     assert_eq!(stored.last().unwrap()["target"]["kind"], "url");

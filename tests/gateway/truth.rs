@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
 use crate::control::{ADMIN, APPROVER, APPROVER_TWO, VIEWER, api, code, setup, start_hold};
-use crate::decisions::{call_tool, result_text};
+use crate::decisions::{call_tool, result_text, stored_events};
 use crate::store::readyz;
 use crate::support::*;
 
@@ -32,17 +33,6 @@ impl StoreLock {
     async fn release(mut self) {
         sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
     }
-}
-
-async fn stored_kinds(gw: &GatewayProc, kind: &str) -> Vec<Value> {
-    query_rows(
-        &gw.db_path(),
-        &format!("SELECT body FROM events WHERE kind = '{kind}' ORDER BY seq"),
-    )
-    .await
-    .into_iter()
-    .map(|r| serde_json::from_str(r[0].as_deref().unwrap()).unwrap())
-    .collect()
 }
 
 #[tokio::test]
@@ -78,7 +68,7 @@ async fn writes_answered_503_never_take_effect_later() {
     lock.release().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    assert!(stored_kinds(&gw, "risk.changed").await.is_empty());
+    assert!(stored_events(&gw, "risk.changed").await.is_empty());
     let read_page = read_page_row(&gw).await;
     assert_eq!(read_page["risk"], "read", "{read_page}");
     let read = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "x"})).await;
@@ -98,7 +88,7 @@ async fn writes_answered_503_never_take_effect_later() {
     );
 
     assert!(
-        stored_kinds(&gw, "hold.resolved").await.is_empty(),
+        stored_events(&gw, "hold.resolved").await.is_empty(),
         "the 503 approval was stored"
     );
     assert!(
@@ -109,7 +99,7 @@ async fn writes_answered_503_never_take_effect_later() {
     let (s, b) = api(&gw, Method::POST, &approve, Some(APPROVER_TWO), None).await;
     assert_eq!(s, 200, "{b}");
     client.await.unwrap();
-    let resolved = stored_kinds(&gw, "hold.resolved").await;
+    let resolved = stored_events(&gw, "hold.resolved").await;
     let approvals: Vec<&Value> = resolved
         .iter()
         .filter(|e| e["resolution"] == "approved")
@@ -138,7 +128,7 @@ async fn readyz_recovers_by_itself_when_the_store_does() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let recovered = stored_kinds(&gw, "store.recovered").await;
+    let recovered = stored_events(&gw, "store.recovered").await;
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0]["denied_unlogged"], 1);
 }
@@ -354,23 +344,29 @@ async fn sse_upstream(events: &'static str, linger: Duration) -> String {
     format!("http://{addr}/mcp")
 }
 
-async fn gateway_before(url: &str) -> GatewayProc {
-    start_gateway(&format!(
+/// A gateway before the upstream at `url`, and its answer to one `read_page` as the agent.
+async fn read_page_through(url: &str) -> (GatewayProc, reqwest::Response) {
+    let gw = start_gateway(&format!(
         "[[upstream]]\nname = \"py\"\nurl = \"{url}\"\n[[risk]]\nupstream = \"py\"\ntool = \"read_page\"\nrisk = \"read\"\n{}",
         test_identities()
     ))
-    .await
+    .await;
+    let body = modern_call(1, "read_page", json!({"page_id": "x"}), json!({})).to_string();
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (gw, resp)
 }
 
 async fn completions(gw: &GatewayProc) -> Vec<Value> {
     eventually("call.completed", || async {
-        let rows = stored_kinds(gw, "call.completed").await;
+        let rows = stored_events(gw, "call.completed").await;
         (!rows.is_empty()).then_some(rows)
     })
     .await
 }
-
-use futures_util::StreamExt as _;
 
 #[tokio::test]
 async fn an_answer_read_in_full_is_ok_even_when_the_client_leaves_before_the_stream_ends() {
@@ -379,13 +375,7 @@ async fn an_answer_read_in_full_is_ok_even_when_the_client_leaves_before_the_str
         Duration::from_secs(3),
     )
     .await;
-    let gw = gateway_before(&url).await;
-    let body = modern_call(1, "read_page", json!({"page_id": "x"}), json!({})).to_string();
-    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let (gw, resp) = read_page_through(&url).await;
     let mut stream = resp.bytes_stream();
     let mut seen = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -408,13 +398,7 @@ async fn a_stream_that_ends_without_the_answer_is_not_recorded_as_ok() {
         Duration::from_millis(10),
     )
     .await;
-    let gw = gateway_before(&url).await;
-    let body = modern_call(1, "read_page", json!({"page_id": "x"}), json!({})).to_string();
-    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let (gw, resp) = read_page_through(&url).await;
     resp.bytes().await.unwrap();
     let done = completions(&gw).await;
     assert_eq!(done[0]["result"], "no_answer", "{done:?}");
