@@ -384,13 +384,7 @@ async fn a_password_is_in_no_event_answer_log_or_file() {
         .find(|d| d["args"]["page_id"] == "pw")
         .unwrap();
     assert_eq!(pw["args"]["password"], "[REDACTED]");
-    let sse = http()
-        .get(gw.control_url("/api/v1/events?since=0"))
-        .bearer_auth(VIEWER)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let sse = event_stream(&gw, VIEWER).await;
     let mut stream = sse.bytes_stream();
     let mut events = String::new();
     while !events.contains("pw-held") {

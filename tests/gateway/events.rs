@@ -138,13 +138,7 @@ async fn a_recreated_store_or_a_future_since_is_a_reset() {
 async fn sse_carries_the_same_events_with_ids() {
     let (_upstream, gw) = trusted_py_with(&viewer()).await;
     call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "sse"})).await;
-    let resp = http()
-        .get(gw.control_url("/api/v1/events?since=0"))
-        .bearer_auth(VIEWER)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let resp = event_stream(&gw, VIEWER).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let mut text = String::new();

@@ -184,13 +184,7 @@ async fn a_redacted_value_reaches_no_file_event_answer_webhook_or_log_line_and_t
 
     let args = json!({"page_id": "p-secret", "url": format!("https://deploy:{URL_SECRET}@git.example/x"), "pin": PIN});
     // Watch the live stream from the start, as a console would.
-    let mut stream = http()
-        .get(gw.control_url("/api/v1/events?since=0"))
-        .bearer_auth(VIEWER)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = event_stream(&gw, VIEWER).await;
     let held = crate::decisions::call_tool(&gw, AGENT_TOKEN, "write_page", args).await;
     assert!(
         result_text(&held).starts_with("Held for approval as "),

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::decisions::{call_tool, decisions, result_text, trusted_py};
 use crate::support::*;
@@ -24,13 +23,7 @@ pub async fn readyz(gw: &GatewayProc) -> u16 {
 async fn a_locked_store_denies_calls_after_the_timeout_and_then_recovers() {
     let (upstream, gw) = trusted_py().await;
     assert_eq!(readyz(&gw).await, 200);
-    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", gw.db_path().display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let lock = StoreLock::take(&gw).await;
 
     for (tool, marker) in [
         ("read_page", "MARK-LOCKED-ALLOW"),
@@ -68,8 +61,7 @@ async fn a_locked_store_denies_calls_after_the_timeout_and_then_recovers() {
         "a call whose decision was not stored reached the upstream"
     );
 
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    drop(lock);
+    lock.release().await;
     let answer = call_tool(
         &gw,
         AGENT_TOKEN,

@@ -7,33 +7,11 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::control::{ADMIN, APPROVER, APPROVER_TWO, VIEWER, api, code, setup, start_hold};
 use crate::decisions::{call_tool, result_text, stored_events};
 use crate::store::readyz;
 use crate::support::*;
-
-/// Holds the store's write lock from another connection until dropped.
-struct StoreLock(sqlx::SqliteConnection);
-
-impl StoreLock {
-    async fn take(gw: &GatewayProc) -> Self {
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", gw.db_path().display()))
-                .await
-                .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        Self(conn)
-    }
-
-    async fn release(mut self) {
-        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
-    }
-}
 
 #[tokio::test]
 async fn writes_answered_503_never_take_effect_later() {

@@ -680,6 +680,43 @@ pub fn modern_request(
         .body(body)
 }
 
+/// The control API's event stream as SSE, replayed from the first event, as `token`.
+pub async fn event_stream(gw: &GatewayProc, token: &str) -> reqwest::Response {
+    http()
+        .get(gw.control_url("/api/v1/events?since=0"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the event stream")
+}
+
+/// Holds the store's write lock from another connection, as a stalled disk would,
+/// until released.
+pub struct StoreLock(sqlx::SqliteConnection);
+
+impl StoreLock {
+    pub async fn take(gw: &GatewayProc) -> Self {
+        use sqlx::Connection as _;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", gw.db_path().display()))
+                .await
+                .expect("a connection to the store");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .expect("the store's lock");
+        Self(conn)
+    }
+
+    pub async fn release(mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut self.0)
+            .await
+            .expect("the lock released");
+    }
+}
+
 /// Serves `app` on 127.0.0.1, on a port of its own, for the rest of the test; its address.
 pub async fn serve_local(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

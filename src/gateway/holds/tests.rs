@@ -407,21 +407,8 @@ async fn after_a_restart_a_rule_on_a_redacted_argument_denies_the_approval() {
         .as_object()
         .unwrap()
         .clone();
-    let decision = DecisionEvent {
-        call_id: "01".into(),
-        upstream: "wiki".into(),
-        tool: "write_page".into(),
-        risk: Risk::Write,
-        identity: identity.to_wire(),
-        target: None,
-        workflow: None,
-        outcome: Outcome::Hold,
-        policy_ids: vec![],
-        reason: String::new(),
-        decision_us: 0,
-        args: Value::Object(stored_args),
-        args_truncated: false,
-    };
+    let mut decision = held_decision(&identity);
+    decision.args = Value::Object(stored_args);
     catalog
         .seed(&[RiskSeed {
             upstream: "wiki".into(),
