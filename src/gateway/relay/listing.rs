@@ -145,18 +145,21 @@ pub(super) async fn filtered_listing(
             return upstream_unreachable(&upstream.config.name, &id, &e);
         }
     };
-    {
-        // Its own task, so a client that hangs up cannot cut learning short.
-        let (gw, name, content_type, body, id) = (
+    // Its own task, so a client that hangs up cannot cut learning short; the body goes
+    // there and comes back, uncopied.
+    let body = {
+        let (gw, name, content_type, id) = (
             gw.clone(),
             upstream.config.name.clone(),
             content_type.clone(),
-            body.clone(),
             id.clone(),
         );
-        to_completion(async move { learn_listing(&gw, &name, &content_type, &body, &id).await })
-            .await;
-    }
+        to_completion(async move {
+            learn_listing(&gw, &name, &content_type, &body, &id).await;
+            body
+        })
+        .await
+    };
     let mut messages = mcp::response_messages(&content_type, &body);
     let engine = gw.policy();
     let no_args = Map::new();
