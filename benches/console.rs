@@ -44,13 +44,18 @@ fn decision(seq: u64) -> Value {
     })
 }
 
+/// A decision as the network task hands it over: parsed.
+fn event(seq: u64) -> NetEvent {
+    NetEvent::Event(Box::new(serde_json::from_value(decision(seq)).unwrap()))
+}
+
 fn full_app() -> App {
     let mut app = App::new(RING, false);
     app.on_net(NetEvent::Connected {
         store_id: "bench".into(),
     });
     for seq in 1..=RING as u64 {
-        app.on_net(NetEvent::Event(decision(seq)));
+        app.on_net(event(seq));
     }
     app
 }
@@ -68,15 +73,13 @@ fn ingest(length: Duration, prepared: u64) -> (f64, usize) {
     let theme = Theme::default();
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     // Prepared up front, as the network task hands over parsed frames.
-    let events: Vec<Value> = (0..prepared)
-        .map(|i| decision(RING as u64 + 1 + i))
-        .collect();
+    let events: Vec<NetEvent> = (0..prepared).map(|i| event(RING as u64 + 1 + i)).collect();
     let started = Instant::now();
     let mut last_frame = Instant::now();
     let mut fed = 0usize;
     let mut frames = 0;
     for e in events {
-        app.on_net(NetEvent::Event(e));
+        app.on_net(e);
         fed += 1;
         if last_frame.elapsed() >= FRAME {
             draw(&app, &mut terminal, &theme);

@@ -2,12 +2,14 @@
 //! reqwest, the event stream over WebSocket. The command-line client uses it.
 
 use futures_util::StreamExt;
-use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
-use crate::api::{ApiError, HoldView, ResolveRequest};
+use crate::api::{
+    ApiError, DecisionRecord, Event, HoldView, ResolveRequest, Risk, RiskEdit, StatusView,
+    StreamFrame, StreamNotice, ToolEntry, ToolRow,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -24,12 +26,29 @@ pub enum ClientError {
         message: String,
         hold: Option<Box<HoldView>>,
         /// On a `stale_version`: the tool as it is now.
-        tool: Option<Box<Value>>,
+        tool: Option<Box<ToolRow>>,
     },
     #[error("the gateway's store was recreated or is behind this client: {0}")]
     Reset(String),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+}
+
+impl ClientError {
+    /// The HTTP status when the gateway refused the token (401) or the operator (403),
+    /// on a request or on the event stream's handshake: retrying will not help.
+    pub fn rejected_token(&self) -> Option<u16> {
+        use tokio_tungstenite::tungstenite::Error as Ws;
+        let status = match self {
+            ClientError::Api { status, .. } => *status,
+            ClientError::WebSocket(e) => match e.as_ref() {
+                Ws::Http(response) => response.status().as_u16(),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        matches!(status, 401 | 403).then_some(status)
+    }
 }
 
 #[derive(Clone)]
@@ -61,13 +80,20 @@ impl ControlClient {
         Ok(url)
     }
 
+    /// The gateway's origin, as the operator named it.
+    pub fn origin(&self) -> &str {
+        self.origin.as_str().trim_end_matches('/')
+    }
+
     fn api(&self, path: &str) -> reqwest::Url {
         let mut url = self.origin.clone();
         url.set_path(&format!("/api/v1{path}"));
         url
     }
 
-    async fn json(resp: reqwest::Response) -> Result<Value, ClientError> {
+    async fn json<T: serde::de::DeserializeOwned>(
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let status = resp.status();
         let body = resp.bytes().await?;
         if status.is_success() {
@@ -80,10 +106,7 @@ impl ControlClient {
                 code: e.error.code,
                 message: e.error.message,
                 hold: e.hold.map(Box::new),
-                tool: e
-                    .tool
-                    .and_then(|t| serde_json::to_value(t).ok())
-                    .map(Box::new),
+                tool: e.tool.map(Box::new),
             }),
             Err(_) => Err(ClientError::Unexpected(format!(
                 "HTTP {status}: {}",
@@ -92,13 +115,28 @@ impl ControlClient {
         }
     }
 
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: reqwest::Url,
+    ) -> Result<T, ClientError> {
+        let resp = self.http.get(url).bearer_auth(&self.token).send().await?;
+        Self::json(resp).await
+    }
+
     /// The newest decisions, newest first, each with its hold folded in.
-    pub async fn decisions(&self, limit: usize) -> Result<Vec<Value>, ClientError> {
+    pub async fn decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            decisions: Vec<DecisionRecord>,
+        }
         let mut url = self.api("/decisions");
         url.set_query(Some(&format!("limit={limit}")));
-        let resp = self.http.get(url).bearer_auth(&self.token).send().await?;
-        let body = Self::json(resp).await?;
-        Ok(body["decisions"].as_array().cloned().unwrap_or_default())
+        Ok(self.get::<Page>(url).await?.decisions)
+    }
+
+    /// The gateway's health, counters, upstreams and the policy in force.
+    pub async fn status(&self) -> Result<StatusView, ClientError> {
+        self.get(self.api("/status")).await
     }
 
     /// Opens the event stream's WebSocket from `since`, for a `store_id` the caller knows.
@@ -143,30 +181,33 @@ impl ControlClient {
     }
 
     /// The tool catalog, with call counts.
-    pub async fn tools(&self) -> Result<Vec<Value>, ClientError> {
-        let resp = self
-            .http
-            .get(self.api("/tools"))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let body = Self::json(resp).await?;
-        Ok(body["tools"].as_array().cloned().unwrap_or_default())
+    pub async fn tools(&self) -> Result<Vec<ToolEntry>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tools: Vec<ToolEntry>,
+        }
+        Ok(self.get::<Page>(self.api("/tools")).await?.tools)
     }
 
-    /// Sets a tool's risk class, if it is still at `expected_version`.
+    /// Sets a tool's risk class, if it is still at `expected_version`; answers with the
+    /// `risk.changed` event.
     pub async fn set_risk(
         &self,
         upstream: &str,
         tool: &str,
-        risk: crate::api::Risk,
+        risk: Risk,
         expected_version: u64,
-    ) -> Result<Value, ClientError> {
+        note: Option<String>,
+    ) -> Result<Event, ClientError> {
         let mut url = self.api("/tools");
         url.path_segments_mut()
             .map_err(|_| ClientError::Url("bad origin".into()))?
             .extend([upstream, tool, "risk"]);
-        let body = serde_json::json!({"risk": risk, "expected_version": expected_version});
+        let body = RiskEdit {
+            risk: risk.as_str().to_owned(),
+            expected_version,
+            note,
+        };
         let resp = self
             .http
             .put(url)
@@ -178,15 +219,11 @@ impl ControlClient {
     }
 
     pub async fn holds(&self) -> Result<Vec<HoldView>, ClientError> {
-        let resp = self
-            .http
-            .get(self.api("/holds"))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let body = Self::json(resp).await?;
-        serde_json::from_value(body["holds"].clone())
-            .map_err(|e| ClientError::Unexpected(e.to_string()))
+        #[derive(serde::Deserialize)]
+        struct Page {
+            holds: Vec<HoldView>,
+        }
+        Ok(self.get::<Page>(self.api("/holds")).await?.holds)
     }
 
     /// Approves (or denies) a hold.
@@ -204,8 +241,7 @@ impl ControlClient {
             .json(&ResolveRequest { reason })
             .send()
             .await?;
-        let body = Self::json(resp).await?;
-        serde_json::from_value(body).map_err(|e| ClientError::Unexpected(e.to_string()))
+        Self::json(resp).await
     }
 
     /// Streams events to `on_event` as JSON text, one per frame, from `since` (or live
@@ -231,29 +267,28 @@ impl ControlClient {
                     }
                     _ => continue,
                 };
-                let frame: Value = serde_json::from_str(&text)
-                    .map_err(|e| ClientError::Unexpected(e.to_string()))?;
-                match frame["kind"].as_str() {
-                    Some("hello") => {
-                        tracing::info!(last_seq = %frame["last_seq"], store_id = %frame["store_id"], "connected");
+                let frame = StreamFrame::parse(&text).ok_or_else(|| {
+                    ClientError::Unexpected(format!("a frame that is not JSON: {text}"))
+                })?;
+                match frame {
+                    StreamFrame::Notice(StreamNotice::Hello { last_seq, store_id }) => {
+                        tracing::info!(last_seq, %store_id, "connected");
                     }
-                    Some("lagged") => {
-                        tracing::warn!(last_seq = %frame["last_seq"], "fell behind; resuming");
-                        since = frame["last_seq"].as_u64().or(since);
+                    StreamFrame::Notice(StreamNotice::Lagged { last_seq, .. }) => {
+                        tracing::warn!(last_seq, "fell behind; resuming");
+                        since = Some(last_seq);
                         closed_cleanly = false;
                         break;
                     }
-                    Some("shutdown") => {
-                        tracing::info!(last_seq = %frame["last_seq"], "the gateway is stopping");
+                    StreamFrame::Notice(StreamNotice::Shutdown { last_seq, .. }) => {
+                        tracing::info!(last_seq, "the gateway is stopping");
                     }
-                    Some("reset") => {
-                        return Err(ClientError::Reset(
-                            frame["message"].as_str().unwrap_or("").to_owned(),
-                        ));
+                    StreamFrame::Notice(StreamNotice::Reset { message, .. }) => {
+                        return Err(ClientError::Reset(message));
                     }
-                    _ => {
+                    event => {
                         drops = 0;
-                        since = frame["seq"].as_u64().or(since);
+                        since = event.seq().or(since);
                         on_event(&text);
                     }
                 }

@@ -131,6 +131,10 @@ pub enum EventBody {
         by: String,
         reason: Option<String>,
     },
+    /// The client stopped waiting on its open stream (its wait ended, or it went away):
+    /// the hold is now `pending`, and only an identical retry can run it once approved.
+    #[serde(rename = "hold.phase")]
+    HoldPhaseChanged { call_id: String, phase: HoldPhase },
     #[serde(rename = "call.completed")]
     CallCompleted {
         call_id: String,
@@ -173,6 +177,7 @@ impl EventBody {
             EventBody::Decision(_) => "decision",
             EventBody::HoldCreated { .. } => "hold.created",
             EventBody::HoldResolved { .. } => "hold.resolved",
+            EventBody::HoldPhaseChanged { .. } => "hold.phase",
             EventBody::CallCompleted { .. } => "call.completed",
             EventBody::ToolDiscovered(_) => "tool.discovered",
             EventBody::ToolChanged { .. } => "tool.changed",
@@ -187,6 +192,7 @@ impl EventBody {
             EventBody::Decision(d) => Some(&d.call_id),
             EventBody::HoldCreated { call_id, .. }
             | EventBody::HoldResolved { call_id, .. }
+            | EventBody::HoldPhaseChanged { call_id, .. }
             | EventBody::CallCompleted { call_id, .. } => Some(call_id),
             _ => None,
         }
@@ -359,4 +365,153 @@ pub enum CallResult {
     /// The answer stream ended without the call's response (it may have gone to the
     /// session's GET stream, where the gateway does not follow it).
     NoAnswer,
+}
+
+/// A hold as `GET /decisions` folds it into its decision row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HoldSummary {
+    pub expires_at: Option<String>,
+    pub resolution: Option<Resolution>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// One row of `GET /decisions`: the stored decision event, with its hold if it had one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub seq: u64,
+    pub ts: String,
+    #[serde(flatten)]
+    pub call: DecisionEvent,
+    #[serde(default)]
+    pub hold: Option<HoldSummary>,
+}
+
+/// How many decisions of each outcome a tool has had.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCounts {
+    #[serde(default)]
+    pub allow: u64,
+    #[serde(default)]
+    pub hold: u64,
+    #[serde(default)]
+    pub deny: u64,
+}
+
+impl CallCounts {
+    pub fn add(&mut self, outcome: Outcome, n: u64) {
+        match outcome {
+            Outcome::Allow => self.allow += n,
+            Outcome::Hold => self.hold += n,
+            Outcome::Deny => self.deny += n,
+        }
+    }
+}
+
+/// One row of `GET /tools`: the catalog row and its decisions so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolEntry {
+    #[serde(flatten)]
+    pub tool: ToolRow,
+    #[serde(default)]
+    pub calls: CallCounts,
+}
+
+/// A frame of the event stream that is not an event: where the stream stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StreamNotice {
+    /// The first frame: events up to `last_seq` are replayed, then live ones follow.
+    Hello { last_seq: u64, store_id: String },
+    /// This subscriber fell behind; resume with `since=last_seq`.
+    Lagged { last_seq: u64, message: String },
+    /// The gateway is stopping; reconnect with `since=last_seq`.
+    Shutdown { last_seq: u64, message: String },
+    /// The store is not the one the client knew: reload everything.
+    Reset {
+        last_seq: u64,
+        store_id: String,
+        message: String,
+    },
+}
+
+/// One frame of the event stream as a client reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamFrame {
+    Notice(StreamNotice),
+    Event(Box<Event>),
+    /// A frame this client does not know (a newer gateway's event kind): kept readable,
+    /// with its seq so that a resume does not replay it.
+    Unknown {
+        seq: Option<u64>,
+        value: serde_json::Value,
+    },
+}
+
+impl StreamFrame {
+    /// Reads one frame; `None` when it is not JSON at all.
+    pub fn parse(text: &str) -> Option<StreamFrame> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        let notice = matches!(
+            value["kind"].as_str(),
+            Some("hello" | "lagged" | "shutdown" | "reset")
+        );
+        if notice && let Ok(n) = StreamNotice::deserialize(&value) {
+            return Some(StreamFrame::Notice(n));
+        }
+        Some(match Event::deserialize(&value) {
+            Ok(event) => StreamFrame::Event(Box::new(event)),
+            Err(_) => StreamFrame::Unknown {
+                seq: value["seq"].as_u64(),
+                value,
+            },
+        })
+    }
+
+    /// The event's seq, for a frame that is an event.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            StreamFrame::Event(e) => Some(e.seq),
+            StreamFrame::Unknown { seq, .. } => *seq,
+            StreamFrame::Notice(_) => None,
+        }
+    }
+}
+
+/// An upstream as `GET /status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub url: String,
+    pub tools: usize,
+    pub health: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusCounters {
+    pub decisions: CallCounts,
+    pub holds_open: usize,
+    pub event_subscribers: usize,
+}
+
+/// The policy in force, as `GET /status` names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyInForce {
+    pub version: u64,
+    pub sha256: String,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub uptime_secs: u64,
+    pub store_id: String,
+    pub ready: bool,
+    pub last_seq: u64,
+    pub upstreams: Vec<UpstreamStatus>,
+    pub counters: StatusCounters,
+    #[serde(default)]
+    pub policy: Option<PolicyInForce>,
 }

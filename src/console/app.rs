@@ -1,25 +1,35 @@
 //! The console's state: one owner, changed only by keys and network events, so every
-//! behaviour can be tested without a terminal or a gateway.
+//! behaviour can be tested without a terminal or a gateway. It routes each key to the
+//! open popup or the current view; each of those says which actions apply, and the same
+//! answer drives the keys, the hint bar and the help.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use super::filter::{Field, Filter, Filterable};
 use super::keymap::{Action, Keymap};
-use crate::api::{HoldPhase, HoldView, Resolution, Risk};
+use super::model::{Model, Row};
+use super::popups::confirm::{Answer, Confirm};
+use super::popups::picker::{Picked, Picker};
+use super::popups::prompt::{Prompt, PromptKind};
+use super::text::{fit_words, short};
+use super::views::held::Held;
+use super::views::live::Live;
+use super::views::tools::{LastEdit, Tools};
+use super::views::{View, ViewFilter};
+use crate::api::{
+    DecisionRecord, Event, EventBody, HoldView, Resolution, Risk, StatusView, ToolEntry, ToolRow,
+};
 
-/// How long a resolved hold stays on screen with its fate.
-pub const FATE_LINGER: Duration = Duration::from_secs(10);
+pub use super::model::{FATE_LINGER, Fate};
+pub use super::text::short as short_id;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum View {
-    Live,
-    Held,
-    Tools,
-}
+/// The smallest screen the console draws on; below it, only quit works.
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+/// From this width the details sit beside the table.
+pub const WIDE: u16 = 120;
 
 /// What the header says about the connection. It must always be the truth.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,33 +39,58 @@ pub enum Connection {
     Reconnecting {
         attempt: u32,
         next_try: DateTime<Utc>,
+        since: DateTime<Utc>,
     },
     Disconnected {
         since: DateTime<Utc>,
     },
+    /// The gateway refused the token (401) or the operator (403): retrying will not help,
+    /// so the console waits for the operator (`:reconnect`, `:ctx`, quit).
+    Rejected {
+        status: u16,
+        gateway: String,
+        since: DateTime<Utc>,
+    },
+}
+
+impl Connection {
+    /// Since when the gateway has been out of reach, if it is.
+    pub fn lost_since(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Connection::Connecting | Connection::Connected => None,
+            Connection::Reconnecting { since, .. }
+            | Connection::Disconnected { since }
+            | Connection::Rejected { since, .. } => Some(*since),
+        }
+    }
 }
 
 /// What the network task tells the app.
 #[derive(Debug, Clone)]
 pub enum NetEvent {
     /// The newest decisions, newest first, as `GET /decisions` gave them.
-    Backfill(Vec<Value>),
+    Backfill(Vec<DecisionRecord>),
     Holds(Vec<HoldView>),
     Connected {
         store_id: String,
     },
-    /// One event frame from the stream.
-    Event(Value),
+    /// One event from the stream.
+    Event(Box<Event>),
+    /// A frame of a kind this console does not know (a newer gateway): only its seq counts.
+    Unknown {
+        seq: Option<u64>,
+    },
     /// The store was recreated: forget everything and reload.
     Reset,
     Connection(Connection),
     /// The catalog, as `GET /tools` gave it.
-    Tools(Vec<Value>),
+    Tools(Vec<ToolEntry>),
+    Status(Box<StatusView>),
     /// The answer to a risk edit: the `risk.changed` event, or why not.
     RiskEdited {
         upstream: String,
         tool: String,
-        outcome: Result<Value, RiskFailure>,
+        outcome: Result<Box<Event>, RiskFailure>,
     },
     /// The answer to an approve or deny.
     Resolved {
@@ -74,7 +109,7 @@ pub enum ResolveFailure {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RiskFailure {
     /// Someone changed the tool first; this is the tool as it is now.
-    Stale(Box<Value>),
+    Stale(Box<ToolRow>),
     Other(String),
 }
 
@@ -95,143 +130,22 @@ pub enum Command {
     },
     /// Connect to another context from the config.
     SwitchContext(String),
+    /// Connect again, with a fresh token from the context's token command.
+    Reconnect,
     SetTheme(String),
     /// Put text on the clipboard with OSC 52, which works over SSH.
     Copy(String),
     Quit,
 }
 
-/// One decision row of the live view.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub seq: u64,
-    pub event: Value,
-}
-
-impl Row {
-    pub fn call_id(&self) -> &str {
-        self.event["call_id"].as_str().unwrap_or("")
-    }
-}
-
-/// How a decision row or a hold names its caller: `user:alice`, `token:ci-bot`.
-pub fn identity_label(row: &Value) -> String {
-    let kind = match row["identity"]["kind"].as_str() {
-        Some("oauth") => "user",
-        Some("api_token") => "token",
-        _ => "?",
-    };
-    format!("{kind}:{}", row["identity"]["name"].as_str().unwrap_or("?"))
-}
-
-pub fn target_label(row: &Value) -> String {
-    match (row["target"]["kind"].as_str(), row["target"]["id"].as_str()) {
-        (Some(k), Some(id)) => format!("{k}:{id}"),
-        _ => String::new(),
-    }
-}
-
-/// A decision, or a tool row: both are JSON objects with these names.
-impl Filterable for Value {
-    fn field(&self, field: Field) -> Option<String> {
-        let tool_row = self.get("name").is_some();
-        match field {
-            Field::Tool => self[if tool_row { "name" } else { "tool" }]
-                .as_str()
-                .map(str::to_owned),
-            Field::Upstream => self["upstream"].as_str().map(str::to_owned),
-            Field::Risk => self["risk"].as_str().map(str::to_owned),
-            Field::Outcome => self["outcome"].as_str().map(str::to_owned),
-            Field::Identity => self.get("identity").map(|_| identity_label(self)),
-        }
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            target_label(self),
-            self["call_id"].as_str().unwrap_or(""),
-            self["reason"].as_str().unwrap_or(""),
-            self["suggested_risk"].as_str().unwrap_or("")
-        )
-    }
-}
-
-impl Filterable for HoldView {
-    fn field(&self, field: Field) -> Option<String> {
-        match field {
-            Field::Tool => Some(self.call.tool.clone()),
-            Field::Upstream => Some(self.call.upstream.clone()),
-            Field::Risk => Some(self.call.risk.as_str().to_owned()),
-            Field::Outcome => Some("hold".into()),
-            Field::Identity => Some(format!(
-                "{}:{}",
-                match self.call.identity.kind {
-                    crate::api::IdentityKind::Oauth => "user",
-                    crate::api::IdentityKind::ApiToken => "token",
-                },
-                self.call.identity.name
-            )),
-        }
-    }
-
-    fn text(&self) -> String {
-        let call = serde_json::to_value(&self.call).unwrap_or_default();
-        format!("{} {}", target_label(&call), self.call_id)
-    }
-}
-
-/// A resolved hold, kept on screen for a while.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fate {
-    pub resolution: Resolution,
-    pub by: String,
-    pub at: Instant,
-}
-
-/// The confirm dialog for an approve or deny, of one hold or of every marked one.
-/// Its default answer is Cancel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Confirm {
-    pub approve: bool,
-    pub holds: Vec<HoldView>,
-    pub reason: String,
-    /// Typing the reason; `y` types a `y` then, and Enter ends the reason.
-    pub editing: bool,
-}
-
+/// The popup over the view, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Normal,
-    /// Typing a `:` command.
-    Command(String),
+    Prompt(Prompt),
     Help,
     Confirm(Box<Confirm>),
-    /// Typing a `/` filter; it applies as it is typed. Esc goes back to `before`.
-    Filter {
-        text: String,
-        before: String,
-        error: Option<String>,
-    },
-    /// Choosing the selected tool's class from a list.
-    ClassPicker {
-        index: usize,
-    },
-}
-
-/// The classes in the order the class picker lists them.
-pub const CLASSES: [Risk; 4] = [
-    Risk::Read,
-    Risk::Write,
-    Risk::Destructive,
-    Risk::Unclassified,
-];
-
-/// A view's filter as typed, and parsed.
-#[derive(Debug, Clone, Default)]
-pub struct ViewFilter {
-    pub text: String,
-    pub filter: Filter,
+    ClassPicker(Picker),
 }
 
 /// The answers a bulk decision still waits for, to sum them up in one line.
@@ -249,41 +163,28 @@ pub struct App {
     pub keymap: Keymap,
     pub read_only: bool,
     pub connection: Connection,
-    pub store_id: Option<String>,
-    ring: VecDeque<Row>,
-    ring_size: usize,
-    /// The highest seq seen; the stream resumes after it.
-    pub max_seq: u64,
-    /// Following the newest row, or paused at `selected` (an index from the newest).
-    pub follow: bool,
-    pub selected: usize,
-    /// Rows that arrived while paused.
-    pub new_while_paused: usize,
-    pub holds: Vec<HoldView>,
-    pub held_selected: usize,
-    pub tools: Vec<Value>,
-    pub tools_selected: usize,
-    /// Each tool's row before an edit that is not confirmed yet, to roll back to.
-    pending_edits: HashMap<(String, String), Value>,
+    pub model: Model,
+    pub live: Live,
+    pub held: Held,
+    pub tools: Tools,
+    pub detail: bool,
+    /// The gateway's last `GET /status`.
+    pub status: Option<StatusView>,
+    /// The terminal's size, which decides pages and whether keys act at all.
+    pub size: (u16, u16),
     /// The catalog changed; the main loop fetches it again.
     pub want_tools: bool,
-    pub fates: HashMap<String, Fate>,
-    /// How each call that went upstream ended, by call id, as `call.completed` said.
-    pub completions: HashMap<String, Value>,
-    pub detail: bool,
     /// A short message for the status line, and when it was set.
     pub flash: Option<(String, Instant)>,
     /// Set when the screen must be drawn again.
     pub dirty: bool,
     /// A new hold arrived since the last bell.
     pub ring_bell: bool,
-    /// Each view's `/` filter.
-    filters: HashMap<View, ViewFilter>,
-    /// Held calls marked for one bulk decision, by call id.
-    pub marked: BTreeSet<String>,
     bulk: Option<Bulk>,
     /// The context connected to, when it came from the config.
     pub context: Option<String>,
+    /// The gateway's origin, for the header's messages.
+    pub gateway: String,
     /// What `:ctx` and `:theme` complete.
     pub context_names: Vec<String>,
     pub theme_names: Vec<String>,
@@ -299,81 +200,121 @@ impl App {
             keymap: Keymap::default(),
             read_only,
             connection: Connection::Connecting,
-            store_id: None,
-            ring: VecDeque::with_capacity(ring_size.min(4096)),
-            ring_size: ring_size.max(1),
-            max_seq: 0,
-            follow: true,
-            selected: 0,
-            new_while_paused: 0,
-            holds: Vec::new(),
-            held_selected: 0,
-            tools: Vec::new(),
-            tools_selected: 0,
-            pending_edits: HashMap::new(),
-            want_tools: false,
-            fates: HashMap::new(),
-            completions: HashMap::new(),
+            model: Model::new(ring_size),
+            live: Live::default(),
+            held: Held::default(),
+            tools: Tools::default(),
             detail: false,
+            status: None,
+            size: (MIN_WIDTH, MIN_HEIGHT),
+            want_tools: false,
             flash: None,
             dirty: true,
             ring_bell: false,
-            filters: HashMap::new(),
-            marked: BTreeSet::new(),
             bulk: None,
             context: None,
+            gateway: String::new(),
             context_names: Vec::new(),
             theme_names: Vec::new(),
             hint: None,
         }
     }
 
-    /// The current view's filter text, if one is set.
+    // --- what the screen shows -------------------------------------------------------
+
+    pub fn too_small(&self) -> bool {
+        self.size.0 < MIN_WIDTH || self.size.1 < MIN_HEIGHT
+    }
+
+    /// Rows a table shows on this terminal: the screen less the header, the hint and
+    /// status lines, and the table's title and header.
+    pub fn page(&self) -> usize {
+        self.size.1.saturating_sub(5).max(1) as usize
+    }
+
     pub fn filter_text(&self, view: View) -> Option<&str> {
-        self.filters
-            .get(&view)
-            .map(|f| f.text.as_str())
-            .filter(|t| !t.is_empty())
+        self.filter(view).active()
     }
 
-    fn filter_of(&self, view: View) -> Option<&Filter> {
-        self.filters
-            .get(&view)
-            .map(|f| &f.filter)
-            .filter(|f| !f.is_empty())
+    fn filter(&self, view: View) -> &ViewFilter {
+        match view {
+            View::Live => &self.live.filter,
+            View::Held => &self.held.filter,
+            View::Tools => &self.tools.filter,
+        }
     }
 
-    fn shows(&self, view: View, row: &impl Filterable) -> bool {
-        self.filter_of(view).is_none_or(|f| f.matches(row))
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.model.rows()
     }
 
-    /// Rows the live filter lets through, newest first.
+    pub fn row_count(&self) -> usize {
+        self.model.row_count()
+    }
+
+    /// Rows the live view shows, newest first.
     pub fn visible_rows(&self) -> impl Iterator<Item = &Row> {
-        self.rows().filter(|r| self.shows(View::Live, &r.event))
+        self.live.rows(&self.model)
     }
 
-    /// Holds the held view's filter lets through, in queue order.
+    pub fn selected_row(&self) -> Option<&Row> {
+        self.live.selected(&self.model)
+    }
+
     pub fn visible_holds(&self) -> Vec<&HoldView> {
-        self.holds
-            .iter()
-            .filter(|h| self.shows(View::Held, *h))
-            .collect()
+        self.held.visible(&self.model)
     }
 
     pub fn selected_hold(&self) -> Option<&HoldView> {
-        self.visible_holds().get(self.held_selected).copied()
+        self.held.selected(&self.model)
     }
 
-    /// Indexes into `tools` of the rows the tools filter lets through.
+    /// Selects the `index`th hold the held view shows.
+    pub fn select_hold(&mut self, index: usize) {
+        let page = self.page();
+        self.held.select(index, &self.model, page);
+    }
+
     pub fn visible_tools(&self) -> Vec<usize> {
-        (0..self.tools.len())
-            .filter(|&i| self.shows(View::Tools, &self.tools[i]))
-            .collect()
+        self.tools.visible(&self.model)
     }
 
-    fn selected_tool_index(&self) -> Option<usize> {
-        self.visible_tools().get(self.tools_selected).copied()
+    pub fn pending_count(&self) -> usize {
+        self.model.pending_count()
     }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection == Connection::Connected
+    }
+
+    /// The actions that apply now: the popup's, or the view's with the global ones.
+    /// Keys, the hint bar and the help all come from this list.
+    pub fn actions(&self) -> Vec<Action> {
+        match &self.mode {
+            Mode::Normal => self.view_actions(),
+            Mode::Confirm(c) => c.actions(),
+            Mode::ClassPicker(_) => Picker::actions(),
+            Mode::Prompt(_) | Mode::Help => Vec::new(),
+        }
+    }
+
+    /// What the current view offers when no popup is open.
+    pub fn view_actions(&self) -> Vec<Action> {
+        let mut actions = match self.view {
+            View::Live => self.live.actions(),
+            View::Held => self.held.actions(),
+            View::Tools => self.tools.actions(),
+        };
+        if self.detail && !actions.contains(&Action::Back) {
+            actions.push(Action::Back);
+        }
+        // Read-only keeps the mutating actions here so that their keys can say why
+        // they do nothing; the hint bar and the help leave them out.
+        actions.extend([Action::Command, Action::Help, Action::Quit]);
+        actions
+    }
+
+    // --- messages --------------------------------------------------------------------
 
     /// Shows a message on the status line.
     pub fn notice(&mut self, message: impl Into<String>) {
@@ -381,412 +322,354 @@ impl App {
         self.say(message);
     }
 
+    fn say(&mut self, message: impl Into<String>) {
+        self.flash = Some((message.into(), Instant::now()));
+    }
+
     /// Starts over for another gateway: nothing seen on the old one may look like it
     /// belongs to the new one. Filters and the current view stay, as the operator set them.
     pub fn enter_context(&mut self, name: &str, read_only: bool) {
-        let ring_size = self.ring_size;
-        let keep = App {
-            view: self.view,
-            keymap: self.keymap.clone(),
-            filters: std::mem::take(&mut self.filters),
-            context_names: std::mem::take(&mut self.context_names),
-            theme_names: std::mem::take(&mut self.theme_names),
-            context: Some(name.to_owned()),
-            ..App::new(ring_size, read_only)
-        };
-        *self = keep;
+        let mut fresh = App::new(self.model.ring_size(), read_only);
+        fresh.view = self.view;
+        fresh.size = self.size;
+        fresh.keymap = std::mem::take(&mut self.keymap);
+        fresh.live.filter = std::mem::take(&mut self.live.filter);
+        fresh.held.filter = std::mem::take(&mut self.held.filter);
+        fresh.tools.filter = std::mem::take(&mut self.tools.filter);
+        fresh.context_names = std::mem::take(&mut self.context_names);
+        fresh.theme_names = std::mem::take(&mut self.theme_names);
+        fresh.context = Some(name.to_owned());
+        *self = fresh;
         self.say(format!(
             "context {name}{}",
             if read_only { " (read-only)" } else { "" }
         ));
     }
 
-    /// Rows, newest first.
-    pub fn rows(&self) -> impl Iterator<Item = &Row> {
-        self.ring.iter().rev()
-    }
-
-    pub fn row_count(&self) -> usize {
-        self.ring.len()
-    }
-
-    pub fn selected_row(&self) -> Option<&Row> {
-        self.visible_rows()
-            .nth(if self.follow { 0 } else { self.selected })
-    }
-
-    pub fn pending_count(&self) -> usize {
-        self.holds.iter().filter(|h| h.resolution.is_none()).count()
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connection == Connection::Connected
-    }
-
-    fn say(&mut self, message: impl Into<String>) {
-        self.flash = Some((message.into(), Instant::now()));
-    }
-
-    /// Adds a decision row unless its seq was seen: the seam after a reconnect may
-    /// repeat what a backfill brought, and must never show a row twice.
-    fn push_decision(&mut self, seq: u64, event: Value) {
-        if seq <= self.max_seq {
-            return;
-        }
-        self.max_seq = seq;
-        if self.ring.len() == self.ring_size {
-            // What the ring forgets, the side tables forget too, so memory stays bounded.
-            if let Some(old) = self.ring.pop_front() {
-                let held = self.holds.iter().any(|h| h.call_id == old.call_id());
-                if !held {
-                    self.fates.remove(old.call_id());
-                }
-                self.completions.remove(old.call_id());
-            }
-            if !self.follow && self.selected > 0 {
-                // The paused row keeps its place among the newest rows it can.
-                self.selected = self.selected.min(self.ring.len().saturating_sub(1));
-            }
-        }
-        let shown = self.shows(View::Live, &event);
-        self.ring.push_back(Row { seq, event });
-        if !self.follow && shown {
-            self.selected += 1;
-            self.new_while_paused += 1;
+    /// Everything of this gateway forgotten, as after a store reset; the operator's
+    /// settings (view, filters, keys, context) stay.
+    fn forget_gateway(&mut self) {
+        self.model = Model::new(self.model.ring_size());
+        self.live.resume();
+        self.held.marked.clear();
+        self.tools.last_edit = None;
+        self.bulk = None;
+        self.status = None;
+        if matches!(self.mode, Mode::Confirm(_) | Mode::ClassPicker(_)) {
+            self.mode = Mode::Normal;
         }
     }
+
+    pub fn resize(&mut self, width: u16, height: u16) {
+        self.size = (width, height);
+        self.dirty = true;
+        self.reanchor();
+    }
+
+    fn reanchor(&mut self) {
+        let page = self.page();
+        self.held.reanchor(&self.model, page);
+        self.tools.reanchor(&self.model, page);
+    }
+
+    // --- the network -----------------------------------------------------------------
 
     pub fn on_net(&mut self, event: NetEvent) {
         self.dirty = true;
         match event {
-            NetEvent::Backfill(newest_first) => {
-                for d in newest_first.into_iter().rev() {
-                    let seq = d["seq"].as_u64().unwrap_or(0);
-                    if let Some(resolution) =
-                        d["hold"]["resolution"].as_str().and_then(Resolution::parse)
-                    {
-                        let by = d["hold"]["resolved_by"].as_str().unwrap_or("").to_owned();
-                        let call_id = d["call_id"].as_str().unwrap_or("").to_owned();
-                        // Old fates are shown in the outcome cell, not lingering in the queue.
-                        self.fates.insert(
-                            call_id,
-                            Fate {
-                                resolution,
-                                by,
-                                at: Instant::now() - FATE_LINGER,
-                            },
-                        );
-                    }
-                    self.push_decision(seq, d);
-                }
-            }
-            NetEvent::Holds(holds) => {
-                // Keep the lingering fates; the rest is what the gateway says now.
-                let lingering: Vec<HoldView> = self
-                    .holds
-                    .drain(..)
-                    .filter(|h| h.resolution.is_some())
-                    .collect();
-                self.holds = holds;
-                self.holds.extend(lingering);
-                self.sort_holds();
-            }
+            NetEvent::Backfill(newest_first) => self.model.backfill(newest_first),
+            NetEvent::Holds(holds) => self.model.set_holds(holds),
             NetEvent::Connected { store_id } => {
-                self.store_id = Some(store_id);
+                self.model.store_id = Some(store_id);
                 self.connection = Connection::Connected;
             }
-            NetEvent::Event(e) => self.on_event(e),
+            NetEvent::Event(e) => self.on_event(*e),
+            NetEvent::Unknown { seq } => {
+                self.model.max_seq = self.model.max_seq.max(seq.unwrap_or(0));
+            }
             NetEvent::Reset => {
-                self.ring.clear();
-                self.max_seq = 0;
-                self.holds.clear();
-                self.fates.clear();
-                self.store_id = None;
-                self.follow = true;
-                self.selected = 0;
-                self.new_while_paused = 0;
+                self.forget_gateway();
                 self.say("the gateway's store was recreated; reloaded");
             }
-            NetEvent::Connection(c) => self.connection = c,
-            NetEvent::Tools(tools) => {
-                self.tools = tools;
-                self.tools_selected = self.tools_selected.min(self.tools.len().saturating_sub(1));
+            NetEvent::Connection(c) => {
+                if let Connection::Rejected {
+                    status, gateway, ..
+                } = &c
+                {
+                    self.say(format!(
+                        "token rejected by {gateway} ({status}): :reconnect with a new token, :ctx NAME, or q"
+                    ));
+                }
+                self.connection = c;
+            }
+            NetEvent::Tools(tools) => self.model.set_tools(tools),
+            NetEvent::Status(status) => {
+                self.model.policy_version = status.policy.as_ref().map(|p| p.version);
+                self.status = Some(*status);
             }
             NetEvent::RiskEdited {
                 upstream,
                 tool,
                 outcome,
-            } => {
-                let before = self.pending_edits.remove(&(upstream.clone(), tool.clone()));
-                match outcome {
-                    Ok(event) => {
-                        if let Some(row) = self.tool_mut(&upstream, &tool) {
-                            row["version"] = event["version"].clone();
-                        }
-                        self.say(format!(
-                            "{upstream}/{tool} is now {}",
-                            event["to"].as_str().unwrap_or("?")
-                        ));
-                    }
-                    Err(RiskFailure::Stale(current)) => {
-                        let by = current["updated_by"]
-                            .as_str()
-                            .unwrap_or("someone")
-                            .to_owned();
-                        let risk = current["risk"].as_str().unwrap_or("?").to_owned();
-                        if let Some(row) = self.tool_mut(&upstream, &tool) {
-                            *row = (*current).clone();
-                            row["calls"] =
-                                before.as_ref().map_or(Value::Null, |b| b["calls"].clone());
-                        }
-                        self.say(format!(
-                            "not changed: {by} set {tool} to {risk} first; try again"
-                        ));
-                    }
-                    Err(RiskFailure::Other(message)) => {
-                        if let (Some(before), Some(row)) = (before, self.tool_mut(&upstream, &tool))
-                        {
-                            *row = before;
-                        }
-                        self.say(format!("not changed: {message}"));
-                    }
-                }
-            }
-            NetEvent::Resolved { call_id, outcome } => {
-                let message = match &outcome {
-                    Ok(hold) => {
-                        let verb = hold.resolution.map_or("resolved", Resolution::as_str);
-                        self.record_resolution(hold);
-                        Ok(format!("{verb} {}", short(&call_id)))
-                    }
-                    Err(ResolveFailure::AlreadyResolved(hold)) => {
-                        // A race lost is news, not an error.
-                        let how = hold.resolution.map_or("resolved", Resolution::as_str);
-                        let who = hold.resolved_by.clone().unwrap_or_else(|| "someone".into());
-                        self.record_resolution(hold);
-                        Err(format!("already {how} by {who}"))
-                    }
-                    Err(ResolveFailure::Other(message)) => {
-                        Err(format!("could not resolve {}: {message}", short(&call_id)))
-                    }
-                };
-                let in_bulk = self
-                    .bulk
-                    .as_mut()
-                    .is_some_and(|b| b.waiting.remove(&call_id));
-                match self.bulk.as_mut() {
-                    Some(bulk) if in_bulk => {
-                        match message {
-                            Ok(_) => bulk.done += 1,
-                            Err(m) => bulk.lost.push(m),
-                        }
-                        if bulk.waiting.is_empty() {
-                            let bulk = self.bulk.take().unwrap_or_default();
-                            self.say(bulk.summary());
-                        }
-                    }
-                    _ => self.say(message.unwrap_or_else(|e| e)),
-                }
-            }
+            } => self.on_risk_edited(upstream, tool, outcome),
+            NetEvent::Resolved { call_id, outcome } => self.on_resolved(call_id, outcome),
+        }
+        self.reanchor();
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let applied = self.model.apply(event);
+        if let Some(seq) = applied.decision
+            && let Some(row) = self.model.rows().next().filter(|r| r.seq == seq)
+        {
+            self.live.on_decision(&row.clone());
+        }
+        if applied.evicted && !self.live.follow {
+            let len = self.live.rows(&self.model).count();
+            let page = self.page();
+            self.live.list.scroll_into_view(len, page);
+        }
+        self.ring_bell |= applied.new_hold;
+        self.want_tools |= applied.tools_changed;
+        if let Some(notice) = applied.notice {
+            self.say(notice);
         }
     }
 
-    fn on_event(&mut self, e: Value) {
-        let seq = e["seq"].as_u64().unwrap_or(0);
-        match e["kind"].as_str() {
-            Some("decision") => self.push_decision(seq, e),
-            Some("hold.created") => {
-                self.max_seq = self.max_seq.max(seq);
-                let call_id = e["call_id"].as_str().unwrap_or("").to_owned();
-                let decision = self
-                    .ring
-                    .iter()
-                    .rev()
-                    .find(|r| r.call_id() == call_id)
-                    .map(|r| r.event.clone());
-                if let Some(call) = decision.and_then(|d| serde_json::from_value(d).ok())
-                    && !self.holds.iter().any(|h| h.call_id == call_id)
-                {
-                    self.holds.push(HoldView {
-                        call_id,
-                        phase: HoldPhase::Waiting,
-                        expires_at: e["expires_at"].as_str().unwrap_or("").to_owned(),
-                        call,
-                        resolution: None,
-                        resolved_by: None,
-                        resolved_at: None,
-                        reason: None,
+    fn on_risk_edited(
+        &mut self,
+        upstream: String,
+        tool: String,
+        outcome: Result<Box<Event>, RiskFailure>,
+    ) {
+        match outcome {
+            Ok(event) => match event.body {
+                EventBody::RiskChanged {
+                    version,
+                    by,
+                    to,
+                    from,
+                    ..
+                } => {
+                    self.model.edit_done(&upstream, &tool, version, by);
+                    self.tools.last_edit = Some(LastEdit {
+                        upstream: upstream.clone(),
+                        tool: tool.clone(),
+                        from,
+                        to,
                     });
-                    self.sort_holds();
-                    self.ring_bell = true;
+                    self.say(format!("{upstream}/{tool} is now {to}"));
                 }
-            }
-            Some("hold.resolved") => {
-                self.max_seq = self.max_seq.max(seq);
-                let call_id = e["call_id"].as_str().unwrap_or("");
-                if let Some(resolution) = e["resolution"].as_str().and_then(Resolution::parse) {
-                    let by = e["by"].as_str().unwrap_or("").to_owned();
-                    // That an approved call ran is its consequence, not a new fate: the
-                    // screen keeps who approved it.
-                    let approved =
-                        self.fates.get(call_id).map(|f| f.resolution) == Some(Resolution::Approved);
-                    if !(resolution == Resolution::Consumed && approved) {
-                        let fate = Fate {
-                            resolution,
-                            by: by.clone(),
-                            at: Instant::now(),
-                        };
-                        self.fates.insert(call_id.to_owned(), fate);
-                        if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id) {
-                            h.resolution = Some(resolution);
-                            h.resolved_by = Some(by);
-                        }
-                    }
+                _ => {
+                    self.model.edit_failed(&upstream, &tool);
+                    self.say(format!(
+                        "not changed: the gateway answered a {}",
+                        event.body.kind()
+                    ));
                 }
+            },
+            Err(RiskFailure::Stale(current)) => {
+                let by = current
+                    .updated_by
+                    .clone()
+                    .unwrap_or_else(|| "someone".into());
+                let risk = current.risk;
+                self.model.edit_stale(&upstream, &tool, *current);
+                self.say(format!(
+                    "not changed: {by} set {tool} to {risk} first; try again"
+                ));
             }
-            Some("risk.changed" | "tool.discovered" | "tool.changed") => {
-                self.max_seq = self.max_seq.max(seq);
-                self.want_tools = true;
+            Err(RiskFailure::Other(message)) => {
+                self.model.edit_failed(&upstream, &tool);
+                self.say(format!("not changed: {message}"));
             }
-            Some("call.completed") => {
-                self.max_seq = self.max_seq.max(seq);
-                if let Some(call_id) = e["call_id"].as_str()
-                    && self.ring.iter().any(|r| r.call_id() == call_id)
-                {
-                    self.completions.insert(call_id.to_owned(), e);
-                }
-            }
-            _ => self.max_seq = self.max_seq.max(seq),
         }
     }
 
-    fn tool_mut(&mut self, upstream: &str, tool: &str) -> Option<&mut Value> {
-        self.tools
-            .iter_mut()
-            .find(|t| t["upstream"] == upstream && t["name"] == tool)
-    }
-
-    /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
-    fn edit_risk(&mut self, risk: Risk) -> Vec<Command> {
-        let Some(row) = self
-            .selected_tool_index()
-            .and_then(|i| self.tools.get_mut(i))
-        else {
-            self.say("no tool selected");
-            return Vec::new();
+    fn on_resolved(&mut self, call_id: String, outcome: Result<Box<HoldView>, ResolveFailure>) {
+        let message = match &outcome {
+            Ok(hold) => {
+                let verb = hold.resolution.map_or("resolved", Resolution::as_str);
+                self.model.record_resolution(hold);
+                Ok(format!("{verb} {}", short(&call_id)))
+            }
+            Err(ResolveFailure::AlreadyResolved(hold)) => {
+                // A race lost is news, not an error.
+                let how = hold.resolution.map_or("resolved", Resolution::as_str);
+                let who = hold.resolved_by.clone().unwrap_or_else(|| "someone".into());
+                self.model.record_resolution(hold);
+                Err(format!("already {how} by {who}"))
+            }
+            Err(ResolveFailure::Other(message)) => {
+                Err(format!("could not resolve {}: {message}", short(&call_id)))
+            }
         };
-        let upstream = row["upstream"].as_str().unwrap_or("").to_owned();
-        let tool = row["name"].as_str().unwrap_or("").to_owned();
-        let expected_version = row["version"].as_u64().unwrap_or(0);
-        if row["risk"] == risk.as_str() {
-            self.say(format!("{tool} is already {risk}"));
-            return Vec::new();
-        }
-        let before = row.clone();
-        row["risk"] = Value::String(risk.as_str().to_owned());
-        row["source"] = Value::String("saving…".into());
-        self.pending_edits
-            .insert((upstream.clone(), tool.clone()), before);
-        vec![Command::SetRisk {
-            upstream,
-            tool,
-            risk,
-            expected_version,
-        }]
-    }
-
-    fn record_resolution(&mut self, hold: &HoldView) {
-        if let Some(resolution) = hold.resolution {
-            let by = hold.resolved_by.clone().unwrap_or_default();
-            self.fates.insert(
-                hold.call_id.clone(),
-                Fate {
-                    resolution,
-                    by: by.clone(),
-                    at: Instant::now(),
-                },
-            );
-            if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == hold.call_id) {
-                h.resolution = Some(resolution);
-                h.resolved_by = Some(by);
+        let in_bulk = self
+            .bulk
+            .as_mut()
+            .is_some_and(|b| b.waiting.remove(&call_id));
+        match self.bulk.as_mut() {
+            Some(bulk) if in_bulk => {
+                match message {
+                    Ok(_) => bulk.done += 1,
+                    Err(m) => bulk.lost.push(m),
+                }
+                if bulk.waiting.is_empty() {
+                    let bulk = self.bulk.take().unwrap_or_default();
+                    self.say(bulk.summary());
+                }
             }
+            _ => self.say(message.unwrap_or_else(|e| e)),
         }
-    }
-
-    fn sort_holds(&mut self) {
-        self.holds.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
     }
 
     /// Drops resolved holds that have lingered long enough; true if any went.
     pub fn expire_fates(&mut self, now: Instant) -> bool {
-        let before = self.holds.len();
-        let fates = &self.fates;
-        self.holds.retain(|h| {
-            h.resolution.is_none()
-                || fates
-                    .get(&h.call_id)
-                    .is_none_or(|f| now.duration_since(f.at) < FATE_LINGER)
-        });
-        let still: HashSet<&str> = self
-            .holds
-            .iter()
-            .filter(|h| h.resolution.is_none())
-            .map(|h| h.call_id.as_str())
-            .collect();
-        self.marked.retain(|id| still.contains(id.as_str()));
-        let visible = self.visible_holds().len();
-        self.held_selected = self.held_selected.min(visible.saturating_sub(1));
-        before != self.holds.len()
+        let (changed, open) = self.model.expire_fates(now);
+        self.held.marked.retain(|id| open.contains(id));
+        self.reanchor();
+        changed
     }
+
+    // --- keys ------------------------------------------------------------------------
 
     pub fn on_key(&mut self, key: crossterm::event::KeyEvent) -> Vec<Command> {
         self.dirty = true;
         self.hint = None;
+        // Nothing acts on a screen too small to show what it would act on.
+        if self.too_small() {
+            return match self.keymap.action_among(&key, &[Action::Quit]) {
+                Some(Action::Quit) => vec![Command::Quit],
+                _ => Vec::new(),
+            };
+        }
         match std::mem::replace(&mut self.mode, Mode::Normal) {
-            Mode::Command(text) => self.on_command_key(text, key),
+            Mode::Prompt(prompt) => self.on_prompt_key(prompt, key),
             Mode::Help => Vec::new(),
-            Mode::Confirm(confirm) => self.on_confirm_key(*confirm, key),
-            Mode::Filter {
-                text,
-                before,
-                error,
-            } => self.on_filter_key(text, before, error, key),
-            Mode::ClassPicker { index } => self.on_class_key(index, key),
-            Mode::Normal => match self.keymap.action(&key) {
+            Mode::Confirm(mut confirm) => match confirm.on_key(key, &self.keymap) {
+                Answer::Stay => {
+                    self.mode = Mode::Confirm(confirm);
+                    Vec::new()
+                }
+                Answer::Cancel => {
+                    self.say("cancelled");
+                    Vec::new()
+                }
+                Answer::Confirm => self.confirmed(*confirm),
+            },
+            Mode::ClassPicker(mut picker) => {
+                let action = self.keymap.action_among(&key, &Picker::actions());
+                match action.map(|a| picker.on_action(a)) {
+                    Some(Picked::Set(risk)) => self.edit_risk(&picker.upstream, &picker.tool, risk),
+                    Some(Picked::Cancel) => Vec::new(),
+                    Some(Picked::Stay) | None => {
+                        self.mode = Mode::ClassPicker(picker);
+                        Vec::new()
+                    }
+                }
+            }
+            Mode::Normal => match self.keymap.action_among(&key, &self.actions()) {
                 Some(action) => self.act(action),
                 None => Vec::new(),
             },
         }
     }
 
-    fn on_command_key(
+    fn confirmed(&mut self, confirm: Confirm) -> Vec<Command> {
+        let reason = confirm.reason();
+        let verb = if confirm.approve {
+            "approving"
+        } else {
+            "denying"
+        };
+        match confirm.holds.as_slice() {
+            [one] => self.say(format!("{verb} {}…", short(&one.call_id))),
+            many => {
+                self.say(format!("{verb} {} held calls…", many.len()));
+                self.bulk = Some(Bulk {
+                    approve: confirm.approve,
+                    waiting: many.iter().map(|h| h.call_id.clone()).collect(),
+                    ..Bulk::default()
+                });
+                self.held.marked.clear();
+            }
+        }
+        confirm
+            .holds
+            .into_iter()
+            .map(|h| Command::Resolve {
+                call_id: h.call_id,
+                approve: confirm.approve,
+                reason: reason.clone(),
+            })
+            .collect()
+    }
+
+    fn on_prompt_key(
         &mut self,
-        mut text: String,
+        mut prompt: Prompt,
         key: crossterm::event::KeyEvent,
     ) -> Vec<Command> {
         use crossterm::event::KeyCode;
-        match key.code {
-            KeyCode::Esc => {}
-            KeyCode::Enter => return self.run_command(text.trim()),
-            KeyCode::Backspace => {
-                text.pop();
-                self.mode = Mode::Command(text);
+        match (&mut prompt.kind, key.code) {
+            (PromptKind::Command, KeyCode::Esc) => return Vec::new(),
+            (PromptKind::Command, KeyCode::Enter) => {
+                return self.run_command(prompt.text().trim().to_owned().as_str());
             }
-            KeyCode::Tab => {
+            (PromptKind::Command, KeyCode::Tab) => {
                 let (completed, candidates) =
-                    complete(&text, &self.context_names, &self.theme_names);
+                    complete(prompt.text(), &self.context_names, &self.theme_names);
                 if candidates.len() > 1 {
                     self.say(candidates.join("  "));
                 }
-                self.mode = Mode::Command(completed);
+                prompt.input = tui_input::Input::new(completed);
             }
-            KeyCode::Char(c) => {
-                text.push(c);
-                self.mode = Mode::Command(text);
+            // `before` parsed when it was set, so putting it back cannot fail.
+            (PromptKind::Filter { before, .. }, KeyCode::Esc) => {
+                let before = before.clone();
+                let _ = self.set_filter(&before);
+                return Vec::new();
             }
-            _ => self.mode = Mode::Command(text),
+            (PromptKind::Filter { before, error }, KeyCode::Enter) => {
+                if let Some(e) = error.take() {
+                    let before = before.clone();
+                    self.say(format!("filter not applied: {e}"));
+                    let _ = self.set_filter(&before);
+                }
+                return Vec::new();
+            }
+            (PromptKind::Filter { .. }, _) => {
+                super::popups::edit(&mut prompt.input, key);
+                // The view follows the typing; a token that does not parse yet keeps the
+                // last filter that did, and says why.
+                let result = self.set_filter(prompt.text());
+                if let PromptKind::Filter { error, .. } = &mut prompt.kind {
+                    *error = result.err();
+                }
+            }
+            (PromptKind::Command, _) => super::popups::edit(&mut prompt.input, key),
         }
+        self.mode = Mode::Prompt(prompt);
         Vec::new()
+    }
+
+    /// The command line's text while it is open.
+    pub fn command_text(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Prompt(p) if p.kind == PromptKind::Command => Some(p.text()),
+            _ => None,
+        }
+    }
+
+    /// The filter line's error while it is open.
+    pub fn filter_error(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Prompt(Prompt {
+                kind: PromptKind::Filter { error, .. },
+                ..
+            }) => error.as_deref(),
+            _ => None,
+        }
     }
 
     fn run_command(&mut self, command: &str) -> Vec<Command> {
@@ -796,12 +679,21 @@ impl App {
         };
         match (name, argument) {
             ("live", "") => self.view = View::Live,
-            ("held", "") => self.view = View::Held,
+            ("held", "") => {
+                // Entering the queue selects its first row; from then on the selection
+                // follows that call.
+                self.view = View::Held;
+                self.select_hold(0);
+            }
             ("tools", "") => {
                 self.view = View::Tools;
                 return vec![Command::FetchTools];
             }
             ("q" | "quit", "") => return vec![Command::Quit],
+            ("reconnect", "") => {
+                self.say("reconnecting…");
+                return vec![Command::Reconnect];
+            }
             ("ctx", "") => self.say(match (&self.context, self.context_names.is_empty()) {
                 (_, true) => "no contexts: add [[context]] tables to config.toml".to_owned(),
                 (Some(current), false) => format!(
@@ -826,149 +718,36 @@ impl App {
             ("theme", name) => return vec![Command::SetTheme(name.to_owned())],
             ("", "") => {}
             _ => self.say(format!(
-                "unknown command :{command} (try :live, :held, :tools, :ctx NAME, :theme NAME, :q)"
+                "unknown command :{command} (try :live, :held, :tools, :ctx NAME, :reconnect, :theme NAME, :q)"
             )),
         }
         Vec::new()
     }
 
-    fn on_filter_key(
-        &mut self,
-        mut text: String,
-        before: String,
-        mut error: Option<String>,
-        key: crossterm::event::KeyEvent,
-    ) -> Vec<Command> {
-        use crossterm::event::KeyCode;
-        match key.code {
-            // `before` parsed when it was set, so putting it back cannot fail.
-            KeyCode::Esc => {
-                let _ = self.set_filter(&before);
-                return Vec::new();
-            }
-            KeyCode::Enter => {
-                if let Some(e) = error {
-                    self.say(format!("filter not applied: {e}"));
-                    let _ = self.set_filter(&before);
-                }
-                return Vec::new();
-            }
-            KeyCode::Backspace => {
-                text.pop();
-            }
-            KeyCode::Char(c) => text.push(c),
-            _ => {}
-        }
-        // The view follows the typing; a token that does not parse yet keeps the last
-        // filter that did, and says why.
-        error = self.set_filter(&text).err();
-        self.mode = Mode::Filter {
-            text,
-            before,
-            error,
-        };
-        Vec::new()
-    }
-
     /// Applies `text` as the current view's filter, unless it does not parse.
     pub fn set_filter(&mut self, text: &str) -> Result<(), String> {
-        let filter = Filter::parse(text).map_err(|e| e.to_string())?;
-        self.filters.insert(
-            self.view,
-            ViewFilter {
-                text: text.trim().to_owned(),
-                filter,
-            },
-        );
+        let filter = super::filter::Filter::parse(text).map_err(|e| e.to_string())?;
+        let view_filter = ViewFilter {
+            text: text.trim().to_owned(),
+            filter,
+        };
         // Selections index the filtered rows; start again from the top.
         match self.view {
             View::Live => {
-                self.follow = true;
-                self.selected = 0;
-                self.new_while_paused = 0;
+                self.live.filter = view_filter;
+                self.live.resume();
             }
-            View::Held => self.held_selected = 0,
-            View::Tools => self.tools_selected = 0,
+            View::Held => {
+                self.held.filter = view_filter;
+                self.select_hold(0);
+            }
+            View::Tools => {
+                self.tools.filter = view_filter;
+                self.tools.list = Default::default();
+                self.tools.reanchor(&self.model, self.page());
+            }
         }
         Ok(())
-    }
-
-    fn on_class_key(&mut self, mut index: usize, key: crossterm::event::KeyEvent) -> Vec<Command> {
-        use crossterm::event::KeyCode;
-        let action = self.keymap.action(&key);
-        if let Some(risk) = action.and_then(Action::risk) {
-            return self.edit_risk(risk);
-        }
-        match action {
-            Some(Action::Up) => index = index.saturating_sub(1),
-            Some(Action::Down) => index = (index + 1).min(CLASSES.len() - 1),
-            _ => match key.code {
-                KeyCode::Enter => return self.edit_risk(CLASSES[index]),
-                KeyCode::Esc => return Vec::new(),
-                _ => {}
-            },
-        }
-        self.mode = Mode::ClassPicker { index };
-        Vec::new()
-    }
-
-    fn on_confirm_key(
-        &mut self,
-        mut confirm: Confirm,
-        key: crossterm::event::KeyEvent,
-    ) -> Vec<Command> {
-        use crossterm::event::KeyCode;
-        if confirm.editing {
-            match key.code {
-                KeyCode::Enter | KeyCode::Esc => confirm.editing = false,
-                KeyCode::Backspace => {
-                    confirm.reason.pop();
-                }
-                KeyCode::Char(c) => confirm.reason.push(c),
-                _ => {}
-            }
-            self.mode = Mode::Confirm(Box::new(confirm));
-            return Vec::new();
-        }
-        match key.code {
-            // Only an explicit `y` confirms; Enter takes the default, which is Cancel.
-            KeyCode::Char('y') => {
-                let reason = Some(confirm.reason.trim().to_owned()).filter(|r| !r.is_empty());
-                let verb = if confirm.approve {
-                    "approving"
-                } else {
-                    "denying"
-                };
-                match confirm.holds.as_slice() {
-                    [one] => self.say(format!("{verb} {}…", short(&one.call_id))),
-                    many => {
-                        self.say(format!("{verb} {} held calls…", many.len()));
-                        self.bulk = Some(Bulk {
-                            approve: confirm.approve,
-                            waiting: many.iter().map(|h| h.call_id.clone()).collect(),
-                            ..Bulk::default()
-                        });
-                        self.marked.clear();
-                    }
-                }
-                return confirm
-                    .holds
-                    .into_iter()
-                    .map(|h| Command::Resolve {
-                        call_id: h.call_id,
-                        approve: confirm.approve,
-                        reason: reason.clone(),
-                    })
-                    .collect();
-            }
-            KeyCode::Char('r') => {
-                confirm.editing = true;
-                self.mode = Mode::Confirm(Box::new(confirm));
-            }
-            KeyCode::Enter | KeyCode::Esc | KeyCode::Char('n') => self.say("cancelled"),
-            _ => self.mode = Mode::Confirm(Box::new(confirm)),
-        }
-        Vec::new()
     }
 
     fn act(&mut self, action: Action) -> Vec<Command> {
@@ -976,9 +755,18 @@ impl App {
             self.say("read-only: approving, denying and class edits are off");
             return Vec::new();
         }
+        let page = self.page();
+        let navigated = match self.view {
+            View::Live => self.live.navigate(action, &self.model, page),
+            View::Held => self.held.navigate(action, &self.model, page),
+            View::Tools => self.tools.navigate(action, &self.model, page),
+        };
+        if navigated {
+            return Vec::new();
+        }
         match action {
             Action::Quit => return vec![Command::Quit],
-            Action::Command => self.mode = Mode::Command(String::new()),
+            Action::Command => self.mode = Mode::Prompt(Prompt::command()),
             Action::Help => self.mode = Mode::Help,
             Action::Back => {
                 if self.detail {
@@ -987,126 +775,167 @@ impl App {
                     self.view = View::Live;
                 }
             }
-            Action::Up => self.move_selection(1),
-            Action::Down => self.move_selection(-1),
-            Action::Follow => {
-                self.follow = true;
-                self.selected = 0;
-                self.new_while_paused = 0;
-            }
             Action::Detail => self.detail = !self.detail,
             Action::Filter => {
-                let before = self.filter_text(self.view).unwrap_or("").to_owned();
-                self.mode = Mode::Filter {
-                    text: before.clone(),
-                    before,
-                    error: None,
-                };
+                let current = self.filter(self.view).text.clone();
+                self.mode = Mode::Prompt(Prompt::filter(&current));
             }
             Action::CopyId | Action::CopyJson => return self.copy(action == Action::CopyJson),
             Action::Mark => {
-                if self.view != View::Held {
-                    return Vec::new();
-                }
-                match self.selected_hold() {
-                    Some(h) if h.resolution.is_none() => {
-                        let id = h.call_id.clone();
-                        if !self.marked.remove(&id) {
-                            self.marked.insert(id);
-                        }
-                        self.move_selection(-1);
-                    }
-                    Some(_) => self.say("that hold is already resolved"),
-                    None => self.say("no held call selected"),
+                if let Err(message) = self.held.toggle_mark(&self.model, page) {
+                    self.say(message);
                 }
             }
-            Action::EditClass => {
-                if self.view != View::Tools {
-                    return Vec::new();
-                }
-                let Some(i) = self.selected_tool_index() else {
-                    self.say("no tool selected");
-                    return Vec::new();
-                };
-                let index = CLASSES
-                    .iter()
-                    .position(|r| self.tools[i]["risk"] == r.as_str())
-                    .unwrap_or(0);
-                self.mode = Mode::ClassPicker { index };
-            }
+            Action::EditClass => match self.tools.selected(&self.model) {
+                Some(entry) => self.mode = Mode::ClassPicker(Picker::open(entry)),
+                None => self.say("no tool selected"),
+            },
             Action::SetRead
             | Action::SetWrite
             | Action::SetDestructive
             | Action::SetUnclassified => {
-                if self.view != View::Tools {
+                let Some(entry) = self.tools.selected(&self.model) else {
+                    self.say("no tool selected");
                     return Vec::new();
-                }
-                return self.edit_risk(action.risk().expect("a risk action"));
-            }
-            Action::Approve | Action::Deny => {
-                if self.view != View::Held {
-                    self.view = View::Held;
-                    return Vec::new();
-                }
-                let approve = action == Action::Approve;
-                // Marked holds are decided together; otherwise the selected one.
-                let holds: Vec<HoldView> = if self.marked.is_empty() {
-                    match self.selected_hold() {
-                        Some(h) if h.resolution.is_none() => vec![h.clone()],
-                        Some(_) => {
-                            self.say("that hold is already resolved");
-                            return Vec::new();
-                        }
-                        None => {
-                            self.say("no held call selected");
-                            return Vec::new();
-                        }
-                    }
-                } else {
-                    self.holds
-                        .iter()
-                        .filter(|h| h.resolution.is_none() && self.marked.contains(&h.call_id))
-                        .cloned()
-                        .collect()
                 };
+                let (upstream, tool) = (entry.tool.upstream.clone(), entry.tool.name.clone());
+                return self.edit_risk(&upstream, &tool, action.risk().expect("a risk action"));
+            }
+            Action::Undo => {
+                let Some(last) = self.tools.last_edit.clone() else {
+                    self.say("nothing to undo: this console changed no class yet");
+                    return Vec::new();
+                };
+                return self.edit_risk(&last.upstream, &last.tool, last.from);
+            }
+            Action::Approve | Action::Deny => return self.open_confirm(action == Action::Approve),
+            Action::Confirm | Action::Reason | Action::Cancel | Action::Choose => {}
+            // Handled by the views above.
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom
+            | Action::Follow
+            | Action::Sort
+            | Action::Soonest => {}
+        }
+        Vec::new()
+    }
+
+    /// Opens the approve/deny dialog on what the operator sees selected: the marked
+    /// holds, the selected hold, or in the live view the selected row's hold.
+    fn open_confirm(&mut self, approve: bool) -> Vec<Command> {
+        if let Some(since) = self.connection.lost_since() {
+            self.say(format!(
+                "the gateway is unreachable (since {}): nothing can be approved or denied until it is back",
+                super::text::clock(since)
+            ));
+            return Vec::new();
+        }
+        let holds: Vec<HoldView> = match self.view {
+            View::Held if !self.held.marked.is_empty() => {
+                let holds: Vec<HoldView> = self
+                    .model
+                    .holds
+                    .iter()
+                    .filter(|h| h.resolution.is_none() && self.held.marked.contains(&h.call_id))
+                    .cloned()
+                    .collect();
                 if holds.is_empty() {
-                    self.marked.clear();
+                    self.held.marked.clear();
                     self.say("the marked holds were resolved meanwhile");
                     return Vec::new();
                 }
-                self.mode = Mode::Confirm(Box::new(Confirm {
-                    approve,
-                    holds,
-                    reason: String::new(),
-                    // A deny asks for its reason first.
-                    editing: !approve,
-                }));
+                holds
             }
-        }
+            View::Held => match self.selected_hold() {
+                Some(h) if h.resolution.is_none() => vec![h.clone()],
+                Some(_) => {
+                    self.say("that hold is already resolved");
+                    return Vec::new();
+                }
+                None => {
+                    self.say("no held call selected");
+                    return Vec::new();
+                }
+            },
+            View::Live => {
+                let Some(row) = self.selected_row() else {
+                    self.say("no call selected");
+                    return Vec::new();
+                };
+                match self.model.hold(row.call_id()) {
+                    Some(h) if h.resolution.is_none() => vec![h.clone()],
+                    Some(h) => {
+                        let how = h.resolution.map_or("resolved", Resolution::as_str);
+                        self.say(format!("that call's hold is already {how}"));
+                        return Vec::new();
+                    }
+                    None => {
+                        self.say("the selected call is not waiting for approval");
+                        return Vec::new();
+                    }
+                }
+            }
+            View::Tools => return Vec::new(),
+        };
+        self.mode = Mode::Confirm(Box::new(Confirm::new(approve, holds)));
         Vec::new()
+    }
+
+    /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
+    fn edit_risk(&mut self, upstream: &str, tool: &str, risk: Risk) -> Vec<Command> {
+        let Some(index) = self
+            .model
+            .tools
+            .iter()
+            .position(|t| t.tool.upstream == upstream && t.tool.name == tool)
+        else {
+            self.say(format!("{upstream}/{tool} is no longer in the catalog"));
+            return Vec::new();
+        };
+        if self.model.tools[index].tool.risk == risk {
+            self.say(format!("{tool} is already {risk}"));
+            return Vec::new();
+        }
+        let Some((upstream, tool, expected_version)) = self.model.begin_edit(index, risk) else {
+            return Vec::new();
+        };
+        vec![Command::SetRisk {
+            upstream,
+            tool,
+            risk,
+            expected_version,
+        }]
     }
 
     /// The selected row's call id (a tool's `upstream/name`), or its whole JSON.
     fn copy(&mut self, json: bool) -> Vec<Command> {
         let picked: Option<(String, String)> = match self.view {
-            View::Live => self
-                .selected_row()
-                .map(|r| (r.call_id().to_owned(), r.event.to_string())),
+            View::Live => self.selected_row().map(|r| {
+                let record = DecisionRecord {
+                    seq: r.seq,
+                    ts: r.ts.clone(),
+                    call: r.call.clone(),
+                    hold: None,
+                };
+                (
+                    r.call_id().to_owned(),
+                    serde_json::to_string(&record).unwrap_or_default(),
+                )
+            }),
             View::Held => self.selected_hold().map(|h| {
                 (
                     h.call_id.clone(),
                     serde_json::to_string(h).unwrap_or_default(),
                 )
             }),
-            View::Tools => self.selected_tool_index().map(|i| {
-                let t = &self.tools[i];
+            View::Tools => self.tools.selected(&self.model).map(|t| {
                 (
-                    format!(
-                        "{}/{}",
-                        t["upstream"].as_str().unwrap_or(""),
-                        t["name"].as_str().unwrap_or("")
-                    ),
-                    t.to_string(),
+                    format!("{}/{}", t.tool.upstream, t.tool.name),
+                    serde_json::to_string(t).unwrap_or_default(),
                 )
             }),
         };
@@ -1127,34 +956,28 @@ impl App {
         }
     }
 
-    /// The mouse wheel: toward older rows, or newer ones.
-    pub fn scroll(&mut self, older: bool) {
+    /// The mouse wheel: up or down the list, as the arrow keys move.
+    pub fn scroll(&mut self, up: bool) {
         self.dirty = true;
-        self.move_selection(if older { 1 } else { -1 });
+        if self.mode == Mode::Normal && !self.too_small() {
+            let page = self.page();
+            let action = if up { Action::Up } else { Action::Down };
+            match self.view {
+                View::Live => self.live.navigate(action, &self.model, page),
+                View::Held => self.held.navigate(action, &self.model, page),
+                View::Tools => self.tools.navigate(action, &self.model, page),
+            };
+        }
     }
 
-    /// Moves toward older rows (`by > 0`) or newer ones; leaving the newest pauses.
-    fn move_selection(&mut self, by: i64) {
-        match self.view {
-            View::Live => {
-                let last = self.visible_rows().count().saturating_sub(1) as i64;
-                let next = (self.selected as i64 + by).clamp(0, last) as usize;
-                if self.follow && by > 0 {
-                    self.follow = false;
-                    self.new_while_paused = 0;
-                }
-                self.selected = next;
-            }
-            View::Held => {
-                let last = self.visible_holds().len().saturating_sub(1) as i64;
-                // In the queue, down means later expiry.
-                self.held_selected = (self.held_selected as i64 - by).clamp(0, last) as usize;
-            }
-            View::Tools => {
-                let last = self.visible_tools().len().saturating_sub(1) as i64;
-                self.tools_selected = (self.tools_selected as i64 - by).clamp(0, last) as usize;
-            }
-        }
+    /// The status line's message, cut at a word to `width`.
+    pub fn message(&self, width: usize) -> Option<String> {
+        let text = self
+            .flash
+            .as_ref()
+            .map(|(m, _)| m.as_str())
+            .or(self.hint.as_deref())?;
+        Some(fit_words(text, width))
     }
 }
 
@@ -1171,7 +994,7 @@ impl Bulk {
     }
 }
 
-const COMMANDS: [&str; 6] = ["live", "held", "tools", "ctx", "theme", "quit"];
+const COMMANDS: [&str; 7] = ["live", "held", "tools", "ctx", "reconnect", "theme", "quit"];
 
 /// Completes a `:` command, or the context or theme name after `ctx ` or `theme `:
 /// as far as the candidates agree. Returns the new text and the candidates.
@@ -1204,11 +1027,8 @@ pub fn complete(text: &str, contexts: &[String], themes: &[String]) -> (String, 
     (completed, candidates)
 }
 
-pub fn short(call_id: &str) -> &str {
-    call_id
-        .get(call_id.len().saturating_sub(8)..)
-        .unwrap_or(call_id)
-}
-
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod oncall;

@@ -178,6 +178,59 @@ fn close_to(typed: &str, name: &str) -> bool {
     prev[b.len()] <= 1
 }
 
+impl Filterable for crate::api::DecisionEvent {
+    fn field(&self, field: Field) -> Option<String> {
+        Some(match field {
+            Field::Tool => self.tool.clone(),
+            Field::Upstream => self.upstream.clone(),
+            Field::Risk => self.risk.as_str().to_owned(),
+            Field::Outcome => self.outcome.as_str().to_owned(),
+            Field::Identity => super::text::identity_label(&self.identity),
+        })
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} {} {}",
+            super::text::target_label(self.target.as_ref()),
+            self.call_id,
+            self.reason
+        )
+    }
+}
+
+impl Filterable for crate::api::HoldView {
+    fn field(&self, field: Field) -> Option<String> {
+        match field {
+            Field::Outcome => Some("hold".into()),
+            other => self.call.field(other),
+        }
+    }
+
+    fn text(&self) -> String {
+        self.call.text()
+    }
+}
+
+impl Filterable for crate::api::ToolEntry {
+    fn field(&self, field: Field) -> Option<String> {
+        match field {
+            Field::Tool => Some(self.tool.name.clone()),
+            Field::Upstream => Some(self.tool.upstream.clone()),
+            Field::Risk => Some(self.tool.risk.as_str().to_owned()),
+            Field::Outcome | Field::Identity => None,
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} {}",
+            self.tool.suggested_risk.as_str(),
+            self.tool.title.as_deref().unwrap_or("")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

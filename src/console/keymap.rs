@@ -11,6 +11,12 @@ pub enum Action {
     Back,
     Up,
     Down,
+    PageUp,
+    PageDown,
+    /// The first row: in the live view, the newest, following again.
+    Top,
+    /// The last row.
+    Bottom,
     Follow,
     Detail,
     Filter,
@@ -20,6 +26,10 @@ pub enum Action {
     Deny,
     /// In the held view: mark a hold for one bulk decision.
     Mark,
+    /// In the held view: the next sort order (expiry, age, risk, identity).
+    Sort,
+    /// In the held view: select the hold that expires soonest.
+    Soonest,
     /// In the tools view: pick the selected tool's class from a list.
     EditClass,
     /// In the tools view: set the selected tool's class.
@@ -27,16 +37,39 @@ pub enum Action {
     SetWrite,
     SetDestructive,
     SetUnclassified,
+    /// In the tools view: put back the class this console changed last.
+    Undo,
+    /// In a dialog: do it.
+    Confirm,
+    /// In the approve/deny dialog: type a reason.
+    Reason,
+    /// In the class picker: set the class under the cursor. (Before `Cancel`: Enter
+    /// chooses in the picker and cancels in the approve/deny dialog.)
+    Choose,
+    /// In a dialog: close it and do nothing.
+    Cancel,
+}
+
+/// Where an action's keys are read: the views, or an open dialog. A key may mean one
+/// thing in a view and another in a dialog, never two things in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    View,
+    Dialog,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 30] = [
         Action::Quit,
         Action::Command,
         Action::Help,
         Action::Back,
         Action::Up,
         Action::Down,
+        Action::PageUp,
+        Action::PageDown,
+        Action::Top,
+        Action::Bottom,
         Action::Follow,
         Action::Detail,
         Action::Filter,
@@ -45,11 +78,18 @@ impl Action {
         Action::Approve,
         Action::Deny,
         Action::Mark,
+        Action::Sort,
+        Action::Soonest,
         Action::EditClass,
         Action::SetRead,
         Action::SetWrite,
         Action::SetDestructive,
         Action::SetUnclassified,
+        Action::Undo,
+        Action::Confirm,
+        Action::Reason,
+        Action::Choose,
+        Action::Cancel,
     ];
 
     /// Actions that change the gateway; read-only mode hides and refuses them.
@@ -64,7 +104,15 @@ impl Action {
                 | Action::SetWrite
                 | Action::SetDestructive
                 | Action::SetUnclassified
+                | Action::Undo
         )
+    }
+
+    pub fn scope(self) -> Scope {
+        match self {
+            Action::Confirm | Action::Reason | Action::Cancel | Action::Choose => Scope::Dialog,
+            _ => Scope::View,
+        }
     }
 
     /// The class a risk action sets.
@@ -79,6 +127,17 @@ impl Action {
         }
     }
 
+    /// The action that sets `risk`.
+    pub fn for_risk(risk: crate::api::Risk) -> Action {
+        use crate::api::Risk;
+        match risk {
+            Risk::Read => Action::SetRead,
+            Risk::Write => Action::SetWrite,
+            Risk::Destructive => Action::SetDestructive,
+            Risk::Unclassified => Action::SetUnclassified,
+        }
+    }
+
     /// The name used in the `[keys]` table of config.toml.
     pub fn name(self) -> &'static str {
         match self {
@@ -88,6 +147,10 @@ impl Action {
             Action::Back => "back",
             Action::Up => "up",
             Action::Down => "down",
+            Action::PageUp => "page_up",
+            Action::PageDown => "page_down",
+            Action::Top => "top",
+            Action::Bottom => "bottom",
             Action::Follow => "follow",
             Action::Detail => "detail",
             Action::Filter => "filter",
@@ -96,11 +159,18 @@ impl Action {
             Action::Approve => "approve",
             Action::Deny => "deny",
             Action::Mark => "mark",
+            Action::Sort => "sort",
+            Action::Soonest => "soonest",
             Action::EditClass => "edit_class",
             Action::SetRead => "set_read",
             Action::SetWrite => "set_write",
             Action::SetDestructive => "set_destructive",
             Action::SetUnclassified => "set_unclassified",
+            Action::Undo => "undo",
+            Action::Confirm => "confirm",
+            Action::Reason => "reason",
+            Action::Cancel => "cancel",
+            Action::Choose => "choose",
         }
     }
 
@@ -111,8 +181,10 @@ impl Action {
     /// A word or two for the hint bar.
     pub fn hint(self) -> &'static str {
         match self {
-            Action::Up => "older",
-            Action::Down => "newer",
+            Action::Up => "up",
+            Action::Down => "down",
+            Action::PageUp => "page up",
+            Action::PageDown => "page down",
             Action::Follow => "follow",
             Action::CopyId => "copy id",
             Action::CopyJson => "copy json",
@@ -128,11 +200,15 @@ impl Action {
     pub fn describe(self) -> &'static str {
         match self {
             Action::Quit => "quit",
-            Action::Command => "command (:live :held :tools :ctx :theme :q)",
+            Action::Command => "command (:live :held :tools :ctx :reconnect :theme :q)",
             Action::Help => "help",
             Action::Back => "back",
-            Action::Up => "older / up",
-            Action::Down => "newer / down",
+            Action::Up => "up (live: newer)",
+            Action::Down => "down (live: older, and pause)",
+            Action::PageUp => "a page up",
+            Action::PageDown => "a page down",
+            Action::Top => "first row (live: newest, and follow)",
+            Action::Bottom => "last row",
             Action::Follow => "follow newest",
             Action::Detail => "details",
             Action::Filter => "filter: text, field:value, ! inverts",
@@ -141,11 +217,18 @@ impl Action {
             Action::Approve => "approve",
             Action::Deny => "deny",
             Action::Mark => "mark for a bulk decision",
+            Action::Sort => "sort by expiry, age, risk, identity",
+            Action::Soonest => "select the hold that expires soonest",
             Action::EditClass => "edit the class",
             Action::SetRead => "class: read",
             Action::SetWrite => "class: write",
             Action::SetDestructive => "class: destructive",
             Action::SetUnclassified => "class: unclassified",
+            Action::Undo => "undo this console's last class change",
+            Action::Confirm => "dialog: confirm",
+            Action::Reason => "dialog: type a reason",
+            Action::Cancel => "dialog: cancel",
+            Action::Choose => "class picker: set the class",
         }
     }
 }
@@ -255,8 +338,13 @@ impl Default for Keymap {
                 b("up", KeyCode::Up, Action::Up),
                 b("j", KeyCode::Char('j'), Action::Down),
                 b("down", KeyCode::Down, Action::Down),
-                b("G", KeyCode::Char('G'), Action::Follow),
-                b("end", KeyCode::End, Action::Follow),
+                b("pgup", KeyCode::PageUp, Action::PageUp),
+                b("pgdn", KeyCode::PageDown, Action::PageDown),
+                b("g", KeyCode::Char('g'), Action::Top),
+                b("home", KeyCode::Home, Action::Top),
+                b("G", KeyCode::Char('G'), Action::Bottom),
+                b("end", KeyCode::End, Action::Bottom),
+                b("f", KeyCode::Char('f'), Action::Follow),
                 b("enter", KeyCode::Enter, Action::Detail),
                 b("/", KeyCode::Char('/'), Action::Filter),
                 b("c", KeyCode::Char('c'), Action::CopyId),
@@ -269,16 +357,37 @@ impl Default for Keymap {
                 b("w", KeyCode::Char('w'), Action::SetWrite),
                 b("x", KeyCode::Char('x'), Action::SetDestructive),
                 b("u", KeyCode::Char('u'), Action::SetUnclassified),
+                b("U", KeyCode::Char('U'), Action::Undo),
+                b("s", KeyCode::Char('s'), Action::Sort),
+                b("n", KeyCode::Char('n'), Action::Soonest),
+                b("y", KeyCode::Char('y'), Action::Confirm),
+                b("r", KeyCode::Char('r'), Action::Reason),
+                b("enter", KeyCode::Enter, Action::Choose),
+                b("esc", KeyCode::Esc, Action::Cancel),
+                b("n", KeyCode::Char('n'), Action::Cancel),
+                b("enter", KeyCode::Enter, Action::Cancel),
             ],
         }
     }
 }
 
 impl Keymap {
+    /// The view action a key is bound to.
     pub fn action(&self, key: &KeyEvent) -> Option<Action> {
+        self.find(key, |a| a.scope() == Scope::View)
+    }
+
+    /// The first of `applicable` that `key` is bound to: the one answer a view or a
+    /// dialog gives for which actions apply drives both its keys and its hints.
+    pub fn action_among(&self, key: &KeyEvent, applicable: &[Action]) -> Option<Action> {
+        self.find(key, |a| applicable.contains(&a))
+    }
+
+    fn find(&self, key: &KeyEvent, wanted: impl Fn(Action) -> bool) -> Option<Action> {
         let modifiers = key.modifiers - KeyModifiers::SHIFT;
         self.bindings
             .iter()
+            .filter(|b| wanted(b.action))
             .find(|b| b.code == key.code && b.modifiers == modifiers)
             .map(|b| b.action)
     }
@@ -294,7 +403,8 @@ impl Keymap {
         let mut added: Vec<Binding> = Vec::new();
         for (action, keys) in user {
             for (label, key) in keys {
-                if let Some(mine) = added.iter().find(|b| key.matches(b)) {
+                let clashes = |b: &Binding| key.matches(b) && b.action.scope() == action.scope();
+                if let Some(mine) = added.iter().find(|b| clashes(b)) {
                     conflicts.push(format!(
                         "key {label} is set for both {} and {}; {} keeps it",
                         mine.action.name(),
@@ -303,7 +413,7 @@ impl Keymap {
                     ));
                     continue;
                 }
-                if let Some(theirs) = map.bindings.iter().position(|b| key.matches(b)) {
+                if let Some(theirs) = map.bindings.iter().position(clashes) {
                     let lost = map.bindings.remove(theirs).action;
                     let none_left = !map.bindings.iter().any(|b| b.action == lost);
                     conflicts.push(format!(

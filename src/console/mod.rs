@@ -5,9 +5,14 @@ pub mod app;
 pub mod config;
 pub mod filter;
 pub mod keymap;
+pub mod model;
 pub mod net;
+pub mod popups;
+pub mod table;
+pub mod text;
 pub mod theme;
 pub mod ui;
+pub mod views;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -308,6 +313,10 @@ async fn event_loop(
         app.context = Some(settings.start.name.clone());
     }
     app.hint = settings.greeting.clone();
+    app.gateway = client.origin().to_owned();
+    if let Ok((w, h)) = crossterm::terminal::size() {
+        app.resize(w, h);
+    }
     if !settings.config.key_conflicts.is_empty() {
         app.notice(format!(
             "keys: {}",
@@ -355,7 +364,7 @@ async fn event_loop(
                 },
                 Some(Ok(Event::FocusGained)) => focused = true,
                 Some(Ok(Event::FocusLost)) => focused = false,
-                Some(Ok(Event::Resize(_, _))) => app.dirty = true,
+                Some(Ok(Event::Resize(w, h))) => app.resize(w, h),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
@@ -366,14 +375,14 @@ async fn event_loop(
                 while let Ok(more) = link.rx.try_recv() {
                     app.on_net(more);
                 }
-                if std::mem::take(&mut app.want_tools) && app.view == app::View::Tools {
+                if std::mem::take(&mut app.want_tools) && app.view == views::View::Tools {
                     net::fetch_tools(link.client.clone(), link.tx.clone());
                 }
             }
             _ = second.tick() => {
                 // Countdowns and the reconnect timer move once a second.
                 let changed = app.expire_fates(Instant::now());
-                if changed || !app.holds.is_empty() || !app.is_connected() || app.flash.is_some() {
+                if changed || !app.model.holds.is_empty() || !app.is_connected() || app.flash.is_some() {
                     app.dirty = true;
                 }
                 if app.flash.as_ref().is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(5)) {
@@ -415,6 +424,29 @@ async fn event_loop(
                         Err(e) => app.notice(e.to_string()),
                     }
                 }
+                Command::Reconnect => {
+                    // The same context again, with its token fetched anew: what an
+                    // operator does after rotating a token.
+                    let name = app.context.clone();
+                    let fresh = match &name {
+                        Some(name) => switch(settings, name).await.map(|(_, client, _)| client),
+                        None => resolve_start(settings).await,
+                    };
+                    match fresh {
+                        Ok(client) => {
+                            app.gateway = client.origin().to_owned();
+                            drop(std::mem::replace(
+                                &mut link,
+                                Link::open(client, settings.ring),
+                            ));
+                            app.connection = app::Connection::Connecting;
+                            if app.view == views::View::Tools {
+                                net::fetch_tools(link.client.clone(), link.tx.clone());
+                            }
+                        }
+                        Err(e) => app.notice(format!("cannot reconnect: {e}")),
+                    }
+                }
                 Command::SwitchContext(name) => {
                     match switch(settings, &name).await {
                         Ok((context, client, new_theme)) => {
@@ -426,7 +458,8 @@ async fn event_loop(
                             theme = new_theme;
                             let view = app.view;
                             app.enter_context(&context.name, context.read_only);
-                            if view == app::View::Tools {
+                            app.gateway = link.client.origin().to_owned();
+                            if view == views::View::Tools {
                                 net::fetch_tools(link.client.clone(), link.tx.clone());
                             }
                         }
@@ -436,6 +469,19 @@ async fn event_loop(
             }
         }
     }
+}
+
+/// The start context's client again, its token resolved anew (a literal token or
+/// `TOOLGATE_TOKEN` give the same one back).
+async fn resolve_start(settings: &Settings) -> Result<ControlClient, String> {
+    let token = settings
+        .start
+        .token
+        .as_ref()
+        .ok_or("no token")?
+        .resolve()
+        .await?;
+    ControlClient::new(&settings.start.gateway, &token).map_err(|e| e.to_string())
 }
 
 /// Everything a new context needs, made before anything of the old one is dropped, so a

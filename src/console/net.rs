@@ -1,28 +1,57 @@
 //! The console's network side: one task that keeps the view filled and streaming,
-//! reconnecting with backoff, and never blocks the keyboard.
+//! reconnecting with backoff, and never blocks the keyboard. A rejected token ends it:
+//! retrying cannot help, so the operator decides.
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::app::{Connection, NetEvent, ResolveFailure};
+use super::app::{Connection, NetEvent, ResolveFailure, RiskFailure};
+use crate::api::{StreamFrame, StreamNotice};
 use crate::client::{ClientError, ControlClient};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Keeps the app fed until the receiver is gone. `ring` is how many decisions to load.
+/// Reconnect attempts since the last connection that worked.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+    lost_at: Option<DateTime<Utc>>,
+}
+
+impl Backoff {
+    /// A session got as far as streaming: the next outage starts from the first attempt.
+    pub fn connected(&mut self) {
+        self.attempt = 0;
+        self.lost_at = None;
+    }
+
+    /// One more failed attempt: its number, since when the gateway is lost, and how long
+    /// to wait before the next.
+    pub fn failed(&mut self, now: DateTime<Utc>) -> (u32, DateTime<Utc>, Duration) {
+        self.attempt += 1;
+        let since = *self.lost_at.get_or_insert(now);
+        (self.attempt, since, backoff(self.attempt))
+    }
+}
+
+/// Keeps the app fed until the receiver is gone, or the gateway rejects the token.
+/// `ring` is how many decisions to load.
 pub async fn run(client: ControlClient, ring: usize, tx: mpsc::Sender<NetEvent>) {
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::default();
     let mut since: Option<u64> = None;
     let mut store_id: Option<String> = None;
-    let mut disconnected_at = None;
     loop {
-        match session(&client, ring, &tx, &mut since, &mut store_id).await {
+        let mut streamed = false;
+        let end = session(&client, ring, &tx, &mut since, &mut store_id, &mut streamed).await;
+        if streamed {
+            backoff.connected();
+        }
+        match end {
             Ok(SessionEnd::Reset) => {
                 since = None;
                 store_id = None;
@@ -33,34 +62,42 @@ pub async fn run(client: ControlClient, ring: usize, tx: mpsc::Sender<NetEvent>)
             }
             Ok(SessionEnd::Lagged) => continue,
             Ok(SessionEnd::AppGone) => return,
-            Ok(SessionEnd::Closed) | Err(_) => {}
+            Ok(SessionEnd::Closed) => {}
+            Err(e) => {
+                if let Some(status) = e.rejected_token() {
+                    let _ = tx
+                        .send(NetEvent::Connection(Connection::Rejected {
+                            status,
+                            gateway: client.origin().to_owned(),
+                            since: Utc::now(),
+                        }))
+                        .await;
+                    return;
+                }
+            }
         }
-        attempt += 1;
-        let since_when = *disconnected_at.get_or_insert_with(Utc::now);
-        let delay = backoff(attempt);
+        let (attempt, lost_since, delay) = backoff.failed(Utc::now());
         let next_try = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         let state = if attempt == 1 {
-            Connection::Disconnected { since: since_when }
+            Connection::Disconnected { since: lost_since }
         } else {
-            Connection::Reconnecting { attempt, next_try }
+            Connection::Reconnecting {
+                attempt,
+                next_try,
+                since: lost_since,
+            }
         };
         if tx.send(NetEvent::Connection(state)).await.is_err() {
             return;
         }
         tokio::time::sleep(delay).await;
-        if tx
-            .send(NetEvent::Connection(Connection::Reconnecting {
-                attempt,
-                next_try: Utc::now(),
-            }))
-            .await
-            .is_err()
-        {
+        let trying = Connection::Reconnecting {
+            attempt,
+            next_try: Utc::now(),
+            since: lost_since,
+        };
+        if tx.send(NetEvent::Connection(trying)).await.is_err() {
             return;
-        }
-        // A session that got as far as streaming resets the count.
-        if since.is_some() && store_id.is_some() {
-            disconnected_at = None;
         }
     }
 }
@@ -90,15 +127,11 @@ async fn session(
     tx: &mpsc::Sender<NetEvent>,
     since: &mut Option<u64>,
     store_id: &mut Option<String>,
+    streamed: &mut bool,
 ) -> Result<SessionEnd, ClientError> {
     if since.is_none() {
         let decisions = client.decisions(ring).await?;
-        *since = Some(
-            decisions
-                .first()
-                .and_then(|d| d["seq"].as_u64())
-                .unwrap_or(0),
-        );
+        *since = Some(decisions.first().map_or(0, |d| d.seq));
         if tx.send(NetEvent::Backfill(decisions)).await.is_err() {
             return Ok(SessionEnd::AppGone);
         }
@@ -106,6 +139,11 @@ async fn session(
     // Holds are refetched on every (re)connect: some may have been resolved meanwhile.
     let holds = client.holds().await?;
     if tx.send(NetEvent::Holds(holds)).await.is_err() {
+        return Ok(SessionEnd::AppGone);
+    }
+    if let Ok(status) = client.status().await
+        && tx.send(NetEvent::Status(Box::new(status))).await.is_err()
+    {
         return Ok(SessionEnd::AppGone);
     }
     let mut socket = client.open_events(*since, store_id.as_deref()).await?;
@@ -118,25 +156,29 @@ async fn session(
             Message::Close(_) => return Ok(SessionEnd::Closed),
             _ => continue,
         };
-        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+        let Some(frame) = StreamFrame::parse(&text) else {
             continue;
         };
-        let sent = match frame["kind"].as_str() {
-            Some("hello") => {
-                let id = frame["store_id"].as_str().unwrap_or("").to_owned();
+        let sent = match frame {
+            StreamFrame::Notice(StreamNotice::Hello { store_id: id, .. }) => {
                 *store_id = Some(id.clone());
+                *streamed = true;
                 tx.send(NetEvent::Connected { store_id: id }).await
             }
-            Some("lagged") => {
-                *since = frame["last_seq"].as_u64().or(*since);
+            StreamFrame::Notice(StreamNotice::Lagged { last_seq, .. }) => {
+                *since = Some(last_seq);
                 return Ok(SessionEnd::Lagged);
             }
-            Some("reset") => return Ok(SessionEnd::Reset),
+            StreamFrame::Notice(StreamNotice::Reset { .. }) => return Ok(SessionEnd::Reset),
             // The gateway is stopping: reconnect (with backoff) from where we are.
-            Some("shutdown") => return Ok(SessionEnd::Closed),
-            _ => {
-                *since = frame["seq"].as_u64().or(*since);
-                tx.send(NetEvent::Event(frame)).await
+            StreamFrame::Notice(StreamNotice::Shutdown { .. }) => return Ok(SessionEnd::Closed),
+            StreamFrame::Event(event) => {
+                *since = Some(event.seq);
+                tx.send(NetEvent::Event(event)).await
+            }
+            StreamFrame::Unknown { seq, .. } => {
+                *since = seq.or(*since);
+                tx.send(NetEvent::Unknown { seq }).await
             }
         };
         if sent.is_err() {
@@ -188,16 +230,16 @@ pub fn set_risk(
 ) {
     tokio::spawn(async move {
         let outcome = match client
-            .set_risk(&upstream, &tool, risk, expected_version)
+            .set_risk(&upstream, &tool, risk, expected_version, None)
             .await
         {
-            Ok(event) => Ok(event),
+            Ok(event) => Ok(Box::new(event)),
             Err(ClientError::Api {
                 code,
                 tool: Some(current),
                 ..
-            }) if code == "stale_version" => Err(super::app::RiskFailure::Stale(current)),
-            Err(e) => Err(super::app::RiskFailure::Other(e.to_string())),
+            }) if code == "stale_version" => Err(RiskFailure::Stale(current)),
+            Err(e) => Err(RiskFailure::Other(e.to_string())),
         };
         let _ = tx
             .send(NetEvent::RiskEdited {
@@ -207,4 +249,32 @@ pub fn set_risk(
             })
             .await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_worked_resets_the_backoff() {
+        let mut b = Backoff::default();
+        let t0 = Utc::now();
+        assert_eq!(b.failed(t0).0, 1);
+        let (attempt, since, delay) = b.failed(t0 + chrono::Duration::seconds(2));
+        assert_eq!(
+            (attempt, since),
+            (2, t0),
+            "the outage began at the first failure"
+        );
+        assert!(delay >= Duration::from_secs(2));
+        b.connected();
+        let t1 = t0 + chrono::Duration::seconds(60);
+        let (attempt, since, delay) = b.failed(t1);
+        assert_eq!(
+            (attempt, since),
+            (1, t1),
+            "a new outage starts at attempt 1, from its own start"
+        );
+        assert!(delay < Duration::from_millis(1251), "{delay:?}");
+    }
 }

@@ -364,8 +364,17 @@ impl Holds {
     /// The client stopped waiting (its wait ended, or it went away): the hold stays
     /// pending, and an approval will serve only an identical retry.
     pub async fn release_waiter(&self, call_id: &str) {
-        if let Some(hold) = self.holds.lock().await.get_mut(call_id) {
-            hold.waiter = None;
+        let now_pending = match self.holds.lock().await.get_mut(call_id) {
+            Some(hold) => hold.waiter.take().is_some() && hold.resolution.is_none(),
+            None => false,
+        };
+        // Consoles show the phase live: the stream says when a waiting hold turns pending.
+        if now_pending {
+            self.store
+                .record(WriteOp::Event(Box::new(EventBody::HoldPhaseChanged {
+                    call_id: call_id.to_owned(),
+                    phase: HoldPhase::Pending,
+                })));
         }
     }
 

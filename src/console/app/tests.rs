@@ -1,21 +1,21 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
-use crate::api::Risk;
+use crate::api::{HoldPhase, Risk};
 use crate::console::ui::{self, Theme};
 
-fn key(code: KeyCode) -> KeyEvent {
+pub(super) fn key(code: KeyCode) -> KeyEvent {
     KeyEvent::new(code, KeyModifiers::NONE)
 }
 
-fn ch(c: char) -> KeyEvent {
+pub(super) fn ch(c: char) -> KeyEvent {
     key(KeyCode::Char(c))
 }
 
-fn decision(seq: u64, outcome: &str, tool: &str) -> Value {
+pub(super) fn decision(seq: u64, outcome: &str, tool: &str) -> Value {
     json!({
         "seq": seq, "ts": format!("2026-11-26T10:00:{:02}.000Z", seq % 60), "kind": "decision",
         "call_id": format!("0190000000000000000000000000{seq:04}"),
@@ -27,18 +27,44 @@ fn decision(seq: u64, outcome: &str, tool: &str) -> Value {
     })
 }
 
-fn hold_created(seq: u64, of: u64, expires_at: &str) -> Value {
+pub(super) fn hold_created(seq: u64, of: u64, expires_at: &str) -> Value {
     json!({"seq": seq, "ts": "2026-11-26T10:00:00.000Z", "kind": "hold.created",
            "call_id": format!("0190000000000000000000000000{of:04}"), "expires_at": expires_at, "ttl_ms": 900000, "phase": "waiting"})
 }
 
-fn feed(app: &mut App, events: impl IntoIterator<Item = Value>) {
-    for e in events {
-        app.on_net(NetEvent::Event(e));
+/// One held create_issue call (seq 1, its hold seq 2) that expires at `expires_at`.
+pub(super) fn one_hold(app: &mut App, expires_at: &str) {
+    feed(
+        app,
+        [
+            decision(1, "hold", "create_issue"),
+            hold_created(2, 1, expires_at),
+        ],
+    );
+}
+
+pub(super) fn feed(app: &mut App, events: impl IntoIterator<Item = Value>) {
+    for mut e in events {
+        // Events written by hand leave out the time when the test does not need it.
+        if e["ts"].is_null() {
+            e["ts"] = json!("2026-11-26T10:00:00.000Z");
+        }
+        app.on_net(NetEvent::Event(Box::new(
+            serde_json::from_value(e).unwrap(),
+        )));
     }
 }
 
-fn connected_app() -> App {
+/// The catalog as `GET /tools` would send these rows.
+pub(super) fn catalog(rows: Vec<Value>) -> NetEvent {
+    NetEvent::Tools(
+        rows.into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect(),
+    )
+}
+
+pub(super) fn connected_app() -> App {
     let mut app = App::new(100, false);
     app.on_net(NetEvent::Connected {
         store_id: "s1".into(),
@@ -50,21 +76,21 @@ fn connected_app() -> App {
 fn it_follows_until_scrolled_then_counts_new_rows_until_resumed() {
     let mut app = connected_app();
     feed(&mut app, (1..=5).map(|s| decision(s, "allow", "get_issue")));
-    assert!(app.follow);
+    assert!(app.live.follow);
     assert_eq!(app.selected_row().unwrap().seq, 5);
-    app.on_key(ch('k'));
-    assert!(!app.follow, "scrolling pauses");
+    app.on_key(ch('j'));
+    assert!(!app.live.follow, "scrolling pauses");
     assert_eq!(app.selected_row().unwrap().seq, 4);
     feed(&mut app, (6..=8).map(|s| decision(s, "allow", "get_issue")));
-    assert_eq!(app.new_while_paused, 3);
+    assert_eq!(app.live.new_while_paused, 3);
     assert_eq!(
         app.selected_row().unwrap().seq,
         4,
         "the paused row stays put"
     );
-    app.on_key(ch('G'));
-    assert!(app.follow);
-    assert_eq!(app.new_while_paused, 0);
+    app.on_key(ch('g'));
+    assert!(app.live.follow);
+    assert_eq!(app.live.new_while_paused, 0);
     assert_eq!(app.selected_row().unwrap().seq, 8);
 }
 
@@ -83,7 +109,10 @@ fn the_seam_after_a_reconnect_has_no_gap_and_no_duplicate() {
     // The backfill comes newest first; the stream then replays from its highest seq,
     // and may repeat what the backfill brought.
     app.on_net(NetEvent::Backfill(
-        (1..=4).rev().map(|s| decision(s, "allow", "t")).collect(),
+        (1..=4)
+            .rev()
+            .map(|s| serde_json::from_value(decision(s, "allow", "t")).unwrap())
+            .collect(),
     ));
     feed(&mut app, (3..=6).map(|s| decision(s, "allow", "t")));
     app.on_net(NetEvent::Connection(Connection::Disconnected {
@@ -93,8 +122,8 @@ fn the_seam_after_a_reconnect_has_no_gap_and_no_duplicate() {
     let seqs: Vec<u64> = app.rows().map(|r| r.seq).collect();
     assert_eq!(seqs, vec![8, 7, 6, 5, 4, 3, 2, 1]);
     assert_eq!(
-        app.rows().find(|r| r.seq == 5).unwrap().event["outcome"],
-        "allow",
+        app.rows().find(|r| r.seq == 5).unwrap().call.outcome,
+        crate::api::Outcome::Allow,
         "the first copy wins"
     );
 }
@@ -102,14 +131,8 @@ fn the_seam_after_a_reconnect_has_no_gap_and_no_duplicate() {
 #[test]
 fn a_conflict_on_approve_says_who_won_and_is_not_an_error() {
     let mut app = connected_app();
-    feed(
-        &mut app,
-        [
-            decision(1, "hold", "create_issue"),
-            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
-        ],
-    );
-    let mut hold = app.holds[0].clone();
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
+    let mut hold = app.model.holds[0].clone();
     hold.resolution = Some(Resolution::Denied);
     hold.resolved_by = Some("bob".into());
     app.on_net(NetEvent::Resolved {
@@ -117,20 +140,17 @@ fn a_conflict_on_approve_says_who_won_and_is_not_an_error() {
         outcome: Err(ResolveFailure::AlreadyResolved(Box::new(hold))),
     });
     assert_eq!(app.flash.as_ref().unwrap().0, "already denied by bob");
-    assert_eq!(app.holds[0].resolution, Some(Resolution::Denied));
-    assert_eq!(app.fates[app.holds[0].call_id.as_str()].by, "bob");
+    assert_eq!(app.model.holds[0].resolution, Some(Resolution::Denied));
+    assert_eq!(
+        app.model.fates[app.model.holds[0].call_id.as_str()].by,
+        "bob"
+    );
 }
 
 #[test]
 fn read_only_refuses_approve_and_deny() {
     let mut app = App::new(100, true);
-    feed(
-        &mut app,
-        [
-            decision(1, "hold", "create_issue"),
-            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
-        ],
-    );
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
     app.view = View::Held;
     assert!(app.on_key(ch('a')).is_empty());
     assert_eq!(app.mode, Mode::Normal);
@@ -141,13 +161,7 @@ fn read_only_refuses_approve_and_deny() {
 #[test]
 fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
     let mut app = connected_app();
-    feed(
-        &mut app,
-        [
-            decision(1, "hold", "create_issue"),
-            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
-        ],
-    );
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
     app.view = View::Held;
     app.on_key(ch('a'));
     assert!(matches!(app.mode, Mode::Confirm(_)));
@@ -162,7 +176,7 @@ fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
     assert_eq!(
         commands,
         vec![Command::Resolve {
-            call_id: app.holds[0].call_id.clone(),
+            call_id: app.model.holds[0].call_id.clone(),
             approve: true,
             reason: None
         }]
@@ -178,7 +192,7 @@ fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
     assert_eq!(
         commands,
         vec![Command::Resolve {
-            call_id: app.holds[0].call_id.clone(),
+            call_id: app.model.holds[0].call_id.clone(),
             approve: false,
             reason: Some("not today".into())
         }]
@@ -188,14 +202,8 @@ fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
 #[test]
 fn a_resolved_hold_lingers_with_its_fate_then_goes() {
     let mut app = connected_app();
-    feed(
-        &mut app,
-        [
-            decision(1, "hold", "create_issue"),
-            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
-        ],
-    );
-    let call_id = app.holds[0].call_id.clone();
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
+    let call_id = app.model.holds[0].call_id.clone();
     feed(
         &mut app,
         [
@@ -203,9 +211,9 @@ fn a_resolved_hold_lingers_with_its_fate_then_goes() {
         ],
     );
     assert!(!app.expire_fates(Instant::now()), "still on screen");
-    assert_eq!(app.holds.len(), 1);
+    assert_eq!(app.model.holds.len(), 1);
     assert!(app.expire_fates(Instant::now() + FATE_LINGER));
-    assert!(app.holds.is_empty());
+    assert!(app.model.holds.is_empty());
     assert_eq!(app.pending_count(), 0);
 }
 
@@ -220,7 +228,7 @@ fn commands_switch_views_and_quit() {
     app.on_key(ch(':'));
     app.on_key(ch('l'));
     app.on_key(key(KeyCode::Tab));
-    assert_eq!(app.mode, Mode::Command("live".into()));
+    assert_eq!(app.command_text(), Some("live"));
     app.on_key(key(KeyCode::Enter));
     assert_eq!(app.view, View::Live);
     app.on_key(ch(':'));
@@ -230,7 +238,7 @@ fn commands_switch_views_and_quit() {
 
 // Snapshots: the whole screen on a TestBackend, fed through `on_net` like the network.
 
-fn sample_app() -> App {
+pub(super) fn sample_app() -> App {
     let mut app = connected_app();
     feed(
         &mut app,
@@ -245,19 +253,20 @@ fn sample_app() -> App {
             hold_created(6, 5, "2026-11-26T10:00:40.000Z"),
         ],
     );
-    app.holds
+    app.model
+        .holds
         .iter_mut()
         .for_each(|h| h.phase = HoldPhase::Pending);
     app
 }
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
 }
 
-fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+pub(super) fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal
         .draw(|f| ui::draw(f, app, &Theme::default(), now()))
@@ -265,7 +274,7 @@ fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
     terminal
 }
 
-fn cell_style_of(terminal: &Terminal<TestBackend>, text: &str) -> ratatui::style::Style {
+pub(super) fn cell_style_of(terminal: &Terminal<TestBackend>, text: &str) -> ratatui::style::Style {
     let buffer = terminal.backend().buffer();
     let width = buffer.area.width as usize;
     let content: Vec<String> = buffer
@@ -321,7 +330,7 @@ fn snapshot_held_view_with_countdowns() {
 fn snapshot_detail_confirm_and_help() {
     let mut app = sample_app();
     for _ in 0..3 {
-        app.on_key(ch('k'));
+        app.on_key(ch('j'));
     }
     app.on_key(key(KeyCode::Enter));
     for (w, h) in [(80, 24), (120, 40)] {
@@ -363,7 +372,7 @@ fn an_approval_then_its_consumption_keeps_the_row_with_its_fate() {
             hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
         ],
     );
-    let mut approved = app.holds[0].clone();
+    let mut approved = app.model.holds[0].clone();
     approved.resolution = Some(Resolution::Approved);
     approved.resolved_by = Some("olga".into());
     let call_id = approved.call_id.clone();
@@ -380,15 +389,15 @@ fn an_approval_then_its_consumption_keeps_the_row_with_its_fate() {
         ],
     );
     app.expire_fates(Instant::now());
-    assert_eq!(app.holds.len(), 1, "{:?}", app.holds);
+    assert_eq!(app.model.holds.len(), 1, "{:?}", app.model.holds);
     assert_eq!(
-        app.holds[0].resolved_by.as_deref(),
+        app.model.holds[0].resolved_by.as_deref(),
         Some("olga"),
         "the operator's fate, not the consumption"
     );
 }
 
-fn tool_row(name: &str, risk: &str, version: u64) -> Value {
+pub(super) fn tool_row(name: &str, risk: &str, version: u64) -> Value {
     json!({"upstream": "atlassian", "name": name, "title": null, "annotations": {"readOnlyHint": false, "destructiveHint": true},
            "definition_sha256": "ab", "suggested_risk": "write", "risk": risk, "source": "annotations",
            "version": version, "updated_by": "toolgate", "updated_at": "2026-11-26T10:00:00.000Z", "note": null,
@@ -398,7 +407,7 @@ fn tool_row(name: &str, risk: &str, version: u64) -> Value {
 #[test]
 fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
     let mut app = connected_app();
-    app.on_net(NetEvent::Tools(vec![
+    app.on_net(catalog(vec![
         tool_row("create_issue", "write", 3),
         tool_row("delete_page", "destructive", 1),
     ]));
@@ -413,21 +422,27 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
             expected_version: 3
         }]
     );
-    assert_eq!(app.tools[0]["risk"], "read", "the change shows at once");
+    assert_eq!(
+        app.model.tools[0].tool.risk,
+        Risk::Read,
+        "the change shows at once"
+    );
     // Someone else changed it first: the row is what the gateway says it is now.
     let mut current = tool_row("create_issue", "destructive", 4);
     current["updated_by"] = json!("bob");
     app.on_net(NetEvent::RiskEdited {
         upstream: "atlassian".into(),
         tool: "create_issue".into(),
-        outcome: Err(RiskFailure::Stale(Box::new(current))),
+        outcome: Err(RiskFailure::Stale(Box::new(
+            serde_json::from_value(current).unwrap(),
+        ))),
     });
     assert_eq!(
         (
-            app.tools[0]["risk"].as_str(),
-            app.tools[0]["version"].as_u64()
+            app.model.tools[0].tool.risk,
+            app.model.tools[0].tool.version
         ),
-        (Some("destructive"), Some(4))
+        (Risk::Destructive, 4)
     );
     assert_eq!(
         app.flash.as_ref().unwrap().0,
@@ -440,23 +455,28 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
         tool: "create_issue".into(),
         outcome: Err(RiskFailure::Other("store_unavailable".into())),
     });
-    assert_eq!(app.tools[0]["risk"], "destructive");
+    assert_eq!(app.model.tools[0].tool.risk, Risk::Destructive);
     // And a success keeps it, at the new version.
     app.on_key(ch('w'));
     app.on_net(NetEvent::RiskEdited {
         upstream: "atlassian".into(),
         tool: "create_issue".into(),
-        outcome: Ok(json!({"kind": "risk.changed", "to": "write", "version": 5})),
+        outcome: Ok(Box::new(
+            serde_json::from_value(json!({"seq": 9, "ts": "2026-11-26T10:00:09.000Z",
+                "kind": "risk.changed", "upstream": "atlassian", "tool": "create_issue",
+                "from": "destructive", "to": "write", "version": 5, "by": "olga", "note": null}))
+            .unwrap(),
+        )),
     });
     assert_eq!(
         (
-            app.tools[0]["risk"].as_str(),
-            app.tools[0]["version"].as_u64()
+            app.model.tools[0].tool.risk,
+            app.model.tools[0].tool.version
         ),
-        (Some("write"), Some(5))
+        (Risk::Write, 5)
     );
     let read_only = &mut App::new(10, true);
-    read_only.on_net(NetEvent::Tools(vec![tool_row("create_issue", "write", 3)]));
+    read_only.on_net(catalog(vec![tool_row("create_issue", "write", 3)]));
     read_only.view = View::Tools;
     assert!(
         read_only.on_key(ch('r')).is_empty(),
@@ -467,7 +487,7 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
 #[test]
 fn snapshot_tools_view() {
     let mut app = connected_app();
-    app.on_net(NetEvent::Tools(vec![
+    app.on_net(catalog(vec![
         tool_row("create_issue", "write", 3),
         tool_row("delete_page", "destructive", 1),
     ]));
@@ -477,7 +497,7 @@ fn snapshot_tools_view() {
     }
 }
 
-fn typed(app: &mut App, text: &str) {
+pub(super) fn typed(app: &mut App, text: &str) {
     for c in text.chars() {
         app.on_key(ch(c));
     }
@@ -488,10 +508,7 @@ fn a_filter_applies_as_typed_per_view_and_esc_puts_the_old_one_back() {
     let mut app = sample_app();
     app.on_key(ch('/'));
     typed(&mut app, "outcome:hold");
-    let tools: Vec<&str> = app
-        .visible_rows()
-        .map(|r| r.event["tool"].as_str().unwrap())
-        .collect();
+    let tools: Vec<&str> = app.visible_rows().map(|r| r.call.tool.as_str()).collect();
     assert_eq!(
         tools,
         ["force_push", "create_issue"],
@@ -502,16 +519,13 @@ fn a_filter_applies_as_typed_per_view_and_esc_puts_the_old_one_back() {
     assert_eq!(app.filter_text(View::Live), Some("outcome:hold"));
 
     // Selection moves within what is shown: one step older is create_issue, not delete_page.
-    app.on_key(ch('k'));
-    assert_eq!(app.selected_row().unwrap().event["tool"], "create_issue");
+    app.on_key(ch('j'));
+    assert_eq!(app.selected_row().unwrap().call.tool, "create_issue");
 
     // A half-typed field keeps the last good filter and says why; Esc restores it.
     app.on_key(ch('/'));
     typed(&mut app, " !tol:x");
-    let Mode::Filter { error, .. } = &app.mode else {
-        panic!("still typing")
-    };
-    assert!(error.as_ref().unwrap().contains("unknown field `tol:`"));
+    assert!(app.filter_error().unwrap().contains("unknown field `tol:`"));
     assert_eq!(app.visible_rows().count(), 2);
     app.on_key(key(KeyCode::Esc));
     assert_eq!(app.filter_text(View::Live), Some("outcome:hold"));
@@ -523,10 +537,7 @@ fn a_filter_applies_as_typed_per_view_and_esc_puts_the_old_one_back() {
     }
     typed(&mut app, "!outcome:hold !risk:read");
     app.on_key(key(KeyCode::Enter));
-    let tools: Vec<&str> = app
-        .visible_rows()
-        .map(|r| r.event["tool"].as_str().unwrap())
-        .collect();
+    let tools: Vec<&str> = app.visible_rows().map(|r| r.call.tool.as_str()).collect();
     assert_eq!(tools, ["delete_page"]);
     app.view = View::Held;
     assert_eq!(app.filter_text(View::Held), None);
@@ -539,16 +550,16 @@ fn a_filter_applies_as_typed_per_view_and_esc_puts_the_old_one_back() {
 
     // A new row that the filter hides does not move a paused selection.
     app.view = View::Live;
-    app.on_key(ch('k'));
+    app.on_key(ch('j'));
     let paused_at = app.selected_row().unwrap().seq;
     feed(&mut app, [decision(7, "allow", "get_issue")]);
     assert_eq!(
-        (app.selected_row().unwrap().seq, app.new_while_paused),
+        (app.selected_row().unwrap().seq, app.live.new_while_paused),
         (paused_at, 0)
     );
     feed(&mut app, [decision(8, "deny", "purge")]);
     assert_eq!(
-        (app.selected_row().unwrap().seq, app.new_while_paused),
+        (app.selected_row().unwrap().seq, app.live.new_while_paused),
         (paused_at, 1)
     );
 }
@@ -556,7 +567,7 @@ fn a_filter_applies_as_typed_per_view_and_esc_puts_the_old_one_back() {
 #[test]
 fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
     let mut app = connected_app();
-    app.on_net(NetEvent::Tools(vec![
+    app.on_net(catalog(vec![
         tool_row("create_issue", "write", 3),
         tool_row("delete_page", "destructive", 1),
     ]));
@@ -574,7 +585,7 @@ fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
     assert_eq!(app.visible_tools(), [1]);
     // `e` opens the picker on the current class; up twice is write, Enter sets it.
     app.on_key(ch('e'));
-    assert_eq!(app.mode, Mode::ClassPicker { index: 2 });
+    assert!(matches!(&app.mode, Mode::ClassPicker(p) if p.index == 2));
     app.on_key(ch('k'));
     let commands = app.on_key(key(KeyCode::Enter));
     assert_eq!(
@@ -611,12 +622,13 @@ fn marked_holds_get_one_confirm_and_one_summary() {
         ],
     );
     app.view = View::Held;
+    app.select_hold(0);
     // Mark the first and the third; space moves down after marking.
     app.on_key(key(KeyCode::Char(' ')));
     app.on_key(ch('j'));
     app.on_key(key(KeyCode::Char(' ')));
-    assert_eq!(app.marked.len(), 2);
-    let marked: Vec<String> = app.marked.iter().cloned().collect();
+    assert_eq!(app.held.marked.len(), 2);
+    let marked: Vec<String> = app.held.marked.iter().cloned().collect();
     app.on_key(ch('d'));
     let Mode::Confirm(confirm) = &app.mode else {
         panic!("a confirm opens")
@@ -644,10 +656,11 @@ fn marked_holds_get_one_confirm_and_one_summary() {
         .collect();
     resolved.sort();
     assert_eq!(resolved, marked);
-    assert!(app.marked.is_empty(), "marks are spent");
+    assert!(app.held.marked.is_empty(), "marks are spent");
 
     // Two answers, one lost to another operator: one line sums them up.
     let mut first = app
+        .model
         .holds
         .iter()
         .find(|h| h.call_id == marked[0])
@@ -661,6 +674,7 @@ fn marked_holds_get_one_confirm_and_one_summary() {
     });
     assert_eq!(app.flash.as_ref().unwrap().0, "denying 2 held calls…");
     let mut second = app
+        .model
         .holds
         .iter()
         .find(|h| h.call_id == marked[1])
@@ -679,13 +693,14 @@ fn marked_holds_get_one_confirm_and_one_summary() {
 
     // Marks on holds that are resolved elsewhere fall away.
     let last = app
+        .model
         .holds
         .iter()
         .position(|h| h.resolution.is_none())
         .unwrap();
-    app.held_selected = last;
+    app.select_hold(last);
     app.on_key(key(KeyCode::Char(' ')));
-    let id = app.marked.iter().next().unwrap().clone();
+    let id = app.held.marked.iter().next().unwrap().clone();
     feed(
         &mut app,
         [
@@ -693,7 +708,7 @@ fn marked_holds_get_one_confirm_and_one_summary() {
         ],
     );
     app.expire_fates(Instant::now());
-    assert!(app.marked.is_empty());
+    assert!(app.held.marked.is_empty());
 }
 
 #[test]
@@ -713,11 +728,7 @@ fn switching_context_while_disconnected_starts_clean() {
     app.on_key(ch(':'));
     typed(&mut app, "ctx pr");
     app.on_key(key(KeyCode::Tab));
-    assert_eq!(
-        app.mode,
-        Mode::Command("ctx prod".into()),
-        "the name completes"
-    );
+    assert_eq!(app.command_text(), Some("ctx prod"), "the name completes");
     let commands = app.on_key(key(KeyCode::Enter));
     assert_eq!(commands, vec![Command::SwitchContext("prod".into())]);
     assert_eq!(
@@ -737,14 +748,14 @@ fn switching_context_while_disconnected_starts_clean() {
     assert_eq!(
         (
             app.row_count(),
-            app.holds.len(),
-            app.marked.len(),
-            app.max_seq
+            app.model.holds.len(),
+            app.held.marked.len(),
+            app.model.max_seq
         ),
         (0, 0, 0, 0),
         "nothing from staging shows as prod's"
     );
-    assert!(app.store_id.is_none());
+    assert!(app.model.store_id.is_none());
     assert_eq!(app.view, View::Held, "the view stays");
     assert_eq!(
         app.filter_text(View::Held),
@@ -802,7 +813,7 @@ fn commands_complete_names_and_themes() {
 #[test]
 fn c_and_shift_c_copy_the_id_and_the_json() {
     let mut app = sample_app();
-    app.on_key(ch('k'));
+    app.on_key(ch('j'));
     let id = app.selected_row().unwrap().call_id().to_owned();
     assert_eq!(app.on_key(ch('c')), vec![Command::Copy(id.clone())]);
     let commands = app.on_key(KeyEvent::new(KeyCode::Char('C'), KeyModifiers::SHIFT));
@@ -815,10 +826,14 @@ fn c_and_shift_c_copy_the_id_and_the_json() {
         copied["args"]["password"], "[REDACTED]",
         "what is copied is what was stored"
     );
+    // The held view's selection is a call: the first hold that arrived stays selected
+    // when a hold that expires sooner sorts above it.
     app.view = View::Held;
+    let selected = app.selected_hold().unwrap().clone();
+    assert_eq!(selected.call.tool, "create_issue");
     assert_eq!(
         app.on_key(ch('c')),
-        vec![Command::Copy(app.holds[0].call_id.clone())]
+        vec![Command::Copy(selected.call_id.clone())]
     );
 }
 
@@ -837,7 +852,7 @@ fn snapshot_filter_and_command_line() {
         insta::assert_snapshot!(format!("command_{w}x{h}"), render(&app, w, h).backend());
     }
     app.on_key(key(KeyCode::Enter));
-    app.on_net(NetEvent::Tools(vec![
+    app.on_net(catalog(vec![
         tool_row("create_issue", "write", 3),
         tool_row("delete_page", "destructive", 1),
     ]));

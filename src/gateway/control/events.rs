@@ -9,12 +9,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::StreamNotice;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::gateway::Gateway;
@@ -66,11 +66,17 @@ impl Feed {
     pub async fn open(gw: Arc<Gateway>, query: &EventsQuery) -> Self {
         let (live, seam) = gw.store.subscribe();
         let store_id = gw.store_id.clone();
-        let hello = json!({"kind": "hello", "last_seq": seam, "store_id": store_id}).to_string();
+        let hello = notice(&StreamNotice::Hello {
+            last_seq: seam,
+            store_id: store_id.clone(),
+        });
         let reset = |why: &str| Frame::Close {
             reason: "reset",
-            json: json!({"kind": "reset", "last_seq": seam, "store_id": store_id, "message": why})
-                .to_string(),
+            json: notice(&StreamNotice::Reset {
+                last_seq: seam,
+                store_id: store_id.clone(),
+                message: why.to_owned(),
+            }),
         };
         let closing = match (&query.store_id, query.since) {
             (Some(theirs), _) if *theirs != store_id => {
@@ -128,9 +134,10 @@ impl Feed {
                 received = self.live.recv() => received,
                 () = self.gw.stopped() => return Some(Frame::Close {
                     reason: "shutdown",
-                    json: json!({"kind": "shutdown", "last_seq": self.delivered,
-                                 "message": "the gateway is stopping; reconnect with since=last_seq"})
-                    .to_string(),
+                    json: notice(&StreamNotice::Shutdown {
+                        last_seq: self.delivered,
+                        message: "the gateway is stopping; reconnect with since=last_seq".into(),
+                    }),
                 }),
             };
             match received {
@@ -154,11 +161,17 @@ impl Feed {
     pub fn lagged(&self) -> Frame {
         Frame::Close {
             reason: "lagged",
-            json: json!({"kind": "lagged", "last_seq": self.delivered,
-                         "message": "this subscriber fell behind; resume with since=last_seq"})
-            .to_string(),
+            json: notice(&StreamNotice::Lagged {
+                last_seq: self.delivered,
+                message: "this subscriber fell behind; resume with since=last_seq".into(),
+            }),
         }
     }
+}
+
+/// A notice as the one JSON text a frame carries.
+fn notice(n: &StreamNotice) -> String {
+    serde_json::to_string(n).unwrap_or_default()
 }
 
 pub async fn websocket(mut socket: WebSocket, mut feed: Feed) {

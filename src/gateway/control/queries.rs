@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiFailure, operator};
-use crate::api::{HoldPhase, Outcome};
+use crate::api::{
+    CallCounts, HoldPhase, Outcome, PolicyInForce, StatusCounters, StatusView, ToolEntry,
+    UpstreamStatus,
+};
 use crate::config::OperatorRole;
 use crate::gateway::Gateway;
 use crate::gateway::relay::reply::json_response;
@@ -21,36 +24,53 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
         return e.into_response();
     }
-    let upstreams: Vec<_> = gw
+    let upstreams = gw
         .config
         .upstreams
         .iter()
-        .map(|u| {
-            json!({"name": u.name, "url": u.url, "tools": gw.catalog.tool_count(&u.name),
-                   "health": gw.upstreams.get(&u.name).map_or("unknown", |up| up.health())})
+        .map(|u| UpstreamStatus {
+            name: u.name.clone(),
+            url: u.url.clone(),
+            tools: gw.catalog.tool_count(&u.name),
+            health: gw
+                .upstreams
+                .get(&u.name)
+                .map_or("unknown", |up| up.health())
+                .to_owned(),
         })
         .collect();
     let holds = gw.holds.open().await;
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": gw.started.elapsed().as_secs(),
-            "store_id": gw.store_id,
-            "ready": gw.store.health().is_ready(),
-            "last_seq": gw.store.last_seq(),
-            "upstreams": upstreams,
-            "counters": {
-                "decisions": {
-                    "allow": gw.metrics.decisions(Outcome::Allow),
-                    "deny": gw.metrics.decisions(Outcome::Deny),
-                    "hold": gw.metrics.decisions(Outcome::Hold),
-                },
-                "holds_open": holds.len(),
-                "event_subscribers": gw.store.subscribers(),
+    // The policy in force is the newest stored version; a store error leaves it out
+    // rather than failing the status page that reports the store's state.
+    let policy = gw
+        .store
+        .current_policy()
+        .await
+        .ok()
+        .flatten()
+        .map(|p| PolicyInForce {
+            version: p.version,
+            sha256: p.sha256,
+        });
+    let status = StatusView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_secs: gw.started.elapsed().as_secs(),
+        store_id: gw.store_id.clone(),
+        ready: gw.store.health().is_ready(),
+        last_seq: gw.store.last_seq(),
+        upstreams,
+        counters: StatusCounters {
+            decisions: CallCounts {
+                allow: gw.metrics.decisions(Outcome::Allow),
+                deny: gw.metrics.decisions(Outcome::Deny),
+                hold: gw.metrics.decisions(Outcome::Hold),
             },
-        }),
-    )
+            holds_open: holds.len(),
+            event_subscribers: gw.store.subscribers(),
+        },
+        policy,
+    };
+    json_response(StatusCode::OK, &status)
 }
 
 #[derive(Deserialize)]
@@ -80,13 +100,9 @@ pub async fn tools(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respon
     }
     match gw.store.tool_rows().await {
         Ok(rows) => {
-            let tools: Vec<_> = rows
+            let tools: Vec<ToolEntry> = rows
                 .into_iter()
-                .map(|(row, calls)| {
-                    let mut v = serde_json::to_value(row).unwrap_or_default();
-                    v["calls"] = calls;
-                    v
-                })
+                .map(|(tool, calls)| ToolEntry { tool, calls })
                 .collect();
             json_response(StatusCode::OK, &json!({"tools": tools}))
         }

@@ -562,9 +562,9 @@ async fn holds_are_capped_per_identity_in_all_and_by_size_and_a_refusal_is_a_sto
     // The refusal is in the audit log as a deny.
     let stored = store.decisions(10, None).await.unwrap();
     assert!(
-        stored
-            .iter()
-            .any(|d| d["call_id"] == denied.call_id.as_str() && d["outcome"] == "deny"),
+        stored.iter().any(
+            |d| d.call.call_id == denied.call_id && d.call.outcome == crate::api::Outcome::Deny
+        ),
         "{stored:?}"
     );
 

@@ -9,14 +9,16 @@ use super::super::escape::Escaped;
 use super::super::mcp::{self, ClientMessage, Era, INVALID_PARAMS};
 use crate::api::DecisionEvent;
 
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    // Our own types always serialize; an empty object beats a panic in a handler.
+    let body = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body.to_string(),
+        body,
     )
         .into_response()
 }

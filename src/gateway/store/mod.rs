@@ -18,7 +18,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use tokio::sync::oneshot;
 
-use crate::api::{DecisionEvent, Event, EventBody, Resolution, Risk, ToolRow};
+use crate::api::{
+    CallCounts, DecisionEvent, DecisionRecord, Event, EventBody, HoldSummary, Resolution, Risk,
+    ToolRow,
+};
 use crate::config::OnToolChange;
 pub use writer::Job;
 
@@ -549,7 +552,7 @@ impl Store {
     }
 
     /// The catalog as `GET /tools` shows it, with each tool's decisions by outcome.
-    pub async fn tool_rows(&self) -> Result<Vec<(ToolRow, serde_json::Value)>, StoreError> {
+    pub async fn tool_rows(&self) -> Result<Vec<(ToolRow, CallCounts)>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT {TOOL_JSON} FROM tools ORDER BY upstream, name"
         )))
@@ -565,15 +568,17 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let row = tool_row_from_json(r)?;
-                let mut calls = serde_json::json!({"allow": 0, "deny": 0, "hold": 0});
+                let mut calls = CallCounts::default();
                 for c in &counts {
                     let (u, t): (Option<String>, Option<String>) =
                         (c.get("upstream"), c.get("tool"));
                     if u.as_deref() == Some(&row.upstream)
                         && t.as_deref() == Some(&row.name)
-                        && let Some(outcome) = c.get::<Option<String>, _>("outcome")
+                        && let Some(outcome) = c
+                            .get::<Option<String>, _>("outcome")
+                            .and_then(|o| serde_json::from_value(serde_json::Value::String(o)).ok())
                     {
-                        calls[outcome] = serde_json::json!(c.get::<i64, _>("n"));
+                        calls.add(outcome, c.get::<i64, _>("n").max(0) as u64);
                     }
                 }
                 Ok((row, calls))
@@ -586,7 +591,7 @@ impl Store {
         &self,
         limit: u32,
         before: Option<u64>,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT e.body AS body, h.resolution AS resolution, h.resolved_by AS resolved_by, h.reason AS reason,
                     h.resolved_at AS resolved_at, h.expires_at AS expires_at, h.call_id AS held
@@ -597,24 +602,25 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let mut d: serde_json::Value =
-                    serde_json::from_str(&r.get::<String, _>("body")).unwrap_or_default();
-                d["hold"] = match r.get::<Option<String>, _>("held") {
-                    Some(_) => serde_json::json!({
-                        "expires_at": r.get::<Option<String>, _>("expires_at"),
-                        "resolution": r.get::<Option<String>, _>("resolution"),
-                        "resolved_by": r.get::<Option<String>, _>("resolved_by"),
-                        "resolved_at": r.get::<Option<String>, _>("resolved_at"),
-                        "reason": r.get::<Option<String>, _>("reason"),
-                    }),
-                    None => serde_json::Value::Null,
-                };
-                d
+                let mut record: DecisionRecord = serde_json::from_str(&r.get::<String, _>("body"))
+                    .map_err(|e| {
+                        StoreError::Sql(format!("a stored decision does not read: {e}"))
+                    })?;
+                record.hold = r.get::<Option<String>, _>("held").map(|_| HoldSummary {
+                    expires_at: r.get("expires_at"),
+                    resolution: r
+                        .get::<Option<String>, _>("resolution")
+                        .as_deref()
+                        .and_then(Resolution::parse),
+                    resolved_by: r.get("resolved_by"),
+                    resolved_at: r.get("resolved_at"),
+                    reason: r.get("reason"),
+                });
+                Ok(record)
             })
-            .collect())
+            .collect()
     }
 
     pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {

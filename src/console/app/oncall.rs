@@ -1,0 +1,468 @@
+//! The on-call defects of issue 14, each as the operator meets it: keys pressed on the
+//! `App`, the screen read from a rendered buffer.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+
+use super::tests::{
+    ch, connected_app, decision, feed, hold_created, key, now, one_hold, render, sample_app, typed,
+};
+use super::*;
+use crate::console::ui::{self, Theme};
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+/// The screen as lines of text.
+fn screen(terminal: &Terminal<TestBackend>) -> Vec<String> {
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    buffer
+        .content()
+        .chunks(width)
+        .map(|row| row.iter().map(|c| c.symbol()).collect())
+        .collect()
+}
+
+/// The table rows (below the header, title and column names) drawn in the selection's
+/// style.
+fn highlighted(terminal: &Terminal<TestBackend>) -> Vec<String> {
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    let selection = Theme::default().selection;
+    assert!(
+        !selection.add_modifier.is_empty(),
+        "the default theme reverses the selection"
+    );
+    buffer
+        .content()
+        .chunks(width)
+        .skip(3)
+        .filter(|row| row[2].style().add_modifier.contains(selection.add_modifier))
+        .map(|row| row.iter().map(|c| c.symbol()).collect())
+        .collect()
+}
+
+fn sized(width: u16, height: u16) -> App {
+    let mut app = connected_app();
+    app.resize(width, height);
+    app
+}
+
+/// `n` held calls, each with its own target `T-<i>` so a row names its call.
+fn held_queue(app: &mut App, n: u64) {
+    for i in 1..=n {
+        let mut d = decision(i * 2 - 1, "hold", "write_page");
+        d["target"] = json!({"kind": "page", "id": format!("T-{i}")});
+        // Later calls expire later, so expiry order is arrival order.
+        feed(
+            app,
+            [
+                d,
+                hold_created(
+                    i * 2,
+                    i * 2 - 1,
+                    &format!("2099-01-01T00:{:02}:{:02}.000Z", i / 60, i % 60),
+                ),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_hundred_holds_at_80x24_keep_the_selection_on_screen_and_the_dialog_names_it() {
+    let mut app = sized(80, 24);
+    held_queue(&mut app, 100);
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    let keys: Vec<KeyEvent> = std::iter::repeat_n(ch('j'), 60)
+        .chain([key(KeyCode::PageDown), key(KeyCode::PageDown)])
+        .chain(std::iter::repeat_n(ch('k'), 5))
+        .chain([key(KeyCode::PageUp), ch('G'), ch('g'), key(KeyCode::End)])
+        .chain(std::iter::repeat_n(ch('k'), 70))
+        .collect();
+    for (n, k) in keys.into_iter().enumerate() {
+        app.on_key(k);
+        let selected = app.selected_hold().unwrap();
+        let target = format!(
+            "T-{} ",
+            selected
+                .call
+                .target
+                .as_ref()
+                .unwrap()
+                .id
+                .trim_start_matches("T-")
+        );
+        let terminal = render(&app, 80, 24);
+        let lines = highlighted(&terminal);
+        assert_eq!(lines.len(), 1, "key {n}: one highlighted row: {lines:?}");
+        assert!(
+            lines[0].contains(&format!("page:{}", target.trim())),
+            "key {n}: the highlighted row is the selected hold {target}: {lines:?}"
+        );
+    }
+    // 100 - 70 = the 30th hold is selected; the dialog names exactly it.
+    let selected = app.selected_hold().unwrap().clone();
+    assert_eq!(selected.call.target.as_ref().unwrap().id, "T-30");
+    app.on_key(ch('a'));
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(
+        text.contains(&format!("Approve held call {}?", short(&selected.call_id))),
+        "{text}"
+    );
+    assert!(text.contains("target    page:T-30"), "{text}");
+    assert_eq!(
+        app.on_key(ch('y')),
+        vec![Command::Resolve {
+            call_id: selected.call_id,
+            approve: true,
+            reason: None
+        }]
+    );
+}
+
+#[test]
+fn a_held_call_turns_pending_when_its_wait_ends_without_a_refetch() {
+    let mut app = connected_app();
+    one_hold(&mut app, "2026-11-26T10:05:00.000Z");
+    app.view = View::Held;
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(text.contains("waiting"), "{text}");
+    app.on_key(ch('a'));
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(
+        text.contains("expires in 05:00 · the agent is waiting on the line"),
+        "{text}"
+    );
+    // The stream says the client stopped waiting; the open dialog and the row both show it.
+    let call_id = app.model.holds[0].call_id.clone();
+    feed(
+        &mut app,
+        [json!({"seq": 3, "kind": "hold.phase", "call_id": call_id, "phase": "pending"})],
+    );
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(text.contains("the agent left"), "{text}");
+    app.on_key(key(KeyCode::Esc));
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(
+        text.contains("pending") && !text.contains("waiting"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_key_but_quit_acts_on_a_screen_too_small_to_show_it() {
+    let mut app = connected_app();
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
+    app.view = View::Held;
+    app.resize(60, 20);
+    for k in [
+        ch('a'),
+        ch('y'),
+        ch('d'),
+        key(KeyCode::Enter),
+        ch(':'),
+        ch('/'),
+    ] {
+        assert!(app.on_key(k).is_empty());
+        assert_eq!(app.mode, Mode::Normal, "nothing opens unseen");
+    }
+    assert_eq!(app.model.holds[0].resolution, None);
+    assert_eq!(app.on_key(ch('q')), vec![Command::Quit]);
+    // Bigger again: keys act.
+    app.resize(80, 24);
+    app.on_key(ch('a'));
+    assert!(matches!(app.mode, Mode::Confirm(_)));
+}
+
+#[test]
+fn a_rejected_token_says_so_in_the_header_and_is_not_an_outage() {
+    let mut app = connected_app();
+    app.on_net(NetEvent::Connection(Connection::Rejected {
+        status: 401,
+        gateway: "http://127.0.0.1:7801".into(),
+        since: now(),
+    }));
+    let text = screen(&render(&app, 120, 40));
+    assert!(
+        text[0].contains("✕ token rejected by http://127.0.0.1:7801 (401)"),
+        "{}",
+        text[0]
+    );
+    assert!(!text[0].contains("reconnecting"));
+    assert!(
+        app.flash.as_ref().unwrap().0.contains(":reconnect"),
+        "the operator is told what to do"
+    );
+    app.on_key(ch(':'));
+    typed(&mut app, "reconnect");
+    assert_eq!(app.on_key(key(KeyCode::Enter)), vec![Command::Reconnect]);
+}
+
+#[test]
+fn while_disconnected_rows_are_stale_clocks_stop_and_approving_says_why_not() {
+    let mut app = sample_app();
+    app.view = View::Held;
+    let lost = now() + chrono::Duration::seconds(10);
+    app.on_net(NetEvent::Connection(Connection::Disconnected {
+        since: lost,
+    }));
+    // Drawn a minute later, the countdowns show the time left when the link was lost.
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    terminal
+        .draw(|f| {
+            ui::draw(
+                f,
+                &app,
+                &Theme::default(),
+                now() + chrono::Duration::seconds(70),
+            )
+        })
+        .unwrap();
+    let text = screen(&terminal);
+    assert!(
+        text[0].contains("✕ disconnected since 10:00:10"),
+        "{}",
+        text[0]
+    );
+    assert!(
+        text.join("\n").contains("00:30 pending"),
+        "{}",
+        text.join("\n")
+    );
+    assert!(text.join("\n").contains("held calls (stale)"));
+    let row = text.iter().position(|l| l.contains("force_push")).unwrap();
+    let stale = Theme::default().stale;
+    let cell = &terminal.backend().buffer().content()[row * 120 + 20];
+    assert!(
+        cell.style().add_modifier.contains(stale.add_modifier),
+        "held rows are dimmed: {cell:?}"
+    );
+    assert!(app.on_key(ch('a')).is_empty());
+    assert_eq!(app.mode, Mode::Normal, "no dialog that would then fail");
+    assert!(
+        app.flash
+            .as_ref()
+            .unwrap()
+            .0
+            .starts_with("the gateway is unreachable (since 10:00:10)"),
+        "{:?}",
+        app.flash
+    );
+}
+
+#[test]
+fn paused_is_frozen_rows_and_selection_stay_while_new_ones_are_counted() {
+    let mut app = sized(80, 24);
+    feed(
+        &mut app,
+        (1..=40).map(|s| decision(s, "allow", "get_issue")),
+    );
+    for _ in 0..3 {
+        app.on_key(ch('j'));
+    }
+    let before = screen(&render(&app, 80, 24));
+    let selected = app.selected_row().unwrap().seq;
+    feed(&mut app, (41..=45).map(|s| decision(s, "deny", "purge")));
+    let after = screen(&render(&app, 80, 24));
+    assert_eq!(
+        before[2..22],
+        after[2..22],
+        "the rows on screen do not move"
+    );
+    assert_eq!(app.selected_row().unwrap().seq, selected);
+    assert!(after[0].contains("paused +5 new"), "{}", after[0]);
+    app.on_key(ch('g'));
+    assert_eq!(app.selected_row().unwrap().seq, 45, "g follows again");
+}
+
+#[test]
+fn the_detail_pane_tells_the_whole_story_of_a_held_call() {
+    let mut app = connected_app();
+    let mut d = decision(1, "hold", "merge_pr");
+    d["workflow"] = json!({"ticket": "OPS-42", "change_window": true});
+    let call_id = d["call_id"].as_str().unwrap().to_owned();
+    feed(
+        &mut app,
+        [
+            d,
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+            json!({"seq": 3, "ts": "2026-11-26T10:01:02.000Z", "kind": "hold.resolved", "call_id": call_id,
+                   "resolution": "approved", "by": "olga", "reason": "change CHG-7 approved"}),
+            json!({"seq": 4, "kind": "hold.resolved", "call_id": call_id, "resolution": "consumed", "by": "client", "reason": null}),
+            json!({"seq": 5, "kind": "call.completed", "call_id": call_id, "result": "tool_error",
+                   "upstream_status": 200, "duration_ms": 31}),
+        ],
+    );
+    app.on_key(key(KeyCode::Enter));
+    let text = screen(&render(&app, 200, 40)).join("\n");
+    for expected in [
+        "time     2026-11-26 10:00:01.000Z",
+        "identity token:ci-bot (groups ci)",
+        "tool     atlassian/merge_pr",
+        "risk     write",
+        "target   jira_project:OPS",
+        "workflow ticket OPS-42 · change window open",
+        "policy   hold-policy",
+        "reason   because hold",
+        "hold     approved by olga (ran) at 10:01:02: “change CHG-7 approved”",
+        "upstream tool_error (HTTP 200, 31 ms)",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    // The row's wording says it ran, and never flips to `consumed`.
+    assert!(text.contains("hold→approved (ran)"), "{text}");
+}
+
+#[test]
+fn columns_share_the_width_and_cut_text_ends_with_an_ellipsis() {
+    let mut app = connected_app();
+    let mut d = decision(1, "allow", "confluence_update_page_with_a_very_long_name");
+    d["identity"] = json!({"kind": "oauth", "name": "alice.longname@example.com", "groups": []});
+    d["target"] = json!({"kind": "confluence_page", "id": "123456789"});
+    feed(&mut app, [d]);
+    for width in [80u16, 120, 200] {
+        app.resize(width, 24);
+        let text = screen(&render(&app, width, 24));
+        let row = text.iter().find(|l| l.contains("10:00:01")).unwrap();
+        if width == 200 {
+            for whole in [
+                "user:alice.longname@example.com",
+                "confluence_update_page_with_a_very_long_name",
+                "confluence_page:123456789",
+            ] {
+                assert!(row.contains(whole), "{width}: {whole} is whole: {row}");
+            }
+        } else {
+            assert!(row.contains('…'), "{width}: cut text says so: {row}");
+            assert!(
+                row.contains("user:alice"),
+                "{width}: identity keeps room: {row}"
+            );
+            assert!(
+                row.contains("confluence_page"),
+                "{width}: target keeps room: {row}"
+            );
+        }
+        // Every cut ends in `…`: no cell shows a word cut without it.
+        for cut in ["alice.longna ", "update_pa ", "confluence_pa "] {
+            assert!(!row.contains(cut), "{width}: {cut:?} cut bare: {row}");
+        }
+    }
+    // A message too long for the line is cut at a word, with `…`.
+    app.notice("denied 3 of 7; already approved by bob; already approved by carol; could not resolve 0000beef: cannot reach the gateway");
+    let text = screen(&render(&app, 80, 24));
+    assert!(text[23].trim_end().ends_with('…'), "{}", text[23]);
+    assert!(!text[23].contains("reac…"), "{}", text[23]);
+}
+
+#[test]
+fn prompts_and_the_reason_field_edit_lines_like_a_shell() {
+    let mut app = sample_app();
+    app.on_key(ch(':'));
+    typed(&mut app, "tools now");
+    app.on_key(ctrl('w'));
+    assert_eq!(app.command_text(), Some("tools "), "ctrl-w deletes a word");
+    app.on_key(ctrl('u'));
+    assert_eq!(app.command_text(), Some(""), "ctrl-u deletes the line");
+    typed(&mut app, "eld");
+    app.on_key(ctrl('a'));
+    app.on_key(ch('h'));
+    assert_eq!(app.command_text(), Some("held"), "ctrl-a goes home");
+    app.on_key(key(KeyCode::End));
+    app.on_key(key(KeyCode::Left));
+    app.on_key(KeyEvent::new(KeyCode::Char('h'), KeyModifiers::CONTROL));
+    assert_eq!(app.command_text(), Some("hed"), "ctrl-h deletes back");
+    app.on_key(key(KeyCode::Home));
+    app.on_key(key(KeyCode::Right));
+    app.on_key(ctrl('e'));
+    app.on_key(ch('x'));
+    assert_eq!(app.command_text(), Some("hedx"), "ctrl-e goes to the end");
+    app.on_key(key(KeyCode::Esc));
+
+    // The filter line edits the same way and applies as it changes.
+    app.on_key(ch('/'));
+    typed(&mut app, "outcome:deny");
+    app.on_key(ctrl('u'));
+    assert_eq!(app.visible_rows().count(), 4, "an empty filter shows all");
+    app.on_key(key(KeyCode::Enter));
+
+    // The reason: editing keys, then Esc closes the dialog without acting.
+    app.view = View::Held;
+    app.on_key(ch('d'));
+    typed(&mut app, "not today");
+    app.on_key(ctrl('w'));
+    typed(&mut app, "tonight");
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("the dialog is open")
+    };
+    assert_eq!(confirm.reason.value(), "not tonight");
+    assert!(app.on_key(key(KeyCode::Esc)).is_empty());
+    assert_eq!(
+        app.mode,
+        Mode::Normal,
+        "esc in the reason field closes the dialog"
+    );
+}
+
+#[test]
+fn approve_in_the_live_view_acts_on_the_selected_rows_hold_or_says_why_not() {
+    let mut app = sample_app();
+    // The newest row is the held force_push: `a` opens its dialog, in the live view.
+    app.on_key(ch('j'));
+    app.on_key(ch('k'));
+    assert_eq!(app.selected_row().unwrap().call.tool, "force_push");
+    app.on_key(ch('a'));
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("the dialog opens")
+    };
+    assert_eq!(confirm.holds[0].call.tool, "force_push");
+    assert_eq!(app.view, View::Live, "no silent jump to another view");
+    app.on_key(key(KeyCode::Esc));
+    // An allowed call is not held: a message, and nothing else moves.
+    for _ in 0..3 {
+        app.on_key(ch('j'));
+    }
+    assert_eq!(app.selected_row().unwrap().call.tool, "get_issue");
+    assert!(app.on_key(ch('d')).is_empty());
+    assert_eq!((app.view, &app.mode), (View::Live, &Mode::Normal));
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "the selected call is not waiting for approval"
+    );
+}
+
+#[test]
+fn the_held_view_sorts_and_jumps_to_the_hold_that_expires_soonest() {
+    let mut app = sample_app();
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    let order = |app: &App| -> Vec<String> {
+        app.visible_holds()
+            .iter()
+            .map(|h| h.call.tool.clone())
+            .collect()
+    };
+    assert_eq!(order(&app), ["force_push", "create_issue"], "expiry first");
+    app.on_key(ch('s'));
+    assert_eq!(order(&app), ["create_issue", "force_push"], "then age");
+    assert_eq!(
+        app.selected_hold().unwrap().call.tool,
+        "force_push",
+        "the selection stays on its call"
+    );
+    app.on_key(ch('g'));
+    assert_eq!(app.selected_hold().unwrap().call.tool, "create_issue");
+    app.on_key(ch('n'));
+    assert_eq!(
+        app.selected_hold().unwrap().call.tool,
+        "force_push",
+        "n: soonest"
+    );
+}

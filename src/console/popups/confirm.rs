@@ -1,0 +1,258 @@
+//! The approve/deny dialog, for one hold or every marked one. Its default answer is
+//! Cancel; only the confirm key acts. It shows the hold as it is now: time left,
+//! whether the agent is still on the line, and a resolution that came meanwhile.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+use tui_input::Input;
+
+use crate::api::{HoldPhase, HoldView};
+use crate::console::keymap::{Action, Keymap};
+use crate::console::model::Model;
+use crate::console::text::{countdown, fit, identity_label, short, target_label};
+use crate::console::theme::Theme;
+
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub approve: bool,
+    pub holds: Vec<HoldView>,
+    pub reason: Input,
+    /// Typing the reason: keys are text then, Enter ends it and Esc closes the dialog.
+    pub editing: bool,
+}
+
+impl PartialEq for Confirm {
+    fn eq(&self, other: &Self) -> bool {
+        self.approve == other.approve
+            && self.holds == other.holds
+            && self.reason.value() == other.reason.value()
+            && self.editing == other.editing
+    }
+}
+
+/// What a key in the dialog asks for.
+pub enum Answer {
+    Stay,
+    Cancel,
+    Confirm,
+}
+
+impl Confirm {
+    pub fn new(approve: bool, holds: Vec<HoldView>) -> Confirm {
+        Confirm {
+            approve,
+            holds,
+            reason: Input::default(),
+            // A deny asks for its reason first.
+            editing: !approve,
+        }
+    }
+
+    /// What applies while the dialog is open; none while the reason is typed.
+    pub fn actions(&self) -> Vec<Action> {
+        if self.editing {
+            Vec::new()
+        } else {
+            vec![Action::Confirm, Action::Reason, Action::Cancel]
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        Some(self.reason.value().trim().to_owned()).filter(|r| !r.is_empty())
+    }
+
+    pub fn on_key(&mut self, key: crossterm::event::KeyEvent, keymap: &Keymap) -> Answer {
+        use crossterm::event::KeyCode;
+        if self.editing {
+            match key.code {
+                KeyCode::Enter => self.editing = false,
+                KeyCode::Esc => return Answer::Cancel,
+                _ => super::edit(&mut self.reason, key),
+            }
+            return Answer::Stay;
+        }
+        match keymap.action_among(&key, &self.actions()) {
+            Some(Action::Confirm) => Answer::Confirm,
+            Some(Action::Reason) => {
+                self.editing = true;
+                Answer::Stay
+            }
+            Some(Action::Cancel) => Answer::Cancel,
+            _ => Answer::Stay,
+        }
+    }
+
+    pub fn draw(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        model: &Model,
+        clock: chrono::DateTime<chrono::Utc>,
+        keymap: &Keymap,
+        theme: &Theme,
+    ) {
+        let verb = if self.approve { "Approve" } else { "Deny" };
+        let width: u16 = 72;
+        let inner = width as usize - 2;
+        let mut lines = match self.holds.as_slice() {
+            [h] => {
+                // The hold as the model has it now, not as it was when the dialog opened.
+                let now = model.hold(&h.call_id).unwrap_or(h);
+                let left = chrono::DateTime::parse_from_rfc3339(&now.expires_at)
+                    .map(|e| (e.with_timezone(&chrono::Utc) - clock).num_seconds())
+                    .unwrap_or(0);
+                let line = match (now.resolution, now.phase) {
+                    (Some(r), _) => format!(
+                        "already {} by {}",
+                        r.as_str(),
+                        now.resolved_by.as_deref().unwrap_or("someone")
+                    ),
+                    (None, HoldPhase::Waiting) => {
+                        format!(
+                            "expires in {} · the agent is waiting on the line",
+                            countdown(left)
+                        )
+                    }
+                    (None, HoldPhase::Pending) => format!(
+                        "expires in {} · the agent left; an approval serves its identical retry",
+                        countdown(left)
+                    ),
+                };
+                let c = &h.call;
+                let mut lines = vec![
+                    Line::from(format!("{verb} held call {}?", short(&h.call_id))),
+                    Line::from(Span::styled(
+                        fit(&line, inner),
+                        if now.resolution.is_some() || left < 60 {
+                            theme.urgent
+                        } else {
+                            Style::new()
+                        },
+                    )),
+                    Line::from(fit(
+                        &format!("identity  {}", identity_label(&c.identity)),
+                        inner,
+                    )),
+                    Line::from(fit(&format!("tool      {}/{}", c.upstream, c.tool), inner)),
+                    Line::from(fit(
+                        &format!("target    {}", target_label(c.target.as_ref())),
+                        inner,
+                    )),
+                    Line::from(format!("risk      {}", c.risk.as_str())),
+                    Line::from("arguments:"),
+                ];
+                let args = serde_json::to_string_pretty(&c.args).unwrap_or_default();
+                lines.extend(
+                    args.lines()
+                        .take(8)
+                        .map(|l| Line::from(fit(&format!("  {l}"), inner))),
+                );
+                lines
+            }
+            many => bulk_summary(verb, many, inner),
+        };
+        let reason = if self.editing {
+            super::with_cursor(&self.reason)
+        } else {
+            self.reason.value().to_owned()
+        };
+        lines.push(Line::from(fit(&format!("reason: {reason}"), inner)));
+        lines.push(Line::from(""));
+        let keys = if self.editing {
+            "type the reason · enter done · esc cancels".to_owned()
+        } else {
+            let key = |a| keymap.key_for(a).unwrap_or("?");
+            let cancel: Vec<&str> = keymap
+                .entries(false)
+                .into_iter()
+                .find(|(_, a)| *a == Action::Cancel)
+                .map(|(keys, _)| keys)
+                .unwrap_or_default();
+            format!(
+                "{} confirm · {} reason · [{}] cancel",
+                key(Action::Confirm),
+                key(Action::Reason),
+                cancel.join("/")
+            )
+        };
+        lines.push(Line::from(Span::styled(
+            keys,
+            Style::new().add_modifier(Modifier::BOLD),
+        )));
+        let style = if self.approve {
+            theme.allow
+        } else {
+            theme.deny
+        };
+        let rect = super::centered(area, width, lines.len() as u16 + 2);
+        frame.render_widget(Clear, rect);
+        frame.render_widget(
+            Paragraph::new(lines).block(
+                Block::bordered()
+                    .title(format!(" {verb} "))
+                    .border_style(style),
+            ),
+            rect,
+        );
+    }
+}
+
+/// One summary for a bulk decision: how many, of which classes, by whom, then each call.
+fn bulk_summary<'a>(verb: &str, holds: &[HoldView], inner: usize) -> Vec<Line<'a>> {
+    let count_of = |label: &dyn Fn(&HoldView) -> String| {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for h in holds {
+            let l = label(h);
+            match counts.iter_mut().find(|(k, _)| *k == l) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((l, 1)),
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!("{verb} {} held calls?", holds.len()),
+            Style::new().add_modifier(Modifier::BOLD),
+        )),
+        Line::from(fit(
+            &format!(
+                "risk      {}",
+                count_of(&|h| h.call.risk.as_str().to_owned())
+            ),
+            inner,
+        )),
+        Line::from(fit(
+            &format!(
+                "identity  {}",
+                count_of(&|h| identity_label(&h.call.identity))
+            ),
+            inner,
+        )),
+        Line::from(""),
+    ];
+    const LISTED: usize = 8;
+    for h in holds.iter().take(LISTED) {
+        lines.push(Line::from(fit(
+            &format!(
+                "  {:<12} {:<28} {:<16} {}",
+                h.call.risk.as_str(),
+                fit(&format!("{}/{}", h.call.upstream, h.call.tool), 28),
+                fit(&target_label(h.call.target.as_ref()), 16),
+                short(&h.call_id)
+            ),
+            inner,
+        )));
+    }
+    if holds.len() > LISTED {
+        lines.push(Line::from(format!("  … and {} more", holds.len() - LISTED)));
+    }
+    lines
+}
