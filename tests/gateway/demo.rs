@@ -12,18 +12,22 @@ use tokio::process::{Child, Command};
 use crate::support::*;
 
 /// A headless demo and what it printed.
-struct Demo {
+pub(crate) struct Demo {
     child: Child,
-    endpoint: String,
-    control: String,
+    pub(crate) endpoint: String,
+    pub(crate) control: String,
     upstream: String,
-    operator: String,
+    pub(crate) operator: String,
+    /// The agents' credentials: ci-bot's and support-legacy's tokens, alice's JWT.
+    pub(crate) ci_bot: String,
+    pub(crate) support: String,
+    pub(crate) alice: String,
     stderr: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Demo {
-    async fn start(extra: &[&str]) -> Demo {
+    pub(crate) async fn start(extra: &[&str]) -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("demo.err");
         let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
@@ -50,28 +54,40 @@ impl Demo {
         tokio::time::timeout(Duration::from_secs(30), read)
             .await
             .expect("the demo prints where to connect");
-        let after = |prefix: &str| {
+        // The words after `prefix` on the line that starts with it.
+        let words = |prefix: &str| -> Vec<String> {
             printed
                 .iter()
                 .find_map(|l| l.strip_prefix(prefix))
                 .unwrap_or_else(|| panic!("no {prefix:?} in {printed:#?}"))
                 .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned()
+                .map(str::to_owned)
+                .collect()
+        };
+        let after = |prefix: &str| words(prefix).swap_remove(0);
+        // `ci-bot TOKEN · support-legacy TOKEN`
+        let agents = words("toolgate demo: agent tokens ");
+        let token_of = |name: &str| {
+            let at = agents.iter().position(|w| w == name);
+            at.and_then(|i| agents.get(i + 1))
+                .unwrap_or_else(|| panic!("no token for {name} in {agents:?}"))
+                .clone()
         };
         Demo {
             endpoint: after("toolgate demo: MCP endpoint "),
             control: after("toolgate demo: control API "),
             upstream: after("toolgate demo: sample upstream "),
             operator: after("toolgate demo: operator token "),
+            ci_bot: token_of("ci-bot"),
+            support: token_of("support-legacy"),
+            alice: after("toolgate demo: OAuth user alice@example.com: Bearer "),
             child,
             stderr,
             _dir: dir,
         }
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let resp = http()
             .get(format!("{}{path}", self.control))
             .bearer_auth(&self.operator)

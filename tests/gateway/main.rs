@@ -11,6 +11,7 @@ mod console;
 mod control;
 mod decisions;
 mod demo;
+mod docs_examples;
 mod events;
 mod exactness;
 mod holds;

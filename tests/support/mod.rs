@@ -256,12 +256,27 @@ impl PyUpstream {
 /// Lists upstream `py`'s tools through the gateway (2026-07-28), and waits until the
 /// catalog has learned them, so calls are decided with their real classes.
 pub async fn prime_catalog(gw: &GatewayProc) {
+    list_tools(&gw.url("py"), AGENT_TOKEN).await;
+    eventually("the catalog to learn py's tools", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT name FROM tools WHERE upstream = 'py'",
+        )
+        .await;
+        (rows.len() >= 5).then_some(())
+    })
+    .await;
+}
+
+/// A 2026-07-28 `tools/list` to an MCP endpoint as the agent `token`, read to its end.
+/// The gateway learns the tools from the answer on a task of its own.
+pub async fn list_tools(url: &str, token: &str) {
     let list = serde_json::json!({"jsonrpc": "2.0", "id": "prime", "method": "tools/list", "params": {"_meta": {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}}}});
     let resp = http()
-        .post(gw.url("py"))
-        .bearer_auth(AGENT_TOKEN)
+        .post(url)
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
@@ -272,15 +287,6 @@ pub async fn prime_catalog(gw: &GatewayProc) {
         .expect("tools/list through the gateway");
     assert_eq!(resp.status(), 200, "tools/list failed");
     resp.bytes().await.expect("tools/list answer");
-    eventually("the catalog to learn py's tools", || async {
-        let rows = query_rows(
-            &gw.db_path(),
-            "SELECT name FROM tools WHERE upstream = 'py'",
-        )
-        .await;
-        (rows.len() >= 5).then_some(())
-    })
-    .await;
 }
 
 /// A gateway config body with server-everything on `port` as upstream `everything`.
