@@ -165,3 +165,157 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
     assert!(screen.contains("held: 1"), "{screen}");
     held.abort();
 }
+
+const ROTATED_OLD: &str = "tg_test-console-oncall-old";
+const ROTATED_NEW: &str = "tg_test-console-oncall-new";
+
+/// Open holds as the control API lists them.
+async fn open_holds(gw: &GatewayProc, token: &str) -> Vec<toolgate::api::HoldView> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        holds: Vec<toolgate::api::HoldView>,
+    }
+    http()
+        .get(gw.control_url("/api/v1/holds"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Page>()
+        .await
+        .unwrap()
+        .holds
+}
+
+#[tokio::test]
+async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token_is_rejected() {
+    let upstream = PyUpstream::start().await;
+    let operator = |token: &str| {
+        format!(
+            "[[operator]]\nname = \"olga\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(token)
+        )
+    };
+    let config = format!(
+        "{}\n{}",
+        upstream.config("trust_annotations = true\nhold_timeout_secs = 240"),
+        operator(ROTATED_OLD)
+    );
+    let gw = start_gateway(&config).await;
+    prime_catalog(&gw).await;
+
+    // The operator's token comes from a file, as from a secrets manager.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, ROTATED_OLD).unwrap();
+    let console_config = dir.path().join("config.toml");
+    std::fs::write(
+        &console_config,
+        format!(
+            "[[context]]\nname = \"oncall\"\ngateway = \"http://{}\"\ntoken_command = \"cat {}\"\n",
+            gw.control,
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "{} console --context oncall --bell off",
+        env!("CARGO_BIN_EXE_toolgate")
+    );
+    // 80x24: the queue of 40 is taller than the screen.
+    let tmux = Tmux::start(
+        &command,
+        &[("TOOLGATE_CONSOLE_CONFIG", console_config.to_str().unwrap())],
+        80,
+        24,
+    );
+    tmux.wait_for("● connected").await;
+
+    // Forty held writes, one after another, so that expiry order is p01..p40.
+    let mut clients = Vec::new();
+    for i in 1..=40 {
+        clients.push(spawn_write_page(&gw, AGENT_TOKEN, &format!("p{i:02}"), "x", json!({})));
+        eventually("the hold is open", || async {
+            (open_holds(&gw, ROTATED_OLD).await.len() == i).then_some(())
+        })
+        .await;
+    }
+    tmux.wait_for("held: 40").await;
+    tmux.send(&[":held", "Enter"]);
+    tmux.wait_for("page:p01").await;
+    for _ in 0..29 {
+        tmux.send(&["j"]);
+    }
+    let screen = tmux.wait_for("page:p30").await;
+    assert!(!screen.contains("page:p01 "), "the list scrolled:\n{screen}");
+    tmux.send(&["a"]);
+    let dialog = tmux.wait_for("Approve held call").await;
+    assert!(dialog.contains("target    page:p30"), "the dialog names the 30th:\n{dialog}");
+    tmux.send(&["y"]);
+
+    let thirtieth = clients.remove(29);
+    let text = tokio::time::timeout(Duration::from_secs(15), thirtieth)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result_text(&answer_of(&text).unwrap()), "wrote p30 (1 bytes)");
+    let ran: Vec<String> = upstream
+        .posts()
+        .into_iter()
+        .filter(|p| p.body.contains("\"write_page\""))
+        .map(|p| p.body)
+        .collect();
+    assert_eq!(ran.len(), 1, "one call ran upstream: {ran:?}");
+    assert!(ran[0].contains("\"p30\""), "and it is the 30th: {ran:?}");
+    tmux.wait_for("approved by olga").await;
+
+    // The operator token is rotated and the gateway restarts with only the new one.
+    let gw = gw
+        .restart_on_the_same_control_port_with(|config| {
+            config.replace(&sha256_hex(ROTATED_OLD), &sha256_hex(ROTATED_NEW))
+        })
+        .await;
+    let screen = tmux.wait_for("token rejected by").await;
+    assert!(
+        screen.contains(&format!("token rejected by http://{} (401)", gw.control)),
+        "{screen}"
+    );
+    // The console stopped retrying; with the new token in place, :reconnect connects.
+    std::fs::write(&token_file, ROTATED_NEW).unwrap();
+    tmux.send(&[":reconnect", "Enter"]);
+    tmux.wait_for("● connected").await;
+    for client in clients {
+        client.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_console_network_stops_at_a_rejected_token_instead_of_retrying() {
+    let gw = start_gateway(&test_identities()).await;
+    let client =
+        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), "tg_not-an-operator")
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(toolgate::console::net::run(client, 10, tx));
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the console hears back")
+        .expect("an event");
+    match first {
+        toolgate::console::app::NetEvent::Connection(
+            toolgate::console::app::Connection::Rejected {
+                status, gateway, ..
+            },
+        ) => {
+            assert_eq!(status, 401);
+            assert_eq!(gateway, format!("http://{}", gw.control));
+        }
+        other => panic!("expected a rejected token, got {other:?}"),
+    }
+    // No retries: the task ends and the channel closes.
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the network task ends")
+        .unwrap();
+    assert!(rx.recv().await.is_none());
+}

@@ -385,9 +385,19 @@ impl GatewayProc {
     /// for a client that must find it there again (the MCP port may change). The new
     /// process must bind that very port, or the test fails.
     pub async fn restart_on_the_same_control_port(self) -> GatewayProc {
+        self.restart_on_the_same_control_port_with(|config| config.to_owned())
+            .await
+    }
+
+    /// As `restart_on_the_same_control_port`, with its config changed by `edit` first
+    /// (a rotated operator token, say).
+    pub async fn restart_on_the_same_control_port_with(
+        self,
+        edit: impl FnOnce(&str) -> String,
+    ) -> GatewayProc {
         let control = self.control.clone();
         let config = self.dir.path().join("gateway.toml");
-        let text = std::fs::read_to_string(&config).expect("the gateway config");
+        let text = edit(&std::fs::read_to_string(&config).expect("the gateway config"));
         let pinned: String = text
             .lines()
             .map(|line| {
