@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cli_output;
 pub mod client;
 pub mod config;
 pub mod console;
