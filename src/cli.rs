@@ -99,18 +99,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         color: crate::console::ColorChoice,
     },
-    /// Print the gateway's events as JSON lines (replayed from --since, then live).
+    /// Print the gateway's events (replayed from --since, then live): a table on a
+    /// terminal, JSON lines otherwise.
     Events {
         #[command(flatten)]
         control: ControlArgs,
         /// Replay every stored event after this seq first (0 replays everything).
         #[arg(long)]
         since: Option<u64>,
+        /// json: one event a line, as the API sends it; table: a line an event, for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
     },
-    /// List the held calls waiting for a decision.
+    /// List the held calls waiting for a decision: a table on a terminal, JSON lines
+    /// otherwise.
     Holds {
         #[command(flatten)]
         control: ControlArgs,
+        /// json: one hold a line, as a JSON object; table: a line a hold, for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
     },
     /// Approve a held call; it runs once.
     Approve {
@@ -181,4 +191,25 @@ pub struct ControlArgs {
     /// An operator token.
     #[arg(long, env = "TOOLGATE_TOKEN", hide_env_values = true)]
     pub token: String,
+}
+
+/// How `holds` and `events` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object a line, for programs.
+    Json,
+    /// A header, then a line a row, for a person.
+    Table,
+}
+
+impl OutputFormat {
+    /// The format asked for, or else a table on a terminal and JSON lines for a pipe or a
+    /// file, which is where a program reads.
+    pub fn or_default(chosen: Option<Self>, terminal: bool) -> Self {
+        chosen.unwrap_or(if terminal {
+            OutputFormat::Table
+        } else {
+            OutputFormat::Json
+        })
+    }
 }

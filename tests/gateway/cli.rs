@@ -1,7 +1,12 @@
 //! The command line, as an operator meets it.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::control::{VIEWER, setup, start_hold};
 use crate::support::*;
 
 fn toolgate(args: &[&str]) -> std::process::Output {
@@ -242,4 +247,202 @@ fn key_conflicts_are_reported_when_the_console_starts() {
         "{err}"
     );
     assert!(err.contains("needs a terminal"), "{err}");
+}
+
+/// `toolgate ARGS` against `gw`'s control API as `token`, stdout going to `stdout` and
+/// stderr piped. Killed when dropped, also when the test fails.
+fn control_cli(
+    gw: &GatewayProc,
+    token: &str,
+    args: &[&str],
+    stdout: impl Into<Stdio>,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(args)
+        .env("TOOLGATE_GATEWAY", format!("http://{}", gw.control))
+        .env("TOOLGATE_TOKEN", token)
+        // The event stream's "connected" line is information, not output under test.
+        .env("TOOLGATE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("toolgate runs")
+}
+
+/// Runs `toolgate ARGS` to its end (within 30 s): its status, stdout and stderr.
+async fn run_control_cli(
+    gw: &GatewayProc,
+    token: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        control_cli(gw, token, args, Stdio::piped()).wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("toolgate {args:?} did not finish within 30 s"))
+    .unwrap();
+    (
+        out.status,
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Reads the first line of `toolgate ARGS`, then closes the pipe as `head -1` does. The
+/// line, and how the process ended, which it must within 10 s.
+async fn first_line_then_hang_up(
+    gw: &GatewayProc,
+    args: &[&str],
+) -> (String, std::process::ExitStatus, String) {
+    let mut child = control_cli(gw, VIEWER, args, Stdio::piped());
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| panic!("toolgate {args:?} printed no line within 30 s"))
+        .unwrap();
+    drop(reader);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("toolgate {args:?} kept running after its reader left"))
+        .unwrap();
+    (line, out.status, String::from_utf8(out.stderr).unwrap())
+}
+
+/// Runs `toolgate ARGS` into a pipe whose reader is gone before the first write, so
+/// that write fails for certain. How it ended (within 10 s), and its stderr.
+async fn into_a_closed_pipe(gw: &GatewayProc, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = control_cli(gw, VIEWER, args, writer);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("toolgate {args:?} kept running into a closed pipe"))
+        .unwrap();
+    (out.status, String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test]
+async fn holds_and_events_end_quietly_with_status_0_when_their_reader_goes_away() {
+    let (_upstream, gw) = setup().await;
+    let (first, _c1) = start_hold(&gw, "pipe-1").await;
+    let (second, _c2) = start_hold(&gw, "pipe-2").await;
+
+    let (line, status, stderr) = first_line_then_hang_up(&gw, &["holds"]).await;
+    let hold: Value = serde_json::from_str(&line).expect("a JSON hold");
+    assert!(
+        [&first, &second].contains(&&hold["call_id"].as_str().unwrap().to_owned()),
+        "{line}"
+    );
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+
+    // Replayed, then live: the stream would go on, and must not once nobody reads it.
+    let (line, status, stderr) = first_line_then_hang_up(&gw, &["events", "--since", "0"]).await;
+    let event: Value = serde_json::from_str(&line).expect("a JSON event");
+    assert_eq!(event["seq"], 1, "{line}");
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+
+    for args in [&["holds"][..], &["events", "--since", "0"]] {
+        let (status, stderr) = into_a_closed_pipe(&gw, args).await;
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "toolgate {args:?} into a closed pipe"
+        );
+    }
+}
+
+#[tokio::test]
+async fn holds_and_events_print_json_lines_into_a_pipe_and_a_table_when_asked() {
+    let (_upstream, gw) = setup().await;
+    let (first, _c1) = start_hold(&gw, "table-1").await;
+    let (second, _c2) = start_hold(&gw, "table-2").await;
+
+    let (status, stdout, stderr) = run_control_cli(&gw, VIEWER, &["holds"]).await;
+    assert!(status.success(), "{stderr}");
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let hold: Value = serde_json::from_str(l).expect("one JSON hold a line");
+            hold["call_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids, [first.clone(), second.clone()], "soonest expiry first");
+
+    let (status, stdout, stderr) =
+        run_control_cli(&gw, VIEWER, &["holds", "--output", "table"]).await;
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>().join(" "),
+        "call state left identity upstream/tool risk target"
+    );
+    for (line, (id, page)) in lines[1..]
+        .iter()
+        .zip([(&first, "table-1"), (&second, "table-2")])
+    {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], &id[id.len() - 8..], "{line}");
+        assert_eq!(cells[1], "waiting", "{line}");
+        assert!(cells[2].len() == 5 && cells[2].contains(':'), "{line}");
+        assert_eq!(
+            &cells[3..],
+            [
+                "token:ci-bot",
+                "py/write_page",
+                "write",
+                &format!("page:{page}")
+            ],
+            "{line}"
+        );
+    }
+    // Columns line up: every cell starts where its header does.
+    let at = |line: &str, cell: &str| line.find(cell).unwrap();
+    assert_eq!(at(lines[1], "token:"), at(lines[0], "identity"));
+    assert_eq!(at(lines[2], "page:"), at(lines[0], "target"));
+
+    // The live table: a header, then a line an event, the hold among them by its short id.
+    let mut child = control_cli(
+        &gw,
+        VIEWER,
+        &["events", "--since", "0", "--output", "table"],
+        Stdio::piped(),
+    );
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let wanted = format!("{} held (waiting)", &second[second.len() - 8..]);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains(&wanted);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line {wanted:?} in:\n{}", seen.join("\n")));
+    assert_eq!(
+        seen[0].split_whitespace().collect::<Vec<_>>(),
+        ["seq", "time", "kind", "summary"]
+    );
+    assert!(seen[1].trim_start().starts_with("1  "), "{}", seen[1]);
+    let decision = format!(
+        "decision         {} hold token:ci-bot py/write_page",
+        &second[second.len() - 8..]
+    );
+    assert!(
+        seen.iter().any(|l| l.contains(&decision)),
+        "no {decision:?} in:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        !seen.iter().any(|l| l.starts_with('{')),
+        "every event of this version reads as a row:\n{}",
+        seen.join("\n")
+    );
 }
