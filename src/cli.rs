@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::api::HoldView;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "toolgate",
@@ -126,6 +128,8 @@ pub enum Command {
     Approve {
         #[command(flatten)]
         control: ControlArgs,
+        /// The call id, its short id as the console shows it (the end), or any part of its
+        /// start that no other pending hold shares.
         call_id: String,
         /// Why, for the audit log.
         #[arg(long)]
@@ -135,6 +139,8 @@ pub enum Command {
     Deny {
         #[command(flatten)]
         control: ControlArgs,
+        /// The call id, its short id as the console shows it (the end), or any part of its
+        /// start that no other pending hold shares.
         call_id: String,
         /// Why, for the audit log and the agent.
         #[arg(long)]
@@ -211,5 +217,136 @@ impl OutputFormat {
         } else {
             OutputFormat::Json
         })
+    }
+}
+
+/// What the CALL_ID of `approve` or `deny` names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallIdArg {
+    /// A whole call id, lowercased: it goes to the API as it is, pending or not.
+    Full(String),
+    /// Part of one, lowercased: the console's short id (the end of a call id) or a start.
+    Part(String),
+}
+
+impl CallIdArg {
+    pub fn parse(arg: &str) -> Result<Self, String> {
+        if let Ok(id) = uuid::Uuid::try_parse(arg)
+            && arg.len() == uuid::fmt::Hyphenated::LENGTH
+        {
+            return Ok(CallIdArg::Full(id.hyphenated().to_string()));
+        }
+        if arg.is_empty() || !arg.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(format!(
+                "{arg:?} is not a call id or part of one (hex digits and dashes)"
+            ));
+        }
+        Ok(CallIdArg::Part(arg.to_ascii_lowercase()))
+    }
+}
+
+/// The one pending hold whose call id starts or ends with `part`, or why there is none:
+/// nothing matches, or several do (listed, so the operator can give more of the id).
+/// Call ids are UUIDv7, whose start is a timestamp: calls held in the same minute share
+/// their first eight characters, so a start is often ambiguous where the end is not.
+pub fn pick_hold<'a>(part: &str, holds: &'a [HoldView]) -> Result<&'a HoldView, String> {
+    let matches: Vec<&HoldView> = holds
+        .iter()
+        .filter(|h| {
+            let id = h.call_id.to_ascii_lowercase();
+            id.starts_with(part) || id.ends_with(part)
+        })
+        .collect();
+    match matches[..] {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "no pending hold matches {part:?} (`toolgate holds` lists them; a resolved hold needs its full call id)"
+        )),
+        ref many => {
+            let mut message = format!(
+                "{part:?} matches {} pending holds; nothing was resolved. Give more of the call id:",
+                many.len()
+            );
+            for line in crate::cli_output::hold_list(many) {
+                message.push_str("\n  ");
+                message.push_str(&line);
+            }
+            Err(message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(call_id: &str, identity: &str, tool: &str) -> HoldView {
+        serde_json::from_value(serde_json::json!({
+            "call_id": call_id, "phase": "waiting", "expires_at": "2026-01-01T00:10:00.000Z",
+            "call": {"call_id": call_id, "upstream": "py", "tool": tool, "risk": "write",
+                "identity": {"kind": "api_token", "name": identity, "groups": []},
+                "target": {"kind": "page", "id": "P-1"}, "workflow": null, "outcome": "hold",
+                "policy_ids": [], "reason": "", "decision_us": 1, "args": {}}
+        }))
+        .unwrap()
+    }
+
+    const A: &str = "019b0d2e-6a41-7c3e-9f00-0123456789ab";
+    const B: &str = "019b0d2e-6a42-7d11-8e00-fedcba987654";
+
+    #[test]
+    fn a_whole_call_id_goes_through_and_anything_else_of_hex_and_dashes_is_a_part() {
+        assert_eq!(CallIdArg::parse(A), Ok(CallIdArg::Full(A.into())));
+        assert_eq!(
+            CallIdArg::parse(&A.to_uppercase()),
+            Ok(CallIdArg::Full(A.into()))
+        );
+        assert_eq!(
+            CallIdArg::parse("456789AB"),
+            Ok(CallIdArg::Part("456789ab".into()))
+        );
+        // The 32-digit form is a UUID too, but not a call id as the API spells it.
+        assert_eq!(
+            CallIdArg::parse(&A.replace('-', "")),
+            Ok(CallIdArg::Part(A.replace('-', "")))
+        );
+        for bad in ["", "hold-xyz", "0190 1234", "../x"] {
+            let err = CallIdArg::parse(bad).unwrap_err();
+            assert!(err.contains("is not a call id or part of one"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_short_id_or_a_unique_start_picks_one_hold() {
+        let holds = [
+            hold(A, "ci-bot", "write_page"),
+            hold(B, "ops", "delete_page"),
+        ];
+        assert_eq!(pick_hold("456789ab", &holds).unwrap().call_id, A);
+        assert_eq!(pick_hold("ba987654", &holds).unwrap().call_id, B);
+        assert_eq!(pick_hold("019b0d2e-6a42", &holds).unwrap().call_id, B);
+        assert_eq!(pick_hold(A, &holds).unwrap().call_id, A);
+    }
+
+    #[test]
+    fn an_ambiguous_part_lists_every_match_and_a_missing_one_says_so() {
+        let holds = [
+            hold(A, "ci-bot", "write_page"),
+            hold(B, "ops", "delete_page"),
+        ];
+        let err = pick_hold("019b0d2e", &holds).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "\"019b0d2e\" matches 2 pending holds; nothing was resolved. Give more of the call id:\n  \
+                 {A}  token:ci-bot  py/write_page   page:P-1\n  \
+                 {B}  token:ops     py/delete_page  page:P-1"
+            )
+        );
+        let err = pick_hold("deadbeef", &holds).unwrap_err();
+        assert!(
+            err.starts_with("no pending hold matches \"deadbeef\""),
+            "{err}"
+        );
     }
 }

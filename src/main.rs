@@ -3,7 +3,9 @@ use std::io::{IsTerminal, Write};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use toolgate::cli::{Cli, Command, ControlArgs, OutputFormat, PolicyCommand, TokenCommand};
+use toolgate::cli::{
+    CallIdArg, Cli, Command, ControlArgs, OutputFormat, PolicyCommand, TokenCommand, pick_hold,
+};
 use toolgate::cli_output;
 use toolgate::client::{ClientError, ControlClient};
 use toolgate::config::Config;
@@ -269,7 +271,8 @@ async fn events(
     }
 }
 
-/// Approves or denies a hold; a race lost to someone else says who won and how.
+/// Approves or denies a hold named by its call id, or by part of it as `pick_hold` finds
+/// it among the pending holds; a race lost to someone else says who won and how.
 fn resolve(
     control: &ControlArgs,
     call_id: &str,
@@ -278,9 +281,26 @@ fn resolve(
 ) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = ControlClient::new(&control.gateway, &control.token)?;
-        match client.resolve(call_id, approve, reason).await {
+        let call_id = match CallIdArg::parse(call_id).map_err(anyhow::Error::msg)? {
+            CallIdArg::Full(id) => id,
+            CallIdArg::Part(part) => {
+                let holds = client.holds().await?;
+                let hold = pick_hold(&part, &holds).map_err(anyhow::Error::msg)?;
+                eprintln!(
+                    "toolgate: {} {} ({}, {}/{})",
+                    if approve { "approving" } else { "denying" },
+                    hold.call_id,
+                    cli_output::identity_label(&hold.call.identity),
+                    cli_output::printable(&hold.call.upstream),
+                    cli_output::printable(&hold.call.tool),
+                );
+                hold.call_id.clone()
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        match client.resolve(&call_id, approve, reason).await {
             Ok(hold) => {
-                println!("{}", serde_json::to_string(&hold)?);
+                print_line(&mut out, &serde_json::to_string(&hold)?)?;
                 Ok(())
             }
             Err(ClientError::Api {
@@ -289,7 +309,7 @@ fn resolve(
                 hold: Some(hold),
                 ..
             }) if code == "already_resolved" => {
-                println!("{}", serde_json::to_string(&hold)?);
+                print_line(&mut out, &serde_json::to_string(&hold)?)?;
                 anyhow::bail!("{call_id}: {message}")
             }
             Err(e) => Err(e.into()),

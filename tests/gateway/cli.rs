@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::control::{VIEWER, setup, start_hold};
+use crate::control::{APPROVER, VIEWER, pending_holds, setup, start_hold};
 use crate::support::*;
 
 fn toolgate(args: &[&str]) -> std::process::Output {
@@ -325,6 +325,14 @@ async fn into_a_closed_pipe(gw: &GatewayProc, args: &[&str]) -> (std::process::E
     (out.status, String::from_utf8(out.stderr).unwrap())
 }
 
+async fn pending_ids(gw: &GatewayProc) -> Vec<String> {
+    pending_holds(gw)
+        .await
+        .iter()
+        .map(|h| h["call_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn holds_and_events_end_quietly_with_status_0_when_their_reader_goes_away() {
     let (_upstream, gw) = setup().await;
@@ -445,4 +453,85 @@ async fn holds_and_events_print_json_lines_into_a_pipe_and_a_table_when_asked() 
         "every event of this version reads as a row:\n{}",
         seen.join("\n")
     );
+}
+
+fn common_prefix<'a>(ids: &[&'a str]) -> &'a str {
+    let first = ids[0];
+    let n = (0..first.len())
+        .take_while(|&i| {
+            ids.iter()
+                .all(|id| id.as_bytes().get(i) == first.as_bytes().get(i))
+        })
+        .count();
+    &first[..n]
+}
+
+#[tokio::test]
+async fn approve_and_deny_take_the_short_id_or_a_unique_start_and_refuse_an_ambiguous_part() {
+    let (_upstream, gw) = setup().await;
+    let (a, _ca) = start_hold(&gw, "part-a").await;
+    let (b, _cb) = start_hold(&gw, "part-b").await;
+    let (c, _cc) = start_hold(&gw, "part-c").await;
+
+    // UUIDv7: calls held within a minute share their start.
+    let shared = common_prefix(&[&a, &b, &c]);
+    assert!(shared.len() >= 4, "{a} {b} {c}");
+    let (status, stdout, stderr) = run_control_cli(&gw, APPROVER, &["approve", shared]).await;
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains(&format!(
+            "\"{shared}\" matches 3 pending holds; nothing was resolved"
+        )),
+        "{stderr}"
+    );
+    for id in [&a, &b, &c] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with(id.as_str())
+                    && l.contains("token:ci-bot  py/write_page")),
+            "{id} is not listed:\n{stderr}"
+        );
+    }
+    assert_eq!(pending_ids(&gw).await, [a.clone(), b.clone(), c.clone()]);
+
+    // The console's short id: the last 8 characters.
+    let short = &a[a.len() - 8..];
+    let (status, stdout, stderr) =
+        run_control_cli(&gw, APPROVER, &["approve", short, "--reason", "CHG-7"]).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("toolgate: approving {a} (token:ci-bot, py/write_page)\n")
+    );
+    let hold: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(
+        (
+            hold["call_id"].as_str(),
+            hold["resolution"].as_str(),
+            hold["reason"].as_str()
+        ),
+        (Some(a.as_str()), Some("approved"), Some("CHG-7"))
+    );
+
+    // A start that only b has, now that a is no longer pending.
+    let unique = &b[..common_prefix(&[&b, &c]).len() + 1];
+    let (status, stdout, stderr) = run_control_cli(&gw, APPROVER, &["deny", unique]).await;
+    assert!(status.success(), "{stderr}");
+    let hold: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(
+        (hold["call_id"].as_str(), hold["resolution"].as_str()),
+        (Some(b.as_str()), Some("denied"))
+    );
+    assert_eq!(pending_ids(&gw).await, std::slice::from_ref(&c));
+
+    // A resolved hold is no longer pending: its short id names nothing.
+    let (status, stdout, stderr) = run_control_cli(&gw, APPROVER, &["deny", short]).await;
+    assert_eq!((status.code(), stdout.as_str()), (Some(1), ""));
+    assert!(
+        stderr.contains(&format!("no pending hold matches \"{short}\"")),
+        "{stderr}"
+    );
+    assert_eq!(pending_ids(&gw).await, [c]);
 }
