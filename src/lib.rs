@@ -9,6 +9,7 @@ pub mod console;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod private_file;
 pub mod time;
 pub mod token;
 
