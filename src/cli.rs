@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::api::HoldView;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "toolgate",
@@ -99,23 +101,35 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         color: crate::console::ColorChoice,
     },
-    /// Print the gateway's events as JSON lines (replayed from --since, then live).
+    /// Print the gateway's events (replayed from --since, then live): a table on a
+    /// terminal, JSON lines otherwise.
     Events {
         #[command(flatten)]
         control: ControlArgs,
         /// Replay every stored event after this seq first (0 replays everything).
         #[arg(long)]
         since: Option<u64>,
+        /// json: one event a line, as the API sends it; table: a line an event, for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
     },
-    /// List the held calls waiting for a decision.
+    /// List the held calls waiting for a decision: a table on a terminal, JSON lines
+    /// otherwise.
     Holds {
         #[command(flatten)]
         control: ControlArgs,
+        /// json: one hold a line, as a JSON object; table: a line a hold, for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
     },
     /// Approve a held call; it runs once.
     Approve {
         #[command(flatten)]
         control: ControlArgs,
+        /// The call id, its short id as the console shows it (the end), or any part of its
+        /// start that no other pending hold shares.
         call_id: String,
         /// Why, for the audit log.
         #[arg(long)]
@@ -125,6 +139,8 @@ pub enum Command {
     Deny {
         #[command(flatten)]
         control: ControlArgs,
+        /// The call id, its short id as the console shows it (the end), or any part of its
+        /// start that no other pending hold shares.
         call_id: String,
         /// Why, for the audit log and the agent.
         #[arg(long)]
@@ -181,4 +197,156 @@ pub struct ControlArgs {
     /// An operator token.
     #[arg(long, env = "TOOLGATE_TOKEN", hide_env_values = true)]
     pub token: String,
+}
+
+/// How `holds` and `events` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object a line, for programs.
+    Json,
+    /// A header, then a line a row, for a person.
+    Table,
+}
+
+impl OutputFormat {
+    /// The format asked for, or else a table on a terminal and JSON lines for a pipe or a
+    /// file, which is where a program reads.
+    pub fn or_default(chosen: Option<Self>, terminal: bool) -> Self {
+        chosen.unwrap_or(if terminal {
+            OutputFormat::Table
+        } else {
+            OutputFormat::Json
+        })
+    }
+}
+
+/// What the CALL_ID of `approve` or `deny` names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallIdArg {
+    /// A whole call id, lowercased: it goes to the API as it is, pending or not.
+    Full(String),
+    /// Part of one, lowercased: the console's short id (the end of a call id) or a start.
+    Part(String),
+}
+
+impl CallIdArg {
+    pub fn parse(arg: &str) -> Result<Self, String> {
+        if let Ok(id) = uuid::Uuid::try_parse(arg)
+            && arg.len() == uuid::fmt::Hyphenated::LENGTH
+        {
+            return Ok(CallIdArg::Full(id.hyphenated().to_string()));
+        }
+        if arg.is_empty() || !arg.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(format!(
+                "{arg:?} is not a call id or part of one (hex digits and dashes)"
+            ));
+        }
+        Ok(CallIdArg::Part(arg.to_ascii_lowercase()))
+    }
+}
+
+/// The one pending hold whose call id starts or ends with `part`, or why there is none:
+/// nothing matches, or several do (listed, so the operator can give more of the id).
+/// Call ids are UUIDv7, whose start is a timestamp: calls held in the same minute share
+/// their first eight characters, so a start is often ambiguous where the end is not.
+pub fn pick_hold<'a>(part: &str, holds: &'a [HoldView]) -> Result<&'a HoldView, String> {
+    let matches: Vec<&HoldView> = holds
+        .iter()
+        .filter(|h| {
+            let id = h.call_id.to_ascii_lowercase();
+            id.starts_with(part) || id.ends_with(part)
+        })
+        .collect();
+    match matches[..] {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "no pending hold matches {part:?} (`toolgate holds` lists them; a resolved hold needs its full call id)"
+        )),
+        ref many => {
+            let mut message = format!(
+                "{part:?} matches {} pending holds; nothing was resolved. Give more of the call id:",
+                many.len()
+            );
+            for line in crate::cli_output::hold_list(many) {
+                message.push_str("\n  ");
+                message.push_str(&line);
+            }
+            Err(message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(call_id: &str, identity: &str, tool: &str) -> HoldView {
+        serde_json::from_value(serde_json::json!({
+            "call_id": call_id, "phase": "waiting", "expires_at": "2026-01-01T00:10:00.000Z",
+            "call": {"call_id": call_id, "upstream": "py", "tool": tool, "risk": "write",
+                "identity": {"kind": "api_token", "name": identity, "groups": []},
+                "target": {"kind": "page", "id": "P-1"}, "workflow": null, "outcome": "hold",
+                "policy_ids": [], "reason": "", "decision_us": 1, "args": {}}
+        }))
+        .unwrap()
+    }
+
+    const A: &str = "019b0d2e-6a41-7c3e-9f00-0123456789ab";
+    const B: &str = "019b0d2e-6a42-7d11-8e00-fedcba987654";
+
+    #[test]
+    fn a_whole_call_id_goes_through_and_anything_else_of_hex_and_dashes_is_a_part() {
+        assert_eq!(CallIdArg::parse(A), Ok(CallIdArg::Full(A.into())));
+        assert_eq!(
+            CallIdArg::parse(&A.to_uppercase()),
+            Ok(CallIdArg::Full(A.into()))
+        );
+        assert_eq!(
+            CallIdArg::parse("456789AB"),
+            Ok(CallIdArg::Part("456789ab".into()))
+        );
+        // The 32-digit form is a UUID too, but not a call id as the API spells it.
+        assert_eq!(
+            CallIdArg::parse(&A.replace('-', "")),
+            Ok(CallIdArg::Part(A.replace('-', "")))
+        );
+        for bad in ["", "hold-xyz", "0190 1234", "../x"] {
+            let err = CallIdArg::parse(bad).unwrap_err();
+            assert!(err.contains("is not a call id or part of one"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_short_id_or_a_unique_start_picks_one_hold() {
+        let holds = [
+            hold(A, "ci-bot", "write_page"),
+            hold(B, "ops", "delete_page"),
+        ];
+        assert_eq!(pick_hold("456789ab", &holds).unwrap().call_id, A);
+        assert_eq!(pick_hold("ba987654", &holds).unwrap().call_id, B);
+        assert_eq!(pick_hold("019b0d2e-6a42", &holds).unwrap().call_id, B);
+        assert_eq!(pick_hold(A, &holds).unwrap().call_id, A);
+    }
+
+    #[test]
+    fn an_ambiguous_part_lists_every_match_and_a_missing_one_says_so() {
+        let holds = [
+            hold(A, "ci-bot", "write_page"),
+            hold(B, "ops", "delete_page"),
+        ];
+        let err = pick_hold("019b0d2e", &holds).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "\"019b0d2e\" matches 2 pending holds; nothing was resolved. Give more of the call id:\n  \
+                 {A}  token:ci-bot  py/write_page   page:P-1\n  \
+                 {B}  token:ops     py/delete_page  page:P-1"
+            )
+        );
+        let err = pick_hold("deadbeef", &holds).unwrap_err();
+        assert!(
+            err.starts_with("no pending hold matches \"deadbeef\""),
+            "{err}"
+        );
+    }
 }

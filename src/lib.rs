@@ -2,12 +2,14 @@
 
 pub mod api;
 pub mod cli;
+pub mod cli_output;
 pub mod client;
 pub mod config;
 pub mod console;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod private_file;
 pub mod time;
 pub mod token;
 

@@ -1,11 +1,12 @@
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use std::io::Write as _;
-
-use toolgate::cli::{Cli, Command, ControlArgs, PolicyCommand, TokenCommand};
+use toolgate::cli::{
+    CallIdArg, Cli, Command, ControlArgs, OutputFormat, PolicyCommand, TokenCommand, pick_hold,
+};
+use toolgate::cli_output;
 use toolgate::client::{ClientError, ControlClient};
 use toolgate::config::Config;
 
@@ -108,24 +109,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             },
         })),
-        Command::Events { control, since } => runtime()?.block_on(async {
-            let client = ControlClient::new(&control.gateway, &control.token)?;
-            let mut out = std::io::stdout().lock();
-            client
-                .events(since, |json| {
-                    let _ = writeln!(out, "{json}");
-                    let _ = out.flush();
-                })
-                .await?;
-            Ok(())
-        }),
-        Command::Holds { control } => runtime()?.block_on(async {
-            let client = ControlClient::new(&control.gateway, &control.token)?;
-            for hold in client.holds().await? {
-                println!("{}", serde_json::to_string(&hold)?);
-            }
-            Ok(())
-        }),
+        Command::Events {
+            control,
+            since,
+            output,
+        } => runtime()?.block_on(events(&control, since, output)),
+        Command::Holds { control, output } => runtime()?.block_on(holds(&control, output)),
         Command::Approve {
             control,
             call_id,
@@ -184,7 +173,106 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Approves or denies a hold; a race lost to someone else says who won and how.
+/// Writes one line to stdout. `Ok(false)` when the reader has gone (`| head -1` has its
+/// line): that ends the output quietly, as it is no error. Rust ignores SIGPIPE, so a
+/// closed pipe shows up here as EPIPE.
+fn print_line(out: &mut impl Write, line: &str) -> anyhow::Result<bool> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
+    }
+}
+
+/// Resolves once stdout's reader has gone (a pipe closed, as `head -1` does after its
+/// line, or a terminal hung up), so a quiet stream ends then rather than at its next
+/// event, as GNU `tail -f` does. Never resolves for a file, which has no reader to lose.
+async fn reader_gone() {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        // A copy of stdout's descriptor that is only watched, never written, so stdout
+        // stays blocking. The poller refuses a regular file: nothing to watch then.
+        if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned()
+            && let Ok(watch) = tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(fd)
+            && watch.ready(tokio::io::Interest::ERROR).await.is_ok()
+        {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::Result<()> {
+    let client = ControlClient::new(&control.gateway, &control.token)?;
+    let holds = client.holds().await?;
+    let stdout = std::io::stdout();
+    let lines = match OutputFormat::or_default(output, stdout.is_terminal()) {
+        OutputFormat::Json => holds
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?,
+        OutputFormat::Table if holds.is_empty() => vec!["no held calls are waiting".to_owned()],
+        OutputFormat::Table => cli_output::holds_table(&holds, chrono::Utc::now()),
+    };
+    let mut out = stdout.lock();
+    for line in &lines {
+        if !print_line(&mut out, line)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the event stream until it ends, or until stdout's reader goes away.
+async fn events(
+    control: &ControlArgs,
+    since: Option<u64>,
+    output: Option<OutputFormat>,
+) -> anyhow::Result<()> {
+    let client = ControlClient::new(&control.gateway, &control.token)?;
+    let stdout = std::io::stdout();
+    let mut table = (OutputFormat::or_default(output, stdout.is_terminal()) == OutputFormat::Table)
+        .then(|| cli_output::EventTable::new(since.is_some()));
+    let mut out = stdout.lock();
+    if let Some(header) = table.as_mut().and_then(|t| t.header_now())
+        && !print_line(&mut out, &header)?
+    {
+        return Ok(());
+    }
+    // The first failed write stops the stream: quietly for a reader that left, as an
+    // error otherwise.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let mut stop_tx = Some(stop_tx);
+    let stream = client.events(since, |json| {
+        if stop_tx.is_none() {
+            return;
+        }
+        let lines = match table.as_mut() {
+            Some(table) => table.lines(json, chrono::Utc::now()),
+            None => vec![json.to_owned()],
+        };
+        for line in &lines {
+            let stop = match print_line(&mut out, line) {
+                Ok(true) => continue,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(stop);
+            }
+            return;
+        }
+    });
+    tokio::select! {
+        streamed = stream => Ok(streamed?),
+        stopped = stop_rx => stopped.unwrap_or(Ok(())),
+        () = reader_gone() => Ok(()),
+    }
+}
+
+/// Approves or denies a hold named by its call id, or by part of it as `pick_hold` finds
+/// it among the pending holds; a race lost to someone else says who won and how.
 fn resolve(
     control: &ControlArgs,
     call_id: &str,
@@ -193,9 +281,26 @@ fn resolve(
 ) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = ControlClient::new(&control.gateway, &control.token)?;
-        match client.resolve(call_id, approve, reason).await {
+        let call_id = match CallIdArg::parse(call_id).map_err(anyhow::Error::msg)? {
+            CallIdArg::Full(id) => id,
+            CallIdArg::Part(part) => {
+                let holds = client.holds().await?;
+                let hold = pick_hold(&part, &holds).map_err(anyhow::Error::msg)?;
+                eprintln!(
+                    "toolgate: {} {} ({}, {}/{})",
+                    if approve { "approving" } else { "denying" },
+                    hold.call_id,
+                    cli_output::identity_label(&hold.call.identity),
+                    cli_output::printable(&hold.call.upstream),
+                    cli_output::printable(&hold.call.tool),
+                );
+                hold.call_id.clone()
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        match client.resolve(&call_id, approve, reason).await {
             Ok(hold) => {
-                println!("{}", serde_json::to_string(&hold)?);
+                print_line(&mut out, &serde_json::to_string(&hold)?)?;
                 Ok(())
             }
             Err(ClientError::Api {
@@ -204,7 +309,7 @@ fn resolve(
                 hold: Some(hold),
                 ..
             }) if code == "already_resolved" => {
-                println!("{}", serde_json::to_string(&hold)?);
+                print_line(&mut out, &serde_json::to_string(&hold)?)?;
                 anyhow::bail!("{call_id}: {message}")
             }
             Err(e) => Err(e.into()),

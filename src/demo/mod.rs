@@ -1,8 +1,11 @@
 //! `toolgate demo`: the gateway, an Atlassian-style upstream and simulated agents in one
 //! process, offline, with the console attached.
 //!
-//! Everything the demo makes up (tokens, the OAuth signing key, the config) is fresh for
-//! each run and written to its data dir, so a newcomer can read how it was set up.
+//! Everything the demo makes up (tokens, the OAuth signing key, the config) is written to
+//! its data dir, so a newcomer can read how it was set up. The tokens and the key are made
+//! on the first run in a data dir and kept there (`demo-secrets.json`, mode 600), so a
+//! demo restarted with the same `--data-dir` takes the same operator token and a console
+//! reconnects to it; without `--data-dir` the dir is temporary and they are new each run.
 
 pub mod agents;
 pub mod upstream;
@@ -39,6 +42,9 @@ pub struct DemoOptions {
     pub console: crate::console::Options,
 }
 
+/// The file in the data dir that keeps the demo's tokens and OAuth key between runs.
+pub const SECRETS_FILE: &str = "demo-secrets.json";
+
 /// The secrets of one demo run.
 struct Secrets {
     operator: String,
@@ -49,10 +55,87 @@ struct Secrets {
     jwks: String,
 }
 
-impl Secrets {
-    fn fresh() -> anyhow::Result<Secrets> {
+/// What `SECRETS_FILE` keeps: the tokens, and the seed of the Ed25519 key that signs the
+/// OAuth user's JWT (the JWT itself is minted anew each run, so it never expires for a
+/// demo that is restarted).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeptSecrets {
+    operator: String,
+    ci_bot: String,
+    support: String,
+    /// 64 hexadecimal digits.
+    oauth_seed: String,
+}
+
+impl KeptSecrets {
+    fn fresh() -> anyhow::Result<Self> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+        Ok(Self {
+            operator: crate::token::new_token(),
+            ci_bot: crate::token::new_token(),
+            support: crate::token::new_token(),
+            oauth_seed: hex::encode(seed),
+        })
+    }
+
+    /// The secrets kept in `dir`, made and written there first if it has none. A file
+    /// that others can read, or that is not as this function wrote it, is refused; its
+    /// content is never quoted, since it is secret.
+    fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(SECRETS_FILE);
+        if !path.exists() {
+            let kept = Self::fresh()?;
+            let text = serde_json::to_string_pretty(&kept)? + "\n";
+            match crate::private_file::write_new(&path, text.as_bytes()) {
+                Ok(()) => return Ok(kept),
+                // Another demo in this dir made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(anyhow::anyhow!("cannot write {}: {e}", path.display()));
+                }
+            }
+        }
+        let shown = path.display();
+        match crate::private_file::exposed_mode(&path) {
+            Ok(None) => {}
+            Ok(Some(mode)) => anyhow::bail!(
+                "the demo's secrets {shown} can be read by other users (mode {mode:o}); run `chmod 600 {shown}`"
+            ),
+            Err(e) => anyhow::bail!("cannot read {shown}: {e}"),
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?;
+        let not_ours = |at: String| {
+            anyhow::anyhow!(
+                "{shown}{at} is not as `toolgate demo` writes it; remove it to start with new tokens"
+            )
+        };
+        let kept: Self = serde_json::from_str(&text)
+            .map_err(|e| not_ours(format!(":{}:{}", e.line(), e.column())))?;
+        let seed_ok = kept.seed().is_some();
+        let tokens_ok = [&kept.operator, &kept.ci_bot, &kept.support]
+            .iter()
+            .all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic()));
+        if !(seed_ok && tokens_ok) {
+            return Err(not_ours(String::new()));
+        }
+        Ok(kept)
+    }
+
+    fn seed(&self) -> Option<[u8; 32]> {
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(&self.oauth_seed, &mut seed).ok()?;
+        Some(seed)
+    }
+}
+
+impl Secrets {
+    fn from_kept(kept: KeptSecrets) -> anyhow::Result<Secrets> {
+        let seed = kept
+            .seed()
+            .ok_or_else(|| anyhow::anyhow!("the demo's OAuth seed is not 64 hexadecimal digits"))?;
         let public = ed25519_dalek::SigningKey::from_bytes(&seed)
             .verifying_key()
             .to_bytes();
@@ -71,9 +154,9 @@ impl Secrets {
             "groups": ["eng", "oncall"], "iat": now, "exp": now + 12 * 3600});
         let user_jwt = jsonwebtoken::encode(&header, &claims, &key)?;
         Ok(Secrets {
-            operator: crate::token::new_token(),
-            ci_bot: crate::token::new_token(),
-            support: crate::token::new_token(),
+            operator: kept.operator,
+            ci_bot: kept.ci_bot,
+            support: kept.support,
             user_jwt,
             jwks,
         })
@@ -86,7 +169,8 @@ fn gateway_config(secrets: &Secrets, port: u16, control_port: u16, upstream: Soc
     let now = chrono::Utc::now();
     let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     format!(
-        r#"# Written by `toolgate demo` for this run; its tokens are new every time.
+        r#"# Written by `toolgate demo` at each start. Its tokens and OAuth key are made on the
+# first run in this data dir and kept in demo-secrets.json (mode 600) beside it.
 [gateway]
 listen = "127.0.0.1:{port}"
 control_listen = "127.0.0.1:{control_port}"
@@ -178,7 +262,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    let secrets = Secrets::fresh()?;
+    let secrets = Secrets::from_kept(KeptSecrets::load_or_create(&data_dir)?)?;
     std::fs::write(data_dir.join("jwks.json"), &secrets.jwks)?;
 
     // The upstream first, so the gateway's first tools/list finds it.
@@ -310,4 +394,92 @@ fn print_headless(
         config = config_path.display(),
     );
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secrets_are_made_once_private_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = KeptSecrets::load_or_create(dir.path()).unwrap();
+        let again = KeptSecrets::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            (
+                &first.operator,
+                &first.ci_bot,
+                &first.support,
+                &first.oauth_seed
+            ),
+            (
+                &again.operator,
+                &again.ci_bot,
+                &again.support,
+                &again.oauth_seed
+            )
+        );
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            KeptSecrets::load_or_create(other.path()).unwrap().operator,
+            first.operator
+        );
+        let path = dir.path().join(SECRETS_FILE);
+        assert_eq!(crate::private_file::exposed_mode(&path).unwrap(), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // The same key verifies this run's JWT and the last one's.
+        let (a, b) = (
+            Secrets::from_kept(first).unwrap(),
+            Secrets::from_kept(again).unwrap(),
+        );
+        assert_eq!(a.jwks, b.jwks);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_readable_or_altered_secrets_file_is_refused_without_quoting_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let kept = KeptSecrets::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(SECRETS_FILE);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = KeptSecrets::load_or_create(dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the demo's secrets {0} can be read by other users (mode 640); run `chmod 600 {0}`",
+                path.display()
+            )
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        for altered in [
+            text.replace(&kept.oauth_seed, &kept.oauth_seed[..60]),
+            text.replace("\"support\"", "\"supp0rt\""),
+            text.replace(&kept.operator, ""),
+        ] {
+            std::fs::write(&path, &altered).unwrap();
+            let err = KeptSecrets::load_or_create(dir.path())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("is not as `toolgate demo` writes it"), "{err}");
+            for secret in [&kept.operator, &kept.ci_bot, &kept.support] {
+                assert!(!err.contains(secret.as_str()), "{err}");
+            }
+            assert!(!err.contains(&kept.oauth_seed[..60]), "{err}");
+        }
+    }
 }

@@ -6,7 +6,6 @@
 //! who reads the database but not this file cannot test guesses of a redacted value
 //! against a stored call hash, because the hash is an HMAC under a key they lack.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -77,16 +76,8 @@ impl DeploymentKey {
 
     /// Writes a new key to a file that must not exist yet, readable by its owner only.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
-        let write = || -> std::io::Result<()> {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path)?;
-            writeln!(file, "{}", hex::encode(self.0))?;
-            file.sync_all()
-        };
-        write().map_err(|source| KeyError::Write {
+        let text = format!("{}\n", hex::encode(self.0));
+        crate::private_file::write_new(path, text.as_bytes()).map_err(|source| KeyError::Write {
             path: path.to_owned(),
             source,
         })
@@ -132,29 +123,18 @@ impl DeploymentKey {
     }
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| KeyError::Read {
-            path: path.to_owned(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Exposed {
+    match crate::private_file::exposed_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(KeyError::Exposed {
             path: path.to_owned(),
             mode,
-        });
+        }),
+        Err(source) => Err(KeyError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_: &Path) -> Result<(), KeyError> {
-    Ok(())
 }
 
 /// HMAC-SHA-256 for identical-call hashes.

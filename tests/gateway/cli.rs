@@ -1,7 +1,12 @@
 //! The command line, as an operator meets it.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::control::{APPROVER, VIEWER, pending_holds, setup, start_hold};
 use crate::support::*;
 
 fn toolgate(args: &[&str]) -> std::process::Output {
@@ -242,4 +247,291 @@ fn key_conflicts_are_reported_when_the_console_starts() {
         "{err}"
     );
     assert!(err.contains("needs a terminal"), "{err}");
+}
+
+/// `toolgate ARGS` against `gw`'s control API as `token`, stdout going to `stdout` and
+/// stderr piped. Killed when dropped, also when the test fails.
+fn control_cli(
+    gw: &GatewayProc,
+    token: &str,
+    args: &[&str],
+    stdout: impl Into<Stdio>,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(args)
+        .env("TOOLGATE_GATEWAY", format!("http://{}", gw.control))
+        .env("TOOLGATE_TOKEN", token)
+        // The event stream's "connected" line is information, not output under test.
+        .env("TOOLGATE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("toolgate runs")
+}
+
+/// Runs `toolgate ARGS` to its end (within 30 s): its status, stdout and stderr.
+async fn run_control_cli(
+    gw: &GatewayProc,
+    token: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        control_cli(gw, token, args, Stdio::piped()).wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("toolgate {args:?} did not finish within 30 s"))
+    .unwrap();
+    (
+        out.status,
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Reads the first line of `toolgate ARGS`, then closes the pipe as `head -1` does. The
+/// line, and how the process ended, which it must within 10 s.
+async fn first_line_then_hang_up(
+    gw: &GatewayProc,
+    args: &[&str],
+) -> (String, std::process::ExitStatus, String) {
+    let mut child = control_cli(gw, VIEWER, args, Stdio::piped());
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| panic!("toolgate {args:?} printed no line within 30 s"))
+        .unwrap();
+    drop(reader);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("toolgate {args:?} kept running after its reader left"))
+        .unwrap();
+    (line, out.status, String::from_utf8(out.stderr).unwrap())
+}
+
+/// Runs `toolgate ARGS` into a pipe whose reader is gone before the first write, so
+/// that write fails for certain. How it ended (within 10 s), and its stderr.
+async fn into_a_closed_pipe(gw: &GatewayProc, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = control_cli(gw, VIEWER, args, writer);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("toolgate {args:?} kept running into a closed pipe"))
+        .unwrap();
+    (out.status, String::from_utf8(out.stderr).unwrap())
+}
+
+async fn pending_ids(gw: &GatewayProc) -> Vec<String> {
+    pending_holds(gw)
+        .await
+        .iter()
+        .map(|h| h["call_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn holds_and_events_end_quietly_with_status_0_when_their_reader_goes_away() {
+    let (_upstream, gw) = setup().await;
+    let (first, _c1) = start_hold(&gw, "pipe-1").await;
+    let (second, _c2) = start_hold(&gw, "pipe-2").await;
+
+    let (line, status, stderr) = first_line_then_hang_up(&gw, &["holds"]).await;
+    let hold: Value = serde_json::from_str(&line).expect("a JSON hold");
+    assert!(
+        [&first, &second].contains(&&hold["call_id"].as_str().unwrap().to_owned()),
+        "{line}"
+    );
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+
+    // Replayed, then live: the stream would go on, and must not once nobody reads it.
+    let (line, status, stderr) = first_line_then_hang_up(&gw, &["events", "--since", "0"]).await;
+    let event: Value = serde_json::from_str(&line).expect("a JSON event");
+    assert_eq!(event["seq"], 1, "{line}");
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+
+    for args in [&["holds"][..], &["events", "--since", "0"]] {
+        let (status, stderr) = into_a_closed_pipe(&gw, args).await;
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "toolgate {args:?} into a closed pipe"
+        );
+    }
+}
+
+#[tokio::test]
+async fn holds_and_events_print_json_lines_into_a_pipe_and_a_table_when_asked() {
+    let (_upstream, gw) = setup().await;
+    let (first, _c1) = start_hold(&gw, "table-1").await;
+    let (second, _c2) = start_hold(&gw, "table-2").await;
+
+    let (status, stdout, stderr) = run_control_cli(&gw, VIEWER, &["holds"]).await;
+    assert!(status.success(), "{stderr}");
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let hold: Value = serde_json::from_str(l).expect("one JSON hold a line");
+            hold["call_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids, [first.clone(), second.clone()], "soonest expiry first");
+
+    let (status, stdout, stderr) =
+        run_control_cli(&gw, VIEWER, &["holds", "--output", "table"]).await;
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>().join(" "),
+        "call state left identity upstream/tool risk target"
+    );
+    for (line, (id, page)) in lines[1..]
+        .iter()
+        .zip([(&first, "table-1"), (&second, "table-2")])
+    {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], &id[id.len() - 8..], "{line}");
+        assert_eq!(cells[1], "waiting", "{line}");
+        assert!(cells[2].len() == 5 && cells[2].contains(':'), "{line}");
+        assert_eq!(
+            &cells[3..],
+            [
+                "token:ci-bot",
+                "py/write_page",
+                "write",
+                &format!("page:{page}")
+            ],
+            "{line}"
+        );
+    }
+    // Columns line up: every cell starts where its header does.
+    let at = |line: &str, cell: &str| line.find(cell).unwrap();
+    assert_eq!(at(lines[1], "token:"), at(lines[0], "identity"));
+    assert_eq!(at(lines[2], "page:"), at(lines[0], "target"));
+
+    // The live table: a header, then a line an event, the hold among them by its short id.
+    let mut child = control_cli(
+        &gw,
+        VIEWER,
+        &["events", "--since", "0", "--output", "table"],
+        Stdio::piped(),
+    );
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let wanted = format!("{} held (waiting)", &second[second.len() - 8..]);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains(&wanted);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line {wanted:?} in:\n{}", seen.join("\n")));
+    assert_eq!(
+        seen[0].split_whitespace().collect::<Vec<_>>(),
+        ["seq", "time", "kind", "summary"]
+    );
+    assert!(seen[1].trim_start().starts_with("1  "), "{}", seen[1]);
+    let decision = format!(
+        "decision         {} hold token:ci-bot py/write_page",
+        &second[second.len() - 8..]
+    );
+    assert!(
+        seen.iter().any(|l| l.contains(&decision)),
+        "no {decision:?} in:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        !seen.iter().any(|l| l.starts_with('{')),
+        "every event of this version reads as a row:\n{}",
+        seen.join("\n")
+    );
+}
+
+fn common_prefix<'a>(ids: &[&'a str]) -> &'a str {
+    let first = ids[0];
+    let n = (0..first.len())
+        .take_while(|&i| {
+            ids.iter()
+                .all(|id| id.as_bytes().get(i) == first.as_bytes().get(i))
+        })
+        .count();
+    &first[..n]
+}
+
+#[tokio::test]
+async fn approve_and_deny_take_the_short_id_or_a_unique_start_and_refuse_an_ambiguous_part() {
+    let (_upstream, gw) = setup().await;
+    let (a, _ca) = start_hold(&gw, "part-a").await;
+    let (b, _cb) = start_hold(&gw, "part-b").await;
+    let (c, _cc) = start_hold(&gw, "part-c").await;
+
+    // UUIDv7: calls held within a minute share their start.
+    let shared = common_prefix(&[&a, &b, &c]);
+    assert!(shared.len() >= 4, "{a} {b} {c}");
+    let (status, stdout, stderr) = run_control_cli(&gw, APPROVER, &["approve", shared]).await;
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains(&format!(
+            "\"{shared}\" matches 3 pending holds; nothing was resolved"
+        )),
+        "{stderr}"
+    );
+    for id in [&a, &b, &c] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with(id.as_str())
+                    && l.contains("token:ci-bot  py/write_page")),
+            "{id} is not listed:\n{stderr}"
+        );
+    }
+    assert_eq!(pending_ids(&gw).await, [a.clone(), b.clone(), c.clone()]);
+
+    // The console's short id: the last 8 characters.
+    let short = &a[a.len() - 8..];
+    let (status, stdout, stderr) =
+        run_control_cli(&gw, APPROVER, &["approve", short, "--reason", "CHG-7"]).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("toolgate: approving {a} (token:ci-bot, py/write_page)\n")
+    );
+    let hold: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(
+        (
+            hold["call_id"].as_str(),
+            hold["resolution"].as_str(),
+            hold["reason"].as_str()
+        ),
+        (Some(a.as_str()), Some("approved"), Some("CHG-7"))
+    );
+
+    // A start that only b has, now that a is no longer pending.
+    let unique = &b[..common_prefix(&[&b, &c]).len() + 1];
+    let (status, stdout, stderr) = run_control_cli(&gw, APPROVER, &["deny", unique]).await;
+    assert!(status.success(), "{stderr}");
+    let hold: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(
+        (hold["call_id"].as_str(), hold["resolution"].as_str()),
+        (Some(b.as_str()), Some("denied"))
+    );
+    assert_eq!(pending_ids(&gw).await, std::slice::from_ref(&c));
+
+    // A resolved hold is no longer pending: its short id names nothing.
+    let (status, stdout, stderr) = run_control_cli(&gw, APPROVER, &["deny", short]).await;
+    assert_eq!((status.code(), stdout.as_str()), (Some(1), ""));
+    assert!(
+        stderr.contains(&format!("no pending hold matches \"{short}\"")),
+        "{stderr}"
+    );
+    assert_eq!(pending_ids(&gw).await, [c]);
 }

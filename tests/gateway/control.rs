@@ -72,23 +72,28 @@ pub fn code(body: &Value) -> &str {
 pub async fn start_hold(gw: &GatewayProc, page: &str) -> (String, tokio::task::JoinHandle<String>) {
     let client = spawn_write_page(gw, AGENT_TOKEN, page, "b", json!({}));
     let call_id = eventually("the hold", || async {
-        let (_, body) = api(
-            gw,
-            reqwest::Method::GET,
-            "/api/v1/holds",
-            Some(VIEWER),
-            None,
-        )
-        .await;
-        body["holds"]
-            .as_array()
-            .unwrap()
-            .iter()
+        pending_holds(gw)
+            .await
+            .into_iter()
             .find(|h| h["call"]["args"]["page_id"] == page)
             .map(|h| h["call_id"].as_str().unwrap().to_owned())
     })
     .await;
     (call_id, client)
+}
+
+/// The unresolved holds, soonest expiry first, as a viewer lists them.
+pub async fn pending_holds(gw: &GatewayProc) -> Vec<Value> {
+    let (status, body) = api(
+        gw,
+        reqwest::Method::GET,
+        "/api/v1/holds",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["holds"].as_array().unwrap().clone()
 }
 
 #[tokio::test]

@@ -108,6 +108,26 @@ impl Demo {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+
+    /// Sends SIGTERM, as Ctrl-C or a service manager would, and waits (10 s at most) for
+    /// the demo to exit 0; how long that took.
+    async fn terminate(&mut self) -> Duration {
+        let pid = self.child.id().expect("the demo is running");
+        let started = Instant::now();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the demo exits within 10 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status}: {}", self.log());
+        started.elapsed()
+    }
 }
 
 fn port_of(url: &str) -> u16 {
@@ -216,24 +236,8 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
             .is_empty()
     );
     let pid = demo.child.id().unwrap();
-    let started = Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(10), demo.child.wait())
-        .await
-        .expect("the demo exits")
-        .unwrap();
-    assert!(status.success(), "{status}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    let took = demo.terminate().await;
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     for url in [&demo.endpoint, &demo.control, &demo.upstream] {
         assert!(
             tokio::net::TcpStream::connect(("127.0.0.1", port_of(url)))
@@ -246,6 +250,56 @@ async fn the_headless_demo_decides_holds_and_reclassifies_then_leaves_nothing_be
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the process is gone"
     );
+}
+
+#[tokio::test]
+async fn a_demo_restarted_on_its_data_dir_keeps_its_tokens_and_refuses_them_when_others_can_read_them()
+ {
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--no-agents", "--data-dir", data.path().to_str().unwrap()];
+    let mut first = Demo::start(&args).await;
+    let operator = first.operator.clone();
+    first.terminate().await;
+
+    let mut second = Demo::start(&args).await;
+    assert_eq!(second.operator, operator, "the operator token is kept");
+    let holds = |token: &str| {
+        http()
+            .get(format!("{}/api/v1/holds", second.control))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(holds(&operator).await.unwrap().status(), 200);
+    assert_eq!(holds("tg_not-the-demos").await.unwrap().status(), 401);
+    second.terminate().await;
+
+    // Kept secrets that other users can read are refused before anything starts.
+    let path = data.path().join("demo-secrets.json");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["demo", "--no-console"])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let refused = tokio::time::timeout(Duration::from_secs(30), refused)
+        .await
+        .expect("the demo stops at once")
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8(refused.stderr).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "toolgate: the demo's secrets {0} can be read by other users (mode 644); run `chmod 600 {0}`\n",
+            path.display()
+        )
+    );
+    assert!(refused.stdout.is_empty());
 }
 
 #[tokio::test]

@@ -1,0 +1,493 @@
+//! How `toolgate holds` and `toolgate events` show holds and events to a person: a header,
+//! then one line a row. Programs get JSON lines instead, printed as the API sent them.
+//!
+//! Everything here is a pure function of the wire types in `api` and the clock it is
+//! given, so it is tested without a gateway. Strings an agent chose (targets, tool and
+//! OAuth subject names) reach the operator's terminal with their control characters
+//! escaped: a call must not be able to move the cursor or forge a row.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{Event, EventBody, HoldView, IdentityKind, IdentityRef, Target};
+
+/// The short id the console shows for a call: its last 8 characters. A call id is a
+/// UUIDv7, whose start is a timestamp shared by the calls of a minute; its end is random.
+pub fn short_id(call_id: &str) -> &str {
+    call_id
+        .get(call_id.len().saturating_sub(8)..)
+        .unwrap_or(call_id)
+}
+
+/// `user:alice@example.com` for an OAuth user, `token:ci-bot` for an API token.
+pub fn identity_label(identity: &IdentityRef) -> String {
+    let kind = match identity.kind {
+        IdentityKind::Oauth => "user",
+        IdentityKind::ApiToken => "token",
+    };
+    format!("{kind}:{}", printable(&identity.name))
+}
+
+/// `kind:id`, or nothing for a call without a target.
+pub fn target_label(target: Option<&Target>) -> String {
+    target
+        .map(|t| format!("{}:{}", printable(&t.kind), printable(&t.id)))
+        .unwrap_or_default()
+}
+
+/// `s` with its control characters (C0, DEL and C1, where terminal escapes start)
+/// written as `\u{1b}`.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// How long until `expires_at`: `MM:SS`, `HhMMm` from an hour on, `00:00` once past, and
+/// `?` for a time that does not parse.
+pub fn time_left(expires_at: &str, now: DateTime<Utc>) -> String {
+    let Ok(at) = DateTime::parse_from_rfc3339(expires_at) else {
+        return "?".to_owned();
+    };
+    let secs = (at.with_timezone(&Utc) - now).num_seconds().max(0);
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+/// Pads every column but the last to its widest cell, two spaces apart.
+fn columns(rows: &[Vec<String>]) -> Vec<String> {
+    let count = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..count)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    let pad = widths[i] - cell.chars().count();
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// The pending holds as a table: the header, then a line a hold in the order given.
+pub fn holds_table(holds: &[HoldView], now: DateTime<Utc>) -> Vec<String> {
+    let mut rows = vec![
+        [
+            "call",
+            "state",
+            "left",
+            "identity",
+            "upstream/tool",
+            "risk",
+            "target",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    rows.extend(holds.iter().map(|h| {
+        vec![
+            printable(short_id(&h.call_id)).into_owned(),
+            format!("{:?}", h.phase).to_lowercase(),
+            time_left(&h.expires_at, now),
+            identity_label(&h.call.identity),
+            tool_label(&h.call.upstream, &h.call.tool),
+            h.call.risk.to_string(),
+            target_label(h.call.target.as_ref()),
+        ]
+    }));
+    columns(&rows)
+}
+
+/// Holds as `approve` and `deny` list them when a part of a call id matches several:
+/// the whole call id, who called, and what.
+pub fn hold_list(holds: &[&HoldView]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = holds
+        .iter()
+        .map(|h| {
+            vec![
+                printable(&h.call_id).into_owned(),
+                identity_label(&h.call.identity),
+                tool_label(&h.call.upstream, &h.call.tool),
+                target_label(h.call.target.as_ref()),
+            ]
+        })
+        .collect();
+    columns(&rows)
+}
+
+fn tool_label(upstream: &str, tool: &str) -> String {
+    format!("{}/{}", printable(upstream), printable(tool))
+}
+
+/// Events as a table, a line each as they arrive, so its columns have fixed widths.
+pub struct EventTable {
+    /// 8 for `HH:MM:SS`, 19 with a date; unknown until a replay's first event.
+    time_width: Option<usize>,
+    header_shown: bool,
+}
+
+/// `tool.discovered`, the longest kind.
+const KIND_WIDTH: usize = 15;
+const SEQ_WIDTH: usize = 6;
+const DATED_WIDTH: usize = 19;
+
+impl EventTable {
+    /// For a stream that starts with a replay of stored events (`replay`), whose first
+    /// event may be from an earlier day, or a live one, whose events are today's.
+    pub fn new(replay: bool) -> Self {
+        Self {
+            time_width: (!replay).then_some(8),
+            header_shown: false,
+        }
+    }
+
+    /// The header, when it can be shown before any event arrives (a live stream).
+    pub fn header_now(&mut self) -> Option<String> {
+        let width = self.time_width?;
+        self.header_shown = true;
+        Some(header(width))
+    }
+
+    /// The lines for one event as the API sent it: the header first, if not shown yet.
+    /// An event this version cannot read (a newer gateway's) is shown as it came.
+    pub fn lines(&mut self, json: &str, now: DateTime<Utc>) -> Vec<String> {
+        let event = serde_json::from_str::<Event>(json).ok();
+        let time = event.as_ref().map(|e| clock(&e.ts, now));
+        let width = *self.time_width.get_or_insert_with(|| {
+            time.as_ref()
+                .map_or(DATED_WIDTH, |t| t.chars().count().max(8))
+        });
+        let mut lines = Vec::with_capacity(2);
+        if !std::mem::replace(&mut self.header_shown, true) {
+            lines.push(header(width));
+        }
+        lines.push(match (event, time) {
+            (Some(event), Some(time)) => format!(
+                "{:>SEQ_WIDTH$}  {time:<width$}  {:<KIND_WIDTH$}  {}",
+                event.seq,
+                event.body.kind(),
+                summary(&event.body, now),
+            ),
+            _ => printable(json).into_owned(),
+        });
+        lines
+    }
+}
+
+fn header(time_width: usize) -> String {
+    format!(
+        "{:>SEQ_WIDTH$}  {:<time_width$}  {:<KIND_WIDTH$}  summary",
+        "seq", "time", "kind"
+    )
+}
+
+/// `HH:MM:SS` (UTC, as the console shows times) for today, with the date before it for
+/// any other day.
+fn clock(ts: &str, now: DateTime<Utc>) -> String {
+    match DateTime::parse_from_rfc3339(ts) {
+        Ok(t) => {
+            let t = t.with_timezone(&Utc);
+            if t.date_naive() == now.date_naive() {
+                t.format("%H:%M:%S").to_string()
+            } else {
+                t.format("%Y-%m-%d %H:%M:%S").to_string()
+            }
+        }
+        Err(_) => printable(ts).into_owned(),
+    }
+}
+
+/// One event in a few words; the call's short id joins the events of one call.
+fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
+    match body {
+        EventBody::Decision(d) => {
+            let mut s = format!(
+                "{} {} {} {}",
+                short_id(&d.call_id),
+                d.outcome.as_str(),
+                identity_label(&d.identity),
+                tool_label(&d.upstream, &d.tool)
+            );
+            if let Some(target) = d.target.as_ref() {
+                s.push(' ');
+                s.push_str(&target_label(Some(target)));
+            }
+            s
+        }
+        EventBody::HoldCreated {
+            call_id,
+            expires_at,
+            phase,
+            ..
+        } => format!(
+            "{} held ({}), expires {} ({} left)",
+            short_id(call_id),
+            format!("{phase:?}").to_lowercase(),
+            clock(expires_at, now),
+            time_left(expires_at, now)
+        ),
+        EventBody::HoldResolved {
+            call_id,
+            resolution,
+            by,
+            reason,
+        } => {
+            let mut s = format!(
+                "{} {} by {}",
+                short_id(call_id),
+                resolution.as_str(),
+                printable(by)
+            );
+            if let Some(reason) = reason {
+                s.push_str(&format!(": {}", printable(reason)));
+            }
+            s
+        }
+        EventBody::CallCompleted {
+            call_id,
+            result,
+            upstream_status,
+            duration_ms,
+        } => {
+            let result = serde_json::to_value(result)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let status = upstream_status
+                .map(|s| format!(", HTTP {s}"))
+                .unwrap_or_default();
+            format!("{} {result} in {duration_ms} ms{status}", short_id(call_id))
+        }
+        EventBody::ToolDiscovered(t) => format!(
+            "{} {} ({})",
+            tool_label(&t.upstream, &t.name),
+            t.risk,
+            printable(&t.source)
+        ),
+        EventBody::ToolChanged { tool, .. } => format!(
+            "{} definition changed, now {} ({})",
+            tool_label(&tool.upstream, &tool.name),
+            tool.risk,
+            printable(&tool.source)
+        ),
+        EventBody::RiskChanged {
+            upstream,
+            tool,
+            from,
+            to,
+            by,
+            ..
+        } => format!(
+            "{} {from} → {to} by {}",
+            tool_label(upstream, tool),
+            printable(by)
+        ),
+        EventBody::PolicyChanged {
+            version,
+            sha256,
+            by,
+        } => format!(
+            "version {version} ({}) by {}",
+            printable(sha256.get(..12).unwrap_or(sha256)),
+            printable(by)
+        ),
+        EventBody::StoreRecovered { denied_unlogged } => {
+            format!("{denied_unlogged} calls denied while the store could not commit")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-03-04T10:00:00Z".parse().unwrap()
+    }
+
+    fn hold(call_id: &str, kind: &str, name: &str, target: serde_json::Value) -> HoldView {
+        serde_json::from_value(json!({
+            "call_id": call_id, "phase": "pending", "expires_at": "2026-03-04T10:09:30.000Z",
+            "call": {"call_id": call_id, "upstream": "atlassian", "tool": "jira_add_comment",
+                "risk": "write", "identity": {"kind": kind, "name": name, "groups": []},
+                "target": target, "workflow": null, "outcome": "hold", "policy_ids": [],
+                "reason": "", "decision_us": 1, "args": {}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn holds_show_as_aligned_columns_under_a_header() {
+        let holds = [
+            hold(
+                "019b0d2e-6a41-7c3e-9f00-0123456789ab",
+                "oauth",
+                "alice@example.com",
+                json!({"kind": "jira_issue", "id": "PAY-2"}),
+            ),
+            hold(
+                "019b0d2e-6a42-7d11-8e00-fedcba987654",
+                "api_token",
+                "ci-bot",
+                json!(null),
+            ),
+        ];
+        assert_eq!(
+            holds_table(&holds, now()),
+            [
+                "call      state    left   identity                upstream/tool               risk   target",
+                "456789ab  pending  09:30  user:alice@example.com  atlassian/jira_add_comment  write  jira_issue:PAY-2",
+                "ba987654  pending  09:30  token:ci-bot            atlassian/jira_add_comment  write",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_agents_control_characters_cannot_reach_the_terminal() {
+        let h = hold(
+            "019b0d2e-6a41-7c3e-9f00-0123456789ab",
+            "oauth",
+            "eve\u{1b}[2J",
+            json!({"kind": "page", "id": "1\r\n456789ab  approved\u{9b}"}),
+        );
+        let table = holds_table(&[h], now()).join("\n");
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(table.contains(r"user:eve\u{1b}[2J"), "{table}");
+        assert!(
+            table.contains(r"page:1\u{d}\u{a}456789ab  approved\u{9b}"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 2);
+    }
+
+    #[test]
+    fn time_left_counts_down_to_zero() {
+        assert_eq!(time_left("2026-03-04T10:09:30Z", now()), "09:30");
+        assert_eq!(time_left("2026-03-04T11:05:00Z", now()), "1h05m");
+        assert_eq!(time_left("2026-03-04T09:00:00Z", now()), "00:00");
+        assert_eq!(time_left("soon", now()), "?");
+    }
+
+    fn event(seq: u64, ts: &str, body: serde_json::Value) -> String {
+        let mut v = json!({"seq": seq, "ts": ts});
+        v.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        v.to_string()
+    }
+
+    #[test]
+    fn each_kind_of_event_is_one_line_under_a_header_shown_at_once_when_live() {
+        let mut table = EventTable::new(false);
+        let id = "019b0d2e-6a41-7c3e-9f00-0123456789ab";
+        let today = "2026-03-04T09:59:58.123Z";
+        assert_eq!(
+            table.header_now().as_deref(),
+            Some("   seq  time      kind             summary")
+        );
+        let lines: Vec<String> = [
+            json!({"kind": "decision", "call_id": id, "upstream": "atlassian",
+                "tool": "jira_add_comment", "risk": "write",
+                "identity": {"kind": "api_token", "name": "ci-bot", "groups": []},
+                "target": {"kind": "jira_issue", "id": "PAY-2"}, "workflow": null,
+                "outcome": "hold", "policy_ids": ["token-write-held"], "reason": "",
+                "decision_us": 40, "args": {}}),
+            json!({"kind": "hold.created", "call_id": id, "expires_at": "2026-03-04T10:10:00.000Z",
+                "ttl_ms": 600000, "phase": "waiting"}),
+            json!({"kind": "hold.resolved", "call_id": id, "resolution": "approved",
+                "by": "operator", "reason": "CHG-9"}),
+            json!({"kind": "call.completed", "call_id": id, "result": "tool_error",
+                "upstream_status": 200, "duration_ms": 12}),
+            json!({"kind": "risk.changed", "upstream": "atlassian", "tool": "jira_add_comment",
+                "from": "unclassified", "to": "write", "version": 2, "by": "ada", "note": null}),
+            json!({"kind": "policy.changed", "version": 3, "sha256": "ab".repeat(32), "by": "ada"}),
+            json!({"kind": "store.recovered", "denied_unlogged": 4}),
+        ]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, body)| table.lines(&event(i as u64 + 1, today, body), now()))
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                "     1  09:59:58  decision         456789ab hold token:ci-bot atlassian/jira_add_comment jira_issue:PAY-2",
+                "     2  09:59:58  hold.created     456789ab held (waiting), expires 10:10:00 (10:00 left)",
+                "     3  09:59:58  hold.resolved    456789ab approved by operator: CHG-9",
+                "     4  09:59:58  call.completed   456789ab tool_error in 12 ms, HTTP 200",
+                "     5  09:59:58  risk.changed     atlassian/jira_add_comment unclassified → write by ada",
+                "     6  09:59:58  policy.changed   version 3 (abababababab) by ada",
+                "     7  09:59:58  store.recovered  4 calls denied while the store could not commit",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replay_sizes_its_time_column_by_its_first_event() {
+        let recovered = json!({"kind": "store.recovered", "denied_unlogged": 0});
+        let mut table = EventTable::new(true);
+        assert_eq!(table.header_now(), None);
+        let old = event(1, "2026-03-01T23:00:00.000Z", recovered.clone());
+        let new = event(2, "2026-03-04T09:00:00.000Z", recovered.clone());
+        assert_eq!(
+            [table.lines(&old, now()), table.lines(&new, now())].concat(),
+            [
+                "   seq  time                 kind             summary",
+                "     1  2026-03-01 23:00:00  store.recovered  0 calls denied while the store could not commit",
+                "     2  09:00:00             store.recovered  0 calls denied while the store could not commit",
+            ]
+        );
+        let mut table = EventTable::new(true);
+        assert_eq!(
+            table.lines(&new, now()),
+            [
+                "   seq  time      kind             summary",
+                "     2  09:00:00  store.recovered  0 calls denied while the store could not commit",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_this_version_cannot_read_shows_as_sent_without_its_control_characters() {
+        let mut table = EventTable::new(false);
+        table.header_now();
+        let newer =
+            r#"{"seq":2,"ts":"2026-03-04T09:00:00.000Z","kind":"quota.exceeded","who":"x"}"#;
+        assert_eq!(table.lines(newer, now()), [newer]);
+        let hostile = "{\"kind\":\"x\u{9b}2J\"}";
+        assert_eq!(table.lines(hostile, now()), ["{\"kind\":\"x\\u{9b}2J\"}"]);
+    }
+}
