@@ -241,9 +241,20 @@ impl CallIdArg {
                 "{arg:?} is not a call id or part of one (hex digits and dashes)"
             ));
         }
+        // A hold that is gone leaves the next one to match a short part: four characters
+        // at least, as git asks of an abbreviated hash, so a slip cannot approve a stranger.
+        if arg.len() < MIN_ID_PART {
+            return Err(format!(
+                "{arg:?} is too short: give at least {MIN_ID_PART} characters of the call id \
+                 (the console shows its last 8)"
+            ));
+        }
         Ok(CallIdArg::Part(arg.to_ascii_lowercase()))
     }
 }
+
+/// The fewest characters of a call id that `approve` and `deny` accept.
+pub const MIN_ID_PART: usize = 4;
 
 /// The one pending hold whose call id starts or ends with `part`, or why there is none:
 /// nothing matches, or several do (listed, so the operator can give more of the id).
@@ -314,6 +325,9 @@ mod tests {
             let err = CallIdArg::parse(bad).unwrap_err();
             assert!(err.contains("is not a call id or part of one"), "{err}");
         }
+        let err = CallIdArg::parse("019").unwrap_err();
+        assert!(err.contains("give at least 4 characters"), "{err}");
+        assert_eq!(CallIdArg::parse("019b"), Ok(CallIdArg::Part("019b".into())));
     }
 
     #[test]

@@ -10,29 +10,19 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{Event, EventBody, HoldView, IdentityKind, IdentityRef, Target};
+use crate::api::{Event, EventBody, HoldView, IdentityRef, Target};
 
-/// The short id the console shows for a call: its last 8 characters. A call id is a
-/// UUIDv7, whose start is a timestamp shared by the calls of a minute; its end is random.
-pub fn short_id(call_id: &str) -> &str {
-    call_id
-        .get(call_id.len().saturating_sub(8)..)
-        .unwrap_or(call_id)
-}
+pub use crate::api::short_id;
 
 /// `user:alice@example.com` for an OAuth user, `token:ci-bot` for an API token.
 pub fn identity_label(identity: &IdentityRef) -> String {
-    let kind = match identity.kind {
-        IdentityKind::Oauth => "user",
-        IdentityKind::ApiToken => "token",
-    };
-    format!("{kind}:{}", printable(&identity.name))
+    printable(&identity.label()).into_owned()
 }
 
 /// `kind:id`, or nothing for a call without a target.
 pub fn target_label(target: Option<&Target>) -> String {
     target
-        .map(|t| format!("{}:{}", printable(&t.kind), printable(&t.id)))
+        .map(|t| printable(&t.label()).into_owned())
         .unwrap_or_default()
 }
 
@@ -252,7 +242,7 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
         } => format!(
             "{} held ({}), expires {} ({} left)",
             short_id(call_id),
-            format!("{phase:?}").to_lowercase(),
+            phase.as_str(),
             clock(expires_at, now),
             time_left(expires_at, now)
         ),
@@ -273,16 +263,18 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
             }
             s
         }
+        EventBody::HoldPhaseChanged { call_id, phase } => format!(
+            "{} {} (its client stopped waiting)",
+            short_id(call_id),
+            phase.as_str()
+        ),
         EventBody::CallCompleted {
             call_id,
             result,
             upstream_status,
             duration_ms,
         } => {
-            let result = serde_json::to_value(result)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let result = result.as_str();
             let status = upstream_status
                 .map(|s| format!(", HTTP {s}"))
                 .unwrap_or_default();

@@ -66,6 +66,25 @@ pub struct IdentityRef {
     pub groups: Vec<String>,
 }
 
+impl IdentityRef {
+    /// How people read it: `user:alice@example.com`, `token:ci-bot`.
+    pub fn label(&self) -> String {
+        let kind = match self.kind {
+            IdentityKind::Oauth => "user",
+            IdentityKind::ApiToken => "token",
+        };
+        format!("{kind}:{}", self.name)
+    }
+}
+
+/// The short id people use for a call: its last 8 characters. A call id is a UUIDv7,
+/// whose start is a timestamp shared by the calls of a minute; its end is random.
+pub fn short_id(call_id: &str) -> &str {
+    call_id
+        .get(call_id.len().saturating_sub(8)..)
+        .unwrap_or(call_id)
+}
+
 /// What the gateway decided for one `tools/call`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +109,13 @@ impl Outcome {
 pub struct Target {
     pub kind: String,
     pub id: String,
+}
+
+impl Target {
+    /// `kind:id`, as people read and filter it.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind, self.id)
+    }
 }
 
 /// The workflow a call belongs to, as the agent declared it.
@@ -247,6 +273,15 @@ pub enum HoldPhase {
     Pending,
 }
 
+impl HoldPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldPhase::Waiting => "waiting",
+            HoldPhase::Pending => "pending",
+        }
+    }
+}
+
 /// How a hold ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -365,6 +400,18 @@ pub enum CallResult {
     /// The answer stream ended without the call's response (it may have gone to the
     /// session's GET stream, where the gateway does not follow it).
     NoAnswer,
+}
+
+impl CallResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallResult::Ok => "ok",
+            CallResult::ToolError => "tool_error",
+            CallResult::UpstreamError => "upstream_error",
+            CallResult::ClientGone => "client_gone",
+            CallResult::NoAnswer => "no_answer",
+        }
+    }
 }
 
 /// A hold as `GET /decisions` folds it into its decision row.

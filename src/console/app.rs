@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 
 use super::keymap::{Action, Keymap};
 use super::model::{Model, Row};
-use super::popups::confirm::{Answer, Confirm};
+use super::popups::Answer;
+use super::popups::confirm::Confirm;
 use super::popups::picker::{Picked, Picker};
 use super::popups::prompt::{Prompt, PromptKind};
+use super::popups::reclassify::{Reclassify, strictness};
 use super::text::{fit_words, short};
 use super::views::held::Held;
 use super::views::live::Live;
@@ -127,6 +129,8 @@ pub enum Command {
         tool: String,
         risk: Risk,
         expected_version: u64,
+        /// Why, as the operator typed it; the gateway stores it with the change.
+        note: Option<String>,
     },
     /// Connect to another context from the config.
     SwitchContext(String),
@@ -146,6 +150,7 @@ pub enum Mode {
     Help,
     Confirm(Box<Confirm>),
     ClassPicker(Picker),
+    Reclassify(Box<Reclassify>),
 }
 
 /// The answers a bulk decision still waits for, to sum them up in one line.
@@ -292,9 +297,20 @@ impl App {
     pub fn actions(&self) -> Vec<Action> {
         match &self.mode {
             Mode::Normal => self.view_actions(),
-            Mode::Confirm(c) => c.actions(),
+            Mode::Confirm(_) | Mode::Reclassify(_) => {
+                self.asking().map(|a| a.actions()).unwrap_or_default()
+            }
             Mode::ClassPicker(_) => Picker::actions(),
             Mode::Prompt(_) | Mode::Help => Vec::new(),
+        }
+    }
+
+    /// The open yes/no dialog's keys and text, if one is open.
+    pub fn asking(&self) -> Option<&super::popups::Ask> {
+        match &self.mode {
+            Mode::Confirm(c) => Some(&c.ask),
+            Mode::Reclassify(r) => Some(&r.ask),
+            _ => None,
         }
     }
 
@@ -355,7 +371,10 @@ impl App {
         self.tools.last_edit = None;
         self.bulk = None;
         self.status = None;
-        if matches!(self.mode, Mode::Confirm(_) | Mode::ClassPicker(_)) {
+        if matches!(
+            self.mode,
+            Mode::Confirm(_) | Mode::ClassPicker(_) | Mode::Reclassify(_)
+        ) {
             self.mode = Mode::Normal;
         }
     }
@@ -546,7 +565,7 @@ impl App {
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::Prompt(prompt) => self.on_prompt_key(prompt, key),
             Mode::Help => Vec::new(),
-            Mode::Confirm(mut confirm) => match confirm.on_key(key, &self.keymap) {
+            Mode::Confirm(mut confirm) => match confirm.ask.on_key(key, &self.keymap) {
                 Answer::Stay => {
                     self.mode = Mode::Confirm(confirm);
                     Vec::new()
@@ -556,6 +575,20 @@ impl App {
                     Vec::new()
                 }
                 Answer::Confirm => self.confirmed(*confirm),
+            },
+            Mode::Reclassify(mut dialog) => match dialog.ask.on_key(key, &self.keymap) {
+                Answer::Stay => {
+                    self.mode = Mode::Reclassify(dialog);
+                    Vec::new()
+                }
+                Answer::Cancel => {
+                    self.say(format!("{} stays {}", dialog.tool, dialog.from));
+                    Vec::new()
+                }
+                Answer::Confirm => {
+                    let note = dialog.ask.value();
+                    self.set_risk(&dialog.upstream, &dialog.tool, dialog.to, note)
+                }
             },
             Mode::ClassPicker(mut picker) => {
                 let action = self.keymap.action_among(&key, &Picker::actions());
@@ -576,7 +609,7 @@ impl App {
     }
 
     fn confirmed(&mut self, confirm: Confirm) -> Vec<Command> {
-        let reason = confirm.reason();
+        let reason = confirm.ask.value();
         let verb = if confirm.approve {
             "approving"
         } else {
@@ -885,8 +918,37 @@ impl App {
         Vec::new()
     }
 
-    /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
+    /// Changes a tool's class; a less strict class asks first.
     fn edit_risk(&mut self, upstream: &str, tool: &str, risk: Risk) -> Vec<Command> {
+        let Some(entry) = self
+            .model
+            .tools
+            .iter()
+            .find(|t| t.tool.upstream == upstream && t.tool.name == tool)
+        else {
+            self.say(format!("{upstream}/{tool} is no longer in the catalog"));
+            return Vec::new();
+        };
+        let from = entry.tool.risk;
+        if from == risk {
+            self.say(format!("{tool} is already {risk}"));
+            return Vec::new();
+        }
+        if strictness(risk) < strictness(from) {
+            self.mode = Mode::Reclassify(Box::new(Reclassify::new(upstream, tool, from, risk)));
+            return Vec::new();
+        }
+        self.set_risk(upstream, tool, risk, None)
+    }
+
+    /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
+    fn set_risk(
+        &mut self,
+        upstream: &str,
+        tool: &str,
+        risk: Risk,
+        note: Option<String>,
+    ) -> Vec<Command> {
         let Some(index) = self
             .model
             .tools
@@ -896,10 +958,6 @@ impl App {
             self.say(format!("{upstream}/{tool} is no longer in the catalog"));
             return Vec::new();
         };
-        if self.model.tools[index].tool.risk == risk {
-            self.say(format!("{tool} is already {risk}"));
-            return Vec::new();
-        }
         let Some((upstream, tool, expected_version)) = self.model.begin_edit(index, risk) else {
             return Vec::new();
         };
@@ -908,6 +966,7 @@ impl App {
             tool,
             risk,
             expected_version,
+            note,
         }]
     }
 

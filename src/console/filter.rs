@@ -2,7 +2,12 @@
 //! Every token must hold for a row to show (they are ANDed), and matching ignores case.
 //!
 //! `risk:dest` and `outcome:d` match by prefix, because classes and outcomes are short
-//! closed sets; text, `tool:`, `identity:` and `upstream:` match anywhere in the value.
+//! closed sets; text, `tool:`, `identity:`, `upstream:`, `target:` and `ticket:` match
+//! anywhere in the value. `since:10m`, `since:2h`, `since:09:00` (UTC, today) keep rows
+//! from that time on. A `word:` that is no field is refused, never silently matched as
+//! text: a target is searched as `target:page:OPS-1`.
+
+use chrono::{DateTime, NaiveTime, Utc};
 
 /// A field a token can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,15 +17,19 @@ pub enum Field {
     Risk,
     Identity,
     Upstream,
+    Target,
+    Ticket,
 }
 
 impl Field {
-    pub const ALL: [Field; 5] = [
+    pub const ALL: [Field; 7] = [
         Field::Tool,
         Field::Outcome,
         Field::Risk,
         Field::Identity,
         Field::Upstream,
+        Field::Target,
+        Field::Ticket,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,6 +39,8 @@ impl Field {
             Field::Risk => "risk",
             Field::Identity => "identity",
             Field::Upstream => "upstream",
+            Field::Target => "target",
+            Field::Ticket => "ticket",
         }
     }
 
@@ -45,10 +56,59 @@ impl Field {
     }
 }
 
+/// Where a `since:` range starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This long before now.
+    Ago(chrono::Duration),
+    /// This time of day, UTC: today's, or yesterday's while it is still to come.
+    Clock(NaiveTime),
+}
+
+impl Since {
+    fn parse(value: &str) -> Option<Since> {
+        if let Ok(t) = NaiveTime::parse_from_str(value, "%H:%M") {
+            return Some(Since::Clock(t));
+        }
+        let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit())?);
+        let n: i64 = digits.parse().ok()?;
+        let ago = match unit {
+            "s" => chrono::Duration::seconds(n),
+            "m" => chrono::Duration::minutes(n),
+            "h" => chrono::Duration::hours(n),
+            "d" => chrono::Duration::days(n),
+            _ => return None,
+        };
+        Some(Since::Ago(ago))
+    }
+
+    /// The first moment the range keeps, seen at `now`.
+    pub fn start(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Since::Ago(d) => now - d,
+            Since::Clock(t) => {
+                let today = now.date_naive().and_time(t).and_utc();
+                if today > now {
+                    today - chrono::Duration::days(1)
+                } else {
+                    today
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// Free text, matched against every field and the row's other text.
+    Text,
+    Field(Field),
+    Since(Since),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Term {
-    /// `None` for free text, matched against every field and the row's other text.
-    pub field: Option<Field>,
+    pub what: Match,
     /// Lowercased.
     pub value: String,
     pub negated: bool,
@@ -59,17 +119,27 @@ pub struct Filter {
     pub terms: Vec<Term>,
 }
 
-/// A token of the form `word:value` whose word is not a field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown field `{0}:` (use tool:, outcome:, risk:, identity:, upstream:, or plain text)")]
-pub struct FilterError(pub String);
+pub enum FilterError {
+    /// A token of the form `word:value` whose word is not a field.
+    #[error(
+        "unknown field `{0}:` (use tool:, outcome:, risk:, identity:, upstream:, target:, ticket:, since:, or plain text; a target is target:{0}:…)"
+    )]
+    UnknownField(String),
+    #[error("since:{0} is not a time: use since:10m, since:2h, since:1d or since:09:00 (UTC)")]
+    BadSince(String),
+}
 
 /// What a row offers to a filter.
 pub trait Filterable {
     /// The field's value, or `None` when this kind of row has no such field.
     fn field(&self, field: Field) -> Option<String>;
-    /// Everything else free text may match (target, call id, reason, …).
+    /// Everything else free text may match (call id, reason, …).
     fn text(&self) -> String;
+    /// When it happened, for `since:`; rows without a time never match one.
+    fn time(&self) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 impl Filter {
@@ -83,29 +153,27 @@ impl Filter {
             if body.is_empty() {
                 continue;
             }
-            let term = match body.split_once(':') {
-                // `https://…` or `page:123` are text, not fields: only a known word or
-                // a bare identifier before the colon counts as a field name.
-                Some((name, value)) if is_word(name) => match Field::parse(name) {
-                    Some(field) => Term {
-                        field: Some(field),
-                        value: value.to_lowercase(),
-                        negated,
-                    },
-                    None if looks_like_text(name) => Term {
-                        field: None,
-                        value: body.to_lowercase(),
-                        negated,
-                    },
-                    None => return Err(FilterError(name.to_owned())),
-                },
-                _ => Term {
-                    field: None,
-                    value: body.to_lowercase(),
-                    negated,
-                },
+            let (what, value) = match body.split_once(':') {
+                // `https://…` is text: only a bare word before the colon names a field.
+                Some((name, value)) if is_word(name) && !value.starts_with("//") => {
+                    if name.eq_ignore_ascii_case("since") {
+                        let since = Since::parse(value)
+                            .ok_or_else(|| FilterError::BadSince(value.into()))?;
+                        (Match::Since(since), value)
+                    } else {
+                        match Field::parse(name) {
+                            Some(field) => (Match::Field(field), value),
+                            None => return Err(FilterError::UnknownField(name.to_owned())),
+                        }
+                    }
+                }
+                _ => (Match::Text, body),
             };
-            terms.push(term);
+            terms.push(Term {
+                what,
+                value: value.to_lowercase(),
+                negated,
+            });
         }
         Ok(Filter { terms })
     }
@@ -115,14 +183,19 @@ impl Filter {
     }
 
     pub fn matches(&self, row: &impl Filterable) -> bool {
-        self.terms.iter().all(|t| t.matches(row) != t.negated)
+        self.matches_at(row, Utc::now())
+    }
+
+    /// As `matches`, with `since:` measured from `now`.
+    pub fn matches_at(&self, row: &impl Filterable, now: DateTime<Utc>) -> bool {
+        self.terms.iter().all(|t| t.matches(row, now) != t.negated)
     }
 }
 
 impl Term {
-    fn matches(&self, row: &impl Filterable) -> bool {
-        match self.field {
-            Some(field) => match row.field(field) {
+    fn matches(&self, row: &impl Filterable, now: DateTime<Utc>) -> bool {
+        match self.what {
+            Match::Field(field) => match row.field(field) {
                 Some(v) => {
                     let v = v.to_lowercase();
                     if field.by_prefix() {
@@ -134,7 +207,8 @@ impl Term {
                 // A field this view lacks never matches, so `!field:` keeps every row.
                 None => false,
             },
-            None => {
+            Match::Since(since) => row.time().is_some_and(|t| t >= since.start(now)),
+            Match::Text => {
                 Field::ALL.into_iter().any(|f| {
                     row.field(f)
                         .is_some_and(|v| v.to_lowercase().contains(&self.value))
@@ -148,36 +222,6 @@ fn is_word(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
 }
 
-/// Target kinds seen in rows (`page:abc`, `jira_project:OPS`) read as text, so a pasted
-/// target finds its rows; only a near-miss of a field name is an error.
-fn looks_like_text(name: &str) -> bool {
-    !Field::ALL.into_iter().any(|f| close_to(name, f.name()))
-}
-
-/// One edit apart, or a prefix of at least three letters: `outcom:`, `toll:`, `ident:`.
-fn close_to(typed: &str, name: &str) -> bool {
-    let typed = typed.to_lowercase();
-    if typed.len() >= 3 && name.starts_with(&typed) {
-        return true;
-    }
-    let (a, b): (Vec<char>, Vec<char>) = (typed.chars().collect(), name.chars().collect());
-    if a.len().abs_diff(b.len()) > 1 {
-        return false;
-    }
-    // Levenshtein distance, small strings only.
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()] <= 1
-}
-
 impl Filterable for crate::api::DecisionEvent {
     fn field(&self, field: Field) -> Option<String> {
         Some(match field {
@@ -185,17 +229,31 @@ impl Filterable for crate::api::DecisionEvent {
             Field::Upstream => self.upstream.clone(),
             Field::Risk => self.risk.as_str().to_owned(),
             Field::Outcome => self.outcome.as_str().to_owned(),
-            Field::Identity => super::text::identity_label(&self.identity),
+            Field::Identity => self.identity.label(),
+            Field::Target => self.target.as_ref()?.label(),
+            Field::Ticket => self.workflow.as_ref()?.ticket.clone()?,
         })
     }
 
     fn text(&self) -> String {
-        format!(
-            "{} {} {}",
-            super::text::target_label(self.target.as_ref()),
-            self.call_id,
-            self.reason
-        )
+        format!("{} {}", self.call_id, self.reason)
+    }
+}
+
+/// A decision row: the decision, and when it was made.
+impl Filterable for super::model::Row {
+    fn field(&self, field: Field) -> Option<String> {
+        self.call.field(field)
+    }
+
+    fn text(&self) -> String {
+        self.call.text()
+    }
+
+    fn time(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.ts)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 }
 
@@ -210,6 +268,17 @@ impl Filterable for crate::api::HoldView {
     fn text(&self) -> String {
         self.call.text()
     }
+
+    /// A hold is as old as its call: UUIDv7 ids carry the moment they were minted.
+    fn time(&self) -> Option<DateTime<Utc>> {
+        uuid::Uuid::parse_str(&self.call_id)
+            .ok()?
+            .get_timestamp()
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                DateTime::from_timestamp(secs as i64, nanos).unwrap_or_default()
+            })
+    }
 }
 
 impl Filterable for crate::api::ToolEntry {
@@ -218,7 +287,7 @@ impl Filterable for crate::api::ToolEntry {
             Field::Tool => Some(self.tool.name.clone()),
             Field::Upstream => Some(self.tool.upstream.clone()),
             Field::Risk => Some(self.tool.risk.as_str().to_owned()),
-            Field::Outcome | Field::Identity => None,
+            Field::Outcome | Field::Identity | Field::Target | Field::Ticket => None,
         }
     }
 
@@ -241,7 +310,9 @@ mod tests {
         risk: &'static str,
         identity: Option<&'static str>,
         upstream: &'static str,
-        text: &'static str,
+        target: Option<&'static str>,
+        ticket: Option<&'static str>,
+        at: Option<&'static str>,
     }
 
     impl Filterable for R {
@@ -252,10 +323,16 @@ mod tests {
                 Field::Risk => Some(self.risk.into()),
                 Field::Identity => self.identity.map(Into::into),
                 Field::Upstream => Some(self.upstream.into()),
+                Field::Target => self.target.map(Into::into),
+                Field::Ticket => self.ticket.map(Into::into),
             }
         }
         fn text(&self) -> String {
-            self.text.into()
+            "0190abcd because".into()
+        }
+        fn time(&self) -> Option<DateTime<Utc>> {
+            self.at
+                .map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc))
         }
     }
 
@@ -265,7 +342,9 @@ mod tests {
         risk: "destructive",
         identity: Some("token:ci-bot"),
         upstream: "atlassian",
-        text: "page:OPS-1",
+        target: Some("page:OPS-1"),
+        ticket: Some("CHG-7"),
+        at: Some("2026-11-27T08:55:00Z"),
     };
     const READ: R = R {
         tool: "get_issue",
@@ -273,7 +352,9 @@ mod tests {
         risk: "read",
         identity: Some("user:alice@example.com"),
         upstream: "jira",
-        text: "jira_issue:OPS-7",
+        target: Some("jira_issue:OPS-7"),
+        ticket: None,
+        at: Some("2026-11-26T23:00:00Z"),
     };
     const TOOL_ROW: R = R {
         tool: "get_issue",
@@ -281,11 +362,19 @@ mod tests {
         risk: "read",
         identity: None,
         upstream: "jira",
-        text: "",
+        target: None,
+        ticket: None,
+        at: None,
     };
 
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-27T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     fn shows(filter: &str, row: &R) -> bool {
-        Filter::parse(filter).unwrap().matches(row)
+        Filter::parse(filter).unwrap().matches_at(row, now())
     }
 
     #[test]
@@ -298,18 +387,47 @@ mod tests {
         assert!(shows("identity:alice", &READ));
         assert!(shows("upstream:jira", &READ));
         assert!(!shows("upstream:jira", &DELETE));
+        assert!(shows("target:OPS", &DELETE), "target:OPS finds page:OPS-1");
+        assert!(
+            shows("target:jira_issue:ops-7", &READ),
+            "a whole target label"
+        );
+        assert!(shows("ticket:chg", &DELETE));
+        assert!(!shows("ticket:chg", &READ), "no ticket, no match");
     }
 
     #[test]
     fn text_matches_any_field_or_the_rest_of_the_row() {
         assert!(shows("ci-bot", &DELETE));
-        assert!(shows("ops-7", &READ));
+        assert!(shows("ops-7", &READ), "text finds targets too");
         assert!(!shows("ops-7", &DELETE));
+        assert!(shows("because", &DELETE));
         assert!(shows("", &DELETE), "an empty filter shows everything");
+        assert!(shows("https://x", &DELETE) == shows("https://x", &READ));
+    }
+
+    #[test]
+    fn since_keeps_rows_from_a_time_on() {
+        assert!(shows("since:10m", &DELETE));
+        assert!(!shows("since:10m", &READ));
+        assert!(shows("since:12h", &READ));
+        assert!(shows("since:08:50", &DELETE), "today 08:50 UTC");
+        assert!(!shows("since:08:56", &DELETE));
         assert!(
-            shows("page:ops-1", &DELETE),
-            "a target kind before a colon is text"
+            shows("since:23:00", &READ),
+            "a time still to come today means yesterday's"
         );
+        assert!(
+            !shows("since:1d", &TOOL_ROW),
+            "rows without a time never match"
+        );
+        assert!(shows("!since:10m", &READ));
+        for bad in ["since:", "since:10x", "since:ten", "since:25:00"] {
+            assert!(
+                matches!(Filter::parse(bad), Err(FilterError::BadSince(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -329,12 +447,16 @@ mod tests {
     }
 
     #[test]
-    fn a_misspelt_field_is_an_error_that_names_it() {
+    fn an_unknown_field_is_refused_and_named() {
         let err = Filter::parse("outcom:deny").unwrap_err();
-        assert_eq!(err, FilterError("outcom".into()));
+        assert_eq!(err, FilterError::UnknownField("outcom".into()));
         assert!(err.to_string().contains("unknown field `outcom:`"), "{err}");
+        let err = Filter::parse("jira_issue:OPS-7").unwrap_err();
+        assert!(
+            err.to_string().contains("a target is target:jira_issue:…"),
+            "the message says how to search a target: {err}"
+        );
         assert!(Filter::parse("toll:x").is_err());
-        assert!(Filter::parse("ident:bob").is_err());
-        assert!(Filter::parse("jira_issue:OPS-7").is_ok());
+        assert!(Filter::parse("target:OPS").is_ok());
     }
 }

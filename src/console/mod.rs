@@ -406,7 +406,8 @@ async fn event_loop(
                     tool,
                     risk,
                     expected_version,
-                } => net::set_risk(client, upstream, tool, risk, expected_version, tx),
+                    note,
+                } => net::set_risk(client, upstream, tool, risk, expected_version, note, tx),
                 Command::Copy(text) => {
                     let _ = std::io::stdout().write_all(osc52(&text).as_bytes());
                     let _ = std::io::stdout().flush();

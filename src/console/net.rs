@@ -226,11 +226,12 @@ pub fn set_risk(
     tool: String,
     risk: crate::api::Risk,
     expected_version: u64,
+    note: Option<String>,
     tx: mpsc::Sender<NetEvent>,
 ) {
     tokio::spawn(async move {
         let outcome = match client
-            .set_risk(&upstream, &tool, risk, expected_version, None)
+            .set_risk(&upstream, &tool, risk, expected_version, note)
             .await
         {
             Ok(event) => Ok(Box::new(event)),

@@ -5,28 +5,20 @@ use chrono::{DateTime, Utc};
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
-use crate::api::{IdentityKind, IdentityRef, Target};
+use crate::api::{IdentityRef, Target};
 
-/// How a row names its caller: `user:alice`, `token:ci-bot`.
+/// How a row names its caller: `user:alice`, `token:ci-bot`. (Control characters an
+/// agent put in a name never reach the terminal: ratatui's buffer drops them.)
 pub fn identity_label(identity: &IdentityRef) -> String {
-    let kind = match identity.kind {
-        IdentityKind::Oauth => "user",
-        IdentityKind::ApiToken => "token",
-    };
-    format!("{kind}:{}", identity.name)
+    identity.label()
 }
 
 pub fn target_label(target: Option<&Target>) -> String {
-    target.map_or_else(String::new, |t| format!("{}:{}", t.kind, t.id))
+    target.map(Target::label).unwrap_or_default()
 }
 
-/// The short id the console shows and `toolgate approve` accepts: the last 8 characters,
-/// the random end of a UUIDv7 (its first characters are a timestamp and repeat).
-pub fn short(call_id: &str) -> &str {
-    call_id
-        .get(call_id.len().saturating_sub(8)..)
-        .unwrap_or(call_id)
-}
+/// The short id the console shows and `toolgate approve` accepts.
+pub use crate::api::short_id as short;
 
 /// `text` cut to `width` columns, ending with `…` when anything was cut.
 pub fn fit(text: &str, width: usize) -> String {

@@ -80,6 +80,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
                 .find(|t| t.tool.upstream == picker.upstream && t.tool.name == picker.tool);
             picker.draw(frame, area, entry, &app.keymap, theme);
         }
+        Mode::Reclassify(dialog) => dialog.draw(frame, area, &app.keymap, theme),
         Mode::Prompt(_) | Mode::Normal => {}
     }
 }
@@ -145,7 +146,7 @@ fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let width = area.width as usize;
     let typing = match &app.mode {
         Mode::Prompt(prompt) => Some(prompt.hint()),
-        Mode::Confirm(c) if c.editing => {
+        _ if app.asking().is_some_and(|ask| ask.editing) => {
             Some(" enter done · esc cancels the dialog · ctrl-u/ctrl-w delete · ctrl-a/ctrl-e move")
         }
         _ => None,
@@ -299,10 +300,7 @@ fn call_lines<'a>(
     let result = match model.completions.get(&c.call_id) {
         Some(done) => format!(
             "{} (HTTP {}, {} ms)",
-            serde_json::to_value(done.result)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            done.result.as_str(),
             done.upstream_status.map_or("-".into(), |s| s.to_string()),
             done.duration_ms
         ),

@@ -234,7 +234,13 @@ async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token
     // Forty held writes, one after another, so that expiry order is p01..p40.
     let mut clients = Vec::new();
     for i in 1..=40 {
-        clients.push(spawn_write_page(&gw, AGENT_TOKEN, &format!("p{i:02}"), "x", json!({})));
+        clients.push(spawn_write_page(
+            &gw,
+            AGENT_TOKEN,
+            &format!("p{i:02}"),
+            "x",
+            json!({}),
+        ));
         eventually("the hold is open", || async {
             (open_holds(&gw, ROTATED_OLD).await.len() == i).then_some(())
         })
@@ -247,10 +253,16 @@ async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token
         tmux.send(&["j"]);
     }
     let screen = tmux.wait_for("page:p30").await;
-    assert!(!screen.contains("page:p01 "), "the list scrolled:\n{screen}");
+    assert!(
+        !screen.contains("page:p01 "),
+        "the list scrolled:\n{screen}"
+    );
     tmux.send(&["a"]);
     let dialog = tmux.wait_for("Approve held call").await;
-    assert!(dialog.contains("target    page:p30"), "the dialog names the 30th:\n{dialog}");
+    assert!(
+        dialog.contains("target    page:p30"),
+        "the dialog names the 30th:\n{dialog}"
+    );
     tmux.send(&["y"]);
 
     let thirtieth = clients.remove(29);
@@ -258,7 +270,10 @@ async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(result_text(&answer_of(&text).unwrap()), "wrote p30 (1 bytes)");
+    assert_eq!(
+        result_text(&answer_of(&text).unwrap()),
+        "wrote p30 (1 bytes)"
+    );
     let ran: Vec<String> = upstream
         .posts()
         .into_iter()
@@ -292,9 +307,11 @@ async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token
 #[tokio::test]
 async fn the_console_network_stops_at_a_rejected_token_instead_of_retrying() {
     let gw = start_gateway(&test_identities()).await;
-    let client =
-        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), "tg_not-an-operator")
-            .unwrap();
+    let client = toolgate::client::ControlClient::new(
+        &format!("http://{}", gw.control),
+        "tg_not-an-operator",
+    )
+    .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let task = tokio::spawn(toolgate::console::net::run(client, 10, tx));
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())

@@ -10,6 +10,7 @@ use super::tests::{
     ch, connected_app, decision, feed, hold_created, key, now, one_hold, render, sample_app, typed,
 };
 use super::*;
+use crate::api::Risk;
 use crate::console::ui::{self, Theme};
 
 fn ctrl(c: char) -> KeyEvent {
@@ -401,7 +402,7 @@ fn prompts_and_the_reason_field_edit_lines_like_a_shell() {
     let Mode::Confirm(confirm) = &app.mode else {
         panic!("the dialog is open")
     };
-    assert_eq!(confirm.reason.value(), "not tonight");
+    assert_eq!(confirm.ask.text.value(), "not tonight");
     assert!(app.on_key(key(KeyCode::Esc)).is_empty());
     assert_eq!(
         app.mode,
@@ -465,4 +466,81 @@ fn the_held_view_sorts_and_jumps_to_the_hold_that_expires_soonest() {
         "force_push",
         "n: soonest"
     );
+}
+
+fn risk_changed(seq: u64, tool: &str, from: &str, to: &str, version: u64) -> Box<Event> {
+    Box::new(
+        serde_json::from_value(json!({"seq": seq, "ts": "2026-11-26T10:00:09.000Z",
+            "kind": "risk.changed", "upstream": "atlassian", "tool": tool,
+            "from": from, "to": to, "version": version, "by": "ada", "note": null}))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
+    let mut app = connected_app();
+    app.on_net(super::tests::catalog(vec![super::tests::tool_row(
+        "delete_page",
+        "destructive",
+        4,
+    )]));
+    app.view = View::Tools;
+    // Destructive to read: the dialog says so, and Enter cancels.
+    assert!(app.on_key(ch('r')).is_empty());
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(text.contains("destructive → read: less strict"), "{text}");
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(
+        app.model.tools[0].tool.risk,
+        Risk::Destructive,
+        "nothing changed"
+    );
+    // Stricter needs no question: read → … here destructive → unclassified is as strict.
+    let commands = app.on_key(ch('u'));
+    assert!(matches!(
+        commands.as_slice(),
+        [Command::SetRisk {
+            risk: Risk::Unclassified,
+            expected_version: 4,
+            ..
+        }]
+    ));
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "delete_page".into(),
+        outcome: Ok(risk_changed(
+            9,
+            "delete_page",
+            "destructive",
+            "unclassified",
+            5,
+        )),
+    });
+    // U puts back what this console changed last, checked against the new version.
+    let commands = app.on_key(ch('U'));
+    assert_eq!(
+        commands,
+        vec![Command::SetRisk {
+            upstream: "atlassian".into(),
+            tool: "delete_page".into(),
+            risk: Risk::Destructive,
+            expected_version: 5,
+            note: None,
+        }]
+    );
+    // Someone else's change shows as a message, and the catalog is fetched again.
+    feed(
+        &mut app,
+        [
+            json!({"seq": 10, "kind": "risk.changed", "upstream": "atlassian", "tool": "get_issue",
+               "from": "read", "to": "write", "version": 2, "by": "bob", "note": null}),
+        ],
+    );
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "bob set atlassian/get_issue: read → write"
+    );
+    assert!(app.want_tools);
 }

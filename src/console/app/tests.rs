@@ -412,14 +412,18 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
         tool_row("delete_page", "destructive", 1),
     ]));
     app.view = View::Tools;
-    let commands = app.on_key(ch('r'));
+    // Write to read is less strict: it asks first, and Enter would cancel.
+    assert!(app.on_key(ch('r')).is_empty());
+    assert!(matches!(app.mode, Mode::Reclassify(_)));
+    let commands = app.on_key(ch('y'));
     assert_eq!(
         commands,
         vec![Command::SetRisk {
             upstream: "atlassian".into(),
             tool: "create_issue".into(),
             risk: crate::api::Risk::Read,
-            expected_version: 3
+            expected_version: 3,
+            note: None,
         }]
     );
     assert_eq!(
@@ -458,6 +462,7 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
     assert_eq!(app.model.tools[0].tool.risk, Risk::Destructive);
     // And a success keeps it, at the new version.
     app.on_key(ch('w'));
+    app.on_key(ch('y'));
     app.on_net(NetEvent::RiskEdited {
         upstream: "atlassian".into(),
         tool: "create_issue".into(),
@@ -587,14 +592,20 @@ fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
     app.on_key(ch('e'));
     assert!(matches!(&app.mode, Mode::ClassPicker(p) if p.index == 2));
     app.on_key(ch('k'));
-    let commands = app.on_key(key(KeyCode::Enter));
+    // Destructive to write is less strict: a confirmation, with a note.
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    app.on_key(ch('r'));
+    typed(&mut app, "vendor confirms");
+    app.on_key(key(KeyCode::Enter));
+    let commands = app.on_key(ch('y'));
     assert_eq!(
         commands,
         vec![Command::SetRisk {
             upstream: "atlassian".into(),
             tool: "delete_page".into(),
             risk: Risk::Write,
-            expected_version: 1
+            expected_version: 1,
+            note: Some("vendor confirms".into()),
         }]
     );
     // A letter in the picker sets that class at once; Esc cancels.

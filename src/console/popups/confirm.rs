@@ -7,37 +7,20 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
-use tui_input::Input;
 
+use super::Ask;
 use crate::api::{HoldPhase, HoldView};
 use crate::console::keymap::{Action, Keymap};
 use crate::console::model::Model;
 use crate::console::text::{countdown, fit, identity_label, short, target_label};
 use crate::console::theme::Theme;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Confirm {
     pub approve: bool,
     pub holds: Vec<HoldView>,
-    pub reason: Input,
-    /// Typing the reason: keys are text then, Enter ends it and Esc closes the dialog.
-    pub editing: bool,
-}
-
-impl PartialEq for Confirm {
-    fn eq(&self, other: &Self) -> bool {
-        self.approve == other.approve
-            && self.holds == other.holds
-            && self.reason.value() == other.reason.value()
-            && self.editing == other.editing
-    }
-}
-
-/// What a key in the dialog asks for.
-pub enum Answer {
-    Stay,
-    Cancel,
-    Confirm,
+    /// The keys, and the reason the operator may type.
+    pub ask: Ask,
 }
 
 impl Confirm {
@@ -45,43 +28,8 @@ impl Confirm {
         Confirm {
             approve,
             holds,
-            reason: Input::default(),
             // A deny asks for its reason first.
-            editing: !approve,
-        }
-    }
-
-    /// What applies while the dialog is open; none while the reason is typed.
-    pub fn actions(&self) -> Vec<Action> {
-        if self.editing {
-            Vec::new()
-        } else {
-            vec![Action::Confirm, Action::Reason, Action::Cancel]
-        }
-    }
-
-    pub fn reason(&self) -> Option<String> {
-        Some(self.reason.value().trim().to_owned()).filter(|r| !r.is_empty())
-    }
-
-    pub fn on_key(&mut self, key: crossterm::event::KeyEvent, keymap: &Keymap) -> Answer {
-        use crossterm::event::KeyCode;
-        if self.editing {
-            match key.code {
-                KeyCode::Enter => self.editing = false,
-                KeyCode::Esc => return Answer::Cancel,
-                _ => super::edit(&mut self.reason, key),
-            }
-            return Answer::Stay;
-        }
-        match keymap.action_among(&key, &self.actions()) {
-            Some(Action::Confirm) => Answer::Confirm,
-            Some(Action::Reason) => {
-                self.editing = true;
-                Answer::Stay
-            }
-            Some(Action::Cancel) => Answer::Cancel,
-            _ => Answer::Stay,
+            ask: Ask::new(!approve),
         }
     }
 
@@ -154,14 +102,12 @@ impl Confirm {
             }
             many => bulk_summary(verb, many, inner),
         };
-        let reason = if self.editing {
-            super::with_cursor(&self.reason)
-        } else {
-            self.reason.value().to_owned()
-        };
-        lines.push(Line::from(fit(&format!("reason: {reason}"), inner)));
+        lines.push(Line::from(fit(
+            &format!("reason: {}", self.ask.shown()),
+            inner,
+        )));
         lines.push(Line::from(""));
-        let keys = if self.editing {
+        let keys = if self.ask.editing {
             "type the reason · enter done · esc cancels".to_owned()
         } else {
             let key = |a| keymap.key_for(a).unwrap_or("?");

@@ -5,6 +5,7 @@ pub mod confirm;
 pub mod help;
 pub mod picker;
 pub mod prompt;
+pub mod reclassify;
 
 use ratatui::layout::Rect;
 
@@ -37,4 +38,85 @@ pub fn with_cursor(input: &tui_input::Input) -> String {
         .nth(input.cursor())
         .map_or(value.len(), |(i, _)| i);
     format!("{}▏{}", &value[..at], &value[at..])
+}
+
+/// What a key in a yes/no dialog asks for.
+pub enum Answer {
+    Stay,
+    Cancel,
+    Confirm,
+}
+
+/// A yes/no dialog's keys, with one line of text the operator may type (a reason, a
+/// note). Its default is Cancel: only the confirm key acts.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub text: tui_input::Input,
+    /// Typing the text: keys are text then, Enter ends it and Esc closes the dialog.
+    pub editing: bool,
+}
+
+impl PartialEq for Ask {
+    fn eq(&self, other: &Self) -> bool {
+        self.text.value() == other.text.value() && self.editing == other.editing
+    }
+}
+
+impl Ask {
+    pub fn new(editing: bool) -> Ask {
+        Ask {
+            text: tui_input::Input::default(),
+            editing,
+        }
+    }
+
+    /// What applies while the dialog is open; none while the text is typed.
+    pub fn actions(&self) -> Vec<crate::console::keymap::Action> {
+        use crate::console::keymap::Action;
+        if self.editing {
+            Vec::new()
+        } else {
+            vec![Action::Confirm, Action::Reason, Action::Cancel]
+        }
+    }
+
+    /// The text typed, if any.
+    pub fn value(&self) -> Option<String> {
+        Some(self.text.value().trim().to_owned()).filter(|t| !t.is_empty())
+    }
+
+    /// The text as the dialog shows it, with a cursor while it is typed.
+    pub fn shown(&self) -> String {
+        if self.editing {
+            with_cursor(&self.text)
+        } else {
+            self.text.value().to_owned()
+        }
+    }
+
+    pub fn on_key(
+        &mut self,
+        key: crossterm::event::KeyEvent,
+        keymap: &crate::console::keymap::Keymap,
+    ) -> Answer {
+        use crate::console::keymap::Action;
+        use crossterm::event::KeyCode;
+        if self.editing {
+            match key.code {
+                KeyCode::Enter => self.editing = false,
+                KeyCode::Esc => return Answer::Cancel,
+                _ => edit(&mut self.text, key),
+            }
+            return Answer::Stay;
+        }
+        match keymap.action_among(&key, &self.actions()) {
+            Some(Action::Confirm) => Answer::Confirm,
+            Some(Action::Reason) => {
+                self.editing = true;
+                Answer::Stay
+            }
+            Some(Action::Cancel) => Answer::Cancel,
+            _ => Answer::Stay,
+        }
+    }
 }

@@ -53,7 +53,7 @@ impl Prompt {
                 " tab completes · enter runs · esc cancels · ctrl-u/ctrl-w delete · ctrl-a/ctrl-e move"
             }
             PromptKind::Filter { .. } => {
-                " enter keep · esc undo · tool: outcome: risk: identity: upstream: · ! inverts"
+                " enter keep · esc undo · tool: outcome: risk: identity: upstream: target: ticket: since:10m · ! inverts"
             }
         }
     }

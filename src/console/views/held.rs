@@ -8,7 +8,7 @@ use ratatui::layout::Rect;
 use ratatui::style::Style;
 
 use super::{Ctx, ViewFilter, shared_upstream, title, tool_header, tool_label};
-use crate::api::{HoldPhase, HoldView, Resolution};
+use crate::api::{HoldView, Resolution};
 use crate::console::keymap::Action;
 use crate::console::model::Model;
 use crate::console::table::{self, Column, ListState};
@@ -212,14 +212,7 @@ impl Held {
                             theme.deny
                         },
                     ),
-                    (None, _) => (
-                        match h.phase {
-                            HoldPhase::Waiting => "waiting",
-                            HoldPhase::Pending => "pending",
-                        }
-                        .to_owned(),
-                        theme.hold,
-                    ),
+                    (None, _) => (h.phase.as_str().to_owned(), theme.hold),
                 };
                 let countdown = match h.resolution {
                     Some(_) => (String::new(), Style::new()),

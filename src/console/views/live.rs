@@ -67,7 +67,7 @@ impl Live {
         model
             .rows()
             .skip_while(move |r| frozen.is_some_and(|f| r.seq > f))
-            .filter(|r| self.filter.shows(&r.call))
+            .filter(|r| self.filter.shows(*r))
     }
 
     pub fn selected<'a>(&self, model: &'a Model) -> Option<&'a Row> {
@@ -76,13 +76,13 @@ impl Live {
         model
             .rows()
             .skip_while(move |r| frozen.is_some_and(|f| r.seq > f))
-            .filter(|r| self.filter.shows(&r.call))
+            .filter(|r| self.filter.shows(*r))
             .nth(index)
     }
 
     /// A new row arrived; while paused it is only counted.
     pub fn on_decision(&mut self, row: &Row) {
-        if !self.follow && self.filter.shows(&row.call) {
+        if !self.follow && self.filter.shows(row) {
             self.new_while_paused += 1;
         }
     }

@@ -1,0 +1,87 @@
+//! The dialog before a tool's class is made less strict (destructive → read, say): such
+//! a change lets calls through that were held or denied, so it asks first, with Cancel
+//! as the default, and takes a note that the gateway stores with the change.
+
+use super::Ask;
+use crate::api::Risk;
+use crate::console::keymap::{Action, Keymap};
+use crate::console::text::fit;
+use crate::console::theme::Theme;
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+
+/// How strict a class is under the default policy: unclassified is treated as
+/// destructive.
+pub fn strictness(risk: Risk) -> u8 {
+    match risk {
+        Risk::Read => 0,
+        Risk::Write => 1,
+        Risk::Destructive | Risk::Unclassified => 2,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reclassify {
+    pub upstream: String,
+    pub tool: String,
+    pub from: Risk,
+    pub to: Risk,
+    /// The keys, and the note the operator may type.
+    pub ask: Ask,
+}
+
+impl Reclassify {
+    pub fn new(upstream: &str, tool: &str, from: Risk, to: Risk) -> Reclassify {
+        Reclassify {
+            upstream: upstream.to_owned(),
+            tool: tool.to_owned(),
+            from,
+            to,
+            ask: Ask::new(false),
+        }
+    }
+
+    pub fn draw(&self, frame: &mut Frame, area: Rect, keymap: &Keymap, theme: &Theme) {
+        let width: u16 = 64;
+        let inner = width as usize - 2;
+        let note = self.ask.shown();
+        let key = |a| keymap.key_for(a).unwrap_or("?");
+        let keys = if self.ask.editing {
+            "type the note · enter done · esc cancels".to_owned()
+        } else {
+            format!(
+                "{} confirm · {} note · [{}] cancel",
+                key(Action::Confirm),
+                key(Action::Reason),
+                key(Action::Cancel)
+            )
+        };
+        let lines = vec![
+            Line::from(fit(&format!("{}/{}", self.upstream, self.tool), inner)),
+            Line::from(Span::styled(
+                format!("{} → {}: less strict", self.from, self.to),
+                theme.urgent,
+            )),
+            Line::from("Calls that were held or denied for its class may now run."),
+            Line::from(fit(&format!("note: {note}"), inner)),
+            Line::from(""),
+            Line::from(Span::styled(
+                keys,
+                Style::new().add_modifier(Modifier::BOLD),
+            )),
+        ];
+        let rect = super::centered(area, width, lines.len() as u16 + 2);
+        frame.render_widget(Clear, rect);
+        frame.render_widget(
+            Paragraph::new(lines).block(
+                Block::bordered()
+                    .title(" Reclassify ")
+                    .border_style(theme.urgent),
+            ),
+            rect,
+        );
+    }
+}
