@@ -50,6 +50,10 @@ pub enum Command {
         /// Ring the terminal bell when a hold arrives [default: on].
         #[arg(long, value_enum)]
         bell: Option<crate::console::Bell>,
+        /// Also a desktop notification through the terminal when a hold arrives: osc9
+        /// (iTerm2, kitty, WezTerm, Windows Terminal) or osc777 (foot, VTE) [default: off].
+        #[arg(long, value_enum)]
+        notify: Option<crate::console::Notify>,
         /// How many decisions to keep [default: 10000].
         #[arg(long)]
         ring: Option<usize>,

@@ -238,14 +238,16 @@ impl App {
     }
 
     pub fn filter_text(&self, view: View) -> Option<&str> {
-        self.filter(view).active()
+        self.filter(view).and_then(ViewFilter::active)
     }
 
-    fn filter(&self, view: View) -> &ViewFilter {
+    /// A view's filter; the summary has none.
+    fn filter(&self, view: View) -> Option<&ViewFilter> {
         match view {
-            View::Live => &self.live.filter,
-            View::Held => &self.held.filter,
-            View::Tools => &self.tools.filter,
+            View::Live => Some(&self.live.filter),
+            View::Held => Some(&self.held.filter),
+            View::Tools => Some(&self.tools.filter),
+            View::Stats => None,
         }
     }
 
@@ -305,6 +307,26 @@ impl App {
         }
     }
 
+    /// What a desktop notification says when holds arrive.
+    pub fn hold_notice(&self) -> String {
+        let newest = self
+            .model
+            .holds
+            .iter()
+            .filter(|h| h.resolution.is_none())
+            .max_by(|a, b| a.call_id.cmp(&b.call_id));
+        match newest {
+            Some(h) => format!(
+                "{} held · newest: {}/{} by {}",
+                self.pending_count(),
+                h.call.upstream,
+                h.call.tool,
+                h.call.identity.label()
+            ),
+            None => "a call is held".to_owned(),
+        }
+    }
+
     /// The open yes/no dialog's keys and text, if one is open.
     pub fn asking(&self) -> Option<&super::popups::Ask> {
         match &self.mode {
@@ -320,6 +342,7 @@ impl App {
             View::Live => self.live.actions(),
             View::Held => self.held.actions(),
             View::Tools => self.tools.actions(),
+            View::Stats => super::views::stats::actions(),
         };
         if self.detail && !actions.contains(&Action::Back) {
             actions.push(Action::Back);
@@ -722,6 +745,7 @@ impl App {
                 self.view = View::Tools;
                 return vec![Command::FetchTools];
             }
+            ("stats", "") => self.view = View::Stats,
             ("q" | "quit", "") => return vec![Command::Quit],
             ("reconnect", "") => {
                 self.say("reconnecting…");
@@ -751,7 +775,7 @@ impl App {
             ("theme", name) => return vec![Command::SetTheme(name.to_owned())],
             ("", "") => {}
             _ => self.say(format!(
-                "unknown command :{command} (try :live, :held, :tools, :ctx NAME, :reconnect, :theme NAME, :q)"
+                "unknown command :{command} (try :live, :held, :tools, :stats, :ctx NAME, :reconnect, :theme NAME, :q)"
             )),
         }
         Vec::new()
@@ -779,6 +803,7 @@ impl App {
                 self.tools.list = Default::default();
                 self.tools.reanchor(&self.model, self.page());
             }
+            View::Stats => return Err("the summary has no filter".into()),
         }
         Ok(())
     }
@@ -793,6 +818,7 @@ impl App {
             View::Live => self.live.navigate(action, &self.model, page),
             View::Held => self.held.navigate(action, &self.model, page),
             View::Tools => self.tools.navigate(action, &self.model, page),
+            View::Stats => false,
         };
         if navigated {
             return Vec::new();
@@ -810,8 +836,9 @@ impl App {
             }
             Action::Detail => self.detail = !self.detail,
             Action::Filter => {
-                let current = self.filter(self.view).text.clone();
-                self.mode = Mode::Prompt(Prompt::filter(&current));
+                if let Some(current) = self.filter(self.view).map(|f| f.text.clone()) {
+                    self.mode = Mode::Prompt(Prompt::filter(&current));
+                }
             }
             Action::CopyId | Action::CopyJson => return self.copy(action == Action::CopyJson),
             Action::Mark => {
@@ -912,7 +939,7 @@ impl App {
                     }
                 }
             }
-            View::Tools => return Vec::new(),
+            View::Tools | View::Stats => return Vec::new(),
         };
         self.mode = Mode::Confirm(Box::new(Confirm::new(approve, holds)));
         Vec::new()
@@ -997,6 +1024,7 @@ impl App {
                     serde_json::to_string(t).unwrap_or_default(),
                 )
             }),
+            View::Stats => None,
         };
         let Some((id, whole)) = picked else {
             self.say("nothing selected to copy");
@@ -1025,6 +1053,7 @@ impl App {
                 View::Live => self.live.navigate(action, &self.model, page),
                 View::Held => self.held.navigate(action, &self.model, page),
                 View::Tools => self.tools.navigate(action, &self.model, page),
+                View::Stats => false,
             };
         }
     }
@@ -1053,7 +1082,16 @@ impl Bulk {
     }
 }
 
-const COMMANDS: [&str; 7] = ["live", "held", "tools", "ctx", "reconnect", "theme", "quit"];
+const COMMANDS: [&str; 8] = [
+    "live",
+    "held",
+    "tools",
+    "stats",
+    "ctx",
+    "reconnect",
+    "theme",
+    "quit",
+];
 
 /// Completes a `:` command, or the context or theme name after `ctx ` or `theme `:
 /// as far as the candidates agree. Returns the new text and the candidates.

@@ -34,6 +34,7 @@ struct File {
     default_context: Option<Spanned<String>>,
     theme: Option<String>,
     bell: Option<Bell>,
+    notify: Option<super::Notify>,
     ring: Option<Spanned<usize>>,
     #[serde(default)]
     mouse: bool,
@@ -88,6 +89,7 @@ pub struct ConsoleConfig {
     pub default_context: Option<String>,
     pub theme: Option<String>,
     pub bell: Option<Bell>,
+    pub notify: Option<super::Notify>,
     pub ring: Option<usize>,
     pub mouse: bool,
     pub keymap: Keymap,
@@ -272,6 +274,7 @@ impl ConsoleConfig {
             default_context: file.default_context.map(Spanned::into_inner),
             theme: file.theme,
             bell: file.bell,
+            notify: file.notify,
             ring: file.ring.map(Spanned::into_inner),
             mouse: file.mouse,
             keymap,
@@ -380,6 +383,11 @@ theme = "high-contrast"
             (c.bell, c.ring, c.mouse),
             (Some(Bell::Unfocused), Some(500), true)
         );
+        assert_eq!(c.notify, None, "notifications are off unless asked for");
+        let with_notify = parse("notify = \"osc777\"\n").unwrap();
+        assert_eq!(with_notify.notify, Some(crate::console::Notify::Osc777));
+        let err = parse("notify = \"osc99\"\n").unwrap_err();
+        assert!(err.message.contains("unknown variant `osc99`"), "{err}");
         assert_eq!(c.contexts.len(), 2);
         let prod = c.context("prod").unwrap();
         assert!(prod.read_only);

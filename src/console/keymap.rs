@@ -200,7 +200,7 @@ impl Action {
     pub fn describe(self) -> &'static str {
         match self {
             Action::Quit => "quit",
-            Action::Command => "command (:live :held :tools :ctx :reconnect :theme :q)",
+            Action::Command => "command (:live :held :tools :stats :ctx :reconnect :theme :q)",
             Action::Help => "help",
             Action::Back => "back",
             Action::Up => "up (live: newer)",

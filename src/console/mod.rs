@@ -37,6 +37,34 @@ pub enum Bell {
     Unfocused,
 }
 
+/// A desktop notification when a hold arrives, through the terminal: OSC 9 (iTerm2,
+/// kitty, WezTerm, Windows Terminal) or OSC 777 (foot, rxvt, VTE terminals). Off by
+/// default; inside tmux it needs `set -g allow-passthrough on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Notify {
+    #[default]
+    Off,
+    Osc9,
+    Osc777,
+}
+
+impl Notify {
+    /// The escape sequence that shows `body`, or nothing when off. Control characters
+    /// are dropped so that a tool name cannot end the sequence early.
+    pub fn sequence(self, body: &str) -> Option<String> {
+        let body: String = body
+            .chars()
+            .filter(|c| !c.is_control() && *c != ';')
+            .collect();
+        match self {
+            Notify::Off => None,
+            Notify::Osc9 => Some(format!("\x1b]9;{body}\x07")),
+            Notify::Osc777 => Some(format!("\x1b]777;notify;toolgate;{body}\x07")),
+        }
+    }
+}
+
 /// When to use colour: `auto` honours `NO_COLOR`; `never` is the `mono` theme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ColorChoice {
@@ -54,6 +82,7 @@ pub struct Options {
     pub token: Option<String>,
     pub read_only: bool,
     pub bell: Option<Bell>,
+    pub notify: Option<Notify>,
     pub ring: Option<usize>,
     pub theme: Option<String>,
     pub color: ColorChoice,
@@ -77,6 +106,7 @@ struct Settings {
     start: Context,
     named: bool,
     bell: Bell,
+    notify: Notify,
     ring: usize,
     mouse: bool,
     /// `--color never` or `NO_COLOR`: every context uses `mono`.
@@ -144,6 +174,7 @@ impl Settings {
         };
         Ok(Settings {
             bell: options.bell.or(config.bell).unwrap_or(Bell::On),
+            notify: options.notify.or(config.notify).unwrap_or_default(),
             ring: options.ring.or(config.ring).unwrap_or(DEFAULT_RING).max(1),
             mouse: options.mouse || config.mouse,
             colourless,
@@ -341,10 +372,17 @@ async fn event_loop(
                 Bell::On => true,
                 Bell::Unfocused => !focused,
             };
-            // At most one bell every two seconds, however many holds arrive.
-            if wanted && last_bell.elapsed() >= Duration::from_secs(2) {
-                let _ = std::io::stdout().write_all(b"\x07");
-                let _ = std::io::stdout().flush();
+            // At most one bell (and one notification) every two seconds, however many
+            // holds arrive.
+            if last_bell.elapsed() >= Duration::from_secs(2) {
+                let mut out = std::io::stdout();
+                if wanted {
+                    let _ = out.write_all(b"\x07");
+                }
+                if let Some(seq) = settings.notify.sequence(&app.hold_notice()) {
+                    let _ = out.write_all(seq.as_bytes());
+                }
+                let _ = out.flush();
                 last_bell = Instant::now();
             }
         }
@@ -583,6 +621,20 @@ token = "tg_staging"
         let s = Settings::merge(never, config()).unwrap();
         assert_eq!(s.theme_for(&s.start, true), "mono");
         assert_eq!(s.theme_for(&prod, false), "mono");
+    }
+
+    #[test]
+    fn a_notification_is_off_by_default_and_cannot_be_ended_early_by_a_name() {
+        assert_eq!(Notify::default().sequence("1 held"), None);
+        assert_eq!(
+            Notify::Osc9.sequence("2 held · newest: py/write_page by token:ci-bot"),
+            Some("\x1b]9;2 held · newest: py/write_page by token:ci-bot\x07".into())
+        );
+        assert_eq!(
+            Notify::Osc777.sequence("x\x07\x1b]52;c;evil;y"),
+            Some("\x1b]777;notify;toolgate;x]52cevily\x07".into()),
+            "control characters and separators are dropped"
+        );
     }
 
     #[test]

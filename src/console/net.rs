@@ -15,6 +15,8 @@ use crate::client::{ClientError, ControlClient};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the summary's upstream health and counters are refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Reconnect attempts since the last connection that worked.
 #[derive(Debug, Default)]
@@ -147,8 +149,18 @@ async fn session(
         return Ok(SessionEnd::AppGone);
     }
     let mut socket = client.open_events(*since, store_id.as_deref()).await?;
-    while let Some(message) = socket.next().await {
-        let Ok(message) = message else {
+    // Upstream health and the gateway's counters change without events: ask now and then.
+    let mut status_every = tokio::time::interval(STATUS_EVERY);
+    status_every.tick().await;
+    loop {
+        let message = tokio::select! {
+            message = socket.next() => message,
+            _ = status_every.tick() => {
+                fetch_status(client.clone(), tx.clone());
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
             return Ok(SessionEnd::Closed);
         };
         let text = match message {
@@ -185,7 +197,15 @@ async fn session(
             return Ok(SessionEnd::AppGone);
         }
     }
-    Ok(SessionEnd::Closed)
+}
+
+/// Fetches `GET /status` on its own task; a failure waits for the next try.
+fn fetch_status(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        if let Ok(status) = client.status().await {
+            let _ = tx.send(NetEvent::Status(Box::new(status))).await;
+        }
+    });
 }
 
 /// Approves or denies on its own task, and reports back.

@@ -56,6 +56,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         View::Live => app.live.draw(frame, table, &ctx),
         View::Held => app.held.draw(frame, table, &ctx),
         View::Tools => app.tools.draw(frame, table, &ctx),
+        View::Stats => super::views::stats::draw(frame, table, &ctx, app.status.as_ref()),
     }
     draw_hints(frame, app, theme, hints);
     draw_status(frame, app, theme, status);
@@ -134,6 +135,11 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: Dat
     if app.read_only {
         spans.push(Span::styled(" RO ", theme.urgent));
     }
+    // The summary strip goes last: on a narrow terminal it is what gets cut.
+    spans.push(Span::raw(format!(
+        "· {} ",
+        super::views::stats::strip(&app.model, now)
+    )));
     frame.render_widget(
         Paragraph::new(fit_line(spans, area.width as usize)).style(theme.header),
         area,
@@ -211,6 +217,7 @@ fn draw_detail(frame: &mut Frame, app: &App, ctx: &Ctx, area: Rect, over: bool) 
             call_lines(ctx, &h.call, None, ts.as_deref())
         }),
         View::Tools => app.tools.selected(&app.model).map(tool_lines),
+        View::Stats => None,
     };
     let Some(lines) = lines else {
         return;

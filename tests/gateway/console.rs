@@ -132,6 +132,9 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
     tmux.send(&["e"]);
     tmux.wait_for("current, suggested").await;
     tmux.send(&["r"]);
+    // Write to read is less strict: the console asks, and Enter would cancel.
+    tmux.wait_for("write → read: less strict").await;
+    tmux.send(&["y"]);
     tmux.wait_for("py/write_page is now read").await;
     let screen = tmux.wait_for("ada").await;
     assert!(
@@ -306,7 +309,8 @@ async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token
 
 #[tokio::test]
 async fn the_console_network_stops_at_a_rejected_token_instead_of_retrying() {
-    let gw = start_gateway(&test_identities()).await;
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&upstream.config("")).await;
     let client = toolgate::client::ControlClient::new(
         &format!("http://{}", gw.control),
         "tg_not-an-operator",

@@ -544,3 +544,86 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
     );
     assert!(app.want_tools);
 }
+
+/// A gateway's traffic over the two minutes before `now()`, as the stream brings it.
+fn busy_app() -> App {
+    let mut app = connected_app();
+    let status: crate::api::StatusView = serde_json::from_value(json!({
+        "version": "0.1.0", "uptime_secs": 7265, "store_id": "s1", "ready": true, "last_seq": 130,
+        "upstreams": [
+            {"name": "atlassian", "url": "http://127.0.0.1:9001/mcp", "tools": 14, "health": "ok"},
+            {"name": "github", "url": "http://127.0.0.1:9002/mcp", "tools": 0, "health": "unreachable"}
+        ],
+        "counters": {"decisions": {"allow": 900, "hold": 70, "deny": 30}, "holds_open": 1, "event_subscribers": 2},
+        "policy": {"version": 3, "sha256": "9f2c4e7a1b3d5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4"}
+    }))
+    .unwrap();
+    app.on_net(NetEvent::Status(Box::new(status)));
+    let mut events = Vec::new();
+    for i in 0..120u64 {
+        let outcome = match i % 10 {
+            0 => "deny",
+            1 | 2 => "hold",
+            _ => "allow",
+        };
+        let mut d = decision(i + 1, outcome, "get_issue");
+        // A burst in the last ten seconds, a trickle before.
+        let secs_before = if i >= 100 {
+            (119 - i) / 2
+        } else {
+            10 + (99 - i)
+        };
+        let at = now() - chrono::Duration::seconds(secs_before as i64);
+        d["ts"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        events.push(d);
+    }
+    feed(&mut app, events);
+    let mut held = decision(121, "hold", "merge_pr");
+    // A call id minted 3 minutes before now: its UUIDv7 says when it was held.
+    let minted = (now() - chrono::Duration::seconds(185)).timestamp_millis() as u64;
+    held["call_id"] = json!(format!(
+        "{:08x}-{:04x}-7000-8000-000000000121",
+        minted >> 16,
+        minted & 0xffff
+    ));
+    feed(
+        &mut app,
+        [
+            held,
+            json!({"seq": 122, "kind": "hold.created", "call_id": format!("{:08x}-{:04x}-7000-8000-000000000121", minted >> 16, minted & 0xffff),
+                   "expires_at": "2026-11-26T10:10:00.000Z", "ttl_ms": 600000, "phase": "pending"}),
+            json!({"seq": 123, "kind": "policy.changed", "version": 4, "sha256": "ab", "by": "ada"}),
+        ],
+    );
+    app
+}
+
+#[test]
+fn snapshot_stats_from_the_stream_and_the_status() {
+    let mut app = busy_app();
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "policy v4 is in force (by ada)",
+        "a policy change made elsewhere shows as a message"
+    );
+    app.on_key(ch(':'));
+    typed(&mut app, "stats");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.view, View::Stats);
+    for (w, h) in [(80, 24), (120, 40)] {
+        app.resize(w, h);
+        let terminal = render(&app, w, h);
+        let text = screen(&terminal).join("\n");
+        for expected in [
+            "oldest 03:05",
+            "policy v4",
+            "held       1 pending",
+            "seen here  allow 84 (69%) · hold 25 (21%) · deny 12 (10%)",
+            "github",
+            "unreachable",
+        ] {
+            assert!(text.contains(expected), "{w}x{h}: {expected:?}:\n{text}");
+        }
+        insta::assert_snapshot!(format!("stats_{w}x{h}"), terminal.backend());
+    }
+}

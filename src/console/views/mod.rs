@@ -3,6 +3,7 @@
 
 pub mod held;
 pub mod live;
+pub mod stats;
 pub mod tools;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +17,7 @@ pub enum View {
     Live,
     Held,
     Tools,
+    Stats,
 }
 
 impl View {
@@ -24,6 +26,7 @@ impl View {
             View::Live => "live",
             View::Held => "held",
             View::Tools => "tools",
+            View::Stats => "stats",
         }
     }
 }
