@@ -32,6 +32,9 @@ pub enum ClientError {
     Reset(String),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// A failure whose body is not the API's error JSON (a proxy's page, say).
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
 }
 
 impl ClientError {
@@ -40,7 +43,7 @@ impl ClientError {
     pub fn rejected_token(&self) -> Option<u16> {
         use tokio_tungstenite::tungstenite::Error as Ws;
         let status = match self {
-            ClientError::Api { status, .. } => *status,
+            ClientError::Api { status, .. } | ClientError::Status { status, .. } => *status,
             ClientError::WebSocket(e) => match e.as_ref() {
                 Ws::Http(response) => response.status().as_u16(),
                 _ => return None,
@@ -108,10 +111,10 @@ impl ControlClient {
                 hold: e.hold.map(Box::new),
                 tool: e.tool.map(Box::new),
             }),
-            Err(_) => Err(ClientError::Unexpected(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&body)
-            ))),
+            Err(_) => Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
         }
     }
 

@@ -195,6 +195,10 @@ pub struct App {
     pub theme_names: Vec<String>,
     /// A first hint for the status line, gone with the first key.
     pub hint: Option<String>,
+    /// When the gateway went out of reach, kept through `:reconnect` until connected.
+    lost_at: Option<DateTime<Utc>>,
+    /// The clock, fixed by tests; the wall clock otherwise.
+    pub clock: Option<DateTime<Utc>>,
 }
 
 impl App {
@@ -222,6 +226,22 @@ impl App {
             context_names: Vec::new(),
             theme_names: Vec::new(),
             hint: None,
+            lost_at: None,
+            clock: None,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.unwrap_or_else(Utc::now)
+    }
+
+    /// Since when what is shown may be out of date: the gateway is out of reach, or a
+    /// new connection has not caught up yet.
+    pub fn stale_since(&self) -> Option<DateTime<Utc>> {
+        match &self.connection {
+            Connection::Connected => None,
+            Connection::Connecting => self.lost_at,
+            other => other.lost_since(),
         }
     }
 
@@ -422,8 +442,19 @@ impl App {
             NetEvent::Backfill(newest_first) => self.model.backfill(newest_first),
             NetEvent::Holds(holds) => self.model.set_holds(holds),
             NetEvent::Connected { store_id } => {
+                // Another store under the same address: nothing shown belongs to it.
+                if self
+                    .model
+                    .store_id
+                    .as_ref()
+                    .is_some_and(|known| *known != store_id)
+                {
+                    self.forget_gateway();
+                    self.say("the gateway's store is not the one shown before; reloaded");
+                }
                 self.model.store_id = Some(store_id);
                 self.connection = Connection::Connected;
+                self.lost_at = None;
             }
             NetEvent::Event(e) => self.on_event(*e),
             NetEvent::Unknown { seq } => {
@@ -446,7 +477,10 @@ impl App {
             }
             NetEvent::Tools(tools) => self.model.set_tools(tools),
             NetEvent::Status(status) => {
-                self.model.policy_version = status.policy.as_ref().map(|p| p.version);
+                // The status comes from a task of its own: it may be older than a
+                // `policy.changed` the stream already brought.
+                let version = status.policy.as_ref().map(|p| p.version);
+                self.model.policy_version = self.model.policy_version.max(version);
                 self.status = Some(*status);
             }
             NetEvent::RiskEdited {
@@ -460,16 +494,16 @@ impl App {
     }
 
     fn on_event(&mut self, event: Event) {
-        let applied = self.model.apply(event);
+        let applied = self.model.apply(event, self.now());
         if let Some(seq) = applied.decision
             && let Some(row) = self.model.rows().next().filter(|r| r.seq == seq)
         {
             self.live.on_decision(&row.clone());
         }
-        if applied.evicted && !self.live.follow {
-            let len = self.live.rows(&self.model).count();
-            let page = self.page();
-            self.live.list.scroll_into_view(len, page);
+        if let Some(seq) = applied.evicted
+            && self.live.on_evicted(seq, &self.model)
+        {
+            self.say("the selected row left the ring (--ring); the oldest row left is selected");
         }
         self.ring_bell |= applied.new_hold;
         self.want_tools |= applied.tools_changed;
@@ -493,12 +527,13 @@ impl App {
                     from,
                     ..
                 } => {
-                    self.model.edit_done(&upstream, &tool, version, by);
+                    self.model.edit_done(&upstream, &tool, to, version, by);
                     self.tools.last_edit = Some(LastEdit {
                         upstream: upstream.clone(),
                         tool: tool.clone(),
                         from,
                         to,
+                        version,
                     });
                     self.say(format!("{upstream}/{tool} is now {to}"));
                 }
@@ -580,9 +615,22 @@ impl App {
         self.hint = None;
         // Nothing acts on a screen too small to show what it would act on.
         if self.too_small() {
-            return match self.keymap.action_among(&key, &[Action::Quit]) {
-                Some(Action::Quit) => vec![Command::Quit],
-                _ => Vec::new(),
+            // While text is being typed, a `q` is a letter: only ctrl-c quits then.
+            let typing =
+                matches!(self.mode, Mode::Prompt(_)) || self.asking().is_some_and(|a| a.editing);
+            let ctrl_c = key.code == crossterm::event::KeyCode::Char('c')
+                && key
+                    .modifiers
+                    .contains(crossterm::event::KeyModifiers::CONTROL);
+            let quit = if typing {
+                ctrl_c
+            } else {
+                self.keymap.action_among(&key, &[Action::Quit]) == Some(Action::Quit)
+            };
+            return if quit {
+                vec![Command::Quit]
+            } else {
+                Vec::new()
             };
         }
         match std::mem::replace(&mut self.mode, Mode::Normal) {
@@ -610,7 +658,16 @@ impl App {
                 }
                 Answer::Confirm => {
                     let note = dialog.ask.value();
-                    self.set_risk(&dialog.upstream, &dialog.tool, dialog.to, note)
+                    if dialog.undo_of.is_some() {
+                        self.tools.last_edit = None;
+                    }
+                    self.set_risk(
+                        &dialog.upstream,
+                        &dialog.tool,
+                        dialog.to,
+                        note,
+                        dialog.undo_of,
+                    )
                 }
             },
             Mode::ClassPicker(mut picker) => {
@@ -796,7 +853,22 @@ impl App {
             }
             View::Held => {
                 self.held.filter = view_filter;
-                self.select_hold(0);
+                // A mark the filter hides would be decided unseen: it goes.
+                let visible: HashSet<String> = self
+                    .held
+                    .visible(&self.model)
+                    .iter()
+                    .map(|h| h.call_id.clone())
+                    .collect();
+                let before = self.held.marked.len();
+                self.held.marked.retain(|id| visible.contains(id));
+                if self.held.marked.len() < before {
+                    self.say(format!(
+                        "{} marks dropped: the filter hides their calls",
+                        before - self.held.marked.len()
+                    ));
+                }
+                self.reanchor();
             }
             View::Tools => {
                 self.tools.filter = view_filter;
@@ -814,6 +886,22 @@ impl App {
             return Vec::new();
         }
         let page = self.page();
+        // While following, no row is highlighted: a key that acts on a row first stops
+        // on the newest one, so that what it acts on is on screen and stays put.
+        if self.view == View::Live && self.live.follow && self.model.row_count() > 0 {
+            match action {
+                Action::Detail => self.live.pause_at_top(&self.model),
+                Action::Approve | Action::Deny | Action::CopyId | Action::CopyJson => {
+                    self.live.pause_at_top(&self.model);
+                    self.say(format!(
+                        "paused at the newest row: press {} again to act on it",
+                        self.keymap.key_for(action).unwrap_or("the key")
+                    ));
+                    return Vec::new();
+                }
+                _ => {}
+            }
+        }
         let navigated = match self.view {
             View::Live => self.live.navigate(action, &self.model, page),
             View::Held => self.held.navigate(action, &self.model, page),
@@ -866,7 +954,14 @@ impl App {
                     self.say("nothing to undo: this console changed no class yet");
                     return Vec::new();
                 };
-                return self.edit_risk(&last.upstream, &last.tool, last.from);
+                // It names the tool, which may be off screen, and asks first.
+                self.mode = Mode::Reclassify(Box::new(Reclassify::undo(
+                    &last.upstream,
+                    &last.tool,
+                    last.to,
+                    last.from,
+                    last.version,
+                )));
             }
             Action::Approve | Action::Deny => return self.open_confirm(action == Action::Approve),
             Action::Confirm | Action::Reason | Action::Cancel | Action::Choose => {}
@@ -887,7 +982,7 @@ impl App {
     /// Opens the approve/deny dialog on what the operator sees selected: the marked
     /// holds, the selected hold, or in the live view the selected row's hold.
     fn open_confirm(&mut self, approve: bool) -> Vec<Command> {
-        if let Some(since) = self.connection.lost_since() {
+        if let Some(since) = self.stale_since() {
             self.say(format!(
                 "the gateway is unreachable (since {}): nothing can be approved or denied until it is back",
                 super::text::clock(since)
@@ -896,10 +991,10 @@ impl App {
         }
         let holds: Vec<HoldView> = match self.view {
             View::Held if !self.held.marked.is_empty() => {
+                // Only what the view shows: a marked call the filter hides is not decided.
                 let holds: Vec<HoldView> = self
-                    .model
-                    .holds
-                    .iter()
+                    .visible_holds()
+                    .into_iter()
                     .filter(|h| h.resolution.is_none() && self.held.marked.contains(&h.call_id))
                     .cloned()
                     .collect();
@@ -957,6 +1052,12 @@ impl App {
             return Vec::new();
         };
         let from = entry.tool.risk;
+        if self.model.edit_pending(upstream, tool) {
+            self.say(format!(
+                "{tool}: the last change is still being saved; try again"
+            ));
+            return Vec::new();
+        }
         if from == risk {
             self.say(format!("{tool} is already {risk}"));
             return Vec::new();
@@ -965,16 +1066,18 @@ impl App {
             self.mode = Mode::Reclassify(Box::new(Reclassify::new(upstream, tool, from, risk)));
             return Vec::new();
         }
-        self.set_risk(upstream, tool, risk, None)
+        self.set_risk(upstream, tool, risk, None, None)
     }
 
-    /// Shows the new class at once and asks the gateway; the answer confirms or undoes it.
+    /// Shows the new class at once and asks the gateway, at `version` or the version on
+    /// screen; the answer confirms or undoes it. One edit of a tool at a time.
     fn set_risk(
         &mut self,
         upstream: &str,
         tool: &str,
         risk: Risk,
         note: Option<String>,
+        version: Option<u64>,
     ) -> Vec<Command> {
         let Some(index) = self
             .model
@@ -985,9 +1088,16 @@ impl App {
             self.say(format!("{upstream}/{tool} is no longer in the catalog"));
             return Vec::new();
         };
-        let Some((upstream, tool, expected_version)) = self.model.begin_edit(index, risk) else {
+        if self.model.edit_pending(upstream, tool) {
+            self.say(format!(
+                "{tool}: the last change is still being saved; try again"
+            ));
+            return Vec::new();
+        }
+        let Some((upstream, tool, shown_version)) = self.model.begin_edit(index, risk) else {
             return Vec::new();
         };
+        let expected_version = version.unwrap_or(shown_version);
         vec![Command::SetRisk {
             upstream,
             tool,
@@ -1113,12 +1223,16 @@ pub fn complete(text: &str, contexts: &[String], themes: &[String]) -> (String, 
         [one] if prefix.is_empty() && matches!(one.as_str(), "ctx" | "theme") => format!("{one} "),
         [one] => format!("{prefix}{one}"),
         many => {
+            // The longest start every candidate shares, cut at a character boundary.
             let first = &many[0];
-            let common = (word.len()..=first.len())
-                .rev()
-                .find(|&n| many.iter().all(|c| c.get(..n) == first.get(..n)))
-                .unwrap_or(word.len());
-            format!("{prefix}{}", &first[..common])
+            let common = first
+                .char_indices()
+                .map(|(i, c)| i + c.len_utf8())
+                .take_while(|&n| many.iter().all(|c| c.starts_with(&first[..n])))
+                .last()
+                .unwrap_or(0)
+                .max(word.len());
+            format!("{prefix}{}", first.get(..common).unwrap_or(word))
         }
     };
     (completed, candidates)

@@ -72,20 +72,24 @@ impl Since {
         }
         let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit())?);
         let n: i64 = digits.parse().ok()?;
+        // At most ten years back: anything longer reads as "everything", and the sums
+        // below can never overflow.
         let ago = match unit {
-            "s" => chrono::Duration::seconds(n),
-            "m" => chrono::Duration::minutes(n),
-            "h" => chrono::Duration::hours(n),
-            "d" => chrono::Duration::days(n),
+            "s" => chrono::Duration::try_seconds(n),
+            "m" => chrono::Duration::try_minutes(n),
+            "h" => chrono::Duration::try_hours(n),
+            "d" => chrono::Duration::try_days(n),
             _ => return None,
-        };
-        Some(Since::Ago(ago))
+        }?;
+        (ago <= chrono::Duration::days(3653)).then_some(Since::Ago(ago))
     }
 
     /// The first moment the range keeps, seen at `now`.
     pub fn start(self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Since::Ago(d) => now - d,
+            Since::Ago(d) => now
+                .checked_sub_signed(d)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
             Since::Clock(t) => {
                 let today = now.date_naive().and_time(t).and_utc();
                 if today > now {
@@ -422,7 +426,15 @@ mod tests {
             "rows without a time never match"
         );
         assert!(shows("!since:10m", &READ));
-        for bad in ["since:", "since:10x", "since:ten", "since:25:00"] {
+        for bad in [
+            "since:",
+            "since:10x",
+            "since:ten",
+            "since:25:00",
+            "since:9999999999999d",
+            "since:99999999d",
+            "since:99999999999999999999s",
+        ] {
             assert!(
                 matches!(Filter::parse(bad), Err(FilterError::BadSince(_))),
                 "{bad}"

@@ -109,6 +109,8 @@ struct Settings {
     notify: Notify,
     ring: usize,
     mouse: bool,
+    /// `--read-only`: every context, including those switched to, is read-only.
+    read_only_flag: bool,
     /// `--color never` or `NO_COLOR`: every context uses `mono`.
     colourless: bool,
     /// The theme for a context that names none.
@@ -173,6 +175,7 @@ impl Settings {
             ColorChoice::Auto => no_color,
         };
         Ok(Settings {
+            read_only_flag: options.read_only,
             bell: options.bell.or(config.bell).unwrap_or(Bell::On),
             notify: options.notify.or(config.notify).unwrap_or_default(),
             ring: options.ring.or(config.ring).unwrap_or(DEFAULT_RING).max(1),
@@ -298,8 +301,14 @@ struct Link {
 
 impl Link {
     fn open(client: ControlClient, ring: usize) -> Link {
+        Link::resume(client, ring, None)
+    }
+
+    /// A link that goes on from what the app already has (`since` and the store id),
+    /// so that a recreated store answers `reset` instead of passing for the old one.
+    fn resume(client: ControlClient, ring: usize, from: Option<net::Resume>) -> Link {
         let (tx, rx) = mpsc::channel(1024);
-        let network = tokio::spawn(net::run(client.clone(), ring, tx.clone()));
+        let network = tokio::spawn(net::run_from(client.clone(), ring, tx.clone(), from));
         Link {
             client,
             network,
@@ -529,7 +538,9 @@ async fn switch(
     settings: &Settings,
     name: &str,
 ) -> Result<(Context, ControlClient, ui::Theme), String> {
-    let context = settings.config.context(name)?.clone();
+    let mut context = settings.config.context(name)?.clone();
+    // A flag cannot be undone by a switch: `--read-only` holds for every context.
+    context.read_only |= settings.read_only_flag;
     let token = context
         .token
         .clone()

@@ -88,8 +88,8 @@ pub struct Applied {
     pub tools_changed: bool,
     /// Something worth a line on the status bar (a policy or class changed elsewhere).
     pub notice: Option<String>,
-    /// The ring dropped its oldest row.
-    pub evicted: bool,
+    /// The ring dropped its oldest row, of this seq.
+    pub evicted: Option<u64>,
 }
 
 /// Decisions per second over the last minutes, and counts by outcome, as the stream
@@ -100,18 +100,33 @@ pub struct Rates {
     /// second each count is for.
     per_second: VecDeque<(i64, u64)>,
     pub seen: crate::api::CallCounts,
+    /// How far behind the console's clock events arrive (arrival − `ts`, in seconds), for
+    /// the last live decisions: the smallest is the gateway's clock skew plus the
+    /// network, without the age of anything replayed.
+    lags: VecDeque<i64>,
 }
 
 /// How many seconds of decision rates are kept.
 pub const RATE_WINDOW: usize = 300;
 
+/// How many live decisions the skew estimate looks back over.
+const LAGS_KEPT: usize = 64;
+
 impl Rates {
-    fn count(&mut self, ts: &str, outcome: Outcome) {
+    /// Counts a decision made at `ts` that arrived at `arrived` (`None`: loaded, not
+    /// streamed).
+    fn count(&mut self, ts: &str, outcome: Outcome, arrived: Option<DateTime<Utc>>) {
         self.seen.add(outcome, 1);
         let Ok(t) = DateTime::parse_from_rfc3339(ts) else {
             return;
         };
         let second = t.timestamp();
+        if let Some(arrived) = arrived {
+            self.lags.push_back(arrived.timestamp() - second);
+            if self.lags.len() > LAGS_KEPT {
+                self.lags.pop_front();
+            }
+        }
         match self.per_second.back_mut() {
             Some((s, n)) if *s == second => *n += 1,
             Some((s, _)) if *s > second => {
@@ -127,9 +142,11 @@ impl Rates {
         }
     }
 
-    /// Decisions per second for each of the `seconds` seconds up to `now`, oldest first.
+    /// Decisions per second for each of the `seconds` seconds up to `now` (the console's
+    /// clock, turned into the gateway's with the skew seen), oldest first.
     pub fn series(&self, now: DateTime<Utc>, seconds: usize) -> Vec<u64> {
-        let end = now.timestamp();
+        let skew = self.lags.iter().copied().min().unwrap_or(0);
+        let end = now.timestamp() - skew;
         let start = end - seconds as i64 + 1;
         let mut out = vec![0; seconds];
         for (s, n) in &self.per_second {
@@ -215,13 +232,19 @@ impl Model {
 
     /// Adds a decision unless its seq was seen: the seam after a reconnect may repeat
     /// what a backfill brought, and must never show a row twice.
-    fn push_decision(&mut self, seq: u64, ts: String, call: DecisionEvent) -> Applied {
+    fn push_decision(
+        &mut self,
+        seq: u64,
+        ts: String,
+        call: DecisionEvent,
+        arrived: Option<DateTime<Utc>>,
+    ) -> Applied {
         let mut applied = Applied::default();
         if seq <= self.max_seq {
             return applied;
         }
         self.max_seq = seq;
-        self.rates.count(&ts, call.outcome);
+        self.rates.count(&ts, call.outcome, arrived);
         if self.ring.len() == self.ring_size
             && let Some(old) = self.ring.pop_front()
         {
@@ -230,7 +253,7 @@ impl Model {
                 self.fates.remove(old.call_id());
             }
             self.completions.remove(old.call_id());
-            applied.evicted = true;
+            applied.evicted = Some(old.seq);
         }
         self.ring.push_back(Row { seq, ts, call });
         applied.decision = Some(seq);
@@ -262,7 +285,7 @@ impl Model {
                     },
                 );
             }
-            self.push_decision(record.seq, record.ts, record.call);
+            self.push_decision(record.seq, record.ts, record.call, None);
         }
     }
 
@@ -278,14 +301,15 @@ impl Model {
         self.sort_holds();
     }
 
-    pub fn apply(&mut self, event: Event) -> Applied {
+    /// An event from the stream, which arrived at `arrived` by the console's clock.
+    pub fn apply(&mut self, event: Event, arrived: DateTime<Utc>) -> Applied {
         let Event { seq, ts, body } = event;
         if !matches!(body, EventBody::Decision(_)) {
             self.max_seq = self.max_seq.max(seq);
         }
         let mut applied = Applied::default();
         match body {
-            EventBody::Decision(call) => return self.push_decision(seq, ts, call),
+            EventBody::Decision(call) => return self.push_decision(seq, ts, call, Some(arrived)),
             EventBody::HoldCreated {
                 call_id,
                 expires_at,
@@ -480,11 +504,25 @@ impl Model {
         Some((key.0, key.1, version))
     }
 
-    /// The gateway took the edit: the row is at its new version.
-    pub fn edit_done(&mut self, upstream: &str, tool: &str, version: u64, by: String) {
+    /// Whether an edit of this tool waits for the gateway's answer.
+    pub fn edit_pending(&self, upstream: &str, tool: &str) -> bool {
+        self.pending_edits
+            .contains_key(&(upstream.to_owned(), tool.to_owned()))
+    }
+
+    /// The gateway took the edit: the row is at the class and version it answered.
+    pub fn edit_done(
+        &mut self,
+        upstream: &str,
+        tool: &str,
+        risk: crate::api::Risk,
+        version: u64,
+        by: String,
+    ) {
         self.pending_edits
             .remove(&(upstream.to_owned(), tool.to_owned()));
         if let Some(entry) = self.tool_mut(upstream, tool) {
+            entry.tool.risk = risk;
             entry.tool.version = version;
             entry.tool.source = "operator".into();
             entry.tool.updated_by = Some(by);

@@ -41,15 +41,35 @@ impl Backoff {
     }
 }
 
+/// Where a new link goes on from: the last seq the app has, of the store it knew.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub since: u64,
+    pub store_id: String,
+}
+
 /// Keeps the app fed until the receiver is gone, or the gateway rejects the token.
 /// `ring` is how many decisions to load.
 pub async fn run(client: ControlClient, ring: usize, tx: mpsc::Sender<NetEvent>) {
+    run_from(client, ring, tx, None).await;
+}
+
+/// As `run`, going on from what the app already has.
+pub async fn run_from(
+    client: ControlClient,
+    ring: usize,
+    tx: mpsc::Sender<NetEvent>,
+    from: Option<Resume>,
+) {
     let mut backoff = Backoff::default();
-    let mut since: Option<u64> = None;
-    let mut store_id: Option<String> = None;
+    let mut since: Option<u64> = from.as_ref().map(|r| r.since);
+    let mut store_id: Option<String> = from.map(|r| r.store_id);
+    let mut lags = 0u32;
     loop {
         let mut streamed = false;
+        let before = since;
         let end = session(&client, ring, &tx, &mut since, &mut store_id, &mut streamed).await;
+        let streamed_events = since != before;
         if streamed {
             backoff.connected();
         }
@@ -62,7 +82,15 @@ pub async fn run(client: ControlClient, ring: usize, tx: mpsc::Sender<NetEvent>)
                 }
                 continue;
             }
-            Ok(SessionEnd::Lagged) => continue,
+            Ok(SessionEnd::Lagged) => {
+                // Resume at once the first time; a gateway that keeps answering `lagged`
+                // (its replay failing) is asked again only with backoff.
+                lags = if streamed_events { 1 } else { lags + 1 };
+                if lags > 1 {
+                    tokio::time::sleep(self::backoff(lags - 1)).await;
+                }
+                continue;
+            }
             Ok(SessionEnd::AppGone) => return,
             Ok(SessionEnd::Closed) => {}
             Err(e) => {
@@ -71,7 +99,7 @@ pub async fn run(client: ControlClient, ring: usize, tx: mpsc::Sender<NetEvent>)
                         .send(NetEvent::Connection(Connection::Rejected {
                             status,
                             gateway: client.origin().to_owned(),
-                            since: Utc::now(),
+                            since: backoff.lost_at.unwrap_or_else(Utc::now),
                         }))
                         .await;
                     return;

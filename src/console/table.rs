@@ -68,11 +68,21 @@ impl ListState {
     }
 
     /// The rows on a page of `page` rows, with the selection among them whatever the
-    /// stored offset says: drawing never shows a page without the selected row.
+    /// stored offset says: drawing never shows a page without the selected row. Unlike a
+    /// key's move, it never pulls rows up to fill the page: a list that loses rows at
+    /// its end (a paused view whose oldest rows leave the ring) does not move on screen.
     pub fn window(&self, len: usize, page: usize) -> std::ops::Range<usize> {
-        let mut state = *self;
-        state.scroll_into_view(len, page);
-        state.offset..(state.offset + page.max(1)).min(len)
+        let page = page.max(1);
+        let selected = self.selected.min(len.saturating_sub(1));
+        let mut offset = self.offset.min(selected);
+        if selected >= offset + page {
+            offset = selected + 1 - page;
+        }
+        // A selection past the end was lost anyway: then the page is filled.
+        if self.selected >= len {
+            offset = offset.min(len.saturating_sub(page));
+        }
+        offset..(offset + page).min(len)
     }
 }
 

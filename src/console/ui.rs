@@ -39,7 +39,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         model: &app.model,
         theme,
         now,
-        stale_since: app.connection.lost_since(),
+        stale_since: app.stale_since(),
     };
     draw_header(frame, app, theme, header, now);
     // From 120 columns the details sit beside the table; below, over it.
@@ -138,7 +138,7 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: Dat
     // The summary strip goes last: on a narrow terminal it is what gets cut.
     spans.push(Span::raw(format!(
         "· {} ",
-        super::views::stats::strip(&app.model, now)
+        super::views::stats::strip(&app.model, now, app.stale_since())
     )));
     frame.render_widget(
         Paragraph::new(fit_line(spans, area.width as usize)).style(theme.header),

@@ -302,6 +302,10 @@ async fn forty_held_calls_scroll_to_the_thirtieth_approve_it_and_a_rotated_token
     std::fs::write(&token_file, ROTATED_NEW).unwrap();
     tmux.send(&[":reconnect", "Enter"]);
     tmux.wait_for("● connected").await;
+    // It goes on from where it was: a call held now shows in the queue.
+    clients.push(spawn_write_page(&gw, AGENT_TOKEN, "p41", "x", json!({})));
+    tmux.send(&["G"]);
+    tmux.wait_for("page:p41").await;
     for client in clients {
         client.abort();
     }

@@ -518,8 +518,17 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
             5,
         )),
     });
-    // U puts back what this console changed last, checked against the new version.
-    let commands = app.on_key(ch('U'));
+    // Another admin's later change arrives as a fresh catalog (version 6).
+    let mut later = super::tests::tool_row("delete_page", "unclassified", 6);
+    later["updated_by"] = json!("bob");
+    app.on_net(super::tests::catalog(vec![later]));
+    // U names the tool and asks; it sends the version this console's change made, so
+    // the gateway refuses it (409) rather than undo bob's change.
+    assert!(app.on_key(ch('U')).is_empty());
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(text.contains("atlassian/delete_page"), "{text}");
+    assert!(text.contains("Undo your change (v5)"), "{text}");
+    let commands = app.on_key(ch('y'));
     assert_eq!(
         commands,
         vec![Command::SetRisk {
@@ -548,6 +557,8 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
 /// A gateway's traffic over the two minutes before `now()`, as the stream brings it.
 fn busy_app() -> App {
     let mut app = connected_app();
+    // Everything arrives at `now()`: the newest decision, made then, says there is no skew.
+    app.clock = Some(now());
     let status: crate::api::StatusView = serde_json::from_value(json!({
         "version": "0.1.0", "uptime_secs": 7265, "store_id": "s1", "ready": true, "last_seq": 130,
         "upstreams": [
@@ -579,6 +590,7 @@ fn busy_app() -> App {
     }
     feed(&mut app, events);
     let mut held = decision(121, "hold", "merge_pr");
+    held["ts"] = json!("2026-11-26T10:00:00.000Z");
     // A call id minted 3 minutes before now: its UUIDv7 says when it was held.
     let minted = (now() - chrono::Duration::seconds(185)).timestamp_millis() as u64;
     held["call_id"] = json!(format!(
@@ -626,4 +638,136 @@ fn snapshot_stats_from_the_stream_and_the_status() {
         }
         insta::assert_snapshot!(format!("stats_{w}x{h}"), terminal.backend());
     }
+}
+
+#[test]
+fn read_only_refuses_every_key_that_changes_the_gateway() {
+    let mut app = App::new(100, true);
+    app.on_net(NetEvent::Connected {
+        store_id: "s1".into(),
+    });
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
+    app.on_net(super::tests::catalog(vec![super::tests::tool_row(
+        "delete_page",
+        "destructive",
+        4,
+    )]));
+    for (view, keys) in [
+        (View::Held, &['a', 'd', ' '][..]),
+        (View::Live, &['j', 'a', 'd'][..]),
+        (View::Tools, &['e', 'r', 'w', 'x', 'u', 'U'][..]),
+    ] {
+        app.view = view;
+        for &k in keys {
+            assert!(app.on_key(ch(k)).is_empty(), "{view:?} {k}");
+            assert_eq!(app.mode, Mode::Normal, "{view:?} {k}: no dialog opens");
+        }
+    }
+    assert!(app.held.marked.is_empty());
+    assert_eq!(app.model.tools[0].tool.risk, Risk::Destructive);
+    assert!(app.flash.as_ref().unwrap().0.starts_with("read-only"));
+    let text = screen(&render(&app, 120, 40)).join("\n");
+    for hidden in ["a approve", "d deny", "e edit class", "U undo"] {
+        assert!(
+            !text.contains(hidden),
+            "the hint bar hides {hidden:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_reset_forgets_the_old_store_and_an_unknown_event_only_moves_the_seq() {
+    let mut app = sample_app();
+    app.view = View::Held;
+    app.on_key(key(KeyCode::Char(' ')));
+    assert_eq!(app.held.marked.len(), 1);
+    // A newer gateway's event kind: skipped, its seq kept so a resume does not repeat it.
+    feed(&mut app, []);
+    app.on_net(NetEvent::Unknown { seq: Some(40) });
+    assert_eq!(app.model.max_seq, 40);
+    assert_eq!(app.row_count(), 4, "nothing else changed");
+    app.on_net(NetEvent::Reset);
+    assert_eq!(
+        (
+            app.row_count(),
+            app.model.holds.len(),
+            app.held.marked.len(),
+            app.model.max_seq
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "the gateway's store was recreated; reloaded"
+    );
+    // After a reconnect, the same address answering with another store is a reset too.
+    app.on_net(NetEvent::Connected {
+        store_id: "s2".into(),
+    });
+    feed(&mut app, [decision(1, "allow", "get_issue")]);
+    app.on_net(NetEvent::Connection(Connection::Disconnected {
+        since: now(),
+    }));
+    app.on_net(NetEvent::Connected {
+        store_id: "s3".into(),
+    });
+    assert_eq!(app.row_count(), 0);
+    assert_eq!(app.model.store_id.as_deref(), Some("s3"));
+}
+
+#[test]
+fn a_paused_row_that_leaves_the_ring_is_said_and_the_rows_above_stay() {
+    let mut app = App::new(30, false);
+    app.resize(80, 24);
+    app.on_net(NetEvent::Connected {
+        store_id: "s1".into(),
+    });
+    feed(
+        &mut app,
+        (1..=30).map(|s| decision(s, "allow", "get_issue")),
+    );
+    for _ in 0..24 {
+        app.on_key(ch('j'));
+    }
+    assert_eq!(app.selected_row().unwrap().seq, 6);
+    let before = screen(&render(&app, 80, 24));
+    // Three new rows push the three oldest out: the screen's rows above stay put.
+    feed(&mut app, (31..=33).map(|s| decision(s, "deny", "purge")));
+    let after = screen(&render(&app, 80, 24));
+    let top = |s: &[String]| s[3..12].to_vec();
+    assert_eq!(top(&before), top(&after));
+    assert_eq!(app.selected_row().unwrap().seq, 6);
+    // Three more take the selected row: the console says so and selects the oldest left.
+    feed(&mut app, (34..=36).map(|s| decision(s, "deny", "purge")));
+    assert_eq!(app.selected_row().unwrap().seq, 7);
+    assert!(
+        app.flash
+            .as_ref()
+            .unwrap()
+            .0
+            .starts_with("the selected row left the ring"),
+        "{:?}",
+        app.flash
+    );
+}
+
+#[test]
+fn following_rows_are_not_acted_on_until_one_is_picked() {
+    let mut app = sample_app();
+    assert!(app.live.follow);
+    assert!(app.on_key(ch('a')).is_empty());
+    assert_eq!(
+        app.mode,
+        Mode::Normal,
+        "no dialog for a row that was not highlighted"
+    );
+    assert!(!app.live.follow, "the view stopped on the newest row");
+    assert!(app.flash.as_ref().unwrap().0.contains("press a again"));
+    let text = screen(&render(&app, 80, 24));
+    assert_eq!(highlighted(&render(&app, 80, 24)).len(), 1, "{text:?}");
+    app.on_key(ch('a'));
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("now the dialog opens")
+    };
+    assert_eq!(confirm.holds[0].call.tool, "force_push");
 }

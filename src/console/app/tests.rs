@@ -608,6 +608,23 @@ fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
             note: Some("vendor confirms".into()),
         }]
     );
+    // While that change is being saved, the tool takes no other.
+    app.on_key(ch('e'));
+    assert!(app.on_key(ch('u')).is_empty());
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "delete_page: the last change is still being saved; try again"
+    );
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "delete_page".into(),
+        outcome: Ok(Box::new(
+            serde_json::from_value(json!({"seq": 9, "ts": "2026-11-26T10:00:09.000Z",
+                "kind": "risk.changed", "upstream": "atlassian", "tool": "delete_page",
+                "from": "destructive", "to": "write", "version": 2, "by": "ada", "note": "vendor confirms"}))
+            .unwrap(),
+        )),
+    });
     // A letter in the picker sets that class at once; Esc cancels.
     app.on_key(ch('e'));
     assert!(app.on_key(key(KeyCode::Esc)).is_empty());
@@ -810,6 +827,15 @@ fn commands_complete_names_and_themes() {
     let (text, candidates) = complete("ctx p", &ctx, &themes);
     assert_eq!((text.as_str(), candidates.len()), ("ctx prod", 2));
     assert_eq!(complete("ctx x", &ctx, &themes).0, "ctx x");
+    // Names that differ inside a multi-byte character complete to the shared part.
+    let wide = [
+        "生产".to_owned(),
+        "生活".to_owned(),
+        "prodé".to_owned(),
+        "prodè".to_owned(),
+    ];
+    assert_eq!(complete("ctx 生", &wide, &themes).0, "ctx 生");
+    assert_eq!(complete("ctx p", &wide, &themes).0, "ctx prod");
 
     let mut app = connected_app();
     app.on_key(ch(':'));

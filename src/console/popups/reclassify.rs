@@ -29,6 +29,9 @@ pub struct Reclassify {
     pub tool: String,
     pub from: Risk,
     pub to: Risk,
+    /// For an undo: the version this console's change made. The gateway refuses the undo
+    /// (409) when anyone changed the tool since, instead of overwriting their change.
+    pub undo_of: Option<u64>,
     /// The keys, and the note the operator may type.
     pub ask: Ask,
 }
@@ -40,8 +43,21 @@ impl Reclassify {
             tool: tool.to_owned(),
             from,
             to,
+            undo_of: None,
             ask: Ask::new(false),
         }
+    }
+
+    /// Puts back `to` on a tool this console set to `from` at `version`.
+    pub fn undo(upstream: &str, tool: &str, from: Risk, to: Risk, version: u64) -> Reclassify {
+        Reclassify {
+            undo_of: Some(version),
+            ..Reclassify::new(upstream, tool, from, to)
+        }
+    }
+
+    pub fn looser(&self) -> bool {
+        strictness(self.to) < strictness(self.from)
     }
 
     pub fn draw(&self, frame: &mut Frame, area: Rect, keymap: &Keymap, theme: &Theme) {
@@ -59,26 +75,51 @@ impl Reclassify {
                 key(Action::Cancel)
             )
         };
-        let lines = vec![
+        let mut lines = vec![
             Line::from(fit(&format!("{}/{}", self.upstream, self.tool), inner)),
             Line::from(Span::styled(
-                format!("{} → {}: less strict", self.from, self.to),
-                theme.urgent,
+                format!(
+                    "{} → {}{}",
+                    self.from,
+                    self.to,
+                    if self.looser() { ": less strict" } else { "" }
+                ),
+                if self.looser() {
+                    theme.urgent
+                } else {
+                    Style::new()
+                },
             )),
-            Line::from("Calls that were held or denied for its class may now run."),
+        ];
+        if let Some(version) = self.undo_of {
+            lines.push(Line::from(fit(
+                &format!("Undo your change (v{version}); refused if anyone changed it since."),
+                inner,
+            )));
+        }
+        if self.looser() {
+            lines.push(Line::from(
+                "Calls that were held or denied for its class may now run.",
+            ));
+        }
+        lines.extend([
             Line::from(fit(&format!("note: {note}"), inner)),
             Line::from(""),
             Line::from(Span::styled(
                 keys,
                 Style::new().add_modifier(Modifier::BOLD),
             )),
-        ];
+        ]);
         let rect = super::centered(area, width, lines.len() as u16 + 2);
         frame.render_widget(Clear, rect);
         frame.render_widget(
             Paragraph::new(lines).block(
                 Block::bordered()
-                    .title(" Reclassify ")
+                    .title(if self.undo_of.is_some() {
+                        " Undo "
+                    } else {
+                        " Reclassify "
+                    })
                     .border_style(theme.urgent),
             ),
             rect,

@@ -23,6 +23,8 @@ pub struct Live {
     pub list: ListState,
     /// Rows that arrived while paused and that the filter lets through.
     pub new_while_paused: usize,
+    /// While paused: the seq of the selected row, to notice it leaving the ring.
+    pinned: Option<u64>,
     pub filter: ViewFilter,
 }
 
@@ -33,6 +35,7 @@ impl Default for Live {
             frozen_at: None,
             list: ListState::default(),
             new_while_paused: 0,
+            pinned: None,
             filter: ViewFilter::default(),
         }
     }
@@ -92,6 +95,27 @@ impl Live {
         self.frozen_at = None;
         self.list = ListState::default();
         self.new_while_paused = 0;
+        self.pinned = None;
+    }
+
+    /// Stops following with the newest row selected and highlighted.
+    pub fn pause_at_top(&mut self, model: &Model) {
+        self.pause(model);
+        self.list = ListState::default();
+        self.pinned = self.selected(model).map(|r| r.seq);
+    }
+
+    /// The ring dropped the row of `seq`. When it was the selected one, the selection
+    /// moves to the oldest row left, and the caller is told so; nothing else moves.
+    pub fn on_evicted(&mut self, seq: u64, model: &Model) -> bool {
+        if self.follow || self.pinned != Some(seq) {
+            return false;
+        }
+        let len = self.rows(model).count();
+        self.list.selected = len.saturating_sub(1);
+        self.list.offset = self.list.offset.min(self.list.selected);
+        self.pinned = self.selected(model).map(|r| r.seq);
+        true
     }
 
     fn pause(&mut self, model: &Model) {
@@ -113,6 +137,7 @@ impl Live {
         }
         let len = self.rows(model).count();
         self.list.move_by(by, len, page);
+        self.pinned = self.selected(model).map(|r| r.seq);
     }
 
     /// Handles a navigation action; false when it is not one.

@@ -52,9 +52,14 @@ pub fn oldest_wait(model: &Model, now: DateTime<Utc>) -> Option<String> {
 }
 
 /// The header's one-line summary: rate, pending and the oldest, the policy version.
-pub fn strip(model: &Model, now: DateTime<Utc>) -> String {
-    let mut parts = vec![format!("{:.1}/s", rate(model, now))];
-    if let Some(wait) = oldest_wait(model, now) {
+/// While out of date (`stale_since`), the rate is unknown and the clock stops there.
+pub fn strip(model: &Model, now: DateTime<Utc>, stale_since: Option<DateTime<Utc>>) -> String {
+    let clock = stale_since.map_or(now, |s| s.min(now));
+    let mut parts = vec![match stale_since {
+        Some(_) => "—/s".to_owned(),
+        None => format!("{:.1}/s", rate(model, now)),
+    }];
+    if let Some(wait) = oldest_wait(model, clock) {
         parts.push(format!("oldest {wait}"));
     }
     if let Some(v) = model.policy_version {

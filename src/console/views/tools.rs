@@ -18,6 +18,8 @@ pub struct LastEdit {
     pub tool: String,
     pub from: Risk,
     pub to: Risk,
+    /// The version the change made.
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, Default)]
