@@ -245,6 +245,37 @@ keys = ["password", "token", "secret", "authorization", "api_key"]
     )
 }
 
+/// The ports the last demo in a data dir listened on, so that a restarted demo comes back
+/// where its console and agents look for it.
+const PORTS_FILE: &str = "demo-ports.json";
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct KeptPorts {
+    mcp: u16,
+    control: u16,
+}
+
+impl KeptPorts {
+    fn load(dir: &Path) -> KeptPorts {
+        std::fs::read(dir.join(PORTS_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// `asked` when given; otherwise the kept port if it is free now; otherwise 0.
+    fn pick(asked: u16, kept: u16) -> u16 {
+        if asked != 0 || kept == 0 {
+            return asked;
+        }
+        // Freed at once; a process that takes it meanwhile just means a new port.
+        match std::net::TcpListener::bind(("127.0.0.1", kept)) {
+            Ok(_) => kept,
+            Err(_) => 0,
+        }
+    }
+}
+
 /// Runs the demo until the console quits, or SIGINT or SIGTERM.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let temp;
@@ -286,10 +317,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         }
     });
 
+    // With a data dir of its own, the demo comes back on the ports it had.
+    let kept = match &options.data_dir {
+        Some(_) => KeptPorts::load(&data_dir),
+        None => KeptPorts::default(),
+    };
+    let port = KeptPorts::pick(options.port, kept.mcp);
+    let control_port = KeptPorts::pick(options.control_port, kept.control);
     let config_path = data_dir.join("gateway.toml");
     std::fs::write(
         &config_path,
-        gateway_config(&secrets, options.port, options.control_port, upstream_addr),
+        gateway_config(&secrets, port, control_port, upstream_addr),
     )?;
     let config = crate::config::Config::load(&config_path)?;
     let gateway_stop = CancellationToken::new();
@@ -312,6 +350,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let endpoint = format!("http://{}/mcp/{UPSTREAM}", at.mcp);
     let control = format!("http://{}", at.control);
+    if options.data_dir.is_some() {
+        let ports = KeptPorts {
+            mcp: at.mcp.port(),
+            control: at.control.port(),
+        };
+        if let Err(e) = std::fs::write(
+            data_dir.join(PORTS_FILE),
+            serde_json::to_vec(&ports).unwrap_or_default(),
+        ) {
+            tracing::warn!(error = %e, "cannot keep the demo's ports; a restart picks new ones");
+        }
+    }
 
     let agents_stop = CancellationToken::new();
     let agents = if options.no_agents {

@@ -259,10 +259,15 @@ async fn a_demo_restarted_on_its_data_dir_keeps_its_tokens_and_refuses_them_when
     let args = ["--no-agents", "--data-dir", data.path().to_str().unwrap()];
     let mut first = Demo::start(&args).await;
     let operator = first.operator.clone();
+    let control = first.control.clone();
     first.terminate().await;
 
     let mut second = Demo::start(&args).await;
     assert_eq!(second.operator, operator, "the operator token is kept");
+    assert_eq!(
+        second.control, control,
+        "and the control port, so that a console reconnects by itself"
+    );
     let holds = |token: &str| {
         http()
             .get(format!("{}/api/v1/holds", second.control))
@@ -430,12 +435,23 @@ fn assert_capture_is_current(screen: &str) {
     let hints = |lines: &[&str]| {
         lines
             .iter()
-            .find(|l| l.trim_start().starts_with("q quit"))
+            .find(|l| l.trim_start().starts_with("? help"))
             .map(|l| l.trim_end().to_owned())
     };
+    // Column widths follow what the rows hold, so the names are compared, not the spacing.
+    let columns = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (readme_hints, screen_hints) = (hints(&lines), hints(&now));
+    assert!(
+        screen_hints.is_some(),
+        "the console shows its key hints:\n{screen}"
+    );
     assert_eq!(
-        (lines[2].trim_end(), hints(&lines)),
-        (now[2].trim_end(), hints(&now)),
+        (columns(lines[2]), readme_hints),
+        (columns(now[2]), screen_hints),
         "README.md's console capture is out of date: run ./.ci/capture-console"
     );
 }
