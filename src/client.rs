@@ -54,6 +54,34 @@ impl ClientError {
     }
 }
 
+/// The rows of a list the API answered: those this client reads, and those it cannot (a
+/// newer gateway's, with a class or outcome this version does not know), kept as sent so
+/// that one such row never hides the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed<T> {
+    pub rows: Vec<T>,
+    pub unreadable: Vec<serde_json::Value>,
+}
+
+impl<T: serde::de::DeserializeOwned> Listed<T> {
+    fn read(values: Vec<serde_json::Value>) -> Listed<T> {
+        let mut listed = Listed {
+            rows: Vec::with_capacity(values.len()),
+            unreadable: Vec::new(),
+        };
+        for value in values {
+            match T::deserialize(&value) {
+                Ok(row) => listed.rows.push(row),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a row this client cannot read; kept as sent");
+                    listed.unreadable.push(value);
+                }
+            }
+        }
+        listed
+    }
+}
+
 #[derive(Clone)]
 pub struct ControlClient {
     /// The control API origin, such as `http://127.0.0.1:7801`.
@@ -127,14 +155,14 @@ impl ControlClient {
     }
 
     /// The newest decisions, newest first, each with its hold folded in.
-    pub async fn decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, ClientError> {
+    pub async fn decisions(&self, limit: usize) -> Result<Listed<DecisionRecord>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Page {
-            decisions: Vec<DecisionRecord>,
+            decisions: Vec<serde_json::Value>,
         }
         let mut url = self.api("/decisions");
         url.set_query(Some(&format!("limit={limit}")));
-        Ok(self.get::<Page>(url).await?.decisions)
+        Ok(Listed::read(self.get::<Page>(url).await?.decisions))
     }
 
     /// The gateway's health, counters, upstreams and the policy in force.
@@ -184,12 +212,14 @@ impl ControlClient {
     }
 
     /// The tool catalog, with call counts.
-    pub async fn tools(&self) -> Result<Vec<ToolEntry>, ClientError> {
+    pub async fn tools(&self) -> Result<Listed<ToolEntry>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Page {
-            tools: Vec<ToolEntry>,
+            tools: Vec<serde_json::Value>,
         }
-        Ok(self.get::<Page>(self.api("/tools")).await?.tools)
+        Ok(Listed::read(
+            self.get::<Page>(self.api("/tools")).await?.tools,
+        ))
     }
 
     /// Sets a tool's risk class, if it is still at `expected_version`; answers with the
@@ -221,12 +251,14 @@ impl ControlClient {
         Self::json(resp).await
     }
 
-    pub async fn holds(&self) -> Result<Vec<HoldView>, ClientError> {
+    pub async fn holds(&self) -> Result<Listed<HoldView>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Page {
-            holds: Vec<HoldView>,
+            holds: Vec<serde_json::Value>,
         }
-        Ok(self.get::<Page>(self.api("/holds")).await?.holds)
+        Ok(Listed::read(
+            self.get::<Page>(self.api("/holds")).await?.holds,
+        ))
     }
 
     /// Approves (or denies) a hold.
@@ -308,5 +340,29 @@ impl ControlClient {
             }
             tokio::time::sleep(std::time::Duration::from_millis(500 * drops)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_from_a_newer_gateway_is_kept_as_sent_and_hides_no_other() {
+        let hold = |risk: &str, id: &str| {
+            serde_json::json!({"call_id": id, "phase": "pending", "expires_at": "2099-01-01T00:00:00.000Z",
+                "call": {"call_id": id, "upstream": "u", "tool": "t", "risk": risk,
+                    "identity": {"kind": "api_token", "name": "ci", "groups": []},
+                    "target": null, "workflow": null, "outcome": "hold", "policy_ids": [],
+                    "reason": "r", "decision_us": 1, "args": {}}})
+        };
+        let listed: Listed<HoldView> = Listed::read(vec![
+            hold("write", "a"),
+            hold("catastrophic", "b"),
+            hold("read", "c"),
+        ]);
+        let ids: Vec<&str> = listed.rows.iter().map(|h| h.call_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(listed.unreadable, vec![hold("catastrophic", "b")]);
     }
 }

@@ -207,16 +207,30 @@ async fn reader_gone() {
 
 async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::Result<()> {
     let client = ControlClient::new(&control.gateway, &control.token)?;
-    let holds = client.holds().await?;
+    let listed = client.holds().await?;
+    let holds = listed.rows;
     let stdout = std::io::stdout();
-    let lines = match OutputFormat::or_default(output, stdout.is_terminal()) {
+    let mut lines = match OutputFormat::or_default(output, stdout.is_terminal()) {
+        // A hold this version cannot read is printed as the gateway sent it.
         OutputFormat::Json => holds
             .iter()
             .map(serde_json::to_string)
+            .chain(listed.unreadable.iter().map(serde_json::to_string))
             .collect::<Result<Vec<_>, _>>()?,
-        OutputFormat::Table if holds.is_empty() => vec!["no held calls are waiting".to_owned()],
+        OutputFormat::Table if holds.is_empty() && listed.unreadable.is_empty() => {
+            vec!["no held calls are waiting".to_owned()]
+        }
         OutputFormat::Table => cli_output::holds_table(&holds, chrono::Utc::now()),
     };
+    if !listed.unreadable.is_empty()
+        && !matches!(output, Some(OutputFormat::Json))
+        && stdout.is_terminal()
+    {
+        lines.push(format!(
+            "and {} held calls this toolgate cannot show (a newer gateway's); --output json prints them",
+            listed.unreadable.len()
+        ));
+    }
     let mut out = stdout.lock();
     for line in &lines {
         if !print_line(&mut out, line)? {
@@ -286,8 +300,19 @@ fn resolve(
         let call_id = match CallIdArg::parse(call_id).map_err(anyhow::Error::msg)? {
             CallIdArg::Full(id) => id,
             CallIdArg::Part(part) => {
-                let holds = client.holds().await?;
-                let hold = pick_hold(&part, &holds).map_err(anyhow::Error::msg)?;
+                let listed = client.holds().await?;
+                // A hold this version cannot read may be the one meant: never guess past it.
+                if listed.unreadable.iter().any(|h| {
+                    h["call_id"].as_str().is_some_and(|id| {
+                        let id = id.to_ascii_lowercase();
+                        id.starts_with(&part) || id.ends_with(&part)
+                    })
+                }) {
+                    anyhow::bail!(
+                        "{part:?} matches a hold this toolgate cannot read (a newer gateway's); give its full call id"
+                    );
+                }
+                let hold = pick_hold(&part, &listed.rows).map_err(anyhow::Error::msg)?;
                 eprintln!(
                     "toolgate: {} {} ({}, {}/{})",
                     if approve { "approving" } else { "denying" },

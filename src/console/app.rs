@@ -78,12 +78,16 @@ pub enum NetEvent {
     },
     /// One event from the stream.
     Event(Box<Event>),
-    /// A frame of a kind this console does not know (a newer gateway): only its seq counts.
+    /// A frame this console cannot read (a newer gateway's): its seq counts, and a call
+    /// it cannot show is said.
     Unknown {
         seq: Option<u64>,
+        kind: Option<String>,
     },
     /// The store was recreated: forget everything and reload.
     Reset,
+    /// A line for the status bar.
+    Notice(String),
     Connection(Connection),
     /// The catalog, as `GET /tools` gave it.
     Tools(Vec<ToolEntry>),
@@ -457,9 +461,16 @@ impl App {
                 self.lost_at = None;
             }
             NetEvent::Event(e) => self.on_event(*e),
-            NetEvent::Unknown { seq } => {
+            NetEvent::Unknown { seq, kind } => {
                 self.model.max_seq = self.model.max_seq.max(seq.unwrap_or(0));
+                // A decision or hold it cannot read is one the operator cannot answer here.
+                if let Some(kind) = kind.filter(|k| k == "decision" || k.starts_with("hold.")) {
+                    self.say(format!(
+                        "a {kind} event from a newer gateway cannot be shown by this console; upgrade it (toolgate holds --output json lists every hold)"
+                    ));
+                }
             }
+            NetEvent::Notice(message) => self.say(message),
             NetEvent::Reset => {
                 self.forget_gateway();
                 self.say("the gateway's store was recreated; reloaded");

@@ -161,14 +161,35 @@ async fn session(
 ) -> Result<SessionEnd, ClientError> {
     if since.is_none() {
         let decisions = client.decisions(ring).await?;
-        *since = Some(decisions.first().map_or(0, |d| d.seq));
-        if tx.send(NetEvent::Backfill(decisions)).await.is_err() {
+        // The stream resumes after the newest row, read or not.
+        let newest = decisions
+            .rows
+            .first()
+            .map(|d| d.seq)
+            .into_iter()
+            .chain(
+                decisions
+                    .unreadable
+                    .iter()
+                    .filter_map(|d| d["seq"].as_u64()),
+            )
+            .max();
+        *since = Some(newest.unwrap_or(0));
+        if unreadable(tx, "decisions", decisions.unreadable.len())
+            .await
+            .is_err()
+            || tx.send(NetEvent::Backfill(decisions.rows)).await.is_err()
+        {
             return Ok(SessionEnd::AppGone);
         }
     }
     // Holds are refetched on every (re)connect: some may have been resolved meanwhile.
     let holds = client.holds().await?;
-    if tx.send(NetEvent::Holds(holds)).await.is_err() {
+    if unreadable(tx, "held calls", holds.unreadable.len())
+        .await
+        .is_err()
+        || tx.send(NetEvent::Holds(holds.rows)).await.is_err()
+    {
         return Ok(SessionEnd::AppGone);
     }
     if let Ok(status) = client.status().await
@@ -216,15 +237,31 @@ async fn session(
                 *since = Some(event.seq);
                 tx.send(NetEvent::Event(event)).await
             }
-            StreamFrame::Unknown { seq, .. } => {
+            StreamFrame::Unknown { seq, value } => {
                 *since = seq.or(*since);
-                tx.send(NetEvent::Unknown { seq }).await
+                let kind = value["kind"].as_str().map(str::to_owned);
+                tx.send(NetEvent::Unknown { seq, kind }).await
             }
         };
         if sent.is_err() {
             return Ok(SessionEnd::AppGone);
         }
     }
+}
+
+/// Says that `count` rows of a list could not be read (a newer gateway's), if any.
+async fn unreadable(
+    tx: &mpsc::Sender<NetEvent>,
+    what: &str,
+    count: usize,
+) -> Result<(), mpsc::error::SendError<NetEvent>> {
+    if count == 0 {
+        return Ok(());
+    }
+    tx.send(NetEvent::Notice(format!(
+        "{count} {what} from a newer gateway cannot be shown by this console; upgrade it"
+    )))
+    .await
 }
 
 /// Fetches `GET /status` on its own task; a failure waits for the next try.
@@ -262,7 +299,8 @@ pub fn resolve(
 pub fn fetch_tools(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
     tokio::spawn(async move {
         if let Ok(tools) = client.tools().await {
-            let _ = tx.send(NetEvent::Tools(tools)).await;
+            let _ = unreadable(&tx, "tools", tools.unreadable.len()).await;
+            let _ = tx.send(NetEvent::Tools(tools.rows)).await;
         }
     });
 }

@@ -683,9 +683,26 @@ fn a_reset_forgets_the_old_store_and_an_unknown_event_only_moves_the_seq() {
     assert_eq!(app.held.marked.len(), 1);
     // A newer gateway's event kind: skipped, its seq kept so a resume does not repeat it.
     feed(&mut app, []);
-    app.on_net(NetEvent::Unknown { seq: Some(40) });
+    app.on_net(NetEvent::Unknown {
+        seq: Some(40),
+        kind: Some("grant.used".into()),
+    });
     assert_eq!(app.model.max_seq, 40);
     assert_eq!(app.row_count(), 4, "nothing else changed");
+    // A decision it cannot read is one the operator could not answer: that is said.
+    app.on_net(NetEvent::Unknown {
+        seq: Some(41),
+        kind: Some("decision".into()),
+    });
+    assert!(
+        app.flash
+            .as_ref()
+            .unwrap()
+            .0
+            .starts_with("a decision event from a newer gateway"),
+        "{:?}",
+        app.flash
+    );
     app.on_net(NetEvent::Reset);
     assert_eq!(
         (
