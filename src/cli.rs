@@ -260,6 +260,15 @@ impl CallIdArg {
 /// The fewest characters of a call id that `approve` and `deny` accept.
 pub const MIN_ID_PART: usize = 4;
 
+/// Whether `part` names `call_id`: its start (at least `MIN_ID_PART` characters), or its
+/// end as the console shows it (the short id, 8 characters or more). A shorter end is
+/// not a short id anyone was shown, so it names nothing.
+pub fn id_matches(call_id: &str, part: &str) -> bool {
+    let id = call_id.to_ascii_lowercase();
+    id.starts_with(part)
+        || (part.len() >= crate::api::short_id(call_id).len() && id.ends_with(part))
+}
+
 /// The one pending hold whose call id starts or ends with `part`, or why there is none:
 /// nothing matches, or several do (listed, so the operator can give more of the id).
 /// Call ids are UUIDv7, whose start is a timestamp: calls held in the same minute share
@@ -267,10 +276,7 @@ pub const MIN_ID_PART: usize = 4;
 pub fn pick_hold<'a>(part: &str, holds: &'a [HoldView]) -> Result<&'a HoldView, String> {
     let matches: Vec<&HoldView> = holds
         .iter()
-        .filter(|h| {
-            let id = h.call_id.to_ascii_lowercase();
-            id.starts_with(part) || id.ends_with(part)
-        })
+        .filter(|h| id_matches(&h.call_id, part))
         .collect();
     match matches[..] {
         [one] => Ok(one),
@@ -344,6 +350,9 @@ mod tests {
         assert_eq!(pick_hold("ba987654", &holds).unwrap().call_id, B);
         assert_eq!(pick_hold("019b0d2e-6a42", &holds).unwrap().call_id, B);
         assert_eq!(pick_hold(A, &holds).unwrap().call_id, A);
+        // A few characters of the end are no short id anyone was shown: no match.
+        assert!(pick_hold("89ab", &holds).is_err());
+        assert!(pick_hold("9876543", &holds).is_err());
     }
 
     #[test]

@@ -14,6 +14,29 @@ use crate::api::{Event, EventBody, HoldView, IdentityRef, Target};
 
 pub use crate::api::short_id;
 
+/// An approve's or deny's answer for a person: `approved 0000beef (token:ci-bot,
+/// py/write_page, page:P-1) by olga: CHG-7`.
+pub fn resolution_line(hold: &HoldView) -> String {
+    let mut line = format!(
+        "{} {} ({}, {}",
+        hold.resolution.map_or("resolved", |r| r.as_str()),
+        short_id(&hold.call_id),
+        identity_label(&hold.call.identity),
+        tool_label(&hold.call.upstream, &hold.call.tool)
+    );
+    if let Some(target) = hold.call.target.as_ref() {
+        line.push_str(&format!(", {}", target_label(Some(target))));
+    }
+    line.push(')');
+    if let Some(by) = &hold.resolved_by {
+        line.push_str(&format!(" by {}", printable(by)));
+    }
+    if let Some(reason) = &hold.reason {
+        line.push_str(&format!(": {}", printable(reason)));
+    }
+    line
+}
+
 /// `user:alice@example.com` for an OAuth user, `token:ci-bot` for an API token.
 pub fn identity_label(identity: &IdentityRef) -> String {
     printable(&identity.label()).into_owned()

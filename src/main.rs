@@ -231,9 +231,18 @@ async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::R
             listed.unreadable.len()
         ));
     }
+    // On a terminal, a line too wide is cut with `…` rather than wrapped mid-word.
+    let width = stdout
+        .is_terminal()
+        .then(|| crossterm::terminal::size().ok().map(|(w, _)| w as usize))
+        .flatten();
     let mut out = stdout.lock();
     for line in &lines {
-        if !print_line(&mut out, line)? {
+        let line = match width {
+            Some(w) => toolgate::console::text::fit(line, w),
+            None => line.clone(),
+        };
+        if !print_line(&mut out, &line)? {
             break;
         }
     }
@@ -303,10 +312,9 @@ fn resolve(
                 let listed = client.holds().await?;
                 // A hold this version cannot read may be the one meant: never guess past it.
                 if listed.unreadable.iter().any(|h| {
-                    h["call_id"].as_str().is_some_and(|id| {
-                        let id = id.to_ascii_lowercase();
-                        id.starts_with(&part) || id.ends_with(&part)
-                    })
+                    h["call_id"]
+                        .as_str()
+                        .is_some_and(|id| toolgate::cli::id_matches(id, &part))
                 }) {
                     anyhow::bail!(
                         "{part:?} matches a hold this toolgate cannot read (a newer gateway's); give its full call id"
@@ -324,10 +332,19 @@ fn resolve(
                 hold.call_id.clone()
             }
         };
+        // A person reads one line; a program gets the hold as JSON.
+        let person = std::io::stdout().is_terminal();
+        let shown = |hold: &toolgate::api::HoldView| -> anyhow::Result<String> {
+            Ok(if person {
+                cli_output::resolution_line(hold)
+            } else {
+                serde_json::to_string(hold)?
+            })
+        };
         let mut out = std::io::stdout().lock();
         match client.resolve(&call_id, approve, reason).await {
             Ok(hold) => {
-                print_line(&mut out, &serde_json::to_string(&hold)?)?;
+                print_line(&mut out, &shown(&hold)?)?;
                 Ok(())
             }
             Err(ClientError::Api {
@@ -336,7 +353,7 @@ fn resolve(
                 hold: Some(hold),
                 ..
             }) if code == "already_resolved" => {
-                print_line(&mut out, &serde_json::to_string(&hold)?)?;
+                print_line(&mut out, &shown(&hold)?)?;
                 anyhow::bail!("{call_id}: {message}")
             }
             Err(e) => Err(e.into()),

@@ -177,6 +177,8 @@ pub struct App {
     pub held: Held,
     pub tools: Tools,
     pub detail: bool,
+    /// How far the details are scrolled (PgUp/PgDn while they are open).
+    pub detail_scroll: u16,
     /// The gateway's last `GET /status`.
     pub status: Option<StatusView>,
     /// The terminal's size, which decides pages and whether keys act at all.
@@ -199,6 +201,9 @@ pub struct App {
     pub theme_names: Vec<String>,
     /// A first hint for the status line, gone with the first key.
     pub hint: Option<String>,
+    /// A reason typed in a dialog that was then cancelled, for the same calls: a second
+    /// Enter (which cancels) does not throw it away.
+    draft: Option<(Vec<String>, String)>,
     /// When the gateway went out of reach, kept through `:reconnect` until connected.
     lost_at: Option<DateTime<Utc>>,
     /// The clock, fixed by tests; the wall clock otherwise.
@@ -218,6 +223,7 @@ impl App {
             held: Held::default(),
             tools: Tools::default(),
             detail: false,
+            detail_scroll: 0,
             status: None,
             size: (MIN_WIDTH, MIN_HEIGHT),
             want_tools: false,
@@ -230,6 +236,7 @@ impl App {
             context_names: Vec::new(),
             theme_names: Vec::new(),
             hint: None,
+            draft: None,
             lost_at: None,
             clock: None,
         }
@@ -434,7 +441,14 @@ impl App {
 
     fn reanchor(&mut self) {
         let page = self.page();
-        self.held.reanchor(&self.model, page);
+        if let Some(gone) = self.held.reanchor(&self.model, page)
+            && self.view == View::Held
+        {
+            self.say(format!(
+                "{} left the queue; the selection moved to the next call",
+                short(&gone)
+            ));
+        }
         self.tools.reanchor(&self.model, page);
     }
 
@@ -539,13 +553,18 @@ impl App {
                     ..
                 } => {
                     self.model.edit_done(&upstream, &tool, to, version, by);
-                    self.tools.last_edit = Some(LastEdit {
-                        upstream: upstream.clone(),
-                        tool: tool.clone(),
-                        from,
-                        to,
-                        version,
-                    });
+                    let key = (upstream.clone(), tool.clone());
+                    if self.tools.undoing.as_ref() == Some(&key) {
+                        self.tools.undoing = None;
+                    } else {
+                        self.tools.last_edit = Some(LastEdit {
+                            upstream: upstream.clone(),
+                            tool: tool.clone(),
+                            from,
+                            to,
+                            version,
+                        });
+                    }
                     self.say(format!("{upstream}/{tool} is now {to}"));
                 }
                 _ => {
@@ -557,6 +576,7 @@ impl App {
                 }
             },
             Err(RiskFailure::Stale(current)) => {
+                self.tools.undoing = None;
                 let by = current
                     .updated_by
                     .clone()
@@ -568,6 +588,7 @@ impl App {
                 ));
             }
             Err(RiskFailure::Other(message)) => {
+                self.tools.undoing = None;
                 self.model.edit_failed(&upstream, &tool);
                 self.say(format!("not changed: {message}"));
             }
@@ -653,10 +674,20 @@ impl App {
                     Vec::new()
                 }
                 Answer::Cancel => {
-                    self.say("cancelled");
+                    let ids = confirm.holds.iter().map(|h| h.call_id.clone()).collect();
+                    match confirm.ask.value() {
+                        Some(reason) => {
+                            self.say("cancelled; the reason is kept for this call");
+                            self.draft = Some((ids, reason));
+                        }
+                        None => self.say("cancelled"),
+                    }
                     Vec::new()
                 }
-                Answer::Confirm => self.confirmed(*confirm),
+                Answer::Confirm => {
+                    self.draft = None;
+                    self.confirmed(*confirm)
+                }
             },
             Mode::Reclassify(mut dialog) => match dialog.ask.on_key(key, &self.keymap) {
                 Answer::Stay => {
@@ -670,7 +701,9 @@ impl App {
                 Answer::Confirm => {
                     let note = dialog.ask.value();
                     if dialog.undo_of.is_some() {
+                        // An undo is not itself undone by the next `U`.
                         self.tools.last_edit = None;
+                        self.tools.undoing = Some((dialog.upstream.clone(), dialog.tool.clone()));
                     }
                     self.set_risk(
                         &dialog.upstream,
@@ -913,6 +946,20 @@ impl App {
                 _ => {}
             }
         }
+        // With the details open, the page keys scroll them; other moves start at their top.
+        if self.detail {
+            match action {
+                Action::PageDown => {
+                    self.detail_scroll = self.detail_scroll.saturating_add(page as u16 / 2);
+                    return Vec::new();
+                }
+                Action::PageUp => {
+                    self.detail_scroll = self.detail_scroll.saturating_sub(page as u16 / 2);
+                    return Vec::new();
+                }
+                _ => self.detail_scroll = 0,
+            }
+        }
         let navigated = match self.view {
             View::Live => self.live.navigate(action, &self.model, page),
             View::Held => self.held.navigate(action, &self.model, page),
@@ -1040,14 +1087,26 @@ impl App {
                         return Vec::new();
                     }
                     None => {
-                        self.say("the selected call is not waiting for approval");
+                        match self.model.fates.get(row.call_id()) {
+                            Some(fate) => {
+                                self.say(format!("that call's hold is already {}", fate.label()))
+                            }
+                            None => self.say("the selected call is not waiting for approval"),
+                        }
                         return Vec::new();
                     }
                 }
             }
             View::Tools | View::Stats => return Vec::new(),
         };
-        self.mode = Mode::Confirm(Box::new(Confirm::new(approve, holds)));
+        let mut confirm = Confirm::new(approve, holds);
+        let ids: Vec<String> = confirm.holds.iter().map(|h| h.call_id.clone()).collect();
+        if let Some((_, reason)) = self.draft.as_ref().filter(|(for_ids, _)| *for_ids == ids) {
+            confirm.ask.text = tui_input::Input::new(reason.clone());
+        }
+        // The status line starts clean under a new dialog.
+        self.flash = None;
+        self.mode = Mode::Confirm(Box::new(confirm));
         Vec::new()
     }
 

@@ -193,6 +193,7 @@ impl Action {
             Action::SetWrite => "write",
             Action::SetDestructive => "destructive",
             Action::SetUnclassified => "unclassified",
+            Action::Reason => "reason/note",
             other => other.name(),
         }
     }
@@ -226,7 +227,7 @@ impl Action {
             Action::SetUnclassified => "class: unclassified",
             Action::Undo => "undo this console's last class change",
             Action::Confirm => "dialog: confirm",
-            Action::Reason => "dialog: type a reason",
+            Action::Reason => "dialog: type a reason or note",
             Action::Cancel => "dialog: cancel",
             Action::Choose => "class picker: set the class",
         }

@@ -171,6 +171,9 @@ pub struct Model {
     pub tools: Vec<ToolEntry>,
     /// Each tool's row before an edit the gateway has not confirmed yet.
     pending_edits: HashMap<(String, String), ToolEntry>,
+    /// The versions this console's own edits made: their `risk.changed` events are news
+    /// to nobody here. Bounded: the oldest go first.
+    own_versions: VecDeque<(String, String, u64)>,
     pub rates: Rates,
     /// The newest policy version the stream announced.
     pub policy_version: Option<u64>,
@@ -188,6 +191,7 @@ impl Model {
             completions: HashMap::new(),
             tools: Vec::new(),
             pending_edits: HashMap::new(),
+            own_versions: VecDeque::new(),
             rates: Rates::default(),
             policy_version: None,
         }
@@ -382,14 +386,18 @@ impl Model {
                 from,
                 to,
                 by,
+                version,
                 ..
             } => {
                 applied.tools_changed = true;
                 // Our own edits are announced by their answer; others' by this line.
-                if !self
-                    .pending_edits
-                    .contains_key(&(upstream.clone(), tool.clone()))
-                {
+                let key = (upstream.clone(), tool.clone());
+                let ours = self.pending_edits.contains_key(&key)
+                    || self
+                        .own_versions
+                        .iter()
+                        .any(|(u, t, v)| *u == upstream && *t == tool && *v == version);
+                if !ours {
                     applied.notice = Some(format!("{by} set {upstream}/{tool}: {from} → {to}"));
                 }
             }
@@ -521,6 +529,11 @@ impl Model {
     ) {
         self.pending_edits
             .remove(&(upstream.to_owned(), tool.to_owned()));
+        self.own_versions
+            .push_back((upstream.to_owned(), tool.to_owned(), version));
+        if self.own_versions.len() > 64 {
+            self.own_versions.pop_front();
+        }
         if let Some(entry) = self.tool_mut(upstream, tool) {
             entry.tool.risk = risk;
             entry.tool.version = version;

@@ -75,6 +75,8 @@ pub fn fit_line<'a>(spans: Vec<Span<'a>>, width: usize) -> Line<'a> {
     if total <= width {
         return Line::from(spans);
     }
+    // Whole spans, while they fit with room for `…`; only a first span too wide for the
+    // line is itself cut. A span is a unit of meaning (`oldest 04:21`), never half shown.
     let mut out = Vec::new();
     let mut left = width;
     for span in spans {
@@ -83,7 +85,11 @@ pub fn fit_line<'a>(spans: Vec<Span<'a>>, width: usize) -> Line<'a> {
             left -= w;
             out.push(span);
         } else {
-            out.push(Span::styled(fit(&span.content, left), span.style));
+            if out.is_empty() {
+                out.push(Span::styled(fit(&span.content, left), span.style));
+            } else {
+                out.push(Span::raw("…"));
+            }
             break;
         }
     }
@@ -136,7 +142,13 @@ mod tests {
         );
         assert_eq!(fit_words("oneverylongword", 6), "oneve…");
         let line = fit_line(vec![Span::raw("a b c"), Span::raw(" d e f")], 7);
-        assert_eq!(line.to_string(), "a b c …");
+        assert_eq!(
+            line.to_string(),
+            "a b c…",
+            "a span is shown whole or not at all"
+        );
+        let line = fit_line(vec![Span::raw("abcdefghij")], 5);
+        assert_eq!(line.to_string(), "abcd…");
     }
 
     #[test]

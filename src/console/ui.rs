@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use super::app::{App, Connection, MIN_HEIGHT, MIN_WIDTH, Mode, WIDE};
 use super::model::Model;
 use super::popups::{self, help};
-use super::text::{countdown, fit, fit_line, identity_label, target_label};
+use super::text::{countdown, fit_line, identity_label, target_label};
 use super::views::{Ctx, View};
 use crate::api::{DecisionEvent, HoldPhase, HoldView, ToolEntry};
 
@@ -121,25 +121,31 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Rect, now: Dat
         .as_deref()
         .map(|c| format!("{c} · "))
         .unwrap_or_default();
+    // Most important first: a narrow terminal cuts from the right, whole parts at a time.
+    // The held count is unknown (`—`) until the gateway has answered once.
+    let held = match app.model.store_id {
+        Some(_) => app.pending_count().to_string(),
+        None => "—".to_owned(),
+    };
     let mut spans = vec![
-        Span::raw(format!(" toolgate · {context}{} · ", app.view.name())),
+        Span::raw(format!(
+            " toolgate · {context}{} · held: {held} · ",
+            app.view.name()
+        )),
         Span::styled(connection, if bad { theme.urgent } else { Style::new() }),
-        Span::raw(format!(" · held: {} ", app.pending_count())),
     ];
+    if app.read_only {
+        spans.push(Span::styled(" RO", theme.urgent));
+    }
     if !app.live.follow && app.view == View::Live {
         spans.push(Span::raw(format!(
-            "· paused +{} new ",
+            " · paused +{} new",
             app.live.new_while_paused
         )));
     }
-    if app.read_only {
-        spans.push(Span::styled(" RO ", theme.urgent));
+    for part in super::views::stats::strip(&app.model, now, app.stale_since()) {
+        spans.push(Span::raw(format!(" · {part}")));
     }
-    // The summary strip goes last: on a narrow terminal it is what gets cut.
-    spans.push(Span::raw(format!(
-        "· {} ",
-        super::views::stats::strip(&app.model, now, app.stale_since())
-    )));
     frame.render_widget(
         Paragraph::new(fit_line(spans, area.width as usize)).style(theme.header),
         area,
@@ -152,13 +158,17 @@ fn draw_hints(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let width = area.width as usize;
     let typing = match &app.mode {
         Mode::Prompt(prompt) => Some(prompt.hint()),
+        Mode::Help => Some(" any key closes the help"),
         _ if app.asking().is_some_and(|ask| ask.editing) => {
             Some(" enter done · esc cancels the dialog · ctrl-u/ctrl-w delete · ctrl-a/ctrl-e move")
         }
         _ => None,
     };
     if let Some(text) = typing {
-        frame.render_widget(Paragraph::new(fit(text, width)).style(theme.muted), area);
+        frame.render_widget(
+            Paragraph::new(super::text::fit_words(text, width)).style(theme.muted),
+            area,
+        );
         return;
     }
     let entries = app.keymap.entries(app.read_only);
@@ -191,7 +201,13 @@ fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let width = area.width as usize;
     let line = match &app.mode {
         Mode::Prompt(prompt) => {
-            let mut spans = vec![Span::raw(prompt.line())];
+            // The text gets the line, or half of it when an error stands beside it.
+            let room = if app.filter_error().is_some() {
+                width / 2
+            } else {
+                width
+            };
+            let mut spans = vec![Span::raw(prompt.line(room))];
             if let Some(e) = app.filter_error() {
                 spans.push(Span::styled(format!("  {e}"), theme.deny));
             }
@@ -233,11 +249,14 @@ fn draw_detail(frame: &mut Frame, app: &App, ctx: &Ctx, area: Rect, over: bool) 
     };
     frame.render_widget(Clear, rect);
     frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::bordered()
-                .border_style(ctx.theme.border)
-                .title(" details (esc closes) "),
-        ),
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((app.detail_scroll, 0))
+            .block(
+                Block::bordered()
+                    .border_style(ctx.theme.border)
+                    .title(" details (pgup/pgdn scroll · esc closes) "),
+            ),
         rect,
     );
 }

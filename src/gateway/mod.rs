@@ -311,7 +311,9 @@ pub async fn serve(
         let gateway = gateway.clone();
         tokio::spawn(async move {
             stop.await;
-            tracing::info!("stopping: held calls are denied, streams closed");
+            tracing::info!(
+                "stopping: clients waiting on held calls are answered with a deny and streams closed; the holds stay pending for an identical retry after a restart"
+            );
             gateway.stopping.send_replace(true);
         });
     }

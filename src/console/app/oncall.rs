@@ -629,7 +629,7 @@ fn snapshot_stats_from_the_stream_and_the_status() {
         for expected in [
             "oldest 03:05",
             "policy v4",
-            "held       1 pending",
+            "held       1 open",
             "seen here  allow 84 (69%) · hold 25 (21%) · deny 12 (10%)",
             "github",
             "unreachable",
@@ -787,4 +787,103 @@ fn following_rows_are_not_acted_on_until_one_is_picked() {
         panic!("now the dialog opens")
     };
     assert_eq!(confirm.holds[0].call.tool, "force_push");
+}
+
+#[test]
+fn what_a_tired_operator_trips_on_is_caught() {
+    // A typed deny reason survives a second Enter (which cancels) for the same call.
+    let mut app = sample_app();
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(ch('d'));
+    typed(&mut app, "not during the incident");
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    app.on_key(ch('d'));
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("the dialog opens again")
+    };
+    assert_eq!(confirm.ask.text.value(), "not during the incident");
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!((app.view, &app.mode), (View::Held, &Mode::Normal));
+
+    // The selected hold leaving the queue moves the selection, and says so.
+    let selected = app.selected_hold().unwrap().call_id.clone();
+    app.on_net(NetEvent::Resolved {
+        call_id: selected.clone(),
+        outcome: Ok(Box::new(HoldView {
+            resolution: Some(crate::api::Resolution::Denied),
+            resolved_by: Some("bob".into()),
+            ..app.selected_hold().unwrap().clone()
+        })),
+    });
+    app.expire_fates(std::time::Instant::now() + FATE_LINGER);
+    assert_ne!(app.selected_hold().unwrap().call_id, selected);
+    assert!(
+        app.flash
+            .as_ref()
+            .unwrap()
+            .0
+            .ends_with("left the queue; the selection moved to the next call"),
+        "{:?}",
+        app.flash
+    );
+
+    // In the live view, `d` on that call says how it ended, once it left the queue.
+    app.view = View::Live;
+    app.on_key(ch('j'));
+    app.on_key(ch('g'));
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(key(KeyCode::Esc));
+    while app.selected_row().is_none_or(|r| r.call_id() != selected) {
+        app.on_key(ch('j'));
+    }
+    app.on_key(ch('d'));
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "that call's hold is already denied by bob"
+    );
+}
+
+#[test]
+fn an_undo_is_not_undone_and_the_consoles_own_change_is_no_news() {
+    let mut app = connected_app();
+    app.on_net(super::tests::catalog(vec![super::tests::tool_row(
+        "delete_page",
+        "read",
+        4,
+    )]));
+    app.view = View::Tools;
+    app.on_key(ch('x'));
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "delete_page".into(),
+        outcome: Ok(risk_changed(9, "delete_page", "read", "destructive", 5)),
+    });
+    // The stream's copy of our own change says nothing new.
+    app.notice("before");
+    feed(
+        &mut app,
+        [
+            json!({"seq": 9, "kind": "risk.changed", "upstream": "atlassian", "tool": "delete_page",
+               "from": "read", "to": "destructive", "version": 5, "by": "ada", "note": null}),
+        ],
+    );
+    assert_eq!(app.flash.as_ref().unwrap().0, "before");
+    // U (a loosening, so it asks), confirmed; a second U has nothing to undo.
+    app.on_key(ch('U'));
+    assert_eq!(app.on_key(ch('y')).len(), 1);
+    app.on_net(NetEvent::RiskEdited {
+        upstream: "atlassian".into(),
+        tool: "delete_page".into(),
+        outcome: Ok(risk_changed(10, "delete_page", "destructive", "read", 6)),
+    });
+    assert!(app.on_key(ch('U')).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "nothing to undo: this console changed no class yet"
+    );
 }

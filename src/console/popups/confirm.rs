@@ -12,7 +12,7 @@ use super::Ask;
 use crate::api::{HoldPhase, HoldView};
 use crate::console::keymap::{Action, Keymap};
 use crate::console::model::Model;
-use crate::console::text::{countdown, fit, identity_label, short, target_label};
+use crate::console::text::{countdown, fit, fit_words, identity_label, short, target_label};
 use crate::console::theme::Theme;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +73,7 @@ impl Confirm {
                 let mut lines = vec![
                     Line::from(format!("{verb} held call {}?", short(&h.call_id))),
                     Line::from(Span::styled(
-                        fit(&line, inner),
+                        fit_words(&line, inner),
                         if now.resolution.is_some() || left < 60 {
                             theme.urgent
                         } else {
@@ -102,26 +102,17 @@ impl Confirm {
             }
             many => bulk_summary(verb, many, inner),
         };
-        lines.push(Line::from(fit(
-            &format!("reason: {}", self.ask.shown()),
-            inner,
-        )));
+        lines.push(Line::from(format!("reason: {}", self.ask.shown(inner - 8))));
         lines.push(Line::from(""));
         let keys = if self.ask.editing {
             "type the reason · enter done · esc cancels".to_owned()
         } else {
             let key = |a| keymap.key_for(a).unwrap_or("?");
-            let cancel: Vec<&str> = keymap
-                .entries(false)
-                .into_iter()
-                .find(|(_, a)| *a == Action::Cancel)
-                .map(|(keys, _)| keys)
-                .unwrap_or_default();
             format!(
                 "{} confirm · {} reason · [{}] cancel",
                 key(Action::Confirm),
                 key(Action::Reason),
-                cancel.join("/")
+                super::cancel_keys(keymap)
             )
         };
         lines.push(Line::from(Span::styled(
@@ -185,14 +176,16 @@ fn bulk_summary<'a>(verb: &str, holds: &[HoldView], inner: usize) -> Vec<Line<'a
         Line::from(""),
     ];
     const LISTED: usize = 8;
+    // The short id and the target tell the calls apart: they come first and whole.
     for h in holds.iter().take(LISTED) {
         lines.push(Line::from(fit(
             &format!(
-                "  {:<12} {:<28} {:<16} {}",
+                "  {} {:<12} {:<26} {}/{}",
+                short(&h.call_id),
                 h.call.risk.as_str(),
-                fit(&format!("{}/{}", h.call.upstream, h.call.tool), 28),
-                fit(&target_label(h.call.target.as_ref()), 16),
-                short(&h.call_id)
+                fit(&target_label(h.call.target.as_ref()), 26),
+                h.call.upstream,
+                h.call.tool
             ),
             inner,
         )));

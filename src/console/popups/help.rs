@@ -12,7 +12,12 @@ pub fn draw(frame: &mut Frame, area: Rect, keymap: &Keymap, read_only: bool, act
     let lines: Vec<Line> = actions
         .iter()
         .filter_map(|a| entries.iter().find(|(_, e)| e == a))
-        .map(|(keys, action)| Line::from(format!(" {:<14} {}", keys.join(" "), action.describe())))
+        .map(|(keys, action)| {
+            Line::from(crate::console::text::fit(
+                &format!(" {:<14} {}", keys.join(" "), action.describe()),
+                70,
+            ))
+        })
         .collect();
     let rect = super::centered(area, 72, lines.len() as u16 + 2);
     frame.render_widget(Clear, rect);

@@ -40,6 +40,38 @@ pub fn with_cursor(input: &tui_input::Input) -> String {
     format!("{}▏{}", &value[..at], &value[at..])
 }
 
+/// As `with_cursor`, in `width` columns: the text scrolls so the cursor stays in view,
+/// with `…` where text is out of view.
+pub fn with_cursor_in(input: &tui_input::Input, width: usize) -> String {
+    let whole: Vec<char> = with_cursor(input).chars().collect();
+    let n = whole.len();
+    if n <= width || width < 3 {
+        return whole.into_iter().collect();
+    }
+    // A window of `width` characters around the bar (at index `cursor`), its cut ends
+    // shown as `…` and never over the bar.
+    let cursor = input.cursor();
+    let start = (cursor + 2).saturating_sub(width).min(n - width);
+    let mut window: Vec<char> = whole[start..start + width].to_vec();
+    if start > 0 {
+        window[0] = '…';
+    }
+    if start + width < n {
+        window[width - 1] = '…';
+    }
+    window.into_iter().collect()
+}
+
+/// Every key that cancels a dialog, as `esc/n/enter`.
+pub fn cancel_keys(keymap: &crate::console::keymap::Keymap) -> String {
+    keymap
+        .entries(false)
+        .into_iter()
+        .find(|(_, a)| *a == crate::console::keymap::Action::Cancel)
+        .map(|(keys, _)| keys.join("/"))
+        .unwrap_or_default()
+}
+
 /// What a key in a yes/no dialog asks for.
 pub enum Answer {
     Stay,
@@ -85,12 +117,13 @@ impl Ask {
         Some(self.text.value().trim().to_owned()).filter(|t| !t.is_empty())
     }
 
-    /// The text as the dialog shows it, with a cursor while it is typed.
-    pub fn shown(&self) -> String {
+    /// The text as the dialog shows it in `width` columns, with a cursor (kept in
+    /// view) while it is typed.
+    pub fn shown(&self, width: usize) -> String {
         if self.editing {
-            with_cursor(&self.text)
+            with_cursor_in(&self.text, width)
         } else {
-            self.text.value().to_owned()
+            crate::console::text::fit(self.text.value(), width)
         }
     }
 
@@ -118,5 +151,29 @@ impl Ask {
             Some(Action::Cancel) => Answer::Cancel,
             _ => Answer::Stay,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_field_scrolls_to_keep_its_cursor_in_view() {
+        let input = tui_input::Input::new(
+            "this pipeline run on main is not approved during the incident".into(),
+        );
+        let shown = with_cursor_in(&input, 20);
+        assert_eq!(shown.chars().count(), 20);
+        assert!(
+            shown.starts_with('…') && shown.ends_with("incident▏"),
+            "{shown}"
+        );
+        let home = input.clone().with_cursor(0);
+        let shown = with_cursor_in(&home, 20);
+        assert!(
+            shown.starts_with("▏this") && shown.ends_with('…'),
+            "{shown}"
+        );
     }
 }

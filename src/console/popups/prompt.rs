@@ -53,17 +53,20 @@ impl Prompt {
                 " tab completes · enter runs · esc cancels · ctrl-u/ctrl-w delete · ctrl-a/ctrl-e move"
             }
             PromptKind::Filter { .. } => {
-                " enter keep · esc undo · tool: outcome: risk: identity: upstream: target: ticket: since:10m · ! inverts"
+                " tool: outcome: risk: identity: upstream: target: ticket: since:10m · !not · esc undo"
             }
         }
     }
 
-    /// The status line: the prompt, the text and its cursor.
-    pub fn line(&self) -> String {
+    /// The status line in `width` columns: the prompt, the text and its cursor in view.
+    pub fn line(&self, width: usize) -> String {
         let sign = match self.kind {
             PromptKind::Command => ':',
             PromptKind::Filter { .. } => '/',
         };
-        format!("{sign}{}", super::with_cursor(&self.input))
+        format!(
+            "{sign}{}",
+            super::with_cursor_in(&self.input, width.saturating_sub(1))
+        )
     }
 }

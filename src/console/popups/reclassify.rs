@@ -63,7 +63,7 @@ impl Reclassify {
     pub fn draw(&self, frame: &mut Frame, area: Rect, keymap: &Keymap, theme: &Theme) {
         let width: u16 = 64;
         let inner = width as usize - 2;
-        let note = self.ask.shown();
+        let note = self.ask.shown(inner - 6);
         let key = |a| keymap.key_for(a).unwrap_or("?");
         let keys = if self.ask.editing {
             "type the note · enter done · esc cancels".to_owned()
@@ -72,7 +72,7 @@ impl Reclassify {
                 "{} confirm · {} note · [{}] cancel",
                 key(Action::Confirm),
                 key(Action::Reason),
-                key(Action::Cancel)
+                super::cancel_keys(keymap)
             )
         };
         let mut lines = vec![
@@ -103,7 +103,7 @@ impl Reclassify {
             ));
         }
         lines.extend([
-            Line::from(fit(&format!("note: {note}"), inner)),
+            Line::from(format!("note: {note}")),
             Line::from(""),
             Line::from(Span::styled(
                 keys,

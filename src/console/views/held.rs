@@ -118,17 +118,24 @@ impl Held {
 
     /// Puts the selection back on its call after the list changed, or keeps its place
     /// when that call is gone.
-    pub fn reanchor(&mut self, model: &Model, page: usize) {
+    /// Returns the call that was selected when it left the list (the selection then
+    /// moved to another call).
+    pub fn reanchor(&mut self, model: &Model, page: usize) -> Option<String> {
         let visible = self.visible(model);
-        if let Some(i) = self
+        let found = self
             .anchor
             .as_deref()
-            .and_then(|id| visible.iter().position(|h| h.call_id == id))
-        {
+            .and_then(|id| visible.iter().position(|h| h.call_id == id));
+        if let Some(i) = found {
             self.list.selected = i;
         }
         self.list.scroll_into_view(visible.len(), page);
+        let gone = self
+            .anchor
+            .take()
+            .filter(|_| found.is_none() && !visible.is_empty());
         self.anchor = visible.get(self.list.selected).map(|h| h.call_id.clone());
+        gone
     }
 
     pub fn select(&mut self, index: usize, model: &Model, page: usize) {
@@ -254,12 +261,13 @@ impl Held {
         let columns = [
             Column::new("", 1, 1),
             Column::new("left", 5, 10),
-            Column::new("state", 7, 26),
+            Column::new("state", 7, 22),
             Column::new("identity", 10, 32),
             Column::new(tool_header(shared), 12, 48),
             Column::new("risk", 5, 12),
-            Column::new("target", 8, 32),
-            Column::new("call", 8, 8).optional(),
+            // The target and the short id tell similar calls apart: they keep their room.
+            Column::new("target", 16, 32),
+            Column::new("call", 8, 8),
         ];
         let mut name = String::from("held calls");
         if self.sort != HoldSort::Expiry {

@@ -44,10 +44,7 @@ impl Default for Live {
 impl Live {
     /// The actions that apply here, most useful first.
     pub fn actions(&self) -> Vec<Action> {
-        let mut actions = vec![Action::Up, Action::Down];
-        if !self.follow {
-            actions.push(Action::Top);
-        }
+        let mut actions = vec![Action::Up, Action::Down, Action::Top];
         actions.extend([
             Action::Detail,
             Action::Filter,
@@ -199,7 +196,7 @@ impl Live {
             Column::new(tool_header(shared), 12, 48),
             Column::new("risk", 5, 12),
             Column::new("outcome", 7, 20),
-            Column::new("target", 8, 32),
+            Column::new("target", 14, 32),
             Column::new("policy", 6, 28).optional(),
             Column::new("took", 5, 8).optional(),
         ];

@@ -53,7 +53,7 @@ pub fn oldest_wait(model: &Model, now: DateTime<Utc>) -> Option<String> {
 
 /// The header's one-line summary: rate, pending and the oldest, the policy version.
 /// While out of date (`stale_since`), the rate is unknown and the clock stops there.
-pub fn strip(model: &Model, now: DateTime<Utc>, stale_since: Option<DateTime<Utc>>) -> String {
+pub fn strip(model: &Model, now: DateTime<Utc>, stale_since: Option<DateTime<Utc>>) -> Vec<String> {
     let clock = stale_since.map_or(now, |s| s.min(now));
     let mut parts = vec![match stale_since {
         Some(_) => "—/s".to_owned(),
@@ -65,7 +65,7 @@ pub fn strip(model: &Model, now: DateTime<Utc>, stale_since: Option<DateTime<Utc
     if let Some(v) = model.policy_version {
         parts.push(format!("policy v{v}"));
     }
-    parts.join(" · ")
+    parts
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, ctx: &Ctx, status: Option<&StatusView>) {
@@ -112,7 +112,7 @@ pub fn draw(frame: &mut Frame, area: Rect, ctx: &Ctx, status: Option<&StatusView
     let pending = model.pending_count();
     let oldest = oldest_wait(model, now).unwrap_or_else(|| "—".to_owned());
     lines.push(Line::from(format!(
-        "held       {pending} pending · the oldest has waited {oldest}"
+        "held       {pending} open · the oldest has waited {oldest}"
     )));
     let policy = match (model.policy_version, status.and_then(|s| s.policy.as_ref())) {
         (Some(v), Some(p)) if p.version == v => {

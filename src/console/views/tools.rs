@@ -29,6 +29,8 @@ pub struct Tools {
     anchor: Option<(String, String)>,
     pub filter: ViewFilter,
     pub last_edit: Option<LastEdit>,
+    /// The tool an undo is being saved for, so that it is not itself recorded to undo.
+    pub undoing: Option<(String, String)>,
 }
 
 impl Tools {
@@ -130,10 +132,8 @@ impl Tools {
                     vec![
                         (tool_label(&t.upstream, &t.name, shared), Style::new()),
                         (t.risk.as_str().to_owned(), super::risk_style(t.risk, theme)),
-                        (
-                            format!("{} ({})", t.suggested_risk.as_str(), t.source),
-                            Style::new(),
-                        ),
+                        (t.source.clone(), Style::new()),
+                        (t.suggested_risk.as_str().to_owned(), Style::new()),
                         (
                             if changed { "CHANGED" } else { "" }.to_owned(),
                             theme.urgent,
@@ -163,7 +163,8 @@ impl Tools {
         let columns = [
             Column::new(tool_header(shared), 14, 48),
             Column::new("risk", 5, 12),
-            Column::new("suggested (source)", 10, 26),
+            Column::new("set by", 6, 11),
+            Column::new("suggested", 5, 12),
             Column::new("", 0, 7),
             Column::new("annotations", 6, 24).optional(),
             Column::new("last change", 10, 40).optional(),
