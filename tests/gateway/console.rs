@@ -116,7 +116,7 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
         120,
         40,
     );
-    tmux.wait_for("e2e · live · ● connected").await;
+    tmux.wait_for("e2e · live · held: 0 · ● connected").await;
 
     // As a write, an API token's write_page is held.
     let held = spawn_write_page(&gw, AGENT_TOKEN, "first", "one", json!({}));

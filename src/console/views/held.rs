@@ -258,15 +258,19 @@ impl Held {
                 )
             })
             .collect();
+        // A resolved row says who resolved it: the state column then keeps room for that.
+        let resolved_shown = visible[window.clone()]
+            .iter()
+            .any(|h| h.resolution.is_some());
         let columns = [
             Column::new("", 1, 1),
             Column::new("left", 5, 10),
-            Column::new("state", 7, 22),
-            Column::new("identity", 10, 32),
-            Column::new(tool_header(shared), 12, 48),
+            Column::new("state", if resolved_shown { 20 } else { 7 }, 22),
+            Column::new("identity", 8, 32),
+            Column::new(tool_header(shared), 10, 48),
             Column::new("risk", 5, 12),
             // The target and the short id tell similar calls apart: they keep their room.
-            Column::new("target", 16, 32),
+            Column::new("target", 14, 32),
             Column::new("call", 8, 8),
         ];
         let mut name = String::from("held calls");
