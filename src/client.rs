@@ -261,6 +261,21 @@ impl ControlClient {
         ))
     }
 
+    /// What a candidate policy and/or classes would have decided for recorded decisions.
+    pub async fn replay(
+        &self,
+        request: &crate::api::ReplayRequest,
+    ) -> Result<crate::api::ReplayReport, ClientError> {
+        let resp = self
+            .http
+            .post(self.api("/replay"))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
     /// Approves (or denies) a hold.
     pub async fn resolve(
         &self,

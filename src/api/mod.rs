@@ -562,3 +562,96 @@ pub struct StatusView {
     #[serde(default)]
     pub policy: Option<PolicyInForce>,
 }
+
+/// Which recorded decisions a replay re-decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReplayWindow {
+    /// The newest N decisions.
+    Last(u64),
+    /// Every decision from this moment (RFC 3339) on.
+    Since(String),
+}
+
+/// A candidate class for one tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskCandidate {
+    pub upstream: String,
+    pub tool: String,
+    pub risk: Risk,
+}
+
+/// Which changed decisions a replay lists: those after `after` (a seq), `limit` of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayPage {
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The body of `POST /api/v1/replay`: a candidate policy text, candidate classes, or
+/// both, and the window of recorded decisions to re-decide with them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risk: Vec<RiskCandidate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<ReplayWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<ReplayPage>,
+}
+
+/// How many decisions went from one outcome to another. Keys are `allow→hold` and the
+/// like, `unchanged`, and `unknown` (the candidate could not be evaluated honestly).
+pub type Transitions = std::collections::BTreeMap<String, u64>;
+
+/// Transitions for one tool or one identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayGroup {
+    /// `upstream/tool`, or an identity as `token:ci-bot` / `user:alice@example.com`.
+    pub key: String,
+    pub transitions: Transitions,
+}
+
+/// One recorded decision the candidate decides differently (or cannot decide).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayChange {
+    pub seq: u64,
+    pub ts: String,
+    pub call_id: String,
+    pub upstream: String,
+    pub tool: String,
+    pub identity: IdentityRef,
+    pub target: Option<Target>,
+    /// What the policy in force then decided.
+    pub from: Outcome,
+    pub from_policy_ids: Vec<String>,
+    /// What the candidate decides; `None` when it cannot be known (`reason` says why).
+    pub to: Option<Outcome>,
+    pub to_policy_ids: Vec<String>,
+    pub reason: String,
+}
+
+/// The answer of `POST /api/v1/replay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayReport {
+    /// The seqs the window covered (a consistent snapshot), and how many decisions.
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub decisions: u64,
+    pub transitions: Transitions,
+    /// The tools and identities with a change, most changes first.
+    pub by_tool: Vec<ReplayGroup>,
+    pub by_identity: Vec<ReplayGroup>,
+    /// Changed (and unknown) decisions, oldest first, one page of them.
+    pub changed: Vec<ReplayChange>,
+    /// Ask again with `page.after` set to this for the next page.
+    pub next_after: Option<u64>,
+    pub took_ms: u64,
+}

@@ -62,6 +62,25 @@ impl HoldLimits {
 /// The policy id a deny for a hold limit names.
 pub const HOLD_LIMIT_POLICY: &str = "toolgate-hold-limit";
 
+/// The reason of an allow that an approval gave an identical retry.
+pub fn approved_retry_reason(approver: &str, call_id: &str) -> String {
+    format!("approved by {approver} as {call_id}")
+}
+
+/// What the policy itself decided for a recorded decision: a call denied for a hold
+/// limit, or run by an approval, was one the policy held.
+pub fn policy_outcome(d: &DecisionEvent) -> Outcome {
+    let limited = d.policy_ids.iter().any(|p| p == HOLD_LIMIT_POLICY);
+    let approved = d.outcome == Outcome::Allow
+        && d.reason.starts_with("approved by ")
+        && d.reason.contains(" as ");
+    if limited || approved {
+        Outcome::Hold
+    } else {
+        d.outcome
+    }
+}
+
 /// A hold that was opened.
 #[derive(Debug)]
 pub struct Created {
@@ -568,7 +587,7 @@ impl Holds {
             .as_ref()
             .map_or("an operator", |r| r.by.as_str());
         decision.outcome = Outcome::Allow;
-        decision.reason = format!("approved by {approver} as {call_id}");
+        decision.reason = approved_retry_reason(approver, &call_id);
         let reason = Some(format!("run as the identical retry {}", decision.call_id));
         let consumed = WriteOp::HoldResolved {
             call_id: call_id.clone(),

@@ -16,6 +16,7 @@ pub mod pointer;
 pub mod policy;
 pub mod redact;
 pub mod relay;
+pub mod replay;
 pub mod sessions;
 pub mod store;
 pub mod strict_json;

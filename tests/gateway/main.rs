@@ -17,6 +17,7 @@ mod exactness;
 mod holds;
 mod identity;
 mod relay;
+mod replay;
 mod store;
 mod strict_input;
 mod transport;

@@ -4,6 +4,7 @@
 mod edits;
 mod events;
 mod queries;
+mod replay;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/api/v1/policy",
             get(edits::get_policy).put(edits::put_policy),
         )
+        .route("/api/v1/replay", post(replay::replay))
         .route("/api/v1/events", get(stream_events))
         .route("/api/v1/holds", get(list_holds))
         .route("/api/v1/holds/{call_id}/approve", post(approve))
@@ -89,6 +91,14 @@ impl ApiFailure {
 }
 
 impl ApiFailure {
+    /// 400 `invalid_policy`, with where in the text.
+    pub fn invalid_policy(e: &crate::gateway::policy::PolicyError) -> Self {
+        let mut failure = Self::new(StatusCode::BAD_REQUEST, "invalid_policy", e.message.clone());
+        failure.body.error.line = e.line;
+        failure.body.error.column = e.column;
+        failure
+    }
+
     /// 503 `store_unavailable`: the store could not answer or commit in time.
     pub fn store_unavailable(e: &crate::gateway::store::StoreError) -> Self {
         Self::new(

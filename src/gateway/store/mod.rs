@@ -623,6 +623,42 @@ impl Store {
             .collect()
     }
 
+    /// A consistent snapshot of the recorded decisions in `window`, read page by page in
+    /// one read transaction: the writer goes on (WAL), and what the snapshot shows does
+    /// not move while it is read.
+    pub async fn decision_snapshot(
+        &self,
+        window: &crate::api::ReplayWindow,
+    ) -> Result<DecisionSnapshot, StoreError> {
+        let mut tx = self.readers.begin().await?;
+        // The first read fixes the snapshot.
+        let upto: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let first: Option<i64> = match window {
+            crate::api::ReplayWindow::Last(n) => sqlx::query_scalar(
+                "SELECT min(seq) FROM (SELECT seq FROM events WHERE kind = 'decision' AND seq <= ?1
+                 ORDER BY seq DESC LIMIT ?2)",
+            )
+            .bind(upto)
+            .bind((*n).min(i64::MAX as u64) as i64)
+            .fetch_one(&mut *tx)
+            .await?,
+            crate::api::ReplayWindow::Since(ts) => sqlx::query_scalar(
+                "SELECT min(seq) FROM events WHERE kind = 'decision' AND ts >= ?1 AND seq <= ?2",
+            )
+            .bind(ts)
+            .bind(upto)
+            .fetch_one(&mut *tx)
+            .await?,
+        };
+        Ok(DecisionSnapshot {
+            tx,
+            after: first.map_or(upto, |f| f - 1),
+            upto,
+        })
+    }
+
     pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         let row = sqlx::query(
             "SELECT version, text, sha256, by FROM policies ORDER BY version DESC LIMIT 1",
@@ -635,6 +671,40 @@ impl Store {
             sha256: r.get("sha256"),
             by: r.get("by"),
         }))
+    }
+}
+
+/// Recorded decisions read in pages from one snapshot (see `Store::decision_snapshot`).
+/// Dropping it ends the read transaction.
+pub struct DecisionSnapshot {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    after: i64,
+    upto: i64,
+}
+
+impl DecisionSnapshot {
+    /// The next `size` decisions in seq order, or none once the window is read.
+    pub async fn next_page(&mut self, size: u32) -> Result<Vec<DecisionRecord>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM events WHERE kind = 'decision' AND seq > ?1 AND seq <= ?2
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(self.after)
+        .bind(self.upto)
+        .bind(size as i64)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let page = rows
+            .iter()
+            .map(|body| {
+                serde_json::from_str::<DecisionRecord>(body)
+                    .map_err(|e| StoreError::Sql(format!("a stored decision does not read: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(last) = page.last() {
+            self.after = last.seq as i64;
+        }
+        Ok(page)
     }
 }
 
