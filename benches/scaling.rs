@@ -102,6 +102,7 @@ fn held_decision(identity: &Identity, args: &Map<String, Value>) -> DecisionEven
         decision_us: 3,
         args: Value::Object(args.clone()),
         args_truncated: false,
+        shadow: None,
     }
 }
 

@@ -86,7 +86,7 @@ pub fn short_id(call_id: &str) -> &str {
 }
 
 /// What the gateway decided for one `tools/call`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Allow,
@@ -245,6 +245,28 @@ pub struct DecisionEvent {
     pub args: serde_json::Value,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// What the shadow policy decided, when one is installed and it disagrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowVerdict>,
+}
+
+/// A shadow policy's decision of a call, beside the enforced one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowVerdict {
+    pub outcome: Outcome,
+    pub policy_ids: Vec<String>,
+}
+
+/// The shadow policy, as `GET /api/v1/policy/shadow` shows it: who installed it, when,
+/// and how its decisions compared with the enforced ones since (`allow→hold`, …, and
+/// `agree`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowView {
+    pub sha256: String,
+    pub by: String,
+    pub since: String,
+    pub compared: Transitions,
+    pub text: String,
 }
 
 /// A tool in the catalog, as `GET /tools` and tool events show it.

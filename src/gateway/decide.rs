@@ -16,7 +16,7 @@ use super::mcp::ClientMessage;
 use super::policy::{CallFacts, Decision, PolicyEngine};
 use super::redact;
 use super::store::StoreError;
-use crate::api::{DecisionEvent, EventBody, Outcome, Target, Workflow};
+use crate::api::{DecisionEvent, EventBody, Outcome, ShadowVerdict, Target, Workflow};
 use crate::config::ResourceConfig;
 
 /// Where the workflow context travels: in the request's `_meta`, or in a header.
@@ -175,7 +175,7 @@ impl Gateway {
         let redacted = self.redactor.redact(args);
         let target = self.targets.find(tool, &redacted);
         let engine = self.policy();
-        let decision = engine.decide(&CallFacts {
+        let facts = CallFacts {
             identity,
             upstream,
             tool,
@@ -184,8 +184,18 @@ impl Gateway {
             target: target.as_ref(),
             workflow: workflow.as_ref(),
             now: chrono::Utc::now(),
-        });
+        };
+        let decision = engine.decide(&facts);
         let decision_us = started.elapsed().as_micros() as u64;
+        // The shadow decides the same facts; the event says so only where it disagrees.
+        let shadow = self.shadow().and_then(|shadow| {
+            let theirs = shadow.engine.decide(&facts);
+            shadow.count(decision.outcome, theirs.outcome);
+            (theirs.outcome != decision.outcome).then_some(ShadowVerdict {
+                outcome: theirs.outcome,
+                policy_ids: theirs.policy_ids,
+            })
+        });
         let (args, args_truncated) = redact::stored_args(redacted);
         DecisionEvent {
             call_id: uuid::Uuid::now_v7().to_string(),
@@ -201,6 +211,7 @@ impl Gateway {
             decision_us,
             args,
             args_truncated,
+            shadow,
         }
     }
 

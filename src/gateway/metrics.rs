@@ -67,8 +67,29 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the gauges a scrape samples now.
-    pub fn render(&self, holds_waiting: usize, holds_pending: usize, subscribers: usize) -> String {
+    pub fn render(
+        &self,
+        holds_waiting: usize,
+        holds_pending: usize,
+        subscribers: usize,
+        shadow: &[(Outcome, Outcome, u64)],
+    ) -> String {
         let mut out = String::new();
+        if !shadow.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP toolgate_shadow_decisions_total The shadow policy's decisions, by the enforced outcome and its own."
+            );
+            let _ = writeln!(out, "# TYPE toolgate_shadow_decisions_total counter");
+            for (enforced, theirs, n) in shadow {
+                let _ = writeln!(
+                    out,
+                    "toolgate_shadow_decisions_total{{enforced=\"{}\",shadow=\"{}\"}} {n}",
+                    enforced.as_str(),
+                    theirs.as_str()
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP toolgate_decisions_total Decisions on tools/call, by outcome."

@@ -18,6 +18,7 @@ pub mod redact;
 pub mod relay;
 pub mod replay;
 pub mod sessions;
+pub mod shadow;
 pub mod store;
 pub mod strict_json;
 
@@ -62,6 +63,8 @@ pub struct Gateway {
     pub call_mac: keys::CallMac,
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
+    /// A candidate deciding every call beside the policy in force, enforcing nothing.
+    shadow: RwLock<Option<Arc<shadow::Shadow>>>,
     /// Held from a policy's commit to its swap, so two concurrent edits cannot leave in
     /// force a policy other than the last one stored.
     pub policy_edits: tokio::sync::Mutex<()>,
@@ -157,6 +160,7 @@ impl Gateway {
             store,
             store_id,
             policy: RwLock::new(Arc::new(policy)),
+            shadow: RwLock::new(None),
             policy_edits: tokio::sync::Mutex::new(()),
             http,
             stopping: tokio::sync::watch::Sender::new(false),
@@ -171,6 +175,18 @@ impl Gateway {
 
     pub fn policy(&self) -> Arc<PolicyEngine> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    pub fn shadow(&self) -> Option<Arc<shadow::Shadow>> {
+        self.shadow.read().expect("shadow lock").clone()
+    }
+
+    /// Installs a shadow policy, or (`None`) removes it; returns the one it replaced.
+    pub fn set_shadow(&self, shadow: Option<shadow::Shadow>) -> Option<Arc<shadow::Shadow>> {
+        std::mem::replace(
+            &mut *self.shadow.write().expect("shadow lock"),
+            shadow.map(Arc::new),
+        )
     }
 
     /// Puts a new policy in force; pending holds are not re-decided until approval.

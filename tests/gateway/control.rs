@@ -63,6 +63,19 @@ pub async fn api(
     )
 }
 
+/// The Prometheus text, as a viewer reads it.
+pub async fn metrics(gw: &GatewayProc) -> String {
+    http()
+        .get(gw.control_url("/metrics"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The `error.code` of a control-API answer, or "".
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
@@ -206,15 +219,7 @@ async fn every_status_and_error_code() {
 
     let (s, text) = api(&gw, Method::GET, "/metrics", None, None).await;
     assert_eq!(s, 401, "{text}");
-    let metrics = http()
-        .get(gw.control_url("/metrics"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw).await;
     assert!(
         metrics.contains("toolgate_decisions_total{outcome=\"hold\"} 1"),
         "{metrics}"

@@ -18,6 +18,7 @@ mod holds;
 mod identity;
 mod relay;
 mod replay;
+mod shadow;
 mod store;
 mod strict_input;
 mod transport;

@@ -5,6 +5,7 @@ mod edits;
 mod events;
 mod queries;
 mod replay;
+mod shadow;
 
 use std::sync::Arc;
 
@@ -40,6 +41,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(
             "/api/v1/policy",
             get(edits::get_policy).put(edits::put_policy),
+        )
+        .route(
+            "/api/v1/policy/shadow",
+            get(shadow::get_shadow)
+                .put(shadow::put_shadow)
+                .delete(shadow::delete_shadow),
         )
         .route("/api/v1/replay", post(replay::replay))
         .route("/api/v1/events", get(stream_events))
@@ -88,6 +95,23 @@ impl ApiFailure {
             }),
         }
     }
+}
+
+/// A request body as a policy: UTF-8 Cedar text that compiles and validates, or the
+/// 400 that says where it does not.
+pub(super) fn policy_body(
+    body: &Bytes,
+) -> Result<(String, crate::gateway::policy::PolicyEngine), ApiFailure> {
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_policy",
+            "the policy is not UTF-8 text",
+        )
+    })?;
+    let engine = crate::gateway::policy::PolicyEngine::compile(&text)
+        .map_err(|e| ApiFailure::invalid_policy(&e))?;
+    Ok((text, engine))
 }
 
 impl ApiFailure {

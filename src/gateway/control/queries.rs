@@ -121,9 +121,12 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
         .iter()
         .filter(|h| h.phase == HoldPhase::Waiting)
         .count();
-    let text = gw
-        .metrics
-        .render(waiting, holds.len() - waiting, gw.store.subscribers());
+    let text = gw.metrics.render(
+        waiting,
+        holds.len() - waiting,
+        gw.store.subscribers(),
+        &gw.shadow().map(|s| s.pairs()).unwrap_or_default(),
+    );
     (
         StatusCode::OK,
         [(

@@ -640,5 +640,6 @@ fn held_decision(identity: &Identity) -> DecisionEvent {
         decision_us: 1,
         args: json!({}),
         args_truncated: false,
+        shadow: None,
     }
 }

@@ -31,6 +31,7 @@ fn decision(call_id: &str) -> EventBody {
         decision_us: 3,
         args: serde_json::json!({}),
         args_truncated: false,
+        shadow: None,
     })
 }
 

@@ -1,0 +1,71 @@
+//! `/api/v1/policy/shadow`: a candidate policy that decides every call beside the
+//! enforced one, enforcing nothing (see `gateway::shadow`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiFailure, operator};
+use crate::config::OperatorRole;
+use crate::gateway::Gateway;
+use crate::gateway::relay::reply::json_response;
+use crate::gateway::shadow::Shadow;
+
+fn none_installed() -> Response {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no shadow policy is installed",
+    )
+    .into_response()
+}
+
+pub async fn get_shadow(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    match gw.shadow() {
+        Some(shadow) => json_response(StatusCode::OK, &shadow.view()),
+        None => none_installed(),
+    }
+}
+
+/// Installs the Cedar text in the body as the shadow, in place of any other; its
+/// comparisons start from zero. An invalid text is refused with its line and column.
+pub async fn put_shadow(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = match operator(&gw, &headers, OperatorRole::Admin) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let (text, engine) = match super::policy_body(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into_response(),
+    };
+    let sha256 = crate::gateway::sha256_hex(text.as_bytes());
+    let shadow = Shadow::new(engine, text, sha256.clone(), op.name.clone());
+    let view = shadow.view();
+    gw.set_shadow(Some(shadow));
+    tracing::info!(operator = %op.name, %sha256, "shadow policy installed");
+    json_response(StatusCode::OK, &view)
+}
+
+pub async fn delete_shadow(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let op = match operator(&gw, &headers, OperatorRole::Admin) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    match gw.set_shadow(None) {
+        Some(old) => {
+            tracing::info!(operator = %op.name, sha256 = %old.sha256, "shadow policy removed");
+            json_response(StatusCode::OK, &old.view())
+        }
+        None => none_installed(),
+    }
+}

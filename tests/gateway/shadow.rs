@@ -1,0 +1,133 @@
+//! Shadow mode: a candidate decides every call beside the enforced policy, enforcing
+//! nothing; where it disagrees, the decision event says so, and it is all counted.
+
+use serde_json::{Value, json};
+
+use crate::control::{ADMIN, VIEWER, api, code, metrics, setup};
+use crate::decisions::call_tool;
+use crate::support::*;
+
+fn candidate() -> String {
+    let default =
+        std::fs::read_to_string(repo_root().join("src/gateway/policy/default.cedar")).unwrap();
+    format!(
+        "{default}\n@id(\"ci-reads-held\")\n@outcome(\"hold\")\npermit (principal == Token::\"ci-bot\", action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"read\" && context.args.hasTag(\"/page_id\") && context.args.getTag(\"/page_id\") like \"s*\" }};\n"
+    )
+}
+
+async fn newest_decisions(gw: &GatewayProc, n: usize) -> Vec<Value> {
+    let (_, body) = api(
+        gw,
+        reqwest::Method::GET,
+        &format!("/api/v1/decisions?limit={n}"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    body["decisions"].as_array().unwrap().clone()
+}
+
+async fn shadow_view(gw: &GatewayProc) -> (u16, Value) {
+    api(
+        gw,
+        reqwest::Method::GET,
+        "/api/v1/policy/shadow",
+        Some(VIEWER),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_shadow_enforces_nothing_says_where_it_disagrees_and_counts_it_all() {
+    let (_upstream, gw) = setup().await;
+    let put = |text: String| {
+        api(
+            &gw,
+            reqwest::Method::PUT,
+            "/api/v1/policy/shadow",
+            Some(ADMIN),
+            Some(text),
+        )
+    };
+    let (status, view) = put(candidate()).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["by"], "ada");
+    assert_eq!(view["compared"], json!({}));
+
+    // Two reads the shadow would hold, one it agrees on: all three run.
+    for page in ["s1", "s2", "other"] {
+        let answer = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": page})).await;
+        assert!(answer["result"].is_object(), "enforced allow: {answer}");
+    }
+    let events = newest_decisions(&gw, 3).await;
+    let shadows: Vec<(&str, &Value)> = events
+        .iter()
+        .map(|d| (d["args"]["page_id"].as_str().unwrap(), &d["shadow"]))
+        .collect();
+    for (page, shadow) in shadows {
+        assert_eq!(
+            events
+                .iter()
+                .find(|d| d["args"]["page_id"] == page)
+                .unwrap()["outcome"],
+            "allow",
+            "the enforced policy decides"
+        );
+        if page.starts_with('s') {
+            assert_eq!(
+                *shadow,
+                json!({"outcome": "hold", "policy_ids": ["ci-reads-held"]}),
+                "{page}"
+            );
+        } else {
+            assert_eq!(
+                *shadow,
+                Value::Null,
+                "agreement is not written on the event"
+            );
+        }
+    }
+    let (_, view) = shadow_view(&gw).await;
+    assert_eq!(view["compared"], json!({"agree": 1, "allow→hold": 2}));
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics.contains("toolgate_shadow_decisions_total{enforced=\"allow\",shadow=\"hold\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("toolgate_shadow_decisions_total{enforced=\"allow\",shadow=\"allow\"} 1")
+    );
+
+    // A bad text is refused where it is wrong, and the shadow in place stays.
+    let (status, body) =
+        put("permit (principal, action, resource)\nwhen { resource.nope };".into()).await;
+    assert_eq!(
+        (status, code(&body), body["error"]["line"].as_u64()),
+        (400, "invalid_policy", Some(2))
+    );
+    let (status, _) = api(
+        &gw,
+        reqwest::Method::PUT,
+        "/api/v1/policy/shadow",
+        Some(VIEWER),
+        Some(candidate()),
+    )
+    .await;
+    assert_eq!(status, 403, "installing a shadow is for admins");
+
+    // Removed: the next call carries no shadow, and the shadow is gone.
+    let (status, _) = api(
+        &gw,
+        reqwest::Method::DELETE,
+        "/api/v1/policy/shadow",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "s3"})).await;
+    assert_eq!(newest_decisions(&gw, 1).await[0]["shadow"], Value::Null);
+    let (status, body) = shadow_view(&gw).await;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+}
