@@ -331,11 +331,18 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
             version,
             sha256,
             by,
-        } => format!(
-            "version {version} ({}) by {}",
-            printable(sha256.get(..12).unwrap_or(sha256)),
-            printable(by)
-        ),
+            note,
+        } => {
+            let mut s = format!(
+                "version {version} ({}) by {}",
+                printable(sha256.get(..12).unwrap_or(sha256)),
+                printable(by)
+            );
+            if let Some(note) = note {
+                s.push_str(&format!(": {}", printable(note)));
+            }
+            s
+        }
         EventBody::StoreRecovered { denied_unlogged } => {
             format!("{denied_unlogged} calls denied while the store could not commit")
         }
@@ -450,6 +457,8 @@ mod tests {
             json!({"kind": "risk.changed", "upstream": "atlassian", "tool": "jira_add_comment",
                 "from": "unclassified", "to": "write", "version": 2, "by": "ada", "note": null}),
             json!({"kind": "policy.changed", "version": 3, "sha256": "ab".repeat(32), "by": "ada"}),
+            json!({"kind": "policy.changed", "version": 4, "sha256": "cd".repeat(32), "by": "ada",
+                "note": "roll back\u{1b}[2J"}),
             json!({"kind": "store.recovered", "denied_unlogged": 4}),
         ]
         .into_iter()
@@ -465,7 +474,8 @@ mod tests {
                 "     4  09:59:58  call.completed   456789ab tool_error in 12 ms, HTTP 200",
                 "     5  09:59:58  risk.changed     atlassian/jira_add_comment unclassified → write by ada",
                 "     6  09:59:58  policy.changed   version 3 (abababababab) by ada",
-                "     7  09:59:58  store.recovered  4 calls denied while the store could not commit",
+                r"     7  09:59:58  policy.changed   version 4 (cdcdcdcdcdcd) by ada: roll back\u{1b}[2J",
+                "     8  09:59:58  store.recovered  4 calls denied while the store could not commit",
             ]
         );
     }

@@ -215,6 +215,8 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
                     text,
                     sha256: sha256.clone(),
                     by: format!("config:{}", path.display()),
+                    note: None,
+                    expected_version: None,
                     file_sha256: Some(sha256),
                 })
                 .await?;
@@ -226,7 +228,7 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
         Some(stored) => PolicyEngine::compile(&stored.text).map_err(|e| {
             anyhow::anyhow!(
                 "the stored policy version {} no longer compiles: {e}",
-                stored.version
+                stored.stored.version
             )
         }),
         None => {
@@ -237,6 +239,8 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
                     text: policy::DEFAULT_POLICY.to_owned(),
                     sha256: sha256_hex(policy::DEFAULT_POLICY.as_bytes()),
                     by: "default".into(),
+                    note: None,
+                    expected_version: None,
                     file_sha256: None,
                 })
                 .await?;

@@ -40,6 +40,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/api/v1/policy",
             get(edits::get_policy).put(edits::put_policy),
         )
+        .route("/api/v1/policy/versions", get(edits::policy_versions))
+        .route(
+            "/api/v1/policy/versions/{version}",
+            get(edits::policy_version),
+        )
         .route("/api/v1/events", get(stream_events))
         .route("/api/v1/holds", get(list_holds))
         .route("/api/v1/holds/{call_id}/approve", post(approve))
@@ -83,6 +88,7 @@ impl ApiFailure {
                 },
                 hold: None,
                 tool: None,
+                policy: None,
             }),
         }
     }
