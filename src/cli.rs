@@ -150,7 +150,7 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Work with Cedar policy files.
+    /// Work with Cedar policy files, and with the policy a gateway has in force.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -186,6 +186,54 @@ pub enum PolicyCommand {
         /// The Cedar policy file.
         file: PathBuf,
     },
+    /// Print the gateway's policy in force (or an older version) as it is stored.
+    Pull {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Write it to this file instead of stdout; an existing file is kept unless
+        /// --force.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite the --output file if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
+        /// A stored version instead of the one in force (`toolgate policy log` lists them).
+        #[arg(long, value_name = "V")]
+        version: Option<u64>,
+    },
+    /// Put a policy file in force on the gateway, as a new version; prints that version.
+    /// The gateway validates it first: an invalid file changes nothing.
+    Push {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The Cedar policy file.
+        file: PathBuf,
+        /// Why, for the version history.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// Push only if the policy in force is still this version (the one the file was
+        /// pulled from); otherwise nothing changes and the command says who changed it.
+        #[arg(long, value_name = "V")]
+        expected_version: Option<u64>,
+    },
+    /// List the gateway's stored policy versions, newest (the one in force) first.
+    Log {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// json: one version a line, as a JSON object; table: a line a version, for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Show what changed between two stored policy versions, as a unified diff.
+    Diff {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The version to compare from.
+        v1: u64,
+        /// The version to compare to.
+        v2: u64,
+    },
 }
 
 /// Where the control API is, and the operator token to use.
@@ -203,7 +251,7 @@ pub struct ControlArgs {
     pub token: String,
 }
 
-/// How `holds` and `events` print.
+/// How `holds`, `events` and `policy log` print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// One JSON object a line, for programs.

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{Event, EventBody, HoldView, IdentityRef, Target};
+use crate::api::{Event, EventBody, HoldView, IdentityRef, PolicyText, PolicyVersion, Target};
 
 pub use crate::api::short_id;
 
@@ -228,16 +228,80 @@ fn header(time_width: usize) -> String {
 /// any other day.
 fn clock(ts: &str, now: DateTime<Utc>) -> String {
     match DateTime::parse_from_rfc3339(ts) {
-        Ok(t) => {
-            let t = t.with_timezone(&Utc);
-            if t.date_naive() == now.date_naive() {
-                t.format("%H:%M:%S").to_string()
-            } else {
-                t.format("%Y-%m-%d %H:%M:%S").to_string()
-            }
+        Ok(t) if t.with_timezone(&Utc).date_naive() == now.date_naive() => {
+            t.with_timezone(&Utc).format("%H:%M:%S").to_string()
         }
+        _ => dated(ts),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC), or the text as it came (escaped) when it is no time.
+fn dated(ts: &str) -> String {
+    match DateTime::parse_from_rfc3339(ts) {
+        Ok(t) => t
+            .with_timezone(&Utc)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
         Err(_) => printable(ts).into_owned(),
     }
+}
+
+/// Where in a file: `:LINE:COLUMN`, `:LINE`, or nothing, to follow its name.
+pub fn place(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// The first 12 hex digits of a SHA-256, as people compare them.
+pub fn short_sha(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
+/// Stored policy versions as a table, in the order given (the API's: newest first).
+pub fn policy_log(versions: &[PolicyVersion]) -> Vec<String> {
+    let mut rows = vec![
+        ["version", "stored (UTC)", "by", "sha256", "note"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    rows.extend(versions.iter().map(|v| {
+        vec![
+            v.version.to_string(),
+            dated(&v.at),
+            printable(&v.by).into_owned(),
+            printable(short_sha(&v.sha256)).into_owned(),
+            v.note
+                .as_deref()
+                .map(printable)
+                .unwrap_or_default()
+                .into_owned(),
+        ]
+    }));
+    columns(&rows)
+}
+
+/// How a version names itself in a diff's header and a refusal: `v3 (2026-03-04
+/// 09:59:58 by ada: roll back)`.
+pub fn policy_label(v: &PolicyVersion) -> String {
+    let mut label = format!("v{} ({} by {}", v.version, dated(&v.at), printable(&v.by));
+    if let Some(note) = &v.note {
+        label.push_str(&format!(": {}", printable(note)));
+    }
+    label.push(')');
+    label
+}
+
+/// The unified diff from `old`'s text to `new`'s (3 lines of context), or "" when the
+/// texts are the same.
+pub fn policy_diff(old: &PolicyText, new: &PolicyText) -> String {
+    similar::TextDiff::from_lines(&old.text, &new.text)
+        .unified_diff()
+        .context_radius(3)
+        .header(&policy_label(&old.stored), &policy_label(&new.stored))
+        .to_string()
 }
 
 /// One event in a few words; the call's short id joins the events of one call.
@@ -331,11 +395,18 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
             version,
             sha256,
             by,
-        } => format!(
-            "version {version} ({}) by {}",
-            printable(sha256.get(..12).unwrap_or(sha256)),
-            printable(by)
-        ),
+            note,
+        } => {
+            let mut s = format!(
+                "version {version} ({}) by {}",
+                printable(short_sha(sha256)),
+                printable(by)
+            );
+            if let Some(note) = note {
+                s.push_str(&format!(": {}", printable(note)));
+            }
+            s
+        }
         EventBody::StoreRecovered { denied_unlogged } => {
             format!("{denied_unlogged} calls denied while the store could not commit")
         }
@@ -450,6 +521,8 @@ mod tests {
             json!({"kind": "risk.changed", "upstream": "atlassian", "tool": "jira_add_comment",
                 "from": "unclassified", "to": "write", "version": 2, "by": "ada", "note": null}),
             json!({"kind": "policy.changed", "version": 3, "sha256": "ab".repeat(32), "by": "ada"}),
+            json!({"kind": "policy.changed", "version": 4, "sha256": "cd".repeat(32), "by": "ada",
+                "note": "roll back\u{1b}[2J"}),
             json!({"kind": "store.recovered", "denied_unlogged": 4}),
         ]
         .into_iter()
@@ -465,7 +538,8 @@ mod tests {
                 "     4  09:59:58  call.completed   456789ab tool_error in 12 ms, HTTP 200",
                 "     5  09:59:58  risk.changed     atlassian/jira_add_comment unclassified → write by ada",
                 "     6  09:59:58  policy.changed   version 3 (abababababab) by ada",
-                "     7  09:59:58  store.recovered  4 calls denied while the store could not commit",
+                r"     7  09:59:58  policy.changed   version 4 (cdcdcdcdcdcd) by ada: roll back\u{1b}[2J",
+                "     8  09:59:58  store.recovered  4 calls denied while the store could not commit",
             ]
         );
     }
@@ -504,5 +578,58 @@ mod tests {
         assert_eq!(table.lines(newer, now()), [newer]);
         let hostile = "{\"kind\":\"x\u{9b}2J\"}";
         assert_eq!(table.lines(hostile, now()), ["{\"kind\":\"x\\u{9b}2J\"}"]);
+    }
+
+    fn version(v: u64, by: &str, note: Option<&str>, text: &str) -> PolicyText {
+        PolicyText {
+            stored: PolicyVersion {
+                version: v,
+                sha256: format!("{v}").repeat(64),
+                by: by.into(),
+                at: format!("2026-03-0{v}T09:59:58.123Z"),
+                note: note.map(Into::into),
+            },
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_policy_log_is_a_line_a_version_in_the_order_given() {
+        let versions = [
+            version(2, "ada", Some("hold ci\u{1b}[2J reads"), ""),
+            version(1, "default", None, ""),
+        ]
+        .map(|p| p.stored);
+        assert_eq!(
+            policy_log(&versions),
+            [
+                "version  stored (UTC)         by       sha256        note",
+                r"2        2026-03-02 09:59:58  ada      222222222222  hold ci\u{1b}[2J reads",
+                "1        2026-03-01 09:59:58  default  111111111111",
+            ]
+        );
+        assert_eq!(policy_log(&[]), ["version  stored (UTC)  by  sha256  note"]);
+    }
+
+    #[test]
+    fn a_policy_diff_is_unified_with_three_lines_of_context_and_empty_for_the_same_text() {
+        let old = version(1, "default", None, "a\nb\nc\nd\ne\nf\ng\nh\n");
+        let new = version(3, "ada", Some("roll back"), "a\nb\nc\nd\nE\nf\ng\nh\ni");
+        assert_eq!(
+            policy_diff(&old, &new),
+            "--- v1 (2026-03-01 09:59:58 by default)\n\
+             +++ v3 (2026-03-03 09:59:58 by ada: roll back)\n\
+             @@ -2,7 +2,8 @@\n \
+             b\n c\n d\n-e\n+E\n f\n g\n h\n+i\n\\ No newline at end of file\n"
+        );
+        assert_eq!(policy_diff(&old, &old), "");
+    }
+
+    #[test]
+    fn a_place_names_what_is_known_of_line_and_column() {
+        assert_eq!(place(Some(2), Some(8)), ":2:8");
+        assert_eq!(place(Some(2), None), ":2");
+        assert_eq!(place(None, Some(8)), "");
+        assert_eq!(place(None, None), "");
     }
 }

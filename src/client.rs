@@ -7,8 +7,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::api::{
-    ApiError, DecisionRecord, Event, HoldView, ResolveRequest, Risk, RiskEdit, StatusView,
-    StreamFrame, StreamNotice, ToolEntry, ToolRow,
+    ApiError, DecisionRecord, Event, HoldView, PolicyEdit, PolicyText, PolicyVersion,
+    ResolveRequest, Risk, RiskEdit, StatusView, StreamFrame, StreamNotice, ToolEntry, ToolRow,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +25,13 @@ pub enum ClientError {
         code: String,
         message: String,
         hold: Option<Box<HoldView>>,
-        /// On a `stale_version`: the tool as it is now.
+        /// On a `stale_version` for a risk edit: the tool as it is now.
         tool: Option<Box<ToolRow>>,
+        /// On a `stale_version` for a policy edit: the version in force now.
+        policy: Option<Box<PolicyVersion>>,
+        /// On an `invalid_policy`: where in the text, when the gateway could say.
+        line: Option<usize>,
+        column: Option<usize>,
     },
     #[error("the gateway's store was recreated or is behind this client: {0}")]
     Reset(String),
@@ -138,6 +143,9 @@ impl ControlClient {
                 message: e.error.message,
                 hold: e.hold.map(Box::new),
                 tool: e.tool.map(Box::new),
+                policy: e.policy.map(Box::new),
+                line: e.error.line,
+                column: e.error.column,
             }),
             Err(_) => Err(ClientError::Status {
                 status: status.as_u16(),
@@ -244,6 +252,52 @@ impl ControlClient {
         let resp = self
             .http
             .put(url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// The policy in force, with its text.
+    pub async fn policy(&self) -> Result<PolicyText, ClientError> {
+        self.get(self.api("/policy")).await
+    }
+
+    /// Every stored policy version, newest first.
+    pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            versions: Vec<PolicyVersion>,
+        }
+        Ok(self
+            .get::<Page>(self.api("/policy/versions"))
+            .await?
+            .versions)
+    }
+
+    /// A stored policy version, with its text.
+    pub async fn policy_version(&self, version: u64) -> Result<PolicyText, ClientError> {
+        self.get(self.api(&format!("/policy/versions/{version}")))
+            .await
+    }
+
+    /// Puts `text` in force as a new policy version, if the policy is still at
+    /// `expected_version` (when given); answers with the `policy.changed` event.
+    pub async fn put_policy(
+        &self,
+        text: &str,
+        note: Option<String>,
+        expected_version: Option<u64>,
+    ) -> Result<Event, ClientError> {
+        let body = PolicyEdit {
+            text: text.to_owned(),
+            note,
+            expected_version,
+        };
+        let resp = self
+            .http
+            .put(self.api("/policy"))
             .bearer_auth(&self.token)
             .json(&body)
             .send()

@@ -127,26 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             call_id,
             reason,
         } => resolve(&control, &call_id, false, reason),
-        Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            match toolgate::gateway::policy::PolicyEngine::compile(&text) {
-                Ok(engine) => {
-                    println!("{}: ok, {} policies", file.display(), engine.policy_count());
-                    Ok(())
-                }
-                Err(e) => {
-                    let at = match (e.line, e.column) {
-                        (Some(l), Some(c)) => format!(":{l}:{c}"),
-                        (Some(l), None) => format!(":{l}"),
-                        _ => String::new(),
-                    };
-                    anyhow::bail!("{}{at}: {}", file.display(), e.message)
-                }
-            }
-        }
+        Command::Policy { command } => runtime()?.block_on(policy(command)),
         Command::Keygen { output } => {
             toolgate::gateway::keys::DeploymentKey::generate().write_new(&output)?;
             println!(
@@ -176,10 +157,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Writes one line to stdout. `Ok(false)` when the reader has gone (`| head -1` has its
-/// line): that ends the output quietly, as it is no error. Rust ignores SIGPIPE, so a
-/// closed pipe shows up here as EPIPE.
+/// line): that ends the output quietly, as it is no error.
 fn print_line(out: &mut impl Write, line: &str) -> anyhow::Result<bool> {
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+    print_text(out, &format!("{line}\n"))
+}
+
+/// Writes `text` to stdout as it is. `Ok(false)` when the reader has gone. Rust ignores
+/// SIGPIPE, so a closed pipe shows up here as EPIPE.
+fn print_text(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
@@ -210,7 +196,8 @@ async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::R
     let listed = client.holds().await?;
     let holds = listed.rows;
     let stdout = std::io::stdout();
-    let mut lines = match OutputFormat::or_default(output, stdout.is_terminal()) {
+    let format = OutputFormat::or_default(output, stdout.is_terminal());
+    let mut lines = match format {
         // A hold this version cannot read is printed as the gateway sent it.
         OutputFormat::Json => holds
             .iter()
@@ -222,22 +209,25 @@ async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::R
         }
         OutputFormat::Table => cli_output::holds_table(&holds, chrono::Utc::now()),
     };
-    if !listed.unreadable.is_empty()
-        && !matches!(output, Some(OutputFormat::Json))
-        && stdout.is_terminal()
-    {
+    if !listed.unreadable.is_empty() && format == OutputFormat::Table {
         lines.push(format!(
             "and {} held calls this toolgate cannot show (a newer gateway's); --output json prints them",
             listed.unreadable.len()
         ));
     }
-    // On a terminal, a line too wide is cut with `…` rather than wrapped mid-word.
-    let width = stdout
-        .is_terminal()
+    // JSON lines are never cut: a cut line is no JSON.
+    print_rows(&lines, format == OutputFormat::Table)
+}
+
+/// Prints a line each, until stdout's reader goes. On a terminal, when `fit`, a line too
+/// wide is cut with `…` rather than wrapped mid-word.
+fn print_rows(lines: &[String], fit: bool) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let width = (fit && stdout.is_terminal())
         .then(|| crossterm::terminal::size().ok().map(|(w, _)| w as usize))
         .flatten();
     let mut out = stdout.lock();
-    for line in &lines {
+    for line in lines {
         let line = match width {
             Some(w) => toolgate::console::text::fit(line, w),
             None => line.clone(),
@@ -359,4 +349,158 @@ fn resolve(
             Err(e) => Err(e.into()),
         }
     })
+}
+
+/// `policy check` a file; `policy pull | push | log | diff` the gateway's policy, through
+/// the control API.
+async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    let client = |control: &ControlArgs| ControlClient::new(&control.gateway, &control.token);
+    let stdout = std::io::stdout();
+    match command {
+        PolicyCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            match toolgate::gateway::policy::PolicyEngine::compile(&text) {
+                Ok(engine) => {
+                    println!("{}: ok, {} policies", file.display(), engine.policy_count());
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!(
+                    "{}{}: {}",
+                    file.display(),
+                    cli_output::place(e.line, e.column),
+                    e.message
+                ),
+            }
+        }
+        PolicyCommand::Pull {
+            control,
+            output,
+            force,
+            version,
+        } => {
+            let client = client(&control)?;
+            let policy = match version {
+                Some(v) => client.policy_version(v).await?,
+                None => client.policy().await?,
+            };
+            let Some(path) = output else {
+                print_text(&mut stdout.lock(), &policy.text)?;
+                return Ok(());
+            };
+            write_file(&path, &policy.text, force)?;
+            print_line(
+                &mut stdout.lock(),
+                &format!(
+                    "{}: policy v{} ({})",
+                    path.display(),
+                    policy.stored.version,
+                    cli_output::short_sha(&policy.stored.sha256)
+                ),
+            )?;
+            Ok(())
+        }
+        PolicyCommand::Push {
+            control,
+            file,
+            note,
+            expected_version,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            match client(&control)?
+                .put_policy(&text, note, expected_version)
+                .await
+            {
+                Ok(event) => {
+                    let toolgate::api::EventBody::PolicyChanged {
+                        version, sha256, ..
+                    } = event.body
+                    else {
+                        anyhow::bail!("the gateway answered with a {} event", event.body.kind());
+                    };
+                    print_line(
+                        &mut stdout.lock(),
+                        &format!(
+                            "{}: v{version} is in force ({})",
+                            file.display(),
+                            cli_output::short_sha(&sha256)
+                        ),
+                    )?;
+                    Ok(())
+                }
+                Err(ClientError::Api {
+                    code,
+                    message,
+                    line,
+                    column,
+                    ..
+                }) if code == "invalid_policy" => anyhow::bail!(
+                    "{}{}: {message}",
+                    file.display(),
+                    cli_output::place(line, column)
+                ),
+                Err(ClientError::Api {
+                    code,
+                    policy: Some(current),
+                    ..
+                }) if code == "stale_version" => anyhow::bail!(
+                    "{}: not pushed: the policy in force is {}, not v{}; pull it, merge your \
+                     change and push with --expected-version {}",
+                    file.display(),
+                    cli_output::policy_label(&current),
+                    expected_version.unwrap_or_default(),
+                    current.version
+                ),
+                Err(e) => Err(e.into()),
+            }
+        }
+        PolicyCommand::Log { control, output } => {
+            let versions = client(&control)?.policy_versions().await?;
+            let format = OutputFormat::or_default(output, stdout.is_terminal());
+            let lines = match format {
+                OutputFormat::Json => versions
+                    .iter()
+                    .map(serde_json::to_string)
+                    .collect::<Result<Vec<_>, _>>()?,
+                OutputFormat::Table => cli_output::policy_log(&versions),
+            };
+            // JSON is never cut: a program reads it whole.
+            print_rows(&lines, format == OutputFormat::Table)
+        }
+        PolicyCommand::Diff { control, v1, v2 } => {
+            let client = client(&control)?;
+            let (old, new) =
+                tokio::try_join!(client.policy_version(v1), client.policy_version(v2))?;
+            let diff = cli_output::policy_diff(&old, &new);
+            if diff.is_empty() {
+                eprintln!(
+                    "toolgate: v{v1} and v{v2} have the same text ({})",
+                    cli_output::short_sha(&new.stored.sha256)
+                );
+            }
+            print_text(&mut stdout.lock(), &diff)?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes `text` to a new file at `path`, or over an existing one when `force`.
+fn write_file(path: &std::path::Path, text: &str, force: bool) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} exists; it is kept (--force overwrites it)",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("cannot write {}: {e}", path.display()),
+    })?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

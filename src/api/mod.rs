@@ -192,6 +192,9 @@ pub enum EventBody {
         version: u64,
         sha256: String,
         by: String,
+        /// Why, as the edit said; absent when it said nothing (and in older events).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     #[serde(rename = "store.recovered")]
     StoreRecovered { denied_unlogged: u64 },
@@ -248,6 +251,16 @@ pub struct DecisionEvent {
     /// What the shadow policy decided, when one is installed and it disagrees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowVerdict>,
+}
+
+/// The body of `POST /policy/shadow/promote`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The version in force the shadow was compared against.
+    pub expected_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A shadow policy's decision of a call, beside the enforced one.
@@ -382,6 +395,9 @@ pub struct ApiError {
     /// On a 409 for a risk edit: the tool as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolRow>,
+    /// On a 409 for a policy edit: the version in force now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyVersion>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -406,6 +422,44 @@ pub struct RiskEdit {
     pub expected_version: u64,
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// One stored policy version, as `GET /policy/versions` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub version: u64,
+    /// Of the text, as stored.
+    pub sha256: String,
+    /// Who stored it: an operator, `default`, or `config:<file>` for `[policy] file`.
+    pub by: String,
+    /// When it was stored (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// Why, as the edit said.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A stored policy version and its text: `GET /policy` (the one in force) and
+/// `GET /policy/versions/{v}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyText {
+    #[serde(flatten)]
+    pub stored: PolicyVersion,
+    pub text: String,
+}
+
+/// The JSON body of `PUT /policy` (sent as `application/json`); a body of any other
+/// type is the Cedar text alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEdit {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The version the edit was made from: a policy at any other version is not
+    /// replaced (409 `stale_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
 }
 
 /// How a call that went upstream ended.

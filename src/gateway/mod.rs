@@ -181,6 +181,14 @@ impl Gateway {
         self.shadow.read().expect("shadow lock").clone()
     }
 
+    /// Removes `shadow` if it is still the one installed (not one put in its place).
+    pub fn remove_shadow_if(&self, shadow: &Arc<shadow::Shadow>) {
+        let mut installed = self.shadow.write().expect("shadow lock");
+        if installed.as_ref().is_some_and(|s| Arc::ptr_eq(s, shadow)) {
+            *installed = None;
+        }
+    }
+
     /// Installs a shadow policy, or (`None`) removes it; returns the one it replaced.
     pub fn set_shadow(&self, shadow: Option<shadow::Shadow>) -> Option<Arc<shadow::Shadow>> {
         std::mem::replace(
@@ -232,6 +240,8 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
                     text,
                     sha256: sha256.clone(),
                     by: format!("config:{}", path.display()),
+                    note: None,
+                    expected_version: None,
                     file_sha256: Some(sha256),
                 })
                 .await?;
@@ -243,7 +253,7 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
         Some(stored) => PolicyEngine::compile(&stored.text).map_err(|e| {
             anyhow::anyhow!(
                 "the stored policy version {} no longer compiles: {e}",
-                stored.version
+                stored.stored.version
             )
         }),
         None => {
@@ -254,6 +264,8 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
                     text: policy::DEFAULT_POLICY.to_owned(),
                     sha256: sha256_hex(policy::DEFAULT_POLICY.as_bytes()),
                     by: "default".into(),
+                    note: None,
+                    expected_version: None,
                     file_sha256: None,
                 })
                 .await?;

@@ -32,6 +32,22 @@ fn help_documents_every_subcommand() {
     }
     let token_help = String::from_utf8(toolgate(&["token", "new", "--help"]).stdout).unwrap();
     assert!(token_help.contains("token_sha256"), "{token_help}");
+    let policy_help = String::from_utf8(toolgate(&["policy", "--help"]).stdout).unwrap();
+    for (command, about) in [
+        ("check", "Validate a policy file"),
+        ("pull", "Print the gateway's policy in force"),
+        ("push", "Put a policy file in force"),
+        ("log", "List the gateway's stored policy versions"),
+        (
+            "diff",
+            "Show what changed between two stored policy versions",
+        ),
+    ] {
+        assert!(
+            policy_help.contains(&format!("  {command} ")) && policy_help.contains(about),
+            "policy {command} missing from:\n{policy_help}"
+        );
+    }
 }
 
 #[test]
@@ -272,7 +288,7 @@ fn control_cli(
 }
 
 /// Runs `toolgate ARGS` to its end (within 30 s): its status, stdout and stderr.
-async fn run_control_cli(
+pub async fn run_control_cli(
     gw: &GatewayProc,
     token: &str,
     args: &[&str],

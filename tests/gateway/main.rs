@@ -16,6 +16,7 @@ mod events;
 mod exactness;
 mod holds;
 mod identity;
+mod policy_versions;
 mod relay;
 mod replay;
 mod shadow;

@@ -131,3 +131,87 @@ async fn a_shadow_enforces_nothing_says_where_it_disagrees_and_counts_it_all() {
     let (status, body) = shadow_view(&gw).await;
     assert_eq!((status, code(&body)), (404, "not_found"));
 }
+
+#[tokio::test]
+async fn promoting_checks_the_version_in_force_then_enforces_the_shadow() {
+    let (_upstream, gw) = setup().await;
+    api(
+        &gw,
+        reqwest::Method::PUT,
+        "/api/v1/policy/shadow",
+        Some(ADMIN),
+        Some(candidate()),
+    )
+    .await;
+    let promote = |body: Value| {
+        api(
+            &gw,
+            reqwest::Method::POST,
+            "/api/v1/policy/shadow/promote",
+            Some(ADMIN),
+            Some(body.to_string()),
+        )
+    };
+    // The shadow was compared against v1; someone else's v2 makes that stale.
+    let (status, _) = api(
+        &gw,
+        reqwest::Method::PUT,
+        "/api/v1/policy",
+        Some(ADMIN),
+        Some(
+            std::fs::read_to_string(repo_root().join("src/gateway/policy/default.cedar")).unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = promote(json!({"expected_version": 1})).await;
+    assert_eq!((status, code(&body)), (409, "stale_version"), "{body}");
+    assert_eq!(body["policy"]["version"], 2, "{body}");
+    assert_eq!(
+        shadow_view(&gw).await.0,
+        200,
+        "a refused promote keeps the shadow"
+    );
+    let (status, body) = promote(json!({"expected_version": 2, "bogus": 1})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+
+    let (status, event) = promote(json!({"expected_version": 2, "note": "a week of shadow"})).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(
+        (event["kind"].as_str(), event["version"].as_u64()),
+        (Some("policy.changed"), Some(3))
+    );
+    assert_eq!(event["note"], "a week of shadow");
+    assert_eq!(shadow_view(&gw).await.0, 404, "the promoted shadow is gone");
+    let (_, policy) = api(
+        &gw,
+        reqwest::Method::GET,
+        "/api/v1/policy",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(policy["text"], candidate().as_str());
+    // In force: ci-bot's read of an s-page is now held (its client waits), not allowed.
+    let body = modern_call(2, "read_page", json!({"page_id": "s9"}), json!({})).to_string();
+    let waiting = {
+        let gw_url = gw.url("py");
+        tokio::spawn(async move {
+            modern_request(&http(), &gw_url, "read_page", body)
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let newest = eventually("the read's decision", || async {
+        let d = newest_decisions(&gw, 1).await.remove(0);
+        (d["args"]["page_id"] == "s9").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (newest["outcome"].as_str(), &newest["policy_ids"]),
+        (Some("hold"), &json!(["ci-reads-held"]))
+    );
+    waiting.abort();
+}

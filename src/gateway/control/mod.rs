@@ -42,12 +42,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/api/v1/policy",
             get(edits::get_policy).put(edits::put_policy),
         )
+        .route("/api/v1/policy/versions", get(edits::policy_versions))
+        .route(
+            "/api/v1/policy/versions/{version}",
+            get(edits::policy_version),
+        )
         .route(
             "/api/v1/policy/shadow",
             get(shadow::get_shadow)
                 .put(shadow::put_shadow)
                 .delete(shadow::delete_shadow),
         )
+        .route("/api/v1/policy/shadow/promote", post(shadow::promote))
         .route("/api/v1/replay", post(replay::replay))
         .route("/api/v1/events", get(stream_events))
         .route("/api/v1/holds", get(list_holds))
@@ -92,26 +98,26 @@ impl ApiFailure {
                 },
                 hold: None,
                 tool: None,
+                policy: None,
             }),
         }
     }
 }
 
-/// A request body as a policy: UTF-8 Cedar text that compiles and validates, or the
-/// 400 that says where it does not.
-pub(super) fn policy_body(
-    body: &Bytes,
-) -> Result<(String, crate::gateway::policy::PolicyEngine), ApiFailure> {
-    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+/// A request body as a policy's text: UTF-8, or the 400 that says it is not.
+pub(super) fn policy_utf8(body: &Bytes) -> Result<String, ApiFailure> {
+    String::from_utf8(body.to_vec()).map_err(|_| {
         ApiFailure::new(
             StatusCode::BAD_REQUEST,
             "invalid_policy",
             "the policy is not UTF-8 text",
         )
-    })?;
-    let engine = crate::gateway::policy::PolicyEngine::compile(&text)
-        .map_err(|e| ApiFailure::invalid_policy(&e))?;
-    Ok((text, engine))
+    })
+}
+
+/// A policy text compiled and validated, or the 400 that says where it is wrong.
+pub(super) fn compiled(text: &str) -> Result<crate::gateway::policy::PolicyEngine, ApiFailure> {
+    crate::gateway::policy::PolicyEngine::compile(text).map_err(|e| ApiFailure::invalid_policy(&e))
 }
 
 impl ApiFailure {

@@ -49,8 +49,8 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         .ok()
         .flatten()
         .map(|p| PolicyInForce {
-            version: p.version,
-            sha256: p.sha256,
+            version: p.stored.version,
+            sha256: p.stored.sha256,
         });
     let status = StatusView {
         version: env!("CARGO_PKG_VERSION").to_owned(),

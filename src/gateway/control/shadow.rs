@@ -44,7 +44,8 @@ pub async fn put_shadow(
         Ok(op) => op,
         Err(e) => return e.into_response(),
     };
-    let (text, engine) = match super::policy_body(&body) {
+    let parsed = super::policy_utf8(&body).and_then(|text| Ok((super::compiled(&text)?, text)));
+    let (engine, text) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return e.into_response(),
     };
@@ -68,4 +69,59 @@ pub async fn delete_shadow(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -
         }
         None => none_installed(),
     }
+}
+
+/// Makes the shadow the enforced policy, as a new version, if the policy in force is
+/// still `expected_version`; the shadow is then removed. 409 when someone changed the
+/// policy meanwhile: the shadow was compared against a policy no longer in force.
+pub async fn promote(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    let op = match operator(&gw, &headers, OperatorRole::Admin) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let request: crate::api::PromoteRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("expected {{\"expected_version\", \"note\"}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let Some(shadow) = gw.shadow() else {
+        return none_installed();
+    };
+    // The shadow's text compiled when it was installed; it compiles the same now.
+    let engine = match super::compiled(&shadow.text) {
+        Ok(engine) => engine,
+        Err(e) => return e.into_response(),
+    };
+    let note = request.note.unwrap_or_else(|| {
+        format!(
+            "promoted from the shadow installed by {} at {} ({})",
+            shadow.by,
+            shadow.since,
+            shadow
+                .view()
+                .compared
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    let edit = crate::api::PolicyEdit {
+        text: shadow.text.clone(),
+        note: Some(note),
+        expected_version: Some(request.expected_version),
+    };
+    let answer = super::edits::commit_policy(&gw, &op.name, edit, engine).await;
+    if answer.status() == StatusCode::OK {
+        // Only this shadow goes: one installed meanwhile stays.
+        gw.remove_shadow_if(&shadow);
+        tracing::info!(operator = %op.name, sha256 = %shadow.sha256, "shadow policy promoted");
+    }
+    answer
 }

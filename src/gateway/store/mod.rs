@@ -19,8 +19,8 @@ use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::api::{
-    CallCounts, DecisionEvent, DecisionRecord, Event, EventBody, HoldSummary, Resolution, Risk,
-    ToolRow,
+    CallCounts, DecisionEvent, DecisionRecord, Event, EventBody, HoldSummary, PolicyText,
+    PolicyVersion, Resolution, Risk, ToolRow,
 };
 use crate::config::OnToolChange;
 pub use writer::Job;
@@ -41,6 +41,9 @@ pub enum StoreError {
     NoSuchTool,
     #[error("the tool is at version {}, not the expected one", .0.version)]
     StaleVersion(Box<ToolRow>),
+    /// A policy edit's expected version is not the one in force (`None`: none is stored).
+    #[error("the policy is at version {}, not the expected one", .0.as_ref().map_or(0, |p| p.version))]
+    StalePolicy(Option<Box<PolicyVersion>>),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -115,11 +118,14 @@ pub enum WriteOp {
     },
     /// Several writes that take effect together or not at all.
     Together(Vec<WriteOp>),
-    /// Store a new policy version, with `policy.changed`.
+    /// Store a new policy version, with `policy.changed`. `expected_version` guards
+    /// against replacing a version the operator has not seen.
     Policy {
         text: String,
         sha256: String,
         by: String,
+        note: Option<String>,
+        expected_version: Option<u64>,
         /// Set when the version came from `[policy] file`.
         file_sha256: Option<String>,
     },
@@ -181,17 +187,10 @@ pub struct StoredHold {
     pub resolved_at: Option<String>,
 }
 
-/// The policy version in force.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredPolicy {
-    pub version: u64,
-    pub text: String,
-    pub sha256: String,
-    pub by: String,
-}
-
-/// Each step runs once, in order; the store records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+/// Each step runs once, in order; the store records how many have run (SQLite's
+/// `user_version`). A step is never edited once released: a change is a new step.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
 
@@ -262,7 +261,10 @@ CREATE TABLE policies (
     by TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-"#];
+"#,
+    // Why a policy version was stored, as its edit said.
+    "ALTER TABLE policies ADD COLUMN note TEXT;",
+];
 
 /// A committed event as subscribers get it: its seq and its JSON, serialized once.
 #[derive(Debug)]
@@ -659,19 +661,52 @@ impl Store {
         })
     }
 
-    pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
-        let row = sqlx::query(
-            "SELECT version, text, sha256, by FROM policies ORDER BY version DESC LIMIT 1",
-        )
+    /// The policy in force: the newest stored version.
+    pub async fn current_policy(&self) -> Result<Option<PolicyText>, StoreError> {
+        self.policy_text(None).await
+    }
+
+    /// A stored policy version and its text.
+    pub async fn policy_version(&self, version: u64) -> Result<Option<PolicyText>, StoreError> {
+        self.policy_text(Some(version)).await
+    }
+
+    /// Version `version`, or the newest one.
+    async fn policy_text(&self, version: Option<u64>) -> Result<Option<PolicyText>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {POLICY_JSON} AS stored, text FROM policies
+             WHERE ?1 IS NULL OR version = ?1 ORDER BY version DESC LIMIT 1"
+        )))
+        .bind(version.map(|v| v as i64))
         .fetch_optional(&self.readers)
         .await?;
-        Ok(row.map(|r| StoredPolicy {
-            version: r.get::<i64, _>("version") as u64,
-            text: r.get("text"),
-            sha256: r.get("sha256"),
-            by: r.get("by"),
-        }))
+        row.map(|r| {
+            Ok(PolicyText {
+                stored: policy_version_from_json(&r.get::<String, _>("stored"))?,
+                text: r.get("text"),
+            })
+        })
+        .transpose()
     }
+
+    /// Every stored policy version, newest first, without their texts.
+    pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT {POLICY_JSON} FROM policies ORDER BY version DESC"
+        )))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(|r| policy_version_from_json(r)).collect()
+    }
+}
+
+/// A `policies` row (without its text) as the JSON of a `PolicyVersion`, so the writer
+/// (rusqlite) and the readers (sqlx) share one mapping.
+const POLICY_JSON: &str =
+    "json_object('version', version, 'sha256', sha256, 'by', by, 'at', created_at, 'note', note)";
+
+fn policy_version_from_json(json: &str) -> Result<PolicyVersion, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Sql(format!("a stored policy row: {e}")))
 }
 
 /// Recorded decisions read in pages from one snapshot (see `Store::decision_snapshot`).

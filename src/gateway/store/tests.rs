@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::api::{CallResult, DecisionEvent, IdentityKind, IdentityRef, Outcome};
+use serde_json::json;
 
 fn completed(call_id: &str) -> WriteOp {
     WriteOp::Event(Box::new(EventBody::CallCompleted {
@@ -35,6 +36,10 @@ fn decision(call_id: &str) -> EventBody {
     })
 }
 
+async fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, Duration::from_secs(2)).await.unwrap()
+}
+
 async fn stored(store: &Store) -> Vec<serde_json::Value> {
     store
         .events_between(0, u64::MAX >> 1, 100)
@@ -48,9 +53,7 @@ async fn stored(store: &Store) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_call_ending_shares_the_next_decisions_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let store = open(dir.path()).await;
     store.record(completed("first"));
     // Within the linger, and long enough that two commits would differ in ts (ms).
     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -66,9 +69,7 @@ async fn a_call_ending_shares_the_next_decisions_commit() {
 #[tokio::test]
 async fn a_call_ending_alone_is_committed_soon_and_a_stop_flushes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let store = open(dir.path()).await;
     store.record(completed("alone"));
     let started = Instant::now();
     while stored(&store).await.is_empty() {
@@ -83,4 +84,146 @@ async fn a_call_ending_alone_is_committed_soon_and_a_stop_flushes_it() {
     let events = stored(&store).await;
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1]["call_id"], "at stop");
+}
+
+fn policy(text: &str, by: &str, note: Option<&str>, expected_version: Option<u64>) -> WriteOp {
+    WriteOp::Policy {
+        text: text.into(),
+        sha256: crate::gateway::sha256_hex(text.as_bytes()),
+        by: by.into(),
+        note: note.map(Into::into),
+        expected_version,
+        file_sha256: None,
+    }
+}
+
+#[tokio::test]
+async fn an_old_database_gains_the_policy_note_in_place_and_its_rows_and_events_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database as the first release left it: only the first step run.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            r#"PRAGMA user_version = 1;
+            INSERT INTO policies (version, text, sha256, by, created_at)
+                VALUES (1, 'forbid (principal, action, resource);', 'aa', 'default', '2026-01-02T03:04:05.000Z');
+            INSERT INTO events (seq, ts, kind, body) VALUES (1, '2026-01-02T03:04:05.000Z', 'policy.changed',
+                '{"seq":1,"ts":"2026-01-02T03:04:05.000Z","kind":"policy.changed","version":1,"sha256":"aa","by":"default"}');"#,
+        )
+        .unwrap();
+    }
+    let store = open(dir.path()).await;
+    let schema_version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&store.readers)
+        .await
+        .unwrap();
+    assert_eq!(schema_version, MIGRATIONS.len() as i64);
+    assert_eq!(
+        store.policy_versions().await.unwrap(),
+        [PolicyVersion {
+            version: 1,
+            sha256: "aa".into(),
+            by: "default".into(),
+            at: "2026-01-02T03:04:05.000Z".into(),
+            note: None,
+        }]
+    );
+    let old: Event = serde_json::from_str(&store.events_between(0, 1, 1).await.unwrap()[0].json)
+        .expect("an event stored before notes reads");
+    assert!(matches!(
+        old.body,
+        EventBody::PolicyChanged { note: None, .. }
+    ));
+
+    // The upgraded table takes a note, and the event carries it.
+    let committed = store
+        .write(policy(
+            "permit (principal, action, resource);",
+            "ada",
+            Some("open up"),
+            Some(1),
+        ))
+        .await
+        .unwrap();
+    let event = serde_json::to_value(&committed.events[0]).unwrap();
+    assert_eq!(
+        (&event["kind"], &event["version"], &event["note"]),
+        (&json!("policy.changed"), &json!(2), &json!("open up"))
+    );
+    let versions = store.policy_versions().await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.by.as_str(), v.note.as_deref()))
+            .collect::<Vec<_>>(),
+        [(2, "ada", Some("open up")), (1, "default", None)],
+        "newest first"
+    );
+    let two = store.policy_version(2).await.unwrap().unwrap();
+    assert_eq!(two.text, "permit (principal, action, resource);");
+    assert_eq!(two.stored, versions[0]);
+    assert_eq!(store.current_policy().await.unwrap().unwrap(), two);
+    assert_eq!(store.policy_version(3).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_policy_edit_from_a_version_no_longer_in_force_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store
+        .write(policy(
+            "forbid (principal, action, resource);",
+            "default",
+            None,
+            None,
+        ))
+        .await
+        .unwrap();
+    store
+        .write(policy(
+            "permit (principal, action, resource);",
+            "bob",
+            Some("b"),
+            Some(1),
+        ))
+        .await
+        .unwrap();
+    let refused = store
+        .write(policy(
+            "forbid (principal, action, resource);",
+            "ada",
+            None,
+            Some(1),
+        ))
+        .await;
+    match refused {
+        Err(StoreError::StalePolicy(Some(current))) => {
+            assert_eq!((current.version, current.by.as_str()), (2, "bob"));
+        }
+        other => panic!("expected a stale version, got {other:?}"),
+    }
+    assert_eq!(store.policy_versions().await.unwrap().len(), 2);
+    let events = stored(&store).await;
+    assert_eq!(events.len(), 2, "no event for the refused edit: {events:?}");
+    // Without an expected version, the edit goes through.
+    store
+        .write(policy(
+            "forbid (principal, action, resource);",
+            "ada",
+            None,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .current_policy()
+            .await
+            .unwrap()
+            .unwrap()
+            .stored
+            .version,
+        3
+    );
 }

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use super::{Committed, Health, ListedTool, Published, Reply, StoreError, WriteOp};
-use crate::api::{Event, EventBody, HoldPhase, Risk, ToolRow};
+use crate::api::{Event, EventBody, HoldPhase, PolicyVersion, Risk, ToolRow};
 use crate::config::OnToolChange;
 
 /// The most writes one transaction takes.
@@ -172,7 +172,11 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
                 // A refused edit is that edit's answer; it wrote nothing, so the rest
                 // of the group commits. Any other error fails the group.
                 done.push(match apply(&conn, op, &now, &mut seqs) {
-                    Err(e @ (StoreError::NoSuchTool | StoreError::StaleVersion(_))) => Err(e),
+                    Err(
+                        e @ (StoreError::NoSuchTool
+                        | StoreError::StaleVersion(_)
+                        | StoreError::StalePolicy(_)),
+                    ) => Err(e),
                     other => Ok(other?),
                 });
             }
@@ -385,16 +389,19 @@ fn apply(
             text,
             sha256,
             by,
+            note,
+            expected_version,
             file_sha256,
         } => {
-            let version: i64 = conn.query_row(
-                "SELECT coalesce(max(version), 0) + 1 FROM policies",
-                [],
-                |r| r.get(0),
-            )?;
+            let current = current_policy(conn)?;
+            let current_version = current.as_ref().map_or(0, |p| p.version);
+            if expected_version.is_some_and(|v| v != current_version) {
+                return Err(StoreError::StalePolicy(current.map(Box::new)));
+            }
+            let version = current_version + 1;
             conn.execute(
-                "INSERT INTO policies (version, text, sha256, by, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![version, text, sha256, by, now],
+                "INSERT INTO policies (version, text, sha256, by, created_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![version as i64, text, sha256, by, now, note],
             )?;
             if let Some(file) = file_sha256 {
                 conn.execute(
@@ -404,9 +411,10 @@ fn apply(
                 )?;
             }
             let body = EventBody::PolicyChanged {
-                version: version as u64,
+                version,
                 sha256,
                 by,
+                note,
             };
             Ok(Committed {
                 events: vec![insert_event(conn, body, now, seqs)?],
@@ -516,6 +524,21 @@ fn record_listing(
         events: vec![insert_event(conn, event, now, seqs)?],
         risk: Some(risk),
     })
+}
+
+/// The newest stored policy version, without its text.
+fn current_policy(conn: &Connection) -> Result<Option<PolicyVersion>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM policies ORDER BY version DESC LIMIT 1",
+        super::POLICY_JSON
+    );
+    let json: Option<String> = conn
+        .prepare_cached(&sql)?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    json.as_deref()
+        .map(super::policy_version_from_json)
+        .transpose()
 }
 
 fn tool_row(conn: &Connection, upstream: &str, name: &str) -> Result<Option<ToolRow>, StoreError> {
