@@ -225,6 +225,56 @@ pub enum PolicyCommand {
         #[arg(long, value_enum)]
         output: Option<OutputFormat>,
     },
+    /// What a policy file (and/or other classes) would have decided for the gateway's
+    /// recorded calls: how many decisions change, from what to what, for which tools and
+    /// identities, and the first changed calls. Nothing is put in force.
+    #[command(group(clap::ArgGroup::new("candidate").required(true).multiple(true).args(["file", "risk"])))]
+    Replay {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The candidate Cedar policy file; without it, the policy in force with --risk.
+        file: Option<PathBuf>,
+        /// A candidate class, as UPSTREAM/TOOL=CLASS (read, write, destructive,
+        /// unclassified); may be given more than once.
+        #[arg(long, value_name = "UPSTREAM/TOOL=CLASS", value_parser = parse_risk_candidate)]
+        risk: Vec<crate::api::RiskCandidate>,
+        /// The newest N decisions [default: 10000].
+        #[arg(long, value_name = "N", conflicts_with = "since")]
+        last: Option<u64>,
+        /// The decisions of the last DUR: 30m, 2h, 7d.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        since: Option<chrono::Duration>,
+        /// How many changed calls to list.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// json: the whole report as one JSON object; table: a summary for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// The shadow policy: with FILE, install it (it decides every call beside the policy
+    /// in force, enforcing nothing); --off removes it; --promote puts it in force; with
+    /// none of them, show how its decisions compare.
+    Shadow {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The Cedar policy file to install as the shadow.
+        #[arg(conflicts_with_all = ["off", "promote"])]
+        file: Option<PathBuf>,
+        /// Remove the shadow.
+        #[arg(long, conflicts_with = "promote")]
+        off: bool,
+        /// Put the shadow in force as a new version, if the policy in force is still
+        /// --expected-version.
+        #[arg(long, requires = "expected_version")]
+        promote: bool,
+        /// The version in force the shadow was compared against.
+        #[arg(long, value_name = "V")]
+        expected_version: Option<u64>,
+        /// Why, for the version history (with --promote).
+        #[arg(long, value_name = "TEXT", requires = "promote")]
+        note: Option<String>,
+    },
     /// Show what changed between two stored policy versions, as a unified diff.
     Diff {
         #[command(flatten)]
@@ -234,6 +284,45 @@ pub enum PolicyCommand {
         /// The version to compare to.
         v2: u64,
     },
+}
+
+/// `30m`, `2h`, `7d` (or `45s`) as a duration, for `--since`.
+pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .filter(|&i| i > 0)
+        .ok_or_else(|| format!("{text:?} is not a duration: use 30m, 2h or 7d"))?;
+    let (digits, unit) = text.split_at(unit_at);
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: use 30m, 2h or 7d"))?;
+    let duration = match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        _ => None,
+    };
+    duration
+        .filter(|d| *d <= chrono::Duration::days(3653))
+        .ok_or_else(|| format!("{text:?} is not a duration: use 30m, 2h or 7d (ten years at most)"))
+}
+
+/// `UPSTREAM/TOOL=CLASS` as a candidate class, for `--risk`.
+pub fn parse_risk_candidate(text: &str) -> Result<crate::api::RiskCandidate, String> {
+    let wrong =
+        || format!("{text:?} is not UPSTREAM/TOOL=CLASS (read, write, destructive, unclassified)");
+    let (tool, class) = text.rsplit_once('=').ok_or_else(wrong)?;
+    let (upstream, tool) = tool.split_once('/').ok_or_else(wrong)?;
+    let risk = crate::api::Risk::parse(class).ok_or_else(wrong)?;
+    if upstream.is_empty() || tool.is_empty() {
+        return Err(wrong());
+    }
+    Ok(crate::api::RiskCandidate {
+        upstream: upstream.to_owned(),
+        tool: tool.to_owned(),
+        risk,
+    })
 }
 
 /// Where the control API is, and the operator token to use.

@@ -260,6 +260,100 @@ pub fn short_sha(sha256: &str) -> &str {
     sha256.get(..12).unwrap_or(sha256)
 }
 
+/// A replay's report for a person: the window, each transition, the tools and identities
+/// with changes, and the changed calls listed.
+pub fn replay_summary(r: &crate::api::ReplayReport, now: DateTime<Utc>) -> Vec<String> {
+    let window = match (r.first_seq, r.last_seq) {
+        (Some(first), Some(last)) => format!(" (seq {first}–{last})"),
+        _ => String::new(),
+    };
+    let mut lines = vec![format!(
+        "replayed {} decisions{window} in {} ms",
+        r.decisions, r.took_ms
+    )];
+    let mut transitions: Vec<(&String, &u64)> = r.transitions.iter().collect();
+    transitions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let mut rows: Vec<Vec<String>> = transitions
+        .iter()
+        .map(|(k, n)| vec![format!("  {k}"), n.to_string()])
+        .collect();
+    lines.extend(columns(&rows));
+    let group = |lines: &mut Vec<String>, title: &str, groups: &[crate::api::ReplayGroup]| {
+        if groups.is_empty() {
+            return;
+        }
+        lines.push(title.to_owned());
+        let rows: Vec<Vec<String>> = groups
+            .iter()
+            .take(10)
+            .map(|g| {
+                let changes = g
+                    .transitions
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                vec![format!("  {}", printable(&g.key)), changes]
+            })
+            .collect();
+        lines.extend(columns(&rows));
+    };
+    group(&mut lines, "changed, by tool:", &r.by_tool);
+    group(&mut lines, "changed, by identity:", &r.by_identity);
+    if !r.changed.is_empty() {
+        lines.push("changed calls:".to_owned());
+        rows = r
+            .changed
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("  {}", short_id(&c.call_id)),
+                    clock(&c.ts, now),
+                    identity_label(&c.identity),
+                    tool_label(&c.upstream, &c.tool),
+                    target_label(c.target.as_ref()),
+                    format!(
+                        "{}→{}",
+                        c.from.as_str(),
+                        c.to.map_or("unknown", |o| o.as_str())
+                    ),
+                    match c.to {
+                        Some(_) => c.to_policy_ids.join(","),
+                        None => printable(&c.reason).into_owned(),
+                    },
+                ]
+            })
+            .collect();
+        lines.extend(columns(&rows));
+        if r.next_after.is_some() {
+            lines.push("  … more: --limit N, or --output json".to_owned());
+        }
+    }
+    lines
+}
+
+/// The shadow policy for a person: who installed it, when, and how it compares.
+pub fn shadow_summary(v: &crate::api::ShadowView) -> Vec<String> {
+    let compared = if v.compared.is_empty() {
+        "no call decided yet".to_owned()
+    } else {
+        v.compared
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        format!(
+            "shadow {} installed by {} at {}",
+            short_sha(&v.sha256),
+            printable(&v.by),
+            dated(&v.since)
+        ),
+        format!("compared with the policy in force: {compared}"),
+    ]
+}
+
 /// Stored policy versions as a table, in the order given (the API's: newest first).
 pub fn policy_log(versions: &[PolicyVersion]) -> Vec<String> {
     let mut rows = vec![

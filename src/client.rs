@@ -43,6 +43,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The gateway refused a policy text as invalid (400 `invalid_policy`).
+    pub fn is_invalid_policy(&self) -> bool {
+        matches!(self, ClientError::Api { code, .. } if code == "invalid_policy")
+    }
+
     /// The HTTP status when the gateway refused the token (401) or the operator (403),
     /// on a request or on the event stream's handshake: retrying will not help.
     pub fn rejected_token(&self) -> Option<u16> {
@@ -300,6 +305,57 @@ impl ControlClient {
             .put(self.api("/policy"))
             .bearer_auth(&self.token)
             .json(&body)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// The shadow policy, or `None` when none is installed.
+    pub async fn shadow(&self) -> Result<Option<crate::api::ShadowView>, ClientError> {
+        match self.get(self.api("/policy/shadow")).await {
+            Ok(view) => Ok(Some(view)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Installs `text` as the shadow policy.
+    pub async fn put_shadow(&self, text: &str) -> Result<crate::api::ShadowView, ClientError> {
+        let resp = self
+            .http
+            .put(self.api("/policy/shadow"))
+            .bearer_auth(&self.token)
+            .body(text.to_owned())
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// Removes the shadow policy; answers with its last view.
+    pub async fn delete_shadow(&self) -> Result<crate::api::ShadowView, ClientError> {
+        let resp = self
+            .http
+            .delete(self.api("/policy/shadow"))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// Makes the shadow the policy in force, if `expected_version` still is.
+    pub async fn promote_shadow(
+        &self,
+        expected_version: u64,
+        note: Option<String>,
+    ) -> Result<Event, ClientError> {
+        let resp = self
+            .http
+            .post(self.api("/policy/shadow/promote"))
+            .bearer_auth(&self.token)
+            .json(&crate::api::PromoteRequest {
+                expected_version,
+                note,
+            })
             .send()
             .await?;
         Self::json(resp).await

@@ -239,6 +239,19 @@ fn print_rows(lines: &[String], fit: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A policy the gateway refused as invalid, as `FILE:LINE:COL: message`.
+fn policy_refused(file: &dyn std::fmt::Display, e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Api {
+            message,
+            line,
+            column,
+            ..
+        } => anyhow::anyhow!("{file}{}: {message}", cli_output::place(line, column)),
+        other => other.into(),
+    }
+}
+
 /// Prints the event stream until it ends, or until stdout's reader goes away.
 async fn events(
     control: &ControlArgs,
@@ -429,17 +442,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                     )?;
                     Ok(())
                 }
-                Err(ClientError::Api {
-                    code,
-                    message,
-                    line,
-                    column,
-                    ..
-                }) if code == "invalid_policy" => anyhow::bail!(
-                    "{}{}: {message}",
-                    file.display(),
-                    cli_output::place(line, column)
-                ),
+                Err(e) if e.is_invalid_policy() => Err(policy_refused(&file.display(), e)),
                 Err(ClientError::Api {
                     code,
                     policy: Some(current),
@@ -454,6 +457,123 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                 ),
                 Err(e) => Err(e.into()),
             }
+        }
+        PolicyCommand::Replay {
+            control,
+            file,
+            risk,
+            last,
+            since,
+            limit,
+            output,
+        } => {
+            let policy = file
+                .as_ref()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))
+                })
+                .transpose()?;
+            let window = match (since, last) {
+                (Some(ago), _) => Some(toolgate::api::ReplayWindow::Since(
+                    (chrono::Utc::now() - ago).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                )),
+                (None, Some(n)) => Some(toolgate::api::ReplayWindow::Last(n)),
+                (None, None) => None,
+            };
+            let request = toolgate::api::ReplayRequest {
+                policy,
+                risk,
+                window,
+                page: Some(toolgate::api::ReplayPage {
+                    after: None,
+                    limit: Some(limit),
+                }),
+            };
+            match client(&control)?.replay(&request).await {
+                Ok(report) => {
+                    let lines = match OutputFormat::or_default(output, stdout.is_terminal()) {
+                        OutputFormat::Json => vec![serde_json::to_string(&report)?],
+                        OutputFormat::Table => {
+                            cli_output::replay_summary(&report, chrono::Utc::now())
+                        }
+                    };
+                    print_rows(&lines, false)
+                }
+                Err(e) if e.is_invalid_policy() => Err(policy_refused(
+                    &file
+                        .as_deref()
+                        .map_or("the policy".into(), |f| f.display().to_string()),
+                    e,
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
+        PolicyCommand::Shadow {
+            control,
+            file,
+            off,
+            promote,
+            expected_version,
+            note,
+        } => {
+            let client = client(&control)?;
+            let no_shadow = |e: &ClientError| matches!(e, ClientError::Api { status: 404, .. });
+            let lines = if let Some(file) = file {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+                match client.put_shadow(&text).await {
+                    Ok(view) => vec![format!(
+                        "{}: installed as the shadow ({}); it decides every call beside the policy in force and enforces nothing",
+                        file.display(),
+                        cli_output::short_sha(&view.sha256)
+                    )],
+                    Err(e) if e.is_invalid_policy() => {
+                        return Err(policy_refused(&file.display(), e));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else if off {
+                match client.delete_shadow().await {
+                    Ok(view) => {
+                        let mut lines = vec!["the shadow is removed".to_owned()];
+                        lines.extend(cli_output::shadow_summary(&view).into_iter().skip(1));
+                        lines
+                    }
+                    Err(e) if no_shadow(&e) => anyhow::bail!("no shadow policy is installed"),
+                    Err(e) => return Err(e.into()),
+                }
+            } else if promote {
+                let expected = expected_version.expect("clap requires it with --promote");
+                match client.promote_shadow(expected, note).await {
+                    Ok(event) => {
+                        let toolgate::api::EventBody::PolicyChanged { version, .. } = event.body
+                        else {
+                            anyhow::bail!(
+                                "the gateway answered with a {} event",
+                                event.body.kind()
+                            );
+                        };
+                        vec![format!("the shadow is in force as v{version}")]
+                    }
+                    Err(ClientError::Api {
+                        code,
+                        policy: Some(current),
+                        ..
+                    }) if code == "stale_version" => anyhow::bail!(
+                        "not promoted: the policy in force is {}, not v{expected}; the shadow was compared against another policy",
+                        cli_output::policy_label(&current)
+                    ),
+                    Err(e) if no_shadow(&e) => anyhow::bail!("no shadow policy is installed"),
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                match client.shadow().await? {
+                    Some(view) => cli_output::shadow_summary(&view),
+                    None => vec!["no shadow policy is installed".to_owned()],
+                }
+            };
+            print_rows(&lines, false)
         }
         PolicyCommand::Log { control, output } => {
             let versions = client(&control)?.policy_versions().await?;

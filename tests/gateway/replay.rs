@@ -245,3 +245,108 @@ async fn a_bad_candidate_or_request_is_refused_precisely() {
     .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn toolgate_policy_replay_reports_for_people_and_programs_and_exits_as_it_should() {
+    let (_upstream, gw) = recorded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = dir.path().join("candidate.cedar");
+    std::fs::write(
+        &candidate,
+        format!(
+            "{}\n@id(\"ci-reads-held\")\n@outcome(\"hold\")\npermit (principal == Token::\"ci-bot\", action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"read\" }};\n",
+            default_policy()
+        ),
+    )
+    .unwrap();
+    let file = candidate.to_str().unwrap();
+    let run = |args: Vec<&str>| {
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let gw = &gw;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::cli::run_control_cli(gw, ADMIN, &args).await
+        }
+    };
+    // A program gets the report as one JSON object.
+    let (status, out, err) = run(vec!["policy", "replay", file, "--output", "json"]).await;
+    assert!(status.success(), "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        report["transitions"],
+        json!({"allow→hold": 3, "unchanged": 3})
+    );
+    // A person gets a summary: the counts, who and what changed, and the calls.
+    let (status, out, err) = run(vec![
+        "policy", "replay", file, "--output", "table", "--limit", "2",
+    ])
+    .await;
+    assert!(status.success(), "{err}");
+    for expected in [
+        "replayed 6 decisions (seq ",
+        "  allow→hold  3",
+        "  unchanged   3",
+        "changed, by tool:",
+        "  py/read_page  allow→hold 3",
+        "changed, by identity:",
+        "  token:ci-bot  allow→hold 3",
+        "changed calls:",
+        "… more: --limit N, or --output json",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing:\n{out}");
+    }
+    assert_eq!(
+        out.matches("ci-reads-held").count(),
+        2,
+        "two calls listed:\n{out}"
+    );
+    // Classes alone, and a window.
+    let (status, out, _) = run(vec![
+        "policy",
+        "replay",
+        "--risk",
+        "py/read_page=destructive",
+        "--last",
+        "2",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(status.success());
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (report["decisions"].as_u64(), &report["transitions"]),
+        (Some(2), &json!({"allow→deny": 2}))
+    );
+    let (status, out, _) = run(vec![
+        "policy", "replay", file, "--since", "1h", "--output", "json",
+    ])
+    .await;
+    assert!(status.success());
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap()["decisions"],
+        6
+    );
+
+    // Refused by the gateway: exit 1, with the file's line and column.
+    std::fs::write(
+        &candidate,
+        "permit (principal, action, resource)\nwhen { resource.nope };",
+    )
+    .unwrap();
+    let (status, out, err) = run(vec!["policy", "replay", file]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains(&format!("{file}:2:")), "{err}");
+    // Usage: exit 2, before anything is sent.
+    for bad in [
+        vec!["policy", "replay"],
+        vec!["policy", "replay", "--risk", "read_page=read"],
+        vec!["policy", "replay", "--risk", "py/read_page=scary"],
+        vec!["policy", "replay", file, "--since", "yesterday"],
+        vec!["policy", "replay", file, "--since", "1h", "--last", "3"],
+    ] {
+        let (status, _, err) = run(bad.clone()).await;
+        assert_eq!(status.code(), Some(2), "{bad:?}: {err}");
+    }
+}

@@ -205,8 +205,11 @@ async fn promoting_checks_the_version_in_force_then_enforces_the_shadow() {
         })
     };
     let newest = eventually("the read's decision", || async {
-        let d = newest_decisions(&gw, 1).await.remove(0);
-        (d["args"]["page_id"] == "s9").then_some(d)
+        // Nothing may be recorded yet: keep looking until the read is.
+        newest_decisions(&gw, 1)
+            .await
+            .into_iter()
+            .find(|d| d["args"]["page_id"] == "s9")
     })
     .await;
     assert_eq!(
@@ -214,4 +217,84 @@ async fn promoting_checks_the_version_in_force_then_enforces_the_shadow() {
         (Some("hold"), &json!(["ci-reads-held"]))
     );
     waiting.abort();
+}
+
+#[tokio::test]
+async fn toolgate_policy_shadow_installs_shows_promotes_and_removes() {
+    let (_upstream, gw) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shadow.cedar");
+    std::fs::write(&path, candidate()).unwrap();
+    let file = path.to_str().unwrap();
+    let run = |args: &'static [&'static str]| crate::cli::run_control_cli(&gw, ADMIN, args);
+
+    let (status, out, _) = run(&["policy", "shadow"]).await;
+    assert!(status.success());
+    assert_eq!(out, "no shadow policy is installed\n");
+    let (status, out, err) =
+        crate::cli::run_control_cli(&gw, ADMIN, &["policy", "shadow", file]).await;
+    assert!(status.success(), "{err}");
+    assert!(out.contains("installed as the shadow"), "{out}");
+    call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "s1"})).await;
+    let (_, out, _) = run(&["policy", "shadow"]).await;
+    assert!(out.contains("installed by ada"), "{out}");
+    assert!(
+        out.ends_with("compared with the policy in force: allow→hold 1\n"),
+        "{out}"
+    );
+
+    // Promote against the wrong version: refused, exit 1, the shadow stays.
+    let (status, _, err) = run(&["policy", "shadow", "--promote", "--expected-version", "7"]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not promoted: the policy in force is v1"),
+        "{err}"
+    );
+    let (status, out, err) = run(&[
+        "policy",
+        "shadow",
+        "--promote",
+        "--expected-version",
+        "1",
+        "--note",
+        "tried for a day",
+    ])
+    .await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "the shadow is in force as v2\n");
+    let (_, policy) = api(
+        &gw,
+        reqwest::Method::GET,
+        "/api/v1/policy",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (policy["version"].as_u64(), policy["note"].as_str()),
+        (Some(2), Some("tried for a day"))
+    );
+
+    // Nothing left to remove or promote: exit 1; usage mistakes: exit 2.
+    let (status, _, err) = run(&["policy", "shadow", "--off"]).await;
+    assert_eq!(
+        (status.code(), err.contains("no shadow policy is installed")),
+        (Some(1), true),
+        "{err}"
+    );
+    for bad in [
+        &["policy", "shadow", "--promote"][..],
+        &[
+            "policy",
+            "shadow",
+            "--off",
+            "--promote",
+            "--expected-version",
+            "2",
+        ][..],
+        &["policy", "shadow", "--note", "x"][..],
+    ] {
+        let (status, _, err) = crate::cli::run_control_cli(&gw, ADMIN, bad).await;
+        assert_eq!(status.code(), Some(2), "{bad:?}: {err}");
+    }
 }
