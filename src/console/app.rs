@@ -14,7 +14,7 @@ use super::popups::Answer;
 use super::popups::confirm::Confirm;
 use super::popups::picker::{Picked, Picker};
 use super::popups::prompt::{Prompt, PromptKind};
-use super::popups::reclassify::{Reclassify, strictness};
+use super::popups::reclassify::{Preview, Reclassify};
 use super::text::{fit_words, short};
 use super::views::held::Held;
 use super::views::live::Live;
@@ -98,6 +98,13 @@ pub enum NetEvent {
         tool: String,
         outcome: Result<Box<Event>, RiskFailure>,
     },
+    /// What a class change would have done (the replay API's report), or why not known.
+    Previewed {
+        upstream: String,
+        tool: String,
+        risk: Risk,
+        outcome: Result<Box<crate::api::ReplayReport>, String>,
+    },
     /// The answer to an approve or deny.
     Resolved {
         call_id: String,
@@ -135,6 +142,12 @@ pub enum Command {
         expected_version: u64,
         /// Why, as the operator typed it; the gateway stores it with the change.
         note: Option<String>,
+    },
+    /// Replay the recent recorded calls with `upstream/tool` at `risk`, for a dialog.
+    Preview {
+        upstream: String,
+        tool: String,
+        risk: Risk,
     },
     /// Connect to another context from the config.
     SwitchContext(String),
@@ -514,6 +527,23 @@ impl App {
                 outcome,
             } => self.on_risk_edited(upstream, tool, outcome),
             NetEvent::Resolved { call_id, outcome } => self.on_resolved(call_id, outcome),
+            NetEvent::Previewed {
+                upstream,
+                tool,
+                risk,
+                outcome,
+            } => {
+                // Only the dialog it was asked for takes it.
+                if let Mode::Reclassify(dialog) = &mut self.mode
+                    && (dialog.upstream.as_str(), dialog.tool.as_str(), dialog.to)
+                        == (upstream.as_str(), tool.as_str(), risk)
+                {
+                    dialog.preview = match outcome {
+                        Ok(report) => Preview::of(&report, &upstream, &tool),
+                        Err(why) => Preview::Failed(why),
+                    };
+                }
+            }
         }
         self.reanchor();
     }
@@ -1020,6 +1050,11 @@ impl App {
                     last.from,
                     last.version,
                 )));
+                return vec![Command::Preview {
+                    upstream: last.upstream,
+                    tool: last.tool,
+                    risk: last.from,
+                }];
             }
             Action::Approve | Action::Deny => return self.open_confirm(action == Action::Approve),
             Action::Confirm | Action::Reason | Action::Cancel | Action::Choose => {}
@@ -1132,11 +1167,13 @@ impl App {
             self.say(format!("{tool} is already {risk}"));
             return Vec::new();
         }
-        if strictness(risk) < strictness(from) {
-            self.mode = Mode::Reclassify(Box::new(Reclassify::new(upstream, tool, from, risk)));
-            return Vec::new();
-        }
-        self.set_risk(upstream, tool, risk, None, None)
+        // Every change asks, after a look at what it would have done.
+        self.mode = Mode::Reclassify(Box::new(Reclassify::new(upstream, tool, from, risk)));
+        vec![Command::Preview {
+            upstream: upstream.to_owned(),
+            tool: tool.to_owned(),
+            risk,
+        }]
     }
 
     /// Shows the new class at once and asks the gateway, at `version` or the version on

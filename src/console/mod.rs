@@ -448,6 +448,11 @@ async fn event_loop(
                     reason,
                 } => net::resolve(client, call_id, approve, reason, tx),
                 Command::FetchTools => net::fetch_tools(client, tx),
+                Command::Preview {
+                    upstream,
+                    tool,
+                    risk,
+                } => net::preview(client, upstream, tool, risk, tx),
                 Command::SetRisk {
                     upstream,
                     tool,

@@ -365,3 +365,45 @@ mod tests {
         assert!(delay < Duration::from_millis(1251), "{delay:?}");
     }
 }
+
+/// How many recent decisions a class change's preview replays.
+const PREVIEW_WINDOW: u64 = 10_000;
+
+/// Replays the recent recorded calls with one tool at another class, on its own task,
+/// and reports what would have changed.
+pub fn preview(
+    client: ControlClient,
+    upstream: String,
+    tool: String,
+    risk: crate::api::Risk,
+    tx: mpsc::Sender<NetEvent>,
+) {
+    tokio::spawn(async move {
+        let request = crate::api::ReplayRequest {
+            risk: vec![crate::api::RiskCandidate {
+                upstream: upstream.clone(),
+                tool: tool.clone(),
+                risk,
+            }],
+            window: Some(crate::api::ReplayWindow::Last(PREVIEW_WINDOW)),
+            page: Some(crate::api::ReplayPage {
+                after: None,
+                limit: Some(0),
+            }),
+            ..Default::default()
+        };
+        let outcome = client
+            .replay(&request)
+            .await
+            .map(Box::new)
+            .map_err(|e| e.to_string());
+        let _ = tx
+            .send(NetEvent::Previewed {
+                upstream,
+                tool,
+                risk,
+                outcome,
+            })
+            .await;
+    });
+}

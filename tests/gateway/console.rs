@@ -132,8 +132,11 @@ async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_
     tmux.send(&["e"]);
     tmux.wait_for("current, suggested").await;
     tmux.send(&["r"]);
-    // Write to read is less strict: the console asks, and Enter would cancel.
+    // Write to read is less strict: the console asks, with what the change would have
+    // done to the recorded calls (the held write above: hold → allow), and Enter would
+    // cancel.
     tmux.wait_for("write → read: less strict").await;
+    tmux.wait_for("decisions: hold→allow 1").await;
     tmux.send(&["y"]);
     tmux.wait_for("py/write_page is now read").await;
     let screen = tmux.wait_for("ada").await;

@@ -486,10 +486,47 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
         4,
     )]));
     app.view = View::Tools;
-    // Destructive to read: the dialog says so, and Enter cancels.
-    assert!(app.on_key(ch('r')).is_empty());
+    // Destructive to read: the dialog says so, shows the replay, and Enter cancels.
+    assert_eq!(
+        app.on_key(ch('r')),
+        vec![Command::Preview {
+            upstream: "atlassian".into(),
+            tool: "delete_page".into(),
+            risk: Risk::Read,
+        }]
+    );
     let text = screen(&render(&app, 80, 24)).join("\n");
     assert!(text.contains("destructive → read: less strict"), "{text}");
+    assert!(text.contains("replaying the recent calls…"), "{text}");
+    let report: crate::api::ReplayReport = serde_json::from_value(json!({
+        "first_seq": 1, "last_seq": 900, "decisions": 850,
+        "transitions": {"deny→allow": 12, "unchanged": 838},
+        "by_tool": [{"key": "atlassian/delete_page", "transitions": {"deny→allow": 12}}],
+        "by_identity": [], "changed": [], "next_after": null, "took_ms": 40}))
+    .unwrap();
+    // An answer for another change is not this dialog's.
+    app.on_net(NetEvent::Previewed {
+        upstream: "atlassian".into(),
+        tool: "delete_page".into(),
+        risk: Risk::Write,
+        outcome: Ok(Box::new(report.clone())),
+    });
+    assert!(
+        screen(&render(&app, 80, 24))
+            .join("\n")
+            .contains("replaying the recent calls…")
+    );
+    app.on_net(NetEvent::Previewed {
+        upstream: "atlassian".into(),
+        tool: "delete_page".into(),
+        risk: Risk::Read,
+        outcome: Ok(Box::new(report)),
+    });
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(
+        text.contains("over the last 850 decisions: deny→allow 12"),
+        "{text}"
+    );
     assert!(app.on_key(key(KeyCode::Enter)).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(
@@ -497,8 +534,11 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
         Risk::Destructive,
         "nothing changed"
     );
-    // Stricter needs no question: read → … here destructive → unclassified is as strict.
-    let commands = app.on_key(ch('u'));
+    // As strict (destructive → unclassified): no warning, but it still asks.
+    assert!(super::tests::previews(app.on_key(ch('u'))));
+    let text = screen(&render(&app, 80, 24)).join("\n");
+    assert!(!text.contains("less strict"), "{text}");
+    let commands = app.on_key(ch('y'));
     assert!(matches!(
         commands.as_slice(),
         [Command::SetRisk {
@@ -524,7 +564,7 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
     app.on_net(super::tests::catalog(vec![later]));
     // U names the tool and asks; it sends the version this console's change made, so
     // the gateway refuses it (409) rather than undo bob's change.
-    assert!(app.on_key(ch('U')).is_empty());
+    assert!(super::tests::previews(app.on_key(ch('U'))));
     let text = screen(&render(&app, 80, 24)).join("\n");
     assert!(text.contains("atlassian/delete_page"), "{text}");
     assert!(text.contains("Undo your change (v5)"), "{text}");
@@ -857,6 +897,7 @@ fn an_undo_is_not_undone_and_the_consoles_own_change_is_no_news() {
     )]));
     app.view = View::Tools;
     app.on_key(ch('x'));
+    app.on_key(ch('y'));
     app.on_net(NetEvent::RiskEdited {
         upstream: "atlassian".into(),
         tool: "delete_page".into(),
@@ -872,7 +913,7 @@ fn an_undo_is_not_undone_and_the_consoles_own_change_is_no_news() {
         ],
     );
     assert_eq!(app.flash.as_ref().unwrap().0, "before");
-    // U (a loosening, so it asks), confirmed; a second U has nothing to undo.
+    // U asks, confirmed; a second U has nothing to undo.
     app.on_key(ch('U'));
     assert_eq!(app.on_key(ch('y')).len(), 1);
     app.on_net(NetEvent::RiskEdited {

@@ -32,6 +32,11 @@ pub(super) fn hold_created(seq: u64, of: u64, expires_at: &str) -> Value {
            "call_id": format!("0190000000000000000000000000{of:04}"), "expires_at": expires_at, "ttl_ms": 900000, "phase": "waiting"})
 }
 
+/// Whether the commands are the one a class change starts with: a replay for its dialog.
+pub(super) fn previews(commands: Vec<Command>) -> bool {
+    matches!(commands.as_slice(), [Command::Preview { .. }])
+}
+
 /// One held create_issue call (seq 1, its hold seq 2) that expires at `expires_at`.
 pub(super) fn one_hold(app: &mut App, expires_at: &str) {
     feed(
@@ -412,8 +417,8 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
         tool_row("delete_page", "destructive", 1),
     ]));
     app.view = View::Tools;
-    // Write to read is less strict: it asks first, and Enter would cancel.
-    assert!(app.on_key(ch('r')).is_empty());
+    // Every change asks first, after a replay of what it would have done.
+    assert!(previews(app.on_key(ch('r'))));
     assert!(matches!(app.mode, Mode::Reclassify(_)));
     let commands = app.on_key(ch('y'));
     assert_eq!(
@@ -454,6 +459,7 @@ fn a_risk_edit_shows_at_once_and_is_rolled_back_on_409() {
     );
     // Any other failure restores the row as it was.
     app.on_key(ch('u'));
+    app.on_key(ch('y'));
     app.on_net(NetEvent::RiskEdited {
         upstream: "atlassian".into(),
         tool: "create_issue".into(),
@@ -592,8 +598,8 @@ fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
     app.on_key(ch('e'));
     assert!(matches!(&app.mode, Mode::ClassPicker(p) if p.index == 2));
     app.on_key(ch('k'));
-    // Destructive to write is less strict: a confirmation, with a note.
-    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    // A confirmation, with a note.
+    assert!(previews(app.on_key(key(KeyCode::Enter))));
     app.on_key(ch('r'));
     typed(&mut app, "vendor confirms");
     app.on_key(key(KeyCode::Enter));
@@ -630,8 +636,9 @@ fn the_tools_filter_and_class_picker_edit_the_tool_that_is_shown() {
     assert!(app.on_key(key(KeyCode::Esc)).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     app.on_key(ch('e'));
+    assert!(previews(app.on_key(ch('u'))));
     assert!(matches!(
-        app.on_key(ch('u')).as_slice(),
+        app.on_key(ch('y')).as_slice(),
         [Command::SetRisk {
             risk: Risk::Unclassified,
             ..

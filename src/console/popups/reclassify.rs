@@ -32,8 +32,56 @@ pub struct Reclassify {
     /// For an undo: the version this console's change made. The gateway refuses the undo
     /// (409) when anyone changed the tool since, instead of overwriting their change.
     pub undo_of: Option<u64>,
+    /// What the change would have done to the recent recorded calls.
+    pub preview: Preview,
     /// The keys, and the note the operator may type.
     pub ask: Ask,
+}
+
+/// The replay of a class change over the recent recorded calls, as the dialog shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Preview {
+    Loading,
+    /// How many decisions were replayed, and how the tool's changed.
+    Ready {
+        decisions: u64,
+        changed: crate::api::Transitions,
+    },
+    Failed(String),
+}
+
+impl Preview {
+    /// From a replay report: the transitions of `upstream/tool`.
+    pub fn of(report: &crate::api::ReplayReport, upstream: &str, tool: &str) -> Preview {
+        let key = format!("{upstream}/{tool}");
+        Preview::Ready {
+            decisions: report.decisions,
+            changed: report
+                .by_tool
+                .iter()
+                .find(|g| g.key == key)
+                .map(|g| g.transitions.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn line(&self) -> String {
+        match self {
+            Preview::Loading => "replaying the recent calls…".to_owned(),
+            Preview::Failed(why) => format!("no preview: {why}"),
+            Preview::Ready { decisions, changed } if changed.is_empty() => {
+                format!("over the last {decisions} decisions: no call of it would change")
+            }
+            Preview::Ready { decisions, changed } => format!(
+                "over the last {decisions} decisions: {}",
+                changed
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
 }
 
 impl Reclassify {
@@ -44,6 +92,7 @@ impl Reclassify {
             from,
             to,
             undo_of: None,
+            preview: Preview::Loading,
             ask: Ask::new(false),
         }
     }
@@ -102,6 +151,10 @@ impl Reclassify {
                 "Calls that were held or denied for its class may now run.",
             ));
         }
+        lines.push(Line::from(crate::console::text::fit_words(
+            &self.preview.line(),
+            inner,
+        )));
         lines.extend([
             Line::from(format!("note: {note}")),
             Line::from(""),
