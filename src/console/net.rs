@@ -338,34 +338,6 @@ pub fn set_risk(
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_that_worked_resets_the_backoff() {
-        let mut b = Backoff::default();
-        let t0 = Utc::now();
-        assert_eq!(b.failed(t0).0, 1);
-        let (attempt, since, delay) = b.failed(t0 + chrono::Duration::seconds(2));
-        assert_eq!(
-            (attempt, since),
-            (2, t0),
-            "the outage began at the first failure"
-        );
-        assert!(delay >= Duration::from_secs(2));
-        b.connected();
-        let t1 = t0 + chrono::Duration::seconds(60);
-        let (attempt, since, delay) = b.failed(t1);
-        assert_eq!(
-            (attempt, since),
-            (1, t1),
-            "a new outage starts at attempt 1, from its own start"
-        );
-        assert!(delay < Duration::from_millis(1251), "{delay:?}");
-    }
-}
-
 /// How many recent decisions a class change's preview replays.
 const PREVIEW_WINDOW: u64 = 10_000;
 
@@ -406,4 +378,32 @@ pub fn preview(
             })
             .await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_worked_resets_the_backoff() {
+        let mut b = Backoff::default();
+        let t0 = Utc::now();
+        assert_eq!(b.failed(t0).0, 1);
+        let (attempt, since, delay) = b.failed(t0 + chrono::Duration::seconds(2));
+        assert_eq!(
+            (attempt, since),
+            (2, t0),
+            "the outage began at the first failure"
+        );
+        assert!(delay >= Duration::from_secs(2));
+        b.connected();
+        let t1 = t0 + chrono::Duration::seconds(60);
+        let (attempt, since, delay) = b.failed(t1);
+        assert_eq!(
+            (attempt, since),
+            (1, t1),
+            "a new outage starts at attempt 1, from its own start"
+        );
+        assert!(delay < Duration::from_millis(1251), "{delay:?}");
+    }
 }
