@@ -334,15 +334,7 @@ pub fn replay_summary(r: &crate::api::ReplayReport, now: DateTime<Utc>) -> Vec<S
 
 /// The shadow policy for a person: who installed it, when, and how it compares.
 pub fn shadow_summary(v: &crate::api::ShadowView) -> Vec<String> {
-    let compared = if v.compared.is_empty() {
-        "no call decided yet".to_owned()
-    } else {
-        v.compared
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let compared = v.compared_line();
     vec![
         format!(
             "shadow {} installed by {} at {}",

@@ -253,6 +253,20 @@ pub struct DecisionEvent {
     pub shadow: Option<ShadowVerdict>,
 }
 
+impl ShadowView {
+    /// `agree 40, allow→hold 3`, or `no call decided yet`.
+    pub fn compared_line(&self) -> String {
+        if self.compared.is_empty() {
+            return "no call decided yet".to_owned();
+        }
+        self.compared
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The body of `POST /policy/shadow/promote`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

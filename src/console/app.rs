@@ -98,6 +98,13 @@ pub enum NetEvent {
         tool: String,
         outcome: Result<Box<Event>, RiskFailure>,
     },
+    /// The policy's versions (newest first) and shadow, for the policy view.
+    Policy {
+        versions: Vec<crate::api::PolicyVersion>,
+        shadow: Option<Box<crate::api::ShadowView>>,
+    },
+    /// A stored version's text.
+    PolicyText(Box<crate::api::PolicyText>),
     /// What a class change would have done (the replay API's report), or why not known.
     Previewed {
         upstream: String,
@@ -143,6 +150,10 @@ pub enum Command {
         /// Why, as the operator typed it; the gateway stores it with the change.
         note: Option<String>,
     },
+    /// The policy view's versions, shadow and text in force.
+    FetchPolicy,
+    /// One stored version's text, for the policy view.
+    FetchPolicyVersion(u64),
     /// Replay the recent recorded calls with `upstream/tool` at `risk`, for a dialog.
     Preview {
         upstream: String,
@@ -189,6 +200,7 @@ pub struct App {
     pub live: Live,
     pub held: Held,
     pub tools: Tools,
+    pub policy: super::views::policy::PolicyState,
     pub detail: bool,
     /// How far the details are scrolled (PgUp/PgDn while they are open).
     pub detail_scroll: u16,
@@ -198,6 +210,8 @@ pub struct App {
     pub size: (u16, u16),
     /// The catalog changed; the main loop fetches it again.
     pub want_tools: bool,
+    /// The policy changed; the main loop fetches the policy view's data again.
+    pub want_policy: bool,
     /// A short message for the status line, and when it was set.
     pub flash: Option<(String, Instant)>,
     /// Set when the screen must be drawn again.
@@ -235,11 +249,13 @@ impl App {
             live: Live::default(),
             held: Held::default(),
             tools: Tools::default(),
+            policy: Default::default(),
             detail: false,
             detail_scroll: 0,
             status: None,
             size: (MIN_WIDTH, MIN_HEIGHT),
             want_tools: false,
+            want_policy: false,
             flash: None,
             dirty: true,
             ring_bell: false,
@@ -291,7 +307,7 @@ impl App {
             View::Live => Some(&self.live.filter),
             View::Held => Some(&self.held.filter),
             View::Tools => Some(&self.tools.filter),
-            View::Stats => None,
+            View::Stats | View::Policy => None,
         }
     }
 
@@ -387,6 +403,7 @@ impl App {
             View::Held => self.held.actions(),
             View::Tools => self.tools.actions(),
             View::Stats => super::views::stats::actions(),
+            View::Policy => self.policy.actions(),
         };
         if self.detail && !actions.contains(&Action::Back) {
             actions.push(Action::Back);
@@ -527,6 +544,17 @@ impl App {
                 outcome,
             } => self.on_risk_edited(upstream, tool, outcome),
             NetEvent::Resolved { call_id, outcome } => self.on_resolved(call_id, outcome),
+            NetEvent::Policy { versions, shadow } => {
+                let newest = versions.first().map(|v| v.version);
+                self.model.policy_version = self.model.policy_version.max(newest);
+                self.policy.versions = versions;
+                self.policy.shadow = shadow.map(|s| *s);
+                let page = self.page();
+                self.policy
+                    .list
+                    .scroll_into_view(self.policy.versions.len(), page);
+            }
+            NetEvent::PolicyText(text) => self.policy.text = Some(*text),
             NetEvent::Previewed {
                 upstream,
                 tool,
@@ -562,6 +590,7 @@ impl App {
         }
         self.ring_bell |= applied.new_hold;
         self.want_tools |= applied.tools_changed;
+        self.want_policy |= applied.policy_changed;
         if let Some(notice) = applied.notice {
             self.say(notice);
         }
@@ -877,6 +906,10 @@ impl App {
                 return vec![Command::FetchTools];
             }
             ("stats", "") => self.view = View::Stats,
+            ("policy", "") => {
+                self.view = View::Policy;
+                return vec![Command::FetchPolicy];
+            }
             ("q" | "quit", "") => return vec![Command::Quit],
             ("reconnect", "") => {
                 self.say("reconnecting…");
@@ -906,7 +939,7 @@ impl App {
             ("theme", name) => return vec![Command::SetTheme(name.to_owned())],
             ("", "") => {}
             _ => self.say(format!(
-                "unknown command :{command} (try :live, :held, :tools, :stats, :ctx NAME, :reconnect, :theme NAME, :q)"
+                "unknown command :{command} (try :live, :held, :tools, :stats, :policy, :ctx NAME, :reconnect, :theme NAME, :q)"
             )),
         }
         Vec::new()
@@ -949,7 +982,7 @@ impl App {
                 self.tools.list = Default::default();
                 self.tools.reanchor(&self.model, self.page());
             }
-            View::Stats => return Err("the summary has no filter".into()),
+            View::Stats | View::Policy => return Err("this view has no filter".into()),
         }
         Ok(())
     }
@@ -995,6 +1028,7 @@ impl App {
             View::Held => self.held.navigate(action, &self.model, page),
             View::Tools => self.tools.navigate(action, &self.model, page),
             View::Stats => false,
+            View::Policy => self.policy.navigate(action, page),
         };
         if navigated {
             return Vec::new();
@@ -1008,6 +1042,12 @@ impl App {
                     self.detail = false;
                 } else if self.view != View::Live {
                     self.view = View::Live;
+                }
+            }
+            Action::Detail if self.view == View::Policy => {
+                if let Some(version) = self.policy.selected().map(|v| v.version) {
+                    self.policy.scroll = 0;
+                    return vec![Command::FetchPolicyVersion(version)];
                 }
             }
             Action::Detail => self.detail = !self.detail,
@@ -1132,7 +1172,7 @@ impl App {
                     }
                 }
             }
-            View::Tools | View::Stats => return Vec::new(),
+            View::Tools | View::Stats | View::Policy => return Vec::new(),
         };
         let mut confirm = Confirm::new(approve, holds);
         let ids: Vec<String> = confirm.holds.iter().map(|h| h.call_id.clone()).collect();
@@ -1241,7 +1281,7 @@ impl App {
                     serde_json::to_string(t).unwrap_or_default(),
                 )
             }),
-            View::Stats => None,
+            View::Stats | View::Policy => None,
         };
         let Some((id, whole)) = picked else {
             self.say("nothing selected to copy");
@@ -1271,6 +1311,7 @@ impl App {
                 View::Held => self.held.navigate(action, &self.model, page),
                 View::Tools => self.tools.navigate(action, &self.model, page),
                 View::Stats => false,
+                View::Policy => self.policy.navigate(action, page),
             };
         }
     }
@@ -1299,11 +1340,12 @@ impl Bulk {
     }
 }
 
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 9] = [
     "live",
     "held",
     "tools",
     "stats",
+    "policy",
     "ctx",
     "reconnect",
     "theme",

@@ -201,7 +201,9 @@ impl Action {
     pub fn describe(self) -> &'static str {
         match self {
             Action::Quit => "quit",
-            Action::Command => "command (:live :held :tools :stats :ctx :reconnect :theme :q)",
+            Action::Command => {
+                "command (:live :held :tools :stats :policy :ctx :reconnect :theme :q)"
+            }
             Action::Help => "help",
             Action::Back => "back",
             Action::Up => "up (live: newer)",

@@ -425,6 +425,9 @@ async fn event_loop(
                 if std::mem::take(&mut app.want_tools) && app.view == views::View::Tools {
                     net::fetch_tools(link.client.clone(), link.tx.clone());
                 }
+                if std::mem::take(&mut app.want_policy) && app.view == views::View::Policy {
+                    net::fetch_policy(link.client.clone(), link.tx.clone());
+                }
             }
             _ = second.tick() => {
                 // Countdowns and the reconnect timer move once a second.
@@ -448,6 +451,8 @@ async fn event_loop(
                     reason,
                 } => net::resolve(client, call_id, approve, reason, tx),
                 Command::FetchTools => net::fetch_tools(client, tx),
+                Command::FetchPolicy => net::fetch_policy(client, tx),
+                Command::FetchPolicyVersion(v) => net::fetch_policy_version(client, v, tx),
                 Command::Preview {
                     upstream,
                     tool,

@@ -86,6 +86,8 @@ pub struct Applied {
     pub new_hold: bool,
     /// The catalog changed: fetch it again.
     pub tools_changed: bool,
+    /// The policy in force changed.
+    pub policy_changed: bool,
     /// Something worth a line on the status bar (a policy or class changed elsewhere).
     pub notice: Option<String>,
     /// The ring dropped its oldest row, of this seq.
@@ -403,6 +405,7 @@ impl Model {
             }
             EventBody::PolicyChanged { version, by, .. } => {
                 self.policy_version = Some(version);
+                applied.policy_changed = true;
                 applied.notice = Some(format!("policy v{version} is in force (by {by})"));
             }
             EventBody::StoreRecovered { denied_unlogged } => {

@@ -338,6 +338,47 @@ pub fn set_risk(
     });
 }
 
+/// Fetches the policy view's data on its own task: the versions, the shadow, and the
+/// text in force.
+pub fn fetch_policy(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let versions = client.policy_versions().await;
+        let shadow = client.shadow().await;
+        match (versions, shadow) {
+            (Ok(versions), Ok(shadow)) => {
+                let newest = versions.first().map(|v| v.version);
+                let _ = tx
+                    .send(NetEvent::Policy {
+                        versions,
+                        shadow: shadow.map(Box::new),
+                    })
+                    .await;
+                if newest.is_some()
+                    && let Ok(text) = client.policy().await
+                {
+                    let _ = tx.send(NetEvent::PolicyText(Box::new(text))).await;
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = tx
+                    .send(NetEvent::Notice(format!("cannot read the policy: {e}")))
+                    .await;
+            }
+        }
+    });
+}
+
+/// Fetches one stored version's text on its own task.
+pub fn fetch_policy_version(client: ControlClient, version: u64, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let event = match client.policy_version(version).await {
+            Ok(text) => NetEvent::PolicyText(Box::new(text)),
+            Err(e) => NetEvent::Notice(format!("cannot read policy v{version}: {e}")),
+        };
+        let _ = tx.send(event).await;
+    });
+}
+
 /// How many recent decisions a class change's preview replays.
 const PREVIEW_WINDOW: u64 = 10_000;
 

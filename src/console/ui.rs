@@ -57,6 +57,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         View::Held => app.held.draw(frame, table, &ctx),
         View::Tools => app.tools.draw(frame, table, &ctx),
         View::Stats => super::views::stats::draw(frame, table, &ctx, app.status.as_ref()),
+        View::Policy => app.policy.draw(frame, table, &ctx),
     }
     draw_hints(frame, app, theme, hints);
     draw_status(frame, app, theme, status);
@@ -233,7 +234,7 @@ fn draw_detail(frame: &mut Frame, app: &App, ctx: &Ctx, area: Rect, over: bool) 
             call_lines(ctx, &h.call, None, ts.as_deref())
         }),
         View::Tools => app.tools.selected(&app.model).map(tool_lines),
-        View::Stats => None,
+        View::Stats | View::Policy => None,
     };
     let Some(lines) = lines else {
         return;

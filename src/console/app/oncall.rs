@@ -928,3 +928,64 @@ fn an_undo_is_not_undone_and_the_consoles_own_change_is_no_news() {
         "nothing to undo: this console changed no class yet"
     );
 }
+
+#[test]
+fn snapshot_policy_view_with_versions_a_shadow_and_a_text() {
+    let mut app = connected_app();
+    app.on_key(ch(':'));
+    typed(&mut app, "policy");
+    assert_eq!(app.on_key(key(KeyCode::Enter)), vec![Command::FetchPolicy]);
+    let version = |v: u64, by: &str, note: Option<&str>| -> crate::api::PolicyVersion {
+        serde_json::from_value(
+            json!({"version": v, "sha256": format!("{v:064x}"), "by": by,
+            "at": format!("2026-11-26T09:0{v}:00.000Z"), "note": note}),
+        )
+        .unwrap()
+    };
+    app.on_net(NetEvent::Policy {
+        versions: vec![
+            version(3, "ada", Some("roll back")),
+            version(2, "ada", Some("deny ci reads")),
+            version(1, "default", None),
+        ],
+        shadow: Some(Box::new(
+            serde_json::from_value(json!({"sha256": "ab".repeat(32), "by": "bob",
+                "since": "2026-11-26T09:30:00.000Z", "compared": {"agree": 40, "allow→hold": 3},
+                "text": "permit (principal, action, resource);"}))
+            .unwrap(),
+        )),
+    });
+    let text: crate::api::PolicyText = serde_json::from_value(json!({"version": 3,
+        "sha256": format!("{:064x}", 3), "by": "ada", "at": "2026-11-26T09:03:00.000Z",
+        "note": "roll back", "text": "@id(\"read-allowed\")\npermit (principal, action, resource)\nwhen { resource.risk == \"read\" };\n"}))
+    .unwrap();
+    app.on_net(NetEvent::PolicyText(Box::new(text)));
+    for (w, h) in [(80, 24), (120, 40)] {
+        app.resize(w, h);
+        let terminal = render(&app, w, h);
+        let shown = screen(&terminal).join("\n");
+        for expected in [
+            "in force   v3 (000000000000, ada: roll back)",
+            "shadow     abababababab by bob since 09:30:00: agree 40, allow→hold 3",
+            "v2      09:02:00 ada",
+            "deny ci reads",
+            "v3 text",
+            "@id(\"read-allowed\")",
+        ] {
+            assert!(shown.contains(expected), "{w}x{h}: {expected:?}:\n{shown}");
+        }
+        insta::assert_snapshot!(format!("policy_{w}x{h}"), terminal.backend());
+    }
+    // Enter on another version fetches its text.
+    app.on_key(ch('j'));
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        vec![Command::FetchPolicyVersion(2)]
+    );
+    // A policy change elsewhere asks for a refetch.
+    feed(
+        &mut app,
+        [json!({"seq": 9, "kind": "policy.changed", "version": 4, "sha256": "cd", "by": "bob"})],
+    );
+    assert!(app.want_policy);
+}

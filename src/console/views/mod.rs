@@ -3,6 +3,7 @@
 
 pub mod held;
 pub mod live;
+pub mod policy;
 pub mod stats;
 pub mod tools;
 
@@ -18,6 +19,7 @@ pub enum View {
     Held,
     Tools,
     Stats,
+    Policy,
 }
 
 impl View {
@@ -27,6 +29,7 @@ impl View {
             View::Held => "held",
             View::Tools => "tools",
             View::Stats => "stats",
+            View::Policy => "policy",
         }
     }
 }
