@@ -239,14 +239,14 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "UPSTREAM/TOOL=CLASS", value_parser = parse_risk_candidate)]
         risk: Vec<crate::api::RiskCandidate>,
         /// The newest N decisions [default: 10000].
-        #[arg(long, value_name = "N", conflicts_with = "since")]
+        #[arg(long, value_name = "N", conflicts_with = "since", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         last: Option<u64>,
         /// The decisions of the last DUR: 30m, 2h, 7d.
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         since: Option<chrono::Duration>,
-        /// How many changed calls to list.
-        #[arg(long, value_name = "N", default_value_t = 20)]
-        limit: usize,
+        /// How many changed calls to list (at most 1000).
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=1000))]
+        limit: u16,
         /// json: the whole report as one JSON object; table: a summary for people
         /// [default: table when stdout is a terminal, json otherwise].
         #[arg(long, value_enum)]
@@ -264,12 +264,15 @@ pub enum PolicyCommand {
         /// Remove the shadow.
         #[arg(long, conflicts_with = "promote")]
         off: bool,
-        /// Put the shadow in force as a new version, if the policy in force is still
-        /// --expected-version.
-        #[arg(long, requires = "expected_version")]
+        /// Put the shadow in force as a new version, if it is still --sha and the policy
+        /// in force is still --expected-version.
+        #[arg(long, requires_all = ["expected_version", "sha"])]
         promote: bool,
+        /// The shadow to promote, as `toolgate policy shadow` shows it (12 digits or more).
+        #[arg(long, value_name = "SHA256", requires = "promote")]
+        sha: Option<String>,
         /// The version in force the shadow was compared against.
-        #[arg(long, value_name = "V")]
+        #[arg(long, value_name = "V", requires = "promote")]
         expected_version: Option<u64>,
         /// Why, for the version history (with --promote).
         #[arg(long, value_name = "TEXT", requires = "promote")]

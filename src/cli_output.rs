@@ -496,6 +496,10 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
         EventBody::StoreRecovered { denied_unlogged } => {
             format!("{denied_unlogged} calls denied while the store could not commit")
         }
+        EventBody::ShadowChanged { sha256, by } => match sha256 {
+            Some(sha) => format!("shadow {} installed by {}", short_sha(sha), printable(by)),
+            None => format!("shadow removed by {}", printable(by)),
+        },
     }
 }
 

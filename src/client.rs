@@ -345,6 +345,7 @@ impl ControlClient {
     /// Makes the shadow the policy in force, if `expected_version` still is.
     pub async fn promote_shadow(
         &self,
+        sha256: &str,
         expected_version: u64,
         note: Option<String>,
     ) -> Result<Event, ClientError> {
@@ -353,6 +354,7 @@ impl ControlClient {
             .post(self.api("/policy/shadow/promote"))
             .bearer_auth(&self.token)
             .json(&crate::api::PromoteRequest {
+                sha256: sha256.to_owned(),
                 expected_version,
                 note,
             })

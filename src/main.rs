@@ -487,7 +487,8 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                 window,
                 page: Some(toolgate::api::ReplayPage {
                     after: None,
-                    limit: Some(limit),
+                    upto: None,
+                    limit: Some(usize::from(limit)),
                 }),
             };
             match client(&control)?.replay(&request).await {
@@ -514,6 +515,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             file,
             off,
             promote,
+            sha,
             expected_version,
             note,
         } => {
@@ -545,7 +547,8 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                 }
             } else if promote {
                 let expected = expected_version.expect("clap requires it with --promote");
-                match client.promote_shadow(expected, note).await {
+                let sha = sha.expect("clap requires it with --promote");
+                match client.promote_shadow(&sha, expected, note).await {
                     Ok(event) => {
                         let toolgate::api::EventBody::PolicyChanged { version, .. } = event.body
                         else {
@@ -565,6 +568,9 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                         cli_output::policy_label(&current)
                     ),
                     Err(e) if no_shadow(&e) => anyhow::bail!("no shadow policy is installed"),
+                    Err(ClientError::Api { code, message, .. }) if code == "shadow_changed" => {
+                        anyhow::bail!("not promoted: {message}")
+                    }
                     Err(e) => return Err(e.into()),
                 }
             } else {

@@ -198,6 +198,9 @@ pub enum EventBody {
     },
     #[serde(rename = "store.recovered")]
     StoreRecovered { denied_unlogged: u64 },
+    /// A shadow policy was installed (`sha256`) or removed (`null`).
+    #[serde(rename = "policy.shadow")]
+    ShadowChanged { sha256: Option<String>, by: String },
 }
 
 impl EventBody {
@@ -213,6 +216,7 @@ impl EventBody {
             EventBody::RiskChanged { .. } => "risk.changed",
             EventBody::PolicyChanged { .. } => "policy.changed",
             EventBody::StoreRecovered { .. } => "store.recovered",
+            EventBody::ShadowChanged { .. } => "policy.shadow",
         }
     }
 
@@ -273,6 +277,8 @@ impl ShadowView {
 pub struct PromoteRequest {
     /// The version in force the shadow was compared against.
     pub expected_version: u64,
+    /// The shadow the operator looked at: its sha256, or its first 12 digits at least.
+    pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -678,6 +684,9 @@ pub struct RiskCandidate {
 pub struct ReplayPage {
     #[serde(default)]
     pub after: Option<u64>,
+    /// The report's `upto`, to page through the same window while new calls arrive.
+    #[serde(default)]
+    pub upto: Option<u64>,
     #[serde(default)]
     pub limit: Option<usize>,
 }
@@ -741,7 +750,10 @@ pub struct ReplayReport {
     pub by_identity: Vec<ReplayGroup>,
     /// Changed (and unknown) decisions, oldest first, one page of them.
     pub changed: Vec<ReplayChange>,
-    /// Ask again with `page.after` set to this for the next page.
+    /// Ask again with `page.after` set to this (and `page.upto` to `upto`) for the next
+    /// page.
     pub next_after: Option<u64>,
+    /// The newest seq the snapshot held: the window's end.
+    pub upto: u64,
     pub took_ms: u64,
 }

@@ -567,7 +567,7 @@ impl App {
                         == (upstream.as_str(), tool.as_str(), risk)
                 {
                     dialog.preview = match outcome {
-                        Ok(report) => Preview::of(&report, &upstream, &tool),
+                        Ok(report) => Preview::of(&report),
                         Err(why) => Preview::Failed(why),
                     };
                 }

@@ -413,6 +413,16 @@ impl Model {
                     "the gateway's store recovered; {denied_unlogged} calls were denied while it could not log"
                 ));
             }
+            EventBody::ShadowChanged { sha256, by } => {
+                applied.policy_changed = true;
+                applied.notice = Some(match sha256 {
+                    Some(sha) => format!(
+                        "{by} installed a shadow policy ({})",
+                        sha.get(..12).unwrap_or(&sha)
+                    ),
+                    None => format!("{by} removed the shadow policy"),
+                });
+            }
         }
         applied
     }

@@ -401,6 +401,7 @@ pub fn preview(
             window: Some(crate::api::ReplayWindow::Last(PREVIEW_WINDOW)),
             page: Some(crate::api::ReplayPage {
                 after: None,
+                upto: None,
                 limit: Some(0),
             }),
             ..Default::default()

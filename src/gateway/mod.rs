@@ -200,6 +200,9 @@ impl Gateway {
     /// Puts a new policy in force; pending holds are not re-decided until approval.
     pub fn replace_policy(&self, engine: PolicyEngine) {
         *self.policy.write().expect("policy lock") = Arc::new(engine);
+        if let Some(shadow) = self.shadow() {
+            shadow.reset();
+        }
     }
 }
 

@@ -33,6 +33,10 @@ const MAX_GROUPS: usize = 50;
 /// What a replay decides with.
 pub struct Candidate {
     pub engine: Arc<PolicyEngine>,
+    /// What a decision is compared with: the policy in force with the recorded classes
+    /// (so that a class-only candidate shows what the class changes, not what policy
+    /// edits in the window did); `None` compares with the recorded outcome.
+    pub baseline: Option<Arc<PolicyEngine>>,
     /// Classes to use instead of the recorded ones, by (upstream, tool).
     pub risk: HashMap<(String, String), Risk>,
     /// API tokens as configured, by name: their issue and expiry dates.
@@ -44,6 +48,9 @@ pub struct Candidate {
 pub enum Redecided {
     Same,
     Changed {
+        /// What the baseline decided: the recorded outcome, or the policy in force with
+        /// the recorded class.
+        from: Outcome,
         to: Outcome,
         policy_ids: Vec<String>,
         reason: String,
@@ -70,6 +77,13 @@ impl Candidate {
                     who.name
                 ));
             };
+            // A token issued after the call is another token under the same name.
+            if DateTime::parse_from_rfc3339(&d.ts).is_ok_and(|t| t < config.issued) {
+                return Err(format!(
+                    "the token {:?} was issued again after this call, so its age then is not known",
+                    who.name
+                ));
+            }
             identity.issued = Some(config.issued);
             identity.expires = config.expires;
         }
@@ -79,6 +93,14 @@ impl Candidate {
     /// Decides one recorded call again.
     pub fn redecide(&self, d: &DecisionRecord) -> Redecided {
         let call = &d.call;
+        // The gateway's own limits decided these before any policy: so would they now.
+        if call
+            .policy_ids
+            .iter()
+            .any(|p| p == super::policy::ARGUMENT_LIMIT_POLICY)
+        {
+            return Redecided::Same;
+        }
         let identity = match self.identity(d) {
             Ok(i) => i,
             Err(why) => return Redecided::Unknown(why),
@@ -128,7 +150,7 @@ impl Candidate {
             .get(&(call.upstream.clone(), call.tool.clone()))
             .copied()
             .unwrap_or(call.risk);
-        let decision = self.engine.decide(&CallFacts {
+        let facts = |risk| CallFacts {
             identity,
             upstream: &call.upstream,
             tool: &call.tool,
@@ -137,11 +159,17 @@ impl Candidate {
             target: call.target.as_ref(),
             workflow: call.workflow.as_ref(),
             now,
-        });
-        if decision.outcome == policy_outcome(call) {
+        };
+        let decision = self.engine.decide(&facts(risk));
+        let before = match &self.baseline {
+            Some(baseline) => baseline.decide(&facts(call.risk)).outcome,
+            None => policy_outcome(call),
+        };
+        if decision.outcome == before {
             Redecided::Same
         } else {
             Redecided::Changed {
+                from: before,
                 to: decision.outcome,
                 policy_ids: decision.policy_ids,
                 reason: decision.reason,
@@ -163,12 +191,29 @@ struct Tally {
     more: bool,
 }
 
-fn transition(from: Outcome, to: &Redecided) -> String {
+fn transition(to: &Redecided) -> String {
     match to {
         Redecided::Same => "unchanged".into(),
         Redecided::Unknown(_) => "unknown".into(),
-        Redecided::Changed { to, .. } => format!("{}→{}", from.as_str(), to.as_str()),
+        Redecided::Changed { from, to, .. } => format!("{}→{}", from.as_str(), to.as_str()),
     }
+}
+
+/// Groups kept while counting: callers choose tool names, so the map is bounded; past
+/// it, changes count under one `(others)` group.
+const MAX_COUNTED_GROUPS: usize = 10_000;
+
+fn count_in(groups: &mut HashMap<String, Transitions>, key: String, transition: &str) {
+    let key = if groups.len() >= MAX_COUNTED_GROUPS && !groups.contains_key(&key) {
+        "(others)".to_owned()
+    } else {
+        key
+    };
+    *groups
+        .entry(key)
+        .or_default()
+        .entry(transition.to_owned())
+        .or_default() += 1;
 }
 
 impl Tally {
@@ -176,25 +221,15 @@ impl Tally {
         self.first_seq.get_or_insert(d.seq);
         self.last_seq = Some(d.seq);
         self.decisions += 1;
-        let from = policy_outcome(&d.call);
-        let key = transition(from, &redecided);
+        let recorded = policy_outcome(&d.call);
+        let key = transition(&redecided);
         *self.transitions.entry(key.clone()).or_default() += 1;
         if redecided == Redecided::Same {
             return;
         }
         let tool = format!("{}/{}", d.call.upstream, d.call.tool);
-        *self
-            .by_tool
-            .entry(tool)
-            .or_default()
-            .entry(key.clone())
-            .or_default() += 1;
-        *self
-            .by_identity
-            .entry(d.call.identity.label())
-            .or_default()
-            .entry(key)
-            .or_default() += 1;
+        count_in(&mut self.by_tool, tool, &key);
+        count_in(&mut self.by_identity, d.call.identity.label(), &key);
         if d.seq <= after {
             return;
         }
@@ -202,13 +237,14 @@ impl Tally {
             self.more = true;
             return;
         }
-        let (to, to_policy_ids, reason) = match redecided {
+        let (from, to, to_policy_ids, reason) = match redecided {
             Redecided::Changed {
+                from,
                 to,
                 policy_ids,
                 reason,
-            } => (Some(to), policy_ids, reason),
-            Redecided::Unknown(why) => (None, Vec::new(), why),
+            } => (from, Some(to), policy_ids, reason),
+            Redecided::Unknown(why) => (recorded, None, Vec::new(), why),
             Redecided::Same => unreachable!("returned above"),
         };
         self.changed.push(ReplayChange {
@@ -227,7 +263,7 @@ impl Tally {
         });
     }
 
-    fn report(self, started: Instant) -> ReplayReport {
+    fn report(self, started: Instant, upto: u64) -> ReplayReport {
         let groups = |map: HashMap<String, Transitions>| {
             let mut groups: Vec<ReplayGroup> = map
                 .into_iter()
@@ -251,6 +287,7 @@ impl Tally {
             by_identity: groups(self.by_identity),
             changed: self.changed,
             next_after,
+            upto,
             took_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -266,6 +303,7 @@ pub async fn replay(
     listed: usize,
 ) -> Result<ReplayReport, StoreError> {
     let started = Instant::now();
+    let upto = snapshot.upto();
     let mut tally = Tally::default();
     loop {
         let page = snapshot.next_page(PAGE).await?;
@@ -284,5 +322,5 @@ pub async fn replay(
         .await
         .map_err(|e| StoreError::Sql(format!("the replay task failed: {e}")))?;
     }
-    Ok(tally.report(started))
+    Ok(tally.report(started, upto))
 }

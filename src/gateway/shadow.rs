@@ -53,6 +53,12 @@ impl Shadow {
         out
     }
 
+    /// Starts the comparisons over: the policy in force changed, so the old counts
+    /// compared the shadow with a policy no longer in force.
+    pub fn reset(&self) {
+        self.compared.lock().expect("shadow counts lock").clear();
+    }
+
     /// Each (enforced, shadow) pair with its count, for the metrics.
     pub fn pairs(&self) -> Vec<(Outcome, Outcome, u64)> {
         self.compared

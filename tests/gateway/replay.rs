@@ -345,8 +345,59 @@ async fn toolgate_policy_replay_reports_for_people_and_programs_and_exits_as_it_
         vec!["policy", "replay", "--risk", "py/read_page=scary"],
         vec!["policy", "replay", file, "--since", "yesterday"],
         vec!["policy", "replay", file, "--since", "1h", "--last", "3"],
+        vec!["policy", "replay", file, "--last", "0"],
+        vec!["policy", "replay", file, "--limit", "5000"],
     ] {
         let (status, _, err) = run(bad.clone()).await;
         assert_eq!(status.code(), Some(2), "{bad:?}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_deny_for_too_many_arguments_is_the_gateways_and_replays_unchanged() {
+    let (_upstream, gw) = recorded().await;
+    let many: Vec<String> = (0..4100).map(|i| (i % 10).to_string()).collect();
+    let answer = call_tool(
+        &gw,
+        AGENT_TOKEN,
+        "read_page",
+        json!({"page_id": "z", "x": many}),
+    )
+    .await;
+    assert!(answer["result"]["isError"] == true, "denied: {answer}");
+    let (_, body) = api(
+        &gw,
+        reqwest::Method::GET,
+        "/api/v1/decisions?limit=1",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    let newest = &body["decisions"][0];
+    assert_eq!(
+        (newest["outcome"].as_str(), &newest["policy_ids"]),
+        (Some("deny"), &json!(["toolgate-argument-limit"]))
+    );
+    // Its stored arguments are cut; a candidate that reads none would allow it if it
+    // were a policy decision. It is not: unchanged.
+    let (_, report) = replay(
+        &gw,
+        json!({"policy": default_policy(), "window": {"last": 1}}),
+    )
+    .await;
+    assert_eq!(report["transitions"], json!({"unchanged": 1}), "{report}");
+    // And no policy may take the gateway's own ids.
+    let (status, body) = replay(
+        &gw,
+        json!({"policy": "@id(\"toolgate-argument-limit\")\npermit (principal, action, resource);"}),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (400, "invalid_policy"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("toolgate's own"),
+        "{body}"
+    );
 }

@@ -54,6 +54,14 @@ async fn a_shadow_enforces_nothing_says_where_it_disagrees_and_counts_it_all() {
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["by"], "ada");
     assert_eq!(view["compared"], json!({}));
+    // Installing it is in the audit log, before it decides anything.
+    let events = crate::decisions::stored_events(&gw, "policy.shadow").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["sha256"] == view["sha256"] && e["by"] == "ada"),
+        "{events:?}"
+    );
 
     // Two reads the shadow would hold, one it agrees on: all three run.
     for page in ["s1", "s2", "other"] {
@@ -164,7 +172,9 @@ async fn promoting_checks_the_version_in_force_then_enforces_the_shadow() {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, body) = promote(json!({"expected_version": 1})).await;
+    let (_, view) = shadow_view(&gw).await;
+    let sha = view["sha256"].as_str().unwrap().to_owned();
+    let (status, body) = promote(json!({"expected_version": 1, "sha256": sha})).await;
     assert_eq!((status, code(&body)), (409, "stale_version"), "{body}");
     assert_eq!(body["policy"]["version"], 2, "{body}");
     assert_eq!(
@@ -172,10 +182,21 @@ async fn promoting_checks_the_version_in_force_then_enforces_the_shadow() {
         200,
         "a refused promote keeps the shadow"
     );
-    let (status, body) = promote(json!({"expected_version": 2, "bogus": 1})).await;
+    let (status, body) = promote(json!({"expected_version": 2, "sha256": sha, "bogus": 1})).await;
     assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    // Not the shadow the operator looked at: refused.
+    let (status, body) = promote(json!({"expected_version": 2, "sha256": "0123456789ab"})).await;
+    assert_eq!((status, code(&body)), (409, "shadow_changed"), "{body}");
+    let (status, body) = promote(json!({"expected_version": 2, "sha256": &sha[..6]})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "shadow_changed"),
+        "too short: {body}"
+    );
 
-    let (status, event) = promote(json!({"expected_version": 2, "note": "a week of shadow"})).await;
+    let (status, event) =
+        promote(json!({"expected_version": 2, "sha256": &sha[..12], "note": "a week of shadow"}))
+            .await;
     assert_eq!(status, 200, "{event}");
     assert_eq!(
         (event["kind"].as_str(), event["version"].as_u64()),
@@ -243,23 +264,47 @@ async fn toolgate_policy_shadow_installs_shows_promotes_and_removes() {
         "{out}"
     );
 
-    // Promote against the wrong version: refused, exit 1, the shadow stays.
-    let (status, _, err) = run(&["policy", "shadow", "--promote", "--expected-version", "7"]).await;
+    // The shadow as shown, by its 12 digits.
+    let sha = out
+        .split_whitespace()
+        .nth(1)
+        .expect("shadow <sha> installed by …")
+        .to_owned();
+    let promote = |version: &str, sha: &str, note: Option<&str>| {
+        let mut args: Vec<String> = [
+            "policy",
+            "shadow",
+            "--promote",
+            "--expected-version",
+            version,
+            "--sha",
+            sha,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(n) = note {
+            args.extend(["--note".to_owned(), n.to_owned()]);
+        }
+        let gw = &gw;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::cli::run_control_cli(gw, ADMIN, &args).await
+        }
+    };
+    // Promote against the wrong version, or another shadow: refused, exit 1.
+    let (status, _, err) = promote("7", &sha, None).await;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("not promoted: the policy in force is v1"),
         "{err}"
     );
-    let (status, out, err) = run(&[
-        "policy",
-        "shadow",
-        "--promote",
-        "--expected-version",
-        "1",
-        "--note",
-        "tried for a day",
-    ])
-    .await;
+    let (status, _, err) = promote("1", "0123456789ab", None).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("not promoted: the shadow is {sha}")),
+        "{err}"
+    );
+    let (status, out, err) = promote("1", &sha, Some("tried for a day")).await;
     assert!(status.success(), "{err}");
     assert_eq!(out, "the shadow is in force as v2\n");
     let (_, policy) = api(
@@ -284,6 +329,7 @@ async fn toolgate_policy_shadow_installs_shows_promotes_and_removes() {
     );
     for bad in [
         &["policy", "shadow", "--promote"][..],
+        &["policy", "shadow", "--promote", "--expected-version", "2"][..],
         &[
             "policy",
             "shadow",
@@ -291,8 +337,11 @@ async fn toolgate_policy_shadow_installs_shows_promotes_and_removes() {
             "--promote",
             "--expected-version",
             "2",
+            "--sha",
+            "0123456789ab",
         ][..],
         &["policy", "shadow", "--note", "x"][..],
+        &["policy", "shadow", "--expected-version", "2"][..],
     ] {
         let (status, _, err) = crate::cli::run_control_cli(&gw, ADMIN, bad).await;
         assert_eq!(status.code(), Some(2), "{bad:?}: {err}");

@@ -51,17 +51,14 @@ pub enum Preview {
 }
 
 impl Preview {
-    /// From a replay report: the transitions of `upstream/tool`.
-    pub fn of(report: &crate::api::ReplayReport, upstream: &str, tool: &str) -> Preview {
-        let key = format!("{upstream}/{tool}");
+    /// From a replay of one class change: the gateway compares with the policy in force
+    /// at the recorded classes, so every change it reports is this class change's.
+    pub fn of(report: &crate::api::ReplayReport) -> Preview {
+        let mut changed = report.transitions.clone();
+        changed.remove("unchanged");
         Preview::Ready {
             decisions: report.decisions,
-            changed: report
-                .by_tool
-                .iter()
-                .find(|g| g.key == key)
-                .map(|g| g.transitions.clone())
-                .unwrap_or_default(),
+            changed,
         }
     }
 

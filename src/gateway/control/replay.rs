@@ -17,9 +17,13 @@ use crate::gateway::policy::PolicyEngine;
 use crate::gateway::relay::reply::json_response;
 use crate::gateway::replay::{self, Candidate, DEFAULT_LISTED, MAX_LISTED};
 
-/// The window when the request names none, and the most a `last` may ask for.
+/// The window when the request names none, and the most decisions any window holds.
 const DEFAULT_LAST: u64 = 10_000;
 const MAX_LAST: u64 = 1_000_000;
+
+/// One replay at a time: each reads the store and takes a core for a while, and the
+/// store's readers serve the data plane too.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 pub async fn replay(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(e) = operator(&gw, &headers, OperatorRole::Admin) {
@@ -74,14 +78,60 @@ pub async fn replay(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: By
     };
     let page = request.page.unwrap_or_default();
     let listed = page.limit.unwrap_or(DEFAULT_LISTED).min(MAX_LISTED);
-    let engine = match &request.policy {
-        None => gw.policy(),
-        Some(text) => match PolicyEngine::compile(text) {
-            Ok(engine) => Arc::new(engine),
-            Err(e) => return ApiFailure::invalid_policy(&e).into_response(),
+    // A class for a tool the catalog does not know is a typo, not a no-op.
+    if let Some(r) = request
+        .risk
+        .iter()
+        .find(|r| gw.catalog.get(&r.upstream, &r.tool).is_none())
+    {
+        return ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "no tool {:?} on upstream {:?} in the catalog",
+                r.tool, r.upstream
+            ),
+        )
+        .into_response();
+    }
+    let Ok(_running) = RUNNING.try_acquire() else {
+        return ApiFailure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "replay_busy",
+            "a replay is already running; try again when it ends",
+        )
+        .into_response();
+    };
+    // The candidate compiles on a blocking thread: a large text takes a while. A
+    // class-only candidate decides with a private copy of the policy in force, so the
+    // live engine's memory of decisions stays as it is, and compares with that same
+    // policy at the recorded classes: what the classes change, not what policy edits in
+    // the window did.
+    let (text, baseline) = match &request.policy {
+        Some(text) => (text.clone(), false),
+        None => match gw.store.current_policy().await {
+            Ok(Some(p)) => (p.text, true),
+            Ok(None) => {
+                return ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no policy stored")
+                    .into_response();
+            }
+            Err(e) => return ApiFailure::store_unavailable(&e).into_response(),
         },
     };
+    let engine = match tokio::task::spawn_blocking(move || PolicyEngine::compile(&text)).await {
+        Ok(Ok(engine)) => Arc::new(engine),
+        Ok(Err(e)) => return ApiFailure::invalid_policy(&e).into_response(),
+        Err(e) => {
+            return ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the policy could not be compiled: {e}"),
+            )
+            .into_response();
+        }
+    };
     let candidate = Arc::new(Candidate {
+        baseline: baseline.then(|| engine.clone()),
         engine,
         risk: request
             .risk
@@ -95,7 +145,11 @@ pub async fn replay(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: By
             .map(|i| (i.name.clone(), i.clone()))
             .collect::<HashMap<_, _>>(),
     });
-    let snapshot = match gw.store.decision_snapshot(&window).await {
+    let snapshot = match gw
+        .store
+        .decision_snapshot(&window, page.upto, MAX_LAST)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return ApiFailure::store_unavailable(&e).into_response(),
     };

@@ -14,6 +14,23 @@ use crate::gateway::Gateway;
 use crate::gateway::relay::reply::json_response;
 use crate::gateway::shadow::Shadow;
 
+/// Records a shadow installed (`Some(sha256)`) or removed in the audit log.
+async fn record(
+    gw: &Gateway,
+    sha256: Option<String>,
+    by: &str,
+) -> Result<(), crate::gateway::store::StoreError> {
+    gw.store
+        .write(crate::gateway::store::WriteOp::Event(Box::new(
+            crate::api::EventBody::ShadowChanged {
+                sha256,
+                by: by.to_owned(),
+            },
+        )))
+        .await
+        .map(|_| ())
+}
+
 fn none_installed() -> Response {
     ApiFailure::new(
         StatusCode::NOT_FOUND,
@@ -50,6 +67,10 @@ pub async fn put_shadow(
         Err(e) => return e.into_response(),
     };
     let sha256 = crate::gateway::sha256_hex(text.as_bytes());
+    // The audit log says who put which shadow in place, before it decides anything.
+    if let Err(e) = record(&gw, Some(sha256.clone()), &op.name).await {
+        return ApiFailure::store_unavailable(&e).into_response();
+    }
     let shadow = Shadow::new(engine, text, sha256.clone(), op.name.clone());
     let view = shadow.view();
     gw.set_shadow(Some(shadow));
@@ -62,6 +83,12 @@ pub async fn delete_shadow(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -
         Ok(op) => op,
         Err(e) => return e.into_response(),
     };
+    if gw.shadow().is_none() {
+        return none_installed();
+    }
+    if let Err(e) = record(&gw, None, &op.name).await {
+        return ApiFailure::store_unavailable(&e).into_response();
+    }
     match gw.set_shadow(None) {
         Some(old) => {
             tracing::info!(operator = %op.name, sha256 = %old.sha256, "shadow policy removed");
@@ -93,6 +120,21 @@ pub async fn promote(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
     let Some(shadow) = gw.shadow() else {
         return none_installed();
     };
+    // The shadow promoted is the one the operator looked at, not one put in its place.
+    if request.sha256.len() < 12 || !shadow.sha256.starts_with(&request.sha256) {
+        let mut failure = ApiFailure::new(
+            StatusCode::CONFLICT,
+            "shadow_changed",
+            format!(
+                "the shadow is {} (by {}), not {:?}; look at it again and promote that one",
+                &shadow.sha256[..12],
+                shadow.by,
+                request.sha256
+            ),
+        );
+        failure.body.error.valid = None;
+        return failure.into_response();
+    }
     // The shadow's text compiled when it was installed; it compiles the same now.
     let engine = match super::compiled(&shadow.text) {
         Ok(engine) => engine,

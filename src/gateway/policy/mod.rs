@@ -106,6 +106,12 @@ fn check_names_as_matched(text: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// The id a deny for too many argument values carries: the gateway's limit, decided
+/// before any policy, whatever the policy.
+pub const ARGUMENT_LIMIT_POLICY: &str = "toolgate-argument-limit";
+/// Ids toolgate gives its own decisions; no policy may take one.
+pub const RESERVED_PREFIX: &str = "toolgate-";
+
 /// The result of deciding one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -347,6 +353,11 @@ impl PolicyEngine {
                 None => policy.clone(),
             };
             let id = policy.id().clone();
+            if id.to_string().starts_with(RESERVED_PREFIX) {
+                return Err(PolicyError::plain(format!(
+                    "policy {id}: ids starting with {RESERVED_PREFIX:?} are toolgate's own (its limits), not a policy's"
+                )));
+            }
             match policy.annotation("outcome") {
                 None => {}
                 Some("hold") if policy.effect() == cedar_policy::Effect::Permit => {
@@ -472,7 +483,7 @@ impl PolicyEngine {
     pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
         // Too many arguments is a deny whether or not a policy reads them.
         if let Err(reason) = count_argument_values(facts.args) {
-            return Decision::deny(Vec::new(), reason);
+            return Decision::deny(vec![ARGUMENT_LIMIT_POLICY.into()], reason);
         }
         let slice = self.slice(facts.upstream, facts.tool, Some(facts.identity.kind));
         if slice.reads_context {

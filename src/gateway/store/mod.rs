@@ -628,15 +628,27 @@ impl Store {
     /// A consistent snapshot of the recorded decisions in `window`, read page by page in
     /// one read transaction: the writer goes on (WAL), and what the snapshot shows does
     /// not move while it is read.
+    /// At most `most` decisions, the newest of the window; `upto` pins the window's end.
     pub async fn decision_snapshot(
         &self,
         window: &crate::api::ReplayWindow,
+        upto: Option<u64>,
+        most: u64,
     ) -> Result<DecisionSnapshot, StoreError> {
         let mut tx = self.readers.begin().await?;
         // The first read fixes the snapshot.
-        let upto: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM events")
+        let newest: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM events")
             .fetch_one(&mut *tx)
             .await?;
+        let upto = upto.map_or(newest, |u| (u.min(i64::MAX as u64) as i64).min(newest));
+        let floor: Option<i64> = sqlx::query_scalar(
+            "SELECT min(seq) FROM (SELECT seq FROM events WHERE kind = 'decision' AND seq <= ?1
+             ORDER BY seq DESC LIMIT ?2)",
+        )
+        .bind(upto)
+        .bind(most.min(i64::MAX as u64) as i64)
+        .fetch_one(&mut *tx)
+        .await?;
         let first: Option<i64> = match window {
             crate::api::ReplayWindow::Last(n) => sqlx::query_scalar(
                 "SELECT min(seq) FROM (SELECT seq FROM events WHERE kind = 'decision' AND seq <= ?1
@@ -654,6 +666,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?,
         };
+        // A window never reaches further back than `most` decisions.
+        let first = first.map(|f| f.max(floor.unwrap_or(f)));
         Ok(DecisionSnapshot {
             tx,
             after: first.map_or(upto, |f| f - 1),
@@ -718,6 +732,11 @@ pub struct DecisionSnapshot {
 }
 
 impl DecisionSnapshot {
+    /// The window's end: the newest seq the snapshot reads.
+    pub fn upto(&self) -> u64 {
+        self.upto as u64
+    }
+
     /// The next `size` decisions in seq order, or none once the window is read.
     pub async fn next_page(&mut self, size: u32) -> Result<Vec<DecisionRecord>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
