@@ -754,6 +754,7 @@ pub struct ReplayReport {
     /// page.
     pub next_after: Option<u64>,
     /// The newest seq the snapshot held: the window's end.
+    #[serde(default)]
     pub upto: u64,
     pub took_ms: u64,
 }

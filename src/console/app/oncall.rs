@@ -502,7 +502,7 @@ fn a_less_strict_class_asks_first_defaults_to_cancel_and_can_be_undone() {
         "first_seq": 1, "last_seq": 900, "decisions": 850,
         "transitions": {"deny→allow": 12, "unchanged": 838},
         "by_tool": [{"key": "atlassian/delete_page", "transitions": {"deny→allow": 12}}],
-        "by_identity": [], "changed": [], "next_after": null, "took_ms": 40}))
+        "by_identity": [], "changed": [], "next_after": null, "upto": 900, "took_ms": 40}))
     .unwrap();
     // An answer for another change is not this dialog's.
     app.on_net(NetEvent::Previewed {
