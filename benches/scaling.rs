@@ -103,6 +103,7 @@ fn held_decision(identity: &Identity, args: &Map<String, Value>) -> DecisionEven
         args: Value::Object(args.clone()),
         args_truncated: false,
         shadow: None,
+        approved_as: None,
     }
 }
 

@@ -255,6 +255,10 @@ pub struct DecisionEvent {
     /// What the shadow policy decided, when one is installed and it disagrees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowVerdict>,
+    /// For an identical retry an approval let run: the held call it ran as. The policy
+    /// held it; the approval decided it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_as: Option<String>,
 }
 
 impl ShadowView {

@@ -212,6 +212,7 @@ impl Gateway {
             args,
             args_truncated,
             shadow,
+            approved_as: None,
         }
     }
 

@@ -68,12 +68,13 @@ pub fn approved_retry_reason(approver: &str, call_id: &str) -> String {
 }
 
 /// What the policy itself decided for a recorded decision: a call denied for a hold
-/// limit, or run by an approval, was one the policy held.
+/// limit, or run by an approval, was one the policy held. (Decisions recorded before
+/// `approved_as` existed are told by their reason.)
 pub fn policy_outcome(d: &DecisionEvent) -> Outcome {
     let limited = d.policy_ids.iter().any(|p| p == HOLD_LIMIT_POLICY);
     let approved = d.outcome == Outcome::Allow
-        && d.reason.starts_with("approved by ")
-        && d.reason.contains(" as ");
+        && (d.approved_as.is_some()
+            || (d.reason.starts_with("approved by ") && d.reason.contains(" as ")));
     if limited || approved {
         Outcome::Hold
     } else {
@@ -588,6 +589,7 @@ impl Holds {
             .map_or("an operator", |r| r.by.as_str());
         decision.outcome = Outcome::Allow;
         decision.reason = approved_retry_reason(approver, &call_id);
+        decision.approved_as = Some(call_id.clone());
         let reason = Some(format!("run as the identical retry {}", decision.call_id));
         let consumed = WriteOp::HoldResolved {
             call_id: call_id.clone(),

@@ -101,7 +101,13 @@ async fn retry(holds: &Holds, key: &CallKey) -> Result<Option<String>, StoreErro
         match holds.consume_identical(key, Utc::now(), decision).await? {
             Retry::Ran(d) => {
                 assert_eq!(d.outcome, Outcome::Allow);
-                Some(d.reason.rsplit(' ').next().unwrap().to_owned())
+                // The event names the held call it ran as, and reads as the policy's hold.
+                assert_eq!(
+                    d.approved_as.as_deref(),
+                    Some(d.reason.rsplit(' ').next().unwrap())
+                );
+                assert_eq!(super::policy_outcome(&d), Outcome::Hold);
+                d.approved_as
             }
             Retry::NotApproved(d) => {
                 assert_eq!(d.outcome, Outcome::Hold);
@@ -641,5 +647,6 @@ fn held_decision(identity: &Identity) -> DecisionEvent {
         args: json!({}),
         args_truncated: false,
         shadow: None,
+        approved_as: None,
     }
 }

@@ -264,6 +264,8 @@ CREATE TABLE policies (
 "#,
     // Why a policy version was stored, as its edit said.
     "ALTER TABLE policies ADD COLUMN note TEXT;",
+    // A replay's `since` window finds its first decision without reading older ones.
+    "CREATE INDEX events_by_kind_ts ON events (kind, ts);",
 ];
 
 /// A committed event as subscribers get it: its seq and its JSON, serialized once.

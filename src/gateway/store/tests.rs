@@ -33,6 +33,7 @@ fn decision(call_id: &str) -> EventBody {
         args: serde_json::json!({}),
         args_truncated: false,
         shadow: None,
+        approved_as: None,
     })
 }
 
