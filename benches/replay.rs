@@ -79,13 +79,13 @@ async fn run(decisions: u64, length: Duration) {
         ..Default::default()
     };
     // Warm up connections and caches.
-    round(&http, &mcp, length.min(Duration::from_secs(2))).await;
+    common::open_loop(&http, &mcp, AGENT, RATE, length.min(Duration::from_secs(2))).await;
 
     let mut quiet = Vec::new();
     let mut busy = Vec::new();
     let mut took = Vec::new();
     for _ in 0..CYCLES {
-        quiet.extend(round(&http, &mcp, length).await);
+        quiet.extend(common::open_loop(&http, &mcp, AGENT, RATE, length).await);
         let running = Arc::new(AtomicBool::new(true));
         let replays = tokio::spawn({
             let (client, request, running) = (client.clone(), request.clone(), running.clone());
@@ -105,12 +105,12 @@ async fn run(decisions: u64, length: Duration) {
                 took
             }
         });
-        busy.extend(round(&http, &mcp, length).await);
+        busy.extend(common::open_loop(&http, &mcp, AGENT, RATE, length).await);
         running.store(false, Ordering::Relaxed);
         took.extend(replays.await.unwrap());
     }
-    let (q50, q99) = percentiles(&mut quiet);
-    let (b50, b99) = percentiles(&mut busy);
+    let (q50, q99) = common::p50_p99(&mut quiet);
+    let (b50, b99) = common::p50_p99(&mut busy);
     took.sort_by(|a, b| a.total_cmp(b));
     println!(
         "replays of {decisions} decisions: {} done, each {:.2}–{:.2} s (median {:.2} s, {:.0} decisions/s)",
@@ -162,36 +162,4 @@ async fn record(http: &reqwest::Client, url: &str, n: u64) {
     for w in workers {
         w.await.unwrap();
     }
-}
-
-/// Sends calls at RATE for `length`, open loop, and returns each call's latency in ms.
-async fn round(http: &reqwest::Client, url: &str, length: Duration) -> Vec<f64> {
-    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut calls = Vec::new();
-    let mut i = 0u64;
-    while started.elapsed() < length {
-        ticks.tick().await;
-        i += 1;
-        let (http, url) = (http.clone(), url.to_owned());
-        calls.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let text =
-                common::call_tool(&http, &url, AGENT, i, "echo", serde_json::json!({"n": i})).await;
-            assert!(text.contains("\"ok\""), "{text}");
-            sent.elapsed().as_secs_f64() * 1000.0
-        }));
-    }
-    let mut out = Vec::with_capacity(calls.len());
-    for c in calls {
-        out.push(c.await.unwrap());
-    }
-    out
-}
-
-fn percentiles(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99))
 }

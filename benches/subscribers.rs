@@ -12,7 +12,7 @@
 //! `cargo test --all-targets` runs it) the rounds last 300 ms, for a smoke run of a few
 //! seconds.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 
@@ -60,7 +60,7 @@ async fn run(length: Duration) {
         .build()
         .unwrap();
     // Warm up connections and caches.
-    round(&http, &mcp, length.min(Duration::from_secs(2))).await;
+    common::open_loop(&http, &mcp, AGENT, RATE, length.min(Duration::from_secs(2))).await;
 
     let pid = gw.child.id().unwrap().to_string();
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); SUBSCRIBERS.len()];
@@ -68,7 +68,7 @@ async fn run(length: Duration) {
     for _ in 0..CYCLES {
         for ((count, samples), rss) in SUBSCRIBERS.iter().zip(&mut latencies).zip(&mut memory) {
             let subscribers = subscribe(&control, *count).await;
-            samples.extend(round(&http, &mcp, length).await);
+            samples.extend(common::open_loop(&http, &mcp, AGENT, RATE, length).await);
             *rss = (*rss).max(common::rss_kib(&pid));
             for s in subscribers {
                 s.abort();
@@ -76,9 +76,9 @@ async fn run(length: Duration) {
         }
     }
     println!("calls at {RATE}/s, {CYCLES} rounds of {length:?} per subscriber count, in turn");
-    let (base50, base99) = percentiles(&mut latencies[0]);
+    let (base50, base99) = common::p50_p99(&mut latencies[0]);
     for ((count, samples), rss) in SUBSCRIBERS.iter().zip(&mut latencies).zip(memory) {
-        let (p50, p99) = percentiles(samples);
+        let (p50, p99) = common::p50_p99(samples);
         println!(
             "{count:>3} subscribers: {} calls  p50 {p50:.3} ms  p99 {p99:.3} ms  (added {:+.3} / {:+.3} ms)  gateway RSS {:.1} MiB",
             samples.len(),
@@ -87,32 +87,6 @@ async fn run(length: Duration) {
             rss as f64 / 1024.0
         );
     }
-}
-
-/// Sends calls at RATE for `length`, open loop, and returns each call's latency in ms.
-async fn round(http: &reqwest::Client, url: &str, length: Duration) -> Vec<f64> {
-    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut calls = Vec::new();
-    let mut i = 0u64;
-    while started.elapsed() < length {
-        ticks.tick().await;
-        i += 1;
-        let (http, url) = (http.clone(), url.to_owned());
-        calls.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let text =
-                common::call_tool(&http, &url, AGENT, i, "echo", serde_json::json!({"n": i})).await;
-            assert!(text.contains("\"ok\""), "{text}");
-            sent.elapsed().as_secs_f64() * 1000.0
-        }));
-    }
-    let mut out = Vec::with_capacity(calls.len());
-    for c in calls {
-        out.push(c.await.unwrap());
-    }
-    out
 }
 
 async fn subscribe(control: &str, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
@@ -130,10 +104,4 @@ async fn subscribe(control: &str, count: usize) -> Vec<tokio::task::JoinHandle<(
         ));
     }
     tasks
-}
-
-fn percentiles(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99))
 }

@@ -124,3 +124,42 @@ pub async fn call_tool(
         .await
         .unwrap()
 }
+
+/// Sends `echo` calls as the agent `token` at `rate` a second for `length`, open loop
+/// (a slow answer does not delay the next call), and returns each call's latency in ms.
+pub async fn open_loop(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    rate: u64,
+    length: std::time::Duration,
+) -> Vec<f64> {
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    let mut i = 0u64;
+    while started.elapsed() < length {
+        ticks.tick().await;
+        i += 1;
+        let (http, url, token) = (http.clone(), url.to_owned(), token.to_owned());
+        calls.push(tokio::spawn(async move {
+            let sent = std::time::Instant::now();
+            let text = call_tool(&http, &url, &token, i, "echo", serde_json::json!({"n": i})).await;
+            assert!(text.contains("\"ok\""), "{text}");
+            sent.elapsed().as_secs_f64() * 1000.0
+        }));
+    }
+    let mut out = Vec::with_capacity(calls.len());
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+/// The p50 and p99 of latencies in ms (sorts them).
+pub fn p50_p99(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99))
+}

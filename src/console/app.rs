@@ -25,7 +25,6 @@ use crate::api::{
 };
 
 pub use super::model::{FATE_LINGER, Fate};
-pub use super::text::short as short_id;
 
 /// The smallest screen the console draws on; below it, only quit works.
 pub const MIN_WIDTH: u16 = 80;
@@ -486,6 +485,10 @@ impl App {
 
     pub fn on_net(&mut self, event: NetEvent) {
         self.dirty = true;
+        // A decision or a call's end changes no list the selections follow: the ingest
+        // path does not re-sort the queue and the catalog for each of them.
+        let lists_unchanged = matches!(&event, NetEvent::Event(e)
+            if matches!(e.body, EventBody::Decision(_) | EventBody::CallCompleted { .. }));
         match event {
             NetEvent::Backfill(newest_first) => self.model.backfill(newest_first),
             NetEvent::Holds(holds) => self.model.set_holds(holds),
@@ -573,7 +576,9 @@ impl App {
                 }
             }
         }
-        self.reanchor();
+        if !lists_unchanged {
+            self.reanchor();
+        }
     }
 
     fn on_event(&mut self, event: Event) {

@@ -46,6 +46,29 @@ impl ListState {
         self.offset = self.offset.min(len.saturating_sub(page));
     }
 
+    /// Puts the selection back on the row keyed `anchor` after the list (now `keys`, in
+    /// order) changed, or keeps its place when that row is gone, and returns the gone
+    /// row's key; then anchors the row selected. A selection is a row, not a position.
+    pub fn reanchor<K: PartialEq + Clone>(
+        &mut self,
+        anchor: &mut Option<K>,
+        keys: &[K],
+        page: usize,
+    ) -> Option<K> {
+        let found = anchor
+            .as_ref()
+            .and_then(|a| keys.iter().position(|k| k == a));
+        if let Some(i) = found {
+            self.selected = i;
+        }
+        self.scroll_into_view(keys.len(), page);
+        let gone = anchor
+            .take()
+            .filter(|_| found.is_none() && !keys.is_empty());
+        *anchor = keys.get(self.selected).cloned();
+        gone
+    }
+
     /// Where a navigation key moves the selection in a list of `len`, or `None` for a key
     /// that does not navigate.
     pub fn target(&self, action: Action, len: usize, page: usize) -> Option<usize> {

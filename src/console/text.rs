@@ -5,14 +5,10 @@ use chrono::{DateTime, Utc};
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
-use crate::api::{IdentityRef, Target};
+use crate::api::Target;
 
-/// How a row names its caller: `user:alice`, `token:ci-bot`. (Control characters an
-/// agent put in a name never reach the terminal: ratatui's buffer drops them.)
-pub fn identity_label(identity: &IdentityRef) -> String {
-    identity.label()
-}
-
+/// A call's target as `kind:id`, or nothing. (Control characters an agent put in a name
+/// never reach the terminal: ratatui's buffer drops them.)
 pub fn target_label(target: Option<&Target>) -> String {
     target.map(Target::label).unwrap_or_default()
 }

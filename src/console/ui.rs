@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use super::app::{App, Connection, MIN_HEIGHT, MIN_WIDTH, Mode, WIDE};
 use super::model::Model;
 use super::popups::{self, help};
-use super::text::{countdown, fit_line, identity_label, target_label};
+use super::text::{countdown, fit_line, target_label};
 use super::views::{Ctx, View};
 use crate::api::{DecisionEvent, HoldPhase, HoldView, ToolEntry};
 
@@ -341,7 +341,7 @@ fn call_lines<'a>(
     let mut lines = vec![
         Line::from(format!("call     {}{seq}", c.call_id)),
         Line::from(format!("time     {when}")),
-        Line::from(format!("identity {}{groups}", identity_label(&c.identity))),
+        Line::from(format!("identity {}{groups}", c.identity.label())),
         Line::from(format!("tool     {}/{}", c.upstream, c.tool)),
         Line::from(format!("risk     {}", c.risk)),
         Line::from(format!("target   {}", target_label(c.target.as_ref()))),

@@ -12,7 +12,7 @@ use super::Ask;
 use crate::api::{HoldPhase, HoldView};
 use crate::console::keymap::{Action, Keymap};
 use crate::console::model::Model;
-use crate::console::text::{countdown, fit, fit_words, identity_label, short, target_label};
+use crate::console::text::{countdown, fit, fit_words, short, target_label};
 use crate::console::theme::Theme;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,10 +80,7 @@ impl Confirm {
                             Style::new()
                         },
                     )),
-                    Line::from(fit(
-                        &format!("identity  {}", identity_label(&c.identity)),
-                        inner,
-                    )),
+                    Line::from(fit(&format!("identity  {}", c.identity.label()), inner)),
                     Line::from(fit(&format!("tool      {}/{}", c.upstream, c.tool), inner)),
                     Line::from(fit(
                         &format!("target    {}", target_label(c.target.as_ref())),
@@ -167,10 +164,7 @@ fn bulk_summary<'a>(verb: &str, holds: &[HoldView], inner: usize) -> Vec<Line<'a
             inner,
         )),
         Line::from(fit(
-            &format!(
-                "identity  {}",
-                count_of(&|h| identity_label(&h.call.identity))
-            ),
+            &format!("identity  {}", count_of(&|h| h.call.identity.label())),
             inner,
         )),
         Line::from(""),

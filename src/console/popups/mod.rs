@@ -31,7 +31,7 @@ pub fn edit(input: &mut tui_input::Input, key: crossterm::event::KeyEvent) {
 }
 
 /// The text of a line editor with a bar at its cursor.
-pub fn with_cursor(input: &tui_input::Input) -> String {
+fn with_cursor(input: &tui_input::Input) -> String {
     let value = input.value();
     let at = value
         .char_indices()

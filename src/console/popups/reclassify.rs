@@ -15,7 +15,7 @@ use ratatui::widgets::{Block, Clear, Paragraph};
 
 /// How strict a class is under the default policy: unclassified is treated as
 /// destructive.
-pub fn strictness(risk: Risk) -> u8 {
+fn strictness(risk: Risk) -> u8 {
     match risk {
         Risk::Read => 0,
         Risk::Write => 1,

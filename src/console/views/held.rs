@@ -12,7 +12,7 @@ use crate::api::{HoldView, Resolution};
 use crate::console::keymap::Action;
 use crate::console::model::Model;
 use crate::console::table::{self, Column, ListState};
-use crate::console::text::{countdown, identity_label, short, target_label};
+use crate::console::text::{countdown, short, target_label};
 
 /// Below this many seconds left, a hold's countdown turns red.
 const NEAR_EXPIRY_SECS: i64 = 60;
@@ -105,9 +105,7 @@ impl Held {
             HoldSort::Expiry => {}
             HoldSort::Age => holds.sort_by(|a, b| a.call_id.cmp(&b.call_id)),
             HoldSort::Risk => holds.sort_by_key(|h| risk_rank(h)),
-            HoldSort::Identity => holds.sort_by(|a, b| {
-                identity_label(&a.call.identity).cmp(&identity_label(&b.call.identity))
-            }),
+            HoldSort::Identity => holds.sort_by_cached_key(|h| h.call.identity.label()),
         }
         holds
     }
@@ -121,21 +119,12 @@ impl Held {
     /// Returns the call that was selected when it left the list (the selection then
     /// moved to another call).
     pub fn reanchor(&mut self, model: &Model, page: usize) -> Option<String> {
-        let visible = self.visible(model);
-        let found = self
-            .anchor
-            .as_deref()
-            .and_then(|id| visible.iter().position(|h| h.call_id == id));
-        if let Some(i) = found {
-            self.list.selected = i;
-        }
-        self.list.scroll_into_view(visible.len(), page);
-        let gone = self
-            .anchor
-            .take()
-            .filter(|_| found.is_none() && !visible.is_empty());
-        self.anchor = visible.get(self.list.selected).map(|h| h.call_id.clone());
-        gone
+        let keys: Vec<String> = self
+            .visible(model)
+            .iter()
+            .map(|h| h.call_id.clone())
+            .collect();
+        self.list.reanchor(&mut self.anchor, &keys, page)
     }
 
     pub fn select(&mut self, index: usize, model: &Model, page: usize) {
@@ -242,7 +231,7 @@ impl Held {
                         (mark.to_owned(), theme.urgent),
                         countdown,
                         (state, state_style),
-                        (identity_label(&h.call.identity), Style::new()),
+                        (h.call.identity.label(), Style::new()),
                         (
                             tool_label(&h.call.upstream, &h.call.tool, shared),
                             Style::new(),

@@ -11,7 +11,7 @@ use crate::api::Outcome;
 use crate::console::keymap::Action;
 use crate::console::model::{Model, Row};
 use crate::console::table::{self, Column, ListState};
-use crate::console::text::{identity_label, target_label, time_label};
+use crate::console::text::{target_label, time_label};
 
 #[derive(Debug, Clone)]
 pub struct Live {
@@ -178,7 +178,7 @@ impl Live {
                 (
                     vec![
                         (time_label(&r.ts, ctx.now), Style::new()),
-                        (identity_label(&c.identity), Style::new()),
+                        (c.identity.label(), Style::new()),
                         (tool_label(&c.upstream, &c.tool, shared), Style::new()),
                         (c.risk.as_str().to_owned(), super::risk_style(c.risk, theme)),
                         (outcome, outcome_style),

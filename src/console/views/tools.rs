@@ -72,18 +72,17 @@ impl Tools {
     }
 
     pub fn reanchor(&mut self, model: &Model, page: usize) {
-        let visible = self.visible(model);
-        if let Some((u, n)) = &self.anchor
-            && let Some(i) = visible
-                .iter()
-                .position(|&i| model.tools[i].tool.upstream == *u && model.tools[i].tool.name == *n)
-        {
-            self.list.selected = i;
-        }
-        self.list.scroll_into_view(visible.len(), page);
-        self.anchor = self
-            .selected(model)
-            .map(|t| (t.tool.upstream.clone(), t.tool.name.clone()));
+        let keys: Vec<(String, String)> = self
+            .visible(model)
+            .iter()
+            .map(|&i| {
+                (
+                    model.tools[i].tool.upstream.clone(),
+                    model.tools[i].tool.name.clone(),
+                )
+            })
+            .collect();
+        self.list.reanchor(&mut self.anchor, &keys, page);
     }
 
     pub fn navigate(&mut self, action: Action, model: &Model, page: usize) -> bool {
