@@ -12,6 +12,7 @@ use super::keymap::{Action, Keymap};
 use super::model::{Model, Row};
 use super::popups::Answer;
 use super::popups::confirm::Confirm;
+use super::popups::draft::{Base, Draft, DraftAnswer, DraftState, EditRequest, unmark};
 use super::popups::picker::{Picked, Picker};
 use super::popups::prompt::{Prompt, PromptKind};
 use super::popups::reclassify::{Preview, Reclassify};
@@ -116,6 +117,65 @@ pub enum NetEvent {
         call_id: String,
         outcome: Result<Box<HoldView>, ResolveFailure>,
     },
+    /// What a policy draft would have done over the recent calls, or why not known.
+    DraftReplayed {
+        id: u64,
+        outcome: Result<Box<crate::api::ReplayReport>, DraftFailure>,
+    },
+    /// The answer to a draft's push: the `policy.changed` event, or why not.
+    DraftPushed {
+        id: u64,
+        outcome: Result<Box<Event>, DraftFailure>,
+    },
+    /// The answer to installing a draft as the shadow.
+    DraftShadowed {
+        id: u64,
+        outcome: Result<Box<crate::api::ShadowView>, DraftFailure>,
+    },
+}
+
+/// Why the gateway did not take a policy draft.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DraftFailure {
+    /// Not valid Cedar (400 `invalid_policy`), and where, when the gateway could say.
+    Invalid {
+        message: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    },
+    /// The policy moved on since the edit began (409 `stale_version`): this is the
+    /// version in force now.
+    Stale(Box<crate::api::PolicyVersion>),
+    Other(String),
+}
+
+impl DraftFailure {
+    /// The draft's state after this failure; `what` says what did not happen.
+    fn into_state(self, what: &str) -> DraftState {
+        match self {
+            DraftFailure::Invalid {
+                message,
+                line,
+                column,
+            } => DraftState::Invalid {
+                message,
+                line,
+                column,
+            },
+            DraftFailure::Stale(now) => DraftState::Stale(now),
+            DraftFailure::Other(why) => DraftState::Failed(format!("{what}: {why}")),
+        }
+    }
+}
+
+impl std::fmt::Display for DraftFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DraftFailure::Invalid { message, .. } => write!(f, "not valid Cedar: {message}"),
+            DraftFailure::Stale(now) => write!(f, "{} stored v{} meanwhile", now.by, now.version),
+            DraftFailure::Other(why) => f.write_str(why),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +219,26 @@ pub enum Command {
         tool: String,
         risk: Risk,
     },
+    /// Give the terminal to the operator's editor on this text; `App::on_edited` takes
+    /// what was saved.
+    Edit(Box<EditRequest>),
+    /// Validate a policy draft and replay the recent calls with it.
+    ReplayDraft {
+        id: u64,
+        text: String,
+    },
+    /// Put a draft in force, if the policy is still at `expected_version`.
+    PushDraft {
+        id: u64,
+        text: String,
+        note: Option<String>,
+        expected_version: u64,
+    },
+    /// Install a draft as the shadow policy.
+    ShadowDraft {
+        id: u64,
+        text: String,
+    },
     /// Connect to another context from the config.
     SwitchContext(String),
     /// Connect again, with a fresh token from the context's token command.
@@ -178,6 +258,7 @@ pub enum Mode {
     Confirm(Box<Confirm>),
     ClassPicker(Picker),
     Reclassify(Box<Reclassify>),
+    Draft(Box<Draft>),
 }
 
 /// The answers a bulk decision still waits for, to sum them up in one line.
@@ -234,6 +315,8 @@ pub struct App {
     lost_at: Option<DateTime<Utc>>,
     /// The clock, fixed by tests; the wall clock otherwise.
     pub clock: Option<DateTime<Utc>>,
+    /// The last policy draft's id, so that a late answer finds only its own draft.
+    drafts: u64,
 }
 
 impl App {
@@ -267,6 +350,7 @@ impl App {
             draft: None,
             lost_at: None,
             clock: None,
+            drafts: 0,
         }
     }
 
@@ -361,6 +445,7 @@ impl App {
             Mode::Confirm(_) | Mode::Reclassify(_) => {
                 self.asking().map(|a| a.actions()).unwrap_or_default()
             }
+            Mode::Draft(draft) => draft.actions(),
             Mode::ClassPicker(_) => Picker::actions(),
             Mode::Prompt(_) | Mode::Help => Vec::new(),
         }
@@ -391,6 +476,7 @@ impl App {
         match &self.mode {
             Mode::Confirm(c) => Some(&c.ask),
             Mode::Reclassify(r) => Some(&r.ask),
+            Mode::Draft(d) => Some(&d.ask),
             _ => None,
         }
     }
@@ -558,6 +644,29 @@ impl App {
                     .scroll_into_view(self.policy.versions.len(), page);
             }
             NetEvent::PolicyText(text) => self.policy.text = Some(*text),
+            NetEvent::DraftReplayed { id, outcome } => {
+                if let Some(draft) = self.draft_mut(id) {
+                    draft.state = match outcome {
+                        Ok(report) => DraftState::Ready(report),
+                        Err(failure) => failure.into_state("no replay"),
+                    };
+                }
+            }
+            NetEvent::DraftPushed { id, outcome } => self.on_draft_pushed(id, outcome),
+            NetEvent::DraftShadowed { id, outcome } => match outcome {
+                Ok(view) => {
+                    self.close_draft(id);
+                    self.want_policy = true;
+                    self.say(format!(
+                        "installed as the shadow ({}): it decides every call beside the policy in force and enforces nothing; :policy counts where they disagree",
+                        view.sha256.get(..12).unwrap_or(&view.sha256)
+                    ));
+                }
+                Err(failure) => match self.draft_mut(id) {
+                    Some(draft) => draft.state = failure.into_state("no shadow installed"),
+                    None => self.say(format!("no shadow installed: {failure}")),
+                },
+            },
             NetEvent::Previewed {
                 upstream,
                 tool,
@@ -579,6 +688,120 @@ impl App {
         if !lists_unchanged {
             self.reanchor();
         }
+    }
+
+    /// The open draft, if it is the one numbered `id`.
+    fn draft_mut(&mut self, id: u64) -> Option<&mut Draft> {
+        match &mut self.mode {
+            Mode::Draft(draft) if draft.id == id => Some(draft),
+            _ => None,
+        }
+    }
+
+    fn close_draft(&mut self, id: u64) {
+        if self.draft_mut(id).is_some() {
+            self.mode = Mode::Normal;
+        }
+    }
+
+    fn on_draft_pushed(&mut self, id: u64, outcome: Result<Box<Event>, DraftFailure>) {
+        match outcome {
+            Ok(event) => {
+                let was = self.draft_mut(id).map(|d| d.base.version);
+                self.close_draft(id);
+                self.want_policy = true;
+                if let EventBody::PolicyChanged { version, .. } = event.body {
+                    self.model.policy_version = self.model.policy_version.max(Some(version));
+                    self.say(match was {
+                        Some(was) => format!(
+                            "policy v{version} is in force (was v{was}): the next calls are decided by it"
+                        ),
+                        None => format!("policy v{version} is in force"),
+                    });
+                }
+            }
+            Err(failure) => match self.draft_mut(id) {
+                Some(draft) => draft.state = failure.into_state("not pushed"),
+                None => self.say(format!("not pushed: {failure}")),
+            },
+        }
+    }
+
+    /// What the editor left in the file: a changed text opens a draft and replays it;
+    /// an unchanged one from the policy view changes nothing; an empty one discards.
+    pub fn on_edited(
+        &mut self,
+        request: EditRequest,
+        saved: Result<String, String>,
+    ) -> Vec<Command> {
+        self.dirty = true;
+        let text = match saved {
+            Ok(text) => unmark(&text),
+            Err(why) => {
+                self.say(why);
+                return Vec::new();
+            }
+        };
+        let again = request.draft.and_then(|id| match &self.mode {
+            Mode::Draft(d) if d.id == id => Some(d.ask.clone()),
+            _ => None,
+        });
+        if text.trim().is_empty() {
+            if let Some(id) = request.draft {
+                self.close_draft(id);
+            }
+            self.say("the file was saved empty: the draft is discarded and nothing was pushed");
+            return Vec::new();
+        }
+        let base = request.base;
+        if again.is_none()
+            && base.from == base.version
+            && text.trim_end() == base.original.trim_end()
+        {
+            self.say(format!("no change: v{} stays in force", base.version));
+            return Vec::new();
+        }
+        self.drafts += 1;
+        let id = self.drafts;
+        let mut draft = Draft::new(id, text.clone(), base);
+        // A note typed before the editor opened again is kept.
+        if let Some(ask) = again {
+            draft.ask = ask;
+        }
+        self.mode = Mode::Draft(Box::new(draft));
+        vec![Command::ReplayDraft { id, text }]
+    }
+
+    /// `e` in the policy view: the text shown (the version in force, or an older one to
+    /// bring back) goes to the editor.
+    fn edit_policy(&mut self) -> Vec<Command> {
+        if let Some(since) = self.stale_since() {
+            self.say(format!(
+                "the gateway is unreachable (since {}): the policy cannot be changed until it is back",
+                super::text::clock(since)
+            ));
+            return Vec::new();
+        }
+        let (Some(in_force), Some(shown)) = (self.policy.versions.first(), &self.policy.text)
+        else {
+            self.say("the policy is still loading");
+            return Vec::new();
+        };
+        if self.model.policy_version > Some(in_force.version) {
+            self.say("the policy just changed; loading the new version first");
+            return vec![Command::FetchPolicy];
+        }
+        let base = Base {
+            version: in_force.version,
+            from: shown.stored.version,
+            original: shown.text.clone(),
+        };
+        vec![Command::Edit(Box::new(EditRequest {
+            text: shown.text.clone(),
+            line: None,
+            draft: None,
+            base,
+        }))]
     }
 
     fn on_event(&mut self, event: Event) {
@@ -776,6 +999,48 @@ impl App {
                         note,
                         dialog.undo_of,
                     )
+                }
+            },
+            Mode::Draft(mut draft) => match draft.on_key(key, &self.keymap) {
+                DraftAnswer::Stay => {
+                    self.mode = Mode::Draft(draft);
+                    Vec::new()
+                }
+                DraftAnswer::Discard => {
+                    self.say("draft discarded; nothing was pushed");
+                    Vec::new()
+                }
+                DraftAnswer::Edit(request) => {
+                    self.mode = Mode::Draft(draft);
+                    vec![Command::Edit(Box::new(request))]
+                }
+                answer @ (DraftAnswer::Push { .. } | DraftAnswer::Shadow) => {
+                    if let Some(since) = self.stale_since() {
+                        self.say(format!(
+                            "the gateway is unreachable (since {}): the draft is kept until it is back",
+                            super::text::clock(since)
+                        ));
+                        self.mode = Mode::Draft(draft);
+                        return Vec::new();
+                    }
+                    let (id, text) = (draft.id, draft.text.clone());
+                    let command = match answer {
+                        DraftAnswer::Push { note } => {
+                            draft.state = DraftState::Sending("pushing…");
+                            Command::PushDraft {
+                                id,
+                                text,
+                                note,
+                                expected_version: draft.base.version,
+                            }
+                        }
+                        _ => {
+                            draft.state = DraftState::Sending("installing as the shadow…");
+                            Command::ShadowDraft { id, text }
+                        }
+                    };
+                    self.mode = Mode::Draft(draft);
+                    vec![command]
                 }
             },
             Mode::ClassPicker(mut picker) => {
@@ -1102,7 +1367,13 @@ impl App {
                 }];
             }
             Action::Approve | Action::Deny => return self.open_confirm(action == Action::Approve),
-            Action::Confirm | Action::Reason | Action::Cancel | Action::Choose => {}
+            Action::EditPolicy => return self.edit_policy(),
+            Action::Confirm
+            | Action::Reason
+            | Action::Cancel
+            | Action::Choose
+            | Action::Shadow
+            | Action::EditAgain => {}
             // Handled by the views above.
             Action::Up
             | Action::Down
@@ -1397,3 +1668,6 @@ mod tests;
 
 #[cfg(test)]
 mod oncall;
+
+#[cfg(test)]
+mod drafts;

@@ -39,6 +39,9 @@ pub enum Action {
     SetUnclassified,
     /// In the tools view: put back the class this console changed last.
     Undo,
+    /// In the policy view: edit the policy text in `$VISUAL`/`$EDITOR`, then see what it
+    /// would have done before pushing it.
+    EditPolicy,
     /// In a dialog: do it.
     Confirm,
     /// In the approve/deny dialog: type a reason.
@@ -48,6 +51,10 @@ pub enum Action {
     Choose,
     /// In a dialog: close it and do nothing.
     Cancel,
+    /// In the policy draft: install it as the shadow instead of enforcing it.
+    Shadow,
+    /// In the policy draft: open the editor on it again.
+    EditAgain,
 }
 
 /// Where an action's keys are read: the views, or an open dialog. A key may mean one
@@ -59,7 +66,7 @@ pub enum Scope {
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 33] = [
         Action::Quit,
         Action::Command,
         Action::Help,
@@ -86,10 +93,13 @@ impl Action {
         Action::SetDestructive,
         Action::SetUnclassified,
         Action::Undo,
+        Action::EditPolicy,
         Action::Confirm,
         Action::Reason,
         Action::Choose,
         Action::Cancel,
+        Action::Shadow,
+        Action::EditAgain,
     ];
 
     /// Actions that change the gateway; read-only mode hides and refuses them.
@@ -105,12 +115,19 @@ impl Action {
                 | Action::SetDestructive
                 | Action::SetUnclassified
                 | Action::Undo
+                | Action::EditPolicy
+                | Action::Shadow
         )
     }
 
     pub fn scope(self) -> Scope {
         match self {
-            Action::Confirm | Action::Reason | Action::Cancel | Action::Choose => Scope::Dialog,
+            Action::Confirm
+            | Action::Reason
+            | Action::Cancel
+            | Action::Choose
+            | Action::Shadow
+            | Action::EditAgain => Scope::Dialog,
             _ => Scope::View,
         }
     }
@@ -167,10 +184,13 @@ impl Action {
             Action::SetDestructive => "set_destructive",
             Action::SetUnclassified => "set_unclassified",
             Action::Undo => "undo",
+            Action::EditPolicy => "edit_policy",
             Action::Confirm => "confirm",
             Action::Reason => "reason",
             Action::Cancel => "cancel",
             Action::Choose => "choose",
+            Action::Shadow => "shadow",
+            Action::EditAgain => "edit_again",
         }
     }
 
@@ -194,6 +214,8 @@ impl Action {
             Action::SetDestructive => "destructive",
             Action::SetUnclassified => "unclassified",
             Action::Reason => "reason/note",
+            Action::EditPolicy => "edit policy",
+            Action::EditAgain => "edit again",
             other => other.name(),
         }
     }
@@ -228,10 +250,15 @@ impl Action {
             Action::SetDestructive => "class: destructive",
             Action::SetUnclassified => "class: unclassified",
             Action::Undo => "undo this console's last class change",
+            Action::EditPolicy => {
+                "policy: edit the text shown in $VISUAL/$EDITOR, replay, then push"
+            }
             Action::Confirm => "dialog: confirm",
             Action::Reason => "dialog: type a reason or note",
             Action::Cancel => "dialog: cancel",
             Action::Choose => "class picker: set the class",
+            Action::Shadow => "policy draft: install as the shadow, enforcing nothing",
+            Action::EditAgain => "policy draft: open the editor on it again",
         }
     }
 }
@@ -361,6 +388,7 @@ impl Default for Keymap {
                 b("x", KeyCode::Char('x'), Action::SetDestructive),
                 b("u", KeyCode::Char('u'), Action::SetUnclassified),
                 b("U", KeyCode::Char('U'), Action::Undo),
+                b("e", KeyCode::Char('e'), Action::EditPolicy),
                 b("s", KeyCode::Char('s'), Action::Sort),
                 b("n", KeyCode::Char('n'), Action::Soonest),
                 b("y", KeyCode::Char('y'), Action::Confirm),
@@ -369,6 +397,8 @@ impl Default for Keymap {
                 b("esc", KeyCode::Esc, Action::Cancel),
                 b("n", KeyCode::Char('n'), Action::Cancel),
                 b("enter", KeyCode::Enter, Action::Cancel),
+                b("s", KeyCode::Char('s'), Action::Shadow),
+                b("e", KeyCode::Char('e'), Action::EditAgain),
             ],
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod editor;
 pub mod filter;
 pub mod keymap;
 pub mod model;
@@ -14,7 +15,9 @@ pub mod theme;
 pub mod ui;
 pub mod views;
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
@@ -253,11 +256,41 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         anyhow::bail!("toolgate console needs a terminal");
     }
     let mut screen = Screen::take(settings.mouse);
+    let editing = AtomicBool::new(false);
     // SIGTERM or SIGINT from outside (the terminal's own Ctrl-C is a key here) end the
     // console as `q` does, with the terminal restored.
     tokio::select! {
-        result = event_loop(&mut screen.terminal, client, &settings, theme) => result,
-        () = crate::shutdown_signal() => Ok(()),
+        result = event_loop(&mut screen.terminal, client, &settings, theme, &editing) => result,
+        () = stop_signal(&editing) => Ok(()),
+    }
+}
+
+/// SIGTERM, or SIGINT unless the editor has the terminal: a Ctrl-C there is the
+/// editor's (git ignores it too while its editor runs).
+async fn stop_signal(editing: &AtomicBool) {
+    #[cfg(unix)]
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        #[cfg(unix)]
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                if !editing.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            () = terminated => return,
+        }
     }
 }
 
@@ -282,11 +315,78 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        if self.mouse {
-            let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
-        }
-        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableFocusChange);
-        ratatui::restore();
+        leave_screen(self.mouse);
+    }
+}
+
+/// Gives the terminal back as it was: cooked mode, the main screen, no mouse reports.
+fn leave_screen(mouse: bool) {
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    }
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableFocusChange);
+    ratatui::restore();
+}
+
+/// Takes the terminal again after the editor had it, and draws everything anew.
+fn enter_screen(terminal: &mut DefaultTerminal, mouse: bool) {
+    let _ = crossterm::terminal::enable_raw_mode();
+    let _ = crossterm::execute!(
+        std::io::stdout(),
+        crossterm::terminal::EnterAlternateScreen,
+        crossterm::event::EnableFocusChange
+    );
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    }
+    // A blank frame first, so the next one is drawn whole over the fresh screen.
+    // (`Terminal::clear` asks the terminal where its cursor is first, and gives up
+    // without forgetting the old frame when the answer is slow.)
+    let _ = terminal.draw(|frame| frame.render_widget(ratatui::widgets::Clear, frame.area()));
+}
+
+/// Runs the operator's editor on `request`'s text in a private temporary file, with the
+/// terminal given to it, and answers what was saved. The network's events still reach
+/// the app meanwhile, so nothing that happens while the editor is open is missed.
+async fn edit_outside(
+    terminal: &mut DefaultTerminal,
+    keys: &mut EventStream,
+    mouse: bool,
+    editing: &AtomicBool,
+    request: &popups::draft::EditRequest,
+    app: &mut App,
+    link: &mut Link,
+) -> Result<String, String> {
+    let file = tempfile::Builder::new()
+        .prefix("toolgate-policy-")
+        .suffix(".cedar")
+        .tempfile()
+        .map_err(|e| format!("cannot make the draft's file: {e}"))?;
+    std::fs::write(file.path(), &request.text)
+        .map_err(|e| format!("cannot write the draft's file: {e}"))?;
+    let editor = editor::chosen();
+    // The key reader stops first: left running, it would take keys meant for the editor.
+    *keys = EventStream::new();
+    leave_screen(mouse);
+    editing.store(true, Ordering::SeqCst);
+    let status = match editor::command(&editor, file.path(), request.line).spawn() {
+        Ok(mut child) => loop {
+            tokio::select! {
+                status = child.wait() => break status.map_err(|e| e.to_string()),
+                Some(event) = link.rx.recv() => app.on_net(event),
+            }
+        },
+        Err(e) => Err(format!(
+            "cannot start the editor {editor:?}: {e}; set $VISUAL or $EDITOR"
+        )),
+    };
+    editing.store(false, Ordering::SeqCst);
+    enter_screen(terminal, mouse);
+    app.dirty = true;
+    match status? {
+        s if s.success() => std::fs::read_to_string(file.path())
+            .map_err(|e| format!("cannot read the draft back: {e}")),
+        s => Err(format!("the editor ({editor}) {s}: nothing changed")),
     }
 }
 
@@ -339,6 +439,7 @@ async fn event_loop(
     client: ControlClient,
     settings: &Settings,
     mut theme: ui::Theme,
+    editing: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut app = App::new(settings.ring, settings.start.read_only);
     app.keymap = settings.config.keymap.clone();
@@ -441,7 +542,8 @@ async fn event_loop(
             }
             () = tokio::time::sleep(wait) => {}
         }
-        for command in commands {
+        let mut commands = VecDeque::from(commands);
+        while let Some(command) = commands.pop_front() {
             let (client, tx) = (link.client.clone(), link.tx.clone());
             match command {
                 Command::Quit => return Ok(()),
@@ -458,6 +560,27 @@ async fn event_loop(
                     tool,
                     risk,
                 } => net::preview(client, upstream, tool, risk, tx),
+                Command::Edit(request) => {
+                    let saved = edit_outside(
+                        terminal,
+                        &mut keys,
+                        settings.mouse,
+                        editing,
+                        &request,
+                        &mut app,
+                        &mut link,
+                    )
+                    .await;
+                    commands.extend(app.on_edited(*request, saved));
+                }
+                Command::ReplayDraft { id, text } => net::replay_draft(client, id, text, tx),
+                Command::PushDraft {
+                    id,
+                    text,
+                    note,
+                    expected_version,
+                } => net::push_draft(client, id, text, note, expected_version, tx),
+                Command::ShadowDraft { id, text } => net::shadow_draft(client, id, text, tx),
                 Command::SetRisk {
                     upstream,
                     tool,

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::app::{Connection, NetEvent, ResolveFailure, RiskFailure};
+use super::app::{Connection, DraftFailure, NetEvent, ResolveFailure, RiskFailure};
 use crate::api::{StreamFrame, StreamNotice};
 use crate::client::{ClientError, ControlClient};
 
@@ -419,6 +419,86 @@ pub fn preview(
                 outcome,
             })
             .await;
+    });
+}
+
+impl From<ClientError> for DraftFailure {
+    fn from(e: ClientError) -> DraftFailure {
+        match e {
+            ClientError::Api {
+                code,
+                message,
+                line,
+                column,
+                ..
+            } if code == "invalid_policy" => DraftFailure::Invalid {
+                message,
+                line,
+                column,
+            },
+            ClientError::Api {
+                code,
+                policy: Some(now),
+                ..
+            } if code == "stale_version" => DraftFailure::Stale(now),
+            other => DraftFailure::Other(other.to_string()),
+        }
+    }
+}
+
+/// Validates a policy draft and replays the last decisions with it, on its own task:
+/// the gateway answers 400 `invalid_policy` with line and column as a push would.
+pub fn replay_draft(client: ControlClient, id: u64, text: String, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let request = crate::api::ReplayRequest {
+            policy: Some(text),
+            window: Some(crate::api::ReplayWindow::Last(
+                super::popups::draft::DRAFT_WINDOW,
+            )),
+            page: Some(crate::api::ReplayPage {
+                after: None,
+                upto: None,
+                limit: Some(super::popups::draft::SAMPLE),
+            }),
+            ..Default::default()
+        };
+        let outcome = client
+            .replay(&request)
+            .await
+            .map(Box::new)
+            .map_err(DraftFailure::from);
+        let _ = tx.send(NetEvent::DraftReplayed { id, outcome }).await;
+    });
+}
+
+/// Pushes a draft at the version its edit began from, on its own task.
+pub fn push_draft(
+    client: ControlClient,
+    id: u64,
+    text: String,
+    note: Option<String>,
+    expected_version: u64,
+    tx: mpsc::Sender<NetEvent>,
+) {
+    tokio::spawn(async move {
+        let outcome = client
+            .put_policy(&text, note, Some(expected_version))
+            .await
+            .map(Box::new)
+            .map_err(DraftFailure::from);
+        let _ = tx.send(NetEvent::DraftPushed { id, outcome }).await;
+    });
+}
+
+/// Installs a draft as the shadow policy, on its own task.
+pub fn shadow_draft(client: ControlClient, id: u64, text: String, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let outcome = client
+            .put_shadow(&text)
+            .await
+            .map(Box::new)
+            .map_err(DraftFailure::from);
+        let _ = tx.send(NetEvent::DraftShadowed { id, outcome }).await;
     });
 }
 

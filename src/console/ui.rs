@@ -83,6 +83,14 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
             picker.draw(frame, area, entry, &app.keymap, theme);
         }
         Mode::Reclassify(dialog) => dialog.draw(frame, area, &app.keymap, theme),
+        Mode::Draft(draft) => draft.draw(
+            frame,
+            area,
+            app.model.policy_version,
+            &app.keymap,
+            theme,
+            ctx.clock(),
+        ),
         Mode::Prompt(_) | Mode::Normal => {}
     }
 }

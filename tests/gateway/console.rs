@@ -10,6 +10,24 @@ use crate::support::*;
 
 const APPROVER: &str = "tg_test-console-approver";
 
+/// `toolgate console` for `gw` in a 120x40 tmux, with `token`, an empty config.toml in
+/// `dir`, and `env` besides.
+fn console_for(gw: &GatewayProc, token: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Tmux {
+    let command = format!(
+        "{} console --gateway http://{} --bell off",
+        env!("CARGO_BIN_EXE_toolgate"),
+        gw.control
+    );
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut all = vec![
+        ("TOOLGATE_TOKEN", token),
+        ("TOOLGATE_CONSOLE_CONFIG", config.to_str().unwrap()),
+    ];
+    all.extend_from_slice(env);
+    Tmux::start(&command, &all, 120, 40)
+}
+
 #[tokio::test]
 async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_survives_a_restart() {
     let upstream = PyUpstream::start().await;
@@ -22,23 +40,8 @@ async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_sur
     prime_catalog(&gw).await;
     call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "before"})).await;
 
-    let command = format!(
-        "{} console --gateway http://{} --bell off",
-        env!("CARGO_BIN_EXE_toolgate"),
-        gw.control
-    );
     let no_config = tempfile::tempdir().unwrap();
-    let config_path = no_config.path().join("config.toml");
-    std::fs::write(&config_path, "").unwrap();
-    let tmux = Tmux::start(
-        &command,
-        &[
-            ("TOOLGATE_TOKEN", APPROVER),
-            ("TOOLGATE_CONSOLE_CONFIG", config_path.to_str().unwrap()),
-        ],
-        120,
-        40,
-    );
+    let tmux = console_for(&gw, APPROVER, no_config.path(), &[]);
     tmux.wait_for("● connected").await;
     tmux.wait_for("page:before").await;
 
@@ -83,16 +86,23 @@ async fn an_operator_approves_a_held_call_in_a_real_terminal_and_the_console_sur
 
 const ADMIN: &str = "tg_test-console-admin";
 
-#[tokio::test]
-async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_one() {
+/// A gateway in front of the Python upstream, with ada as its admin, its catalog read.
+async fn gateway_with_admin(upstream_settings: &str) -> (PyUpstream, GatewayProc) {
     let upstream = PyUpstream::start().await;
     let config = format!(
         "{}\n[[operator]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
-        upstream.config("trust_annotations = true\nhold_timeout_secs = 30"),
+        upstream.config(upstream_settings),
         sha256_hex(ADMIN)
     );
     let gw = start_gateway(&config).await;
     prime_catalog(&gw).await;
+    (upstream, gw)
+}
+
+#[tokio::test]
+async fn a_risk_edit_in_the_tools_view_turns_the_next_held_call_into_an_allowed_one() {
+    let (_upstream, gw) =
+        gateway_with_admin("trust_annotations = true\nhold_timeout_secs = 30").await;
 
     // The console's own config: a context whose token comes from a command.
     let dir = tempfile::tempdir().unwrap();
@@ -346,4 +356,157 @@ async fn the_console_network_stops_at_a_rejected_token_instead_of_retrying() {
         .expect("the network task ends")
         .unwrap();
     assert!(rx.recv().await.is_none());
+}
+
+/// A stand-in for vi: it asks for a reason on the terminal (so only a console that
+/// gave the terminal away lets the keys reach it), then adds a policy to the file.
+const FAKE_EDITOR: &str = r#"#!/bin/sh
+for f in "$@"; do file="$f"; done
+printf 'fake editor: why? '
+read reason
+cat >> "$file" <<POLICY
+
+@id("e2e-ci-page-reads-denied")
+@reason("$reason")
+forbid (principal == Token::"ci-bot", action == Action::"call_tool", resource == Tool::"py/read_page");
+POLICY
+"#;
+
+#[tokio::test]
+async fn a_policy_edited_in_the_editor_is_replayed_then_pushed_and_decides_the_next_call() {
+    let (_upstream, gw) =
+        gateway_with_admin("trust_annotations = true\nhold_timeout_secs = 30").await;
+    // The recorded calls the draft is replayed against: two page reads by ci-bot.
+    for page in ["one", "two"] {
+        let answer = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": page})).await;
+        assert!(answer.get("result").is_some(), "{answer}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let editor = dir.path().join("fake-editor");
+    std::fs::write(&editor, FAKE_EDITOR).unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tmux = console_for(
+        &gw,
+        ADMIN,
+        dir.path(),
+        &[("VISUAL", ""), ("EDITOR", editor.to_str().unwrap())],
+    );
+    tmux.wait_for("● connected").await;
+    tmux.send(&[":policy", "Enter"]);
+    tmux.wait_for("in force   v1").await;
+    tmux.wait_for("@id(\"read-allowed\")").await;
+
+    // The editor gets the terminal: it asks on the screen, and the keys reach it.
+    tmux.send(&["e"]);
+    tmux.wait_for("fake editor: why?").await;
+    tmux.send(&["-l", "pages are off limits to ci"]);
+    tmux.send(&["Enter"]);
+
+    // Back in the console: the draft, replayed over the recorded calls.
+    let screen = tmux.wait_for("valid · replayed the last 2 decisions").await;
+    assert!(screen.contains("an edit of v1 (in force)"), "{screen}");
+    let screen = tmux.wait_for("allow→deny 2").await;
+    for expected in [
+        "unchanged 0",
+        "tools       py/read_page allow→deny 2",
+        "identities  token:ci-bot allow→deny 2",
+        "y push over v1",
+    ] {
+        assert!(screen.contains(expected), "{expected:?}:\n{screen}");
+    }
+    assert!(
+        screen.contains("page:one") && screen.contains("e2e-ci-page-reads-denied"),
+        "a sample of the changed calls:\n{screen}"
+    );
+    tmux.send(&["y"]);
+    // The status line says so for a few seconds (the push's answer or the stream's
+    // event, whichever came last); the view shows it for good.
+    tmux.wait_for("in force   v2 (").await;
+    tmux.wait_for("policy v2").await;
+
+    // The next matching call is decided by v2, with the reason typed in the editor.
+    let answer = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "three"})).await;
+    assert!(
+        answer.get("result").is_none() || answer["result"]["isError"] == true,
+        "{answer}"
+    );
+    assert!(
+        answer.to_string().contains("pages are off limits to ci"),
+        "{answer}"
+    );
+    let last = crate::decisions::decisions(&gw).await.pop().unwrap();
+    assert_eq!(last["outcome"], "deny");
+    assert_eq!(last["policy_ids"], json!(["e2e-ci-page-reads-denied"]));
+    let versions = http()
+        .get(gw.control_url("/api/v1/policy/versions"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(versions["versions"][0]["version"], 2);
+    assert_eq!(versions["versions"][0]["by"], "ada");
+}
+
+#[tokio::test]
+async fn a_drafts_replay_push_and_shadow_read_the_real_gateways_answers() {
+    use toolgate::console::app::{DraftFailure, NetEvent};
+    use toolgate::console::net;
+    let (_upstream, gw) = gateway_with_admin("").await;
+    let client =
+        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), ADMIN).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the gateway answers")
+            .expect("an event")
+    };
+
+    // Not Cedar: the draft learns where.
+    net::replay_draft(
+        client.clone(),
+        1,
+        "permit (principal, action, resource);\nforbid (principal action, resource);\n".into(),
+        tx.clone(),
+    );
+    match next().await {
+        NetEvent::DraftReplayed {
+            id: 1,
+            outcome: Err(DraftFailure::Invalid { line, column, .. }),
+        } => assert_eq!((line, column), (Some(2), Some(19))),
+        other => panic!("{other:?}"),
+    }
+
+    // Someone stores v2 after the edit began from v1: the push is refused and says who.
+    let text = "permit (principal, action, resource);\n";
+    client
+        .put_policy(text, Some("bob's change".into()), None)
+        .await
+        .unwrap();
+    net::push_draft(client.clone(), 2, text.into(), None, 1, tx.clone());
+    match next().await {
+        NetEvent::DraftPushed {
+            id: 2,
+            outcome: Err(DraftFailure::Stale(now)),
+        } => assert_eq!(
+            (now.version, now.by.as_str(), now.note.as_deref()),
+            (2, "ada", Some("bob's change"))
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // Installed as the shadow, the draft's text is what the gateway holds.
+    net::shadow_draft(client.clone(), 3, text.into(), tx.clone());
+    match next().await {
+        NetEvent::DraftShadowed {
+            id: 3,
+            outcome: Ok(view),
+        } => assert_eq!(view.sha256, sha256_hex(text)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.shadow().await.unwrap().unwrap().text, text);
 }

@@ -18,7 +18,7 @@ fn ctrl(c: char) -> KeyEvent {
 }
 
 /// The screen as lines of text.
-fn screen(terminal: &Terminal<TestBackend>) -> Vec<String> {
+pub(super) fn screen(terminal: &Terminal<TestBackend>) -> Vec<String> {
     let buffer = terminal.backend().buffer();
     let width = buffer.area.width as usize;
     buffer

@@ -2,6 +2,7 @@
 //! keys and draws itself over the view.
 
 pub mod confirm;
+pub mod draft;
 pub mod help;
 pub mod picker;
 pub mod prompt;

@@ -28,6 +28,7 @@ pub struct PolicyState {
 impl PolicyState {
     pub fn actions(&self) -> Vec<Action> {
         vec![
+            Action::EditPolicy,
             Action::Up,
             Action::Down,
             Action::Detail,
