@@ -446,7 +446,8 @@ impl Keymap {
                     ));
                     continue;
                 }
-                if let Some(theirs) = map.bindings.iter().position(clashes) {
+                // Every default with that key goes: `e` is edit_class and edit_policy.
+                while let Some(theirs) = map.bindings.iter().position(clashes) {
                     let lost = map.bindings.remove(theirs).action;
                     let none_left = !map.bindings.iter().any(|b| b.action == lost);
                     conflicts.push(format!(
@@ -575,6 +576,23 @@ mod tests {
         // Up keeps its arrow when `k` goes elsewhere, and the report says nothing more.
         let (_, conflicts) = Keymap::with_user(&user(&[(Action::Mark, &["k"])]));
         assert_eq!(conflicts, ["key k was up's by default and is now mark's"]);
+
+        // `e` is two views' default: both lose it, and both are named.
+        let (map, conflicts) = Keymap::with_user(&user(&[(Action::Mark, &["e"])]));
+        assert_eq!(
+            conflicts,
+            [
+                "key e was edit_class's by default and is now mark's; edit_class has no key left",
+                "key e was edit_policy's by default and is now mark's; edit_policy has no key left"
+            ]
+        );
+        let e = press(KeyCode::Char('e'), KeyModifiers::NONE);
+        assert_eq!(map.action_among(&e, &[Action::EditPolicy]), None);
+        assert_eq!(
+            map.action_among(&e, &[Action::EditAgain]),
+            Some(Action::EditAgain),
+            "a dialog's e stays"
+        );
 
         let (map, conflicts) =
             Keymap::with_user(&user(&[(Action::Approve, &["z"]), (Action::Deny, &["z"])]));
