@@ -168,6 +168,22 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Work with the gateway's store (`[store]` in the config).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Run the store's migrations that have not run yet, and say how many ran. The
+    /// gateway runs them at start too; this runs them ahead, as a deploy step.
+    Migrate {
+        /// The gateway's TOML config, whose `[store]` names the store.
+        #[arg(long, short, value_name = "FILE", env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,35 @@ pub struct Config {
     pub redact: RedactSection,
     #[serde(default, rename = "notify")]
     pub notifies: Vec<NotifyConfig>,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[store]`: where decisions, holds, the catalog and policy versions live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite://DIR` (the directory holding `toolgate.db`; empty means `data_dir`), or
+    /// `postgres://USER@HOST:PORT/DB` for a database several replicas share. Unset:
+    /// SQLite in `data_dir`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable that holds the PostgreSQL password: never the file.
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            url: None,
+            password_env: default_password_env(),
+        }
+    }
+}
+
+fn default_password_env() -> String {
+    "PGPASSWORD".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -375,6 +404,13 @@ impl Config {
         if let Some(f) = self.gateway.key_file.as_mut() {
             resolve(f);
         }
+        if let Some(url) = self.store.url.as_mut()
+            && let Some(dir) = url.strip_prefix("sqlite://")
+            && !dir.is_empty()
+            && Path::new(dir).is_relative()
+        {
+            *url = format!("sqlite://{}", base.join(dir).display());
+        }
         if let Some(f) = self.oauth.as_mut().and_then(|o| o.jwks_file.as_mut()) {
             resolve(f);
         }
@@ -388,6 +424,38 @@ impl Config {
         directories::ProjectDirs::from("", "", "toolgate")
             .map(|d| d.data_dir().to_owned())
             .unwrap_or_else(|| PathBuf::from("toolgate-data"))
+    }
+
+    /// Where the store lives, from `[store] url` (SQLite in `data_dir` by default).
+    pub fn store_location(&self) -> Result<crate::gateway::store::Location, String> {
+        use crate::gateway::store::Location;
+        let Some(url) = self.store.url.as_deref() else {
+            return Ok(Location::Sqlite(self.data_dir()));
+        };
+        if let Some(dir) = url.strip_prefix("sqlite://") {
+            return Ok(Location::Sqlite(if dir.is_empty() {
+                self.data_dir()
+            } else {
+                PathBuf::from(dir)
+            }));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let parsed = url::Url::parse(url).map_err(|e| format!("[store] url: {e}"))?;
+            if parsed.password().is_some() {
+                return Err(format!(
+                    "[store] url must not carry a password: set the environment variable {} (`[store] password_env`) instead",
+                    self.store.password_env
+                ));
+            }
+            return Ok(Location::Postgres {
+                url: url.to_owned(),
+                password_env: self.store.password_env.clone(),
+            });
+        }
+        Err(format!(
+            "[store] url must start with sqlite:// or postgres://, not {:?}",
+            url.split("://").next().unwrap_or(url)
+        ))
     }
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
@@ -404,6 +472,12 @@ impl Config {
         }
         if g.store_timeout_ms == 0 {
             return Err("[gateway] store_timeout_ms must be greater than 0".into());
+        }
+        let location = self.store_location()?;
+        if matches!(location, crate::gateway::store::Location::Postgres { .. })
+            && g.key_file.is_none()
+        {
+            return Err("[gateway] key_file is required with a PostgreSQL store: every replica needs the same deployment secret (toolgate keygen -o FILE)".into());
         }
         if g.max_sessions == 0 {
             return Err("[gateway] max_sessions must be greater than 0".into());

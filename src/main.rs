@@ -4,7 +4,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use toolgate::cli::{
-    CallIdArg, Cli, Command, ControlArgs, OutputFormat, PolicyCommand, TokenCommand, pick_hold,
+    CallIdArg, Cli, Command, ControlArgs, OutputFormat, PolicyCommand, StoreCommand, TokenCommand,
+    pick_hold,
 };
 use toolgate::cli_output;
 use toolgate::client::{ClientError, ControlClient};
@@ -144,6 +145,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!(
                 "{}",
                 toolgate::token::describe_new_token(&name, &token, &issued)
+            );
+            Ok(())
+        }
+        Command::Store {
+            command: StoreCommand::Migrate { config },
+        } => {
+            let config = Config::load(&config)?;
+            let location = config.store_location().map_err(anyhow::Error::msg)?;
+            let (ran, steps) = runtime()?
+                .block_on(toolgate::gateway::store::migrate(&location))
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot migrate the store ({}): {e}", location.describe())
+                })?;
+            println!(
+                "toolgate store migrate: {} at schema step {steps} of {steps} ({ran} run now)",
+                location.describe()
             );
             Ok(())
         }

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, oneshot};
 use super::identity::Identity;
 use super::keys::CallMac;
 use super::policy::Decision;
-use super::store::{Store, StoreError, StoredHold, WriteOp, decision_of};
+use super::store::{HoldState, Store, StoreError, StoredHold, WriteOp, decision_of};
 use crate::api::{
     DecisionEvent, EventBody, HoldPhase, HoldView, IdentityKind, Outcome, Resolution,
 };
@@ -127,7 +127,22 @@ pub enum ResolveError {
     #[error("the hold is already resolved")]
     AlreadyResolved(Box<HoldView>),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ResolveError {
+    /// A resolution the store refused because the hold was resolved first (elsewhere)
+    /// is a race lost, answered with how the hold ended.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::HoldTaken(stored) => match restore(&stored) {
+                Some(hold) => ResolveError::AlreadyResolved(Box::new(hold.view(&stored.call_id))),
+                None => ResolveError::Store(StoreError::HoldTaken(stored)),
+            },
+            StoreError::NoSuchHold => ResolveError::NotFound,
+            other => ResolveError::Store(other),
+        }
+    }
 }
 
 /// What re-evaluating a held call needs.
@@ -593,6 +608,7 @@ impl Holds {
         let reason = Some(format!("run as the identical retry {}", decision.call_id));
         let consumed = WriteOp::HoldResolved {
             call_id: call_id.clone(),
+            from: HoldState::Approved,
             resolution: Resolution::Consumed,
             by: "client".into(),
             reason: reason.clone(),
@@ -683,6 +699,12 @@ impl Holds {
             .store
             .write_in_time(WriteOp::HoldResolved {
                 call_id: call_id.to_owned(),
+                // Only an approved hold is run; anything else resolves an open one.
+                from: if resolution == Resolution::Consumed {
+                    HoldState::Approved
+                } else {
+                    HoldState::Unresolved
+                },
                 resolution,
                 by: by.to_owned(),
                 reason: reason.clone(),

@@ -81,12 +81,13 @@ pub struct Gateway {
 impl Gateway {
     pub async fn new(config: Config) -> anyhow::Result<Self> {
         let data_dir = config.data_dir();
-        let store = Store::open(
-            &data_dir,
+        let location = config.store_location().map_err(anyhow::Error::msg)?;
+        let store = Store::open_at(
+            &location,
             Duration::from_millis(config.gateway.store_timeout_ms),
         )
         .await
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        .with_context(|| format!("cannot open the store ({})", location.describe()))?;
         let key =
             keys::DeploymentKey::load_or_create(config.gateway.key_file.as_deref(), &data_dir)?;
         let store_id = store.store_id().await?;

@@ -1,21 +1,22 @@
-//! The durable store: SQLite under `data_dir`.
+//! The durable store: SQLite under `data_dir` (the default), or PostgreSQL shared by
+//! several replicas. The data plane and the control API see one interface.
 //!
-//! One writer thread owns the only write connection (rusqlite) and commits in groups:
+//! One writer thread per process owns the only write connection and commits in groups:
 //! whatever arrived while the last commit ran goes into the next transaction, and each
-//! caller awaits its own commit. The event seq is assigned inside that transaction, so
-//! it is dense and durable. WAL with `synchronous = NORMAL` survives a process crash; a
-//! pool of sqlx reader connections serves queries beside the writer.
+//! caller awaits its own commit. The event seq is assigned inside that transaction,
+//! under the store's write lock, so it is dense and durable. A pool of reader
+//! connections serves queries beside the writer.
 
+mod postgres;
+mod sqlite;
 mod writer;
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::{PgPool, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::api::{
@@ -23,6 +24,7 @@ use crate::api::{
     PolicyVersion, Resolution, Risk, ToolRow,
 };
 use crate::config::OnToolChange;
+pub use sqlite::{DB_FILE, MIGRATIONS};
 pub use writer::Job;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,6 +46,29 @@ pub enum StoreError {
     /// A policy edit's expected version is not the one in force (`None`: none is stored).
     #[error("the policy is at version {}, not the expected one", .0.as_ref().map_or(0, |p| p.version))]
     StalePolicy(Option<Box<PolicyVersion>>),
+    /// A resolution found the hold no longer in the state it expected: someone (another
+    /// request, another replica) resolved it first. This is the hold as it is now.
+    #[error("the hold was already resolved")]
+    HoldTaken(Box<StoredHold>),
+    #[error("no such hold")]
+    NoSuchHold,
+    #[error("{0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// A write refused as that write's answer (it wrote nothing), not a failure of the
+    /// store: the rest of its group commits.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoSuchTool
+                | StoreError::StaleVersion(_)
+                | StoreError::StalePolicy(_)
+                | StoreError::HoldTaken(_)
+                | StoreError::NoSuchHold
+        )
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -109,9 +134,11 @@ pub enum WriteOp {
     },
     /// Store a new hold, with `hold.created`.
     HoldCreated(Box<StoredHold>),
-    /// Resolve a hold, with `hold.resolved`.
+    /// Resolve a hold that is still in `from`, with `hold.resolved`; refused with
+    /// `HoldTaken` when it is not.
     HoldResolved {
         call_id: String,
+        from: HoldState,
         resolution: Resolution,
         by: String,
         reason: Option<String>,
@@ -129,6 +156,15 @@ pub enum WriteOp {
         /// Set when the version came from `[policy] file`.
         file_sha256: Option<String>,
     },
+}
+
+/// Which holds a resolution applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    /// Not resolved yet: an approval, a denial, an expiry, a cancel.
+    Unresolved,
+    /// Approved and not yet run: its run (`consumed`).
+    Approved,
 }
 
 /// A tool as one listing showed it.
@@ -187,86 +223,35 @@ pub struct StoredHold {
     pub resolved_at: Option<String>,
 }
 
-/// Each step runs once, in order; the store records how many have run (SQLite's
-/// `user_version`). A step is never edited once released: a change is a new step.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
-
--- The audit log and event stream: every event, in order, as the wire shows it.
-CREATE TABLE events (
-    seq INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    call_id TEXT,
-    body TEXT NOT NULL
-);
-CREATE INDEX events_by_call ON events (call_id) WHERE call_id IS NOT NULL;
-CREATE INDEX events_by_kind ON events (kind, seq);
-
--- The catalog: one row per (upstream, tool), listed or only seeded.
-CREATE TABLE tools (
-    upstream TEXT NOT NULL,
-    name TEXT NOT NULL,
-    title TEXT,
-    description TEXT,
-    annotations TEXT,            -- JSON object, NULL when the tool has none
-    input_schema TEXT,           -- JSON
-    definition_sha256 TEXT,      -- NULL until the tool is listed
-    suggested_risk TEXT NOT NULL,
-    risk TEXT NOT NULL,
-    risk_source TEXT NOT NULL,   -- annotations | default | seed | operator | reset
-    version INTEGER NOT NULL,
-    updated_by TEXT,
-    updated_at TEXT NOT NULL,
-    note TEXT,
-    first_listed TEXT,
-    last_listed TEXT,
-    PRIMARY KEY (upstream, name)
-);
-
--- Every definition a tool has been listed with, so a change can show old and new.
-CREATE TABLE tool_definitions (
-    upstream TEXT NOT NULL,
-    name TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    definition TEXT NOT NULL,    -- RFC 8785 canonical JSON
-    first_seen TEXT NOT NULL,
-    PRIMARY KEY (upstream, name, sha256)
-);
-
--- Held calls. The arguments here are redacted; the unredacted ones live only in memory.
-CREATE TABLE holds (
-    call_id TEXT PRIMARY KEY,
-    call_hash TEXT NOT NULL,     -- identity, upstream, tool and canonical arguments
-    identity TEXT NOT NULL,      -- JSON
-    decision TEXT NOT NULL,      -- JSON: the decision event
-    session_id TEXT,
-    request_id TEXT NOT NULL,    -- JSON
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    resolution TEXT,
-    resolved_by TEXT,
-    reason TEXT,
-    resolved_at TEXT
-);
-CREATE INDEX holds_open ON holds (expires_at) WHERE resolution IS NULL OR resolution = 'approved';
-
--- Every policy version; the highest is in force.
-CREATE TABLE policies (
-    version INTEGER PRIMARY KEY,
-    text TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    by TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-"#,
-    // Why a policy version was stored, as its edit said.
-    "ALTER TABLE policies ADD COLUMN note TEXT;",
-    // A replay's `since` window finds its first decision without reading older ones.
-    "CREATE INDEX events_by_kind_ts ON events (kind, ts);",
-];
+impl StoredHold {
+    /// From a row's columns, each read as text by name.
+    fn from_text(get: impl Fn(&str) -> Option<String>) -> StoredHold {
+        let created_at = get("created_at").unwrap_or_default();
+        let expires_at = get("expires_at").unwrap_or_default();
+        let ttl_ms = match (
+            chrono::DateTime::parse_from_rfc3339(&created_at),
+            chrono::DateTime::parse_from_rfc3339(&expires_at),
+        ) {
+            (Ok(c), Ok(e)) => (e - c).num_milliseconds().max(0) as u64,
+            _ => 0,
+        };
+        StoredHold {
+            call_id: get("call_id").unwrap_or_default(),
+            call_hash: get("call_hash").unwrap_or_default(),
+            identity: get("identity").unwrap_or_default(),
+            decision: get("decision").unwrap_or_default(),
+            session_id: get("session_id"),
+            request_id: get("request_id").unwrap_or_default(),
+            created_at,
+            expires_at,
+            ttl_ms,
+            resolution: get("resolution").as_deref().and_then(Resolution::parse),
+            resolved_by: get("resolved_by"),
+            reason: get("reason"),
+            resolved_at: get("resolved_at"),
+        }
+    }
+}
 
 /// A committed event as subscribers get it: its seq and its JSON, serialized once.
 #[derive(Debug)]
@@ -279,10 +264,79 @@ pub struct Published {
 /// falls further behind is closed with `lagged` and resumes with `since=`.
 pub const LIVE_EVENTS: usize = 1024;
 
+/// Where the store lives: `[store] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite database in this directory (`sqlite://DIR`, or the data dir).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database several replicas share; the password comes from the
+    /// environment variable `password_env`, never from the URL.
+    Postgres { url: String, password_env: String },
+}
+
+impl Location {
+    /// What the logs and errors call it, without secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(dir) => format!("SQLite in {}", dir.display()),
+            Location::Postgres { url, .. } => {
+                let mut shown = url::Url::parse(url)
+                    .map(|u| {
+                        format!(
+                            "{}:{}{}",
+                            u.host_str().unwrap_or("localhost"),
+                            u.port().unwrap_or(5432),
+                            u.path()
+                        )
+                    })
+                    .unwrap_or_else(|_| "an unreadable URL".into());
+                shown.insert_str(0, "PostgreSQL at ");
+                shown
+            }
+        }
+    }
+}
+
+/// The reader connections of the backend in use.
+#[derive(Clone)]
+enum Readers {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same read on whichever backend the store has.
+macro_rules! read {
+    ($readers:expr, $f:ident ( $($arg:expr),* )) => {
+        match $readers {
+            Readers::Sqlite(pool) => sqlite::$f(pool $(, $arg)*).await,
+            Readers::Postgres(pool) => postgres::$f(pool $(, $arg)*).await,
+        }
+    };
+}
+
+/// A decision row with its hold's columns, as both backends read it.
+struct DecisionRow {
+    body: String,
+    held: Option<String>,
+    expires_at: Option<String>,
+    resolution: Option<String>,
+    resolved_by: Option<String>,
+    resolved_at: Option<String>,
+    reason: Option<String>,
+}
+
+/// How many decisions of one tool had one outcome.
+struct OutcomeCount {
+    upstream: Option<String>,
+    tool: Option<String>,
+    outcome: Option<String>,
+    n: u64,
+}
+
 /// The store's handle: cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
-    readers: SqlitePool,
+    readers: Readers,
     writes: std::sync::mpsc::SyncSender<Job>,
     health: Arc<Health>,
     timeout: Duration,
@@ -291,59 +345,56 @@ pub struct Store {
     last_seq: Arc<AtomicU64>,
 }
 
-/// The database file in `data_dir`.
-const DB_FILE: &str = "toolgate.db";
-
-fn connect_options(data_dir: &Path) -> Result<SqliteConnectOptions, StoreError> {
-    Ok(SqliteConnectOptions::from_str("sqlite://")?
-        .filename(data_dir.join(DB_FILE))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal))
-}
-
 impl Store {
-    /// Opens (or creates) the store and starts its writer. `timeout` bounds how long a
-    /// decision waits for its commit before the call is denied.
+    /// Opens (or creates) a SQLite store in `data_dir` and starts its writer. `timeout`
+    /// bounds how long a decision waits for its commit before the call is denied.
     pub async fn open(data_dir: &Path, timeout: Duration) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            message: e.to_string(),
-        })?;
-        // The writer waits on a busy database only briefly, so it can drop calls whose
-        // callers gave up and take in new ones while it retries.
-        let path = data_dir.join(DB_FILE);
-        let mut write_conn = rusqlite::Connection::open(&path)?;
-        write_conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-        write_conn.busy_timeout(Duration::from_millis(20))?;
-        migrate(&mut write_conn)?;
-        let next_seq: i64 =
-            write_conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| {
-                r.get(0)
-            })?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(
-                connect_options(data_dir)?
-                    .busy_timeout(Duration::from_secs(5))
-                    .read_only(true),
-            )
-            .await?;
+        Store::open_at(&Location::Sqlite(data_dir.to_owned()), timeout).await
+    }
+
+    /// Opens the store at `location`, migrated, and starts its writer (and, on
+    /// PostgreSQL, the tail that publishes every replica's events here).
+    pub async fn open_at(location: &Location, timeout: Duration) -> Result<Self, StoreError> {
         let health = Arc::new(Health::default());
         let (writes, rx) = std::sync::mpsc::sync_channel(4096);
         let (live, _) = tokio::sync::broadcast::channel(LIVE_EVENTS);
-        let last_seq = Arc::new(AtomicU64::new(next_seq as u64 - 1));
-        writer::spawn(
-            write_conn,
-            rx,
-            writer::Outlets {
-                health: health.clone(),
-                live: live.clone(),
-                last_seq: last_seq.clone(),
-            },
-            next_seq as u64,
-        )
-        .map_err(|e| StoreError::Sql(format!("cannot start the store writer: {e}")))?;
+        let spawned = match location {
+            Location::Sqlite(dir) => {
+                let (write, readers) = sqlite::open(dir).await?;
+                let last_seq = Arc::new(AtomicU64::new(write.next_seq() - 1));
+                let outlets = writer::Outlets {
+                    health: health.clone(),
+                    live: Some(live.clone()),
+                    last_seq: last_seq.clone(),
+                    committed: None,
+                };
+                writer::spawn(write, rx, outlets).map(|()| (Readers::Sqlite(readers), last_seq))
+            }
+            Location::Postgres { url, password_env } => {
+                let options = postgres::connect_options(url, password_env)?;
+                let (write, readers) = postgres::open(options, timeout).await?;
+                let newest = postgres::last_seq(&readers).await?;
+                let last_seq = Arc::new(AtomicU64::new(newest));
+                let (committed, woken) = tokio::sync::watch::channel(newest);
+                let outlets = writer::Outlets {
+                    health: health.clone(),
+                    live: None,
+                    last_seq: last_seq.clone(),
+                    committed: Some(committed),
+                };
+                tokio::spawn(postgres::tail(
+                    readers.clone(),
+                    postgres::Outlet {
+                        live: live.clone(),
+                        last_seq: last_seq.clone(),
+                    },
+                    woken,
+                ));
+                writer::spawn(write, rx, outlets).map(|()| (Readers::Postgres(readers), last_seq))
+            }
+        };
+        let (readers, last_seq) =
+            spawned.map_err(|e| StoreError::Sql(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             readers,
             writes,
@@ -386,20 +437,10 @@ impl Store {
         until: u64,
         limit: u32,
     ) -> Result<Vec<Published>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, body FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(after as i64)
-        .bind(until as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.readers)
-        .await?;
+        let rows = read!(&self.readers, events_between(after, until, limit))?;
         Ok(rows
-            .iter()
-            .map(|r| Published {
-                seq: r.get::<i64, _>("seq") as u64,
-                json: r.get("body"),
-            })
+            .into_iter()
+            .map(|(seq, json)| Published { seq, json })
             .collect())
     }
 
@@ -503,34 +544,24 @@ impl Store {
     }
 
     pub async fn store_id(&self) -> Result<String, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'store_id'")
-                .fetch_one(&self.readers)
-                .await?,
-        )
+        self.meta("store_id")
+            .await?
+            .ok_or_else(|| StoreError::Sql("the store has no id".into()))
     }
 
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
-            .bind(key)
-            .fetch_optional(&self.readers)
-            .await?)
+        read!(&self.readers, meta(key))
     }
 
     pub async fn tools(&self) -> Result<Vec<StoredTool>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT upstream, name, input_schema, definition_sha256, risk FROM tools ORDER BY upstream, name",
-        )
-        .fetch_all(&self.readers)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let risk: String = r.get("risk");
+        read!(&self.readers, tools())?
+            .into_iter()
+            .map(|(upstream, name, input_schema, definition_sha256, risk)| {
                 Ok(StoredTool {
-                    upstream: r.get("upstream"),
-                    name: r.get("name"),
-                    input_schema: r.get("input_schema"),
-                    definition_sha256: r.get("definition_sha256"),
+                    upstream,
+                    name,
+                    input_schema,
+                    definition_sha256,
                     risk: Risk::parse(&risk).ok_or(StoreError::BadRisk(risk))?,
                 })
             })
@@ -539,50 +570,29 @@ impl Store {
 
     /// Holds that can still matter: unresolved, or approved and not yet run.
     pub async fn open_holds(&self) -> Result<Vec<StoredHold>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM holds WHERE resolution IS NULL OR resolution = 'approved' ORDER BY created_at",
-        )
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows.iter().map(stored_hold).collect())
+        read!(&self.readers, open_holds())
     }
 
     pub async fn hold(&self, call_id: &str) -> Result<Option<StoredHold>, StoreError> {
-        let row = sqlx::query("SELECT * FROM holds WHERE call_id = ?1")
-            .bind(call_id)
-            .fetch_optional(&self.readers)
-            .await?;
-        Ok(row.as_ref().map(stored_hold))
+        read!(&self.readers, hold(call_id))
     }
 
     /// The catalog as `GET /tools` shows it, with each tool's decisions by outcome.
     pub async fn tool_rows(&self) -> Result<Vec<(ToolRow, CallCounts)>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT {TOOL_JSON} FROM tools ORDER BY upstream, name"
-        )))
-        .fetch_all(&self.readers)
-        .await?;
-        let counts = sqlx::query(
-            "SELECT json_extract(body, '$.upstream') AS upstream, json_extract(body, '$.tool') AS tool,
-                    json_extract(body, '$.outcome') AS outcome, count(*) AS n
-             FROM events WHERE kind = 'decision' GROUP BY 1, 2, 3",
-        )
-        .fetch_all(&self.readers)
-        .await?;
+        let (rows, counts) = read!(&self.readers, tool_rows())?;
         rows.iter()
             .map(|r| {
                 let row = tool_row_from_json(r)?;
                 let mut calls = CallCounts::default();
                 for c in &counts {
-                    let (u, t): (Option<String>, Option<String>) =
-                        (c.get("upstream"), c.get("tool"));
-                    if u.as_deref() == Some(&row.upstream)
-                        && t.as_deref() == Some(&row.name)
+                    if c.upstream.as_deref() == Some(&row.upstream)
+                        && c.tool.as_deref() == Some(&row.name)
                         && let Some(outcome) = c
-                            .get::<Option<String>, _>("outcome")
+                            .outcome
+                            .clone()
                             .and_then(|o| serde_json::from_value(serde_json::Value::String(o)).ok())
                     {
-                        calls.add(outcome, c.get::<i64, _>("n").max(0) as u64);
+                        calls.add(outcome, c.n);
                     }
                 }
                 Ok((row, calls))
@@ -596,31 +606,18 @@ impl Store {
         limit: u32,
         before: Option<u64>,
     ) -> Result<Vec<DecisionRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.body AS body, h.resolution AS resolution, h.resolved_by AS resolved_by, h.reason AS reason,
-                    h.resolved_at AS resolved_at, h.expires_at AS expires_at, h.call_id AS held
-             FROM events e LEFT JOIN holds h ON h.call_id = e.call_id
-             WHERE e.kind = 'decision' AND e.seq < ?1 ORDER BY e.seq DESC LIMIT ?2",
-        )
-        .bind(before.map_or(i64::MAX, |b| b as i64))
-        .bind(limit as i64)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter()
+        read!(&self.readers, decisions(limit, before))?
+            .into_iter()
             .map(|r| {
-                let mut record: DecisionRecord = serde_json::from_str(&r.get::<String, _>("body"))
-                    .map_err(|e| {
-                        StoreError::Sql(format!("a stored decision does not read: {e}"))
-                    })?;
-                record.hold = r.get::<Option<String>, _>("held").map(|_| HoldSummary {
-                    expires_at: r.get("expires_at"),
-                    resolution: r
-                        .get::<Option<String>, _>("resolution")
-                        .as_deref()
-                        .and_then(Resolution::parse),
-                    resolved_by: r.get("resolved_by"),
-                    resolved_at: r.get("resolved_at"),
-                    reason: r.get("reason"),
+                let mut record: DecisionRecord = serde_json::from_str(&r.body).map_err(|e| {
+                    StoreError::Sql(format!("a stored decision does not read: {e}"))
+                })?;
+                record.hold = r.held.map(|_| HoldSummary {
+                    expires_at: r.expires_at,
+                    resolution: r.resolution.as_deref().and_then(Resolution::parse),
+                    resolved_by: r.resolved_by,
+                    resolved_at: r.resolved_at,
+                    reason: r.reason,
                 });
                 Ok(record)
             })
@@ -628,53 +625,26 @@ impl Store {
     }
 
     /// A consistent snapshot of the recorded decisions in `window`, read page by page in
-    /// one read transaction: the writer goes on (WAL), and what the snapshot shows does
-    /// not move while it is read.
-    /// At most `most` decisions, the newest of the window; `upto` pins the window's end.
+    /// one read transaction: the writer goes on, and what the snapshot shows does not
+    /// move while it is read. At most `most` decisions, the newest of the window; `upto`
+    /// pins the window's end.
     pub async fn decision_snapshot(
         &self,
         window: &crate::api::ReplayWindow,
         upto: Option<u64>,
         most: u64,
     ) -> Result<DecisionSnapshot, StoreError> {
-        let mut tx = self.readers.begin().await?;
-        // The first read fixes the snapshot.
-        let newest: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM events")
-            .fetch_one(&mut *tx)
-            .await?;
-        let upto = upto.map_or(newest, |u| (u.min(i64::MAX as u64) as i64).min(newest));
-        let floor: Option<i64> = sqlx::query_scalar(
-            "SELECT min(seq) FROM (SELECT seq FROM events WHERE kind = 'decision' AND seq <= ?1
-             ORDER BY seq DESC LIMIT ?2)",
-        )
-        .bind(upto)
-        .bind(most.min(i64::MAX as u64) as i64)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first: Option<i64> = match window {
-            crate::api::ReplayWindow::Last(n) => sqlx::query_scalar(
-                "SELECT min(seq) FROM (SELECT seq FROM events WHERE kind = 'decision' AND seq <= ?1
-                 ORDER BY seq DESC LIMIT ?2)",
-            )
-            .bind(upto)
-            .bind((*n).min(i64::MAX as u64) as i64)
-            .fetch_one(&mut *tx)
-            .await?,
-            crate::api::ReplayWindow::Since(ts) => sqlx::query_scalar(
-                "SELECT min(seq) FROM events WHERE kind = 'decision' AND ts >= ?1 AND seq <= ?2",
-            )
-            .bind(ts)
-            .bind(upto)
-            .fetch_one(&mut *tx)
-            .await?,
+        let (tx, after, upto) = match &self.readers {
+            Readers::Sqlite(pool) => {
+                let (tx, after, upto) = sqlite::snapshot(pool, window, upto, most).await?;
+                (SnapshotTx::Sqlite(tx), after, upto)
+            }
+            Readers::Postgres(pool) => {
+                let (tx, after, upto) = postgres::snapshot(pool, window, upto, most).await?;
+                (SnapshotTx::Postgres(tx), after, upto)
+            }
         };
-        // A window never reaches further back than `most` decisions.
-        let first = first.map(|f| f.max(floor.unwrap_or(f)));
-        Ok(DecisionSnapshot {
-            tx,
-            after: first.map_or(upto, |f| f - 1),
-            upto,
-        })
+        Ok(DecisionSnapshot { tx, after, upto })
     }
 
     /// The policy in force: the newest stored version.
@@ -689,46 +659,50 @@ impl Store {
 
     /// Version `version`, or the newest one.
     async fn policy_text(&self, version: Option<u64>) -> Result<Option<PolicyText>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {POLICY_JSON} AS stored, text FROM policies
-             WHERE ?1 IS NULL OR version = ?1 ORDER BY version DESC LIMIT 1"
-        )))
-        .bind(version.map(|v| v as i64))
-        .fetch_optional(&self.readers)
-        .await?;
-        row.map(|r| {
-            Ok(PolicyText {
-                stored: policy_version_from_json(&r.get::<String, _>("stored"))?,
-                text: r.get("text"),
+        read!(&self.readers, policy_text(version))?
+            .map(|(stored, text)| {
+                Ok(PolicyText {
+                    stored: policy_version_from_json(&stored)?,
+                    text,
+                })
             })
-        })
-        .transpose()
+            .transpose()
     }
 
     /// Every stored policy version, newest first, without their texts.
     pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT {POLICY_JSON} FROM policies ORDER BY version DESC"
-        )))
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(|r| policy_version_from_json(r)).collect()
+        read!(&self.readers, policy_versions())?
+            .iter()
+            .map(|r| policy_version_from_json(r))
+            .collect()
     }
 }
 
-/// A `policies` row (without its text) as the JSON of a `PolicyVersion`, so the writer
-/// (rusqlite) and the readers (sqlx) share one mapping.
-const POLICY_JSON: &str =
-    "json_object('version', version, 'sha256', sha256, 'by', by, 'at', created_at, 'note', note)";
+/// Runs the migrations not run yet at `location` (`toolgate store migrate`): how many
+/// ran, and how many there are.
+pub async fn migrate(location: &Location) -> Result<(usize, usize), StoreError> {
+    match location {
+        Location::Sqlite(dir) => sqlite::migrate_dir(dir),
+        Location::Postgres { url, password_env } => {
+            postgres::migrate_url(postgres::connect_options(url, password_env)?).await
+        }
+    }
+}
 
 fn policy_version_from_json(json: &str) -> Result<PolicyVersion, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Sql(format!("a stored policy row: {e}")))
 }
 
+/// A snapshot's read transaction, on whichever backend.
+enum SnapshotTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
 /// Recorded decisions read in pages from one snapshot (see `Store::decision_snapshot`).
 /// Dropping it ends the read transaction.
 pub struct DecisionSnapshot {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: SnapshotTx,
     after: i64,
     upto: i64,
 }
@@ -741,15 +715,14 @@ impl DecisionSnapshot {
 
     /// The next `size` decisions in seq order, or none once the window is read.
     pub async fn next_page(&mut self, size: u32) -> Result<Vec<DecisionRecord>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM events WHERE kind = 'decision' AND seq > ?1 AND seq <= ?2
-             ORDER BY seq LIMIT ?3",
-        )
-        .bind(self.after)
-        .bind(self.upto)
-        .bind(size as i64)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let rows = match &mut self.tx {
+            SnapshotTx::Sqlite(tx) => {
+                sqlite::snapshot_page(tx, self.after, self.upto, size).await?
+            }
+            SnapshotTx::Postgres(tx) => {
+                postgres::snapshot_page(tx, self.after, self.upto, size).await?
+            }
+        };
         let page = rows
             .iter()
             .map(|body| {
@@ -764,44 +737,8 @@ impl DecisionSnapshot {
     }
 }
 
-/// A catalog row as the JSON of a `ToolRow`, so the writer (rusqlite) and the readers
-/// (sqlx) share one mapping.
-const TOOL_JSON: &str = "json_object('upstream', upstream, 'name', name, 'title', title,
-    'annotations', json(annotations), 'definition_sha256', definition_sha256,
-    'suggested_risk', suggested_risk, 'risk', risk, 'source', risk_source, 'version', version,
-    'updated_by', updated_by, 'updated_at', updated_at, 'note', note)";
-
 fn tool_row_from_json(json: &str) -> Result<ToolRow, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Sql(format!("a stored tool row: {e}")))
-}
-
-fn stored_hold(r: &sqlx::sqlite::SqliteRow) -> StoredHold {
-    let created_at: String = r.get("created_at");
-    let expires_at: String = r.get("expires_at");
-    let ttl_ms = match (
-        chrono::DateTime::parse_from_rfc3339(&created_at),
-        chrono::DateTime::parse_from_rfc3339(&expires_at),
-    ) {
-        (Ok(c), Ok(e)) => (e - c).num_milliseconds().max(0) as u64,
-        _ => 0,
-    };
-    StoredHold {
-        call_id: r.get("call_id"),
-        call_hash: r.get("call_hash"),
-        identity: r.get("identity"),
-        decision: r.get("decision"),
-        session_id: r.get("session_id"),
-        request_id: r.get("request_id"),
-        created_at,
-        expires_at,
-        ttl_ms,
-        resolution: r
-            .get::<Option<String>, _>("resolution")
-            .and_then(|s| Resolution::parse(&s)),
-        resolved_by: r.get("resolved_by"),
-        reason: r.get("reason"),
-        resolved_at: r.get("resolved_at"),
-    }
 }
 
 impl Committed {
@@ -826,20 +763,11 @@ fn first_event(c: Committed) -> Event {
         .expect("an event write commits one event")
 }
 
-fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
-    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(step)?;
-        // The version is an integer: nothing to inject.
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
 /// A reply channel's sending half, as the writer holds it.
 type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests;

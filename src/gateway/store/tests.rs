@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use super::testing::Backend;
 use super::*;
 use crate::api::{CallResult, DecisionEvent, IdentityKind, IdentityRef, Outcome};
 use serde_json::json;
@@ -41,6 +42,21 @@ async fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, Duration::from_secs(2)).await.unwrap()
 }
 
+/// One store of each backend, each fresh: SQLite in a temporary directory, and
+/// PostgreSQL in a new database of the test cluster.
+async fn stores() -> Vec<(Store, Backend)> {
+    let mut all = Vec::new();
+    for backend in Backend::each().await {
+        all.push((
+            Store::open_at(backend.location(), Duration::from_secs(2))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", backend.location().describe())),
+            backend,
+        ));
+    }
+    all
+}
+
 async fn stored(store: &Store) -> Vec<serde_json::Value> {
     store
         .events_between(0, u64::MAX >> 1, 100)
@@ -53,38 +69,45 @@ async fn stored(store: &Store) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn a_call_ending_shares_the_next_decisions_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    for (store, backend) in stores().await {
+        a_call_ending_shares_the_next_decisions_commit_on(&store, &backend).await;
+    }
+}
+
+async fn a_call_ending_shares_the_next_decisions_commit_on(store: &Store, backend: &Backend) {
     store.record(completed("first"));
     // Within the linger, and long enough that two commits would differ in ts (ms).
     tokio::time::sleep(Duration::from_millis(2)).await;
     let committed = store.commit_decision(decision("second")).await.unwrap();
-    let events = stored(&store).await;
-    assert_eq!(events.len(), 2, "{events:?}");
+    let events = stored(store).await;
+    assert_eq!(events.len(), 2, "{backend}: {events:?}");
     assert_eq!(events[0]["kind"], "call.completed");
     assert_eq!(events[1]["call_id"], "second");
-    assert_eq!(events[0]["ts"], events[1]["ts"], "one transaction, one ts");
+    assert_eq!(
+        events[0]["ts"], events[1]["ts"],
+        "{backend}: one transaction, one ts"
+    );
     assert_eq!(committed.seq, events[1]["seq"].as_u64().unwrap());
 }
 
 #[tokio::test]
 async fn a_call_ending_alone_is_committed_soon_and_a_stop_flushes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    store.record(completed("alone"));
-    let started = Instant::now();
-    while stored(&store).await.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "a lingering record was never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    for (store, backend) in stores().await {
+        store.record(completed("alone"));
+        let started = Instant::now();
+        while stored(&store).await.is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{backend}: a lingering record was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        store.record(completed("at stop"));
+        store.flush().await.unwrap();
+        let events = stored(&store).await;
+        assert_eq!(events.len(), 2, "{backend}: {events:?}");
+        assert_eq!(events[1]["call_id"], "at stop");
     }
-    store.record(completed("at stop"));
-    store.flush().await.unwrap();
-    let events = stored(&store).await;
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!(events[1]["call_id"], "at stop");
 }
 
 fn policy(text: &str, by: &str, note: Option<&str>, expected_version: Option<u64>) -> WriteOp {
@@ -116,7 +139,10 @@ async fn an_old_database_gains_the_policy_note_in_place_and_its_rows_and_events_
     }
     let store = open(dir.path()).await;
     let schema_version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&store.readers)
+        .fetch_one(match &store.readers {
+            Readers::Sqlite(pool) => pool,
+            Readers::Postgres(_) => unreachable!("a SQLite store"),
+        })
         .await
         .unwrap();
     assert_eq!(schema_version, MIGRATIONS.len() as i64);
@@ -170,8 +196,13 @@ async fn an_old_database_gains_the_policy_note_in_place_and_its_rows_and_events_
 
 #[tokio::test]
 async fn a_policy_edit_from_a_version_no_longer_in_force_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    for (store, backend) in stores().await {
+        eprintln!("{backend}");
+        a_policy_edit_from_a_version_no_longer_in_force_stores_nothing_on(&store).await;
+    }
+}
+
+async fn a_policy_edit_from_a_version_no_longer_in_force_stores_nothing_on(store: &Store) {
     store
         .write(policy(
             "forbid (principal, action, resource);",
@@ -205,7 +236,7 @@ async fn a_policy_edit_from_a_version_no_longer_in_force_stores_nothing() {
         other => panic!("expected a stale version, got {other:?}"),
     }
     assert_eq!(store.policy_versions().await.unwrap().len(), 2);
-    let events = stored(&store).await;
+    let events = stored(store).await;
     assert_eq!(events.len(), 2, "no event for the refused edit: {events:?}");
     // Without an expected version, the edit goes through.
     store

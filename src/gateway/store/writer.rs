@@ -1,22 +1,106 @@
 //! The single writer: group commits, dense seqs, and writes a caller can withdraw.
 //!
-//! It runs on a thread of its own with a synchronous SQLite connection (rusqlite), so
-//! a transaction of any size costs one wake-up of this thread and one of each caller.
-//! (sqlx's SQLite driver runs each statement on its worker thread through a channel:
-//! three thread round trips for the smallest transaction. Reads stay on sqlx.)
+//! It runs on a thread of its own with a synchronous connection (`WriteConn`), so a
+//! transaction of any size costs one wake-up of this thread and one of each caller.
+//! What a write means (the checks, the events it makes) is written once here, over the
+//! backend's primitive statements.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 use tokio::sync::oneshot;
 
-use super::{Committed, Health, ListedTool, Published, Reply, StoreError, WriteOp};
-use crate::api::{Event, EventBody, HoldPhase, PolicyVersion, Risk, ToolRow};
+use super::{
+    Committed, Health, HoldState, ListedTool, Published, Reply, StoreError, StoredHold, WriteOp,
+};
+use crate::api::{Event, EventBody, HoldPhase, PolicyVersion, Resolution, Risk, ToolRow};
 use crate::config::OnToolChange;
+
+/// A backend's write connection: the statements the writer's transactions are made of.
+/// Every method but `begin` runs inside the transaction `begin` opened.
+pub trait WriteConn: Send + 'static {
+    /// Opens a transaction that holds the store's write lock, so that no other writer
+    /// (thread or replica) commits until it ends, and answers the seq the next event
+    /// takes: seqs are dense because they are handed out under that lock.
+    fn begin(&mut self) -> Result<u64, StoreError>;
+    /// Commits; `next_seq` is the seq after the last event inserted.
+    fn commit(&mut self, next_seq: u64) -> Result<(), StoreError>;
+    fn rollback(&mut self);
+    fn savepoint(&mut self) -> Result<(), StoreError>;
+    fn rollback_to_savepoint(&mut self) -> Result<(), StoreError>;
+    fn release_savepoint(&mut self) -> Result<(), StoreError>;
+
+    fn insert_event(
+        &mut self,
+        seq: u64,
+        ts: &str,
+        kind: &str,
+        call_id: Option<&str>,
+        json: &str,
+    ) -> Result<(), StoreError>;
+    fn tool_row(&mut self, upstream: &str, name: &str) -> Result<Option<ToolRow>, StoreError>;
+    /// A `[[risk]]` seed, where nobody has chosen a class yet.
+    fn seed_risk(
+        &mut self,
+        upstream: &str,
+        name: &str,
+        risk: Risk,
+        suggested: Risk,
+        now: &str,
+    ) -> Result<(), StoreError>;
+    fn set_risk(
+        &mut self,
+        upstream: &str,
+        name: &str,
+        risk: Risk,
+        by: &str,
+        now: &str,
+        note: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Sends a tool back to review after its definition changed.
+    fn reset_risk(&mut self, upstream: &str, name: &str, now: &str) -> Result<(), StoreError>;
+    /// The tool's stored definition hash and class before a listing.
+    fn listed_before(
+        &mut self,
+        upstream: &str,
+        name: &str,
+    ) -> Result<Option<(Option<String>, String)>, StoreError>;
+    fn upsert_listing(&mut self, tool: &ListedTool, now: &str) -> Result<(), StoreError>;
+    fn insert_definition(&mut self, tool: &ListedTool, now: &str) -> Result<(), StoreError>;
+    fn definition(
+        &mut self,
+        upstream: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<String>, StoreError>;
+    fn insert_hold(&mut self, hold: &StoredHold) -> Result<(), StoreError>;
+    /// Resolves a hold if it is still in `from`; false when it is not (another replica,
+    /// or another request, resolved it first).
+    fn resolve_hold(
+        &mut self,
+        call_id: &str,
+        from: HoldState,
+        resolution: Resolution,
+        by: &str,
+        reason: Option<&str>,
+        now: &str,
+    ) -> Result<bool, StoreError>;
+    fn hold(&mut self, call_id: &str) -> Result<Option<StoredHold>, StoreError>;
+    fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError>;
+    fn insert_policy(
+        &mut self,
+        version: u64,
+        text: &str,
+        sha256: &str,
+        by: &str,
+        now: &str,
+        note: Option<&str>,
+    ) -> Result<(), StoreError>;
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+}
 
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -91,24 +175,23 @@ struct Seqs {
 /// Where committed results go besides their callers.
 pub struct Outlets {
     pub health: Arc<Health>,
-    pub live: tokio::sync::broadcast::Sender<Arc<Published>>,
+    /// Where this writer's own commits are published, or `None` when a tail of the
+    /// store publishes every writer's events (several replicas on one database).
+    pub live: Option<tokio::sync::broadcast::Sender<Arc<Published>>>,
     pub last_seq: Arc<AtomicU64>,
+    /// Told the last seq of each commit, for a tail that publishes.
+    pub committed: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Starts the writer on its own thread. It stops when every sender is gone.
-pub fn spawn(
-    conn: Connection,
-    rx: Receiver<Job>,
-    outlets: Outlets,
-    next_seq: u64,
-) -> std::io::Result<()> {
+pub fn spawn<C: WriteConn>(conn: C, rx: Receiver<Job>, outlets: Outlets) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("toolgate-store".into())
-        .spawn(move || run(conn, rx, outlets, next_seq))
+        .spawn(move || run(conn, rx, outlets))
         .map(drop)
 }
 
-fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64) {
+fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
     let health = outlets.health.clone();
     let mut batch: Vec<Job> = Vec::new();
     let mut reported = false;
@@ -135,15 +218,18 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            health.fail();
-            if !reported {
-                tracing::error!(error = %e, "audit store cannot begin a write; calls are denied until it can");
-                reported = true;
+        let first_seq = match conn.begin() {
+            Ok(seq) => seq,
+            Err(e) => {
+                health.fail();
+                if !reported {
+                    tracing::error!(error = %e, "audit store cannot begin a write; calls are denied until it can");
+                    reported = true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
+        };
         // The lock is ours: from here on, each claimed write will be committed or
         // reported failed, and its caller waits for which.
         let (ops, replies): (Vec<WriteOp>, Vec<Reply>) = batch
@@ -152,7 +238,7 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
             .map(|job| (job.op, job.reply))
             .unzip();
         let mut seqs = Seqs {
-            next: next_seq,
+            next: first_seq,
             inserted: Vec::new(),
         };
         let now = crate::time::now_rfc3339();
@@ -165,22 +251,18 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
         let result = (|| {
             if recovering {
                 let body = EventBody::StoreRecovered { denied_unlogged };
-                insert_event(&conn, body, &now, &mut seqs)?;
+                insert_event(&mut conn, body, &now, &mut seqs)?;
             }
             let mut done = Vec::with_capacity(ops.len());
             for op in ops {
-                // A refused edit is that edit's answer; it wrote nothing, so the rest
+                // A refused write is that write's answer; it wrote nothing, so the rest
                 // of the group commits. Any other error fails the group.
-                done.push(match apply(&conn, op, &now, &mut seqs) {
-                    Err(
-                        e @ (StoreError::NoSuchTool
-                        | StoreError::StaleVersion(_)
-                        | StoreError::StalePolicy(_)),
-                    ) => Err(e),
+                done.push(match apply(&mut conn, op, &now, &mut seqs) {
+                    Err(e) if e.is_refusal() => Err(e),
                     other => Ok(other?),
                 });
             }
-            conn.execute_batch("COMMIT")?;
+            conn.commit(seqs.next)?;
             Ok::<_, StoreError>(done)
         })();
         match result {
@@ -190,10 +272,19 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
                 }
                 // Only committed events are published, in seq order, each after the
                 // last-seq mark that subscribers stitch their replay to.
-                next_seq = seqs.next;
-                for published in seqs.inserted {
-                    outlets.last_seq.store(published.seq, Ordering::Release);
-                    let _ = outlets.live.send(Arc::new(published));
+                let last = seqs.next - 1;
+                if let Some(live) = &outlets.live {
+                    for published in seqs.inserted {
+                        outlets.last_seq.store(published.seq, Ordering::Release);
+                        let _ = live.send(Arc::new(published));
+                    }
+                }
+                if let Some(committed) = &outlets.committed {
+                    committed.send_if_modified(|seen| {
+                        let newer = last > *seen;
+                        *seen = (*seen).max(last);
+                        newer
+                    });
                 }
                 health.failing.store(false, Ordering::Release);
                 reported = false;
@@ -202,7 +293,7 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
                 }
             }
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                conn.rollback();
                 health
                     .denied_unlogged
                     .fetch_add(denied_unlogged, Ordering::AcqRel);
@@ -216,8 +307,8 @@ fn run(conn: Connection, rx: Receiver<Job>, outlets: Outlets, mut next_seq: u64)
     }
 }
 
-fn insert_event(
-    conn: &Connection,
+fn insert_event<C: WriteConn>(
+    conn: &mut C,
     body: EventBody,
     now: &str,
     seqs: &mut Seqs,
@@ -228,16 +319,13 @@ fn insert_event(
         body,
     };
     let json = serde_json::to_string(&event).map_err(|e| StoreError::Sql(e.to_string()))?;
-    conn.prepare_cached(
-        "INSERT INTO events (seq, ts, kind, call_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        event.seq as i64,
+    conn.insert_event(
+        event.seq,
         now,
         event.body.kind(),
         event.body.call_id(),
-        &json
-    ])?;
+        &json,
+    )?;
     seqs.inserted.push(Published {
         seq: event.seq,
         json,
@@ -246,23 +334,33 @@ fn insert_event(
     Ok(event)
 }
 
-fn apply(
-    conn: &Connection,
+/// One event, and no class.
+fn one<C: WriteConn>(
+    conn: &mut C,
+    body: EventBody,
+    now: &str,
+    seqs: &mut Seqs,
+) -> Result<Committed, StoreError> {
+    Ok(Committed {
+        events: vec![insert_event(conn, body, now, seqs)?],
+        risk: None,
+    })
+}
+
+fn apply<C: WriteConn>(
+    conn: &mut C,
     op: WriteOp,
     now: &str,
     seqs: &mut Seqs,
 ) -> Result<Committed, StoreError> {
     match op {
-        WriteOp::Event(body) => Ok(Committed {
-            events: vec![insert_event(conn, *body, now, seqs)?],
-            risk: None,
-        }),
+        WriteOp::Event(body) => one(conn, *body, now, seqs),
         WriteOp::Flush => Ok(Committed::default()),
         WriteOp::Together(ops) => {
             // A savepoint: when a part is refused (a stale edit), none of the parts is
             // kept, and the rest of the group still commits. Any other error fails the
             // whole group, as it would without one.
-            conn.execute_batch("SAVEPOINT together")?;
+            conn.savepoint()?;
             let mut all = Committed::default();
             let mark = (seqs.next, seqs.inserted.len());
             for op in ops {
@@ -272,14 +370,14 @@ fn apply(
                         all.risk = all.risk.or(c.risk);
                     }
                     Err(e) => {
-                        conn.execute_batch("ROLLBACK TO together; RELEASE together")?;
+                        conn.rollback_to_savepoint()?;
                         seqs.next = mark.0;
                         seqs.inserted.truncate(mark.1);
                         return Err(e);
                     }
                 }
             }
-            conn.execute_batch("RELEASE together")?;
+            conn.release_savepoint()?;
             Ok(all)
         }
         WriteOp::ListedTool(tool) => record_listing(conn, &tool, now, seqs),
@@ -289,18 +387,8 @@ fn apply(
             risk,
             suggested,
         } => {
-            // A seed fills in only where nobody has chosen a class: no row yet, or a
-            // class that came from no one (the untrusted default).
-            conn.execute(
-                "INSERT INTO tools (upstream, name, suggested_risk, risk, risk_source, version, updated_by, updated_at, note)
-                 VALUES (?1, ?2, ?3, ?4, 'seed', 1, 'config', ?5, 'seeded by [[risk]]')
-                 ON CONFLICT (upstream, name) DO UPDATE SET
-                    risk = excluded.risk, risk_source = 'seed', version = tools.version + 1,
-                    updated_by = 'config', updated_at = excluded.updated_at, note = excluded.note
-                 WHERE tools.risk_source = 'default'",
-                params![upstream, tool, suggested.as_str(), risk.as_str(), now],
-            )?;
-            let row = tool_row(conn, &upstream, &tool)?;
+            conn.seed_risk(&upstream, &tool, risk, suggested, now)?;
+            let row = conn.tool_row(&upstream, &tool)?;
             Ok(Committed {
                 events: Vec::new(),
                 risk: row.map(|r| r.risk),
@@ -314,16 +402,13 @@ fn apply(
             by,
             note,
         } => {
-            let current = tool_row(conn, &upstream, &tool)?.ok_or(StoreError::NoSuchTool)?;
+            let current = conn
+                .tool_row(&upstream, &tool)?
+                .ok_or(StoreError::NoSuchTool)?;
             if expected_version.is_some_and(|v| v != current.version) {
                 return Err(StoreError::StaleVersion(Box::new(current)));
             }
-            conn.execute(
-                "UPDATE tools SET risk = ?3, risk_source = 'operator', version = version + 1,
-                    updated_by = ?4, updated_at = ?5, note = ?6
-                 WHERE upstream = ?1 AND name = ?2",
-                params![upstream, tool, risk.as_str(), by, now, note],
-            )?;
+            conn.set_risk(&upstream, &tool, risk, &by, now, note.as_deref())?;
             let body = EventBody::RiskChanged {
                 upstream,
                 tool,
@@ -339,51 +424,37 @@ fn apply(
             })
         }
         WriteOp::HoldCreated(hold) => {
-            conn.execute(
-                "INSERT INTO holds (call_id, call_hash, identity, decision, session_id, request_id, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    hold.call_id,
-                    hold.call_hash,
-                    hold.identity,
-                    hold.decision,
-                    hold.session_id,
-                    hold.request_id,
-                    hold.created_at,
-                    hold.expires_at
-                ],
-            )?;
+            conn.insert_hold(&hold)?;
             let body = EventBody::HoldCreated {
                 call_id: hold.call_id.clone(),
                 expires_at: hold.expires_at.clone(),
                 ttl_ms: hold.ttl_ms,
                 phase: HoldPhase::Waiting,
             };
-            Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs)?],
-                risk: None,
-            })
+            one(conn, body, now, seqs)
         }
         WriteOp::HoldResolved {
             call_id,
+            from,
             resolution,
             by,
             reason,
         } => {
-            conn.execute(
-                "UPDATE holds SET resolution = ?2, resolved_by = ?3, reason = ?4, resolved_at = ?5 WHERE call_id = ?1",
-                params![call_id, resolution.as_str(), by, reason, now],
-            )?;
+            // Conditional: of two resolutions racing (two approvers, two replicas), the
+            // first to commit wins and the other learns how the hold ended.
+            if !conn.resolve_hold(&call_id, from, resolution, &by, reason.as_deref(), now)? {
+                return Err(match conn.hold(&call_id)? {
+                    Some(current) => StoreError::HoldTaken(Box::new(current)),
+                    None => StoreError::NoSuchHold,
+                });
+            }
             let body = EventBody::HoldResolved {
                 call_id,
                 resolution,
                 by,
                 reason,
             };
-            Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs)?],
-                risk: None,
-            })
+            one(conn, body, now, seqs)
         }
         WriteOp::Policy {
             text,
@@ -393,22 +464,15 @@ fn apply(
             expected_version,
             file_sha256,
         } => {
-            let current = current_policy(conn)?;
+            let current = conn.current_policy()?;
             let current_version = current.as_ref().map_or(0, |p| p.version);
             if expected_version.is_some_and(|v| v != current_version) {
                 return Err(StoreError::StalePolicy(current.map(Box::new)));
             }
             let version = current_version + 1;
-            conn.execute(
-                "INSERT INTO policies (version, text, sha256, by, created_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![version as i64, text, sha256, by, now, note],
-            )?;
+            conn.insert_policy(version, &text, &sha256, &by, now, note.as_deref())?;
             if let Some(file) = file_sha256 {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('policy_file_sha256', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![file],
-                )?;
+                conn.set_meta("policy_file_sha256", &file)?;
             }
             let body = EventBody::PolicyChanged {
                 version,
@@ -416,10 +480,7 @@ fn apply(
                 by,
                 note,
             };
-            Ok(Committed {
-                events: vec![insert_event(conn, body, now, seqs)?],
-                risk: None,
-            })
+            one(conn, body, now, seqs)
         }
     }
 }
@@ -427,88 +488,42 @@ fn apply(
 /// Records one listing. The first listing of a tool, seeded or not, records its hash
 /// and is not a change; a different hash later is a change, which sends a classified
 /// tool back to review unless its upstream says `on_tool_change = "keep"`.
-fn record_listing(
-    conn: &Connection,
+fn record_listing<C: WriteConn>(
+    conn: &mut C,
     t: &ListedTool,
     now: &str,
     seqs: &mut Seqs,
 ) -> Result<Committed, StoreError> {
-    let previous: Option<(Option<String>, String)> = conn
-        .query_row(
-            "SELECT definition_sha256, risk FROM tools WHERE upstream = ?1 AND name = ?2",
-            params![t.upstream, t.name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let annotations = t.annotations.as_ref().map(|a| a.to_string());
-    let input_schema = t.input_schema.as_ref().map(|s| s.to_string());
-    conn.execute(
-        "INSERT INTO tools (upstream, name, title, description, annotations, input_schema,
-            definition_sha256, suggested_risk, risk, risk_source, version, updated_by, updated_at,
-            first_listed, last_listed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, 'toolgate', ?11, ?11, ?11)
-         ON CONFLICT (upstream, name) DO UPDATE SET
-            title = excluded.title, description = excluded.description,
-            annotations = excluded.annotations, input_schema = excluded.input_schema,
-            definition_sha256 = excluded.definition_sha256,
-            suggested_risk = excluded.suggested_risk,
-            first_listed = coalesce(tools.first_listed, excluded.first_listed),
-            last_listed = excluded.last_listed",
-        params![
-            t.upstream,
-            t.name,
-            t.title,
-            t.description,
-            annotations,
-            input_schema,
-            t.sha256,
-            t.suggested_risk.as_str(),
-            t.starting_risk.as_str(),
-            t.starting_source,
-            now
-        ],
-    )?;
-    conn.execute(
-        "INSERT INTO tool_definitions (upstream, name, sha256, definition, first_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-        params![t.upstream, t.name, t.sha256, t.canonical_definition, now],
-    )?;
-
-    let body = match previous {
+    let previous = conn.listed_before(&t.upstream, &t.name)?;
+    conn.upsert_listing(t, now)?;
+    conn.insert_definition(t, now)?;
+    let changed = match previous {
         None | Some((None, _)) => None,
         Some((Some(old), _)) if old == t.sha256 => {
             return Ok(Committed {
                 events: Vec::new(),
-                risk: tool_row(conn, &t.upstream, &t.name)?.map(|r| r.risk),
+                risk: conn.tool_row(&t.upstream, &t.name)?.map(|r| r.risk),
             });
         }
         Some((Some(old), risk)) => Some((old, risk)),
     };
-    let event = match body {
+    let event = match changed {
         None => {
-            let row = tool_row(conn, &t.upstream, &t.name)?.expect("just written");
+            let row = conn
+                .tool_row(&t.upstream, &t.name)?
+                .ok_or(StoreError::NoSuchTool)?;
             EventBody::ToolDiscovered(row)
         }
         Some((old_sha, risk)) => {
             if t.on_change == OnToolChange::Reset && risk != Risk::Unclassified.as_str() {
-                conn.execute(
-                    "UPDATE tools SET risk = 'unclassified', risk_source = 'reset', version = version + 1,
-                        updated_by = 'toolgate', updated_at = ?3,
-                        note = 'definition changed; review the tool and set its class again'
-                     WHERE upstream = ?1 AND name = ?2",
-                    params![t.upstream, t.name, now],
-                )?;
+                conn.reset_risk(&t.upstream, &t.name, now)?;
             }
-            let old_definition: Option<String> = conn
-                .query_row(
-                    "SELECT definition FROM tool_definitions WHERE upstream = ?1 AND name = ?2 AND sha256 = ?3",
-                    params![t.upstream, t.name, old_sha],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let old_definition = conn.definition(&t.upstream, &t.name, &old_sha)?;
             let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
             EventBody::ToolChanged {
-                tool: tool_row(conn, &t.upstream, &t.name)?.expect("just written"),
+                tool: conn
+                    .tool_row(&t.upstream, &t.name)?
+                    .ok_or(StoreError::NoSuchTool)?,
                 old_definition: old_definition
                     .as_deref()
                     .map_or(serde_json::Value::Null, parse),
@@ -524,31 +539,4 @@ fn record_listing(
         events: vec![insert_event(conn, event, now, seqs)?],
         risk: Some(risk),
     })
-}
-
-/// The newest stored policy version, without its text.
-fn current_policy(conn: &Connection) -> Result<Option<PolicyVersion>, StoreError> {
-    let sql = format!(
-        "SELECT {} FROM policies ORDER BY version DESC LIMIT 1",
-        super::POLICY_JSON
-    );
-    let json: Option<String> = conn
-        .prepare_cached(&sql)?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    json.as_deref()
-        .map(super::policy_version_from_json)
-        .transpose()
-}
-
-fn tool_row(conn: &Connection, upstream: &str, name: &str) -> Result<Option<ToolRow>, StoreError> {
-    let sql = format!(
-        "SELECT {} FROM tools WHERE upstream = ?1 AND name = ?2",
-        super::TOOL_JSON
-    );
-    let json: Option<String> = conn
-        .prepare_cached(&sql)?
-        .query_row(params![upstream, name], |r| r.get(0))
-        .optional()?;
-    json.as_deref().map(super::tool_row_from_json).transpose()
 }
