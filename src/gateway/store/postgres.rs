@@ -895,8 +895,7 @@ async fn catch_up(pool: &PgPool, outlet: &Outlet) {
             }
         };
         let full = rows.len() == TAIL_PAGE as usize;
-        let mut expected = last + 1;
-        for (seq, json) in rows {
+        for (expected, (seq, json)) in (last + 1..).zip(rows) {
             if seq != expected {
                 return;
             }
@@ -904,7 +903,6 @@ async fn catch_up(pool: &PgPool, outlet: &Outlet) {
             let _ = outlet
                 .live
                 .send(std::sync::Arc::new(super::Published { seq, json }));
-            expected += 1;
         }
         if !full {
             return;
