@@ -12,7 +12,9 @@ use super::keymap::{Action, Keymap};
 use super::model::{Model, Row};
 use super::popups::Answer;
 use super::popups::confirm::Confirm;
-use super::popups::draft::{Base, Draft, DraftAnswer, DraftState, EditRequest, unmark};
+use super::popups::draft::{
+    Base, Conflict, Draft, DraftAnswer, DraftState, EditRequest, mark_at, unmark,
+};
 use super::popups::picker::{Picked, Picker};
 use super::popups::prompt::{Prompt, PromptKind};
 use super::popups::reclassify::{Preview, Reclassify};
@@ -132,6 +134,12 @@ pub enum NetEvent {
         id: u64,
         outcome: Result<Box<crate::api::ShadowView>, DraftFailure>,
     },
+    /// After a push refused as stale: what the newer version changed, as a unified diff
+    /// from the version the edit began on.
+    DraftConflictDiff {
+        id: u64,
+        diff: String,
+    },
 }
 
 /// Why the gateway did not take a policy draft.
@@ -146,6 +154,8 @@ pub enum DraftFailure {
     /// The policy moved on since the edit began (409 `stale_version`): this is the
     /// version in force now.
     Stale(Box<crate::api::PolicyVersion>),
+    /// The request went out and no answer came back: it may have taken effect.
+    Unknown(String),
     Other(String),
 }
 
@@ -163,6 +173,9 @@ impl DraftFailure {
                 column,
             },
             DraftFailure::Stale(now) => DraftState::Stale(now),
+            DraftFailure::Unknown(why) => DraftState::Failed(format!(
+                "no answer ({why}): it may have taken effect; :policy shows the version in force"
+            )),
             DraftFailure::Other(why) => DraftState::Failed(format!("{what}: {why}")),
         }
     }
@@ -173,6 +186,7 @@ impl std::fmt::Display for DraftFailure {
         match self {
             DraftFailure::Invalid { message, .. } => write!(f, "not valid Cedar: {message}"),
             DraftFailure::Stale(now) => write!(f, "{} stored v{} meanwhile", now.by, now.version),
+            DraftFailure::Unknown(why) => write!(f, "no answer ({why}): it may have taken effect"),
             DraftFailure::Other(why) => f.write_str(why),
         }
     }
@@ -317,6 +331,9 @@ pub struct App {
     pub clock: Option<DateTime<Utc>>,
     /// The last policy draft's id, so that a late answer finds only its own draft.
     drafts: u64,
+    /// A draft closed without being pushed: `e` in the policy view opens it again, so
+    /// that a stray key never loses an edit.
+    kept: Option<Box<Draft>>,
 }
 
 impl App {
@@ -351,6 +368,7 @@ impl App {
             lost_at: None,
             clock: None,
             drafts: 0,
+            kept: None,
         }
     }
 
@@ -546,6 +564,13 @@ impl App {
         ) {
             self.mode = Mode::Normal;
         }
+        // A draft was replayed on, and would be pushed to, the old store: it closes, its
+        // text kept for `e` over what this store has in force.
+        if let Mode::Draft(draft) = std::mem::replace(&mut self.mode, Mode::Normal) {
+            self.kept = Some(draft);
+        }
+        self.policy = Default::default();
+        self.want_policy = true;
     }
 
     pub fn resize(&mut self, width: u16, height: u16) {
@@ -648,11 +673,19 @@ impl App {
                 if let Some(draft) = self.draft_mut(id) {
                     draft.state = match outcome {
                         Ok(report) => DraftState::Ready(report),
+                        Err(DraftFailure::Unknown(why)) => {
+                            DraftState::Failed(format!("no replay: no answer ({why})"))
+                        }
                         Err(failure) => failure.into_state("no replay"),
                     };
                 }
             }
             NetEvent::DraftPushed { id, outcome } => self.on_draft_pushed(id, outcome),
+            NetEvent::DraftConflictDiff { id, diff } => {
+                if let Some(conflict) = self.draft_mut(id).and_then(|d| d.conflict.as_mut()) {
+                    conflict.diff = Some(diff);
+                }
+            }
             NetEvent::DraftShadowed { id, outcome } => match outcome {
                 Ok(view) => {
                     self.close_draft(id);
@@ -720,10 +753,26 @@ impl App {
                     });
                 }
             }
-            Err(failure) => match self.draft_mut(id) {
-                Some(draft) => draft.state = failure.into_state("not pushed"),
-                None => self.say(format!("not pushed: {failure}")),
-            },
+            Err(failure) => {
+                // What was sent may be in force: the view asks the gateway.
+                if matches!(failure, DraftFailure::Unknown(_)) {
+                    self.want_policy = true;
+                }
+                match self.draft_mut(id) {
+                    Some(draft) => {
+                        if let DraftFailure::Stale(now) = &failure {
+                            let before = draft.text.clone();
+                            draft.conflict = Some(Conflict {
+                                now: (**now).clone(),
+                                before,
+                                diff: None,
+                            });
+                        }
+                        draft.state = failure.into_state("not pushed");
+                    }
+                    None => self.say(format!("not pushed: {failure}")),
+                }
+            }
         }
     }
 
@@ -742,8 +791,8 @@ impl App {
                 return Vec::new();
             }
         };
-        let again = request.draft.and_then(|id| match &self.mode {
-            Mode::Draft(d) if d.id == id => Some(d.ask.clone()),
+        let open = request.draft.and_then(|id| match &self.mode {
+            Mode::Draft(d) if d.id == id => Some((d.ask.clone(), d.conflict.clone())),
             _ => None,
         });
         if text.trim().is_empty() {
@@ -754,26 +803,38 @@ impl App {
             return Vec::new();
         }
         let base = request.base;
-        if again.is_none()
+        if open.is_none()
             && base.from == base.version
             && text.trim_end() == base.original.trim_end()
         {
             self.say(format!("no change: v{} stays in force", base.version));
             return Vec::new();
         }
+        let (ask, conflict) = open.unwrap_or((super::popups::Ask::new(false), None));
+        // After a refused push, the same text again merges nothing: it stays refused.
+        if let Some(c) = &conflict
+            && text.trim_end() == c.before.trim_end()
+        {
+            self.say(format!(
+                "nothing merged: the draft is as it was when {} stored v{}; it stays refused (merge their change, or discard it and edit v{})",
+                c.now.by, c.now.version, c.now.version
+            ));
+            return Vec::new();
+        }
         self.drafts += 1;
         let id = self.drafts;
         let mut draft = Draft::new(id, text.clone(), base);
-        // A note typed before the editor opened again is kept.
-        if let Some(ask) = again {
-            draft.ask = ask;
-        }
+        // A note typed before the editor opened again is kept, and so is a conflict.
+        draft.ask = ask;
+        draft.conflict = conflict;
+        self.kept = None;
         self.mode = Mode::Draft(Box::new(draft));
         vec![Command::ReplayDraft { id, text }]
     }
 
-    /// `e` in the policy view: the text shown (the version in force, or an older one to
-    /// bring back) goes to the editor.
+    /// `e` in the policy view: the text of the selected version (the one in force, or
+    /// an older one to bring back) goes to the editor; a draft closed unpushed comes
+    /// back first.
     fn edit_policy(&mut self) -> Vec<Command> {
         if let Some(since) = self.stale_since() {
             self.say(format!(
@@ -791,10 +852,50 @@ impl App {
             self.say("the policy just changed; loading the new version first");
             return vec![Command::FetchPolicy];
         }
+        let selected = self
+            .policy
+            .selected()
+            .map_or(in_force.version, |v| v.version);
+        if shown.stored.version != selected {
+            self.say(format!("loading v{selected}'s text first"));
+            return vec![Command::FetchPolicyVersion(selected)];
+        }
+        let store_id = self.model.store_id.clone();
+        if let Some(kept) = self.kept.take() {
+            let same_base = kept.base.version == in_force.version && kept.base.store_id == store_id;
+            let (text, base) = if same_base {
+                (kept.text.clone(), kept.base.clone())
+            } else {
+                let note = format!(
+                    "your closed draft, begun from v{}; v{} ({} by {}) is in force now: merge its change (toolgate policy diff {} {}), then save. An empty file discards the draft. toolgate removes these lines.",
+                    kept.base.version,
+                    in_force.version,
+                    in_force.at,
+                    in_force.by,
+                    kept.base.version,
+                    in_force.version
+                );
+                let base = Base {
+                    version: in_force.version,
+                    from: in_force.version,
+                    original: String::new(),
+                    store_id,
+                };
+                (mark_at(&kept.text, 1, &note).0, base)
+            };
+            self.say("your closed draft opens again (save the file empty to drop it)");
+            return vec![Command::Edit(Box::new(EditRequest {
+                text,
+                line: None,
+                draft: None,
+                base,
+            }))];
+        }
         let base = Base {
             version: in_force.version,
             from: shown.stored.version,
             original: shown.text.clone(),
+            store_id,
         };
         vec![Command::Edit(Box::new(EditRequest {
             text: shown.text.clone(),
@@ -1006,8 +1107,13 @@ impl App {
                     self.mode = Mode::Draft(draft);
                     Vec::new()
                 }
+                DraftAnswer::Quit => {
+                    self.mode = Mode::Draft(draft);
+                    vec![Command::Quit]
+                }
                 DraftAnswer::Discard => {
-                    self.say("draft discarded; nothing was pushed");
+                    self.say("draft closed, nothing pushed; e in :policy opens it again");
+                    self.kept = Some(draft);
                     Vec::new()
                 }
                 DraftAnswer::Edit(request) => {
@@ -1020,6 +1126,13 @@ impl App {
                             "the gateway is unreachable (since {}): the draft is kept until it is back",
                             super::text::clock(since)
                         ));
+                        self.mode = Mode::Draft(draft);
+                        return Vec::new();
+                    }
+                    if draft.base.store_id != self.model.store_id {
+                        draft.state = DraftState::Failed(
+                            "the gateway's store is not the one this draft began on".into(),
+                        );
                         self.mode = Mode::Draft(draft);
                         return Vec::new();
                     }
@@ -1259,7 +1372,7 @@ impl App {
 
     fn act(&mut self, action: Action) -> Vec<Command> {
         if action.mutates() && self.read_only {
-            self.say("read-only: approving, denying and class edits are off");
+            self.say("read-only: approving, denying, class and policy edits are off");
             return Vec::new();
         }
         let page = self.page();

@@ -256,13 +256,72 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         anyhow::bail!("toolgate console needs a terminal");
     }
     let mut screen = Screen::take(settings.mouse);
-    let editing = AtomicBool::new(false);
+    let editing = Editing::default();
     // SIGTERM or SIGINT from outside (the terminal's own Ctrl-C is a key here) end the
     // console as `q` does, with the terminal restored.
-    tokio::select! {
+    let result = tokio::select! {
         result = event_loop(&mut screen.terminal, client, &settings, theme, &editing) => result,
-        () = stop_signal(&editing) => Ok(()),
+        () = stop_signal(&editing.active) => Ok(()),
+    };
+    editing.stop();
+    result
+}
+
+/// The operator's editor while it has the terminal: what to stop, and the terminal's
+/// settings to put back, if the console is told to stop meanwhile.
+#[derive(Default)]
+struct Editing {
+    active: AtomicBool,
+    pid: std::sync::atomic::AtomicU32,
+    /// The terminal as the console gave it to the editor.
+    termios: std::sync::Mutex<Option<libc::termios>>,
+}
+
+impl Editing {
+    fn begin(&self, pid: Option<u32>) {
+        // SAFETY: tcgetattr writes a termios for fd 0 into memory we own.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let saved = (unsafe { libc::tcgetattr(0, &mut t) } == 0).then_some(t);
+        *self.termios.lock().expect("termios") = saved;
+        self.pid.store(pid.unwrap_or(0), Ordering::SeqCst);
+        self.active.store(true, Ordering::SeqCst);
     }
+
+    fn end(&self) {
+        self.active.store(false, Ordering::SeqCst);
+        self.pid.store(0, Ordering::SeqCst);
+    }
+
+    /// Stops an editor still running (TERM, then KILL), and gives the terminal back as
+    /// the editor found it: cooked, echoing, and without the keys typed meanwhile.
+    fn stop(&self) {
+        if !self.active.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let pid = self.pid.load(Ordering::SeqCst) as libc::pid_t;
+        if pid > 0 {
+            // SAFETY: signals to the editor this console started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(10));
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    break;
+                }
+            }
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(t) = *self.termios.lock().expect("termios") {
+            // SAFETY: restores settings tcgetattr gave for the same fd.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
+}
+
+/// Drops what was typed but not read yet: keys meant for the editor (a second Enter
+/// after `:wq`) must not act on the console that takes the terminal back.
+fn drop_typeahead() {
+    // SAFETY: tcflush on fd 0 only discards queued input.
+    unsafe { libc::tcflush(0, libc::TCIFLUSH) };
 }
 
 /// SIGTERM, or SIGINT unless the editor has the terminal: a Ctrl-C there is the
@@ -352,7 +411,7 @@ async fn edit_outside(
     terminal: &mut DefaultTerminal,
     keys: &mut EventStream,
     mouse: bool,
-    editing: &AtomicBool,
+    editing: &Editing,
     request: &popups::draft::EditRequest,
     app: &mut App,
     link: &mut Link,
@@ -368,26 +427,53 @@ async fn edit_outside(
     // The key reader stops first: left running, it would take keys meant for the editor.
     *keys = EventStream::new();
     leave_screen(mouse);
-    editing.store(true, Ordering::SeqCst);
+    let started = Instant::now();
     let status = match editor::command(&editor, file.path(), request.line).spawn() {
-        Ok(mut child) => loop {
-            tokio::select! {
-                status = child.wait() => break status.map_err(|e| e.to_string()),
-                Some(event) = link.rx.recv() => app.on_net(event),
+        Ok(mut child) => {
+            editing.begin(child.id());
+            loop {
+                tokio::select! {
+                    status = child.wait() => break status.map_err(|e| e.to_string()),
+                    Some(event) = link.rx.recv() => app.on_net(event),
+                }
             }
-        },
+        }
         Err(e) => Err(format!(
             "cannot start the editor {editor:?}: {e}; set $VISUAL or $EDITOR"
         )),
     };
-    editing.store(false, Ordering::SeqCst);
+    editing.end();
+    drop_typeahead();
     enter_screen(terminal, mouse);
     app.dirty = true;
-    match status? {
-        s if s.success() => std::fs::read_to_string(file.path())
-            .map_err(|e| format!("cannot read the draft back: {e}")),
-        s => Err(format!("the editor ({editor}) {s}: nothing changed")),
+    let status = status?;
+    let saved = std::fs::read_to_string(file.path());
+    if let Some(why) = editor::not_run(&editor, status) {
+        return Err(why);
     }
+    if !status.success() {
+        // What it saved may be an hour of work: kept, and where is said.
+        let kept = match &saved {
+            Ok(text) if *text != request.text => file
+                .keep()
+                .map(|(_, path)| format!("; what it saved is kept in {}", path.display()))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        return Err(format!(
+            "the editor ({editor}) {status}: nothing changed{kept}"
+        ));
+    }
+    let saved = saved.map_err(|e| format!("cannot read the draft back: {e}"))?;
+    if request.draft.is_none()
+        && saved == request.text
+        && started.elapsed() < Duration::from_secs(1)
+    {
+        return Err(format!(
+            "the editor ({editor}) returned at once with nothing changed: a GUI editor needs its wait flag (code --wait, subl -w, gvim -f)"
+        ));
+    }
+    Ok(saved)
 }
 
 /// One connection to one gateway. Switching context drops it whole: its channel goes
@@ -439,7 +525,7 @@ async fn event_loop(
     client: ControlClient,
     settings: &Settings,
     mut theme: ui::Theme,
-    editing: &AtomicBool,
+    editing: &Editing,
 ) -> anyhow::Result<()> {
     let mut app = App::new(settings.ring, settings.start.read_only);
     app.keymap = settings.config.keymap.clone();

@@ -422,9 +422,29 @@ pub fn preview(
     });
 }
 
+/// How long a draft's replay, push or shadow may take before the console stops
+/// waiting for the answer.
+const DRAFT_ANSWER: Duration = Duration::from_secs(30);
+
+/// Waits for a draft request's answer, `DRAFT_ANSWER` at most.
+async fn within<T>(
+    request: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, DraftFailure> {
+    match tokio::time::timeout(DRAFT_ANSWER, request).await {
+        Ok(answer) => answer.map_err(DraftFailure::from),
+        Err(_) => Err(DraftFailure::Unknown(format!(
+            "none within {} s",
+            DRAFT_ANSWER.as_secs()
+        ))),
+    }
+}
+
 impl From<ClientError> for DraftFailure {
     fn from(e: ClientError) -> DraftFailure {
         match e {
+            // Only a refused connection proves the request never arrived; any other
+            // transport failure may have come after the gateway acted on it.
+            ClientError::Http(e) if !e.is_connect() => DraftFailure::Unknown(e.to_string()),
             ClientError::Api {
                 code,
                 message,
@@ -462,11 +482,7 @@ pub fn replay_draft(client: ControlClient, id: u64, text: String, tx: mpsc::Send
             }),
             ..Default::default()
         };
-        let outcome = client
-            .replay(&request)
-            .await
-            .map(Box::new)
-            .map_err(DraftFailure::from);
+        let outcome = within(client.replay(&request)).await.map(Box::new);
         let _ = tx.send(NetEvent::DraftReplayed { id, outcome }).await;
     });
 }
@@ -481,23 +497,31 @@ pub fn push_draft(
     tx: mpsc::Sender<NetEvent>,
 ) {
     tokio::spawn(async move {
-        let outcome = client
-            .put_policy(&text, note, Some(expected_version))
+        let outcome = within(client.put_policy(&text, note, Some(expected_version)))
             .await
-            .map(Box::new)
-            .map_err(DraftFailure::from);
+            .map(Box::new);
+        let newer = match &outcome {
+            Err(DraftFailure::Stale(now)) => Some(now.version),
+            _ => None,
+        };
         let _ = tx.send(NetEvent::DraftPushed { id, outcome }).await;
+        // What the newer version changed, for the operator to merge.
+        if let Some(newer) = newer
+            && let (Ok(began), Ok(now)) = (
+                within(client.policy_version(expected_version)).await,
+                within(client.policy_version(newer)).await,
+            )
+        {
+            let diff = crate::cli_output::policy_diff(&began, &now);
+            let _ = tx.send(NetEvent::DraftConflictDiff { id, diff }).await;
+        }
     });
 }
 
 /// Installs a draft as the shadow policy, on its own task.
 pub fn shadow_draft(client: ControlClient, id: u64, text: String, tx: mpsc::Sender<NetEvent>) {
     tokio::spawn(async move {
-        let outcome = client
-            .put_shadow(&text)
-            .await
-            .map(Box::new)
-            .map_err(DraftFailure::from);
+        let outcome = within(client.put_shadow(&text)).await.map(Box::new);
         let _ = tx.send(NetEvent::DraftShadowed { id, outcome }).await;
     });
 }

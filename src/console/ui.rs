@@ -86,10 +86,13 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         Mode::Draft(draft) => draft.draw(
             frame,
             area,
-            app.model.policy_version,
+            &popups::draft::Around {
+                in_force: app.model.policy_version,
+                shadow_by: app.policy.shadow.as_ref().map(|s| s.by.clone()),
+                now: ctx.clock(),
+            },
             &app.keymap,
             theme,
-            ctx.clock(),
         ),
         Mode::Prompt(_) | Mode::Normal => {}
     }

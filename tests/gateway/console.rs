@@ -359,11 +359,13 @@ async fn the_console_network_stops_at_a_rejected_token_instead_of_retrying() {
 }
 
 /// A stand-in for vi: it asks for a reason on the terminal (so only a console that
-/// gave the terminal away lets the keys reach it), then adds a policy to the file.
+/// gave the terminal away lets the keys reach it), handles a Ctrl-C as emacs handles
+/// C-g, then adds a policy to the file.
 const FAKE_EDITOR: &str = r#"#!/bin/sh
 for f in "$@"; do file="$f"; done
+trap 'printf " (ctrl-c: ignored) "' INT
 printf 'fake editor: why? '
-read reason
+until read reason; do :; done
 cat >> "$file" <<POLICY
 
 @id("e2e-ci-page-reads-denied")
@@ -397,11 +399,15 @@ async fn a_policy_edited_in_the_editor_is_replayed_then_pushed_and_decides_the_n
     tmux.wait_for("in force   v1").await;
     tmux.wait_for("@id(\"read-allowed\")").await;
 
-    // The editor gets the terminal: it asks on the screen, and the keys reach it.
+    // The editor gets the terminal: it asks on the screen, and the keys reach it. A
+    // Ctrl-C there is the editor's: neither the console nor the edit dies of it.
     tmux.send(&["e"]);
     tmux.wait_for("fake editor: why?").await;
+    tmux.send(&["C-c"]);
+    tmux.wait_for("(ctrl-c: ignored)").await;
     tmux.send(&["-l", "pages are off limits to ci"]);
-    tmux.send(&["Enter"]);
+    // A second Enter, as after vi's `:wq`, must not throw the draft away.
+    tmux.send(&["Enter", "Enter"]);
 
     // Back in the console: the draft, replayed over the recorded calls.
     let screen = tmux.wait_for("valid · replayed the last 2 decisions").await;
@@ -496,6 +502,18 @@ async fn a_drafts_replay_push_and_shadow_read_the_real_gateways_answers() {
             (now.version, now.by.as_str(), now.note.as_deref()),
             (2, "ada", Some("bob's change"))
         ),
+        other => panic!("{other:?}"),
+    }
+    // Then what v2 changed from v1, for the operator to merge.
+    match next().await {
+        NetEvent::DraftConflictDiff { id: 2, diff } => {
+            assert!(diff.starts_with("--- v1 ("), "{diff}");
+            assert!(
+                diff.contains("\n+permit (principal, action, resource);\n")
+                    && diff.contains("\n-@id(\"read-allowed\")\n"),
+                "{diff}"
+            );
+        }
         other => panic!("{other:?}"),
     }
 

@@ -104,7 +104,8 @@ fn e_opens_the_text_in_force_and_an_unchanged_save_changes_nothing() {
         Base {
             version: 5,
             from: 5,
-            original: IN_FORCE.to_owned()
+            original: IN_FORCE.to_owned(),
+            store_id: Some("s1".into()),
         }
     );
     // An editor that saves without a change (and adds nothing but a newline).
@@ -144,17 +145,26 @@ fn a_saved_draft_shows_its_replay_and_y_pushes_it_at_the_version_it_began_from()
         "identities  token:ci-bot allow→hold 3",
         "changed calls (oldest first, 1 of 3):",
         "py/read_page token:ci-bot page:P-7 allow→hold ci-reads-held",
-        "y push over v5 · s install as shadow · r note · e edit again · [esc/n/enter] discard",
+        "y push over v5 · s install as shadow · r note · e edit again · esc/n discard",
     ] {
         assert!(screen.contains(expected), "{expected:?}:\n{screen}");
     }
-    // Enter is Cancel: the draft goes and nothing is sent.
+    // A stray Enter (the second one after `:wq`) does nothing to a draft.
     assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    assert!(matches!(app.mode, Mode::Draft(_)));
+    // Esc closes it, nothing sent, and its text is kept for the next `e`.
+    assert!(app.on_key(key(KeyCode::Esc)).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(
         app.flash.as_ref().unwrap().0,
-        "draft discarded; nothing was pushed"
+        "draft closed, nothing pushed; e in :policy opens it again"
     );
+    let again = edit(&mut app);
+    assert_eq!((again.text.as_str(), again.base.version), (DRAFT, 5));
+    assert_eq!(app.on_edited(again, Ok(DRAFT.to_owned())).len(), 1);
+    app.on_key(key(KeyCode::Esc));
+    // The text kept is gone once a new draft is made from it.
+    app.kept = None;
 
     let id2 = replayed_draft(&mut app);
     assert_ne!(id, id2, "each draft has its own id");
@@ -164,10 +174,11 @@ fn a_saved_draft_shows_its_replay_and_y_pushes_it_at_the_version_it_began_from()
         outcome: Err(DraftFailure::Other("late".into())),
     });
     assert!(matches!(&app.mode, Mode::Draft(d) if matches!(d.state, DraftState::Ready(_))));
-    // A note, then y.
+    // A note (Esc leaves the note field, not the draft), then y.
     app.on_key(ch('r'));
     typed(&mut app, "hold ci reads");
-    app.on_key(key(KeyCode::Enter));
+    app.on_key(key(KeyCode::Esc));
+    assert!(matches!(&app.mode, Mode::Draft(d) if !d.ask.editing));
     assert_eq!(
         app.on_key(ch('y')),
         vec![Command::PushDraft {
@@ -177,11 +188,12 @@ fn a_saved_draft_shows_its_replay_and_y_pushes_it_at_the_version_it_began_from()
             expected_version: 5,
         }]
     );
-    assert!(shown(&app).contains("pushing…"));
-    // While it is sent, keys wait for the answer.
+    assert!(shown(&app).contains("pushing… (q quits; what was sent may still take effect)"));
+    // While it is sent, keys wait for the answer, but quit works.
     assert!(app.on_key(ch('y')).is_empty());
     assert!(app.on_key(key(KeyCode::Esc)).is_empty());
     assert!(matches!(app.mode, Mode::Draft(_)));
+    assert_eq!(app.on_key(ch('q')), vec![Command::Quit]);
     let changed: Event = serde_json::from_value(
         json!({"seq": 101, "ts": "2026-11-26T10:00:01.000Z", "kind": "policy.changed",
         "version": 6, "sha256": "ab", "by": "ada", "note": "hold ci reads"}),
@@ -220,7 +232,7 @@ fn an_invalid_draft_reopens_the_editor_at_its_line_with_the_error_written_above(
         "the draft is not valid Cedar: line 2, column 19",
         "unexpected token `action`",
         "Nothing was pushed.",
-        "e edit again · [esc/n/enter] discard",
+        "e edit again · esc/n discard",
     ] {
         assert!(screen.contains(expected), "{expected:?}:\n{screen}");
     }
@@ -277,16 +289,36 @@ fn a_push_refused_as_stale_says_who_changed_it_and_edit_again_moves_the_base() {
         app.on_key(ch('y')).is_empty(),
         "no push over a version not seen"
     );
+    // What bob changed arrives, and goes into the file above the draft.
+    app.on_net(NetEvent::DraftConflictDiff {
+        id,
+        diff: "--- v5\n+++ v6\n@@ -1 +1 @@\n-a\n+b\n".into(),
+    });
     let again = edit(&mut app);
     assert_eq!(again.base.version, 6);
     assert!(
-        again.text.starts_with(
-            "// ✗ v6 was stored by bob at 2026-11-26T09:06:00.000Z after this edit began from v5;"
-        ),
+        again.text.starts_with("// ✗ bob stored v6 at 2026-11-26T09:06:00.000Z after this edit began from v5: merge their change"),
         "{}",
         again.text
     );
-    let merged = again.text.clone();
+    assert!(again.text.contains("// ✗ -a\n// ✗ +b\n"), "{}", again.text);
+    // Saved unchanged, it merged nothing: it stays refused.
+    assert!(
+        app.on_edited(again.clone(), Ok(again.text.clone()))
+            .is_empty()
+    );
+    assert!(
+        app.flash
+            .as_ref()
+            .unwrap()
+            .0
+            .starts_with("nothing merged: the draft is as it was when bob stored v6"),
+        "{:?}",
+        app.flash
+    );
+    assert!(matches!(&app.mode, Mode::Draft(d) if matches!(d.state, DraftState::Stale(_))));
+    // Merged, it is replayed and pushed over v6, and says whose version it goes over.
+    let merged = format!("{}// and bob's change\n", again.text);
     let [Command::ReplayDraft { id, .. }] = app.on_edited(again, Ok(merged))[..] else {
         panic!()
     };
@@ -294,6 +326,12 @@ fn a_push_refused_as_stale_says_who_changed_it_and_edit_again_moves_the_base() {
         id,
         outcome: Ok(report()),
     });
+    assert!(
+        shown(&app)
+            .contains("your edit, over v6 by bob (their change is in it only if you merged it)"),
+        "{}",
+        shown(&app)
+    );
     assert!(matches!(
         app.on_key(ch('y')).as_slice(),
         [Command::PushDraft {
@@ -301,6 +339,20 @@ fn a_push_refused_as_stale_says_who_changed_it_and_edit_again_moves_the_base() {
             ..
         }]
     ));
+    // No answer at all: it may be in force, and the view asks.
+    app.want_policy = false;
+    app.on_net(NetEvent::DraftPushed {
+        id,
+        outcome: Err(DraftFailure::Unknown(
+            "connection closed before message completed".into(),
+        )),
+    });
+    assert!(app.want_policy);
+    assert!(
+        shown(&app).contains("no answer (connection closed before message completed): it may"),
+        "{}",
+        shown(&app)
+    );
 }
 
 #[test]
@@ -354,6 +406,42 @@ fn an_older_version_opened_and_saved_as_it_is_is_a_rollback_draft() {
         "{}",
         shown(&app)
     );
+}
+
+#[test]
+fn a_store_change_closes_a_draft_and_e_opens_its_text_over_the_new_stores_policy() {
+    let mut app = policy_app();
+    replayed_draft(&mut app);
+    app.on_net(NetEvent::Reset);
+    assert_eq!(app.mode, Mode::Normal, "nothing is pushed to another store");
+    assert!(app.want_policy);
+    app.on_net(NetEvent::Policy {
+        versions: vec![version(2, "default")],
+        shadow: None,
+    });
+    app.on_net(NetEvent::PolicyText(Box::new(text_of(2, IN_FORCE))));
+    let request = edit(&mut app);
+    assert_eq!(request.base.version, 2);
+    assert!(
+        request
+            .text
+            .starts_with("// ✗ your closed draft, begun from v5; v2"),
+        "{}",
+        request.text
+    );
+    assert!(request.text.contains("ci-reads-held"));
+}
+
+#[test]
+fn e_edits_the_selected_versions_text_only_once_it_has_arrived() {
+    let mut app = policy_app();
+    // v6 is listed in force, but the text shown is still v5's.
+    app.on_net(NetEvent::Policy {
+        versions: vec![version(6, "bob"), version(5, "ada"), version(4, "bob")],
+        shadow: None,
+    });
+    assert_eq!(app.on_key(ch('e')), vec![Command::FetchPolicyVersion(6)]);
+    assert_eq!(app.flash.as_ref().unwrap().0, "loading v6's text first");
 }
 
 #[test]

@@ -36,6 +36,22 @@ pub struct Base {
     pub from: u64,
     /// That text, to tell a save that changed nothing.
     pub original: String,
+    /// The store the edit began on: a draft is never pushed to another one (a store
+    /// recreated, a failover behind the same address).
+    pub store_id: Option<String>,
+}
+
+/// A push refused because someone stored a version after the edit began.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The version they stored.
+    pub now: PolicyVersion,
+    /// The draft's text when the push was refused: saving it again unchanged merges
+    /// nothing, and is refused.
+    pub before: String,
+    /// What they changed, as a unified diff from the version the edit began on, once
+    /// fetched.
+    pub diff: Option<String>,
 }
 
 /// What the editor opens: a file with `text`, the cursor at `line` (1-based).
@@ -61,7 +77,7 @@ pub enum DraftState {
     },
     /// The replay, the push or the shadow failed for another reason.
     Failed(String),
-    /// A push or a shadow is on its way; keys wait for the answer.
+    /// A push or a shadow is on its way; keys wait for the answer (but quit).
     Sending(&'static str),
     /// Someone stored this version after the edit began: the push was refused.
     Stale(Box<PolicyVersion>),
@@ -71,6 +87,7 @@ pub enum DraftState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DraftAnswer {
     Stay,
+    Quit,
     Discard,
     Push { note: Option<String> },
     Shadow,
@@ -86,6 +103,8 @@ pub struct Draft {
     pub state: DraftState,
     /// The push's keys and its note.
     pub ask: Ask,
+    /// Set once a push was refused for a newer version; kept through edits.
+    pub conflict: Option<Conflict>,
 }
 
 impl Draft {
@@ -96,6 +115,7 @@ impl Draft {
             base,
             state: DraftState::Replaying,
             ask: Ask::new(false),
+            conflict: None,
         }
     }
 
@@ -111,19 +131,27 @@ impl Draft {
                 Action::EditAgain,
                 Action::Cancel,
             ],
-            DraftState::Sending(_) => Vec::new(),
+            DraftState::Sending(_) => vec![Action::Quit],
             _ => vec![Action::EditAgain, Action::Cancel],
         }
     }
 
     pub fn on_key(&mut self, key: crossterm::event::KeyEvent, keymap: &Keymap) -> DraftAnswer {
+        use crossterm::event::KeyCode;
         if self.ask.editing {
-            return match self.ask.on_key(key, keymap) {
-                Answer::Cancel => DraftAnswer::Discard,
-                _ => DraftAnswer::Stay,
-            };
+            // Esc leaves the note, not the draft: an edit is too dear to lose to it.
+            if let Answer::Cancel = self.ask.on_key(key, keymap) {
+                self.ask.editing = false;
+            }
+            return DraftAnswer::Stay;
+        }
+        // Enter, which cancels other dialogs, does nothing here: a second Enter after
+        // `:wq` must not throw the edit away.
+        if key.code == KeyCode::Enter {
+            return DraftAnswer::Stay;
         }
         match keymap.action_among(&key, &self.actions()) {
+            Some(Action::Quit) => DraftAnswer::Quit,
             Some(Action::Confirm) => DraftAnswer::Push {
                 note: self.ask.value(),
             },
@@ -166,19 +194,26 @@ impl Draft {
                 again(text, Some(line), self.base.clone())
             }
             DraftState::Stale(now) => {
-                let note = format!(
-                    "v{} was stored by {} at {} after this edit began from v{}; \
-                     `toolgate policy diff {} {}` shows their change: merge it, save, and \
-                     the push is made over v{} (toolgate removes these lines; an empty file \
-                     discards the draft)",
-                    now.version,
-                    now.by,
-                    now.at,
-                    self.base.version,
-                    self.base.version,
-                    now.version,
-                    now.version
+                let mut note = format!(
+                    "{} stored v{} at {} after this edit began from v{}: merge their change \
+                     into this draft (below, as a diff), then save; the push then goes over \
+                     v{}. Saved unchanged, it stays refused. An empty file discards the \
+                     draft. toolgate removes these lines.",
+                    now.by, now.version, now.at, self.base.version, now.version
                 );
+                match self.conflict.as_ref().and_then(|c| c.diff.as_deref()) {
+                    Some(diff) if !diff.is_empty() => {
+                        note.push('\n');
+                        note.push_str(diff);
+                    }
+                    Some(_) => {
+                        note.push_str("\n(their text is the same as the one this edit began from)")
+                    }
+                    None => note.push_str(&format!(
+                        "\n(`toolgate policy diff {} {}` shows their change)",
+                        self.base.version, now.version
+                    )),
+                }
                 let (text, _) = mark_at(&self.text, 1, &note);
                 let base = Base {
                     version: now.version,
@@ -192,7 +227,12 @@ impl Draft {
 
     /// The push's title line: what it replaces.
     fn heading(&self, in_force: Option<u64>) -> String {
-        let mut line = if self.base.from == self.base.version {
+        let mut line = if let Some(c) = &self.conflict {
+            format!(
+                "your edit, over v{} by {} (their change is in it only if you merged it)",
+                c.now.version, c.now.by
+            )
+        } else if self.base.from == self.base.version {
             format!("an edit of v{} (in force)", self.base.version)
         } else {
             format!(
@@ -212,11 +252,11 @@ impl Draft {
         &self,
         frame: &mut Frame,
         area: Rect,
-        in_force: Option<u64>,
+        around: &Around,
         keymap: &Keymap,
         theme: &Theme,
-        now: chrono::DateTime<chrono::Utc>,
     ) {
+        let (in_force, now) = (around.in_force, around.now);
         let width = area.width.saturating_sub(4).min(110);
         let inner = width.saturating_sub(2) as usize;
         let key = |a| keymap.key_for(a).unwrap_or("?");
@@ -225,9 +265,19 @@ impl Draft {
             DraftState::Replaying => lines.push(Line::from(format!(
                 "validating and replaying the last {DRAFT_WINDOW} decisions…"
             ))),
-            DraftState::Sending(what) => lines.push(Line::from(*what)),
+            DraftState::Sending(what) => lines.push(Line::from(format!(
+                "{what} ({} quits; what was sent may still take effect)",
+                key(Action::Quit)
+            ))),
             DraftState::Failed(why) => {
-                lines.push(Line::from(Span::styled(fit_words(why, inner), theme.deny)))
+                lines.push(Line::from(Span::styled(fit_words(why, inner), theme.deny)));
+                lines.push(Line::from(fit_words(
+                    &format!(
+                        "{} opens it again; saved unchanged, it is replayed again",
+                        key(Action::EditAgain)
+                    ),
+                    inner,
+                )));
             }
             DraftState::Invalid {
                 message,
@@ -282,22 +332,28 @@ impl Draft {
         }
         lines.push(Line::from(""));
         let keys = if self.ask.editing {
-            "type the note · enter done · esc discards the draft".to_owned()
+            "type the note · enter done · esc leaves the note".to_owned()
         } else {
             let mut parts = Vec::new();
             for action in self.actions() {
                 let what = match action {
                     Action::Confirm => format!("push over v{}", self.base.version),
-                    Action::Shadow => "install as shadow".to_owned(),
+                    Action::Shadow => match &around.shadow_by {
+                        Some(by) => format!("replace {by}'s shadow"),
+                        None => "install as shadow".to_owned(),
+                    },
                     Action::Reason => "note".to_owned(),
                     Action::EditAgain => "edit again".to_owned(),
-                    Action::Cancel => continue,
+                    Action::Cancel | Action::Quit => continue,
                     other => other.hint().to_owned(),
                 };
                 parts.push(format!("{} {what}", key(action)));
             }
             if self.actions().contains(&Action::Cancel) {
-                parts.push(format!("[{}] discard", super::cancel_keys(keymap)));
+                // Enter does not discard a draft (see `on_key`).
+                let keys = super::cancel_keys(keymap);
+                let keys: Vec<&str> = keys.split('/').filter(|k| *k != "enter").collect();
+                parts.push(format!("{} discard", keys.join("/")));
             }
             parts.join(" · ")
         };
@@ -317,6 +373,15 @@ impl Draft {
             rect,
         );
     }
+}
+
+/// What the draft shows besides itself.
+pub struct Around {
+    /// The version in force, as the console last heard.
+    pub in_force: Option<u64>,
+    /// Who installed the shadow `s` would replace, if one is installed.
+    pub shadow_by: Option<String>,
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// The replay's answer, as the draft shows it: the transitions, the tools and

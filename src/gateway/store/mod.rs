@@ -766,8 +766,9 @@ fn first_event(c: Committed) -> Event {
 /// A reply channel's sending half, as the writer holds it.
 type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 
-#[cfg(test)]
-pub(crate) mod testing;
+/// Test support, for this crate's tests and the integration tests alike.
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

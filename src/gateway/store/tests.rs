@@ -259,3 +259,218 @@ async fn a_policy_edit_from_a_version_no_longer_in_force_stores_nothing_on(store
         3
     );
 }
+
+fn held(call_id: &str) -> StoredHold {
+    StoredHold {
+        call_id: call_id.into(),
+        call_hash: "h".into(),
+        identity: "{}".into(),
+        decision: "{}".into(),
+        session_id: None,
+        request_id: "1".into(),
+        created_at: "2026-01-02T03:04:05.000Z".into(),
+        expires_at: "2099-01-02T03:04:05.000Z".into(),
+        ttl_ms: 0,
+        resolution: None,
+        resolved_by: None,
+        reason: None,
+        resolved_at: None,
+    }
+}
+
+fn resolve(call_id: &str, from: HoldState, resolution: Resolution, by: &str) -> WriteOp {
+    WriteOp::HoldResolved {
+        call_id: call_id.into(),
+        from,
+        resolution,
+        by: by.into(),
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn of_two_resolutions_racing_one_wins_and_the_other_learns_how_the_hold_ended() {
+    for (store, backend) in stores().await {
+        store
+            .write(WriteOp::HoldCreated(Box::new(held("h1"))))
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(
+            store.write(resolve(
+                "h1",
+                HoldState::Unresolved,
+                Resolution::Approved,
+                "ada"
+            )),
+            store.write(resolve(
+                "h1",
+                HoldState::Unresolved,
+                Resolution::Denied,
+                "bob"
+            )),
+        );
+        let (won, lost) = match (a, b) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+            other => panic!("{backend}: one winner, got {other:?}"),
+        };
+        let winner = match &won.events[0].body {
+            EventBody::HoldResolved { by, .. } => by.clone(),
+            other => panic!("{other:?}"),
+        };
+        match lost {
+            StoreError::HoldTaken(now) => {
+                assert_eq!(
+                    now.resolved_by.as_deref(),
+                    Some(winner.as_str()),
+                    "{backend}"
+                )
+            }
+            other => panic!("{backend}: {other:?}"),
+        }
+        // A run needs an approval; a second run finds it consumed.
+        let run = store
+            .write(resolve(
+                "h1",
+                HoldState::Approved,
+                Resolution::Consumed,
+                "client",
+            ))
+            .await;
+        if winner == "ada" {
+            run.unwrap();
+            let again = store
+                .write(resolve(
+                    "h1",
+                    HoldState::Approved,
+                    Resolution::Consumed,
+                    "client",
+                ))
+                .await;
+            assert!(
+                matches!(again, Err(StoreError::HoldTaken(h)) if h.resolution == Some(Resolution::Consumed))
+            );
+        } else {
+            assert!(
+                matches!(run, Err(StoreError::HoldTaken(h)) if h.resolution == Some(Resolution::Denied))
+            );
+        }
+        assert!(matches!(
+            store
+                .write(resolve(
+                    "nope",
+                    HoldState::Unresolved,
+                    Resolution::Denied,
+                    "ada"
+                ))
+                .await,
+            Err(StoreError::NoSuchHold)
+        ));
+        let kinds: Vec<String> = stored(&store)
+            .await
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect();
+        let resolved = kinds.iter().filter(|k| *k == "hold.resolved").count();
+        assert_eq!(
+            resolved,
+            if winner == "ada" { 2 } else { 1 },
+            "{backend}: no event for a refused resolution: {kinds:?}"
+        );
+    }
+}
+
+/// Commits `n` decisions from `store`, `width` at a time.
+async fn commit_many(store: &Store, prefix: &str, n: usize) {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let store = store.clone();
+        let id = format!("{prefix}{i}");
+        pending.push(tokio::spawn(async move {
+            store.commit_decision(decision(&id)).await.unwrap();
+        }));
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+}
+
+/// Everything a subscriber gets until `n` events have arrived.
+async fn received(rx: &mut tokio::sync::broadcast::Receiver<Arc<Published>>, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("events arrive")
+            .expect("no lag");
+        seqs.push(event.seq);
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgres_database_share_one_dense_seq_and_each_sees_every_event() {
+    let Some(location) = testing::fresh_postgres().await else {
+        return;
+    };
+    let a = Store::open_at(&location, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let b = Store::open_at(&location, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(a.store_id().await.unwrap(), b.store_id().await.unwrap());
+    let (mut on_a, from_a) = a.subscribe();
+    let (mut on_b, from_b) = b.subscribe();
+    assert_eq!((from_a, from_b), (0, 0));
+    tokio::join!(commit_many(&a, "a", 150), commit_many(&b, "b", 150));
+    let every: Vec<u64> = (1..=300).collect();
+    assert_eq!(received(&mut on_a, 300).await, every, "replica A, in order");
+    assert_eq!(received(&mut on_b, 300).await, every, "replica B, in order");
+    let stored: Vec<u64> = a
+        .events_between(0, u64::MAX >> 1, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(stored, every, "dense in the store");
+    // A replica's own decisions and the other's are all there, each once.
+    let ids: std::collections::HashSet<String> = b
+        .decisions(1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.call.call_id)
+        .collect();
+    assert_eq!(ids.len(), 300);
+    assert_eq!((a.last_seq(), b.last_seq()), (300, 300));
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    let Some(location) = testing::fresh_postgres().await else {
+        return;
+    };
+    let (a, b, c) = tokio::join!(
+        Store::open_at(&location, Duration::from_secs(5)),
+        Store::open_at(&location, Duration::from_secs(5)),
+        Store::open_at(&location, Duration::from_secs(5)),
+    );
+    let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let Readers::Postgres(pool) = &a.readers else {
+        unreachable!()
+    };
+    let steps: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM toolgate_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        steps,
+        (1..=postgres::MIGRATIONS.len() as i32).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        migrate(&location).await.unwrap(),
+        (0, postgres::MIGRATIONS.len())
+    );
+}
