@@ -178,7 +178,10 @@ fn main() {
         let gw = gateway(tools, &runtime, dir.path());
         memory.push((tools, common::rss_kib("self").saturating_sub(before)));
         if policy != "default" {
-            gw.replace_policy(PolicyEngine::compile(&hundred_rules()).unwrap());
+            gw.replace_policy(
+                PolicyEngine::compile(&hundred_rules()).unwrap(),
+                gw.policy_version() + 1,
+            );
         }
         // The stream: every caller calls every tool, in an order that moves on to
         // another tool and caller each time.

@@ -189,6 +189,24 @@ pub struct Catalog {
 
 impl Catalog {
     pub async fn load(store: Store) -> Result<Self, StoreError> {
+        let tools = Self::read(&store).await?;
+        Ok(Self {
+            store,
+            tools: RwLock::new(tools),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reads the catalog from the store again, as another replica left it. Taken as a
+    /// write, so an edit made here meanwhile lands in memory before it is read over.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_write_at_a_time = self.writes.lock().await;
+        let tools = Self::read(&self.store).await?;
+        *self.tools.write().expect("catalog lock") = tools;
+        Ok(())
+    }
+
+    async fn read(store: &Store) -> Result<ToolMap, StoreError> {
         let mut tools: ToolMap = HashMap::new();
         for t in store.tools().await? {
             let param_headers = t
@@ -205,11 +223,7 @@ impl Catalog {
                 }),
             );
         }
-        Ok(Self {
-            store,
-            tools: RwLock::new(tools),
-            writes: tokio::sync::Mutex::new(()),
-        })
+        Ok(tools)
     }
 
     pub fn get(&self, upstream: &str, tool: &str) -> Option<Arc<KnownTool>> {

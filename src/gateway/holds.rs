@@ -506,9 +506,16 @@ impl Holds {
             .collect();
         for call_id in &due {
             let hold = holds.get_mut(call_id).expect("listed above");
-            self.resolve(hold, call_id, Resolution::Expired, "toolgate", None)
-                .await?;
-            notify(hold, Verdict::Expired);
+            // Another replica may have resolved it (or expired it) first: `resolve` has
+            // then put that in memory, and told the waiting client.
+            match self
+                .resolve(hold, call_id, Resolution::Expired, "toolgate", None)
+                .await
+            {
+                Ok(_) => notify(hold, Verdict::Expired),
+                Err(StoreError::HoldTaken(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         // Only what may still be resolved or run stays in memory: unresolved holds, and
         // approved ones until their retry or expiry. A late resolver of any other is
@@ -542,9 +549,15 @@ impl Holds {
             return Ok(None);
         };
         let hold = holds.get_mut(&call_id).expect("found above");
-        self.resolve(hold, &call_id, Resolution::Cancelled, "client", None)
-            .await?;
-        notify(hold, Verdict::Cancelled);
+        match self
+            .resolve(hold, &call_id, Resolution::Cancelled, "client", None)
+            .await
+        {
+            Ok(_) => notify(hold, Verdict::Cancelled),
+            // Resolved elsewhere first: that resolution stands.
+            Err(StoreError::HoldTaken(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         Ok(Some(call_id))
     }
 
@@ -564,10 +577,18 @@ impl Holds {
         if hold.resolution.as_ref().map(|r| r.resolution) != Some(Resolution::Approved) {
             return Ok(Err(hold.view(call_id)));
         }
-        self.resolve(hold, call_id, Resolution::Consumed, "client", None)
-            .await?;
-        self.unindex_approved(&hold.call_hash, call_id);
-        Ok(Ok(()))
+        let call_hash = hold.call_hash.clone();
+        let ran = match self
+            .resolve(hold, call_id, Resolution::Consumed, "client", None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // An identical retry on another replica ran it first.
+            Err(StoreError::HoldTaken(_)) => Err(hold.view(call_id)),
+            Err(e) => return Err(e),
+        };
+        self.unindex_approved(&call_hash, call_id);
+        Ok(ran)
     }
 
     /// Runs the approval of an identical earlier call on this retry, once: the retry's
@@ -602,6 +623,8 @@ impl Holds {
             .resolution
             .as_ref()
             .map_or("an operator", |r| r.by.as_str());
+        // As it was decided, for when another replica runs the approval first.
+        let undecided = decision.clone();
         decision.outcome = Outcome::Allow;
         decision.reason = approved_retry_reason(approver, &call_id);
         decision.approved_as = Some(call_id.clone());
@@ -613,10 +636,21 @@ impl Holds {
             by: "client".into(),
             reason: reason.clone(),
         };
-        let committed = self
+        let committed = match self
             .store
             .commit_decision_with(EventBody::Decision(decision), consumed)
-            .await?;
+            .await
+        {
+            Ok(committed) => committed,
+            // Run first elsewhere (an identical retry on another replica): this call is
+            // decided as if no approval were waiting.
+            Err(StoreError::HoldTaken(stored)) => {
+                self.apply_stored(hold, &stored);
+                self.unindex_approved(&key.hash, &call_id);
+                return Ok(Retry::NotApproved(undecided));
+            }
+            Err(e) => return Err(e),
+        };
         let at = committed
             .events
             .get(1)
@@ -696,20 +730,18 @@ impl Holds {
         reason: Option<String>,
     ) -> Result<HoldView, StoreError> {
         let committed = self
-            .store
-            .write_in_time(WriteOp::HoldResolved {
-                call_id: call_id.to_owned(),
-                // Only an approved hold is run; anything else resolves an open one.
-                from: if resolution == Resolution::Consumed {
-                    HoldState::Approved
-                } else {
-                    HoldState::Unresolved
-                },
-                resolution,
-                by: by.to_owned(),
-                reason: reason.clone(),
-            })
-            .await?;
+            .commit_resolution(call_id, resolution, by, &reason)
+            .await;
+        let committed = match committed {
+            Ok(c) => c,
+            Err(StoreError::HoldTaken(stored)) => {
+                // Resolved elsewhere first: memory takes that resolution, and the
+                // client waiting here (if any) hears it.
+                self.apply_stored(hold, &stored);
+                return Err(StoreError::HoldTaken(stored));
+            }
+            Err(e) => return Err(e),
+        };
         let at = committed
             .events
             .first()
@@ -725,6 +757,153 @@ impl Holds {
             },
         );
         Ok(hold.view(call_id))
+    }
+
+    async fn commit_resolution(
+        &self,
+        call_id: &str,
+        resolution: Resolution,
+        by: &str,
+        reason: &Option<String>,
+    ) -> Result<super::store::Committed, StoreError> {
+        self.store
+            .write_in_time(WriteOp::HoldResolved {
+                call_id: call_id.to_owned(),
+                // Only an approved hold is run; anything else resolves an open one.
+                from: if resolution == Resolution::Consumed {
+                    HoldState::Approved
+                } else {
+                    HoldState::Unresolved
+                },
+                resolution,
+                by: by.to_owned(),
+                reason: reason.clone(),
+            })
+            .await
+    }
+
+    /// Puts in memory a resolution the store holds (committed elsewhere), once, and
+    /// tells the waiting client, if it waits here.
+    fn apply_stored(&self, hold: &mut Hold, stored: &StoredHold) {
+        let Some(resolution) = stored.resolution else {
+            return;
+        };
+        self.apply_resolution(
+            hold,
+            &stored.call_id,
+            Resolved {
+                resolution,
+                by: stored.resolved_by.clone().unwrap_or_default(),
+                reason: stored.reason.clone(),
+                at: stored.resolved_at.clone().unwrap_or_default(),
+            },
+        );
+    }
+
+    /// A resolution already committed, applied to memory if it is news: an approval
+    /// joins the approved index, a run leaves it, and the waiting client hears it.
+    fn apply_resolution(&self, hold: &mut Hold, call_id: &str, resolved: Resolved) {
+        let current = hold.resolution.as_ref().map(|r| r.resolution);
+        let news = match resolved.resolution {
+            Resolution::Consumed => current != Some(Resolution::Consumed),
+            _ => current.is_none(),
+        };
+        if !news {
+            return;
+        }
+        let verdict = match resolved.resolution {
+            Resolution::Approved => Some(Verdict::Approved),
+            Resolution::Denied => Some(Verdict::Denied {
+                by: resolved.by.clone(),
+                reason: resolved.reason.clone(),
+            }),
+            Resolution::Expired => Some(Verdict::Expired),
+            Resolution::Cancelled => Some(Verdict::Cancelled),
+            Resolution::Consumed => None,
+        };
+        match resolved.resolution {
+            Resolution::Approved => self
+                .approved_index()
+                .entry(hold.call_hash.clone())
+                .or_default()
+                .push(call_id.to_owned()),
+            _ => self.unindex_approved(&hold.call_hash, call_id),
+        }
+        mark_resolved(hold, resolved);
+        if let Some(verdict) = verdict {
+            notify(hold, verdict);
+        }
+    }
+
+    /// A hold another replica created: known here too, so that an approver here can
+    /// resolve it and an identical retry here can run it. No client waits on it here.
+    pub async fn adopt(&self, call_id: &str) -> Result<(), StoreError> {
+        let mut holds = self.holds.lock().await;
+        if holds.contains_key(call_id) {
+            return Ok(());
+        }
+        let Some(stored) = self.store.hold(call_id).await? else {
+            return Ok(());
+        };
+        match restore(&stored) {
+            Some(hold) => {
+                if stored.resolution == Some(Resolution::Approved) {
+                    self.approved_index()
+                        .entry(hold.call_hash.clone())
+                        .or_default()
+                        .push(call_id.to_owned());
+                }
+                if stored.resolution.is_none() || stored.resolution == Some(Resolution::Approved) {
+                    holds.insert(call_id.to_owned(), hold);
+                }
+            }
+            None => tracing::error!(%call_id, "a stored hold does not read; it is not adopted"),
+        }
+        Ok(())
+    }
+
+    /// A resolution another replica committed: applied here once, and the client
+    /// waiting here (if it is this replica's) told.
+    pub async fn resolved_elsewhere(
+        &self,
+        call_id: &str,
+        resolution: Resolution,
+        by: &str,
+        reason: Option<String>,
+        at: &str,
+    ) {
+        let mut holds = self.holds.lock().await;
+        if let Some(hold) = holds.get_mut(call_id) {
+            self.apply_resolution(
+                hold,
+                call_id,
+                Resolved {
+                    resolution,
+                    by: by.to_owned(),
+                    reason,
+                    at: at.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Loads every open hold the store has that memory does not: after the stream of
+    /// another replica's events was interrupted.
+    pub async fn adopt_all(&self) -> Result<(), StoreError> {
+        for stored in self.store.open_holds().await? {
+            self.adopt(&stored.call_id).await?;
+            if let Some(resolution) = stored.resolution {
+                self.resolved_elsewhere(
+                    &stored.call_id,
+                    resolution,
+                    stored.resolved_by.as_deref().unwrap_or_default(),
+                    stored.reason.clone(),
+                    stored.resolved_at.as_deref().unwrap_or_default(),
+                )
+                .await;
+            }
+        }
+        Ok(())
     }
 }
 

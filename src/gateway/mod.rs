@@ -5,6 +5,7 @@ pub mod control;
 pub mod decide;
 pub mod escape;
 pub mod exact;
+pub mod follow;
 pub mod holds;
 pub mod hosts;
 pub mod identity;
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub call_mac: keys::CallMac,
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
+    /// The stored version of the policy in force here.
+    policy_version: std::sync::atomic::AtomicU64,
     /// A candidate deciding every call beside the policy in force, enforcing nothing.
     shadow: RwLock<Option<Arc<shadow::Shadow>>>,
     /// Held from a policy's commit to its swap, so two concurrent edits cannot leave in
@@ -93,7 +96,7 @@ impl Gateway {
         let store_id = store.store_id().await?;
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
-        let policy = load_policy(&store, config.policy.file.as_deref()).await?;
+        let (policy, policy_version) = load_policy(&store, config.policy.file.as_deref()).await?;
         let holds = Holds::load(store.clone())
             .await?
             .with_limits(holds::HoldLimits::from_config(&config.gateway));
@@ -161,6 +164,7 @@ impl Gateway {
             store,
             store_id,
             policy: RwLock::new(Arc::new(policy)),
+            policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             shadow: RwLock::new(None),
             policy_edits: tokio::sync::Mutex::new(()),
             http,
@@ -176,6 +180,12 @@ impl Gateway {
 
     pub fn policy(&self) -> Arc<PolicyEngine> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    /// The stored version of the policy in force here.
+    pub fn policy_version(&self) -> u64 {
+        self.policy_version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn shadow(&self) -> Option<Arc<shadow::Shadow>> {
@@ -198,9 +208,14 @@ impl Gateway {
         )
     }
 
-    /// Puts a new policy in force; pending holds are not re-decided until approval.
-    pub fn replace_policy(&self, engine: PolicyEngine) {
-        *self.policy.write().expect("policy lock") = Arc::new(engine);
+    /// Puts stored version `version` in force; pending holds are not re-decided until
+    /// approval.
+    pub fn replace_policy(&self, engine: PolicyEngine, version: u64) {
+        let mut in_force = self.policy.write().expect("policy lock");
+        *in_force = Arc::new(engine);
+        self.policy_version
+            .store(version, std::sync::atomic::Ordering::Release);
+        drop(in_force);
         if let Some(shadow) = self.shadow() {
             shadow.reset();
         }
@@ -227,9 +242,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The policy in force at start. After the first start the store is the source of
-/// truth: `[policy] file` is loaded only when its content differs from its last load.
-async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<PolicyEngine> {
+/// The policy in force at start, and its stored version. After the first start the
+/// store is the source of truth: `[policy] file` is loaded only when its content
+/// differs from its last load.
+async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<(PolicyEngine, u64)> {
     let current = store.current_policy().await?;
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
@@ -239,7 +255,7 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
         if current.is_none() || last_loaded.as_deref() != Some(sha256.as_str()) {
             let engine = PolicyEngine::compile(&text)
                 .map_err(|e| anyhow::anyhow!("[policy] file {}: {e}", path.display()))?;
-            store
+            let committed = store
                 .write(WriteOp::Policy {
                     text,
                     sha256: sha256.clone(),
@@ -250,20 +266,22 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
                 })
                 .await?;
             tracing::info!(file = %path.display(), policies = engine.policy_count(), "policy loaded from file");
-            return Ok(engine);
+            return Ok((engine, policy_version_of(&committed)));
         }
     }
     match current {
-        Some(stored) => PolicyEngine::compile(&stored.text).map_err(|e| {
-            anyhow::anyhow!(
-                "the stored policy version {} no longer compiles: {e}",
-                stored.stored.version
-            )
-        }),
+        Some(stored) => PolicyEngine::compile(&stored.text)
+            .map(|engine| (engine, stored.stored.version))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the stored policy version {} no longer compiles: {e}",
+                    stored.stored.version
+                )
+            }),
         None => {
             let engine = PolicyEngine::compile(policy::DEFAULT_POLICY)
                 .expect("the shipped default policy is valid");
-            store
+            let committed = store
                 .write(WriteOp::Policy {
                     text: policy::DEFAULT_POLICY.to_owned(),
                     sha256: sha256_hex(policy::DEFAULT_POLICY.as_bytes()),
@@ -273,9 +291,21 @@ async fn load_policy(store: &Store, file: Option<&Path>) -> anyhow::Result<Polic
                     file_sha256: None,
                 })
                 .await?;
-            Ok(engine)
+            Ok((engine, policy_version_of(&committed)))
         }
     }
+}
+
+/// The version a committed policy write stored.
+pub fn policy_version_of(committed: &store::Committed) -> u64 {
+    committed
+        .events
+        .iter()
+        .find_map(|e| match &e.body {
+            crate::api::EventBody::PolicyChanged { version, .. } => Some(*version),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// The kernel send buffer of each control-API connection.
@@ -338,6 +368,10 @@ pub async fn serve(
         control: control.local_addr()?,
     });
     tracing::info!(%local, data_dir = %gateway.config.data_dir().display(), "gateway ready");
+    // Beside other replicas on a shared store, what they commit is put in force here.
+    if gateway.store.is_shared() {
+        follow::spawn(gateway.clone());
+    }
     tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
     tokio::spawn(probe_store(Arc::downgrade(&gateway)));
     {

@@ -25,18 +25,25 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn subscribe(gw: &GatewayProc, query: &str) -> Socket {
+    subscribe_as(gw, VIEWER, query).await
+}
+
+/// The event stream over WebSocket, as the operator with `token`.
+pub(crate) async fn subscribe_as(gw: &GatewayProc, token: &str, query: &str) -> Socket {
     let url = format!("ws://{}/api/v1/events{query}", gw.control);
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
-        .insert("authorization", format!("Bearer {VIEWER}").parse().unwrap());
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     tokio_tungstenite::connect_async(request)
         .await
         .expect("websocket")
         .0
 }
 
-async fn next_frame<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<Value>
+pub(crate) async fn next_frame<S>(
+    socket: &mut tokio_tungstenite::WebSocketStream<S>,
+) -> Option<Value>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

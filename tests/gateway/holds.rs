@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 use crate::decisions::{answer_of, result_text};
 use crate::support::*;
 
-const ALICE: &str = "tg_test-operator-alice";
-const BOB: &str = "tg_test-operator-bob";
-const VIEWER: &str = "tg_test-operator-viewer";
+pub(crate) const ALICE: &str = "tg_test-operator-alice";
+pub(crate) const BOB: &str = "tg_test-operator-bob";
+pub(crate) const VIEWER: &str = "tg_test-operator-viewer";
 const OTHER_AGENT: &str = "tg_test-agent-two";
 
 /// Operators (alice owns the agent token ci-bot) and a second agent token.
-fn operators() -> String {
+pub(crate) fn operators() -> String {
     format!(
         r#"
 [[identity]]
@@ -69,7 +69,12 @@ async fn setup(gateway_keys: &str, hold_timeout_secs: u64) -> (PyUpstream, Gatew
     (upstream, gw)
 }
 
-async fn held_call(gw: &GatewayProc, token: &str, page: &str, body: &str) -> reqwest::Response {
+pub(crate) async fn held_call(
+    gw: &GatewayProc,
+    token: &str,
+    page: &str,
+    body: &str,
+) -> reqwest::Response {
     let call = modern_call(
         7,
         "write_page",
@@ -85,12 +90,12 @@ async fn held_call(gw: &GatewayProc, token: &str, page: &str, body: &str) -> req
     resp
 }
 
-async fn answer(resp: reqwest::Response) -> Value {
+pub(crate) async fn answer(resp: reqwest::Response) -> Value {
     let text = resp.text().await.unwrap();
     answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"))
 }
 
-async fn open_holds(gw: &GatewayProc) -> Vec<Value> {
+pub(crate) async fn open_holds(gw: &GatewayProc) -> Vec<Value> {
     let resp = http()
         .get(gw.control_url("/api/v1/holds"))
         .bearer_auth(VIEWER)
@@ -113,7 +118,7 @@ async fn wait_for_hold(gw: &GatewayProc, phase: &str) -> String {
     .await
 }
 
-async fn resolve(
+pub(crate) async fn resolve(
     gw: &GatewayProc,
     token: &str,
     call_id: &str,
@@ -134,7 +139,7 @@ async fn resolve(
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
-fn runs_of(upstream: &PyUpstream, marker: &str) -> usize {
+pub(crate) fn runs_of(upstream: &PyUpstream, marker: &str) -> usize {
     upstream
         .posts()
         .iter()

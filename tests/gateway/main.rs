@@ -19,6 +19,7 @@ mod identity;
 mod policy_versions;
 mod relay;
 mod replay;
+mod replicas;
 mod shadow;
 mod store;
 mod strict_input;

@@ -102,7 +102,12 @@ pub async fn get_policy(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> R
     if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
         return e.into_response();
     }
-    policy_text_response(gw.store.current_policy().await, "no policy stored")
+    // The version in force on this replica: beside others on a shared store, one
+    // stored a moment ago elsewhere is in force here a moment later.
+    policy_text_response(
+        gw.store.policy_version(gw.policy_version()).await,
+        "no policy stored",
+    )
 }
 
 /// Every stored policy version, newest first, without their texts.
@@ -228,8 +233,8 @@ pub(super) async fn commit_policy(
                     file_sha256: None,
                 })
                 .await;
-            if committed.is_ok() {
-                gw.replace_policy(engine);
+            if let Ok(c) = &committed {
+                gw.replace_policy(engine, crate::gateway::policy_version_of(c));
             }
             committed
         })

@@ -40,11 +40,12 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         })
         .collect();
     let holds = gw.holds.open().await;
-    // The policy in force is the newest stored version; a store error leaves it out
-    // rather than failing the status page that reports the store's state.
+    // The policy in force here (the newest stored version, a moment later on other
+    // replicas); a store error leaves it out rather than failing the status page that
+    // reports the store's state.
     let policy = gw
         .store
-        .current_policy()
+        .policy_version(gw.policy_version())
         .await
         .ok()
         .flatten()

@@ -405,6 +405,11 @@ impl Store {
         })
     }
 
+    /// Whether other replicas may write to this store too (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.readers, Readers::Postgres(_))
+    }
+
     /// How long a write may take before its caller gives up on it.
     pub fn timeout(&self) -> Duration {
         self.timeout

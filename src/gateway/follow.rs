@@ -1,0 +1,105 @@
+//! One replica among several on a shared store: what the others commit is put in force
+//! here too. Every replica's store tail publishes every replica's events in seq order;
+//! this task reads them and updates the hot-path copies: holds created elsewhere (so an
+//! approver here can resolve them and an identical retry here can run them), their
+//! resolutions (so a client waiting here hears an approval given elsewhere), class edits
+//! and listings, and policy versions. The rows are the truth; each step here reads them,
+//! and applying an event this replica made itself changes nothing.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Gateway;
+use super::policy::PolicyEngine;
+use crate::api::{Event, EventBody};
+
+pub fn spawn(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(follow(gw))
+}
+
+async fn follow(gw: Arc<Gateway>) {
+    let (mut events, _) = gw.store.subscribe();
+    // What was committed before this task subscribed is read from the store once.
+    if let Err(e) = resync(&gw).await {
+        tracing::error!(error = %e, "cannot read the shared store's state; trying again on the next event");
+    }
+    loop {
+        let next = tokio::select! {
+            next = events.recv() => next,
+            () = gw.stopped() => return,
+        };
+        let outcome = match next {
+            Ok(published) => match serde_json::from_str::<Event>(&published.json) {
+                Ok(event) => apply(&gw, event).await,
+                // A newer replica's event kind: nothing here depends on it.
+                Err(_) => Ok(()),
+            },
+            // Events were missed: the store has them all.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "fell behind the shared store's events; reading its state again"
+                );
+                resync(&gw).await
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "cannot apply another replica's change; reading the store's state again");
+            if let Err(e) = resync(&gw).await {
+                tracing::error!(error = %e, "cannot read the shared store's state");
+            }
+        }
+    }
+}
+
+async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
+    match event.body {
+        EventBody::HoldCreated { call_id, .. } => gw.holds.adopt(&call_id).await?,
+        EventBody::HoldResolved {
+            call_id,
+            resolution,
+            by,
+            reason,
+        } => {
+            gw.holds
+                .resolved_elsewhere(&call_id, resolution, &by, reason, &event.ts)
+                .await
+        }
+        EventBody::PolicyChanged { version, .. } => catch_up_policy(gw, version).await?,
+        EventBody::RiskChanged { .. }
+        | EventBody::ToolDiscovered(_)
+        | EventBody::ToolChanged { .. } => gw.catalog.reload().await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Everything this replica copies, read from the store again.
+async fn resync(gw: &Gateway) -> anyhow::Result<()> {
+    gw.holds.adopt_all().await?;
+    gw.catalog.reload().await?;
+    if let Some(current) = gw.store.current_policy().await? {
+        catch_up_policy(gw, current.stored.version).await?;
+    }
+    Ok(())
+}
+
+/// Puts stored policy version `version` in force here, unless a newer one already is.
+async fn catch_up_policy(gw: &Gateway, version: u64) -> anyhow::Result<()> {
+    let _one_edit_at_a_time = gw.policy_edits.lock().await;
+    if version <= gw.policy_version() {
+        return Ok(());
+    }
+    let Some(stored) = gw.store.policy_version(version).await? else {
+        anyhow::bail!("policy version {version} is not stored");
+    };
+    // It compiled on the replica that stored it; a replica of another build that cannot
+    // compile it keeps the version it has, and says so loudly.
+    let engine = PolicyEngine::compile(&stored.text)
+        .map_err(|e| anyhow::anyhow!("policy version {version} does not compile here: {e}"))?;
+    gw.replace_policy(engine, version);
+    tracing::info!(version, by = %stored.stored.by, "policy version stored by another replica is in force");
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Several gateway replicas on one PostgreSQL database, as behind a load balancer: a
+//! hold waits on one replica while approvers click on others, identical retries land
+//! anywhere, and every replica's subscribers see one stream.
+//!
+//! The database is a fresh one in the test cluster `TOOLGATE_TEST_PG` names (`.ci/run`
+//! starts it); without that variable these tests say so and pass, except under CI.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::decisions::{answer_of, call_tool, result_text};
+use crate::events::{next_frame, subscribe_as};
+use crate::holds::{
+    ALICE, BOB, VIEWER, answer, held_call, open_holds, operators, resolve, runs_of,
+};
+use crate::support::*;
+
+/// `n` replicas in front of one upstream, on one fresh database, with one deployment key.
+struct Cluster {
+    upstream: PyUpstream,
+    replicas: Vec<GatewayProc>,
+    _key: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: usize, hold_timeout_secs: u64) -> Option<Cluster> {
+        let toolgate::gateway::store::Location::Postgres { url, .. } =
+            toolgate::gateway::store::testing::fresh_postgres().await?
+        else {
+            unreachable!("a PostgreSQL location")
+        };
+        let key = tempfile::tempdir().unwrap();
+        let key_file = key.path().join("toolgate.key");
+        toolgate::gateway::keys::DeploymentKey::generate()
+            .write_new(&key_file)
+            .unwrap();
+        let upstream = PyUpstream::start().await;
+        let body = format!(
+            "key_file = \"{}\"\n{}{}\n[store]\nurl = \"{url}\"\n",
+            key_file.display(),
+            upstream.config(&format!(
+                "trust_annotations = true\nhold_timeout_secs = {hold_timeout_secs}"
+            )),
+            operators()
+        );
+        let mut replicas = Vec::new();
+        for _ in 0..n {
+            let gw = start_gateway(&body).await;
+            prime(&gw).await;
+            replicas.push(gw);
+        }
+        Some(Cluster {
+            upstream,
+            replicas,
+            _key: key,
+        })
+    }
+}
+
+/// Lists py's tools through `gw` and waits until its catalog (read through the control
+/// API: the store is not a file here) has them, so calls get their real classes.
+async fn prime(gw: &GatewayProc) {
+    list_tools(&gw.url("py"), AGENT_TOKEN).await;
+    eventually("the catalog to learn py's tools", || async {
+        let tools: Value = http()
+            .get(gw.control_url("/api/v1/tools"))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let listed = tools["tools"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["upstream"] == "py" && t["definition_sha256"].is_string())
+            .count();
+        (listed >= 5).then_some(())
+    })
+    .await;
+}
+
+/// The open hold whose call wrote `page`, once `gw` knows of it.
+async fn hold_for(gw: &GatewayProc, page: &str) -> Value {
+    eventually(
+        &format!("{} to know the hold of {page}", gw.control),
+        || async {
+            open_holds(gw)
+                .await
+                .into_iter()
+                .find(|h| h["call"]["target"]["id"] == page)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_approvers_on_two_replicas_racing_on_a_hold_waiting_on_a_third_resolve_it_once() {
+    let Some(cluster) = Cluster::start(3, 60).await else {
+        return;
+    };
+    let [a, b, waiting] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let mut approved = 0;
+    for round in 0..50 {
+        let page = format!("RACE-{round}");
+        let client = spawn_write_page(waiting, AGENT_TOKEN, &page, "x", json!({}));
+        let call_id = hold_for(a, &page).await["call_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        hold_for(b, &page).await;
+        // One approver on A and one on B, at the same instant; whose click lands first
+        // alternates.
+        let (on_a, on_b) = if round % 2 == 0 {
+            tokio::join!(
+                resolve(a, ALICE, &call_id, "approve", None),
+                resolve(b, BOB, &call_id, "deny", Some("race"))
+            )
+        } else {
+            let (d, ap) = tokio::join!(
+                resolve(b, BOB, &call_id, "deny", Some("race")),
+                resolve(a, ALICE, &call_id, "approve", None)
+            );
+            (ap, d)
+        };
+        let (won, lost, approve_won) = match (on_a.0, on_b.0) {
+            (200, 409) => (on_a.1, on_b.1, true),
+            (409, 200) => (on_b.1, on_a.1, false),
+            other => {
+                panic!("round {round}: one winner and one 409, got {other:?}: {on_a:?} {on_b:?}")
+            }
+        };
+        assert_eq!(lost["error"]["code"], "already_resolved", "round {round}");
+        assert_eq!(
+            won["resolution"],
+            if approve_won { "approved" } else { "denied" },
+            "round {round}: {won}"
+        );
+        // The loser learns how the hold ended: the winner's resolution, or (an approval
+        // the waiting replica ran at once) its run.
+        let seen = lost["hold"]["resolution"].as_str().unwrap_or_default();
+        if approve_won {
+            assert!(
+                matches!(seen, "approved" | "consumed"),
+                "round {round}: {lost}"
+            );
+        } else {
+            assert_eq!(seen, "denied", "round {round}: {lost}");
+            assert_eq!(lost["hold"]["resolved_by"], "bob", "round {round}: {lost}");
+        }
+        let text = tokio::time::timeout(Duration::from_secs(15), client)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the waiting client gets an answer"))
+            .unwrap();
+        let reply = answer_of(&text).unwrap();
+        if approve_won {
+            approved += 1;
+            assert_eq!(
+                result_text(&reply),
+                format!("wrote {page} (1 bytes)"),
+                "round {round}"
+            );
+            assert_eq!(
+                runs_of(&cluster.upstream, &page),
+                1,
+                "round {round}: run once"
+            );
+        } else {
+            assert_eq!(reply["result"]["isError"], true, "round {round}: {reply}");
+            assert!(
+                result_text(&reply).contains("race"),
+                "round {round}: {reply}"
+            );
+            assert_eq!(
+                runs_of(&cluster.upstream, &page),
+                0,
+                "round {round}: never run"
+            );
+        }
+    }
+    eprintln!("approve won {approved} of 50 rounds");
+}
+
+#[tokio::test]
+async fn an_identical_retry_at_another_replica_runs_the_approval_once() {
+    let Some(cluster) = Cluster::start(3, 1).await else {
+        return;
+    };
+    let [first, approver, retries] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    // The client's wait ends before anyone approves: the call is pending.
+    let held = answer(held_call(first, AGENT_TOKEN, "MARK-ELSEWHERE", "v1").await).await;
+    assert!(
+        result_text(&held).starts_with("Held for approval as "),
+        "{held}"
+    );
+    let call_id = hold_for(approver, "MARK-ELSEWHERE").await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = resolve(approver, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    // The retry lands on a third replica, which runs the approval given on the second.
+    let retry = eventually("the retry to run the approval", || async {
+        let reply = answer(held_call(retries, AGENT_TOKEN, "MARK-ELSEWHERE", "v1").await).await;
+        (result_text(&reply) == "wrote MARK-ELSEWHERE (2 bytes)").then_some(reply)
+    })
+    .await;
+    assert_eq!(retry["result"]["isError"], false);
+    assert_eq!(runs_of(&cluster.upstream, "MARK-ELSEWHERE"), 1);
+    // A second retry, on any replica, is decided afresh: held again.
+    for gw in [first, approver, retries] {
+        let again = answer(held_call(gw, AGENT_TOKEN, "MARK-ELSEWHERE", "v1").await).await;
+        assert!(
+            result_text(&again).starts_with("Held for approval as "),
+            "{again}"
+        );
+    }
+    assert_eq!(
+        runs_of(&cluster.upstream, "MARK-ELSEWHERE"),
+        1,
+        "the approval ran once"
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_replica_sees_the_dense_seq_of_every_replica_and_resumes_without_a_gap()
+{
+    let Some(cluster) = Cluster::start(3, 60).await else {
+        return;
+    };
+    let [a, b, c] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let mut socket = subscribe_as(a, VIEWER, "?since=0").await;
+    // Calls decided on B and C while A's subscriber watches.
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { b } else { c };
+        call_tool(
+            gw,
+            AGENT_TOKEN,
+            "read_page",
+            json!({"page_id": format!("SEQ-{i}")}),
+        )
+        .await;
+    }
+    let mut seqs = Vec::new();
+    let mut pages = Vec::new();
+    while pages.len() < 10 {
+        let frame = next_frame(&mut socket).await.expect("a frame");
+        let Some(seq) = frame["seq"].as_u64() else {
+            continue;
+        };
+        if frame["kind"] == "decision" {
+            pages.push(
+                frame["target"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        seqs.push(seq);
+    }
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "dense, in order, from 1"
+    );
+    assert_eq!(
+        pages,
+        (0..10).map(|i| format!("SEQ-{i}")).collect::<Vec<_>>()
+    );
+    // Resuming on A from the middle: the rest, each once, then what comes next.
+    let middle = seqs[seqs.len() / 2];
+    drop(socket);
+    call_tool(c, AGENT_TOKEN, "read_page", json!({"page_id": "SEQ-after"})).await;
+    let mut resumed = subscribe_as(a, VIEWER, &format!("?since={middle}")).await;
+    let mut after = Vec::new();
+    loop {
+        let frame = next_frame(&mut resumed).await.expect("a frame");
+        if let Some(seq) = frame["seq"].as_u64() {
+            after.push(seq);
+            if frame["target"]["id"] == "SEQ-after" {
+                break;
+            }
+        }
+    }
+    let last = *after.last().unwrap();
+    assert_eq!(
+        after,
+        (middle + 1..=last).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+}
