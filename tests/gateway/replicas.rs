@@ -297,3 +297,186 @@ async fn a_subscriber_on_one_replica_sees_the_dense_seq_of_every_replica_and_res
         "no gap, no duplicate"
     );
 }
+
+#[tokio::test]
+async fn a_class_edit_and_a_policy_push_on_one_replica_are_in_force_on_the_others_within_a_second()
+{
+    // Held calls answer after 1 s, so a call still held shows at once.
+    let Some(cluster) = Cluster::start(3, 1).await else {
+        return;
+    };
+    let [a, b, c] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let admin = |gw: &GatewayProc| {
+        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), BOB).unwrap()
+    };
+    // write_page is a write, held for an API token; set to read on A.
+    let tools = admin(a).tools().await.unwrap();
+    let row = tools
+        .rows
+        .iter()
+        .find(|t| t.tool.upstream == "py" && t.tool.name == "write_page")
+        .unwrap();
+    admin(a)
+        .set_risk(
+            "py",
+            "write_page",
+            toolgate::api::Risk::Read,
+            row.tool.version,
+            Some("replicated".into()),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (gw, page) in [(b, "CLASS-B"), (c, "CLASS-C")] {
+        let reply = call_tool(
+            gw,
+            AGENT_TOKEN,
+            "write_page",
+            json!({"page_id": page, "body": "x"}),
+        )
+        .await;
+        assert_eq!(
+            result_text(&reply),
+            format!("wrote {page} (1 bytes)"),
+            "{}: {reply}",
+            gw.control
+        );
+    }
+
+    // A policy pushed on A: a second later, B and C report it and decide by it.
+    let text = format!(
+        "{}\n@id(\"replicated-deny\")\n@reason(\"pages are closed on every replica\")\nforbid (principal == Token::\"ci-bot\", action == Action::\"call_tool\", resource == Tool::\"py/read_page\");\n",
+        admin(a).policy().await.unwrap().text
+    );
+    let pushed = admin(a).put_policy(&text, None, None).await.unwrap();
+    let toolgate::api::EventBody::PolicyChanged { version, .. } = pushed.body else {
+        panic!("{pushed:?}")
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for gw in [b, c] {
+        let in_force = admin(gw).policy().await.unwrap();
+        assert_eq!(in_force.stored.version, version, "{}", gw.control);
+        let reply = call_tool(gw, AGENT_TOKEN, "read_page", json!({"page_id": "CLOSED"})).await;
+        assert!(
+            reply
+                .to_string()
+                .contains("pages are closed on every replica"),
+            "{}: {reply}",
+            gw.control
+        );
+    }
+    assert_eq!(runs_of(&cluster.upstream, "CLOSED"), 0);
+}
+
+/// A PostgreSQL cluster of this test's own (`.ci/postgres`), to stop and start again
+/// without disturbing the other tests' cluster.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    fn script(&self, command: &str) -> String {
+        let out = std::process::Command::new(repo_root().join(".ci/postgres"))
+            .arg(command)
+            .arg(self.dir.path())
+            .output()
+            .expect(".ci/postgres runs");
+        assert!(
+            out.status.success(),
+            ".ci/postgres {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_root().join(".ci/postgres"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn while_postgresql_is_down_calls_are_denied_readyz_is_503_and_both_recover_without_a_restart()
+ {
+    // Only where the tests have a cluster: the same programs start this one.
+    if toolgate::gateway::store::testing::fresh_postgres()
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let own = OwnCluster {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let url = own.script("start");
+    let key = tempfile::tempdir().unwrap();
+    let key_file = key.path().join("toolgate.key");
+    toolgate::gateway::keys::DeploymentKey::generate()
+        .write_new(&key_file)
+        .unwrap();
+    let upstream = PyUpstream::start().await;
+    let gw = start_gateway(&format!(
+        "key_file = \"{}\"\nstore_timeout_ms = 300\n{}{}\n[store]\nurl = \"{url}\"\n",
+        key_file.display(),
+        upstream.config("trust_annotations = true"),
+        operators()
+    ))
+    .await;
+    prime(&gw).await;
+    let before = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "UP"})).await;
+    assert_eq!(result_text(&before), "no page UP");
+
+    own.script("halt");
+    let denied = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "DOWN"})).await;
+    assert_eq!(
+        result_text(&denied),
+        "toolgate: audit store unavailable",
+        "{denied}"
+    );
+    assert_eq!(crate::store::readyz(&gw).await, 503);
+    assert_eq!(runs_of(&upstream, "DOWN"), 0, "nothing runs undecided");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    own.script("start");
+    // No call arrives: the gateway finds the database again by itself.
+    eventually("/readyz to be 200 again", || async {
+        (crate::store::readyz(&gw).await == 200).then_some(())
+    })
+    .await;
+    let after = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "BACK"})).await;
+    assert_eq!(result_text(&after), "no page BACK");
+    // The audit log says how many calls were denied unlogged meanwhile.
+    let events: Value = http()
+        .get(gw.control_url("/api/v1/decisions?limit=10"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pages: Vec<&str> = events["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["target"]["id"].as_str())
+        .collect();
+    assert_eq!(pages, ["BACK", "UP"], "the denied call is not in the log");
+    let mut stream = subscribe_as(&gw, VIEWER, "?since=0").await;
+    let recovered = loop {
+        let frame = next_frame(&mut stream).await.expect("a frame");
+        if frame["kind"] == "store.recovered" {
+            break frame;
+        }
+    };
+    assert!(
+        recovered["denied_unlogged"].as_u64().unwrap() >= 1,
+        "{recovered}"
+    );
+}
