@@ -20,6 +20,8 @@ use crate::support::*;
 struct Cluster {
     upstream: PyUpstream,
     replicas: Vec<GatewayProc>,
+    /// The database's URL, for reading what is stored.
+    url: String,
     _key: tempfile::TempDir,
 }
 
@@ -53,8 +55,26 @@ impl Cluster {
         Some(Cluster {
             upstream,
             replicas,
+            url,
             _key: key,
         })
+    }
+}
+
+impl Cluster {
+    /// The stored events of `kind`, oldest first, as JSON.
+    async fn stored(&self, kind: &str) -> Vec<Value> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM events WHERE kind = $1 ORDER BY seq")
+                .bind(kind)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows.iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
     }
 }
 
@@ -479,4 +499,113 @@ async fn while_postgresql_is_down_calls_are_denied_readyz_is_503_and_both_recove
         recovered["denied_unlogged"].as_u64().unwrap() >= 1,
         "{recovered}"
     );
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_approval_runs_nothing_twice_or_on_its_own_and_every_hold_ends_once() {
+    // Clients wait 3 s: the approvals and the kill land while they wait.
+    let Some(mut cluster) = Cluster::start(3, 3).await else {
+        return;
+    };
+    let waiting = cluster.replicas.pop().unwrap();
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let pages: Vec<String> = (0..4).map(|i| format!("KILL-{i}")).collect();
+    let clients: Vec<_> = pages
+        .iter()
+        .map(|p| spawn_write_page(&waiting, AGENT_TOKEN, p, "x", json!({})))
+        .collect();
+    let mut ids = Vec::new();
+    for page in &pages {
+        ids.push(
+            hold_for(a, page).await["call_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Two approvals on A, and at the same instant the replica the clients wait on dies.
+    let (first, second, ()) = tokio::join!(
+        resolve(a, BOB, &ids[0], "approve", None),
+        resolve(a, BOB, &ids[1], "approve", None),
+        waiting.proc.stop()
+    );
+    assert_eq!((first.0, second.0), (200, 200), "{first:?} {second:?}");
+    // What the killed replica's clients saw, if anything.
+    let mut seen = Vec::new();
+    for client in clients {
+        seen.push(client.await.ok().and_then(|text| answer_of(&text)));
+    }
+
+    // Identical retries at B: an approval not yet run runs now, once; one the killed
+    // replica ran is decided afresh (held). Pending holds stay pending.
+    for page in &pages[..2] {
+        let reply = answer(held_call(b, AGENT_TOKEN, page, "x").await).await;
+        let text = result_text(&reply).to_owned();
+        assert!(
+            text == format!("wrote {page} (1 bytes)") || text.starts_with("Held for approval as "),
+            "{page}: {reply}"
+        );
+    }
+    for (page, id) in pages.iter().zip(&ids) {
+        let runs = runs_of(&cluster.upstream, page);
+        let approved = page == "KILL-0" || page == "KILL-1";
+        assert_eq!(
+            runs,
+            usize::from(approved),
+            "{page} ({id}): runs once if approved, else never"
+        );
+    }
+    // Everything still open is denied, on B: every hold then ends, each once.
+    for hold in open_holds(b).await {
+        let id = hold["call_id"].as_str().unwrap();
+        let (status, body) = resolve(b, BOB, id, "deny", Some("cleanup")).await;
+        assert!(matches!(status, 200 | 409), "{body}");
+    }
+    let resolved = cluster.stored("hold.resolved").await;
+    let created = cluster.stored("hold.created").await;
+    for hold in &created {
+        let id = hold["call_id"].as_str().unwrap();
+        let ends: Vec<&str> = resolved
+            .iter()
+            .filter(|r| r["call_id"] == id)
+            .map(|r| r["resolution"].as_str().unwrap())
+            .collect();
+        let decisive = ends.iter().filter(|r| **r != "consumed").count();
+        assert_eq!(
+            decisive, 1,
+            "{id}: one approval, denial or expiry: {ends:?}"
+        );
+        if ends.contains(&"consumed") {
+            assert_eq!(
+                ends,
+                ["approved", "consumed"],
+                "{id}: run once, after its approval"
+            );
+        }
+    }
+    // Every answer a client saw is backed by the store: a run by its `consumed`.
+    let consumed: Vec<&str> = resolved
+        .iter()
+        .filter(|r| r["resolution"] == "consumed")
+        .map(|r| r["call_id"].as_str().unwrap())
+        .collect();
+    for ((page, id), answer) in pages.iter().zip(&ids).zip(&seen) {
+        if let Some(answer) = answer
+            && result_text(answer).starts_with("wrote ")
+        {
+            assert!(
+                consumed.contains(&id.as_str()),
+                "{page}: ran, and the store says so"
+            );
+        }
+    }
+    let decisions = cluster.stored("decision").await;
+    for id in &ids {
+        assert!(
+            decisions.iter().any(|d| d["call_id"] == id.as_str()),
+            "{id}"
+        );
+    }
 }
