@@ -3,6 +3,10 @@
 //! and 64, against a fast upstream in both protocol eras and against the reference
 //! `server-everything` (2025-11-25). Then a deny's latency, the time from an approval POST
 //! to the held client's answer, and the gateway's CPU per call from `/proc/<pid>/stat`.
+//! With a PostgreSQL cluster (`TOOLGATE_TEST_PG`, as `.ci/postgres start DIR` prints it),
+//! the same calls through a gateway on PostgreSQL beside one on SQLite (direct, SQLite,
+//! PostgreSQL in turn), and an approval given on one replica to a client waiting on
+//! another.
 //!
 //!     cargo bench --bench wire
 //!
@@ -137,10 +141,15 @@ async fn server_everything() -> Option<(Child, u16)> {
 }
 
 async fn gateway(fast: u16, everything: Option<u16>) -> Gateway {
+    common::gateway(&config(fast, everything, "")).await
+}
+
+/// The bench's gateway config; `gateway_keys` join `[gateway]`.
+fn config(fast: u16, everything: Option<u16>, gateway_keys: &str) -> String {
     let sha = toolgate::gateway::identity::token_sha256;
     let mut config = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-         hold_timeout_secs = 30\n\
+         hold_timeout_secs = 30\n{gateway_keys}\
          [[upstream]]\nname = \"fast\"\nurl = \"http://127.0.0.1:{fast}/mcp\"\ntrust_annotations = true\n\
          [[identity]]\nname = \"bench\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = \"2026-01-01T00:00:00Z\"\n\
          [[operator]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
@@ -153,7 +162,52 @@ async fn gateway(fast: u16, everything: Option<u16>) -> Gateway {
              [[risk]]\nupstream = \"everything\"\ntool = \"echo\"\nrisk = \"read\"\n"
         ));
     }
-    common::gateway(&config).await
+    config
+}
+
+/// Two gateway replicas on one fresh PostgreSQL database (and their key's directory), or
+/// `None` without a cluster.
+async fn postgres_replicas(fast: u16) -> Option<(Gateway, Gateway, tempfile::TempDir)> {
+    let location = toolgate::gateway::store::testing::fresh_postgres().await?;
+    let toolgate::gateway::store::Location::Postgres { url, .. } = location else {
+        unreachable!("a PostgreSQL location")
+    };
+    let key = tempfile::tempdir().unwrap();
+    let key_file = key.path().join("toolgate.key");
+    toolgate::gateway::keys::DeploymentKey::generate()
+        .write_new(&key_file)
+        .unwrap();
+    let config = format!(
+        "{}[store]\nurl = \"{url}\"\n",
+        config(
+            fast,
+            None,
+            &format!("key_file = \"{}\"\n", key_file.display())
+        )
+    );
+    let one = common::gateway(&config).await;
+    let two = common::gateway(&config).await;
+    Some((one, two, key))
+}
+
+/// CPU time so far of every PostgreSQL server process on this machine.
+fn postgres_cpu(ticks: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "postgres");
+        if is_postgres {
+            total += common::try_cpu_of(pid, ticks).unwrap_or_default();
+        }
+    }
+    total
 }
 
 /// A client of one upstream in one era: a session opened once for the 2025-11-25 era.
@@ -414,6 +468,30 @@ async fn run(settings: Settings) {
         }
     }
 
+    // The same calls with the store on PostgreSQL: direct, SQLite, PostgreSQL in turn.
+    let replicas = postgres_replicas(fast).await;
+    if let Some((pg, pg_two, _key)) = &replicas {
+        store_rows(&settings, &http, &upstreams[0], &gw, pg, ticks, &mut checks).await;
+        // An approval on the other replica, to a client waiting on this one.
+        let n = if settings.full { 100 } else { 3 };
+        let mut approvals = Vec::new();
+        for i in 0..n {
+            approvals.push(
+                approve_once(&http, &format!("{}/mcp/fast", pg.mcp), &pg_two.control, i).await,
+            );
+        }
+        approvals.sort();
+        let p50 = pct(&approvals, 0.5);
+        println!(
+            "approval on replica B to the client waiting on replica A (PostgreSQL): {n} holds, p50 {p50:.3} ms, p99 {:.3} ms",
+            pct(&approvals, 0.99)
+        );
+        checks.push(format!(
+            "cross-replica approval to answer p50 {p50:.3} ms (target ≤ 50): {}",
+            verdict(p50 <= 50.0)
+        ));
+    }
+
     // A deny: decided, committed to the store, then answered.
     let denier = Caller::open(&http, &upstreams[0].via, Era::Stateless).await;
     let n = if settings.full { 2000 } else { 50 };
@@ -444,7 +522,7 @@ async fn run(settings: Settings) {
     let n = if settings.full { 100 } else { 3 };
     let mut approvals = Vec::new();
     for i in 0..n {
-        approvals.push(approve_once(&http, &gw, &upstreams[0], i).await);
+        approvals.push(approve_once(&http, &upstreams[0].via, &gw.control, i).await);
     }
     approvals.sort();
     let approve50 = pct(&approvals, 0.5);
@@ -464,10 +542,10 @@ async fn run(settings: Settings) {
     let _ = gw.child.kill().await;
 }
 
-/// Holds one write, approves it as soon as its stream opens, and returns the time from
-/// the approval POST to the client's answer.
-async fn approve_once(http: &reqwest::Client, gw: &Gateway, fast: &Upstream, i: u64) -> Duration {
-    let caller = Caller::open(http, &fast.via, Era::Stateless).await;
+/// Holds one write made at `via`, approves it on the control API at `control` as soon as
+/// its stream opens, and returns the time from the approval POST to the client's answer.
+async fn approve_once(http: &reqwest::Client, via: &str, control: &str, i: u64) -> Duration {
+    let caller = Caller::open(http, via, Era::Stateless).await;
     let body = caller.call_body(
         i,
         "tools/call",
@@ -488,7 +566,7 @@ async fn approve_once(http: &reqwest::Client, gw: &Gateway, fast: &Upstream, i: 
         .to_owned();
     let posted = Instant::now();
     let approve = http
-        .post(format!("{}/api/v1/holds/{call_id}/approve", gw.control))
+        .post(format!("{control}/api/v1/holds/{call_id}/approve"))
         .bearer_auth(ADMIN)
         .send();
     let answer = async {
@@ -505,4 +583,79 @@ async fn approve_once(http: &reqwest::Client, gw: &Gateway, fast: &Upstream, i: 
     assert_eq!(approved.unwrap().status(), 200);
     assert!(text.contains("comments"), "{text}");
     took
+}
+
+/// The fast upstream through a gateway on each backend, at c=1 and c=16: rounds of
+/// direct, SQLite and PostgreSQL calls in turn, with each gateway's CPU per call and the
+/// PostgreSQL server's.
+async fn store_rows(
+    settings: &Settings,
+    http: &reqwest::Client,
+    fast: &Upstream,
+    sqlite: &Gateway,
+    pg: &Gateway,
+    ticks: u64,
+    checks: &mut Vec<String>,
+) {
+    let pg_via = format!("{}/mcp/fast", pg.mcp);
+    // The catalog learns the classes on this replica too.
+    let lister = Caller::open(http, &pg_via, Era::Stateless).await;
+    lister.request(1, "tools/list", json!({})).await;
+    round(http, &pg_via, fast, 4, Duration::from_millis(300)).await;
+    println!(
+        "\nstore: {} rounds of {:?} per side, direct (A), SQLite gateway (S), PostgreSQL gateway (P) in turn; {}\n",
+        settings.rounds, settings.round, fast.label
+    );
+    println!(
+        "| store | c | gateway p50 / p99 | added p50 / p99 | throughput ratio to direct | gateway CPU per call | PostgreSQL CPU per call |"
+    );
+    println!("|---|---:|---|---|---:|---:|---:|");
+    let (sqlite_pid, pg_pid) = (sqlite.child.id().unwrap(), pg.child.id().unwrap());
+    for &c in &settings.concurrency[..2] {
+        let (mut a, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut s_cpu, mut p_cpu, mut server_cpu) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for _ in 0..settings.rounds {
+            a.extend(round(http, &fast.direct, fast, c, settings.round).await);
+            let before = common::cpu_of(sqlite_pid, ticks);
+            s.extend(round(http, &fast.via, fast, c, settings.round).await);
+            s_cpu += common::cpu_of(sqlite_pid, ticks).saturating_sub(before);
+            let (before, server_before) = (common::cpu_of(pg_pid, ticks), postgres_cpu(ticks));
+            p.extend(round(http, &pg_via, fast, c, settings.round).await);
+            p_cpu += common::cpu_of(pg_pid, ticks).saturating_sub(before);
+            server_cpu += postgres_cpu(ticks).saturating_sub(server_before);
+        }
+        a.sort();
+        s.sort();
+        p.sort();
+        let per_call = |cpu: Duration, n: usize| cpu.as_secs_f64() * 1e6 / n as f64;
+        let rate = |v: &[Duration]| v.len() as f64;
+        for (store, b, cpu, server) in [
+            ("SQLite", &s, per_call(s_cpu, s.len()), None),
+            (
+                "PostgreSQL",
+                &p,
+                per_call(p_cpu, p.len()),
+                Some(per_call(server_cpu, p.len())),
+            ),
+        ] {
+            let added50 = pct(b, 0.5) - pct(&a, 0.5);
+            println!(
+                "| {store} | {c} | {:.3} / {:.3} ms | {added50:+.3} / {:+.3} ms | {:.2} | {cpu:.0} µs | {} |",
+                pct(b, 0.5),
+                pct(b, 0.99),
+                pct(b, 0.99) - pct(&a, 0.99),
+                rate(b) / rate(&a),
+                server.map_or("—".to_owned(), |s| format!("{s:.0} µs"))
+            );
+        }
+        if c == 1 {
+            let ratio = rate(&p) / rate(&a);
+            checks.push(format!(
+                "PostgreSQL c=1: added p50 {:.3} ms, gateway CPU {:.0} µs per call, ratio to direct {ratio:.2} (recorded, no target)",
+                pct(&p, 0.5) - pct(&a, 0.5),
+                per_call(p_cpu, p.len())
+            ));
+        }
+    }
 }

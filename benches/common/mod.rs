@@ -64,12 +64,19 @@ pub fn clock_ticks() -> u64 {
 
 /// A process's CPU time so far (user + system), from `/proc/<pid>/stat`.
 pub fn cpu_of(pid: u32, ticks_per_second: u64) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    try_cpu_of(pid, ticks_per_second).unwrap_or_else(|| panic!("no CPU time for process {pid}"))
+}
+
+/// As `cpu_of`, or `None` for a process that is gone.
+pub fn try_cpu_of(pid: u32, ticks_per_second: u64) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(") ").unwrap().1;
+    let rest = stat.rsplit_once(") ")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / ticks_per_second as f64,
+    ))
 }
 
 /// An MCP upstream on 127.0.0.1 that answers every call at once with `text`.
