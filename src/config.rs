@@ -847,4 +847,73 @@ url = "http://127.0.0.1:9000/mcp"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml");
         Config::load(&path).unwrap();
     }
+
+    #[test]
+    fn the_compose_examples_replicas_share_a_postgresql_store_and_a_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/compose/gateway.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(
+            c.store_location().unwrap(),
+            crate::gateway::store::Location::Postgres {
+                url: "postgres://toolgate@postgres:5432/toolgate".into(),
+                password_env: "PGPASSWORD".into()
+            }
+        );
+        assert!(c.gateway.key_file.is_some());
+    }
+
+    #[test]
+    fn the_store_is_sqlite_by_default_and_postgresql_needs_a_key_and_no_password_in_the_url() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.store_location().unwrap(),
+            crate::gateway::store::Location::Sqlite(c.data_dir())
+        );
+        let with = |store: &str, gateway: &str| {
+            let text = format!(
+                "{}\n[store]\n{store}\n",
+                MINIMAL.replace("[gateway]\n", &format!("[gateway]\n{gateway}"))
+            );
+            parse(&text)
+        };
+        let c = with("url = \"sqlite://db\"", "").unwrap();
+        assert_eq!(
+            c.store_location().unwrap(),
+            crate::gateway::store::Location::Sqlite(PathBuf::from("/etc/toolgate/db")),
+            "relative to the config's directory"
+        );
+        let err = with("url = \"postgres://tg@db/toolgate\"", "").unwrap_err();
+        assert!(
+            err.contains("key_file is required with a PostgreSQL store"),
+            "{err}"
+        );
+        let err = with(
+            "url = \"postgres://tg:hunter2@db/toolgate\"",
+            "key_file = \"k\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("must not carry a password")
+                && err.contains("PGPASSWORD")
+                && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = with("url = \"mysql://db\"", "").unwrap_err();
+        assert!(
+            err.contains("must start with sqlite:// or postgres://"),
+            "{err}"
+        );
+        let c = with(
+            "url = \"postgresql://tg@db/toolgate\"\npassword_env = \"TG_DB_PASSWORD\"",
+            "key_file = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store_location().unwrap(),
+            crate::gateway::store::Location::Postgres {
+                url: "postgresql://tg@db/toolgate".into(),
+                password_env: "TG_DB_PASSWORD".into()
+            }
+        );
+    }
 }

@@ -24,6 +24,7 @@ fn help_documents_every_subcommand() {
     for (command, about) in [
         ("gateway", "Run the MCP gateway"),
         ("token", "Manage API tokens"),
+        ("store", "Work with the gateway's store"),
     ] {
         assert!(
             help.contains(command) && help.contains(about),
@@ -550,4 +551,69 @@ async fn approve_and_deny_take_the_short_id_or_a_unique_start_and_refuse_an_ambi
         "{stderr}"
     );
     assert_eq!(pending_ids(&gw).await, [c]);
+}
+
+#[tokio::test]
+async fn store_migrate_runs_the_steps_not_run_yet_on_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let upstream = "[[upstream]]\nname = \"docs\"\nurl = \"http://127.0.0.1:9/mcp\"\n";
+    std::fs::write(
+        &config,
+        format!("[gateway]\ndata_dir = \"data\"\n{upstream}"),
+    )
+    .unwrap();
+    let migrate = || toolgate(&["store", "migrate", "--config", config.to_str().unwrap()]);
+    let first = migrate();
+    assert!(first.status.success(), "{first:?}");
+    let steps = toolgate::gateway::store::MIGRATIONS.len();
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        format!(
+            "toolgate store migrate: SQLite in {} at schema step {steps} of {steps} ({steps} run now)\n",
+            dir.path().join("data").display()
+        )
+    );
+    assert!(dir.path().join("data/toolgate.db").exists());
+    let again = migrate();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).ends_with("(0 run now)\n"),
+        "{again:?}"
+    );
+
+    // A password in the URL is refused, and never echoed.
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nkey_file = \"k\"\n{upstream}[store]\nurl = \"postgres://tg:hunter2@db/x\"\n"
+        ),
+    )
+    .unwrap();
+    let refused = migrate();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("must not carry a password"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let Some(toolgate::gateway::store::Location::Postgres { url, .. }) =
+        toolgate::gateway::store::testing::fresh_postgres().await
+    else {
+        return;
+    };
+    std::fs::write(
+        &config,
+        format!("[gateway]\nkey_file = \"k\"\n{upstream}[store]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let first = migrate();
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        out.starts_with("toolgate store migrate: PostgreSQL at localhost:5432/t_")
+            && out.ends_with("at schema step 1 of 1 (1 run now)\n"),
+        "{out}"
+    );
+    assert!(String::from_utf8_lossy(&migrate().stdout).ends_with("(0 run now)\n"));
 }
