@@ -601,6 +601,21 @@ impl Holds {
         mut decision: DecisionEvent,
     ) -> Result<Retry, StoreError> {
         let mut holds = self.holds.lock().await;
+        // Beside other replicas, an approval given a moment ago elsewhere may not have
+        // reached this one's memory yet: the store is asked.
+        if self.store.is_shared() && !self.approved_index().contains_key(&key.hash) {
+            for stored in self.store.approved_holds(&key.hash).await? {
+                if !holds.contains_key(&stored.call_id)
+                    && let Some(hold) = restore(&stored)
+                {
+                    self.approved_index()
+                        .entry(key.hash.clone())
+                        .or_default()
+                        .push(stored.call_id.clone());
+                    holds.insert(stored.call_id.clone(), hold);
+                }
+            }
+        }
         let candidates = self
             .approved_index()
             .get(&key.hash)
@@ -690,16 +705,24 @@ impl Holds {
         call_id: &str,
         approver: &Approver,
     ) -> Result<&'h mut Hold, ResolveError> {
-        let Some(hold) = holds.get_mut(call_id) else {
-            // Forgotten after its expiry, or never here: the store knows which.
-            return match self.store.hold(call_id).await? {
-                Some(stored) => match restore(&stored) {
-                    Some(h) => Err(ResolveError::AlreadyResolved(Box::new(h.view(call_id)))),
-                    None => Err(ResolveError::NotFound),
-                },
-                None => Err(ResolveError::NotFound),
-            };
-        };
+        if !holds.contains_key(call_id) {
+            // Forgotten after its expiry, never here, or created a moment ago on another
+            // replica (whose event has not arrived yet): the store knows which.
+            let stored = self.store.hold(call_id).await?;
+            let restored = stored.as_ref().and_then(restore);
+            match (stored, restored) {
+                (Some(stored), Some(hold)) if stored.resolution.is_none() => {
+                    holds.insert(call_id.to_owned(), hold);
+                }
+                (Some(_), Some(h)) => {
+                    return Err(ResolveError::AlreadyResolved(Box::new(h.view(call_id))));
+                }
+                _ => return Err(ResolveError::NotFound),
+            }
+        }
+        let hold = holds
+            .get_mut(call_id)
+            .expect("in memory, or taken in above");
         if hold.resolution.is_some() {
             return Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))));
         }

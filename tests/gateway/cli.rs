@@ -610,9 +610,12 @@ async fn store_migrate_runs_the_steps_not_run_yet_on_either_backend() {
     let first = migrate();
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{first:?}");
+    let steps = toolgate::gateway::store::POSTGRES_MIGRATIONS.len();
     assert!(
         out.starts_with("toolgate store migrate: PostgreSQL at localhost:5432/t_")
-            && out.ends_with("at schema step 1 of 1 (1 run now)\n"),
+            && out.ends_with(&format!(
+                "at schema step {steps} of {steps} ({steps} run now)\n"
+            )),
         "{out}"
     );
     assert!(String::from_utf8_lossy(&migrate().stdout).ends_with("(0 run now)\n"));

@@ -48,7 +48,7 @@ token_sha256 = "{}"
 }
 
 /// The test identities' ci-bot token belongs to alice.
-fn owned_identities() -> String {
+pub(crate) fn owned_identities() -> String {
     test_identities().replace("groups = [\"ci\"]", "groups = [\"ci\"]\nowner = \"alice\"")
 }
 

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use crate::decisions::{answer_of, call_tool, result_text};
 use crate::events::{next_frame, subscribe_as};
 use crate::holds::{
-    ALICE, BOB, VIEWER, answer, held_call, open_holds, operators, resolve, runs_of,
+    ALICE, BOB, VIEWER, answer, held_call, open_holds, operators, owned_identities, resolve,
+    runs_of,
 };
 use crate::support::*;
 
@@ -27,6 +28,22 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize, hold_timeout_secs: u64) -> Option<Cluster> {
+        Cluster::start_with(n, hold_timeout_secs, "", false).await
+    }
+
+    /// As `start`, with `gateway_keys` in `[gateway]`, and ci-bot's token alice's when
+    /// `owned`.
+    async fn start_with(
+        n: usize,
+        hold_timeout_secs: u64,
+        gateway_keys: &str,
+        owned: bool,
+    ) -> Option<Cluster> {
+        let identities = if owned {
+            owned_identities()
+        } else {
+            test_identities()
+        };
         let toolgate::gateway::store::Location::Postgres { url, .. } =
             toolgate::gateway::store::testing::fresh_postgres().await?
         else {
@@ -39,11 +56,13 @@ impl Cluster {
             .unwrap();
         let upstream = PyUpstream::start().await;
         let body = format!(
-            "key_file = \"{}\"\n{}{}\n[store]\nurl = \"{url}\"\n",
+            "key_file = \"{}\"\n{gateway_keys}{}{}\n[store]\nurl = \"{url}\"\n",
             key_file.display(),
-            upstream.config(&format!(
-                "trust_annotations = true\nhold_timeout_secs = {hold_timeout_secs}"
-            )),
+            upstream
+                .config(&format!(
+                    "trust_annotations = true\nhold_timeout_secs = {hold_timeout_secs}"
+                ))
+                .replace(&test_identities(), &identities),
             operators()
         );
         let mut replicas = Vec::new();
@@ -608,4 +627,46 @@ async fn a_replica_killed_mid_approval_runs_nothing_twice_or_on_its_own_and_ever
             "{id}"
         );
     }
+}
+
+#[tokio::test]
+async fn hold_caps_and_self_approval_hold_across_replicas() {
+    let Some(cluster) = Cluster::start_with(2, 1, "max_holds_per_identity = 2\n", true).await
+    else {
+        return;
+    };
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    // ci-bot's two holds, on A.
+    for page in ["CAP-1", "CAP-2"] {
+        let held = answer(held_call(a, AGENT_TOKEN, page, "x").await).await;
+        assert!(
+            result_text(&held).starts_with("Held for approval as "),
+            "{held}"
+        );
+    }
+    hold_for(b, "CAP-1").await;
+    hold_for(b, "CAP-2").await;
+    // A third, on B, is over ci-bot's share: B counts A's holds.
+    let third = answer(held_call(b, AGENT_TOKEN, "CAP-3", "x").await).await;
+    assert!(
+        result_text(&third).contains("max_holds_per_identity"),
+        "{third}"
+    );
+    // alice owns ci-bot's token: she may approve its calls on no replica.
+    let id = hold_for(b, "CAP-1").await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for gw in [a, b] {
+        let (status, body) = resolve(gw, ALICE, &id, "approve", None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("self_approval")),
+            "{}: {body}",
+            gw.control
+        );
+    }
+    assert_eq!(runs_of(&cluster.upstream, "CAP-"), 0);
 }

@@ -24,6 +24,7 @@ use crate::api::{
     PolicyVersion, Resolution, Risk, ToolRow,
 };
 use crate::config::OnToolChange;
+pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub use sqlite::{DB_FILE, MIGRATIONS};
 pub use writer::Job;
 
@@ -580,6 +581,11 @@ impl Store {
 
     pub async fn hold(&self, call_id: &str) -> Result<Option<StoredHold>, StoreError> {
         read!(&self.readers, hold(call_id))
+    }
+
+    /// Approved holds not yet run whose call hashes to `call_hash`.
+    pub async fn approved_holds(&self, call_hash: &str) -> Result<Vec<StoredHold>, StoreError> {
+        read!(&self.readers, approved_holds(call_hash))
     }
 
     /// The catalog as `GET /tools` shows it, with each tool's decisions by outcome.

@@ -25,7 +25,8 @@ const MIGRATION_LOCK: i64 = 0x746f_6f6c_6761_7465; // "toolgate"
 
 /// Each step runs once, in order, in its own transaction; `toolgate_migrations` records
 /// which have run. A step is never edited once released: a change is a new step.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('store_id', md5(random()::text || clock_timestamp()::text));
 
@@ -103,7 +104,10 @@ CREATE TABLE policies (
     created_at TEXT NOT NULL,
     note TEXT
 );
-"#];
+"#,
+    // An identical retry on one replica finds an approval given on another by its hash.
+    "CREATE INDEX holds_approved_by_hash ON holds (call_hash) WHERE resolution = 'approved';",
+];
 
 const POLICY_JSON: &str = "json_build_object('version', version, 'sha256', sha256, 'by', \"by\", 'at', created_at, 'note', note)::text";
 
@@ -665,6 +669,16 @@ pub async fn open_holds(pool: &PgPool) -> Result<Vec<StoredHold>, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {HOLD_COLUMNS} FROM holds WHERE resolution IS NULL OR resolution = 'approved' ORDER BY created_at"
     )))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(stored_hold).collect())
+}
+
+pub async fn approved_holds(pool: &PgPool, call_hash: &str) -> Result<Vec<StoredHold>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE call_hash = $1 AND resolution = 'approved'"
+    )))
+    .bind(call_hash)
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(stored_hold).collect())

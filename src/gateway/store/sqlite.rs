@@ -545,6 +545,19 @@ pub async fn open_holds(pool: &SqlitePool) -> Result<Vec<StoredHold>, StoreError
     Ok(rows.iter().map(stored_hold).collect())
 }
 
+pub async fn approved_holds(
+    pool: &SqlitePool,
+    call_hash: &str,
+) -> Result<Vec<StoredHold>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE call_hash = ?1 AND resolution = 'approved'"
+    )))
+    .bind(call_hash)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(stored_hold).collect())
+}
+
 pub async fn hold(pool: &SqlitePool, call_id: &str) -> Result<Option<StoredHold>, StoreError> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {HOLD_COLUMNS} FROM holds WHERE call_id = ?1"
