@@ -150,11 +150,45 @@ pub async fn open(
     let readers = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(op_timeout.max(Duration::from_secs(1)))
-        .connect_with(options.clone())
+        .connect_with(reader_options(options.clone()))
         .await?;
-    let write = PgWrite::new(options, op_timeout)
+    let write = PgWrite::new(writer_options(options, op_timeout), op_timeout)
         .map_err(|e| StoreError::Sql(format!("cannot start the store writer: {e}")))?;
     Ok((write, readers))
+}
+
+/// The writer's session, bounded on the server's side too: a client-side timeout drops
+/// the connection, but only these stop what the server does for it. A replica frozen
+/// (SIGSTOP, a VM paused) while it holds the seq lock loses it after
+/// `idle_in_transaction_session_timeout`, so the other replicas go on; a writer queued
+/// behind it gives up after `lock_timeout` instead of piling up connections in the lock
+/// queue; a statement stops after `statement_timeout`; and a client that vanished is
+/// noticed within a second even mid-statement.
+pub(super) fn writer_options(options: PgConnectOptions, op_timeout: Duration) -> PgConnectOptions {
+    let op = op_timeout.max(Duration::from_millis(200)).as_millis();
+    let idle = (op * 5).max(1000);
+    options.options([
+        ("lock_timeout", op.to_string()),
+        ("statement_timeout", op.to_string()),
+        ("idle_in_transaction_session_timeout", idle.to_string()),
+        ("client_connection_check_interval", "1000".to_owned()),
+        ("tcp_keepalives_idle", "10".to_owned()),
+        ("tcp_keepalives_interval", "5".to_owned()),
+        ("tcp_keepalives_count", "3".to_owned()),
+    ])
+}
+
+/// The readers' sessions: a query never hangs a request (a hold's lookup, a page of
+/// decisions) for long, and a replay's snapshot, idle between pages, is bounded too.
+fn reader_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([
+        ("statement_timeout", "10000"),
+        ("idle_in_transaction_session_timeout", "60000"),
+        ("client_connection_check_interval", "1000"),
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+    ])
 }
 
 async fn connect(options: &PgConnectOptions, within: Duration) -> Result<PgConnection, StoreError> {
@@ -231,12 +265,14 @@ pub struct PgWrite {
     conn: Option<PgConnection>,
     /// The seq the open transaction began at.
     began_at: u64,
+    /// The open transaction's id, to learn whether a COMMIT whose answer was lost took.
+    xid: String,
     /// How long one statement may take before the connection is given up.
     op_timeout: Duration,
 }
 
 impl PgWrite {
-    fn new(options: PgConnectOptions, op_timeout: Duration) -> std::io::Result<PgWrite> {
+    pub(super) fn new(options: PgConnectOptions, op_timeout: Duration) -> std::io::Result<PgWrite> {
         Ok(PgWrite {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -244,8 +280,52 @@ impl PgWrite {
             options,
             conn: None,
             began_at: 0,
+            xid: String::new(),
             op_timeout: op_timeout.max(Duration::from_millis(200)),
         })
+    }
+}
+
+impl PgWrite {
+    /// Whether the transaction whose COMMIT lost its answer committed, asked on a new
+    /// connection: committed is success; aborted (or never seen) is `lost`; still in
+    /// progress after a few tries is an error that says the outcome is unknown.
+    pub(super) fn commit_outcome(&mut self, lost: StoreError) -> Result<(), StoreError> {
+        let xid = self.xid.clone();
+        let options = self.options.clone();
+        let within = self.op_timeout;
+        let status: Result<Option<String>, StoreError> = self.runtime.block_on(async move {
+            let deadline = tokio::time::Instant::now() + within * 10;
+            loop {
+                let mut conn = connect(&options, within).await?;
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT pg_xact_status($1::xid8)::text")
+                        .bind(&xid)
+                        .fetch_one(&mut conn)
+                        .await?;
+                conn.close().await.ok();
+                if status.as_deref() != Some("in progress")
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return Ok(status);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        match status {
+            Ok(Some(s)) if s == "committed" => {
+                tracing::warn!(xid = %self.xid, "a commit's answer was lost; it had committed");
+                Ok(())
+            }
+            Ok(Some(s)) if s == "in progress" => Err(StoreError::Sql(format!(
+                "a commit's answer was lost and transaction {} is still in progress: its outcome is unknown ({lost})",
+                self.xid
+            ))),
+            Ok(_) => Err(lost),
+            Err(e) => Err(StoreError::Sql(format!(
+                "a commit's answer was lost, and whether it committed cannot be learned ({e}): its outcome is unknown ({lost})"
+            ))),
+        }
     }
 }
 
@@ -290,12 +370,23 @@ impl WriteConn for PgWrite {
             self.conn = Some(connected);
         }
         pg!(self, |c| sqlx::raw_sql("BEGIN").execute(&mut *c))?;
-        let value: i64 = pg!(self, |c| sqlx::query_scalar(
-            "SELECT value FROM seq_counter WHERE id = 1 FOR UPDATE"
+        let locked: Result<(i64, String), StoreError> = pg!(self, |c| sqlx::query_as(
+            "SELECT value, pg_current_xact_id()::text FROM seq_counter WHERE id = 1 FOR UPDATE"
         )
-        .fetch_one(&mut *c))?;
-        self.began_at = value as u64 + 1;
-        Ok(self.began_at)
+        .fetch_one(&mut *c));
+        match locked {
+            Ok((value, xid)) => {
+                self.began_at = value as u64 + 1;
+                self.xid = xid;
+                Ok(self.began_at)
+            }
+            Err(e) => {
+                // The lock was not had (another replica holds it past `lock_timeout`):
+                // the aborted transaction must end before the next one begins.
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     fn commit(&mut self, next_seq: u64) -> Result<(), StoreError> {
@@ -311,8 +402,15 @@ impl WriteConn for PgWrite {
                 .bind(last.to_string())
                 .execute(&mut *c))?;
         }
-        pg!(self, |c| sqlx::raw_sql("COMMIT").execute(&mut *c))?;
-        Ok(())
+        match pg!(self, |c| sqlx::raw_sql("COMMIT").execute(&mut *c)) {
+            Ok(_) => Ok(()),
+            // The server said no: nothing was committed.
+            Err(e) if self.conn.is_some() => Err(e),
+            // The answer was lost (connection dropped, no answer in time): the commit may
+            // have happened. The server is asked, so that the callers hear the truth and
+            // a write answered "failed" never takes effect later.
+            Err(lost) => self.commit_outcome(lost),
+        }
     }
 
     fn rollback(&mut self) {

@@ -474,3 +474,110 @@ async fn replicas_starting_together_migrate_once() {
         (0, postgres::MIGRATIONS.len())
     );
 }
+
+/// A PostgreSQL writer of the test's own, as a replica's, on `location`.
+fn pg_writer(location: &Location) -> postgres::PgWrite {
+    let Location::Postgres { url, password_env } = location else {
+        unreachable!()
+    };
+    let op = Duration::from_millis(300);
+    postgres::PgWrite::new(
+        postgres::writer_options(postgres::connect_options(url, password_env).unwrap(), op),
+        op,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_replica_frozen_while_it_holds_the_seq_lock_stops_the_others_for_a_second_not_for_good() {
+    use writer::WriteConn;
+    let Some(location) = testing::fresh_postgres().await else {
+        return;
+    };
+    let store = Store::open_at(&location, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // A replica's writer takes the lock, then freezes (SIGSTOP, a paused VM): its
+    // transaction stays open and nothing more comes from it.
+    let frozen = tokio::task::spawn_blocking({
+        let location = location.clone();
+        move || {
+            let mut w = pg_writer(&location);
+            w.begin().unwrap();
+            w
+        }
+    })
+    .await
+    .unwrap();
+    // Another writer queued behind it gives up at its lock timeout, and can begin again
+    // once the lock is free: its aborted transaction was ended.
+    let mut queued = tokio::task::spawn_blocking({
+        let location = location.clone();
+        move || {
+            let mut w = pg_writer(&location);
+            let started = Instant::now();
+            let refused = w.begin();
+            (w, refused.is_err(), started.elapsed())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        queued.1,
+        "a writer behind a frozen one is refused, not left waiting"
+    );
+    assert!(queued.2 < Duration::from_secs(2), "{:?}", queued.2);
+    // The server ends the frozen session; this replica's commits go through again.
+    let started = Instant::now();
+    let committed = store.commit_decision(decision("after the freeze")).await;
+    assert!(committed.is_ok(), "{committed:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let again = tokio::task::spawn_blocking(move || {
+        let began = queued.0.begin();
+        queued.0.rollback();
+        drop(queued);
+        began
+    })
+    .await
+    .unwrap();
+    assert!(again.is_ok(), "{again:?}");
+    // A writer's runtime is dropped off the async threads, as its own thread does.
+    tokio::task::spawn_blocking(move || drop(frozen))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_looked_up_committed_or_not() {
+    use writer::WriteConn;
+    let Some(location) = testing::fresh_postgres().await else {
+        return;
+    };
+    // Migrated by a store first.
+    let _store = Store::open_at(&location, Duration::from_secs(5))
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut w = pg_writer(&location);
+        let lost = || StoreError::Sql("the answer was lost".into());
+        // Committed: the caller hears success.
+        let seq = w.begin().unwrap();
+        w.insert_event(seq, "2026-01-01T00:00:00.000Z", "flush", None, "{}")
+            .unwrap();
+        w.commit(seq + 1).unwrap();
+        assert!(w.commit_outcome(lost()).is_ok());
+        // Rolled back: the caller hears the failure it had.
+        w.begin().unwrap();
+        w.rollback();
+        match w.commit_outcome(lost()) {
+            Err(StoreError::Sql(m)) => assert_eq!(m, "the answer was lost"),
+            other => panic!("{other:?}"),
+        }
+    })
+    .await
+    .unwrap();
+}
