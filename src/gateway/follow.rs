@@ -21,15 +21,27 @@ pub fn spawn(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
 async fn follow(gw: Arc<Gateway>) {
     let (mut events, _) = gw.store.subscribe();
     // What was committed before this task subscribed is read from the store once.
-    if let Err(e) = resync(&gw).await {
-        tracing::error!(error = %e, "cannot read the shared store's state; trying again on the next event");
-    }
+    let mut behind = resync(&gw).await.err();
     loop {
+        // Out of step: calls are denied and /readyz says why, until a resync succeeds.
+        gw.set_out_of_step(behind.as_ref().map(|e| e.to_string()));
+        let retry = async {
+            match behind {
+                Some(_) => tokio::time::sleep(RETRY).await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             next = events.recv() => next,
+            () = retry => {
+                behind = resync(&gw).await.err();
+                continue;
+            }
             () = gw.stopped() => return,
         };
         let outcome = match next {
+            // Events that arrive while behind are covered by the resync that ends it.
+            Ok(_) if behind.is_some() => Ok(()),
             Ok(published) => match serde_json::from_str::<Event>(&published.json) {
                 Ok(event) => apply(&gw, event).await,
                 // A newer replica's event kind: nothing here depends on it.
@@ -47,12 +59,16 @@ async fn follow(gw: Arc<Gateway>) {
         };
         if let Err(e) = outcome {
             tracing::error!(error = %e, "cannot apply another replica's change; reading the store's state again");
-            if let Err(e) = resync(&gw).await {
-                tracing::error!(error = %e, "cannot read the shared store's state");
+            behind = resync(&gw).await.err();
+            if let Some(e) = &behind {
+                tracing::error!(error = %e, "cannot read the shared store's state; calls are denied until it can");
             }
         }
     }
 }
+
+/// How often a replica out of step tries to read the shared store's state again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
     match event.body {
@@ -79,6 +95,9 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
 /// Everything this replica copies, read from the store again.
 async fn resync(gw: &Gateway) -> anyhow::Result<()> {
     gw.holds.adopt_all().await?;
+    // Holds this replica knows that were resolved elsewhere while its events were
+    // missed: their clients hear it now.
+    gw.holds.refresh().await?;
     gw.catalog.reload().await?;
     if let Some(current) = gw.store.current_policy().await? {
         catch_up_policy(gw, current.stored.version).await?;

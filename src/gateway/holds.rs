@@ -910,6 +910,34 @@ impl Holds {
         }
     }
 
+    /// Reads again from the store every hold memory has not seen resolved (or run), and
+    /// applies what happened to it elsewhere: a denial or an expiry committed while this
+    /// replica's events were missed reaches the client waiting here.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let open: Vec<String> = self
+            .holds
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, h)| {
+                matches!(
+                    h.resolution.as_ref().map(|r| r.resolution),
+                    None | Some(Resolution::Approved)
+                )
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Read without holding the queue: calls go on meanwhile.
+        for call_id in open {
+            if let Some(stored) = self.store.hold(&call_id).await?
+                && let Some(hold) = self.holds.lock().await.get_mut(&call_id)
+            {
+                self.apply_stored(hold, &stored);
+            }
+        }
+        Ok(())
+    }
+
     /// Loads every open hold the store has that memory does not: after the stream of
     /// another replica's events was interrupted.
     pub async fn adopt_all(&self) -> Result<(), StoreError> {

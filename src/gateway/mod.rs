@@ -66,6 +66,10 @@ pub struct Gateway {
     policy: RwLock<Arc<PolicyEngine>>,
     /// The stored version of the policy in force here.
     policy_version: std::sync::atomic::AtomicU64,
+    /// Set while this replica could not apply a change another replica made (on a
+    /// shared store), and why: its copies may be out of date, so calls are denied and
+    /// `/readyz` is 503 until it has.
+    out_of_step: std::sync::Mutex<Option<String>>,
     /// A candidate deciding every call beside the policy in force, enforcing nothing.
     shadow: RwLock<Option<Arc<shadow::Shadow>>>,
     /// Held from a policy's commit to its swap, so two concurrent edits cannot leave in
@@ -165,6 +169,7 @@ impl Gateway {
             store_id,
             policy: RwLock::new(Arc::new(policy)),
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
+            out_of_step: std::sync::Mutex::new(None),
             shadow: RwLock::new(None),
             policy_edits: tokio::sync::Mutex::new(()),
             http,
@@ -180,6 +185,15 @@ impl Gateway {
 
     pub fn policy(&self) -> Arc<PolicyEngine> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    /// Why this replica is out of step with the shared store, if it is.
+    pub fn out_of_step(&self) -> Option<String> {
+        self.out_of_step.lock().expect("out_of_step lock").clone()
+    }
+
+    pub fn set_out_of_step(&self, why: Option<String>) {
+        *self.out_of_step.lock().expect("out_of_step lock") = why;
     }
 
     /// The stored version of the policy in force here.

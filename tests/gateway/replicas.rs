@@ -670,3 +670,125 @@ async fn hold_caps_and_self_approval_hold_across_replicas() {
     }
     assert_eq!(runs_of(&cluster.upstream, "CAP-"), 0);
 }
+
+/// Stores policy version `text` as the next version straight into the database, with its
+/// `policy.changed` event, as another replica (of another build, say) would commit it.
+async fn store_policy_behind_the_gateways(url: &str, text: &str) -> u64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let seq: i64 = sqlx::query_scalar("SELECT value + 1 FROM seq_counter WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let version: i64 = sqlx::query_scalar("SELECT max(version) + 1 FROM policies")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let sha = sha256_hex(text);
+    let ts = "2026-11-27T00:00:00.000Z";
+    sqlx::query("INSERT INTO policies (version, text, sha256, \"by\", created_at) VALUES ($1, $2, $3, 'elsewhere', $4)")
+        .bind(version)
+        .bind(text)
+        .bind(&sha)
+        .bind(ts)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let body = json!({"seq": seq, "ts": ts, "kind": "policy.changed", "version": version,
+                      "sha256": sha, "by": "elsewhere"});
+    sqlx::query("INSERT INTO events (seq, ts, kind, body) VALUES ($1, $2, 'policy.changed', $3)")
+        .bind(seq)
+        .bind(ts)
+        .bind(body.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE seq_counter SET value = $1 WHERE id = 1")
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('toolgate_events', $1)")
+        .bind(seq.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    version as u64
+}
+
+#[tokio::test]
+async fn a_replica_that_cannot_apply_a_change_denies_until_it_has_and_then_tells_its_waiting_client()
+ {
+    let Some(cluster) = Cluster::start(2, 60).await else {
+        return;
+    };
+    let [a, waiting] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let client = spawn_write_page(waiting, AGENT_TOKEN, "STEP-1", "x", json!({}));
+    let call_id = hold_for(a, "STEP-1").await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A policy version this build cannot compile lands in the store.
+    store_policy_behind_the_gateways(
+        &cluster.url,
+        "permit (principal, action, resource) when { nonsense };",
+    )
+    .await;
+    for gw in [a, waiting] {
+        eventually("the replica to say it is out of step", || async {
+            let resp = http().get(gw.control_url("/readyz")).send().await.ok()?;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.ok()?;
+            (status == 503 && body["reason"].as_str()?.contains("out of step")).then_some(())
+        })
+        .await;
+    }
+    // It decides nothing with what it has.
+    let refused = call_tool(
+        waiting,
+        AGENT_TOKEN,
+        "read_page",
+        json!({"page_id": "STEP-2"}),
+    )
+    .await;
+    assert_eq!(
+        result_text(&refused),
+        "toolgate: this gateway replica is catching up with the others; try again"
+    );
+    assert_eq!(runs_of(&cluster.upstream, "STEP-2"), 0);
+    // Meanwhile the hold is denied elsewhere; the waiting replica misses that event.
+    let (status, body) = resolve(a, BOB, &call_id, "deny", Some("while out of step")).await;
+    assert_eq!(status, 200, "{body}");
+    // A version it can compile: both replicas step back in, and the client hears the deny.
+    let current = toolgate::client::ControlClient::new(&format!("http://{}", a.control), BOB)
+        .unwrap()
+        .policy_version(1)
+        .await
+        .unwrap()
+        .text;
+    store_policy_behind_the_gateways(&cluster.url, &current).await;
+    let text = tokio::time::timeout(Duration::from_secs(15), client)
+        .await
+        .expect("the waiting client hears the denial")
+        .unwrap();
+    let reply = answer_of(&text).unwrap();
+    assert!(result_text(&reply).contains("while out of step"), "{reply}");
+    for gw in [a, waiting] {
+        eventually("the replica to be ready again", || async {
+            (crate::store::readyz(gw).await == 200).then_some(())
+        })
+        .await;
+    }
+    let allowed = call_tool(
+        waiting,
+        AGENT_TOKEN,
+        "read_page",
+        json!({"page_id": "STEP-3"}),
+    )
+    .await;
+    assert_eq!(result_text(&allowed), "no page STEP-3");
+}

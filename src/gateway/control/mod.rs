@@ -70,14 +70,19 @@ async fn healthz() -> Response {
 /// Decisions can be stored. While they cannot, every call is denied, so a load
 /// balancer should send traffic elsewhere.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    if gw.store.health().is_ready() {
-        json_response(StatusCode::OK, &json!({"ready": true}))
-    } else {
-        json_response(
+    if !gw.store.health().is_ready() {
+        return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"ready": false, "reason": "the audit store cannot commit; calls are being denied"}),
-        )
+        );
     }
+    if let Some(why) = gw.out_of_step() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": format!("this replica is out of step with the shared store ({why}); calls are being denied")}),
+        );
+    }
+    json_response(StatusCode::OK, &json!({"ready": true}))
 }
 
 /// A control-API error: `{"error": {"code", "message"}}`, plus the hold on a 409.

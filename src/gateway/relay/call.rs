@@ -39,6 +39,15 @@ pub async fn relay(post: Post<'_>) -> Response {
             return Refusal::new(StatusCode::BAD_REQUEST, body).into_response();
         }
     };
+    // Beside other replicas: a copy (classes, policy) that may be out of date decides
+    // nothing.
+    if let Some(why) = gw.out_of_step() {
+        tracing::warn!(upstream = %Escaped(post.name), tool = %Escaped(tool), %why, "replica out of step with the shared store; call denied");
+        return deny_response(
+            &post.message,
+            "toolgate: this gateway replica is catching up with the others; try again",
+        );
+    }
     let started = Instant::now();
     let decided = gw
         .decide_call(&post.identity, post.name, tool, args, workflow, &post.bytes)
