@@ -792,3 +792,38 @@ async fn a_replica_that_cannot_apply_a_change_denies_until_it_has_and_then_tells
     .await;
     assert_eq!(result_text(&allowed), "no page STEP-3");
 }
+
+#[tokio::test]
+async fn a_subscriber_resuming_on_another_replica_with_the_seq_it_just_saw_is_never_told_to_reload()
+{
+    let Some(cluster) = Cluster::start(2, 60).await else {
+        return;
+    };
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let mut on_a = subscribe_as(a, VIEWER, "?since=0").await;
+    for i in 0..30 {
+        call_tool(
+            a,
+            AGENT_TOKEN,
+            "read_page",
+            json!({"page_id": format!("HOP-{i}")}),
+        )
+        .await;
+        // The newest seq A's subscriber has seen, then straight to B with it.
+        let seen = loop {
+            let frame = next_frame(&mut on_a).await.expect("a frame");
+            if frame["kind"] == "decision" && frame["target"]["id"] == format!("HOP-{i}") {
+                break frame["seq"].as_u64().unwrap();
+            }
+        };
+        let mut on_b = subscribe_as(b, VIEWER, &format!("?since={seen}")).await;
+        let first = next_frame(&mut on_b).await.expect("a frame");
+        assert_eq!(first["kind"], "hello", "round {i}: {first}");
+        assert!(
+            first["last_seq"].as_u64().unwrap() >= seen,
+            "round {i}: {first}"
+        );
+    }
+}

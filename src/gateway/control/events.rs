@@ -62,9 +62,26 @@ pub struct Feed {
     closing: Option<Frame>,
 }
 
+/// How long a resuming subscriber waits for this replica to reach the seq it saw on
+/// another one.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Feed {
     pub async fn open(gw: Arc<Gateway>, query: &EventsQuery) -> Self {
-        let (live, seam) = gw.store.subscribe();
+        let (mut live, mut seam) = gw.store.subscribe();
+        // Beside other replicas, a subscriber may come from one whose stream is a few
+        // milliseconds ahead of this one's: wait for it here, rather than call the seq
+        // it last saw a future one.
+        if let Some(since) = query.since
+            && since > seam
+            && gw.store.is_shared()
+        {
+            let deadline = tokio::time::Instant::now() + CATCH_UP;
+            while gw.store.last_seq() < since && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            (live, seam) = gw.store.subscribe();
+        }
         let store_id = gw.store_id.clone();
         let hello = notice(&StreamNotice::Hello {
             last_seq: seam,
