@@ -3,5 +3,9 @@
 use chrono::{SecondsFormat, Utc};
 
 pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    rfc3339(Utc::now())
+}
+
+pub fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

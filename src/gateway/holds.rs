@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+
+use crate::time::rfc3339;
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, oneshot};
 
@@ -203,10 +205,6 @@ impl Hold {
             reason: self.resolution.as_ref().and_then(|r| r.reason.clone()),
         }
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// What makes two calls identical: the same identity, upstream, tool and exact

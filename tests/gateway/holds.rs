@@ -12,7 +12,7 @@ use crate::support::*;
 pub(crate) const ALICE: &str = "tg_test-operator-alice";
 pub(crate) const BOB: &str = "tg_test-operator-bob";
 pub(crate) const VIEWER: &str = "tg_test-operator-viewer";
-const OTHER_AGENT: &str = "tg_test-agent-two";
+pub(crate) const OTHER_AGENT: &str = "tg_test-agent-two";
 
 /// Operators (alice owns the agent token ci-bot) and a second agent token.
 pub(crate) fn operators() -> String {

@@ -827,3 +827,38 @@ async fn a_subscriber_resuming_on_another_replica_with_the_seq_it_just_saw_is_ne
         );
     }
 }
+
+#[tokio::test]
+async fn a_session_made_through_one_replica_is_usable_through_another_by_its_creator_only() {
+    use crate::relay::{legacy_post, legacy_session};
+    let Some(cluster) = Cluster::start(2, 60).await else {
+        return;
+    };
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let client = http();
+    let session = legacy_session(&client, &a.url("py"), AGENT_TOKEN).await;
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    // The load balancer sends the next request to B: the session is its creator's there.
+    let on_b = legacy_post(&client, &b.url("py"), AGENT_TOKEN, Some(&session), &list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 200);
+    assert!(on_b.text().await.unwrap().contains("read_page"));
+    // And nobody else's, on either replica.
+    for gw in [a, b] {
+        let stranger = legacy_post(
+            &client,
+            &gw.url("py"),
+            crate::holds::OTHER_AGENT,
+            Some(&session),
+            &list,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(stranger.status(), 404, "{}", gw.control);
+    }
+}

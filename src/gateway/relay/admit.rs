@@ -14,6 +14,7 @@ use super::super::Gateway;
 use super::super::escape::Escaped;
 use super::super::identity::{AuthError, Identity};
 use super::super::mcp::{self, INVALID_REQUEST};
+use super::super::store::WriteOp;
 use super::reply::json_response;
 use super::upstream::Upstream;
 
@@ -25,7 +26,7 @@ pub(super) struct Admitted<'g> {
 }
 
 /// The checks every request passes before its body is even read.
-pub(super) fn admit<'g>(
+pub(super) async fn admit<'g>(
     gw: &'g Gateway,
     name: &str,
     target: Option<&Authority>,
@@ -56,7 +57,7 @@ pub(super) fn admit<'g>(
             &format!("toolgate: no upstream named {name:?}"),
         )
     })?;
-    let session = check_session(gw, name, headers, &identity)?;
+    let session = check_session(gw, name, headers, &identity).await?;
     Ok(Admitted {
         upstream,
         identity,
@@ -98,7 +99,7 @@ pub(super) fn check_host(
 
 /// A session is usable only by the identity whose `initialize` created it. To anyone
 /// else it does not exist: 404 with the body an MCP server gives for an unknown session.
-pub(super) fn check_session(
+pub(super) async fn check_session(
     gw: &Gateway,
     name: &str,
     headers: &HeaderMap,
@@ -118,9 +119,10 @@ pub(super) fn check_session(
     let principal = identity.principal();
     let id = value.to_str().ok();
     if let Some(id) = id
-        && gw
+        && (gw
             .sessions
             .admits(name, id, &principal, std::time::Instant::now())
+            || created_on_another_replica(gw, name, id, &principal).await)
     {
         return Ok(Some(id.to_owned()));
     }
@@ -130,6 +132,28 @@ pub(super) fn check_session(
         StatusCode::NOT_FOUND,
         mcp::error_body(&Value::Null, SESSION_NOT_FOUND, "Session not found"),
     ))
+}
+
+/// Beside other replicas on a shared store, a session created through another one: the
+/// store says whose it is. Known here from now on.
+async fn created_on_another_replica(gw: &Gateway, name: &str, id: &str, principal: &str) -> bool {
+    if !gw.store.is_shared() {
+        return false;
+    }
+    let idle = chrono::Duration::seconds(gw.config.gateway.session_idle_secs as i64);
+    let fresh_since = crate::time::rfc3339(chrono::Utc::now() - idle);
+    match gw.store.session_owner(name, id, &fresh_since).await {
+        Ok(Some(owner)) if owner == principal => {
+            gw.sessions
+                .bind(name, id, principal, std::time::Instant::now());
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look a session up in the shared store; refused as not found");
+            false
+        }
+    }
 }
 
 /// The code the MCP SDKs answer an unknown session with.
@@ -147,6 +171,12 @@ pub(super) fn note_session_end(
     let ended = *method == Method::DELETE && status.is_success();
     if ended || status == reqwest::StatusCode::NOT_FOUND {
         gw.sessions.forget(name, id);
+        if gw.store.is_shared() {
+            gw.store.record(WriteOp::SessionEnded {
+                upstream: name.to_owned(),
+                id: id.to_owned(),
+            });
+        }
     }
 }
 

@@ -59,7 +59,7 @@ async fn relay_post(
         upstream,
         identity,
         session,
-    } = match admit(&gw, &name, uri.authority(), &headers) {
+    } = match admit(&gw, &name, uri.authority(), &headers).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.closing().into_response(),
     };
@@ -143,7 +143,7 @@ async fn relay_stream(
 ) -> Response {
     let Admitted {
         upstream, session, ..
-    } = match admit(&gw, &name, uri.authority(), &headers) {
+    } = match admit(&gw, &name, uri.authority(), &headers).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };

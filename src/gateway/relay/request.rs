@@ -12,6 +12,7 @@ use super::super::escape::Escaped;
 use super::super::identity::Identity;
 use super::super::mcp::{self, ClientMessage};
 use super::super::sessions::Bound;
+use super::super::store::{StoreError, WriteOp};
 use super::admit::note_session_end;
 use super::upstream::{Upstream, forward, redirect_not_followed};
 
@@ -96,11 +97,34 @@ impl Post<'_> {
                 .and_then(|v| v.to_str().ok())
         {
             let principal = self.identity.principal();
-            if gw
-                .sessions
-                .bind(self.name, created, &principal, std::time::Instant::now())
-                == Bound::Taken
+            let mut bound =
+                gw.sessions
+                    .bind(self.name, created, &principal, std::time::Instant::now());
+            // Beside other replicas, the session is recorded before its id reaches the
+            // client, so that its next request finds it on whichever replica it lands.
+            if bound == Bound::New
+                && gw.store.is_shared()
+                && let Err(e) = gw
+                    .store
+                    .write_in_time(WriteOp::SessionBound {
+                        upstream: self.name.to_owned(),
+                        id: created.to_owned(),
+                        principal: principal.clone(),
+                    })
+                    .await
             {
+                gw.sessions.forget(self.name, created);
+                if !matches!(e, StoreError::SessionTaken) {
+                    tracing::error!(error = %e, "cannot record a new session in the shared store; refused");
+                    return Err(Failure {
+                        kind: FailureKind::Refused,
+                        upstream_status: status,
+                        text: "toolgate: the session could not be recorded (audit store unavailable); initialize again".into(),
+                    });
+                }
+                bound = Bound::Taken;
+            }
+            if bound == Bound::Taken {
                 tracing::warn!(upstream = %Escaped(self.name), identity = %Escaped(&principal),
                     "upstream handed out a session id another identity holds; refused");
                 return Err(Failure {

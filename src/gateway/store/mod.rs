@@ -53,6 +53,9 @@ pub enum StoreError {
     HoldTaken(Box<StoredHold>),
     #[error("no such hold")]
     NoSuchHold,
+    /// Another identity holds this MCP session id (on another replica).
+    #[error("the session id belongs to another identity")]
+    SessionTaken,
     #[error("{0}")]
     Config(String),
 }
@@ -68,6 +71,7 @@ impl StoreError {
                 | StoreError::StalePolicy(_)
                 | StoreError::HoldTaken(_)
                 | StoreError::NoSuchHold
+                | StoreError::SessionTaken
         )
     }
 }
@@ -146,6 +150,16 @@ pub enum WriteOp {
     },
     /// Several writes that take effect together or not at all.
     Together(Vec<WriteOp>),
+    /// On a shared store: `principal` created MCP session `id` on `upstream`, so that any
+    /// replica admits it (and only for them). Refused with `SessionTaken` when another
+    /// identity holds the id. No event.
+    SessionBound {
+        upstream: String,
+        id: String,
+        principal: String,
+    },
+    /// On a shared store: the session ended, or its upstream no longer knows it.
+    SessionEnded { upstream: String, id: String },
     /// Store a new policy version, with `policy.changed`. `expected_version` guards
     /// against replacing a version the operator has not seen.
     Policy {
@@ -581,6 +595,23 @@ impl Store {
 
     pub async fn hold(&self, call_id: &str) -> Result<Option<StoredHold>, StoreError> {
         read!(&self.readers, hold(call_id))
+    }
+
+    /// Who created MCP session `id` on `upstream`, if it was recorded at or after
+    /// `fresh_since` (a shared store's sessions; none on SQLite, where sessions live in
+    /// the one process's memory).
+    pub async fn session_owner(
+        &self,
+        upstream: &str,
+        id: &str,
+        fresh_since: &str,
+    ) -> Result<Option<String>, StoreError> {
+        match &self.readers {
+            Readers::Sqlite(_) => Ok(None),
+            Readers::Postgres(pool) => {
+                postgres::session_owner(pool, upstream, id, fresh_since).await
+            }
+        }
     }
 
     /// Approved holds not yet run whose call hashes to `call_hash`.

@@ -107,6 +107,18 @@ CREATE TABLE policies (
 "#,
     // An identical retry on one replica finds an approval given on another by its hash.
     "CREATE INDEX holds_approved_by_hash ON holds (call_hash) WHERE resolution = 'approved';",
+    // Which identity created each MCP session (2025-11-25 clients), so that whichever
+    // replica a session's next request lands on admits it, and only for them.
+    r#"
+CREATE TABLE mcp_sessions (
+    upstream TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (upstream, session_id)
+);
+CREATE INDEX mcp_sessions_by_age ON mcp_sessions (created_at);
+"#,
 ];
 
 const POLICY_JSON: &str = "json_build_object('version', version, 'sha256', sha256, 'by', \"by\", 'at', created_at, 'note', note)::text";
@@ -696,6 +708,45 @@ impl WriteConn for PgWrite {
         .map(drop)
     }
 
+    fn bind_session(
+        &mut self,
+        upstream: &str,
+        id: &str,
+        principal: &str,
+        now: &str,
+        stale_before: &str,
+    ) -> Result<bool, StoreError> {
+        pg!(self, |c| sqlx::query(
+            "DELETE FROM mcp_sessions WHERE created_at < $1"
+        )
+        .bind(stale_before)
+        .execute(&mut *c))?;
+        let holder: String = pg!(self, |c| sqlx::query_scalar(
+            "INSERT INTO mcp_sessions (upstream, session_id, principal, created_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (upstream, session_id) DO UPDATE SET created_at = excluded.created_at
+                WHERE mcp_sessions.principal = excluded.principal
+             RETURNING principal"
+        )
+        .bind(upstream)
+        .bind(id)
+        .bind(principal)
+        .bind(now)
+        .fetch_optional(&mut *c))?
+        .unwrap_or_default();
+        Ok(holder == principal)
+    }
+
+    fn end_session(&mut self, upstream: &str, id: &str) -> Result<(), StoreError> {
+        pg!(self, |c| sqlx::query(
+            "DELETE FROM mcp_sessions WHERE upstream = $1 AND session_id = $2"
+        )
+        .bind(upstream)
+        .bind(id)
+        .execute(&mut *c))
+        .map(drop)
+    }
+
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         pg!(self, |c| sqlx::query(
             "INSERT INTO meta (key, value) VALUES ($1, $2)
@@ -770,6 +821,22 @@ pub async fn open_holds(pool: &PgPool) -> Result<Vec<StoredHold>, StoreError> {
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(stored_hold).collect())
+}
+
+pub async fn session_owner(
+    pool: &PgPool,
+    upstream: &str,
+    id: &str,
+    fresh_since: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT principal FROM mcp_sessions WHERE upstream = $1 AND session_id = $2 AND created_at >= $3",
+    )
+    .bind(upstream)
+    .bind(id)
+    .bind(fresh_since)
+    .fetch_optional(pool)
+    .await?)
 }
 
 pub async fn approved_holds(pool: &PgPool, call_hash: &str) -> Result<Vec<StoredHold>, StoreError> {

@@ -468,6 +468,22 @@ impl WriteConn for SqliteWrite {
         Ok(())
     }
 
+    // One process writes a SQLite store: its sessions live in that process's memory.
+    fn bind_session(
+        &mut self,
+        _upstream: &str,
+        _id: &str,
+        _principal: &str,
+        _now: &str,
+        _stale_before: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn end_session(&mut self, _upstream: &str, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)

@@ -100,6 +100,17 @@ pub trait WriteConn: Send + 'static {
         note: Option<&str>,
     ) -> Result<(), StoreError>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Records who created an MCP session (dropping records older than `stale_before`);
+    /// false when another identity holds the id.
+    fn bind_session(
+        &mut self,
+        upstream: &str,
+        id: &str,
+        principal: &str,
+        now: &str,
+        stale_before: &str,
+    ) -> Result<bool, StoreError>;
+    fn end_session(&mut self, upstream: &str, id: &str) -> Result<(), StoreError>;
 }
 
 /// The most writes one transaction takes.
@@ -455,6 +466,28 @@ fn apply<C: WriteConn>(
                 reason,
             };
             one(conn, body, now, seqs)
+        }
+        WriteOp::SessionBound {
+            upstream,
+            id,
+            principal,
+        } => {
+            // A week-old record is nobody's: bounded, whatever the idle setting.
+            let stale_before = crate::time::rfc3339(
+                chrono::DateTime::parse_from_rfc3339(now)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|_| chrono::Utc::now())
+                    - chrono::Duration::days(7),
+            );
+            if conn.bind_session(&upstream, &id, &principal, now, &stale_before)? {
+                Ok(Committed::default())
+            } else {
+                Err(StoreError::SessionTaken)
+            }
+        }
+        WriteOp::SessionEnded { upstream, id } => {
+            conn.end_session(&upstream, &id)?;
+            Ok(Committed::default())
         }
         WriteOp::Policy {
             text,
