@@ -441,7 +441,11 @@ impl Config {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let parsed = url::Url::parse(url).map_err(|e| format!("[store] url: {e}"))?;
-            if parsed.password().is_some() {
+            if parsed.password().is_some()
+                || parsed
+                    .query_pairs()
+                    .any(|(k, _)| k.to_ascii_lowercase().contains("password"))
+            {
                 return Err(format!(
                     "[store] url must not carry a password: set the environment variable {} (`[store] password_env`) instead",
                     self.store.password_env
@@ -896,6 +900,15 @@ url = "http://127.0.0.1:9000/mcp"
             err.contains("must not carry a password")
                 && err.contains("PGPASSWORD")
                 && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = with(
+            "url = \"postgres://tg@db/toolgate?sslmode=require&sslpassword=hunter2\"",
+            "key_file = \"k\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("must not carry a password") && !err.contains("hunter2"),
             "{err}"
         );
         let err = with("url = \"mysql://db\"", "").unwrap_err();

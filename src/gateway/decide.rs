@@ -255,14 +255,14 @@ pub fn reevaluate(
     let Some(stored) = d.args.as_object().filter(|_| !d.args_truncated) else {
         return Decision::deny(
             Vec::new(),
-            "the call's arguments were cut when stored and are gone after a restart, so it cannot be re-evaluated".into(),
+            "the call's arguments were cut when stored, and this gateway does not have them (a restart, or the call was held on another replica), so it cannot be re-evaluated".into(),
         );
     };
     let readers = engine.policies_reading(&d.upstream, &d.tool, &redact::redacted_pointers(stored));
     if !readers.is_empty() {
         return Decision::deny(
             readers,
-            "the policy reads an argument that was redacted, and the original is gone after a restart".into(),
+            "the policy reads an argument that was redacted, and this gateway does not have the original (a restart, or the call was held on another replica)".into(),
         );
     }
     decide(stored)

@@ -100,6 +100,11 @@ impl Gateway {
         let store_id = store.store_id().await?;
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
+        if store.is_shared() && config.policy.file.is_some() {
+            tracing::warn!(
+                "[policy] file beside other replicas: a replica that starts with a file whose content differs from the last loaded puts it in force on every replica; give every replica the same file, or manage the policy through the control API"
+            );
+        }
         let (policy, policy_version) = load_policy(&store, config.policy.file.as_deref()).await?;
         let holds = Holds::load(store.clone())
             .await?

@@ -612,7 +612,8 @@ async fn store_migrate_runs_the_steps_not_run_yet_on_either_backend() {
     assert!(first.status.success(), "{first:?}");
     let steps = toolgate::gateway::store::POSTGRES_MIGRATIONS.len();
     assert!(
-        out.starts_with("toolgate store migrate: PostgreSQL at localhost:5432/t_")
+        out.starts_with("toolgate store migrate: PostgreSQL at /")
+            && out.contains(" (socket)/t_")
             && out.ends_with(&format!(
                 "at schema step {steps} of {steps} ({steps} run now)\n"
             )),

@@ -294,20 +294,26 @@ impl Location {
     pub fn describe(&self) -> String {
         match self {
             Location::Sqlite(dir) => format!("SQLite in {}", dir.display()),
-            Location::Postgres { url, .. } => {
-                let mut shown = url::Url::parse(url)
-                    .map(|u| {
-                        format!(
-                            "{}:{}{}",
+            Location::Postgres { url, .. } => match url::Url::parse(url) {
+                // A Unix socket's directory is named by `?host=`; only the database's
+                // place is shown, never a credential.
+                Ok(u) => {
+                    let socket = u
+                        .query_pairs()
+                        .find(|(k, v)| k == "host" && v.starts_with('/'))
+                        .map(|(_, v)| v.into_owned());
+                    match socket {
+                        Some(dir) => format!("PostgreSQL at {dir} (socket){}", u.path()),
+                        None => format!(
+                            "PostgreSQL at {}:{}{}",
                             u.host_str().unwrap_or("localhost"),
                             u.port().unwrap_or(5432),
                             u.path()
-                        )
-                    })
-                    .unwrap_or_else(|_| "an unreadable URL".into());
-                shown.insert_str(0, "PostgreSQL at ");
-                shown
-            }
+                        ),
+                    }
+                }
+                Err(_) => "PostgreSQL at an unreadable URL".into(),
+            },
         }
     }
 }

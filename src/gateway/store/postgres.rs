@@ -135,7 +135,11 @@ const HOLD_COLUMNS: &str = "call_id, call_hash, identity, decision, session_id, 
 pub fn connect_options(url: &str, password_env: &str) -> Result<PgConnectOptions, StoreError> {
     let parsed =
         url::Url::parse(url).map_err(|e| StoreError::Config(format!("[store] url: {e}")))?;
-    if parsed.password().is_some() {
+    if parsed.password().is_some()
+        || parsed
+            .query_pairs()
+            .any(|(k, _)| k.to_ascii_lowercase().contains("password"))
+    {
         return Err(StoreError::Config(format!(
             "[store] url must not carry a password: put it in the environment variable {password_env} instead"
         )));
