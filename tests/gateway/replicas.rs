@@ -862,3 +862,110 @@ async fn a_session_made_through_one_replica_is_usable_through_another_by_its_cre
         assert_eq!(stranger.status(), 404, "{}", gw.control);
     }
 }
+
+/// A load balancer of the test's own: each request goes to the next replica in turn,
+/// its answer streamed back. It binds first, so the replicas can be told its address.
+struct RoundRobin {
+    addr: std::net::SocketAddr,
+    targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RoundRobin {
+    async fn start() -> RoundRobin {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use futures_util::TryStreamExt;
+        let targets: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let sent: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (t, s) = (targets.clone(), sent.clone());
+        let app = axum::Router::new().fallback(move |request: Request| {
+            let (targets, sent, next) = (t.clone(), s.clone(), next.clone());
+            async move {
+                let target = {
+                    let targets = targets.lock().unwrap();
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    targets[i % targets.len()].clone()
+                };
+                sent.lock().unwrap().push(target.clone());
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let mut forward = http().request(
+                    parts.method.clone(),
+                    format!("http://{target}{}", parts.uri),
+                );
+                for (name, value) in &parts.headers {
+                    forward = forward.header(name, value);
+                }
+                let answer = forward.body(body).send().await.unwrap();
+                let mut response = axum::response::Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    response = response.header(name, value);
+                }
+                response
+                    .body(Body::from_stream(
+                        answer.bytes_stream().map_err(std::io::Error::other),
+                    ))
+                    .unwrap()
+            }
+        });
+        let addr = serve_local(app).await;
+        RoundRobin {
+            addr,
+            targets,
+            sent,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_python_sdk_through_a_round_robin_balancer_keeps_its_session_across_replicas() {
+    let balancer = RoundRobin::start().await;
+    let Some(cluster) = Cluster::start_with(
+        2,
+        60,
+        &format!("allowed_hosts = [\"{}\"]\n", balancer.addr),
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    *balancer.targets.lock().unwrap() = cluster.replicas.iter().map(|gw| gw.addr.clone()).collect();
+    let url = format!("http://{}/mcp/py", balancer.addr);
+    // The 2025-11-25 era: initialize, then every request in that session.
+    for mode in ["legacy", "auto"] {
+        let seen = run_py_client(
+            &url,
+            AGENT_TOKEN,
+            "read_page",
+            &json!({"page_id": "SDK"}),
+            mode,
+        )
+        .await;
+        assert_eq!(
+            seen["result"]["content"][0]["text"], "no page SDK",
+            "{mode}: {seen}"
+        );
+        assert!(
+            seen["tools"].as_array().unwrap().len() >= 5,
+            "{mode}: {seen}"
+        );
+    }
+    let sent = balancer.sent.lock().unwrap().clone();
+    for gw in &cluster.replicas {
+        assert!(
+            sent.iter().filter(|t| **t == gw.addr).count() >= 2,
+            "every replica served some of it: {sent:?}"
+        );
+    }
+    // Both calls are in the one store, however they were spread.
+    let calls = cluster
+        .stored("decision")
+        .await
+        .into_iter()
+        .filter(|d| d["target"]["id"] == "SDK")
+        .count();
+    assert_eq!(calls, 2);
+}
