@@ -104,6 +104,7 @@ fn held_decision(identity: &Identity, args: &Map<String, Value>) -> DecisionEven
         args_truncated: false,
         shadow: None,
         approved_as: None,
+        approvals_required: 1,
     }
 }
 
@@ -177,6 +178,7 @@ async fn holds_in_process(n: usize) {
         outcome: Outcome::Hold,
         policy_ids: vec!["token-write-held".into()],
         reason: "still needs approval".into(),
+        approvals: 1,
     };
     let started = Instant::now();
     for view in &open {

@@ -419,11 +419,23 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
             clock(expires_at, now),
             time_left(expires_at, now)
         ),
+        EventBody::HoldApproval {
+            call_id,
+            by,
+            approvals,
+            required,
+            ..
+        } => format!(
+            "{} approval {approvals} of {required} by {}",
+            short_id(call_id),
+            printable(by)
+        ),
         EventBody::HoldResolved {
             call_id,
             resolution,
             by,
             reason,
+            ..
         } => {
             let mut s = format!(
                 "{} {} by {}",

@@ -156,6 +156,21 @@ pub enum EventBody {
         resolution: Resolution,
         by: String,
         reason: Option<String>,
+        /// For a hold that needed several approvals: every approver, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<String>,
+    },
+    /// One approval of a hold that needs more than one (`@approvals("2")`): it stays
+    /// held until `required` approvals are in, and a single deny ends it.
+    #[serde(rename = "hold.approval")]
+    HoldApproval {
+        call_id: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// How many approvals it has now, and how many it needs.
+        approvals: u32,
+        required: u32,
     },
     /// The client stopped waiting on its open stream (its wait ended, or it went away):
     /// the hold is now `pending`, and only an identical retry can run it once approved.
@@ -209,6 +224,7 @@ impl EventBody {
             EventBody::Decision(_) => "decision",
             EventBody::HoldCreated { .. } => "hold.created",
             EventBody::HoldResolved { .. } => "hold.resolved",
+            EventBody::HoldApproval { .. } => "hold.approval",
             EventBody::HoldPhaseChanged { .. } => "hold.phase",
             EventBody::CallCompleted { .. } => "call.completed",
             EventBody::ToolDiscovered(_) => "tool.discovered",
@@ -225,6 +241,7 @@ impl EventBody {
             EventBody::Decision(d) => Some(&d.call_id),
             EventBody::HoldCreated { call_id, .. }
             | EventBody::HoldResolved { call_id, .. }
+            | EventBody::HoldApproval { call_id, .. }
             | EventBody::HoldPhaseChanged { call_id, .. }
             | EventBody::CallCompleted { call_id, .. } => Some(call_id),
             _ => None,
@@ -259,6 +276,26 @@ pub struct DecisionEvent {
     /// held it; the approval decided it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_as: Option<String>,
+    /// For a hold: how many operators must approve it (`@approvals("N")`); 1 otherwise.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub approvals_required: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// One operator's approval of a hold that needs several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldApproval {
+    pub by: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ShadowView {
@@ -398,6 +435,10 @@ pub struct HoldView {
     pub resolved_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The approvals given so far, for a hold that needs several
+    /// (`call.approvals_required`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<HoldApproval>,
 }
 
 /// The body of an approve or deny.

@@ -335,6 +335,7 @@ impl Model {
                         resolved_by: None,
                         resolved_at: None,
                         reason: None,
+                        approvals: Vec::new(),
                     });
                     self.sort_holds();
                     applied.new_hold = true;
@@ -345,11 +346,28 @@ impl Model {
                     h.phase = phase;
                 }
             }
+            EventBody::HoldApproval {
+                call_id,
+                by,
+                reason,
+                ..
+            } => {
+                if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id)
+                    && !h.approvals.iter().any(|a| a.by == by)
+                {
+                    h.approvals.push(crate::api::HoldApproval {
+                        by,
+                        at: ts.clone(),
+                        reason,
+                    });
+                }
+            }
             EventBody::HoldResolved {
                 call_id,
                 resolution,
                 by,
                 reason,
+                ..
             } => {
                 // That an approved call ran is its consequence, not a new fate: the screen
                 // keeps who approved it, and says that it ran.

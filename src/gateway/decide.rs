@@ -213,6 +213,7 @@ impl Gateway {
             args_truncated,
             shadow,
             approved_as: None,
+            approvals_required: decision.approvals,
         }
     }
 

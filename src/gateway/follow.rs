@@ -73,11 +73,29 @@ const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
     match event.body {
         EventBody::HoldCreated { call_id, .. } => gw.holds.adopt(&call_id).await?,
+        EventBody::HoldApproval {
+            call_id,
+            by,
+            reason,
+            ..
+        } => {
+            gw.holds
+                .approval_elsewhere(
+                    &call_id,
+                    crate::api::HoldApproval {
+                        by,
+                        at: event.ts,
+                        reason,
+                    },
+                )
+                .await
+        }
         EventBody::HoldResolved {
             call_id,
             resolution,
             by,
             reason,
+            ..
         } => {
             gw.holds
                 .resolved_elsewhere(&call_id, resolution, &by, reason, &event.ts)

@@ -19,7 +19,7 @@ use super::keys::CallMac;
 use super::policy::Decision;
 use super::store::{HoldState, Store, StoreError, StoredHold, WriteOp, decision_of};
 use crate::api::{
-    DecisionEvent, EventBody, HoldPhase, HoldView, IdentityKind, Outcome, Resolution,
+    DecisionEvent, EventBody, HoldApproval, HoldPhase, HoldView, IdentityKind, Outcome, Resolution,
 };
 
 /// What a waiting client is told when its hold is resolved.
@@ -128,6 +128,9 @@ pub enum ResolveError {
     SelfApproval(String),
     #[error("the hold is already resolved")]
     AlreadyResolved(Box<HoldView>),
+    /// This operator has approved this hold already; it waits for another.
+    #[error("already approved by this operator")]
+    AlreadyApproved(Box<HoldView>),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -166,6 +169,8 @@ struct Hold {
     expires_at: DateTime<Utc>,
     waiter: Option<oneshot::Sender<Verdict>>,
     resolution: Option<Resolved>,
+    /// For a hold that needs several approvals: those given so far.
+    approvals: Vec<HoldApproval>,
 }
 
 #[derive(Clone)]
@@ -203,7 +208,13 @@ impl Hold {
             resolved_by: self.resolution.as_ref().map(|r| r.by.clone()),
             resolved_at: self.resolution.as_ref().map(|r| r.at.clone()),
             reason: self.resolution.as_ref().and_then(|r| r.reason.clone()),
+            approvals: self.approvals.clone(),
         }
+    }
+
+    /// How many operators must approve it.
+    fn required(&self) -> u32 {
+        self.call.decision.approvals_required.max(1)
     }
 }
 
@@ -332,6 +343,7 @@ impl Holds {
             resolved_by: None,
             reason: None,
             resolved_at: None,
+            approvals: Vec::new(),
         };
         let (tx, rx) = oneshot::channel();
         let committed = self
@@ -352,6 +364,7 @@ impl Holds {
                 request_id: new.request_id,
                 expires_at,
                 waiter: Some(tx),
+                approvals: Vec::new(),
                 resolution: None,
             },
         );
@@ -435,6 +448,42 @@ impl Holds {
     ) -> Result<HoldView, ResolveError> {
         let mut holds = self.holds.lock().await;
         let hold = self.unresolved(&mut holds, call_id, approver).await?;
+        let required = hold.required();
+        if hold.approvals.iter().any(|a| a.by == approver.name) {
+            return Err(ResolveError::AlreadyApproved(Box::new(hold.view(call_id))));
+        }
+        let approval = WriteOp::HoldApproval {
+            call_id: call_id.to_owned(),
+            by: approver.name.clone(),
+            reason: reason.clone(),
+            required,
+        };
+        if (hold.approvals.len() as u32) + 1 < required {
+            // Not the last approval: recorded, and the call stays held.
+            return match self.store.write_in_time(approval).await {
+                Ok(committed) => {
+                    hold.approvals.push(HoldApproval {
+                        by: approver.name.clone(),
+                        at: committed
+                            .events
+                            .first()
+                            .map(|e| e.ts.clone())
+                            .unwrap_or_default(),
+                        reason,
+                    });
+                    Ok(hold.view(call_id))
+                }
+                Err(StoreError::AlreadyApproved) => {
+                    Err(ResolveError::AlreadyApproved(Box::new(hold.view(call_id))))
+                }
+                Err(StoreError::HoldTaken(stored)) => {
+                    self.apply_stored(hold, &stored);
+                    Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))))
+                }
+                Err(e) => Err(ResolveError::Store(e)),
+            };
+        }
+        // The last approval: the call is re-evaluated under the policy in force now.
         let decision = reevaluate(&hold.call);
         if decision.outcome == Outcome::Deny {
             let why = format!("re-evaluated at approval: {}", decision.reason);
@@ -456,9 +505,13 @@ impl Holds {
             );
             return Err(ResolveError::AlreadyResolved(Box::new(view)));
         }
-        let view = self
-            .resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
-            .await?;
+        let view = if required > 1 {
+            self.resolve_with_approvals(hold, call_id, approval, &approver.name, reason)
+                .await?
+        } else {
+            self.resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
+                .await?
+        };
         self.approved_index()
             .entry(hold.call_hash.clone())
             .or_default()
@@ -644,6 +697,7 @@ impl Holds {
         let reason = Some(format!("run as the identical retry {}", decision.call_id));
         let consumed = WriteOp::HoldResolved {
             call_id: call_id.clone(),
+            approvers: Vec::new(),
             from: HoldState::Approved,
             resolution: Resolution::Consumed,
             by: "client".into(),
@@ -780,6 +834,70 @@ impl Holds {
         Ok(hold.view(call_id))
     }
 
+    /// The last of several approvals and the approval itself, in one transaction: of two
+    /// racing for the last, one wins and the other learns how the hold ended.
+    async fn resolve_with_approvals(
+        &self,
+        hold: &mut Hold,
+        call_id: &str,
+        approval: WriteOp,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<HoldView, StoreError> {
+        let mut approvers: Vec<String> = hold.approvals.iter().map(|a| a.by.clone()).collect();
+        approvers.push(by.to_owned());
+        let resolved = WriteOp::HoldResolved {
+            call_id: call_id.to_owned(),
+            from: HoldState::Unresolved,
+            resolution: Resolution::Approved,
+            by: by.to_owned(),
+            reason: reason.clone(),
+            approvers,
+        };
+        let committed = match self
+            .store
+            .write_in_time(WriteOp::Together(vec![approval, resolved]))
+            .await
+        {
+            Ok(c) => c,
+            Err(StoreError::HoldTaken(stored)) => {
+                self.apply_stored(hold, &stored);
+                return Err(StoreError::HoldTaken(stored));
+            }
+            Err(e) => return Err(e),
+        };
+        let at = committed
+            .events
+            .last()
+            .map(|e| e.ts.clone())
+            .unwrap_or_default();
+        hold.approvals.push(HoldApproval {
+            by: by.to_owned(),
+            at: at.clone(),
+            reason: reason.clone(),
+        });
+        mark_resolved(
+            hold,
+            Resolved {
+                resolution: Resolution::Approved,
+                by: by.to_owned(),
+                reason,
+                at,
+            },
+        );
+        Ok(hold.view(call_id))
+    }
+
+    /// An approval of a hold that needs several, given on another replica: known here.
+    pub async fn approval_elsewhere(&self, call_id: &str, approval: HoldApproval) {
+        let mut holds = self.holds.lock().await;
+        if let Some(hold) = holds.get_mut(call_id)
+            && !hold.approvals.iter().any(|a| a.by == approval.by)
+        {
+            hold.approvals.push(approval);
+        }
+    }
+
     async fn commit_resolution(
         &self,
         call_id: &str,
@@ -799,6 +917,7 @@ impl Holds {
                 resolution,
                 by: by.to_owned(),
                 reason: reason.clone(),
+                approvers: Vec::new(),
             })
             .await
     }
@@ -989,6 +1108,7 @@ fn restore(stored: &StoredHold) -> Option<Hold> {
             .ok()?
             .with_timezone(&Utc),
         waiter: None,
+        approvals: stored.approvals.clone(),
         resolution: stored.resolution.map(|resolution| Resolved {
             resolution,
             by: stored.resolved_by.clone().unwrap_or_default(),

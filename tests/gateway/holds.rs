@@ -12,6 +12,8 @@ use crate::support::*;
 pub(crate) const ALICE: &str = "tg_test-operator-alice";
 pub(crate) const BOB: &str = "tg_test-operator-bob";
 pub(crate) const VIEWER: &str = "tg_test-operator-viewer";
+pub(crate) const CAROL: &str = "tg_test-operator-carol";
+pub(crate) const DAVE: &str = "tg_test-operator-dave";
 pub(crate) const OTHER_AGENT: &str = "tg_test-agent-two";
 
 /// Operators (alice owns the agent token ci-bot) and a second agent token.
@@ -39,17 +41,49 @@ principals = ["oauth:bob@corp.example"]
 name = "viv"
 role = "viewer"
 token_sha256 = "{}"
+
+[[operator]]
+name = "carol"
+role = "approver"
+token_sha256 = "{}"
+
+[[operator]]
+name = "dave"
+role = "approver"
+token_sha256 = "{}"
 "#,
         sha256_hex(OTHER_AGENT),
         sha256_hex(ALICE),
         sha256_hex(BOB),
-        sha256_hex(VIEWER)
+        sha256_hex(VIEWER),
+        sha256_hex(CAROL),
+        sha256_hex(DAVE)
     )
 }
 
 /// The test identities' ci-bot token belongs to alice.
 pub(crate) fn owned_identities() -> String {
     test_identities().replace("groups = [\"ci\"]", "groups = [\"ci\"]\nowner = \"alice\"")
+}
+
+/// As `setup`, with `policy` as the `[policy] file`.
+pub(crate) async fn setup_with_policy(
+    hold_timeout_secs: u64,
+    policy: &str,
+) -> (PyUpstream, GatewayProc) {
+    let upstream = PyUpstream::start().await;
+    let body = format!(
+        "{}{}\n[policy]\nfile = \"policy.cedar\"\n",
+        upstream
+            .config(&format!(
+                "trust_annotations = true\nhold_timeout_secs = {hold_timeout_secs}"
+            ))
+            .replace(&test_identities(), &owned_identities()),
+        operators()
+    );
+    let gw = start_gateway_with_files(&body, &[("policy.cedar", policy)]).await;
+    prime_catalog(&gw).await;
+    (upstream, gw)
 }
 
 /// A gateway in front of the Python upstream; `gateway_keys` go into `[gateway]`.
@@ -107,7 +141,7 @@ pub(crate) async fn open_holds(gw: &GatewayProc) -> Vec<Value> {
     body["holds"].as_array().unwrap().clone()
 }
 
-async fn wait_for_hold(gw: &GatewayProc, phase: &str) -> String {
+pub(crate) async fn wait_for_hold(gw: &GatewayProc, phase: &str) -> String {
     eventually(&format!("a {phase} hold"), || async {
         open_holds(gw)
             .await

@@ -25,3 +25,4 @@ mod store;
 mod strict_input;
 mod transport;
 mod truth;
+mod two_person;

@@ -335,6 +335,16 @@ fn resolve_failure(e: ResolveError) -> ApiFailure {
         ResolveError::SelfApproval(_) => {
             ApiFailure::new(StatusCode::FORBIDDEN, "self_approval", e.to_string())
         }
+        ResolveError::AlreadyApproved(view) => {
+            let message = format!(
+                "you approved this call already; it needs {} approvals from different operators ({} so far)",
+                view.call.approvals_required,
+                view.approvals.len()
+            );
+            let mut failure = ApiFailure::new(StatusCode::CONFLICT, "already_approved", message);
+            failure.body.hold = Some(*view);
+            failure
+        }
         ResolveError::AlreadyResolved(view) => {
             let message = already_resolved_message(&view);
             let mut failure = ApiFailure::new(StatusCode::CONFLICT, "already_resolved", message);

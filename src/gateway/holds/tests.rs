@@ -122,6 +122,7 @@ fn allow(_: &HeldCall) -> Decision {
         outcome: Outcome::Hold,
         policy_ids: vec![],
         reason: "still needs approval".into(),
+        approvals: 1,
     }
 }
 
@@ -648,5 +649,6 @@ fn held_decision(identity: &Identity) -> DecisionEvent {
         args_truncated: false,
         shadow: None,
         approved_as: None,
+        approvals_required: 1,
     }
 }

@@ -5,7 +5,7 @@
 //! evaluation error is a deny: Cedar skips a `forbid` whose condition errors, which
 //! would otherwise let a `permit` win.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -112,6 +112,9 @@ pub const ARGUMENT_LIMIT_POLICY: &str = "toolgate-argument-limit";
 /// Ids toolgate gives its own decisions; no policy may take one.
 pub const RESERVED_PREFIX: &str = "toolgate-";
 
+/// The most approvals a hold may ask for.
+pub const MAX_APPROVALS: u32 = 10;
+
 /// The result of deciding one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -120,12 +123,16 @@ pub struct Decision {
     pub policy_ids: Vec<String>,
     /// Why, in words an operator and an agent can act on.
     pub reason: String,
+    /// For a hold: how many operators must approve it, the most any of its holding
+    /// permits asks with `@approvals("N")`; 1 otherwise.
+    pub approvals: u32,
 }
 
 impl Decision {
     pub fn deny(policy_ids: Vec<String>, reason: String) -> Self {
         Self {
             outcome: Outcome::Deny,
+            approvals: 1,
             policy_ids,
             reason,
         }
@@ -314,7 +321,8 @@ pub struct PolicyEngine {
     /// Each policy's principal and resource scope, to slice the set per tool and kind
     /// of caller.
     scopes: Vec<(Policy, PrincipalConstraint, ResourceConstraint)>,
-    holds: HashSet<PolicyId>,
+    /// Hold permits, and how many approvals each asks for.
+    holds: HashMap<PolicyId, u32>,
     reasons: HashMap<PolicyId, String>,
     slices: RwLock<HashMap<SliceKey, Arc<Slice>>>,
     remembered: Remembered,
@@ -338,13 +346,14 @@ pub fn schema() -> Schema {
 
 impl PolicyEngine {
     /// Parses and strictly validates a policy text. Policy ids come from `@id`
-    /// annotations; `@outcome("hold")` marks a permit that holds the call.
+    /// annotations; `@outcome("hold")` marks a permit that holds the call, and
+    /// `@approvals("N")` on it asks N operators (2 to 10) to approve.
     pub fn compile(text: &str) -> Result<Self, PolicyError> {
         let parsed = PolicySet::from_str(text)
             .map_err(|e| PolicyError::at(text, &e, format!("syntax error: {e}")))?;
         check_names_as_matched(text)?;
         let mut policies = PolicySet::new();
-        let mut holds = HashSet::new();
+        let mut holds = HashMap::new();
         let mut reasons = HashMap::new();
         let mut scopes = Vec::new();
         for policy in parsed.policies() {
@@ -358,10 +367,26 @@ impl PolicyEngine {
                     "policy {id}: ids starting with {RESERVED_PREFIX:?} are toolgate's own (its limits), not a policy's"
                 )));
             }
+            let approvals = match policy.annotation("approvals") {
+                None => 1,
+                Some(n) => match n.parse::<u32>() {
+                    Ok(n @ 1..=MAX_APPROVALS) if policy.annotation("outcome") == Some("hold") => n,
+                    Ok(_) | Err(_) if policy.annotation("outcome") != Some("hold") => {
+                        return Err(PolicyError::plain(format!(
+                            "policy {id}: @approvals({n:?}) is only for a permit with @outcome(\"hold\")"
+                        )));
+                    }
+                    _ => {
+                        return Err(PolicyError::plain(format!(
+                            "policy {id}: @approvals({n:?}) must be a number from 1 to {MAX_APPROVALS}"
+                        )));
+                    }
+                },
+            };
             match policy.annotation("outcome") {
                 None => {}
                 Some("hold") if policy.effect() == cedar_policy::Effect::Permit => {
-                    holds.insert(id.clone());
+                    holds.insert(id.clone(), approvals);
                 }
                 Some(other) => {
                     return Err(PolicyError::plain(format!(
@@ -569,8 +594,14 @@ impl PolicyEngine {
                 let holding: Vec<&PolicyId> = determining
                     .iter()
                     .copied()
-                    .filter(|id| self.holds.contains(*id))
+                    .filter(|id| self.holds.contains_key(*id))
                     .collect();
+                let approvals = holding
+                    .iter()
+                    .filter_map(|id| self.holds.get(*id))
+                    .copied()
+                    .max()
+                    .unwrap_or(1);
                 let (outcome, ids) = if holding.is_empty() {
                     (Outcome::Allow, determining)
                 } else {
@@ -580,6 +611,7 @@ impl PolicyEngine {
                     outcome,
                     reason: reason_of(ids[0], "permitted by policy"),
                     policy_ids: ids.iter().map(|id| id.to_string()).collect(),
+                    approvals,
                 }
             }
         })

@@ -366,6 +366,58 @@ fn hold_is_only_for_permits() {
 }
 
 #[test]
+fn a_hold_asks_for_the_most_approvals_any_of_its_holding_permits_asks_for() {
+    let text = format!(
+        "{DEFAULT_POLICY}\n@id(\"two-for-deletes\")\n@outcome(\"hold\")\n@approvals(\"2\")\n\
+         permit (principal is User, action == Action::\"call_tool\", resource)\n\
+         when {{ resource.risk == \"destructive\" }};\n"
+    );
+    let engine = PolicyEngine::compile(&text).unwrap();
+    let d = decide_with(
+        &engine,
+        &user(),
+        "confluence_delete_page",
+        Risk::Destructive,
+        json!({}),
+    );
+    assert_eq!(d.outcome, Outcome::Hold);
+    assert_eq!(d.approvals, 2, "{d:?}");
+    assert!(
+        d.policy_ids.contains(&"two-for-deletes".to_owned()),
+        "{d:?}"
+    );
+    // A hold no @approvals permit takes part in needs one; allows and denies need none.
+    let d = decide_with(
+        &engine,
+        &token(),
+        "jira_create_issue",
+        Risk::Write,
+        json!({}),
+    );
+    assert_eq!((d.outcome, d.approvals), (Outcome::Hold, 1));
+    let d = decide_with(&engine, &user(), "jira_get_issue", Risk::Read, json!({}));
+    assert_eq!((d.outcome, d.approvals), (Outcome::Allow, 1));
+
+    for (annotation, expected) in [
+        (
+            "@approvals(\"2\") permit (principal, action, resource);",
+            "is only for a permit with @outcome(\"hold\")",
+        ),
+        (
+            "@outcome(\"hold\") @approvals(\"11\") permit (principal, action, resource);",
+            "must be a number from 1 to 10",
+        ),
+        (
+            "@outcome(\"hold\") @approvals(\"two\") permit (principal, action, resource);",
+            "must be a number from 1 to 10",
+        ),
+    ] {
+        let err = PolicyEngine::compile(annotation).err().unwrap();
+        assert!(err.message.contains(expected), "{annotation}: {err}");
+    }
+}
+
+#[test]
 fn built_requests_conform_to_the_schema() {
     let args = json!({"projectKey": "OPS-1"});
     let target = Target {

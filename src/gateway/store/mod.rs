@@ -53,6 +53,9 @@ pub enum StoreError {
     HoldTaken(Box<StoredHold>),
     #[error("no such hold")]
     NoSuchHold,
+    /// This operator has approved this hold already.
+    #[error("already approved by this operator")]
+    AlreadyApproved,
     /// Another identity holds this MCP session id (on another replica).
     #[error("the session id belongs to another identity")]
     SessionTaken,
@@ -71,6 +74,7 @@ impl StoreError {
                 | StoreError::StalePolicy(_)
                 | StoreError::HoldTaken(_)
                 | StoreError::NoSuchHold
+                | StoreError::AlreadyApproved
                 | StoreError::SessionTaken
         )
     }
@@ -147,6 +151,17 @@ pub enum WriteOp {
         resolution: Resolution,
         by: String,
         reason: Option<String>,
+        /// For a hold that needed several approvals: every approver, in order.
+        approvers: Vec<String>,
+    },
+    /// One approval of an unresolved hold that needs `required`, with `hold.approval`;
+    /// refused with `AlreadyApproved` when this operator approved it already, and with
+    /// `HoldTaken` when it is resolved.
+    HoldApproval {
+        call_id: String,
+        by: String,
+        reason: Option<String>,
+        required: u32,
     },
     /// Several writes that take effect together or not at all.
     Together(Vec<WriteOp>),
@@ -236,6 +251,8 @@ pub struct StoredHold {
     pub resolved_by: Option<String>,
     pub reason: Option<String>,
     pub resolved_at: Option<String>,
+    /// The approvals given so far, when it needs several.
+    pub approvals: Vec<crate::api::HoldApproval>,
 }
 
 impl StoredHold {
@@ -264,6 +281,7 @@ impl StoredHold {
             resolved_by: get("resolved_by"),
             reason: get("reason"),
             resolved_at: get("resolved_at"),
+            approvals: Vec::new(),
         }
     }
 }
@@ -596,11 +614,20 @@ impl Store {
 
     /// Holds that can still matter: unresolved, or approved and not yet run.
     pub async fn open_holds(&self) -> Result<Vec<StoredHold>, StoreError> {
-        read!(&self.readers, open_holds())
+        let mut holds = read!(&self.readers, open_holds())?;
+        let mut approvals = read!(&self.readers, open_approvals())?;
+        for hold in &mut holds {
+            hold.approvals = approvals.remove(&hold.call_id).unwrap_or_default();
+        }
+        Ok(holds)
     }
 
     pub async fn hold(&self, call_id: &str) -> Result<Option<StoredHold>, StoreError> {
-        read!(&self.readers, hold(call_id))
+        let Some(mut hold) = read!(&self.readers, hold(call_id))? else {
+            return Ok(None);
+        };
+        hold.approvals = read!(&self.readers, approvals_of(call_id))?;
+        Ok(Some(hold))
     }
 
     /// Who created MCP session `id` on `upstream`, if it was recorded at or after

@@ -119,6 +119,16 @@ CREATE TABLE mcp_sessions (
 );
 CREATE INDEX mcp_sessions_by_age ON mcp_sessions (created_at);
 "#,
+    // The approvals of a hold that needs several, one row per approver.
+    r#"
+CREATE TABLE hold_approvals (
+    call_id TEXT NOT NULL,
+    "by" TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (call_id, "by")
+);
+"#,
 ];
 
 const POLICY_JSON: &str = "json_build_object('version', version, 'sha256', sha256, 'by', \"by\", 'at', created_at, 'note', note)::text";
@@ -681,6 +691,34 @@ impl WriteConn for PgWrite {
         Ok(row.as_ref().map(stored_hold))
     }
 
+    fn add_approval(
+        &mut self,
+        call_id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let added = pg!(self, |c| sqlx::query(
+            "INSERT INTO hold_approvals (call_id, \"by\", at, reason) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING"
+        )
+        .bind(call_id)
+        .bind(by)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *c))?;
+        Ok(added.rows_affected() == 1)
+    }
+
+    fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
+        let n: i64 = pg!(self, |c| sqlx::query_scalar(
+            "SELECT count(*) FROM hold_approvals WHERE call_id = $1"
+        )
+        .bind(call_id)
+        .fetch_one(&mut *c))?;
+        Ok(n as u32)
+    }
+
     fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError> {
         let sql = format!("SELECT {POLICY_JSON} FROM policies ORDER BY version DESC LIMIT 1");
         let json: Option<String> = pg!(self, |c| sqlx::query_scalar(AssertSqlSafe(sql))
@@ -841,6 +879,52 @@ pub async fn session_owner(
     .bind(fresh_since)
     .fetch_optional(pool)
     .await?)
+}
+
+/// The approvals of every open hold, by call id, oldest first.
+pub async fn open_approvals(
+    pool: &PgPool,
+) -> Result<std::collections::HashMap<String, Vec<crate::api::HoldApproval>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT a.call_id AS call_id, a.\"by\" AS by, a.at AS at, a.reason AS reason
+         FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
+         WHERE h.resolution IS NULL ORDER BY a.at",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut by_call: std::collections::HashMap<String, Vec<crate::api::HoldApproval>> =
+        Default::default();
+    for r in &rows {
+        by_call
+            .entry(r.get("call_id"))
+            .or_default()
+            .push(crate::api::HoldApproval {
+                by: r.get("by"),
+                at: r.get("at"),
+                reason: r.get("reason"),
+            });
+    }
+    Ok(by_call)
+}
+
+pub async fn approvals_of(
+    pool: &PgPool,
+    call_id: &str,
+) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT \"by\" AS by, at, reason FROM hold_approvals WHERE call_id = $1 ORDER BY at",
+    )
+    .bind(call_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::api::HoldApproval {
+            by: r.get("by"),
+            at: r.get("at"),
+            reason: r.get("reason"),
+        })
+        .collect())
 }
 
 pub async fn approved_holds(pool: &PgPool, call_hash: &str) -> Result<Vec<StoredHold>, StoreError> {

@@ -99,6 +99,16 @@ CREATE TABLE policies (
     "ALTER TABLE policies ADD COLUMN note TEXT;",
     // A replay's `since` window finds its first decision without reading older ones.
     "CREATE INDEX events_by_kind_ts ON events (kind, ts);",
+    // The approvals of a hold that needs several, one row per approver.
+    r#"
+CREATE TABLE hold_approvals (
+    call_id TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (call_id, by)
+);
+"#,
 ];
 
 /// A `policies` row (without its text) as the JSON of a `PolicyVersion`, so the writer
@@ -440,6 +450,29 @@ impl WriteConn for SqliteWrite {
             .optional()?)
     }
 
+    fn add_approval(
+        &mut self,
+        call_id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let added = self.conn.execute(
+            "INSERT INTO hold_approvals (call_id, by, at, reason) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            params![call_id, by, now, reason],
+        )?;
+        Ok(added == 1)
+    }
+
+    fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM hold_approvals WHERE call_id = ?1",
+            params![call_id],
+            |r| r.get(0),
+        )?)
+    }
+
     fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError> {
         let sql = format!("SELECT {POLICY_JSON} FROM policies ORDER BY version DESC LIMIT 1");
         let json: Option<String> = self
@@ -559,6 +592,51 @@ pub async fn open_holds(pool: &SqlitePool) -> Result<Vec<StoredHold>, StoreError
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(stored_hold).collect())
+}
+
+/// The approvals of every open hold, by call id, oldest first.
+pub async fn open_approvals(
+    pool: &SqlitePool,
+) -> Result<std::collections::HashMap<String, Vec<crate::api::HoldApproval>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT a.call_id AS call_id, a.by AS by, a.at AS at, a.reason AS reason
+         FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
+         WHERE h.resolution IS NULL ORDER BY a.at",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut by_call: std::collections::HashMap<String, Vec<crate::api::HoldApproval>> =
+        Default::default();
+    for r in &rows {
+        by_call
+            .entry(r.get("call_id"))
+            .or_default()
+            .push(crate::api::HoldApproval {
+                by: r.get("by"),
+                at: r.get("at"),
+                reason: r.get("reason"),
+            });
+    }
+    Ok(by_call)
+}
+
+pub async fn approvals_of(
+    pool: &SqlitePool,
+    call_id: &str,
+) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
+    let rows =
+        sqlx::query("SELECT by, at, reason FROM hold_approvals WHERE call_id = ?1 ORDER BY at")
+            .bind(call_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::api::HoldApproval {
+            by: r.get("by"),
+            at: r.get("at"),
+            reason: r.get("reason"),
+        })
+        .collect())
 }
 
 pub async fn approved_holds(

@@ -35,6 +35,7 @@ fn decision(call_id: &str) -> EventBody {
         args_truncated: false,
         shadow: None,
         approved_as: None,
+        approvals_required: 1,
     })
 }
 
@@ -275,6 +276,7 @@ fn held(call_id: &str) -> StoredHold {
         resolved_by: None,
         reason: None,
         resolved_at: None,
+        approvals: Vec::new(),
     }
 }
 
@@ -285,6 +287,7 @@ fn resolve(call_id: &str, from: HoldState, resolution: Resolution, by: &str) -> 
         resolution,
         by: by.into(),
         reason: None,
+        approvers: Vec::new(),
     }
 }
 

@@ -89,6 +89,15 @@ pub trait WriteConn: Send + 'static {
         now: &str,
     ) -> Result<bool, StoreError>;
     fn hold(&mut self, call_id: &str) -> Result<Option<StoredHold>, StoreError>;
+    /// Records `by`'s approval of a hold; false when `by` approved it already.
+    fn add_approval(
+        &mut self,
+        call_id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: &str,
+    ) -> Result<bool, StoreError>;
+    fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError>;
     fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError>;
     fn insert_policy(
         &mut self,
@@ -444,12 +453,40 @@ fn apply<C: WriteConn>(
             };
             one(conn, body, now, seqs)
         }
+        WriteOp::HoldApproval {
+            call_id,
+            by,
+            reason,
+            required,
+        } => {
+            // Only an open hold takes approvals; of two racing, each counts once.
+            match conn.hold(&call_id)? {
+                None => return Err(StoreError::NoSuchHold),
+                Some(h) if h.resolution.is_some() => {
+                    return Err(StoreError::HoldTaken(Box::new(h)));
+                }
+                Some(_) => {}
+            }
+            if !conn.add_approval(&call_id, &by, reason.as_deref(), now)? {
+                return Err(StoreError::AlreadyApproved);
+            }
+            let approvals = conn.approval_count(&call_id)?;
+            let body = EventBody::HoldApproval {
+                call_id,
+                by,
+                reason,
+                approvals,
+                required,
+            };
+            one(conn, body, now, seqs)
+        }
         WriteOp::HoldResolved {
             call_id,
             from,
             resolution,
             by,
             reason,
+            approvers,
         } => {
             // Conditional: of two resolutions racing (two approvers, two replicas), the
             // first to commit wins and the other learns how the hold ended.
@@ -464,6 +501,7 @@ fn apply<C: WriteConn>(
                 resolution,
                 by,
                 reason,
+                approvers,
             };
             one(conn, body, now, seqs)
         }
