@@ -985,6 +985,16 @@ impl App {
 
     fn on_resolved(&mut self, call_id: String, outcome: Result<Box<HoldView>, ResolveFailure>) {
         let message = match &outcome {
+            // One approval of several: it waits for another operator.
+            Ok(hold) if hold.resolution.is_none() => {
+                self.model.record_resolution(hold);
+                Ok(format!(
+                    "approval {} of {} recorded for {}; it needs another operator",
+                    hold.approvals.len(),
+                    hold.call.approvals_required,
+                    short(&call_id)
+                ))
+            }
             Ok(hold) => {
                 let verb = hold.resolution.map_or("resolved", Resolution::as_str);
                 self.model.record_resolution(hold);

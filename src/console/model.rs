@@ -476,6 +476,13 @@ impl Model {
 
     /// An approve or deny's answer, or the hold a lost race returned.
     pub fn record_resolution(&mut self, hold: &HoldView) {
+        // An approval that is not the last: the hold stays, with its approvals.
+        if hold.resolution.is_none() {
+            if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == hold.call_id) {
+                h.approvals = hold.approvals.clone();
+            }
+            return;
+        }
         if let Some(resolution) = hold.resolution {
             let already = self
                 .fates

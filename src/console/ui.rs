@@ -242,7 +242,35 @@ fn draw_detail(frame: &mut Frame, app: &App, ctx: &Ctx, area: Rect, over: bool) 
             .map(|row| call_lines(ctx, &row.call, Some(row.seq), Some(&row.ts))),
         View::Held => app.selected_hold().map(|h| {
             let ts = app.model.row_of(&h.call_id).map(|r| r.ts.clone());
-            call_lines(ctx, &h.call, None, ts.as_deref())
+            let mut lines = call_lines(ctx, &h.call, None, ts.as_deref());
+            // Who has approved a hold that needs several, and how many more it needs.
+            if h.call.approvals_required > 1 {
+                let who: Vec<String> = h
+                    .approvals
+                    .iter()
+                    .map(|a| match &a.reason {
+                        Some(r) => format!("{} ({r})", a.by),
+                        None => a.by.clone(),
+                    })
+                    .collect();
+                lines.insert(
+                    0,
+                    Line::from(Span::styled(
+                        format!(
+                            "approvals {} of {}{}",
+                            h.approvals.len(),
+                            h.call.approvals_required,
+                            if who.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", who.join(", "))
+                            }
+                        ),
+                        ctx.theme.hold,
+                    )),
+                );
+            }
+            lines
         }),
         View::Tools => app.tools.selected(&app.model).map(tool_lines),
         View::Stats | View::Policy => None,

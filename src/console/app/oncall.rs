@@ -989,3 +989,37 @@ fn snapshot_policy_view_with_versions_a_shadow_and_a_text() {
     );
     assert!(app.want_policy);
 }
+
+#[test]
+fn a_two_person_hold_shows_how_many_approvals_it_has_and_whose() {
+    let mut app = sized(120, 30);
+    let mut d = decision(1, "hold", "merge_pr");
+    d["approvals_required"] = json!(2);
+    feed(
+        &mut app,
+        [
+            d,
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+            json!({"seq": 3, "kind": "hold.approval", "call_id": "01900000000000000000000000000001",
+                   "by": "bob", "reason": "CHG-12", "approvals": 1, "required": 2}),
+        ],
+    );
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(key(KeyCode::Enter));
+    let terminal = render(&app, 120, 30);
+    let shown = screen(&terminal).join("\n");
+    assert!(shown.contains(" 1/2 wai"), "{shown}");
+    assert!(shown.contains("approvals 1 of 2: bob (CHG-12)"), "{shown}");
+    insta::assert_snapshot!("held_two_person_120x30", terminal.backend());
+    // The same approver again changes nothing in the list.
+    feed(
+        &mut app,
+        [
+            json!({"seq": 4, "kind": "hold.approval", "call_id": "01900000000000000000000000000001",
+               "by": "bob", "approvals": 1, "required": 2}),
+        ],
+    );
+    assert_eq!(app.model.holds[0].approvals.len(), 1);
+}

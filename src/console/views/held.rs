@@ -208,6 +208,17 @@ impl Held {
                             theme.deny
                         },
                     ),
+                    // A hold that needs several approvals says how far it is.
+                    (None, _) if h.call.approvals_required > 1 => (
+                        // The count first: a narrow column cuts the end.
+                        format!(
+                            "{}/{} {}",
+                            h.approvals.len(),
+                            h.call.approvals_required,
+                            h.phase.as_str()
+                        ),
+                        theme.hold,
+                    ),
                     (None, _) => (h.phase.as_str().to_owned(), theme.hold),
                 };
                 let countdown = match h.resolution {
