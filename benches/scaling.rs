@@ -173,6 +173,7 @@ async fn holds_in_process(n: usize) {
     let approver = Approver {
         name: "ada".into(),
         principals: vec!["user:ada".into()],
+        approves: None,
     };
     let still_held = |_: &HeldCall| Decision {
         outcome: Outcome::Hold,

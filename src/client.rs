@@ -363,6 +363,11 @@ impl ControlClient {
         Self::json(resp).await
     }
 
+    /// The operator this client's token belongs to.
+    pub async fn me(&self) -> Result<crate::api::OperatorView, ClientError> {
+        self.get(self.api("/me")).await
+    }
+
     pub async fn holds(&self) -> Result<Listed<HoldView>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Page {

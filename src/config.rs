@@ -203,6 +203,10 @@ pub struct OperatorConfig {
     pub token_sha256: String,
     #[serde(default)]
     pub principals: Vec<String>,
+    /// The holds this operator may resolve, as `upstream/tool` globs
+    /// (`"atlassian/jira_*"`); unset, every hold.
+    #[serde(default)]
+    pub approves: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -467,6 +471,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for op in &self.operators {
+            for scope in op.approves.iter().flatten() {
+                if scope
+                    .split_once('/')
+                    .is_none_or(|(u, t)| u.is_empty() || t.is_empty())
+                {
+                    return Err(format!(
+                        "[[operator]] {}: approves entry {scope:?} must be upstream/tool (globs allowed, such as \"atlassian/jira_*\")",
+                        op.name
+                    ));
+                }
+            }
+        }
         let g = &self.gateway;
         if g.max_body_bytes == 0 {
             return Err("[gateway] max_body_bytes must be greater than 0".into());
@@ -843,6 +860,25 @@ url = "http://127.0.0.1:9000/mcp"
         assert!(
             err.contains("principal \"user:bob\" must look like \"oauth:NAME\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_operators_approves_must_name_upstream_and_tool() {
+        let text = format!(
+            "{MINIMAL}[[operator]]\nname = \"jo\"\nrole = \"approver\"\ntoken_sha256 = \"{}\"\napproves = [\"jira_*\"]\n",
+            "ab".repeat(32)
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("[[operator]] jo: approves entry \"jira_*\" must be upstream/tool"),
+            "{err}"
+        );
+        let ok = text.replace("[\"jira_*\"]", "[\"docs/jira_*\"]");
+        let c = parse(&ok).unwrap();
+        assert_eq!(
+            c.operators[0].approves,
+            Some(vec!["docs/jira_*".to_owned()])
         );
     }
 

@@ -441,6 +441,36 @@ pub struct HoldView {
     pub approvals: Vec<HoldApproval>,
 }
 
+/// `GET /api/v1/me`: the operator a token belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorView {
+    pub name: String,
+    /// `viewer`, `approver` or `admin`.
+    pub role: String,
+    /// The holds they may resolve, as `upstream/tool` globs; absent, every hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approves: Option<Vec<String>>,
+}
+
+impl OperatorView {
+    pub fn may_resolve(&self, upstream: &str, tool: &str) -> bool {
+        may_resolve(self.approves.as_deref(), upstream, tool)
+    }
+}
+
+/// Whether `approves` (`upstream/tool` globs; `None`, everything) covers a hold of
+/// `upstream/tool`: the gateway's rule, which a client applies to hide what its
+/// operator cannot resolve.
+pub fn may_resolve(approves: Option<&[String]>, upstream: &str, tool: &str) -> bool {
+    let Some(scopes) = approves else {
+        return true;
+    };
+    let name = format!("{upstream}/{tool}");
+    scopes
+        .iter()
+        .any(|glob| wildmatch::WildMatch::new(glob).matches(&name))
+}
+
 /// The body of an approve or deny.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -107,6 +107,8 @@ pub enum NetEvent {
     },
     /// A stored version's text.
     PolicyText(Box<crate::api::PolicyText>),
+    /// The operator this console's token belongs to (`GET /me`).
+    Me(Box<crate::api::OperatorView>),
     /// What a class change would have done (the replay API's report), or why not known.
     Previewed {
         upstream: String,
@@ -669,6 +671,7 @@ impl App {
                     .scroll_into_view(self.policy.versions.len(), page);
             }
             NetEvent::PolicyText(text) => self.policy.text = Some(*text),
+            NetEvent::Me(me) => self.model.me = Some(*me),
             NetEvent::DraftReplayed { id, outcome } => {
                 if let Some(draft) = self.draft_mut(id) {
                     draft.state = match outcome {
@@ -1554,6 +1557,13 @@ impl App {
                     return Vec::new();
                 };
                 match self.model.hold(row.call_id()) {
+                    Some(h) if !self.model.may_resolve(h) => {
+                        self.say(format!(
+                            "you may not resolve holds of {}/{} (approves in the gateway's config)",
+                            h.call.upstream, h.call.tool
+                        ));
+                        return Vec::new();
+                    }
                     Some(h) if h.resolution.is_none() => vec![h.clone()],
                     Some(h) => {
                         let how = h.resolution.map_or("resolved", Resolution::as_str);

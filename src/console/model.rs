@@ -179,6 +179,8 @@ pub struct Model {
     pub rates: Rates,
     /// The newest policy version the stream announced.
     pub policy_version: Option<u64>,
+    /// The operator this console's token belongs to, once the gateway said.
+    pub me: Option<crate::api::OperatorView>,
 }
 
 impl Model {
@@ -196,7 +198,16 @@ impl Model {
             own_versions: VecDeque::new(),
             rates: Rates::default(),
             policy_version: None,
+            me: None,
         }
+    }
+
+    /// Whether this console's operator may resolve `hold` (`approves` in the gateway's
+    /// config); until the gateway has said who this is, the gateway decides.
+    pub fn may_resolve(&self, hold: &crate::api::HoldView) -> bool {
+        self.me
+            .as_ref()
+            .is_none_or(|me| me.may_resolve(&hold.call.upstream, &hold.call.tool))
     }
 
     pub fn ring_size(&self) -> usize {
@@ -224,8 +235,12 @@ impl Model {
         self.holds.iter().find(|h| h.call_id == call_id)
     }
 
+    /// Open holds this operator may resolve: the queue the header counts.
     pub fn pending_count(&self) -> usize {
-        self.holds.iter().filter(|h| h.resolution.is_none()).count()
+        self.holds
+            .iter()
+            .filter(|h| h.resolution.is_none() && self.may_resolve(h))
+            .count()
     }
 
     /// The open hold that has waited longest, by its decision's time.

@@ -183,6 +183,12 @@ async fn session(
             return Ok(SessionEnd::AppGone);
         }
     }
+    // Who this is, so that holds the operator may not resolve are not offered.
+    if let Ok(me) = client.me().await
+        && tx.send(NetEvent::Me(Box::new(me))).await.is_err()
+    {
+        return Ok(SessionEnd::AppGone);
+    }
     // Holds are refetched on every (re)connect: some may have been resolved meanwhile.
     let holds = client.holds().await?;
     if unreadable(tx, "held calls", holds.unreadable.len())

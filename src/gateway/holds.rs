@@ -118,7 +118,18 @@ pub enum Retry {
 pub struct Approver {
     pub name: String,
     pub principals: Vec<String>,
+    /// The holds this operator may resolve (`upstream/tool` globs); `None`, every hold.
+    pub approves: Option<Vec<String>>,
 }
+
+impl Approver {
+    /// Whether this operator may resolve a hold of `upstream/tool`.
+    pub fn may_resolve(&self, upstream: &str, tool: &str) -> bool {
+        may_resolve(self.approves.as_deref(), upstream, tool)
+    }
+}
+
+use crate::api::may_resolve;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -128,6 +139,9 @@ pub enum ResolveError {
     SelfApproval(String),
     #[error("the hold is already resolved")]
     AlreadyResolved(Box<HoldView>),
+    /// The hold's tool is outside what this operator may resolve (`approves`).
+    #[error("{0} may not resolve holds of {1} (approves)")]
+    OutOfScope(String, String),
     /// This operator has approved this hold already; it waits for another.
     #[error("already approved by this operator")]
     AlreadyApproved(Box<HoldView>),
@@ -792,6 +806,13 @@ impl Holds {
             && identity.owner.as_deref() == Some(&approver.name);
         if own_token || approver.principals.contains(&identity.principal()) {
             return Err(ResolveError::SelfApproval(approver.name.clone()));
+        }
+        let (upstream, tool) = (&hold.call.decision.upstream, &hold.call.decision.tool);
+        if !approver.may_resolve(upstream, tool) {
+            return Err(ResolveError::OutOfScope(
+                approver.name.clone(),
+                format!("{upstream}/{tool}"),
+            ));
         }
         Ok(hold)
     }

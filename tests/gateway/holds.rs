@@ -14,6 +14,7 @@ pub(crate) const BOB: &str = "tg_test-operator-bob";
 pub(crate) const VIEWER: &str = "tg_test-operator-viewer";
 pub(crate) const CAROL: &str = "tg_test-operator-carol";
 pub(crate) const DAVE: &str = "tg_test-operator-dave";
+pub(crate) const ERIN: &str = "tg_test-operator-erin";
 pub(crate) const OTHER_AGENT: &str = "tg_test-agent-two";
 
 /// Operators (alice owns the agent token ci-bot) and a second agent token.
@@ -51,13 +52,20 @@ token_sha256 = "{}"
 name = "dave"
 role = "approver"
 token_sha256 = "{}"
+
+[[operator]]
+name = "erin"
+role = "approver"
+token_sha256 = "{}"
+approves = ["py/read_*", "jira/*"]
 "#,
         sha256_hex(OTHER_AGENT),
         sha256_hex(ALICE),
         sha256_hex(BOB),
         sha256_hex(VIEWER),
         sha256_hex(CAROL),
-        sha256_hex(DAVE)
+        sha256_hex(DAVE),
+        sha256_hex(ERIN)
     )
 }
 
@@ -577,4 +585,50 @@ async fn progress_keeps_increasing_through_a_hold_longer_than_a_keep_alive() {
             .all(|(p, total)| total.is_none_or(|t| *p <= t))
     );
     assert_eq!(result_text(&answer_of(&text).unwrap()), "counted to 4");
+}
+
+#[tokio::test]
+async fn an_approver_resolves_only_the_tools_their_approves_name() {
+    let (upstream, gw) = setup("", 30).await;
+    let me: Value = http()
+        .get(gw.control_url("/api/v1/me"))
+        .bearer_auth(ERIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        json!({"name": "erin", "role": "approver", "approves": ["py/read_*", "jira/*"]})
+    );
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "MARK-SCOPE", "x", json!({}));
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    for verb in ["approve", "deny"] {
+        let (status, body) = resolve(&gw, ERIN, &call_id, verb, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("out_of_scope")),
+            "{verb}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("py/write_page"),
+            "{body}"
+        );
+    }
+    assert_eq!(runs_of(&upstream, "MARK-SCOPE"), 0);
+    let (status, _) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        result_text(&answer_of(&text).unwrap()),
+        "wrote MARK-SCOPE (1 bytes)"
+    );
 }

@@ -1023,3 +1023,50 @@ fn a_two_person_hold_shows_how_many_approvals_it_has_and_whose() {
     );
     assert_eq!(app.model.holds[0].approvals.len(), 1);
 }
+
+#[test]
+fn holds_outside_what_the_operator_may_resolve_are_hidden_and_refused() {
+    let mut app = sized(120, 30);
+    feed(
+        &mut app,
+        [
+            decision(1, "hold", "merge_pr"),
+            hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+            decision(3, "hold", "jira_create_issue"),
+            hold_created(4, 3, "2099-01-01T00:01:00.000Z"),
+        ],
+    );
+    assert_eq!(app.pending_count(), 2);
+    app.on_net(NetEvent::Me(Box::new(crate::api::OperatorView {
+        name: "jo".into(),
+        role: "approver".into(),
+        approves: Some(vec!["atlassian/jira_*".into()]),
+    })));
+    // Only jira's hold is in jo's queue, and counted.
+    assert_eq!(app.pending_count(), 1);
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    let shown = screen(&render(&app, 120, 30)).join("\n");
+    assert!(shown.contains("jira_create_issue"), "{shown}");
+    assert!(!shown.contains("merge_pr"), "{shown}");
+    assert!(shown.contains("held: 1"), "{shown}");
+    // In the live view, the other call's row is there, and a/d say why not.
+    app.on_key(ch(':'));
+    typed(&mut app, "live");
+    app.on_key(key(KeyCode::Enter));
+    app.live.pause_at_top(&app.model);
+    let page = app.page();
+    while app
+        .selected_row()
+        .is_some_and(|r| r.call.tool != "merge_pr")
+    {
+        app.live.navigate(Action::Down, &app.model, page);
+    }
+    assert!(app.on_key(ch('a')).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(
+        app.flash.as_ref().unwrap().0,
+        "you may not resolve holds of atlassian/merge_pr (approves in the gateway's config)"
+    );
+}

@@ -98,7 +98,8 @@ impl Held {
         let mut holds: Vec<&HoldView> = model
             .holds
             .iter()
-            .filter(|h| self.filter.shows(*h))
+            // The queue is the holds this operator may resolve (`approves`).
+            .filter(|h| model.may_resolve(h) && self.filter.shows(*h))
             .collect();
         // Ties keep expiry order (the model's), so the order never flickers.
         match self.sort {

@@ -57,6 +57,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/replay", post(replay::replay))
         .route("/api/v1/events", get(stream_events))
         .route("/api/v1/holds", get(list_holds))
+        .route("/api/v1/me", get(me))
         .route("/api/v1/holds/{call_id}/approve", post(approve))
         .route("/api/v1/holds/{call_id}/deny", post(deny))
         .with_state(gateway)
@@ -245,6 +246,29 @@ async fn list_holds(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     json_response(StatusCode::OK, &json!({"holds": gw.holds.open().await}))
 }
 
+/// Who the token is: its operator's name, role, and the holds they may resolve, so
+/// that a client (the console) can hide what the operator cannot act on.
+async fn me(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let op = match operator(&gw, &headers, OperatorRole::Viewer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let view = crate::api::OperatorView {
+        name: op.name.clone(),
+        role: match op.role {
+            OperatorRole::Viewer => "viewer",
+            OperatorRole::Approver => "approver",
+            OperatorRole::Admin => "admin",
+        }
+        .to_owned(),
+        approves: op.approves.clone(),
+    };
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(&view).unwrap_or_default(),
+    )
+}
+
 async fn approve(
     State(gw): State<Arc<Gateway>>,
     Path(call_id): Path<String>,
@@ -292,6 +316,7 @@ async fn resolve(
     let approver = Approver {
         name: op.name.clone(),
         principals: op.principals.clone(),
+        approves: op.approves.clone(),
     };
     let result = {
         let (gw, call_id) = (gw.clone(), call_id.to_owned());
@@ -334,6 +359,9 @@ fn resolve_failure(e: ResolveError) -> ApiFailure {
         ),
         ResolveError::SelfApproval(_) => {
             ApiFailure::new(StatusCode::FORBIDDEN, "self_approval", e.to_string())
+        }
+        ResolveError::OutOfScope(..) => {
+            ApiFailure::new(StatusCode::FORBIDDEN, "out_of_scope", e.to_string())
         }
         ResolveError::AlreadyApproved(view) => {
             let message = format!(

@@ -55,6 +55,7 @@ fn approver(name: &str, principals: &[&str]) -> Approver {
     Approver {
         name: name.into(),
         principals: principals.iter().map(|p| p.to_string()).collect(),
+        approves: None,
     }
 }
 
