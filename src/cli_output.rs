@@ -419,6 +419,17 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
             clock(expires_at, now),
             time_left(expires_at, now)
         ),
+        EventBody::HoldExtended {
+            call_id,
+            expires_at,
+            by,
+        } => format!(
+            "{} extended by {} to {} ({} left)",
+            short_id(call_id),
+            printable(by),
+            clock(expires_at, now),
+            time_left(expires_at, now)
+        ),
         EventBody::HoldApproval {
             call_id,
             by,

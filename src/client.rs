@@ -363,6 +363,18 @@ impl ControlClient {
         Self::json(resp).await
     }
 
+    /// Gives a pending hold `secs` more before it expires.
+    pub async fn extend(&self, call_id: &str, secs: u64) -> Result<HoldView, ClientError> {
+        let resp = self
+            .http
+            .post(self.api(&format!("/holds/{call_id}/extend")))
+            .bearer_auth(&self.token)
+            .json(&crate::api::ExtendRequest { secs })
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
     /// The operator this client's token belongs to.
     pub async fn me(&self) -> Result<crate::api::OperatorView, ClientError> {
         self.get(self.api("/me")).await

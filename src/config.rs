@@ -100,6 +100,9 @@ pub struct GatewaySection {
     pub hold_timeout_secs: u64,
     #[serde(default = "default_approval_ttl_secs")]
     pub approval_ttl_secs: u64,
+    /// The most one extend of a pending hold may add (`POST .../extend`).
+    #[serde(default = "default_max_extend_secs")]
+    pub max_extend_secs: u64,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// The most of an upstream answer the gateway reads whole (a filtered tools/list,
@@ -279,6 +282,9 @@ fn default_hold_timeout_secs() -> u64 {
 }
 fn default_approval_ttl_secs() -> u64 {
     900
+}
+fn default_max_extend_secs() -> u64 {
+    3600
 }
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024

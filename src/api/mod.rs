@@ -172,6 +172,13 @@ pub enum EventBody {
         approvals: u32,
         required: u32,
     },
+    /// An operator gave a pending hold more time before it expires (as a deny).
+    #[serde(rename = "hold.extended")]
+    HoldExtended {
+        call_id: String,
+        expires_at: String,
+        by: String,
+    },
     /// The client stopped waiting on its open stream (its wait ended, or it went away):
     /// the hold is now `pending`, and only an identical retry can run it once approved.
     #[serde(rename = "hold.phase")]
@@ -225,6 +232,7 @@ impl EventBody {
             EventBody::HoldCreated { .. } => "hold.created",
             EventBody::HoldResolved { .. } => "hold.resolved",
             EventBody::HoldApproval { .. } => "hold.approval",
+            EventBody::HoldExtended { .. } => "hold.extended",
             EventBody::HoldPhaseChanged { .. } => "hold.phase",
             EventBody::CallCompleted { .. } => "call.completed",
             EventBody::ToolDiscovered(_) => "tool.discovered",
@@ -242,6 +250,7 @@ impl EventBody {
             EventBody::HoldCreated { call_id, .. }
             | EventBody::HoldResolved { call_id, .. }
             | EventBody::HoldApproval { call_id, .. }
+            | EventBody::HoldExtended { call_id, .. }
             | EventBody::HoldPhaseChanged { call_id, .. }
             | EventBody::CallCompleted { call_id, .. } => Some(call_id),
             _ => None,
@@ -439,6 +448,15 @@ pub struct HoldView {
     /// (`call.approvals_required`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<HoldApproval>,
+}
+
+/// The body of `POST /api/v1/holds/{call_id}/extend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// How much longer the hold stays approvable, from now or from its expiry,
+    /// whichever is later.
+    pub secs: u64,
 }
 
 /// `GET /api/v1/me`: the operator a token belongs to.

@@ -29,6 +29,9 @@ use crate::api::{
 
 pub use super::model::{FATE_LINGER, Fate};
 
+/// How much time `x` gives a hold.
+pub const EXTEND_SECS: u64 = 300;
+
 /// The smallest screen the console draws on; below it, only quit works.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
@@ -254,6 +257,11 @@ pub enum Command {
     ShadowDraft {
         id: u64,
         text: String,
+    },
+    /// Give a pending hold more time before it expires.
+    Extend {
+        call_id: String,
+        secs: u64,
     },
     /// Connect to another context from the config.
     SwitchContext(String),
@@ -833,6 +841,35 @@ impl App {
         self.kept = None;
         self.mode = Mode::Draft(Box::new(draft));
         vec![Command::ReplayDraft { id, text }]
+    }
+
+    /// `x` in the held view: five more minutes for the selected hold.
+    fn extend_selected(&mut self) -> Vec<Command> {
+        if let Some(since) = self.stale_since() {
+            self.say(format!(
+                "the gateway is unreachable (since {}): nothing can be extended until it is back",
+                super::text::clock(since)
+            ));
+            return Vec::new();
+        }
+        match self.selected_hold() {
+            Some(h) if h.resolution.is_none() => {
+                let call_id = h.call_id.clone();
+                self.say(format!("extending {} by 5 minutes…", short(&call_id)));
+                vec![Command::Extend {
+                    call_id,
+                    secs: EXTEND_SECS,
+                }]
+            }
+            Some(_) => {
+                self.say("that hold is already resolved");
+                Vec::new()
+            }
+            None => {
+                self.say("no held call selected");
+                Vec::new()
+            }
+        }
     }
 
     /// `e` in the policy view: the text of the selected version (the one in force, or
@@ -1494,6 +1531,7 @@ impl App {
             }
             Action::Approve | Action::Deny => return self.open_confirm(action == Action::Approve),
             Action::EditPolicy => return self.edit_policy(),
+            Action::Extend => return self.extend_selected(),
             Action::Confirm
             | Action::Reason
             | Action::Cancel

@@ -26,6 +26,8 @@ pub enum Action {
     Deny,
     /// In the held view: mark a hold for one bulk decision.
     Mark,
+    /// In the held view: give the selected hold five more minutes before it expires.
+    Extend,
     /// In the held view: the next sort order (expiry, age, risk, identity).
     Sort,
     /// In the held view: select the hold that expires soonest.
@@ -66,7 +68,7 @@ pub enum Scope {
 }
 
 impl Action {
-    pub const ALL: [Action; 33] = [
+    pub const ALL: [Action; 34] = [
         Action::Quit,
         Action::Command,
         Action::Help,
@@ -85,6 +87,7 @@ impl Action {
         Action::Approve,
         Action::Deny,
         Action::Mark,
+        Action::Extend,
         Action::Sort,
         Action::Soonest,
         Action::EditClass,
@@ -109,6 +112,7 @@ impl Action {
             Action::Approve
                 | Action::Deny
                 | Action::Mark
+                | Action::Extend
                 | Action::EditClass
                 | Action::SetRead
                 | Action::SetWrite
@@ -176,6 +180,7 @@ impl Action {
             Action::Approve => "approve",
             Action::Deny => "deny",
             Action::Mark => "mark",
+            Action::Extend => "extend",
             Action::Sort => "sort",
             Action::Soonest => "soonest",
             Action::EditClass => "edit_class",
@@ -242,6 +247,7 @@ impl Action {
             Action::Approve => "approve",
             Action::Deny => "deny",
             Action::Mark => "mark for a bulk decision",
+            Action::Extend => "extend the hold by 5 minutes before it expires",
             Action::Sort => "sort by expiry, age, risk, identity",
             Action::Soonest => "select the hold that expires soonest",
             Action::EditClass => "edit the class",
@@ -382,6 +388,7 @@ impl Default for Keymap {
                 b("a", KeyCode::Char('a'), Action::Approve),
                 b("d", KeyCode::Char('d'), Action::Deny),
                 b("space", KeyCode::Char(' '), Action::Mark),
+                b("x", KeyCode::Char('x'), Action::Extend),
                 b("e", KeyCode::Char('e'), Action::EditClass),
                 b("r", KeyCode::Char('r'), Action::SetRead),
                 b("w", KeyCode::Char('w'), Action::SetWrite),

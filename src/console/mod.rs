@@ -639,6 +639,7 @@ async fn event_loop(
                     reason,
                 } => net::resolve(client, call_id, approve, reason, tx),
                 Command::FetchTools => net::fetch_tools(client, tx),
+                Command::Extend { call_id, secs } => net::extend(client, call_id, secs, tx),
                 Command::FetchPolicy => net::fetch_policy(client, tx),
                 Command::FetchPolicyVersion(v) => net::fetch_policy_version(client, v, tx),
                 Command::Preview {

@@ -361,6 +361,20 @@ impl Model {
                     h.phase = phase;
                 }
             }
+            EventBody::HoldExtended {
+                call_id,
+                expires_at,
+                by,
+            } => {
+                if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id) {
+                    h.expires_at = expires_at;
+                    applied.notice = Some(format!(
+                        "{by} extended {}",
+                        crate::console::text::short(&call_id)
+                    ));
+                }
+                self.sort_holds();
+            }
             EventBody::HoldApproval {
                 call_id,
                 by,

@@ -301,6 +301,25 @@ pub fn resolve(
     });
 }
 
+/// Extends a hold on its own task, and says how it went.
+pub fn extend(client: ControlClient, call_id: String, secs: u64, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let message = match client.extend(&call_id, secs).await {
+            Ok(hold) => format!(
+                "{} now expires at {}",
+                super::text::short(&call_id),
+                super::text::clock(
+                    chrono::DateTime::parse_from_rfc3339(&hold.expires_at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_else(|_| Utc::now())
+                )
+            ),
+            Err(e) => format!("could not extend {}: {e}", super::text::short(&call_id)),
+        };
+        let _ = tx.send(NetEvent::Notice(message)).await;
+    });
+}
+
 /// Fetches the catalog on its own task.
 pub fn fetch_tools(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
     tokio::spawn(async move {

@@ -73,6 +73,11 @@ const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
     match event.body {
         EventBody::HoldCreated { call_id, .. } => gw.holds.adopt(&call_id).await?,
+        EventBody::HoldExtended {
+            call_id,
+            expires_at,
+            ..
+        } => gw.holds.extended_elsewhere(&call_id, &expires_at).await,
         EventBody::HoldApproval {
             call_id,
             by,

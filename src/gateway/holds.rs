@@ -534,6 +534,51 @@ impl Holds {
         Ok(view)
     }
 
+    /// Gives a pending hold `secs` more before it expires (as a deny), counted from now
+    /// or from its expiry, whichever is later. The same operators may extend it as may
+    /// resolve it.
+    pub async fn extend(
+        &self,
+        call_id: &str,
+        approver: &Approver,
+        secs: u64,
+    ) -> Result<HoldView, ResolveError> {
+        let mut holds = self.holds.lock().await;
+        let hold = self.unresolved(&mut holds, call_id, approver).await?;
+        let from = hold.expires_at.max(Utc::now());
+        let expires_at = from + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 2) as i64);
+        match self
+            .store
+            .write_in_time(WriteOp::HoldExtended {
+                call_id: call_id.to_owned(),
+                expires_at: rfc3339(expires_at),
+                by: approver.name.clone(),
+            })
+            .await
+        {
+            Ok(_) => {
+                hold.expires_at = expires_at;
+                Ok(hold.view(call_id))
+            }
+            Err(StoreError::HoldTaken(stored)) => {
+                self.apply_stored(hold, &stored);
+                Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))))
+            }
+            Err(e) => Err(ResolveError::Store(e)),
+        }
+    }
+
+    /// A new expiry given on another replica: known here.
+    pub async fn extended_elsewhere(&self, call_id: &str, expires_at: &str) {
+        let mut holds = self.holds.lock().await;
+        if let Some(hold) = holds.get_mut(call_id)
+            && hold.resolution.is_none()
+            && let Ok(at) = DateTime::parse_from_rfc3339(expires_at)
+        {
+            hold.expires_at = hold.expires_at.max(at.with_timezone(&Utc));
+        }
+    }
+
     pub async fn deny(
         &self,
         call_id: &str,

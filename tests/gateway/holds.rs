@@ -632,3 +632,77 @@ async fn an_approver_resolves_only_the_tools_their_approves_name() {
         "wrote MARK-SCOPE (1 bytes)"
     );
 }
+
+async fn extend(gw: &GatewayProc, token: &str, call_id: &str, body: Value) -> (u16, Value) {
+    let resp = http()
+        .post(gw.control_url(&format!("/api/v1/holds/{call_id}/extend")))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_extended_hold_stays_approvable_past_its_first_expiry() {
+    let (upstream, gw) = setup("approval_ttl_secs = 3\nmax_extend_secs = 60\n", 1).await;
+    let held = answer(held_call(&gw, AGENT_TOKEN, "MARK-EXTEND", "v1").await).await;
+    assert!(
+        result_text(&held).starts_with("Held for approval as "),
+        "{held}"
+    );
+    let call_id = wait_for_hold(&gw, "pending").await;
+    let before = open_holds(&gw).await[0]["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (body, code, says) in [
+        (json!({"secs": 0}), 400, "secs must be from 1 to 60"),
+        (json!({"secs": 61}), 400, "max_extend_secs"),
+        (json!({"minutes": 5}), 400, "invalid body"),
+    ] {
+        let (status, answer) = extend(&gw, BOB, &call_id, body.clone()).await;
+        assert_eq!(status, code, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    let (status, answer) = extend(&gw, ERIN, &call_id, json!({"secs": 30})).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (403, Some("out_of_scope"))
+    );
+    let (status, answer) = extend(&gw, BOB, &call_id, json!({"secs": 30})).await;
+    assert_eq!(status, 200, "{answer}");
+    let after = answer["expires_at"].as_str().unwrap();
+    let moved = chrono::DateTime::parse_from_rfc3339(after).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(&before).unwrap();
+    assert!(moved >= chrono::Duration::seconds(29), "{before} → {after}");
+    // Past its first expiry, it is still there to approve, and its retry runs once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, answer) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, answer["resolution"].as_str()),
+        (200, Some("approved")),
+        "{answer}"
+    );
+    let retry = answer_of_retry(&gw).await;
+    assert_eq!(result_text(&retry), "wrote MARK-EXTEND (2 bytes)");
+    assert_eq!(runs_of(&upstream, "MARK-EXTEND"), 1);
+    let extended = crate::decisions::stored_events(&gw, "hold.extended").await;
+    assert_eq!(extended.len(), 1);
+    assert_eq!(
+        (
+            extended[0]["by"].as_str(),
+            extended[0]["expires_at"].as_str()
+        ),
+        (Some("bob"), Some(after))
+    );
+}
+
+async fn answer_of_retry(gw: &GatewayProc) -> Value {
+    answer(held_call(gw, AGENT_TOKEN, "MARK-EXTEND", "v1").await).await
+}

@@ -1070,3 +1070,36 @@ fn holds_outside_what_the_operator_may_resolve_are_hidden_and_refused() {
         "you may not resolve holds of atlassian/merge_pr (approves in the gateway's config)"
     );
 }
+
+#[test]
+fn x_extends_the_selected_hold_by_five_minutes() {
+    let mut app = sized(120, 30);
+    one_hold(&mut app, "2099-01-01T00:00:00.000Z");
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.on_key(ch('x')),
+        vec![Command::Extend {
+            call_id: "01900000000000000000000000000001".into(),
+            secs: 300
+        }]
+    );
+    let shown = screen(&render(&app, 120, 30)).join("\n");
+    assert!(
+        shown.contains("x extend"),
+        "the hint bar offers it:\n{shown}"
+    );
+    // The stream says when it was extended, and the countdown follows.
+    feed(
+        &mut app,
+        [
+            json!({"seq": 3, "kind": "hold.extended", "call_id": "01900000000000000000000000000001",
+               "expires_at": "2099-01-01T00:05:00.000Z", "by": "bob"}),
+        ],
+    );
+    assert_eq!(app.model.holds[0].expires_at, "2099-01-01T00:05:00.000Z");
+    // Read-only consoles do not extend.
+    app.read_only = true;
+    assert!(app.on_key(ch('x')).is_empty());
+}

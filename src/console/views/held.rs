@@ -76,6 +76,7 @@ impl Held {
         vec![
             Action::Approve,
             Action::Deny,
+            Action::Extend,
             Action::Mark,
             Action::Up,
             Action::Down,

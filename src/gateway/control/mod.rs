@@ -60,6 +60,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/holds/{call_id}/approve", post(approve))
         .route("/api/v1/holds/{call_id}/deny", post(deny))
+        .route("/api/v1/holds/{call_id}/extend", post(extend))
         .with_state(gateway)
 }
 
@@ -244,6 +245,64 @@ async fn list_holds(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         return e.into_response();
     }
     json_response(StatusCode::OK, &json!({"holds": gw.holds.open().await}))
+}
+
+/// Gives a pending hold more time (`{"secs": N}`, at most `max_extend_secs`).
+async fn extend(
+    State(gw): State<Arc<Gateway>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let op = match operator(&gw, &headers, OperatorRole::Approver) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let max = gw.config.gateway.max_extend_secs;
+    let request: crate::api::ExtendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("invalid body: {e} (expected {{\"secs\": 1 to {max}}})"),
+            )
+            .into_response();
+        }
+    };
+    if request.secs == 0 || request.secs > max {
+        return ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "secs must be from 1 to {max} ([gateway] max_extend_secs), not {}",
+                request.secs
+            ),
+        )
+        .into_response();
+    }
+    let approver = Approver {
+        name: op.name.clone(),
+        principals: op.principals.clone(),
+        approves: op.approves.clone(),
+    };
+    let result = {
+        let (gw, call_id) = (gw.clone(), call_id.clone());
+        super::to_completion(
+            async move { gw.holds.extend(&call_id, &approver, request.secs).await },
+        )
+        .await
+    };
+    match result {
+        Ok(view) => {
+            tracing::info!(call_id = %super::escape::Escaped(&call_id), operator = %op.name, expires_at = %view.expires_at, "hold extended");
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(&view).unwrap_or_default(),
+            )
+        }
+        Err(e) => resolve_failure(e).into_response(),
+    }
 }
 
 /// Who the token is: its operator's name, role, and the holds they may resolve, so

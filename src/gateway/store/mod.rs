@@ -154,6 +154,13 @@ pub enum WriteOp {
         /// For a hold that needed several approvals: every approver, in order.
         approvers: Vec<String>,
     },
+    /// A new expiry for an unresolved hold, with `hold.extended`; refused with
+    /// `HoldTaken` when it is resolved.
+    HoldExtended {
+        call_id: String,
+        expires_at: String,
+        by: String,
+    },
     /// One approval of an unresolved hold that needs `required`, with `hold.approval`;
     /// refused with `AlreadyApproved` when this operator approved it already, and with
     /// `HoldTaken` when it is resolved.

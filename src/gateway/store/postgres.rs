@@ -710,6 +710,16 @@ impl WriteConn for PgWrite {
         Ok(added.rows_affected() == 1)
     }
 
+    fn extend_hold(&mut self, call_id: &str, expires_at: &str) -> Result<bool, StoreError> {
+        let done = pg!(self, |c| sqlx::query(
+            "UPDATE holds SET expires_at = $2 WHERE call_id = $1 AND resolution IS NULL"
+        )
+        .bind(call_id)
+        .bind(expires_at)
+        .execute(&mut *c))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
         let n: i64 = pg!(self, |c| sqlx::query_scalar(
             "SELECT count(*) FROM hold_approvals WHERE call_id = $1"

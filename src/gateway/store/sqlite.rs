@@ -465,6 +465,14 @@ impl WriteConn for SqliteWrite {
         Ok(added == 1)
     }
 
+    fn extend_hold(&mut self, call_id: &str, expires_at: &str) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE holds SET expires_at = ?2 WHERE call_id = ?1 AND resolution IS NULL",
+            params![call_id, expires_at],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM hold_approvals WHERE call_id = ?1",

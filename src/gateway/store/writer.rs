@@ -98,6 +98,8 @@ pub trait WriteConn: Send + 'static {
         now: &str,
     ) -> Result<bool, StoreError>;
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError>;
+    /// Sets an unresolved hold's expiry; false when it is resolved (or unknown).
+    fn extend_hold(&mut self, call_id: &str, expires_at: &str) -> Result<bool, StoreError>;
     fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError>;
     fn insert_policy(
         &mut self,
@@ -450,6 +452,24 @@ fn apply<C: WriteConn>(
                 expires_at: hold.expires_at.clone(),
                 ttl_ms: hold.ttl_ms,
                 phase: HoldPhase::Waiting,
+            };
+            one(conn, body, now, seqs)
+        }
+        WriteOp::HoldExtended {
+            call_id,
+            expires_at,
+            by,
+        } => {
+            if !conn.extend_hold(&call_id, &expires_at)? {
+                return Err(match conn.hold(&call_id)? {
+                    Some(current) => StoreError::HoldTaken(Box::new(current)),
+                    None => StoreError::NoSuchHold,
+                });
+            }
+            let body = EventBody::HoldExtended {
+                call_id,
+                expires_at,
+                by,
             };
             one(conn, body, now, seqs)
         }
