@@ -269,6 +269,22 @@ impl Default for RedactSection {
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     pub url: String,
+    /// The payload: toolgate's own JSON, a Slack incoming-webhook message, or a
+    /// PagerDuty Events API v2 event (a trigger per hold, a resolve when it ends).
+    #[serde(default)]
+    pub format: NotifyFormat,
+    /// PagerDuty's integration (routing) key; required with `format = "pagerduty"`.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    #[default]
+    Generic,
+    Slack,
+    Pagerduty,
 }
 
 fn default_listen() -> SocketAddr {
@@ -477,6 +493,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for n in &self.notifies {
+            if n.format == NotifyFormat::Pagerduty
+                && n.routing_key.as_deref().is_none_or(str::is_empty)
+            {
+                return Err(format!(
+                    "[[notify]] {}: format = \"pagerduty\" needs routing_key (the integration key of a PagerDuty service)",
+                    n.url
+                ));
+            }
+        }
         for op in &self.operators {
             for scope in op.approves.iter().flatten() {
                 if scope
@@ -867,6 +893,22 @@ url = "http://127.0.0.1:9000/mcp"
             err.contains("principal \"user:bob\" must look like \"oauth:NAME\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_pagerduty_notify_needs_its_routing_key() {
+        let text = format!(
+            "{MINIMAL}[[notify]]\nurl = \"https://events.pagerduty.com/v2/enqueue\"\nformat = \"pagerduty\"\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("needs routing_key"), "{err}");
+        let c = parse(&format!("{text}routing_key = \"R1\"\n")).unwrap();
+        assert_eq!(c.notifies[0].format, NotifyFormat::Pagerduty);
+        let err = parse(&format!(
+            "{MINIMAL}[[notify]]\nurl = \"x\"\nformat = \"teams\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown variant `teams`"), "{err}");
     }
 
     #[test]

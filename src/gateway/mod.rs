@@ -128,7 +128,8 @@ impl Gateway {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let notifier = Notifier::new(
-            config.notifies.iter().map(|n| n.url.clone()).collect(),
+            config.notifies.clone(),
+            &config.gateway.control_listen.to_string(),
             http.clone(),
         );
         let operators = config
@@ -393,6 +394,10 @@ pub async fn serve(
     }
     tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
     tokio::spawn(probe_store(Arc::downgrade(&gateway)));
+    // Pages opened for holds are closed when the holds end, whatever ended them.
+    if gateway.notifier.closes_pages() {
+        tokio::spawn(notify::close_pages(gateway.clone()));
+    }
     {
         let gateway = gateway.clone();
         tokio::spawn(async move {

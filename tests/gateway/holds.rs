@@ -706,3 +706,83 @@ async fn an_extended_hold_stays_approvable_past_its_first_expiry() {
 async fn answer_of_retry(gw: &GatewayProc) -> Value {
     answer(held_call(gw, AGENT_TOKEN, "MARK-EXTEND", "v1").await).await
 }
+
+#[tokio::test]
+async fn slack_gets_a_message_and_pagerduty_a_trigger_then_a_resolve_with_no_arguments() {
+    let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let record = |path: &'static str| {
+        let received = received.clone();
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+            received.lock().unwrap().push((path.to_owned(), body));
+            "ok"
+        })
+    };
+    let app = axum::Router::new()
+        .route("/slack", record("slack"))
+        .route("/pd", record("pd"));
+    let addr = serve_local(app).await;
+    let (upstream, gw) = setup(
+        &format!(
+            "\n[[notify]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\n\
+             [[notify]]\nurl = \"http://{addr}/pd\"\nformat = \"pagerduty\"\nrouting_key = \"R0UT1NGKEY\"\n"
+        ),
+        30,
+    )
+    .await;
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "MARK-PAGE", "secret body", json!({}));
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    let pages = eventually("a Slack message and a PagerDuty trigger", || async {
+        let got = received.lock().unwrap().clone();
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    let of = |path: &str| pages.iter().find(|(p, _)| p == path).unwrap().1.clone();
+    let slack = of("slack");
+    assert_eq!(
+        slack["text"],
+        "token:ci-bot wants to run py/write_page (write) on page:MARK-PAGE: held for approval"
+    );
+    assert_eq!(slack["blocks"][0]["type"], "section");
+    assert!(
+        slack["blocks"][2]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/api/v1/holds/{call_id}/approve")),
+        "{slack}"
+    );
+    let trigger = of("pd");
+    assert_eq!(
+        (
+            trigger["routing_key"].as_str(),
+            trigger["event_action"].as_str(),
+            trigger["dedup_key"].as_str()
+        ),
+        (Some("R0UT1NGKEY"), Some("trigger"), Some(call_id.as_str()))
+    );
+    assert_eq!(trigger["payload"]["severity"], "warning");
+    assert_eq!(trigger["payload"]["source"], "toolgate/py");
+    assert_eq!(trigger["payload"]["custom_details"]["tool"], "write_page");
+    for (_, body) in &pages {
+        assert!(
+            !body.to_string().contains("secret body"),
+            "no arguments: {body}"
+        );
+    }
+    // Denied: the incident is resolved under the same key; Slack hears nothing more.
+    let (status, _) = resolve(&gw, BOB, &call_id, "deny", None).await;
+    assert_eq!(status, 200);
+    client.await.unwrap();
+    let resolved = eventually("a PagerDuty resolve", || async {
+        let got = received.lock().unwrap().clone();
+        (got.len() == 3).then(|| got[2].clone())
+    })
+    .await;
+    assert_eq!(resolved.0, "pd");
+    assert_eq!(
+        resolved.1,
+        json!({"routing_key": "R0UT1NGKEY", "event_action": "resolve", "dedup_key": call_id})
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received.lock().unwrap().len(), 3);
+    assert_eq!(runs_of(&upstream, "MARK-PAGE"), 0);
+}

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::super::decide::{self, Decided};
 use super::super::escape::Escaped;
@@ -110,10 +109,7 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
     );
     let ttl = chrono::Duration::seconds(gw.config.gateway.approval_ttl_secs as i64);
     let call_id = decision.call_id.clone();
-    let mut notice = json!({
-        "call_id": call_id, "identity": decision.identity, "upstream": decision.upstream,
-        "tool": decision.tool, "risk": decision.risk, "target": decision.target,
-    });
+    let notice = decision.clone();
     let new = holds::NewHold {
         call: holds::HeldCall {
             identity: post.identity.clone(),
@@ -147,8 +143,11 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
             return deny_response(&post.message, "toolgate: audit store unavailable");
         }
     };
-    notice["expires_at"] = json!(expires_at);
-    gw.notifier.send(notice);
+    gw.notifier.held(super::super::notify::HeldNotice {
+        call_id: call_id.clone(),
+        decision: notice,
+        expires_at: expires_at.clone(),
+    });
     held_stream::respond(
         gw.clone(),
         held_stream::HeldRequest {
