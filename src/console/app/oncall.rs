@@ -1013,6 +1013,12 @@ fn a_two_person_hold_shows_how_many_approvals_it_has_and_whose() {
     assert!(shown.contains(" 1/2 wai"), "{shown}");
     assert!(shown.contains("approvals 1 of 2: bob (CHG-12)"), "{shown}");
     insta::assert_snapshot!("held_two_person_120x30", terminal.backend());
+    // The approve dialog says where it stands.
+    app.on_key(key(KeyCode::Esc));
+    app.on_key(ch('a'));
+    let shown = screen(&render(&app, 120, 30)).join("\n");
+    assert!(shown.contains("approvals 1 of 2 (by bob)"), "{shown}");
+    app.on_key(key(KeyCode::Esc));
     // The same approver again changes nothing in the list.
     feed(
         &mut app,

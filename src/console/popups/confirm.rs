@@ -87,8 +87,28 @@ impl Confirm {
                         inner,
                     )),
                     Line::from(format!("risk      {}", c.risk.as_str())),
-                    Line::from("arguments:"),
                 ];
+                // A hold that needs several operators: where it stands.
+                if c.approvals_required > 1 {
+                    let who: Vec<&str> = now.approvals.iter().map(|a| a.by.as_str()).collect();
+                    lines.push(Line::from(Span::styled(
+                        fit(
+                            &format!(
+                                "approvals {} of {}{}",
+                                now.approvals.len(),
+                                c.approvals_required,
+                                if who.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" (by {})", who.join(", "))
+                                }
+                            ),
+                            inner,
+                        ),
+                        theme.hold,
+                    )));
+                }
+                lines.push(Line::from("arguments:"));
                 let args = serde_json::to_string_pretty(&c.args).unwrap_or_default();
                 lines.extend(
                     args.lines()
