@@ -969,3 +969,67 @@ async fn the_python_sdk_through_a_round_robin_balancer_keeps_its_session_across_
         .count();
     assert_eq!(calls, 2);
 }
+
+#[tokio::test]
+async fn a_two_person_hold_takes_its_approvals_on_different_replicas() {
+    let Some(cluster) = Cluster::start(3, 60).await else {
+        return;
+    };
+    let [a, b, waiting] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let admin =
+        toolgate::client::ControlClient::new(&format!("http://{}", a.control), BOB).unwrap();
+    let text = format!(
+        "{}\n@id(\"two-for-token-writes\")\n@outcome(\"hold\")\n@approvals(\"2\")\n\
+         permit (principal is Token, action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"write\" }};\n",
+        toolgate::gateway::policy::DEFAULT_POLICY
+    );
+    admin.put_policy(&text, None, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = spawn_write_page(waiting, AGENT_TOKEN, "TWO-REPLICAS", "x", json!({}));
+    let hold = hold_for(a, "TWO-REPLICAS").await;
+    assert_eq!(hold["call"]["approvals_required"], 2);
+    let call_id = hold["call_id"].as_str().unwrap().to_owned();
+    // The first on A; B learns of it, and bob cannot approve again there.
+    let (status, body) = resolve(a, BOB, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["approvals"][0]["by"].as_str()),
+        (200, Some("bob")),
+        "{body}"
+    );
+    eventually("B to know bob's approval", || async {
+        let h = hold_for(b, "TWO-REPLICAS").await;
+        (h["approvals"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    let (status, body) = resolve(b, BOB, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_approved")),
+        "{body}"
+    );
+    assert_eq!(runs_of(&cluster.upstream, "TWO-REPLICAS"), 0);
+    // The second on B: the client waiting on the third replica gets the result, once.
+    let (status, body) = resolve(b, ALICE, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["resolution"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    let text = tokio::time::timeout(Duration::from_secs(15), client)
+        .await
+        .expect("the waiting client gets an answer")
+        .unwrap();
+    assert_eq!(
+        result_text(&answer_of(&text).unwrap()),
+        "wrote TWO-REPLICAS (1 bytes)"
+    );
+    assert_eq!(runs_of(&cluster.upstream, "TWO-REPLICAS"), 1);
+    let resolved = cluster.stored("hold.resolved").await;
+    let last = resolved
+        .iter()
+        .find(|r| r["call_id"] == call_id.as_str())
+        .unwrap();
+    assert_eq!(last["approvers"], json!(["bob", "alice"]));
+}
