@@ -379,16 +379,19 @@ impl Model {
                 call_id,
                 by,
                 reason,
+                required,
                 ..
             } => {
-                if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id)
-                    && !h.approvals.iter().any(|a| a.by == by)
-                {
-                    h.approvals.push(crate::api::HoldApproval {
-                        by,
-                        at: ts.clone(),
-                        reason,
-                    });
+                if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id) {
+                    // A policy tightened meanwhile raises what it needs.
+                    h.call.approvals_required = h.call.approvals_required.max(required);
+                    if !h.approvals.iter().any(|a| a.by == by) {
+                        h.approvals.push(crate::api::HoldApproval {
+                            by,
+                            at: ts.clone(),
+                            reason,
+                        });
+                    }
                 }
             }
             EventBody::HoldResolved {

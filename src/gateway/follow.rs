@@ -82,6 +82,7 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
             call_id,
             by,
             reason,
+            required,
             ..
         } => {
             gw.holds
@@ -92,6 +93,7 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
                         at: event.ts,
                         reason,
                     },
+                    required,
                 )
                 .await
         }

@@ -462,42 +462,12 @@ impl Holds {
     ) -> Result<HoldView, ResolveError> {
         let mut holds = self.holds.lock().await;
         let hold = self.unresolved(&mut holds, call_id, approver).await?;
-        let required = hold.required();
         if hold.approvals.iter().any(|a| a.by == approver.name) {
             return Err(ResolveError::AlreadyApproved(Box::new(hold.view(call_id))));
         }
-        let approval = WriteOp::HoldApproval {
-            call_id: call_id.to_owned(),
-            by: approver.name.clone(),
-            reason: reason.clone(),
-            required,
-        };
-        if (hold.approvals.len() as u32) + 1 < required {
-            // Not the last approval: recorded, and the call stays held.
-            return match self.store.write_in_time(approval).await {
-                Ok(committed) => {
-                    hold.approvals.push(HoldApproval {
-                        by: approver.name.clone(),
-                        at: committed
-                            .events
-                            .first()
-                            .map(|e| e.ts.clone())
-                            .unwrap_or_default(),
-                        reason,
-                    });
-                    Ok(hold.view(call_id))
-                }
-                Err(StoreError::AlreadyApproved) => {
-                    Err(ResolveError::AlreadyApproved(Box::new(hold.view(call_id))))
-                }
-                Err(StoreError::HoldTaken(stored)) => {
-                    self.apply_stored(hold, &stored);
-                    Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))))
-                }
-                Err(e) => Err(ResolveError::Store(e)),
-            };
-        }
-        // The last approval: the call is re-evaluated under the policy in force now.
+        // Every approval re-evaluates the call under the policy in force now: a policy
+        // that now denies it ends the hold, and one that now asks more approvals than
+        // when it was held is followed (never fewer).
         let decision = reevaluate(&hold.call);
         if decision.outcome == Outcome::Deny {
             let why = format!("re-evaluated at approval: {}", decision.reason);
@@ -519,19 +489,87 @@ impl Holds {
             );
             return Err(ResolveError::AlreadyResolved(Box::new(view)));
         }
-        let view = if required > 1 {
-            self.resolve_with_approvals(hold, call_id, approval, &approver.name, reason)
-                .await?
-        } else {
-            self.resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
-                .await?
-        };
+        let required = hold.required().max(decision.approvals);
+        if required > 1 {
+            hold.call.decision.approvals_required = required;
+            return self
+                .approve_one_of_several(hold, call_id, approver, reason, required)
+                .await;
+        }
+        let view = self
+            .resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
+            .await?;
         self.approved_index()
             .entry(hold.call_hash.clone())
             .or_default()
             .push(call_id.to_owned());
         notify(hold, Verdict::Approved);
         Ok(view)
+    }
+
+    /// One approval of a hold that needs `required`: the store records it and, when it
+    /// makes `required` (counting the approvals given on any replica), resolves the hold
+    /// in the same transaction.
+    async fn approve_one_of_several(
+        &self,
+        hold: &mut Hold,
+        call_id: &str,
+        approver: &Approver,
+        reason: Option<String>,
+        required: u32,
+    ) -> Result<HoldView, ResolveError> {
+        let approval = WriteOp::HoldApproval {
+            call_id: call_id.to_owned(),
+            by: approver.name.clone(),
+            reason: reason.clone(),
+            required,
+        };
+        let committed = match self.store.write_in_time(approval).await {
+            Ok(committed) => committed,
+            Err(StoreError::AlreadyApproved) => {
+                // This replica had not heard of it yet: the store's list is the truth.
+                if let Ok(Some(stored)) = self.store.hold(call_id).await {
+                    hold.approvals = stored.approvals;
+                }
+                return Err(ResolveError::AlreadyApproved(Box::new(hold.view(call_id))));
+            }
+            Err(StoreError::HoldTaken(stored)) => {
+                self.apply_stored(hold, &stored);
+                return Err(ResolveError::AlreadyResolved(Box::new(hold.view(call_id))));
+            }
+            Err(e) => return Err(ResolveError::Store(e)),
+        };
+        for event in committed.events {
+            match event.body {
+                EventBody::HoldApproval { by, reason, .. } => {
+                    if !hold.approvals.iter().any(|a| a.by == by) {
+                        hold.approvals.push(HoldApproval {
+                            by,
+                            at: event.ts,
+                            reason,
+                        });
+                    }
+                }
+                EventBody::HoldResolved { by, reason, .. } => {
+                    mark_resolved(
+                        hold,
+                        Resolved {
+                            resolution: Resolution::Approved,
+                            by,
+                            reason,
+                            at: event.ts,
+                        },
+                    );
+                    self.approved_index()
+                        .entry(hold.call_hash.clone())
+                        .or_default()
+                        .push(call_id.to_owned());
+                    notify(hold, Verdict::Approved);
+                }
+                _ => {}
+            }
+        }
+        Ok(hold.view(call_id))
     }
 
     /// Gives a pending hold `secs` more before it expires (as a deny), counted from now
@@ -900,67 +938,15 @@ impl Holds {
         Ok(hold.view(call_id))
     }
 
-    /// The last of several approvals and the approval itself, in one transaction: of two
-    /// racing for the last, one wins and the other learns how the hold ended.
-    async fn resolve_with_approvals(
-        &self,
-        hold: &mut Hold,
-        call_id: &str,
-        approval: WriteOp,
-        by: &str,
-        reason: Option<String>,
-    ) -> Result<HoldView, StoreError> {
-        let mut approvers: Vec<String> = hold.approvals.iter().map(|a| a.by.clone()).collect();
-        approvers.push(by.to_owned());
-        let resolved = WriteOp::HoldResolved {
-            call_id: call_id.to_owned(),
-            from: HoldState::Unresolved,
-            resolution: Resolution::Approved,
-            by: by.to_owned(),
-            reason: reason.clone(),
-            approvers,
-        };
-        let committed = match self
-            .store
-            .write_in_time(WriteOp::Together(vec![approval, resolved]))
-            .await
-        {
-            Ok(c) => c,
-            Err(StoreError::HoldTaken(stored)) => {
-                self.apply_stored(hold, &stored);
-                return Err(StoreError::HoldTaken(stored));
-            }
-            Err(e) => return Err(e),
-        };
-        let at = committed
-            .events
-            .last()
-            .map(|e| e.ts.clone())
-            .unwrap_or_default();
-        hold.approvals.push(HoldApproval {
-            by: by.to_owned(),
-            at: at.clone(),
-            reason: reason.clone(),
-        });
-        mark_resolved(
-            hold,
-            Resolved {
-                resolution: Resolution::Approved,
-                by: by.to_owned(),
-                reason,
-                at,
-            },
-        );
-        Ok(hold.view(call_id))
-    }
-
     /// An approval of a hold that needs several, given on another replica: known here.
-    pub async fn approval_elsewhere(&self, call_id: &str, approval: HoldApproval) {
+    pub async fn approval_elsewhere(&self, call_id: &str, approval: HoldApproval, required: u32) {
         let mut holds = self.holds.lock().await;
-        if let Some(hold) = holds.get_mut(call_id)
-            && !hold.approvals.iter().any(|a| a.by == approval.by)
-        {
-            hold.approvals.push(approval);
+        if let Some(hold) = holds.get_mut(call_id) {
+            let d = &mut hold.call.decision;
+            d.approvals_required = d.approvals_required.max(required);
+            if !hold.approvals.iter().any(|a| a.by == approval.by) {
+                hold.approvals.push(approval);
+            }
         }
     }
 
@@ -1115,6 +1101,12 @@ impl Holds {
             if let Some(stored) = self.store.hold(&call_id).await?
                 && let Some(hold) = self.holds.lock().await.get_mut(&call_id)
             {
+                if stored.resolution.is_none() {
+                    hold.approvals = stored.approvals.clone();
+                    if let Ok(at) = DateTime::parse_from_rfc3339(&stored.expires_at) {
+                        hold.expires_at = hold.expires_at.max(at.with_timezone(&Utc));
+                    }
+                }
                 self.apply_stored(hold, &stored);
             }
         }

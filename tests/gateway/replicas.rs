@@ -1033,3 +1033,64 @@ async fn a_two_person_hold_takes_its_approvals_on_different_replicas() {
         .unwrap();
     assert_eq!(last["approvers"], json!(["bob", "alice"]));
 }
+
+#[tokio::test]
+async fn two_first_approvals_on_two_replicas_at_once_complete_a_two_person_hold() {
+    let Some(cluster) = Cluster::start(3, 60).await else {
+        return;
+    };
+    let [a, b, waiting] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let admin =
+        toolgate::client::ControlClient::new(&format!("http://{}", a.control), BOB).unwrap();
+    let text = format!(
+        "{}\n@id(\"two-for-token-writes\")\n@outcome(\"hold\")\n@approvals(\"2\")\n\
+         permit (principal is Token, action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"write\" }};\n",
+        toolgate::gateway::policy::DEFAULT_POLICY
+    );
+    admin.put_policy(&text, None, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for round in 0..5 {
+        let page = format!("TWO-AT-ONCE-{round}");
+        let client = spawn_write_page(waiting, AGENT_TOKEN, &page, "x", json!({}));
+        let call_id = hold_for(a, &page).await["call_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        hold_for(b, &page).await;
+        // bob on A and alice on B, neither having heard of the other.
+        let (on_a, on_b) = tokio::join!(
+            resolve(a, BOB, &call_id, "approve", None),
+            resolve(b, ALICE, &call_id, "approve", None)
+        );
+        assert_eq!(
+            (on_a.0, on_b.0),
+            (200, 200),
+            "round {round}: {on_a:?} {on_b:?}"
+        );
+        let text = tokio::time::timeout(Duration::from_secs(15), client)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the two approvals run it"))
+            .unwrap();
+        assert_eq!(
+            result_text(&answer_of(&text).unwrap()),
+            format!("wrote {page} (1 bytes)"),
+            "round {round}"
+        );
+        assert_eq!(runs_of(&cluster.upstream, &page), 1, "round {round}");
+        let resolved = cluster.stored("hold.resolved").await;
+        let this = resolved
+            .iter()
+            .find(|r| r["call_id"] == call_id.as_str())
+            .unwrap();
+        let mut approvers: Vec<&str> = this["approvers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        approvers.sort();
+        assert_eq!(approvers, ["alice", "bob"], "round {round}: {this}");
+    }
+}

@@ -130,3 +130,34 @@ async fn one_deny_after_an_approval_ends_a_two_person_hold_and_racing_last_appro
         assert_eq!(runs_of(&upstream, &page), 1, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn a_policy_that_asks_more_approvals_while_a_call_is_held_is_followed() {
+    let (upstream, gw) = setup_with_policy(30, toolgate::gateway::policy::DEFAULT_POLICY).await;
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "TIGHT-1", "x", json!({}));
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    // Held under one approval; then the policy asks two.
+    let admin =
+        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), BOB).unwrap();
+    admin
+        .put_policy(&two_for_token_writes(), None, None)
+        .await
+        .unwrap();
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.get("resolution").is_none(),
+        "one is not enough now: {body}"
+    );
+    assert_eq!(body["call"]["approvals_required"], 2);
+    assert_eq!(runs_of(&upstream, "TIGHT-1"), 0);
+    let (status, body) = resolve(&gw, CAROL, &call_id, "approve", None).await;
+    assert_eq!(
+        (status, body["resolution"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    let reply = answer_of_client(client).await;
+    assert_eq!(result_text(&reply), "wrote TIGHT-1 (1 bytes)");
+    assert_eq!(runs_of(&upstream, "TIGHT-1"), 1);
+}

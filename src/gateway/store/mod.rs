@@ -163,7 +163,10 @@ pub enum WriteOp {
     },
     /// One approval of an unresolved hold that needs `required`, with `hold.approval`;
     /// refused with `AlreadyApproved` when this operator approved it already, and with
-    /// `HoldTaken` when it is resolved.
+    /// `HoldTaken` when it is resolved. The store counts: when this approval makes
+    /// `required`, the hold resolves `approved` in the same transaction, with every
+    /// approver (`hold.resolved` follows in the committed events), wherever the other
+    /// approvals were given.
     HoldApproval {
         call_id: String,
         by: String,

@@ -720,6 +720,14 @@ impl WriteConn for PgWrite {
         Ok(done.rows_affected() == 1)
     }
 
+    fn approvers(&mut self, call_id: &str) -> Result<Vec<String>, StoreError> {
+        pg!(self, |c| sqlx::query_scalar(
+            "SELECT \"by\" FROM hold_approvals WHERE call_id = $1 ORDER BY at, ctid"
+        )
+        .bind(call_id)
+        .fetch_all(&mut *c))
+    }
+
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
         let n: i64 = pg!(self, |c| sqlx::query_scalar(
             "SELECT count(*) FROM hold_approvals WHERE call_id = $1"

@@ -473,6 +473,14 @@ impl WriteConn for SqliteWrite {
         Ok(changed == 1)
     }
 
+    fn approvers(&mut self, call_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT by FROM hold_approvals WHERE call_id = ?1 ORDER BY at, rowid",
+        )?;
+        let rows = statement.query_map(params![call_id], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM hold_approvals WHERE call_id = ?1",

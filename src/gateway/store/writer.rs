@@ -98,6 +98,8 @@ pub trait WriteConn: Send + 'static {
         now: &str,
     ) -> Result<bool, StoreError>;
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError>;
+    /// Who approved a hold, first first.
+    fn approvers(&mut self, call_id: &str) -> Result<Vec<String>, StoreError>;
     /// Sets an unresolved hold's expiry; false when it is resolved (or unknown).
     fn extend_hold(&mut self, call_id: &str, expires_at: &str) -> Result<bool, StoreError>;
     fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError>;
@@ -492,13 +494,37 @@ fn apply<C: WriteConn>(
             }
             let approvals = conn.approval_count(&call_id)?;
             let body = EventBody::HoldApproval {
-                call_id,
-                by,
-                reason,
+                call_id: call_id.clone(),
+                by: by.clone(),
+                reason: reason.clone(),
                 approvals,
                 required,
             };
-            one(conn, body, now, seqs)
+            let mut committed = one(conn, body, now, seqs)?;
+            if approvals >= required {
+                let approvers = conn.approvers(&call_id)?;
+                if !conn.resolve_hold(
+                    &call_id,
+                    HoldState::Unresolved,
+                    Resolution::Approved,
+                    &by,
+                    reason.as_deref(),
+                    now,
+                )? {
+                    return Err(StoreError::Sql(format!(
+                        "hold {call_id} was resolved in the middle of its last approval"
+                    )));
+                }
+                let body = EventBody::HoldResolved {
+                    call_id,
+                    resolution: Resolution::Approved,
+                    by,
+                    reason,
+                    approvers,
+                };
+                committed.events.push(insert_event(conn, body, now, seqs)?);
+            }
+            Ok(committed)
         }
         WriteOp::HoldResolved {
             call_id,
