@@ -541,14 +541,14 @@ impl Holds {
         };
         for event in committed.events {
             match event.body {
-                EventBody::HoldApproval { by, reason, .. } => {
-                    if !hold.approvals.iter().any(|a| a.by == by) {
-                        hold.approvals.push(HoldApproval {
-                            by,
-                            at: event.ts,
-                            reason,
-                        });
-                    }
+                EventBody::HoldApproval { by, reason, .. }
+                    if !hold.approvals.iter().any(|a| a.by == by) =>
+                {
+                    hold.approvals.push(HoldApproval {
+                        by,
+                        at: event.ts,
+                        reason,
+                    });
                 }
                 EventBody::HoldResolved { by, reason, .. } => {
                     mark_resolved(
