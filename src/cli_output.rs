@@ -17,6 +17,24 @@ pub use crate::api::short_id;
 /// An approve's or deny's answer for a person: `approved 0000beef (token:ci-bot,
 /// py/write_page, page:P-1) by olga: CHG-7`.
 pub fn resolution_line(hold: &HoldView) -> String {
+    // One approval of several: still held, and it says who else must approve.
+    if hold.resolution.is_none() && hold.call.approvals_required > 1 {
+        let who: Vec<String> = hold
+            .approvals
+            .iter()
+            .map(|a| printable(&a.by).into_owned())
+            .collect();
+        return format!(
+            "approval {} of {} recorded for {} ({}, {}); still held: it needs {} more from other operators (so far: {})",
+            hold.approvals.len(),
+            hold.call.approvals_required,
+            short_id(&hold.call_id),
+            identity_label(&hold.call.identity),
+            tool_label(&hold.call.upstream, &hold.call.tool),
+            (hold.call.approvals_required as usize).saturating_sub(hold.approvals.len()),
+            who.join(", ")
+        );
+    }
     let mut line = format!(
         "{} {} ({}, {}",
         hold.resolution.map_or("resolved", |r| r.as_str()),

@@ -146,20 +146,71 @@ async fn dispatch(
     control: String,
     http: reqwest::Client,
 ) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // One queue and worker per receiver: a hung one slows only itself.
+    let queues: Vec<mpsc::Sender<Value>> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let label = label(i, target);
+            tokio::spawn(deliver_all(
+                rx,
+                http.clone(),
+                target.url.clone(),
+                label,
+                // PagerDuty's trigger must reach it before its resolve: one at a time.
+                if target.format == NotifyFormat::Pagerduty {
+                    1
+                } else {
+                    IN_FLIGHT
+                },
+            ));
+            tx
+        })
+        .collect();
     while let Some(job) = rx.recv().await {
-        for target in targets.iter() {
-            let Some(body) = payload(target, &job, &control) else {
-                continue;
-            };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (http, url) = (http.clone(), target.url.clone());
-            tokio::spawn(async move {
-                deliver(&http, &url, &body).await;
-                drop(slot);
-            });
+        for (i, target) in targets.iter().enumerate() {
+            if let Some(body) = payload(target, &job, &control)
+                && queues[i].try_send(body).is_err()
+            {
+                tracing::warn!(receiver = %label(i, target), "its queue is full; a page was dropped");
+            }
+        }
+    }
+}
+
+/// How logs name a receiver: its place and format, and its host, never its URL (a
+/// Slack webhook's path is its secret).
+fn label(i: usize, target: &NotifyConfig) -> String {
+    let host = url::Url::parse(&target.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    format!("[[notify]] #{} ({:?}, {host})", i + 1, target.format)
+}
+
+/// Delivers one receiver's pages, `at_once` at a time, in order when that is 1.
+async fn deliver_all(
+    mut rx: mpsc::Receiver<Value>,
+    http: reqwest::Client,
+    url: String,
+    label: String,
+    at_once: usize,
+) {
+    let slots = Arc::new(Semaphore::new(at_once));
+    while let Some(body) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (http, url, label) = (http.clone(), url.clone(), label.clone());
+        let delivery = async move {
+            deliver(&http, &url, &label, &body).await;
+            drop(slot);
+        };
+        if at_once == 1 {
+            delivery.await;
+        } else {
+            tokio::spawn(delivery);
         }
     }
 }
@@ -192,8 +243,16 @@ fn generic(n: &HeldNotice) -> Value {
     })
 }
 
-/// One line of what is held, for people.
+/// One line of what is held, for people. The target comes from the agent's arguments:
+/// control characters (a newline that would fake a second line) become spaces.
 fn summary(n: &HeldNotice) -> String {
+    summary_raw(n)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn summary_raw(n: &HeldNotice) -> String {
     let d = &n.decision;
     let target = d
         .target
@@ -220,16 +279,18 @@ fn how_to_act(n: &HeldNotice, control: &str) -> (String, String) {
 /// A Slack incoming-webhook message: `text` for notifications, blocks for the channel.
 fn slack(n: &HeldNotice, control: &str) -> Value {
     let (command, url) = how_to_act(n, control);
-    let text = summary(n);
+    // Escaped everywhere Slack reads mrkdwn, the notification's text included: `<!channel>`
+    // or a disguised link in a target must stay text.
+    let text = escape_mrkdwn(&summary(n));
     json!({
         "text": text,
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", escape_mrkdwn(&text))}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{text}*")}},
             {"type": "section", "fields": [
                 {"type": "mrkdwn", "text": format!("*Policy*\n{}", escape_mrkdwn(&n.decision.policy_ids.join(", ")))},
-                {"type": "mrkdwn", "text": format!("*Expires*\n{}", n.expires_at)},
+                {"type": "mrkdwn", "text": format!("*Expires*\n{}", escape_mrkdwn(&n.expires_at))},
                 {"type": "mrkdwn", "text": format!("*Reason*\n{}", escape_mrkdwn(&n.decision.reason))},
-                {"type": "mrkdwn", "text": format!("*Call*\n`{}`", n.call_id)},
+                {"type": "mrkdwn", "text": format!("*Call*\n`{}`", escape_mrkdwn(&n.call_id))},
             ]},
             {"type": "context", "elements": [
                 {"type": "mrkdwn", "text": format!("`{command}` in a shell, `:held` in `toolgate console`, or POST {url}")}
@@ -238,11 +299,20 @@ fn slack(n: &HeldNotice, control: &str) -> Value {
     })
 }
 
-/// Slack's mrkdwn control characters, as its docs ask them escaped.
+/// Slack's mrkdwn control characters, as its docs ask them escaped (so that text from an
+/// agent cannot link or mention: `<!channel>` stays text), and no line breaks.
 fn escape_mrkdwn(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A PagerDuty Events API v2 trigger, deduplicated by the hold's call id.
@@ -276,7 +346,7 @@ fn pagerduty_trigger(n: &HeldNotice, routing_key: &str, control: &str) -> Value 
     })
 }
 
-async fn deliver(http: &reqwest::Client, url: &str, body: &Value) {
+async fn deliver(http: &reqwest::Client, url: &str, label: &str, body: &Value) {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {
         let sent = http
@@ -288,14 +358,71 @@ async fn deliver(http: &reqwest::Client, url: &str, body: &Value) {
         match sent {
             Ok(resp) if resp.status().is_success() => return,
             Ok(resp) => {
-                tracing::warn!(%url, attempt, status = %resp.status(), "a page was refused")
+                tracing::warn!(receiver = %label, attempt, status = %resp.status(), "a page was refused")
             }
-            Err(e) => tracing::warn!(%url, attempt, error = %e, "a page's receiver is unreachable"),
+            // The error's text names the URL: only its kind is logged.
+            Err(e) => tracing::warn!(
+                receiver = %label,
+                attempt,
+                timeout = e.is_timeout(),
+                connect = e.is_connect(),
+                "a page's receiver is unreachable"
+            ),
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
     }
-    tracing::error!(%url, "a page was not delivered after {ATTEMPTS} attempts");
+    tracing::error!(receiver = %label, "a page was not delivered after {ATTEMPTS} attempts");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(target_id: &str) -> HeldNotice {
+        let decision: DecisionEvent = serde_json::from_value(json!({
+            "call_id": "01900000-0000-7000-8000-000000000001", "upstream": "py", "tool": "write_page",
+            "risk": "write", "identity": {"kind": "api_token", "name": "ci-bot", "groups": []},
+            "target": {"kind": "page", "id": target_id}, "workflow": null, "outcome": "hold",
+            "policy_ids": ["token-write-held"], "reason": "needs a person", "decision_us": 1,
+            "args": {"page_id": target_id, "body": "secret"}
+        }))
+        .unwrap();
+        HeldNotice {
+            call_id: decision.call_id.clone(),
+            decision,
+            expires_at: "2026-11-27T10:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_target_from_the_agent_cannot_mention_link_or_fake_a_line_in_slack() {
+        let message = slack(
+            &notice("x <!channel> <https://evil.example|click>\n*Approved by security*"),
+            "127.0.0.1:7801",
+        );
+        let all = message.to_string();
+        assert!(
+            !all.contains("<!channel>") && !all.contains("<https://evil"),
+            "{all}"
+        );
+        assert!(!all.contains("secret"), "no arguments: {all}");
+        let text = message["text"].as_str().unwrap();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    }
+
+    #[test]
+    fn logs_name_a_receiver_by_host_never_by_url() {
+        let target = NotifyConfig {
+            url: "https://hooks.slack.com/services/T000/B000/SECRETPATH".into(),
+            format: NotifyFormat::Slack,
+            routing_key: None,
+        };
+        let shown = label(0, &target);
+        assert_eq!(shown, "[[notify]] #1 (Slack, hooks.slack.com)");
+        assert!(!shown.contains("SECRETPATH"));
+    }
 }

@@ -786,3 +786,43 @@ async fn slack_gets_a_message_and_pagerduty_a_trigger_then_a_resolve_with_no_arg
     assert_eq!(received.lock().unwrap().len(), 3);
     assert_eq!(runs_of(&upstream, "MARK-PAGE"), 0);
 }
+
+#[tokio::test]
+async fn a_pagerduty_resolve_never_overtakes_its_trigger() {
+    // PagerDuty refuses the first event it gets (a hiccup), and accepts the rest.
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/pd",
+        axum::routing::post({
+            let (accepted, seen) = (accepted.clone(), seen.clone());
+            move |axum::Json(body): axum::Json<Value>| async move {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                accepted
+                    .lock()
+                    .unwrap()
+                    .push(body["event_action"].as_str().unwrap().to_owned());
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let addr = serve_local(app).await;
+    let (_upstream, gw) = setup(
+        &format!("\n[[notify]]\nurl = \"http://{addr}/pd\"\nformat = \"pagerduty\"\nrouting_key = \"K\"\n"),
+        30,
+    )
+    .await;
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "MARK-PD-ORDER", "x", json!({}));
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    // Denied at once, while the trigger waits for its retry.
+    assert_eq!(resolve(&gw, BOB, &call_id, "deny", None).await.0, 200);
+    client.await.unwrap();
+    let order = eventually("the trigger and the resolve", || async {
+        let got = accepted.lock().unwrap().clone();
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(order, ["trigger", "resolve"]);
+}

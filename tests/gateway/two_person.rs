@@ -161,3 +161,22 @@ async fn a_policy_that_asks_more_approvals_while_a_call_is_held_is_followed() {
     assert_eq!(result_text(&reply), "wrote TIGHT-1 (1 bytes)");
     assert_eq!(runs_of(&upstream, "TIGHT-1"), 1);
 }
+
+#[tokio::test]
+async fn toolgate_approve_says_a_first_approval_is_not_the_end() {
+    let (_upstream, gw) = setup_with_policy(30, &two_for_token_writes()).await;
+    let client = spawn_write_page(&gw, AGENT_TOKEN, "TWO-CLI", "x", json!({}));
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    // What `toolgate approve` prints for a person, from the API's answer.
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200);
+    let hold: toolgate::api::HoldView = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        toolgate::cli_output::resolution_line(&hold),
+        format!(
+            "approval 1 of 2 recorded for {} (token:ci-bot, py/write_page); still held: it needs 1 more from other operators (so far: bob)",
+            toolgate::api::short_id(&call_id)
+        )
+    );
+    client.abort();
+}
