@@ -299,6 +299,9 @@ fn default_hold_timeout_secs() -> u64 {
 fn default_approval_ttl_secs() -> u64 {
     900
 }
+/// The longest one extend may be: a week.
+const MAX_EXTEND_SECS: u64 = 7 * 24 * 3600;
+
 fn default_max_extend_secs() -> u64 {
     3600
 }
@@ -525,6 +528,11 @@ impl Config {
         }
         if g.store_timeout_ms == 0 {
             return Err("[gateway] store_timeout_ms must be greater than 0".into());
+        }
+        if g.max_extend_secs == 0 || g.max_extend_secs > MAX_EXTEND_SECS {
+            return Err(format!(
+                "[gateway] max_extend_secs must be from 1 to {MAX_EXTEND_SECS} (a week)"
+            ));
         }
         let location = self.store_location()?;
         if matches!(location, crate::gateway::store::Location::Postgres { .. })

@@ -795,6 +795,7 @@ impl Holds {
         let consumed = WriteOp::HoldResolved {
             call_id: call_id.clone(),
             approvers: Vec::new(),
+            due_by: None,
             from: HoldState::Approved,
             resolution: Resolution::Consumed,
             by: "client".into(),
@@ -878,11 +879,18 @@ impl Holds {
         // Past its expiry a hold cannot be approved, whether or not the expiry timer
         // has run yet: it expires now, and the operator hears so.
         if hold.expires_at <= Utc::now() {
-            let view = self
+            match self
                 .resolve(hold, call_id, Resolution::Expired, "toolgate", None)
-                .await?;
-            notify(hold, Verdict::Expired);
-            return Err(ResolveError::AlreadyResolved(Box::new(view)));
+                .await
+            {
+                Ok(view) => {
+                    notify(hold, Verdict::Expired);
+                    return Err(ResolveError::AlreadyResolved(Box::new(view)));
+                }
+                // Extended elsewhere meanwhile: `resolve` took the new time; go on.
+                Err(StoreError::HoldTaken(stored)) if stored.resolution.is_none() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let identity = &hold.call.identity;
         let own_token = identity.kind == IdentityKind::ApiToken
@@ -908,14 +916,23 @@ impl Holds {
         by: &str,
         reason: Option<String>,
     ) -> Result<HoldView, StoreError> {
+        // An expiry is of the expiry this replica knows: one extended elsewhere
+        // meanwhile is not expired (the store refuses, and its new time is taken).
+        let due_by = (resolution == Resolution::Expired).then(|| rfc3339(hold.expires_at));
         let committed = self
-            .commit_resolution(call_id, resolution, by, &reason)
+            .commit_resolution(call_id, resolution, by, &reason, due_by)
             .await;
         let committed = match committed {
             Ok(c) => c,
             Err(StoreError::HoldTaken(stored)) => {
                 // Resolved elsewhere first: memory takes that resolution, and the
-                // client waiting here (if any) hears it.
+                // client waiting here (if any) hears it. Still open (an expiry of a hold
+                // extended elsewhere): memory takes its new time.
+                if stored.resolution.is_none()
+                    && let Ok(at) = DateTime::parse_from_rfc3339(&stored.expires_at)
+                {
+                    hold.expires_at = hold.expires_at.max(at.with_timezone(&Utc));
+                }
                 self.apply_stored(hold, &stored);
                 return Err(StoreError::HoldTaken(stored));
             }
@@ -956,6 +973,7 @@ impl Holds {
         resolution: Resolution,
         by: &str,
         reason: &Option<String>,
+        due_by: Option<String>,
     ) -> Result<super::store::Committed, StoreError> {
         self.store
             .write_in_time(WriteOp::HoldResolved {
@@ -970,6 +988,7 @@ impl Holds {
                 by: by.to_owned(),
                 reason: reason.clone(),
                 approvers: Vec::new(),
+                due_by,
             })
             .await
     }

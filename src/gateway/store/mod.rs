@@ -153,6 +153,9 @@ pub enum WriteOp {
         reason: Option<String>,
         /// For a hold that needed several approvals: every approver, in order.
         approvers: Vec<String>,
+        /// For an expiry: the expiry the resolver knows; a hold whose stored expiry is
+        /// later (extended on another replica) does not expire.
+        due_by: Option<String>,
     },
     /// A new expiry for an unresolved hold, with `hold.extended`; refused with
     /// `HoldTaken` when it is resolved.

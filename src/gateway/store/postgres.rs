@@ -662,8 +662,14 @@ impl WriteConn for PgWrite {
         by: &str,
         reason: Option<&str>,
         now: &str,
+        due_by: Option<&str>,
     ) -> Result<bool, StoreError> {
         let sql = match from {
+            // An expiry only of a hold whose (perhaps extended) time is up.
+            HoldState::Unresolved if resolution == Resolution::Expired => {
+                "UPDATE holds SET resolution = $2, resolved_by = $3, reason = $4, resolved_at = $5
+                 WHERE call_id = $1 AND resolution IS NULL AND expires_at <= $6"
+            }
             HoldState::Unresolved => {
                 "UPDATE holds SET resolution = $2, resolved_by = $3, reason = $4, resolved_at = $5
                  WHERE call_id = $1 AND resolution IS NULL"
@@ -673,13 +679,20 @@ impl WriteConn for PgWrite {
                  WHERE call_id = $1 AND resolution = 'approved'"
             }
         };
-        let done = pg!(self, |c| sqlx::query(sql)
-            .bind(call_id)
-            .bind(resolution.as_str())
-            .bind(by)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *c))?;
+        let due = due_by.unwrap_or(now).to_owned();
+        let done = pg!(self, |c| {
+            let query = sqlx::query(sql)
+                .bind(call_id)
+                .bind(resolution.as_str())
+                .bind(by)
+                .bind(reason)
+                .bind(now);
+            if resolution == Resolution::Expired && from == HoldState::Unresolved {
+                query.bind(due).execute(&mut *c)
+            } else {
+                query.execute(&mut *c)
+            }
+        })?;
         Ok(done.rows_affected() == 1)
     }
 

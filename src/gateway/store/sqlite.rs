@@ -414,8 +414,14 @@ impl WriteConn for SqliteWrite {
         by: &str,
         reason: Option<&str>,
         now: &str,
+        due_by: Option<&str>,
     ) -> Result<bool, StoreError> {
         let sql = match from {
+            // An expiry only of a hold whose (perhaps extended) time is up.
+            HoldState::Unresolved if resolution == Resolution::Expired => {
+                "UPDATE holds SET resolution = ?2, resolved_by = ?3, reason = ?4, resolved_at = ?5
+                 WHERE call_id = ?1 AND resolution IS NULL AND expires_at <= ?6"
+            }
             HoldState::Unresolved => {
                 "UPDATE holds SET resolution = ?2, resolved_by = ?3, reason = ?4, resolved_at = ?5
                  WHERE call_id = ?1 AND resolution IS NULL"
@@ -425,13 +431,19 @@ impl WriteConn for SqliteWrite {
                  WHERE call_id = ?1 AND resolution = 'approved'"
             }
         };
-        let changed = self.conn.prepare_cached(sql)?.execute(params![
-            call_id,
-            resolution.as_str(),
-            by,
-            reason,
-            now
-        ])?;
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let changed = if resolution == Resolution::Expired && from == HoldState::Unresolved {
+            statement.execute(params![
+                call_id,
+                resolution.as_str(),
+                by,
+                reason,
+                now,
+                due_by.unwrap_or(now)
+            ])?
+        } else {
+            statement.execute(params![call_id, resolution.as_str(), by, reason, now])?
+        };
         Ok(changed == 1)
     }
 

@@ -288,6 +288,7 @@ fn resolve(call_id: &str, from: HoldState, resolution: Resolution, by: &str) -> 
         by: by.into(),
         reason: None,
         approvers: Vec::new(),
+        due_by: (resolution == Resolution::Expired).then(|| "2026-11-27T00:00:00.000Z".into()),
     }
 }
 
@@ -583,4 +584,48 @@ async fn a_commit_whose_answer_was_lost_is_looked_up_committed_or_not() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_hold_whose_time_is_not_up_in_the_store_does_not_expire() {
+    for (store, backend) in stores().await {
+        // Extended (on another replica, say) past now: an expiry of it is refused.
+        let mut hold = held("later");
+        hold.expires_at = "2999-01-01T00:00:00.000Z".into();
+        store
+            .write(WriteOp::HoldCreated(Box::new(hold)))
+            .await
+            .unwrap();
+        match store
+            .write(resolve(
+                "later",
+                HoldState::Unresolved,
+                Resolution::Expired,
+                "toolgate",
+            ))
+            .await
+        {
+            Err(StoreError::HoldTaken(now)) => {
+                assert_eq!(now.resolution, None, "{backend}");
+                assert_eq!(now.expires_at, "2999-01-01T00:00:00.000Z", "{backend}");
+            }
+            other => panic!("{backend}: {other:?}"),
+        }
+        // Its time up, it expires.
+        let mut hold = held("past");
+        hold.expires_at = "2001-01-01T00:00:00.000Z".into();
+        store
+            .write(WriteOp::HoldCreated(Box::new(hold)))
+            .await
+            .unwrap();
+        store
+            .write(resolve(
+                "past",
+                HoldState::Unresolved,
+                Resolution::Expired,
+                "toolgate",
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+    }
 }

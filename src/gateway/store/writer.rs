@@ -79,6 +79,9 @@ pub trait WriteConn: Send + 'static {
     fn insert_hold(&mut self, hold: &StoredHold) -> Result<(), StoreError>;
     /// Resolves a hold if it is still in `from`; false when it is not (another replica,
     /// or another request, resolved it first).
+    /// An expiry (`due_by` set) only of a hold whose stored expiry is at or before
+    /// `due_by`: one extended elsewhere meanwhile is not expired.
+    #[allow(clippy::too_many_arguments)]
     fn resolve_hold(
         &mut self,
         call_id: &str,
@@ -87,6 +90,7 @@ pub trait WriteConn: Send + 'static {
         by: &str,
         reason: Option<&str>,
         now: &str,
+        due_by: Option<&str>,
     ) -> Result<bool, StoreError>;
     fn hold(&mut self, call_id: &str) -> Result<Option<StoredHold>, StoreError>;
     /// Records `by`'s approval of a hold; false when `by` approved it already.
@@ -510,6 +514,7 @@ fn apply<C: WriteConn>(
                     &by,
                     reason.as_deref(),
                     now,
+                    None,
                 )? {
                     return Err(StoreError::Sql(format!(
                         "hold {call_id} was resolved in the middle of its last approval"
@@ -533,10 +538,19 @@ fn apply<C: WriteConn>(
             by,
             reason,
             approvers,
+            due_by,
         } => {
             // Conditional: of two resolutions racing (two approvers, two replicas), the
             // first to commit wins and the other learns how the hold ended.
-            if !conn.resolve_hold(&call_id, from, resolution, &by, reason.as_deref(), now)? {
+            if !conn.resolve_hold(
+                &call_id,
+                from,
+                resolution,
+                &by,
+                reason.as_deref(),
+                now,
+                due_by.as_deref(),
+            )? {
                 return Err(match conn.hold(&call_id)? {
                     Some(current) => StoreError::HoldTaken(Box::new(current)),
                     None => StoreError::NoSuchHold,
