@@ -483,10 +483,36 @@ pub fn may_resolve(approves: Option<&[String]>, upstream: &str, tool: &str) -> b
     let Some(scopes) = approves else {
         return true;
     };
-    let name = format!("{upstream}/{tool}");
-    scopes
-        .iter()
-        .any(|glob| wildmatch::WildMatch::new(glob).matches(&name))
+    // Each part on its own: `atl*/x` never reaches across the `/` into a tool name.
+    scopes.iter().any(|scope| match scope.split_once('/') {
+        Some((u, t)) => {
+            wildmatch::WildMatch::new(u).matches(upstream)
+                && wildmatch::WildMatch::new(t).matches(tool)
+        }
+        None => false,
+    })
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::may_resolve;
+
+    #[test]
+    fn a_scope_matches_upstream_and_tool_each_on_its_own() {
+        let scopes = vec!["jira/*".to_owned(), "git*/merge_*".to_owned()];
+        let may = |u, t| may_resolve(Some(&scopes), u, t);
+        assert!(may("jira", "delete_issue"));
+        assert!(may("github", "merge_pr"));
+        assert!(!may("github", "push"));
+        assert!(!may("jira2", "x"), "the upstream part is whole");
+        assert!(
+            !may_resolve(Some(&["*".to_owned()]), "a", "b"),
+            "no part, no match"
+        );
+        assert!(may_resolve(Some(&["*/*".to_owned()]), "a", "b"));
+        assert!(may_resolve(None, "a", "b"), "unset: everything");
+        assert!(!may_resolve(Some(&[]), "a", "b"), "empty: nothing");
+    }
 }
 
 /// The body of an approve or deny.

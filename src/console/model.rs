@@ -341,6 +341,11 @@ impl Model {
                 if let Some(call) = call
                     && self.hold(&call_id).is_none()
                 {
+                    // The bell is for holds this operator may resolve.
+                    let theirs = self
+                        .me
+                        .as_ref()
+                        .is_none_or(|me| me.may_resolve(&call.upstream, &call.tool));
                     self.holds.push(HoldView {
                         call_id,
                         phase,
@@ -353,7 +358,7 @@ impl Model {
                         approvals: Vec::new(),
                     });
                     self.sort_holds();
-                    applied.new_hold = true;
+                    applied.new_hold = theirs;
                 }
             }
             EventBody::HoldPhaseChanged { call_id, phase } => {

@@ -1050,13 +1050,32 @@ fn holds_outside_what_the_operator_may_resolve_are_hidden_and_refused() {
     })));
     // Only jira's hold is in jo's queue, and counted.
     assert_eq!(app.pending_count(), 1);
+    // A new hold jo cannot resolve rings no bell; one jo can, does.
+    app.ring_bell = false;
+    feed(
+        &mut app,
+        [
+            decision(5, "hold", "merge_pr"),
+            hold_created(6, 5, "2099-01-01T00:02:00.000Z"),
+        ],
+    );
+    assert!(!app.ring_bell);
+    feed(
+        &mut app,
+        [
+            decision(7, "hold", "jira_delete_issue"),
+            hold_created(8, 7, "2099-01-01T00:03:00.000Z"),
+        ],
+    );
+    assert!(app.ring_bell);
+    assert_eq!(app.pending_count(), 2);
     app.on_key(ch(':'));
     typed(&mut app, "held");
     app.on_key(key(KeyCode::Enter));
     let shown = screen(&render(&app, 120, 30)).join("\n");
     assert!(shown.contains("jira_create_issue"), "{shown}");
     assert!(!shown.contains("merge_pr"), "{shown}");
-    assert!(shown.contains("held: 1"), "{shown}");
+    assert!(shown.contains("held: 2"), "{shown}");
     // In the live view, the other call's row is there, and a/d say why not.
     app.on_key(ch(':'));
     typed(&mut app, "live");
