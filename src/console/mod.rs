@@ -364,10 +364,7 @@ struct Screen {
 impl Screen {
     fn take(mouse: bool) -> Screen {
         let terminal = ratatui::init();
-        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableFocusChange);
-        if mouse {
-            let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
-        }
+        report_focus_and_mouse(mouse);
         Screen { terminal, mouse }
     }
 }
@@ -375,6 +372,14 @@ impl Screen {
 impl Drop for Screen {
     fn drop(&mut self) {
         leave_screen(self.mouse);
+    }
+}
+
+/// Asks the terminal to report focus changes, and the mouse when it is wanted.
+fn report_focus_and_mouse(mouse: bool) {
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableFocusChange);
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
     }
 }
 
@@ -390,14 +395,8 @@ fn leave_screen(mouse: bool) {
 /// Takes the terminal again after the editor had it, and draws everything anew.
 fn enter_screen(terminal: &mut DefaultTerminal, mouse: bool) {
     let _ = crossterm::terminal::enable_raw_mode();
-    let _ = crossterm::execute!(
-        std::io::stdout(),
-        crossterm::terminal::EnterAlternateScreen,
-        crossterm::event::EnableFocusChange
-    );
-    if mouse {
-        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
-    }
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen);
+    report_focus_and_mouse(mouse);
     // A blank frame first, so the next one is drawn whole over the fresh screen.
     // (`Terminal::clear` asks the terminal where its cursor is first, and gives up
     // without forgetting the old frame when the answer is slow.)

@@ -64,8 +64,17 @@ impl Notifier {
         }
     }
 
-    /// Queues the pages for a new hold without waiting.
-    pub fn held(&self, notice: HeldNotice) {
+    /// Queues the pages for a new hold without waiting; nothing is copied when no
+    /// receiver is configured.
+    pub fn held(&self, decision: &DecisionEvent, expires_at: &str) {
+        if self.tx.is_none() {
+            return;
+        }
+        let notice = HeldNotice {
+            call_id: decision.call_id.clone(),
+            decision: decision.clone(),
+            expires_at: expires_at.to_owned(),
+        };
         if self.pagerduty {
             let mut paged = self.paged.lock().expect("paged lock");
             if paged.len() < OPEN_PAGES {

@@ -121,6 +121,11 @@ async fn prime(gw: &GatewayProc) {
     .await;
 }
 
+/// A control API client of `gw` as bob, the admin.
+fn admin(gw: &GatewayProc) -> toolgate::client::ControlClient {
+    toolgate::client::ControlClient::new(&format!("http://{}", gw.control), BOB).unwrap()
+}
+
 /// The open hold whose call wrote `page`, once `gw` knows of it.
 async fn hold_for(gw: &GatewayProc, page: &str) -> Value {
     eventually(
@@ -346,9 +351,6 @@ async fn a_class_edit_and_a_policy_push_on_one_replica_are_in_force_on_the_other
     };
     let [a, b, c] = &cluster.replicas[..] else {
         unreachable!()
-    };
-    let admin = |gw: &GatewayProc| {
-        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), BOB).unwrap()
     };
     // write_page is a write, held for an API token; set to read on A.
     let tools = admin(a).tools().await.unwrap();
@@ -764,12 +766,7 @@ async fn a_replica_that_cannot_apply_a_change_denies_until_it_has_and_then_tells
     let (status, body) = resolve(a, BOB, &call_id, "deny", Some("while out of step")).await;
     assert_eq!(status, 200, "{body}");
     // A version it can compile: both replicas step back in, and the client hears the deny.
-    let current = toolgate::client::ControlClient::new(&format!("http://{}", a.control), BOB)
-        .unwrap()
-        .policy_version(1)
-        .await
-        .unwrap()
-        .text;
+    let current = admin(a).policy_version(1).await.unwrap().text;
     store_policy_behind_the_gateways(&cluster.url, &current).await;
     let text = tokio::time::timeout(Duration::from_secs(15), client)
         .await
@@ -978,14 +975,10 @@ async fn a_two_person_hold_takes_its_approvals_on_different_replicas() {
     let [a, b, waiting] = &cluster.replicas[..] else {
         unreachable!()
     };
-    let admin =
-        toolgate::client::ControlClient::new(&format!("http://{}", a.control), BOB).unwrap();
-    let text = format!(
-        "{}\n@id(\"two-for-token-writes\")\n@outcome(\"hold\")\n@approvals(\"2\")\n\
-         permit (principal is Token, action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"write\" }};\n",
-        toolgate::gateway::policy::DEFAULT_POLICY
-    );
-    admin.put_policy(&text, None, None).await.unwrap();
+    admin(a)
+        .put_policy(&crate::two_person::two_for_token_writes(), None, None)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let client = spawn_write_page(waiting, AGENT_TOKEN, "TWO-REPLICAS", "x", json!({}));
     let hold = hold_for(a, "TWO-REPLICAS").await;
@@ -1042,14 +1035,10 @@ async fn two_first_approvals_on_two_replicas_at_once_complete_a_two_person_hold(
     let [a, b, waiting] = &cluster.replicas[..] else {
         unreachable!()
     };
-    let admin =
-        toolgate::client::ControlClient::new(&format!("http://{}", a.control), BOB).unwrap();
-    let text = format!(
-        "{}\n@id(\"two-for-token-writes\")\n@outcome(\"hold\")\n@approvals(\"2\")\n\
-         permit (principal is Token, action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"write\" }};\n",
-        toolgate::gateway::policy::DEFAULT_POLICY
-    );
-    admin.put_policy(&text, None, None).await.unwrap();
+    admin(a)
+        .put_policy(&crate::two_person::two_for_token_writes(), None, None)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     for round in 0..5 {
         let page = format!("TWO-AT-ONCE-{round}");

@@ -11,7 +11,7 @@ use crate::holds::{ALICE, BOB, CAROL, DAVE, resolve, runs_of, setup_with_policy,
 use crate::support::*;
 
 /// The default policy, and two approvals for an API token's writes.
-fn two_for_token_writes() -> String {
+pub(crate) fn two_for_token_writes() -> String {
     format!(
         "{}\n@id(\"two-for-token-writes\")\n@outcome(\"hold\")\n@approvals(\"2\")\n@reason(\"a token's write needs two operators\")\n\
          permit (principal is Token, action == Action::\"call_tool\", resource)\nwhen {{ resource.risk == \"write\" }};\n",

@@ -109,7 +109,6 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
     );
     let ttl = chrono::Duration::seconds(gw.config.gateway.approval_ttl_secs as i64);
     let call_id = decision.call_id.clone();
-    let notice = decision.clone();
     let new = holds::NewHold {
         call: holds::HeldCall {
             identity: post.identity.clone(),
@@ -131,6 +130,7 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
     let (verdict, expires_at) = match created {
         Ok(created) => {
             note_decided(gw, &principal, &created.decision);
+            gw.notifier.held(&created.decision, &created.expires_at);
             (created.verdict, created.expires_at)
         }
         Err(holds::CreateError::Refused(denied)) => {
@@ -143,11 +143,6 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
             return deny_response(&post.message, "toolgate: audit store unavailable");
         }
     };
-    gw.notifier.held(super::super::notify::HeldNotice {
-        call_id: call_id.clone(),
-        decision: notice,
-        expires_at: expires_at.clone(),
-    });
     held_stream::respond(
         gw.clone(),
         held_stream::HeldRequest {

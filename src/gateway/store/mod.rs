@@ -268,6 +268,15 @@ pub struct StoredHold {
     pub approvals: Vec<crate::api::HoldApproval>,
 }
 
+/// An approval from a row's columns, each read as text by name (both backends).
+fn approval_of(get: impl Fn(&str) -> Option<String>) -> crate::api::HoldApproval {
+    crate::api::HoldApproval {
+        by: get("by").unwrap_or_default(),
+        at: get("at").unwrap_or_default(),
+        reason: get("reason"),
+    }
+}
+
 impl StoredHold {
     /// From a row's columns, each read as text by name.
     fn from_text(get: impl Fn(&str) -> Option<String>) -> StoredHold {
@@ -628,7 +637,11 @@ impl Store {
     /// Holds that can still matter: unresolved, or approved and not yet run.
     pub async fn open_holds(&self) -> Result<Vec<StoredHold>, StoreError> {
         let mut holds = read!(&self.readers, open_holds())?;
-        let mut approvals = read!(&self.readers, open_approvals())?;
+        let mut approvals: std::collections::HashMap<String, Vec<crate::api::HoldApproval>> =
+            Default::default();
+        for (call_id, approval) in read!(&self.readers, open_approvals())? {
+            approvals.entry(call_id).or_default().push(approval);
+        }
         for hold in &mut holds {
             hold.approvals = approvals.remove(&hold.call_id).unwrap_or_default();
         }

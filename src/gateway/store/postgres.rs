@@ -912,10 +912,10 @@ pub async fn session_owner(
     .await?)
 }
 
-/// The approvals of every open hold, by call id, oldest first.
+/// The approvals of every open hold, oldest first, as (call id, approval).
 pub async fn open_approvals(
     pool: &PgPool,
-) -> Result<std::collections::HashMap<String, Vec<crate::api::HoldApproval>>, StoreError> {
+) -> Result<Vec<(String, crate::api::HoldApproval)>, StoreError> {
     let rows = sqlx::query(
         "SELECT a.call_id AS call_id, a.\"by\" AS by, a.at AS at, a.reason AS reason
          FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
@@ -923,19 +923,15 @@ pub async fn open_approvals(
     )
     .fetch_all(pool)
     .await?;
-    let mut by_call: std::collections::HashMap<String, Vec<crate::api::HoldApproval>> =
-        Default::default();
-    for r in &rows {
-        by_call
-            .entry(r.get("call_id"))
-            .or_default()
-            .push(crate::api::HoldApproval {
-                by: r.get("by"),
-                at: r.get("at"),
-                reason: r.get("reason"),
-            });
-    }
-    Ok(by_call)
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("call_id"),
+                super::approval_of(|c| r.try_get(c).ok().flatten()),
+            )
+        })
+        .collect())
 }
 
 pub async fn approvals_of(
@@ -950,11 +946,7 @@ pub async fn approvals_of(
     .await?;
     Ok(rows
         .iter()
-        .map(|r| crate::api::HoldApproval {
-            by: r.get("by"),
-            at: r.get("at"),
-            reason: r.get("reason"),
-        })
+        .map(|r| super::approval_of(|c| r.try_get(c).ok().flatten()))
         .collect())
 }
 

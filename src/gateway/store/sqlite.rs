@@ -622,10 +622,10 @@ pub async fn open_holds(pool: &SqlitePool) -> Result<Vec<StoredHold>, StoreError
     Ok(rows.iter().map(stored_hold).collect())
 }
 
-/// The approvals of every open hold, by call id, oldest first.
+/// The approvals of every open hold, oldest first, as (call id, approval).
 pub async fn open_approvals(
     pool: &SqlitePool,
-) -> Result<std::collections::HashMap<String, Vec<crate::api::HoldApproval>>, StoreError> {
+) -> Result<Vec<(String, crate::api::HoldApproval)>, StoreError> {
     let rows = sqlx::query(
         "SELECT a.call_id AS call_id, a.by AS by, a.at AS at, a.reason AS reason
          FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
@@ -633,37 +633,30 @@ pub async fn open_approvals(
     )
     .fetch_all(pool)
     .await?;
-    let mut by_call: std::collections::HashMap<String, Vec<crate::api::HoldApproval>> =
-        Default::default();
-    for r in &rows {
-        by_call
-            .entry(r.get("call_id"))
-            .or_default()
-            .push(crate::api::HoldApproval {
-                by: r.get("by"),
-                at: r.get("at"),
-                reason: r.get("reason"),
-            });
-    }
-    Ok(by_call)
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("call_id"),
+                super::approval_of(|c| r.try_get(c).ok().flatten()),
+            )
+        })
+        .collect())
 }
 
 pub async fn approvals_of(
     pool: &SqlitePool,
     call_id: &str,
 ) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
-    let rows =
-        sqlx::query("SELECT by, at, reason FROM hold_approvals WHERE call_id = ?1 ORDER BY at")
-            .bind(call_id)
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT by AS by, at, reason FROM hold_approvals WHERE call_id = ?1 ORDER BY at",
+    )
+    .bind(call_id)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .iter()
-        .map(|r| crate::api::HoldApproval {
-            by: r.get("by"),
-            at: r.get("at"),
-            reason: r.get("reason"),
-        })
+        .map(|r| super::approval_of(|c| r.try_get(c).ok().flatten()))
         .collect())
 }
 
