@@ -22,6 +22,7 @@ async fn follow(gw: Arc<Gateway>) {
     let (mut events, _) = gw.store.subscribe();
     // What was committed before this task subscribed is read from the store once.
     let mut behind = resync(&gw).await.err();
+    let mut catalog_stale = false;
     loop {
         // Out of step: calls are denied and /readyz says why, until a resync succeeds.
         gw.set_out_of_step(behind.as_ref().map(|e| e.to_string()));
@@ -43,6 +44,12 @@ async fn follow(gw: Arc<Gateway>) {
             // Events that arrive while behind are covered by the resync that ends it.
             Ok(_) if behind.is_some() => Ok(()),
             Ok(published) => match serde_json::from_str::<Event>(&published.json) {
+                Ok(event) if touches_catalog(&event.body) => {
+                    // A listing of many tools is many events: the catalog is read again
+                    // once the burst is through, not once per tool.
+                    catalog_stale = true;
+                    Ok(())
+                }
                 Ok(event) => apply(&gw, event).await,
                 // A newer replica's event kind: nothing here depends on it.
                 Err(_) => Ok(()),
@@ -56,6 +63,13 @@ async fn follow(gw: Arc<Gateway>) {
                 resync(&gw).await
             }
             Err(RecvError::Closed) => return,
+        };
+        let outcome = match outcome {
+            Ok(()) if catalog_stale && events.is_empty() => {
+                catalog_stale = false;
+                gw.catalog.reload().await.map_err(anyhow::Error::from)
+            }
+            other => other,
         };
         if let Err(e) = outcome {
             tracing::error!(error = %e, "cannot apply another replica's change; reading the store's state again");
@@ -109,12 +123,19 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
                 .await
         }
         EventBody::PolicyChanged { version, .. } => catch_up_policy(gw, version).await?,
-        EventBody::RiskChanged { .. }
-        | EventBody::ToolDiscovered(_)
-        | EventBody::ToolChanged { .. } => gw.catalog.reload().await?,
         _ => {}
     }
     Ok(())
+}
+
+/// Whether an event changes the catalog (a class, a listing).
+fn touches_catalog(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::RiskChanged { .. }
+            | EventBody::ToolDiscovered(_)
+            | EventBody::ToolChanged { .. }
+    )
 }
 
 /// Everything this replica copies, read from the store again.
