@@ -105,6 +105,7 @@ fn held_decision(identity: &Identity, args: &Map<String, Value>) -> DecisionEven
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        grant: None,
     }
 }
 
@@ -184,7 +185,7 @@ async fn holds_in_process(n: usize) {
     let started = Instant::now();
     for view in &open {
         holds
-            .approve(&view.call_id, &approver, None, still_held)
+            .approve(&view.call_id, &approver, None, None, still_held)
             .await
             .unwrap();
     }

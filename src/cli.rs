@@ -128,7 +128,7 @@ pub enum Command {
         #[arg(long, value_enum)]
         output: Option<OutputFormat>,
     },
-    /// Approve a held call; it runs once.
+    /// Approve a held call; it runs once (and, with --grant-for, its like for a time).
     Approve {
         #[command(flatten)]
         control: ControlArgs,
@@ -138,6 +138,14 @@ pub enum Command {
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Also let the same identity's like calls through for this long (15m, 1h), at
+        /// most the gateway's max_grant_secs: a grant.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        grant_for: Option<chrono::Duration>,
+        /// What the grant lets through: identical calls (same exact arguments), or calls
+        /// of the same tool with any arguments that the policy would hold.
+        #[arg(long, value_enum, default_value = "identical", requires = "grant_for")]
+        grant_scope: GrantScopeArg,
     },
     /// Deny a held call.
     Deny {
@@ -303,6 +311,22 @@ pub enum PolicyCommand {
         /// The version to compare to.
         v2: u64,
     },
+}
+
+/// What `--grant-scope` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GrantScopeArg {
+    Identical,
+    Tool,
+}
+
+impl From<GrantScopeArg> for crate::api::GrantScope {
+    fn from(s: GrantScopeArg) -> Self {
+        match s {
+            GrantScopeArg::Identical => crate::api::GrantScope::Identical,
+            GrantScopeArg::Tool => crate::api::GrantScope::Tool,
+        }
+    }
 }
 
 /// `30m`, `2h`, `7d` (or `45s`) as a duration, for `--since`.

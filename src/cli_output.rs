@@ -52,6 +52,17 @@ pub fn resolution_line(hold: &HoldView) -> String {
     if let Some(reason) = &hold.reason {
         line.push_str(&format!(": {}", printable(reason)));
     }
+    if let Some(grant) = &hold.grant {
+        line.push_str(&format!(
+            "; {} until {}",
+            printable(&grant.label()),
+            printable(&grant.expires_at)
+        ));
+    } else if hold.resolution == Some(crate::api::Resolution::Approved)
+        && hold.approvals.iter().any(|a| a.grant.is_some())
+    {
+        line.push_str("; no grant: not every approval asked for the same one");
+    }
     line
 }
 
@@ -533,6 +544,18 @@ fn summary(body: &EventBody, now: DateTime<Utc>) -> String {
                 s.push_str(&format!(": {}", printable(note)));
             }
             s
+        }
+        EventBody::GrantCreated(g) => format!(
+            "{} {} of {} {} for {} until {}",
+            short_id(&g.call_id),
+            printable(&g.label()),
+            identity_label(&g.identity),
+            tool_label(&g.upstream, &g.tool),
+            g.scope.as_str(),
+            clock(&g.expires_at, now),
+        ),
+        EventBody::GrantRevoked { id, by } => {
+            format!("grant {} revoked by {}", short_id(id), printable(by))
         }
         EventBody::StoreRecovered { denied_unlogged } => {
             format!("{denied_unlogged} calls denied while the store could not commit")

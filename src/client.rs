@@ -380,6 +380,22 @@ impl ControlClient {
         self.get(self.api("/me")).await
     }
 
+    /// The active grants.
+    pub async fn grants(&self) -> Result<crate::api::GrantList, ClientError> {
+        self.get(self.api("/grants")).await
+    }
+
+    /// Revokes a grant.
+    pub async fn revoke_grant(&self, id: &str) -> Result<crate::api::Grant, ClientError> {
+        let resp = self
+            .http
+            .delete(self.api(&format!("/grants/{id}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
     pub async fn holds(&self) -> Result<Listed<HoldView>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Page {
@@ -405,19 +421,20 @@ impl ControlClient {
         Self::json(resp).await
     }
 
-    /// Approves (or denies) a hold.
+    /// Approves (or denies) a hold; an approval may make a grant.
     pub async fn resolve(
         &self,
         call_id: &str,
         approve: bool,
         reason: Option<String>,
+        grant: Option<crate::api::GrantRequest>,
     ) -> Result<HoldView, ClientError> {
         let verb = if approve { "approve" } else { "deny" };
         let resp = self
             .http
             .post(self.api(&format!("/holds/{call_id}/{verb}")))
             .bearer_auth(&self.token)
-            .json(&ResolveRequest { reason })
+            .json(&ResolveRequest { reason, grant })
             .send()
             .await?;
         Self::json(resp).await

@@ -103,6 +103,9 @@ pub struct GatewaySection {
     /// The most one extend of a pending hold may add (`POST .../extend`).
     #[serde(default = "default_max_extend_secs")]
     pub max_extend_secs: u64,
+    /// The longest grant an approval may make (`{"grant": {"for_secs": N}}`).
+    #[serde(default = "default_max_grant_secs")]
+    pub max_grant_secs: u64,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// The most of an upstream answer the gateway reads whole (a filtered tools/list,
@@ -303,6 +306,12 @@ fn default_approval_ttl_secs() -> u64 {
 const MAX_EXTEND_SECS: u64 = 7 * 24 * 3600;
 
 fn default_max_extend_secs() -> u64 {
+    3600
+}
+/// The longest grant may be: a week, like an extend.
+const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
+
+fn default_max_grant_secs() -> u64 {
     3600
 }
 fn default_max_body_bytes() -> usize {
@@ -532,6 +541,11 @@ impl Config {
         if g.max_extend_secs == 0 || g.max_extend_secs > MAX_EXTEND_SECS {
             return Err(format!(
                 "[gateway] max_extend_secs must be from 1 to {MAX_EXTEND_SECS} (a week)"
+            ));
+        }
+        if g.max_grant_secs == 0 || g.max_grant_secs > MAX_GRANT_SECS {
+            return Err(format!(
+                "[gateway] max_grant_secs must be from 1 to {MAX_GRANT_SECS} (a week)"
             ));
         }
         let location = self.store_location()?;

@@ -122,12 +122,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control,
             call_id,
             reason,
-        } => resolve(&control, &call_id, true, reason),
+            grant_for,
+            grant_scope,
+        } => {
+            let grant = grant_for.map(|d| toolgate::api::GrantRequest {
+                for_secs: d.num_seconds().max(0) as u64,
+                scope: grant_scope.into(),
+            });
+            resolve(&control, &call_id, Some(grant), reason)
+        }
         Command::Deny {
             control,
             call_id,
             reason,
-        } => resolve(&control, &call_id, false, reason),
+        } => resolve(&control, &call_id, None, reason),
         Command::Policy { command } => runtime()?.block_on(policy(command)),
         Command::Keygen { output } => {
             toolgate::gateway::keys::DeploymentKey::generate().write_new(&output)?;
@@ -316,14 +324,16 @@ async fn events(
     }
 }
 
-/// Approves or denies a hold named by its call id, or by part of it as `pick_hold` finds
-/// it among the pending holds; a race lost to someone else says who won and how.
+/// Approves (`Some(grant)`, perhaps with a grant) or denies (`None`) a hold named by its
+/// call id, or by part of it as `pick_hold` finds it among the pending holds; a race lost
+/// to someone else says who won and how.
 fn resolve(
     control: &ControlArgs,
     call_id: &str,
-    approve: bool,
+    approving: Option<Option<toolgate::api::GrantRequest>>,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
+    let approve = approving.is_some();
     runtime()?.block_on(async {
         let client = ControlClient::new(&control.gateway, &control.token)?;
         let call_id = match CallIdArg::parse(call_id).map_err(anyhow::Error::msg)? {
@@ -362,7 +372,10 @@ fn resolve(
             })
         };
         let mut out = std::io::stdout().lock();
-        match client.resolve(&call_id, approve, reason).await {
+        match client
+            .resolve(&call_id, approve, reason, approving.flatten())
+            .await
+        {
             Ok(hold) => {
                 print_line(&mut out, &shown(&hold)?)?;
                 Ok(())

@@ -171,6 +171,9 @@ pub enum EventBody {
         /// How many approvals it has now, and how many it needs.
         approvals: u32,
         required: u32,
+        /// The grant this approval asked for, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<GrantRequest>,
     },
     /// An operator gave a pending hold more time before it expires (as a deny).
     #[serde(rename = "hold.extended")]
@@ -223,6 +226,13 @@ pub enum EventBody {
     /// A shadow policy was installed (`sha256`) or removed (`null`).
     #[serde(rename = "policy.shadow")]
     ShadowChanged { sha256: Option<String>, by: String },
+    /// An approval came with a grant: the identity's identical calls (or calls of the
+    /// tool) that the policy would hold run without a hold until it expires.
+    #[serde(rename = "grant.created")]
+    GrantCreated(Grant),
+    /// A grant was revoked before its time: it lets nothing through from now on.
+    #[serde(rename = "grant.revoked")]
+    GrantRevoked { id: String, by: String },
 }
 
 impl EventBody {
@@ -241,6 +251,8 @@ impl EventBody {
             EventBody::PolicyChanged { .. } => "policy.changed",
             EventBody::StoreRecovered { .. } => "store.recovered",
             EventBody::ShadowChanged { .. } => "policy.shadow",
+            EventBody::GrantCreated(_) => "grant.created",
+            EventBody::GrantRevoked { .. } => "grant.revoked",
         }
     }
 
@@ -288,6 +300,10 @@ pub struct DecisionEvent {
     /// For a hold: how many operators must approve it (`@approvals("N")`); 1 otherwise.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub approvals_required: u32,
+    /// For a call the policy held that a grant let run: the grant's id (its reason
+    /// names the grant too). The policy held it; the grant decided it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 fn one() -> u32 {
@@ -305,6 +321,100 @@ pub struct HoldApproval {
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The grant this approval asked for: a hold that needs several approvals becomes a
+    /// grant only when every approval asked for the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantRequest>,
+}
+
+/// What a grant lets through besides the approved call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantScope {
+    /// The same identity's identical calls: same upstream, tool and exact canonical
+    /// arguments.
+    Identical,
+    /// The same identity's calls of the same tool, with any arguments, that the policy
+    /// would hold (never one it denies).
+    Tool,
+}
+
+impl GrantScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantScope::Identical => "identical",
+            GrantScope::Tool => "tool",
+        }
+    }
+}
+
+/// An approver's ask to turn an approval into a grant: `{"for_secs": 900, "scope": "identical"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// How long it lasts, from the approval; at most `[gateway] max_grant_secs`.
+    pub for_secs: u64,
+    pub scope: GrantScope,
+}
+
+/// A time-boxed grant, as the API and events show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub scope: GrantScope,
+    /// Whose calls it lets through: the held call's identity.
+    pub identity: IdentityRef,
+    pub upstream: String,
+    pub tool: String,
+    /// For scope `identical`: the keyed hash of the exact call (identity, upstream,
+    /// tool, canonical arguments). It reveals nothing of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_hash: Option<String>,
+    /// The held call whose approval made it.
+    pub call_id: String,
+    /// Who approved, in order. A grant covers only calls that need at most this many
+    /// approvals: one approver's grant never stands in for a two-person rule.
+    pub approvers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub for_secs: u64,
+    pub created_at: String,
+    pub expires_at: String,
+    /// How many calls it has let through.
+    #[serde(default)]
+    pub uses: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+impl Grant {
+    /// Whether it lets calls through at `now`.
+    pub fn is_active(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.revoked_at.is_none()
+            && chrono::DateTime::parse_from_rfc3339(&self.expires_at).is_ok_and(|at| at > now)
+    }
+
+    /// How reasons and logs name it: `grant 1a2b3c4d (tool of jira/delete_issue, by alice)`.
+    pub fn label(&self) -> String {
+        format!(
+            "grant {} ({} of {}/{}, by {})",
+            short_id(&self.id),
+            self.scope.as_str(),
+            self.upstream,
+            self.tool,
+            self.approvers.join(" and ")
+        )
+    }
+}
+
+/// `GET /api/v1/grants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantList {
+    pub grants: Vec<Grant>,
 }
 
 impl ShadowView {
@@ -448,6 +558,9 @@ pub struct HoldView {
     /// (`call.approvals_required`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<HoldApproval>,
+    /// The grant its approval made, if it asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
 }
 
 /// The body of `POST /api/v1/holds/{call_id}/extend`.
@@ -521,6 +634,10 @@ mod scope_tests {
 pub struct ResolveRequest {
     #[serde(default)]
     pub reason: Option<String>,
+    /// On an approve: also let through, for a time, the same identity's identical calls
+    /// or calls of the same tool that the policy would hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantRequest>,
 }
 
 /// The control API's error body: `{"error": {"code": ..., "message": ...}}`, with the

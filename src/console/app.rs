@@ -18,7 +18,8 @@ use super::popups::draft::{
 use super::popups::picker::{Picked, Picker};
 use super::popups::prompt::{Prompt, PromptKind};
 use super::popups::reclassify::{Preview, Reclassify};
-use super::text::{fit_words, short};
+use super::popups::revoke::Revoke;
+use super::text::{clock, fit_words, short};
 use super::views::held::Held;
 use super::views::live::Live;
 use super::views::tools::{LastEdit, Tools};
@@ -78,6 +79,13 @@ pub enum NetEvent {
     /// The newest decisions, newest first, as `GET /decisions` gave them.
     Backfill(Vec<DecisionRecord>),
     Holds(Vec<HoldView>),
+    /// The active grants, as `GET /grants` gave them.
+    Grants(Vec<crate::api::Grant>),
+    /// The answer to a revoke: the grant as revoked, or why not.
+    Revoked {
+        id: String,
+        outcome: Result<Box<crate::api::Grant>, String>,
+    },
     Connected {
         store_id: String,
     },
@@ -218,6 +226,8 @@ pub enum Command {
         call_id: String,
         approve: bool,
         reason: Option<String>,
+        /// On an approval: the grant the operator asked for.
+        grant: Option<crate::api::GrantRequest>,
     },
     FetchTools,
     SetRisk {
@@ -258,6 +268,10 @@ pub enum Command {
         id: u64,
         text: String,
     },
+    /// The active grants, for the grants view.
+    FetchGrants,
+    /// Revoke a grant.
+    RevokeGrant(String),
     /// Give a pending hold more time before it expires.
     Extend {
         call_id: String,
@@ -283,6 +297,7 @@ pub enum Mode {
     ClassPicker(Picker),
     Reclassify(Box<Reclassify>),
     Draft(Box<Draft>),
+    Revoke(Box<super::popups::revoke::Revoke>),
 }
 
 /// The answers a bulk decision still waits for, to sum them up in one line.
@@ -304,6 +319,7 @@ pub struct App {
     pub live: Live,
     pub held: Held,
     pub tools: Tools,
+    pub grants: super::views::grants::Grants,
     pub policy: super::views::policy::PolicyState,
     pub detail: bool,
     /// How far the details are scrolled (PgUp/PgDn while they are open).
@@ -357,6 +373,7 @@ impl App {
             model: Model::new(ring_size),
             live: Live::default(),
             held: Held::default(),
+            grants: Default::default(),
             tools: Tools::default(),
             policy: Default::default(),
             detail: false,
@@ -418,7 +435,7 @@ impl App {
             View::Live => Some(&self.live.filter),
             View::Held => Some(&self.held.filter),
             View::Tools => Some(&self.tools.filter),
-            View::Stats | View::Policy => None,
+            View::Stats | View::Policy | View::Grants => None,
         }
     }
 
@@ -470,9 +487,9 @@ impl App {
     pub fn actions(&self) -> Vec<Action> {
         match &self.mode {
             Mode::Normal => self.view_actions(),
-            Mode::Confirm(_) | Mode::Reclassify(_) => {
-                self.asking().map(|a| a.actions()).unwrap_or_default()
-            }
+            Mode::Confirm(c) => c.actions(),
+            Mode::Reclassify(_) => self.asking().map(|a| a.actions()).unwrap_or_default(),
+            Mode::Revoke(r) => r.actions(),
             Mode::Draft(draft) => draft.actions(),
             Mode::ClassPicker(_) => Picker::actions(),
             Mode::Prompt(_) | Mode::Help => Vec::new(),
@@ -505,6 +522,7 @@ impl App {
             Mode::Confirm(c) => Some(&c.ask),
             Mode::Reclassify(r) => Some(&r.ask),
             Mode::Draft(d) => Some(&d.ask),
+            Mode::Revoke(r) => Some(&r.ask),
             _ => None,
         }
     }
@@ -517,6 +535,7 @@ impl App {
             View::Tools => self.tools.actions(),
             View::Stats => super::views::stats::actions(),
             View::Policy => self.policy.actions(),
+            View::Grants => self.grants.actions(),
         };
         if self.detail && !actions.contains(&Action::Back) {
             actions.push(Action::Back);
@@ -570,7 +589,7 @@ impl App {
         self.status = None;
         if matches!(
             self.mode,
-            Mode::Confirm(_) | Mode::ClassPicker(_) | Mode::Reclassify(_)
+            Mode::Confirm(_) | Mode::ClassPicker(_) | Mode::Reclassify(_) | Mode::Revoke(_)
         ) {
             self.mode = Mode::Normal;
         }
@@ -600,6 +619,7 @@ impl App {
             ));
         }
         self.tools.reanchor(&self.model, page);
+        self.grants.reanchor(&self.model, Utc::now(), page);
     }
 
     // --- the network -----------------------------------------------------------------
@@ -613,6 +633,21 @@ impl App {
         match event {
             NetEvent::Backfill(newest_first) => self.model.backfill(newest_first),
             NetEvent::Holds(holds) => self.model.set_holds(holds),
+            NetEvent::Grants(grants) => self.model.set_grants(grants),
+            NetEvent::Revoked { id, outcome } => match outcome {
+                Ok(grant) => {
+                    self.model.grants.retain(|g| g.id != grant.id);
+                    self.say(format!(
+                        "revoked grant {} ({} on {}/{}, used {} times)",
+                        short(&id),
+                        grant.identity.label(),
+                        grant.upstream,
+                        grant.tool,
+                        grant.uses
+                    ));
+                }
+                Err(why) => self.say(format!("could not revoke grant {}: {why}", short(&id))),
+            },
             NetEvent::Connected { store_id } => {
                 // Another store under the same address: nothing shown belongs to it.
                 if self
@@ -1106,6 +1141,15 @@ impl App {
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::Prompt(prompt) => self.on_prompt_key(prompt, key),
             Mode::Help => Vec::new(),
+            Mode::Confirm(mut confirm)
+                if !confirm.ask.editing
+                    && self.keymap.action_among(&key, &confirm.actions())
+                        == Some(Action::Grant) =>
+            {
+                confirm.next_grant();
+                self.mode = Mode::Confirm(confirm);
+                Vec::new()
+            }
             Mode::Confirm(mut confirm) => match confirm.ask.on_key(key, &self.keymap) {
                 Answer::Stay => {
                     self.mode = Mode::Confirm(confirm);
@@ -1150,6 +1194,20 @@ impl App {
                         note,
                         dialog.undo_of,
                     )
+                }
+            },
+            Mode::Revoke(dialog) => match self.keymap.action_among(&key, &dialog.actions()) {
+                Some(Action::Confirm) => {
+                    self.say(format!("revoking grant {}…", short(&dialog.grant.id)));
+                    vec![Command::RevokeGrant(dialog.grant.id.clone())]
+                }
+                Some(Action::Cancel) => {
+                    self.say("cancelled; the grant stands");
+                    Vec::new()
+                }
+                _ => {
+                    self.mode = Mode::Revoke(dialog);
+                    Vec::new()
                 }
             },
             Mode::Draft(mut draft) => match draft.on_key(key, &self.keymap) {
@@ -1250,6 +1308,7 @@ impl App {
                 call_id: h.call_id,
                 approve: confirm.approve,
                 reason: reason.clone(),
+                grant: confirm.grant,
             })
             .collect()
     }
@@ -1339,6 +1398,10 @@ impl App {
                 return vec![Command::FetchTools];
             }
             ("stats", "") => self.view = View::Stats,
+            ("grants", "") => {
+                self.view = View::Grants;
+                return vec![Command::FetchGrants];
+            }
             ("policy", "") => {
                 self.view = View::Policy;
                 return vec![Command::FetchPolicy];
@@ -1415,7 +1478,9 @@ impl App {
                 self.tools.list = Default::default();
                 self.tools.reanchor(&self.model, self.page());
             }
-            View::Stats | View::Policy => return Err("this view has no filter".into()),
+            View::Stats | View::Policy | View::Grants => {
+                return Err("this view has no filter".into());
+            }
         }
         Ok(())
     }
@@ -1462,6 +1527,7 @@ impl App {
             View::Tools => self.tools.navigate(action, &self.model, page),
             View::Stats => false,
             View::Policy => self.policy.navigate(action, page),
+            View::Grants => self.grants.navigate(action, &self.model, Utc::now(), page),
         };
         if navigated {
             return Vec::new();
@@ -1532,6 +1598,9 @@ impl App {
             Action::Approve | Action::Deny => return self.open_confirm(action == Action::Approve),
             Action::EditPolicy => return self.edit_policy(),
             Action::Extend => return self.extend_selected(),
+            Action::Revoke => self.open_revoke(),
+            // The approve dialog's.
+            Action::Grant => {}
             Action::Confirm
             | Action::Reason
             | Action::Cancel
@@ -1619,7 +1688,7 @@ impl App {
                     }
                 }
             }
-            View::Tools | View::Stats | View::Policy => return Vec::new(),
+            View::Tools | View::Stats | View::Policy | View::Grants => return Vec::new(),
         };
         let mut confirm = Confirm::new(approve, holds);
         let ids: Vec<String> = confirm.holds.iter().map(|h| h.call_id.clone()).collect();
@@ -1630,6 +1699,21 @@ impl App {
         self.flash = None;
         self.mode = Mode::Confirm(Box::new(confirm));
         Vec::new()
+    }
+
+    /// Asks before revoking the selected grant.
+    fn open_revoke(&mut self) {
+        if let Some(since) = self.stale_since() {
+            self.say(format!(
+                "the gateway is unreachable (since {}): nothing can be revoked until it is back",
+                clock(since)
+            ));
+            return;
+        }
+        match self.grants.selected(&self.model, Utc::now()) {
+            Some(grant) => self.mode = Mode::Revoke(Box::new(Revoke::new(grant.clone()))),
+            None => self.say("no grant selected"),
+        }
     }
 
     /// Changes a tool's class; a less strict class asks first.
@@ -1728,6 +1812,10 @@ impl App {
                     serde_json::to_string(t).unwrap_or_default(),
                 )
             }),
+            View::Grants => self
+                .grants
+                .selected(&self.model, Utc::now())
+                .map(|g| (g.id.clone(), serde_json::to_string(g).unwrap_or_default())),
             View::Stats | View::Policy => None,
         };
         let Some((id, whole)) = picked else {
@@ -1759,6 +1847,7 @@ impl App {
                 View::Tools => self.tools.navigate(action, &self.model, page),
                 View::Stats => false,
                 View::Policy => self.policy.navigate(action, page),
+                View::Grants => self.grants.navigate(action, &self.model, Utc::now(), page),
             };
         }
     }
@@ -1787,12 +1876,13 @@ impl Bulk {
     }
 }
 
-const COMMANDS: [&str; 9] = [
+const COMMANDS: [&str; 10] = [
     "live",
     "held",
     "tools",
     "stats",
     "policy",
+    "grants",
     "ctx",
     "reconnect",
     "theme",

@@ -57,6 +57,11 @@ pub enum Action {
     Shadow,
     /// In the policy draft: open the editor on it again.
     EditAgain,
+    /// In the approve dialog: the next grant to make with the approval (none, the
+    /// identical call or the tool, for 15 minutes or an hour).
+    Grant,
+    /// In the grants view: revoke the selected grant.
+    Revoke,
 }
 
 /// Where an action's keys are read: the views, or an open dialog. A key may mean one
@@ -68,7 +73,7 @@ pub enum Scope {
 }
 
 impl Action {
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 36] = [
         Action::Quit,
         Action::Command,
         Action::Help,
@@ -103,6 +108,8 @@ impl Action {
         Action::Cancel,
         Action::Shadow,
         Action::EditAgain,
+        Action::Grant,
+        Action::Revoke,
     ];
 
     /// Actions that change the gateway; read-only mode hides and refuses them.
@@ -121,6 +128,8 @@ impl Action {
                 | Action::Undo
                 | Action::EditPolicy
                 | Action::Shadow
+                | Action::Grant
+                | Action::Revoke
         )
     }
 
@@ -131,7 +140,8 @@ impl Action {
             | Action::Cancel
             | Action::Choose
             | Action::Shadow
-            | Action::EditAgain => Scope::Dialog,
+            | Action::EditAgain
+            | Action::Grant => Scope::Dialog,
             _ => Scope::View,
         }
     }
@@ -196,6 +206,8 @@ impl Action {
             Action::Choose => "choose",
             Action::Shadow => "shadow",
             Action::EditAgain => "edit_again",
+            Action::Grant => "grant",
+            Action::Revoke => "revoke",
         }
     }
 
@@ -229,7 +241,7 @@ impl Action {
         match self {
             Action::Quit => "quit",
             Action::Command => {
-                "command (:live :held :tools :stats :policy :ctx :reconnect :theme :q)"
+                "command (:live :held :tools :stats :policy :grants :ctx :reconnect :theme :q)"
             }
             Action::Help => "help",
             Action::Back => "back",
@@ -265,6 +277,10 @@ impl Action {
             Action::Choose => "class picker: set the class",
             Action::Shadow => "policy draft: install as the shadow, enforcing nothing",
             Action::EditAgain => "policy draft: open the editor on it again",
+            Action::Grant => {
+                "approve dialog: also grant the identical call, or the tool, for 15m or 1h"
+            }
+            Action::Revoke => "grants: revoke the selected grant",
         }
     }
 }
@@ -406,6 +422,8 @@ impl Default for Keymap {
                 b("enter", KeyCode::Enter, Action::Cancel),
                 b("s", KeyCode::Char('s'), Action::Shadow),
                 b("e", KeyCode::Char('e'), Action::EditAgain),
+                b("g", KeyCode::Char('g'), Action::Grant),
+                b("d", KeyCode::Char('d'), Action::Revoke),
             ],
         }
     }
@@ -570,9 +588,13 @@ mod tests {
     #[test]
     fn a_key_taken_from_another_action_is_reported_and_the_user_wins() {
         let (map, conflicts) = Keymap::with_user(&user(&[(Action::Approve, &["d"])]));
+        // `d` denies in the held view and revokes in the grants view: both lose it.
         assert_eq!(
             conflicts,
-            ["key d was deny's by default and is now approve's; deny has no key left"]
+            [
+                "key d was deny's by default and is now approve's; deny has no key left",
+                "key d was revoke's by default and is now approve's; revoke has no key left"
+            ]
         );
         assert_eq!(
             map.action(&press(KeyCode::Char('d'), KeyModifiers::NONE)),

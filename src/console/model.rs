@@ -181,6 +181,9 @@ pub struct Model {
     pub policy_version: Option<u64>,
     /// The operator this console's token belongs to, once the gateway said.
     pub me: Option<crate::api::OperatorView>,
+    /// Active grants, soonest to end first: as `GET /grants` gave them, then as the
+    /// stream made, used and revoked them.
+    pub grants: Vec<crate::api::Grant>,
 }
 
 impl Model {
@@ -199,6 +202,7 @@ impl Model {
             rates: Rates::default(),
             policy_version: None,
             me: None,
+            grants: Vec::new(),
         }
     }
 
@@ -266,6 +270,13 @@ impl Model {
         }
         self.max_seq = seq;
         self.rates.count(&ts, call.outcome, arrived);
+        // A call a grant let through is one more use of it.
+        if let Some(id) = &call.grant
+            && let Some(g) = self.grants.iter_mut().find(|g| &g.id == id)
+        {
+            g.uses += 1;
+            g.last_used_at = Some(ts.clone());
+        }
         if self.ring.len() == self.ring_size
             && let Some(old) = self.ring.pop_front()
         {
@@ -356,6 +367,7 @@ impl Model {
                         resolved_at: None,
                         reason: None,
                         approvals: Vec::new(),
+                        grant: None,
                     });
                     self.sort_holds();
                     applied.new_hold = theirs;
@@ -385,6 +397,7 @@ impl Model {
                 by,
                 reason,
                 required,
+                grant,
                 ..
             } => {
                 if let Some(h) = self.holds.iter_mut().find(|h| h.call_id == call_id) {
@@ -395,6 +408,7 @@ impl Model {
                             by,
                             at: ts.clone(),
                             reason,
+                            grant,
                         });
                     }
                 }
@@ -468,6 +482,36 @@ impl Model {
                     "the gateway's store recovered; {denied_unlogged} calls were denied while it could not log"
                 ));
             }
+            EventBody::GrantCreated(grant) => {
+                if !self.grants.iter().any(|g| g.id == grant.id) {
+                    applied.notice = Some(format!(
+                        "{} granted {} {} calls of {}/{} until {}",
+                        grant.approvers.join(" and "),
+                        grant.identity.label(),
+                        grant.scope.as_str(),
+                        grant.upstream,
+                        grant.tool,
+                        crate::console::text::clock(
+                            chrono::DateTime::parse_from_rfc3339(&grant.expires_at)
+                                .map(|t| t.with_timezone(&Utc))
+                                .unwrap_or(arrived)
+                        )
+                    ));
+                    self.grants.push(grant);
+                    self.grants.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+                }
+            }
+            EventBody::GrantRevoked { id, by } => {
+                if let Some(at) = self.grants.iter().position(|g| g.id == id) {
+                    let gone = self.grants.remove(at);
+                    applied.notice = Some(format!(
+                        "{by} revoked the grant to {} on {}/{}",
+                        gone.identity.label(),
+                        gone.upstream,
+                        gone.tool
+                    ));
+                }
+            }
             EventBody::ShadowChanged { sha256, by } => {
                 applied.policy_changed = true;
                 applied.notice = Some(match sha256 {
@@ -480,6 +524,17 @@ impl Model {
             }
         }
         applied
+    }
+
+    /// The active grants as `GET /grants` gave them.
+    pub fn set_grants(&mut self, mut grants: Vec<crate::api::Grant>) {
+        grants.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+        self.grants = grants;
+    }
+
+    /// Grants still active at `now` (one may have expired since the last event).
+    pub fn active_grants(&self, now: DateTime<Utc>) -> impl Iterator<Item = &crate::api::Grant> {
+        self.grants.iter().filter(move |g| g.is_active(now))
     }
 
     /// Records how a hold ended, from its event or an approve/deny answer.

@@ -198,6 +198,13 @@ async fn session(
     {
         return Ok(SessionEnd::AppGone);
     }
+    // Grants too: some may have been made, revoked or used meanwhile. A gateway
+    // without grants (an older one) has none to show.
+    if let Ok(grants) = client.grants().await
+        && tx.send(NetEvent::Grants(grants.grants)).await.is_err()
+    {
+        return Ok(SessionEnd::AppGone);
+    }
     if let Ok(status) = client.status().await
         && tx.send(NetEvent::Status(Box::new(status))).await.is_err()
     {
@@ -285,10 +292,11 @@ pub fn resolve(
     call_id: String,
     approve: bool,
     reason: Option<String>,
+    grant: Option<crate::api::GrantRequest>,
     tx: mpsc::Sender<NetEvent>,
 ) {
     tokio::spawn(async move {
-        let outcome = match client.resolve(&call_id, approve, reason).await {
+        let outcome = match client.resolve(&call_id, approve, reason, grant).await {
             Ok(hold) => Ok(Box::new(hold)),
             Err(ClientError::Api {
                 hold: Some(hold),
@@ -298,6 +306,29 @@ pub fn resolve(
             Err(e) => Err(ResolveFailure::Other(e.to_string())),
         };
         let _ = tx.send(NetEvent::Resolved { call_id, outcome }).await;
+    });
+}
+
+/// Fetches the active grants on its own task.
+pub fn fetch_grants(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let event = match client.grants().await {
+            Ok(list) => NetEvent::Grants(list.grants),
+            Err(e) => NetEvent::Notice(format!("cannot read the grants: {e}")),
+        };
+        let _ = tx.send(event).await;
+    });
+}
+
+/// Revokes a grant on its own task, and reports back.
+pub fn revoke_grant(client: ControlClient, id: String, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let outcome = client
+            .revoke_grant(&id)
+            .await
+            .map(Box::new)
+            .map_err(|e| e.to_string());
+        let _ = tx.send(NetEvent::Revoked { id, outcome }).await;
     });
 }
 

@@ -58,6 +58,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         View::Tools => app.tools.draw(frame, table, &ctx),
         View::Stats => super::views::stats::draw(frame, table, &ctx, app.status.as_ref()),
         View::Policy => app.policy.draw(frame, table, &ctx),
+        View::Grants => app.grants.draw(frame, table, &ctx),
     }
     draw_hints(frame, app, theme, hints);
     draw_status(frame, app, theme, status);
@@ -83,6 +84,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
             picker.draw(frame, area, entry, &app.keymap, theme);
         }
         Mode::Reclassify(dialog) => dialog.draw(frame, area, &app.keymap, theme),
+        Mode::Revoke(dialog) => dialog.draw(frame, area, ctx.clock(), &app.keymap, theme),
         Mode::Draft(draft) => draft.draw(
             frame,
             area,
@@ -273,7 +275,7 @@ fn draw_detail(frame: &mut Frame, app: &App, ctx: &Ctx, area: Rect, over: bool) 
             lines
         }),
         View::Tools => app.tools.selected(&app.model).map(tool_lines),
-        View::Stats | View::Policy => None,
+        View::Stats | View::Policy | View::Grants => None,
     };
     let Some(lines) = lines else {
         return;

@@ -122,7 +122,8 @@ pub enum Decided {
 impl Gateway {
     /// Decides a `tools/call` and commits the decision. A call the policy would hold
     /// that is the identical retry of an approved one runs instead, once: its allow and
-    /// the approval's use commit together (see `Holds::consume_identical`).
+    /// the approval's use commit together (see `Holds::consume_identical`). Failing
+    /// that, one an active grant covers runs, naming the grant.
     pub async fn decide_call(
         self: &Arc<Self>,
         identity: &Identity,
@@ -152,9 +153,20 @@ impl Gateway {
                 .await
         })
         .await?;
-        match retry {
-            Retry::Ran(allowed) => Ok(Decided::Committed(allowed)),
-            Retry::NotApproved(held) => Ok(Decided::ToHold(held, key)),
+        let held = match retry {
+            Retry::Ran(allowed) => return Ok(Decided::Committed(allowed)),
+            Retry::NotApproved(held) => held,
+        };
+        // A grant an earlier approval made may cover it; its use and the allow commit
+        // together, or neither does.
+        let (gw, who, lookup, asked) = (self.clone(), identity.clone(), key.clone(), held.clone());
+        let granted = super::to_completion(async move {
+            gw.holds.grants.run_under_grant(&who, &lookup, &asked).await
+        })
+        .await?;
+        match granted {
+            Some(allowed) => Ok(Decided::Committed(allowed)),
+            None => Ok(Decided::ToHold(held, key)),
         }
     }
 
@@ -214,6 +226,7 @@ impl Gateway {
             shadow,
             approved_as: None,
             approvals_required: decision.approvals,
+            grant: None,
         }
     }
 

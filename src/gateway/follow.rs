@@ -97,6 +97,7 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
             by,
             reason,
             required,
+            grant,
             ..
         } => {
             gw.holds
@@ -106,6 +107,7 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
                         by,
                         at: event.ts,
                         reason,
+                        grant,
                     },
                     required,
                 )
@@ -123,6 +125,8 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
                 .await
         }
         EventBody::PolicyChanged { version, .. } => catch_up_policy(gw, version).await?,
+        EventBody::GrantCreated(grant) => gw.holds.grants.learned(grant),
+        EventBody::GrantRevoked { id, .. } => gw.holds.grants.ended(&id),
         _ => {}
     }
     Ok(())
@@ -144,6 +148,7 @@ async fn resync(gw: &Gateway) -> anyhow::Result<()> {
     // Holds this replica knows that were resolved elsewhere while its events were
     // missed: their clients hear it now.
     gw.holds.refresh().await?;
+    gw.holds.grants.reload().await?;
     gw.catalog.reload().await?;
     if let Some(current) = gw.store.current_policy().await? {
         catch_up_policy(gw, current.stored.version).await?;

@@ -14,12 +14,14 @@ use crate::time::rfc3339;
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, oneshot};
 
+use super::grants::Grants;
 use super::identity::Identity;
 use super::keys::CallMac;
 use super::policy::Decision;
 use super::store::{HoldState, Store, StoreError, StoredHold, WriteOp, decision_of};
 use crate::api::{
-    DecisionEvent, EventBody, HoldApproval, HoldPhase, HoldView, IdentityKind, Outcome, Resolution,
+    DecisionEvent, EventBody, Grant, GrantRequest, HoldApproval, HoldPhase, HoldView, IdentityKind,
+    Outcome, Resolution,
 };
 
 /// What a waiting client is told when its hold is resolved.
@@ -122,6 +124,16 @@ pub struct Approver {
     pub approves: Option<Vec<String>>,
 }
 
+impl From<&crate::config::OperatorConfig> for Approver {
+    fn from(op: &crate::config::OperatorConfig) -> Self {
+        Self {
+            name: op.name.clone(),
+            principals: op.principals.clone(),
+            approves: op.approves.clone(),
+        }
+    }
+}
+
 impl Approver {
     /// Whether this operator may resolve a hold of `upstream/tool`.
     pub fn may_resolve(&self, upstream: &str, tool: &str) -> bool {
@@ -145,6 +157,12 @@ pub enum ResolveError {
     /// This operator has approved this hold already; it waits for another.
     #[error("already approved by this operator")]
     AlreadyApproved(Box<HoldView>),
+    /// An approval of a hold that needs several asked for a grant other than the one
+    /// an earlier approval asked for.
+    #[error(
+        "the approvals so far asked for {0}; a grant needs every approval to ask for the same one"
+    )]
+    GrantMismatch(String, Box<HoldView>),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -185,6 +203,8 @@ struct Hold {
     resolution: Option<Resolved>,
     /// For a hold that needs several approvals: those given so far.
     approvals: Vec<HoldApproval>,
+    /// The grant its approval made.
+    grant: Option<Grant>,
 }
 
 #[derive(Clone)]
@@ -223,6 +243,7 @@ impl Hold {
             resolved_at: self.resolution.as_ref().map(|r| r.at.clone()),
             reason: self.resolution.as_ref().and_then(|r| r.reason.clone()),
             approvals: self.approvals.clone(),
+            grant: self.grant.clone(),
         }
     }
 
@@ -280,6 +301,8 @@ pub struct NewHold {
 
 pub struct Holds {
     store: Store,
+    /// The grants approvals made: what lets a held call's like through later.
+    pub grants: Grants,
     holds: Mutex<HashMap<String, Hold>>,
     /// Approved holds not yet run, by call hash, so that every held call's look for an
     /// approved identical one is a lookup, not a walk over all holds. Changed only while
@@ -310,6 +333,7 @@ impl Holds {
             }
         }
         Ok(Self {
+            grants: Grants::load(store.clone()).await?,
             store,
             holds: Mutex::new(holds),
             approved: std::sync::Mutex::new(approved),
@@ -380,6 +404,7 @@ impl Holds {
                 waiter: Some(tx),
                 approvals: Vec::new(),
                 resolution: None,
+                grant: None,
             },
         );
         Ok(Created {
@@ -458,12 +483,27 @@ impl Holds {
         call_id: &str,
         approver: &Approver,
         reason: Option<String>,
+        grant: Option<GrantRequest>,
         reevaluate: impl FnOnce(&HeldCall) -> Decision,
     ) -> Result<HoldView, ResolveError> {
         let mut holds = self.holds.lock().await;
         let hold = self.unresolved(&mut holds, call_id, approver).await?;
         if hold.approvals.iter().any(|a| a.by == approver.name) {
             return Err(ResolveError::AlreadyApproved(Box::new(hold.view(call_id))));
+        }
+        // A grant from a two-person hold needs every approval to ask for it: one that
+        // asks for another is refused, rather than silently making none.
+        if let Some(asked) = grant
+            && let Some(other) = hold.approvals.iter().find(|a| a.grant != Some(asked))
+        {
+            let theirs = match other.grant {
+                Some(g) => format!("a grant of scope {} for {} s", g.scope.as_str(), g.for_secs),
+                None => "no grant".to_owned(),
+            };
+            return Err(ResolveError::GrantMismatch(
+                theirs,
+                Box::new(hold.view(call_id)),
+            ));
         }
         // Every approval re-evaluates the call under the policy in force now: a policy
         // that now denies it ends the hold, and one that now asks more approvals than
@@ -493,12 +533,27 @@ impl Holds {
         if required > 1 {
             hold.call.decision.approvals_required = required;
             return self
-                .approve_one_of_several(hold, call_id, approver, reason, required)
+                .approve_one_of_several(hold, call_id, approver, reason, grant, required)
                 .await;
         }
-        let view = self
-            .resolve(hold, call_id, Resolution::Approved, &approver.name, reason)
-            .await?;
+        let committed = self
+            .commit_resolution(
+                call_id,
+                Resolution::Approved,
+                &approver.name,
+                &reason,
+                None,
+                grant,
+            )
+            .await;
+        let view = self.resolved(
+            hold,
+            call_id,
+            committed,
+            Resolution::Approved,
+            &approver.name,
+            reason,
+        )?;
         self.approved_index()
             .entry(hold.call_hash.clone())
             .or_default()
@@ -516,6 +571,7 @@ impl Holds {
         call_id: &str,
         approver: &Approver,
         reason: Option<String>,
+        grant: Option<GrantRequest>,
         required: u32,
     ) -> Result<HoldView, ResolveError> {
         let approval = WriteOp::HoldApproval {
@@ -523,6 +579,7 @@ impl Holds {
             by: approver.name.clone(),
             reason: reason.clone(),
             required,
+            grant,
         };
         let committed = match self.store.write_in_time(approval).await {
             Ok(committed) => committed,
@@ -541,14 +598,19 @@ impl Holds {
         };
         for event in committed.events {
             match event.body {
-                EventBody::HoldApproval { by, reason, .. }
-                    if !hold.approvals.iter().any(|a| a.by == by) =>
-                {
+                EventBody::HoldApproval {
+                    by, reason, grant, ..
+                } if !hold.approvals.iter().any(|a| a.by == by) => {
                     hold.approvals.push(HoldApproval {
                         by,
                         at: event.ts,
                         reason,
+                        grant,
                     });
+                }
+                EventBody::GrantCreated(grant) => {
+                    self.grants.learned(grant.clone());
+                    hold.grant = Some(grant);
                 }
                 EventBody::HoldResolved { by, reason, .. } => {
                     mark_resolved(
@@ -800,6 +862,7 @@ impl Holds {
             resolution: Resolution::Consumed,
             by: "client".into(),
             reason: reason.clone(),
+            grant: None,
         };
         let committed = match self
             .store
@@ -920,8 +983,21 @@ impl Holds {
         // meanwhile is not expired (the store refuses, and its new time is taken).
         let due_by = (resolution == Resolution::Expired).then(|| rfc3339(hold.expires_at));
         let committed = self
-            .commit_resolution(call_id, resolution, by, &reason, due_by)
+            .commit_resolution(call_id, resolution, by, &reason, due_by, None)
             .await;
+        self.resolved(hold, call_id, committed, resolution, by, reason)
+    }
+
+    /// Puts a resolution's commit (or its refusal) in memory.
+    fn resolved(
+        &self,
+        hold: &mut Hold,
+        call_id: &str,
+        committed: Result<super::store::Committed, StoreError>,
+        resolution: Resolution,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<HoldView, StoreError> {
         let committed = match committed {
             Ok(c) => c,
             Err(StoreError::HoldTaken(stored)) => {
@@ -943,6 +1019,12 @@ impl Holds {
             .first()
             .map(|e| e.ts.clone())
             .unwrap_or_default();
+        for event in committed.events {
+            if let EventBody::GrantCreated(grant) = event.body {
+                self.grants.learned(grant.clone());
+                hold.grant = Some(grant);
+            }
+        }
         mark_resolved(
             hold,
             Resolved {
@@ -974,6 +1056,7 @@ impl Holds {
         by: &str,
         reason: &Option<String>,
         due_by: Option<String>,
+        grant: Option<GrantRequest>,
     ) -> Result<super::store::Committed, StoreError> {
         self.store
             .write_in_time(WriteOp::HoldResolved {
@@ -989,6 +1072,7 @@ impl Holds {
                 reason: reason.clone(),
                 approvers: Vec::new(),
                 due_by,
+                grant,
             })
             .await
     }
@@ -1186,6 +1270,7 @@ fn restore(stored: &StoredHold) -> Option<Hold> {
             .with_timezone(&Utc),
         waiter: None,
         approvals: stored.approvals.clone(),
+        grant: None,
         resolution: stored.resolution.map(|resolution| Resolved {
             resolution,
             by: stored.resolved_by.clone().unwrap_or_default(),

@@ -6,6 +6,7 @@ pub mod decide;
 pub mod escape;
 pub mod exact;
 pub mod follow;
+pub mod grants;
 pub mod holds;
 pub mod hosts;
 pub mod identity;

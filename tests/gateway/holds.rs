@@ -590,15 +590,7 @@ async fn progress_keeps_increasing_through_a_hold_longer_than_a_keep_alive() {
 #[tokio::test]
 async fn an_approver_resolves_only_the_tools_their_approves_name() {
     let (upstream, gw) = setup("", 30).await;
-    let me: Value = http()
-        .get(gw.control_url("/api/v1/me"))
-        .bearer_auth(ERIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = gw.control_get(ERIN, "/api/v1/me").await;
     assert_eq!(
         me,
         json!({"name": "erin", "role": "approver", "approves": ["py/read_*", "jira/*"]})

@@ -14,6 +14,7 @@ mod demo;
 mod docs_examples;
 mod events;
 mod exactness;
+mod grants;
 mod holds;
 mod identity;
 mod policy_versions;

@@ -493,15 +493,7 @@ async fn while_postgresql_is_down_calls_are_denied_readyz_is_503_and_both_recove
     let after = call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "BACK"})).await;
     assert_eq!(result_text(&after), "no page BACK");
     // The audit log says how many calls were denied unlogged meanwhile.
-    let events: Value = http()
-        .get(gw.control_url("/api/v1/decisions?limit=10"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Value = gw.control_get(VIEWER, "/api/v1/decisions?limit=10").await;
     let pages: Vec<&str> = events["decisions"]
         .as_array()
         .unwrap()

@@ -55,15 +55,7 @@ async fn a_two_person_hold_runs_after_two_different_approvers_and_never_on_its_o
     );
     assert_eq!(body["hold"]["approvals"].as_array().unwrap().len(), 1);
     assert_eq!(runs_of(&upstream, "TWO-1"), 0, "one approval runs nothing");
-    let listed: Value = http()
-        .get(gw.control_url("/api/v1/holds"))
-        .bearer_auth(BOB)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = gw.control_get(BOB, "/api/v1/holds").await;
     assert_eq!(listed["holds"][0]["approvals"][0]["by"], "bob", "{listed}");
 
     // carol's is the second: it runs, once.

@@ -346,6 +346,19 @@ impl GatewayProc {
         format!("http://{}{path}", self.control)
     }
 
+    /// `GET` of a control API path as `token`, its body as JSON.
+    pub async fn control_get(&self, token: &str, path: &str) -> Value {
+        http()
+            .get(self.control_url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Asserts that `secret` is in no file under the data dir; returns how many files
     /// were read (the database, its WAL and shared-memory files).
     pub fn assert_secret_not_stored(&self, secret: &str) -> usize {

@@ -122,7 +122,8 @@ fn a_hundred_holds_at_80x24_keep_the_selection_on_screen_and_the_dialog_names_it
         vec![Command::Resolve {
             call_id: selected.call_id,
             approve: true,
-            reason: None
+            reason: None,
+            grant: None
         }]
     );
 }

@@ -183,7 +183,8 @@ fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
         vec![Command::Resolve {
             call_id: app.model.holds[0].call_id.clone(),
             approve: true,
-            reason: None
+            reason: None,
+            grant: None
         }]
     );
 
@@ -199,7 +200,8 @@ fn enter_on_the_confirm_dialog_cancels_and_y_confirms() {
         vec![Command::Resolve {
             call_id: app.model.holds[0].call_id.clone(),
             approve: false,
-            reason: Some("not today".into())
+            reason: Some("not today".into()),
+            grant: None
         }]
     );
 }
@@ -685,6 +687,7 @@ fn marked_holds_get_one_confirm_and_one_summary() {
                 call_id,
                 approve: false,
                 reason: Some(r),
+                ..
             } if r == "batch cleanup" => call_id.clone(),
             other => panic!("{other:?}"),
         })

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
 use super::Ask;
-use crate::api::{HoldPhase, HoldView};
+use crate::api::{GrantRequest, GrantScope, HoldPhase, HoldView};
 use crate::console::keymap::{Action, Keymap};
 use crate::console::model::Model;
 use crate::console::text::{countdown, fit, fit_words, short, target_label};
@@ -21,6 +21,48 @@ pub struct Confirm {
     pub holds: Vec<HoldView>,
     /// The keys, and the reason the operator may type.
     pub ask: Ask,
+    /// The grant to make with the approval, if the operator chose one.
+    pub grant: Option<GrantRequest>,
+}
+
+/// The grants the approve dialog offers, in the order its key steps through them.
+const GRANT_CHOICES: [Option<GrantRequest>; 5] = [
+    None,
+    Some(GrantRequest {
+        for_secs: 900,
+        scope: GrantScope::Identical,
+    }),
+    Some(GrantRequest {
+        for_secs: 900,
+        scope: GrantScope::Tool,
+    }),
+    Some(GrantRequest {
+        for_secs: 3600,
+        scope: GrantScope::Identical,
+    }),
+    Some(GrantRequest {
+        for_secs: 3600,
+        scope: GrantScope::Tool,
+    }),
+];
+
+/// A grant as the dialog says it.
+pub fn grant_words(grant: Option<GrantRequest>) -> String {
+    match grant {
+        None => "none: this call runs once".to_owned(),
+        Some(g) => format!(
+            "{} for {}",
+            match g.scope {
+                GrantScope::Identical => "identical calls",
+                GrantScope::Tool => "any call of this tool the policy holds",
+            },
+            match g.for_secs {
+                s if s % 3600 == 0 => format!("{} h", s / 3600),
+                s if s % 60 == 0 => format!("{} min", s / 60),
+                s => format!("{s} s"),
+            }
+        ),
+    }
 }
 
 impl Confirm {
@@ -30,7 +72,31 @@ impl Confirm {
             holds,
             // A deny asks for its reason first.
             ask: Ask::new(!approve),
+            grant: None,
         }
+    }
+
+    /// Whether the dialog offers a grant: when approving one hold.
+    pub fn offers_grant(&self) -> bool {
+        self.approve && self.holds.len() == 1
+    }
+
+    /// What applies while the dialog is open.
+    pub fn actions(&self) -> Vec<Action> {
+        let mut actions = self.ask.actions();
+        if self.offers_grant() && !self.ask.editing {
+            actions.push(Action::Grant);
+        }
+        actions
+    }
+
+    /// The next grant choice.
+    pub fn next_grant(&mut self) {
+        let at = GRANT_CHOICES
+            .iter()
+            .position(|g| *g == self.grant)
+            .unwrap_or(0);
+        self.grant = GRANT_CHOICES[(at + 1) % GRANT_CHOICES.len()];
     }
 
     pub fn draw(
@@ -120,13 +186,28 @@ impl Confirm {
             many => bulk_summary(verb, many, inner),
         };
         lines.push(Line::from(format!("reason: {}", self.ask.shown(inner - 8))));
+        if self.offers_grant() {
+            lines.push(Line::from(Span::styled(
+                fit(&format!("grant:  {}", grant_words(self.grant)), inner),
+                if self.grant.is_some() {
+                    theme.hold
+                } else {
+                    Style::new()
+                },
+            )));
+        }
         lines.push(Line::from(""));
         let keys = if self.ask.editing {
             "type the reason · enter done · esc cancels".to_owned()
         } else {
             let key = |a| keymap.key_for(a).unwrap_or("?");
+            let grant = if self.offers_grant() {
+                format!(" · {} grant", key(Action::Grant))
+            } else {
+                String::new()
+            };
             format!(
-                "{} confirm · {} reason · [{}] cancel",
+                "{} confirm · {} reason{grant} · [{}] cancel",
                 key(Action::Confirm),
                 key(Action::Reason),
                 super::cancel_keys(keymap)

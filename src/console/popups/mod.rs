@@ -7,6 +7,7 @@ pub mod help;
 pub mod picker;
 pub mod prompt;
 pub mod reclassify;
+pub mod revoke;
 
 use ratatui::layout::Rect;
 

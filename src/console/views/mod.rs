@@ -1,6 +1,7 @@
 //! One module per view: each owns its selection, says which actions apply, handles
 //! them, and draws its table.
 
+pub mod grants;
 pub mod held;
 pub mod live;
 pub mod policy;
@@ -20,6 +21,7 @@ pub enum View {
     Tools,
     Stats,
     Policy,
+    Grants,
 }
 
 impl View {
@@ -30,6 +32,7 @@ impl View {
             View::Tools => "tools",
             View::Stats => "stats",
             View::Policy => "policy",
+            View::Grants => "grants",
         }
     }
 }

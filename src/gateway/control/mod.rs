@@ -3,6 +3,7 @@
 
 mod edits;
 mod events;
+mod grants;
 mod queries;
 mod replay;
 mod shadow;
@@ -61,6 +62,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/holds/{call_id}/approve", post(approve))
         .route("/api/v1/holds/{call_id}/deny", post(deny))
         .route("/api/v1/holds/{call_id}/extend", post(extend))
+        .route("/api/v1/grants", get(grants::list))
+        .route("/api/v1/grants/{id}", axum::routing::delete(grants::revoke))
         .with_state(gateway)
 }
 
@@ -281,11 +284,7 @@ async fn extend(
         )
         .into_response();
     }
-    let approver = Approver {
-        name: op.name.clone(),
-        principals: op.principals.clone(),
-        approves: op.approves.clone(),
-    };
+    let approver = Approver::from(op);
     let result = {
         let (gw, call_id) = (gw.clone(), call_id.clone());
         super::to_completion(
@@ -372,17 +371,18 @@ async fn resolve(
             }
         }
     };
-    let approver = Approver {
-        name: op.name.clone(),
-        principals: op.principals.clone(),
-        approves: op.approves.clone(),
-    };
+    if let Some(grant) = &request.grant
+        && let Err(e) = grants::check_request(gw, grant, approving)
+    {
+        return e.into_response();
+    }
+    let approver = Approver::from(op);
     let result = {
         let (gw, call_id) = (gw.clone(), call_id.to_owned());
         super::to_completion(async move {
             if approving {
                 gw.holds
-                    .approve(&call_id, &approver, request.reason, |call| {
+                    .approve(&call_id, &approver, request.reason, request.grant, |call| {
                         super::decide::reevaluate(
                             &gw.policy(),
                             &gw.catalog,
@@ -430,6 +430,12 @@ fn resolve_failure(e: ResolveError) -> ApiFailure {
             );
             let mut failure = ApiFailure::new(StatusCode::CONFLICT, "already_approved", message);
             failure.body.hold = Some(*view);
+            failure
+        }
+        ResolveError::GrantMismatch(_, ref view) => {
+            let mut failure =
+                ApiFailure::new(StatusCode::CONFLICT, "grant_mismatch", e.to_string());
+            failure.body.hold = Some((**view).clone());
             failure
         }
         ResolveError::AlreadyResolved(view) => {

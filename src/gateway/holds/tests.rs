@@ -139,7 +139,7 @@ async fn fifty_concurrent_resolvers_give_exactly_one_winner() {
         tasks.push(tokio::spawn(async move {
             let who = approver(&format!("op{i}"), &[]);
             if i % 2 == 0 {
-                holds.approve(&call_id, &who, None, allow).await
+                holds.approve(&call_id, &who, None, None, allow).await
             } else {
                 holds.deny(&call_id, &who, Some("no".into())).await
             }
@@ -186,7 +186,7 @@ async fn self_approval_is_refused_and_another_approver_succeeds() {
         hold_for(&f.holds, token_owned_by("alice"), "write_page", Risk::Write).await;
     let err = f
         .holds
-        .approve(&token_call, &approver("alice", &[]), None, allow)
+        .approve(&token_call, &approver("alice", &[]), None, None, allow)
         .await
         .unwrap_err();
     assert!(
@@ -208,7 +208,7 @@ async fn self_approval_is_refused_and_another_approver_succeeds() {
     let bob = approver("bob", &["oauth:bob@corp.example"]);
     let view = f
         .holds
-        .approve(&token_call, &bob, Some("looks fine".into()), allow)
+        .approve(&token_call, &bob, Some("looks fine".into()), None, allow)
         .await
         .unwrap();
     assert_eq!(view.resolution, Some(Resolution::Approved));
@@ -216,7 +216,7 @@ async fn self_approval_is_refused_and_another_approver_succeeds() {
     assert_eq!(view.reason.as_deref(), Some("looks fine"));
     let view = f
         .holds
-        .approve(&user_call, &bob, None, allow)
+        .approve(&user_call, &bob, None, None, allow)
         .await
         .unwrap();
     assert_eq!(view.resolution, Some(Resolution::Approved));
@@ -253,7 +253,7 @@ async fn a_risk_edit_to_destructive_before_approval_makes_it_a_policy_denial() {
     let bob = approver("bob", &[]);
     let err = f
         .holds
-        .approve(&call_id, &bob, None, |call| {
+        .approve(&call_id, &bob, None, None, |call| {
             reevaluate(&engine, &catalog, call, Utc::now())
         })
         .await
@@ -286,7 +286,7 @@ async fn an_approval_serves_one_identical_retry_only() {
     drop(rx);
     f.holds.release_waiter(&call_id).await;
     f.holds
-        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .approve(&call_id, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap();
     let other = key_of(&identity, "write_page", r#"{"page_id":"p2"}"#);
@@ -323,7 +323,7 @@ async fn expiry_and_cancellation_resolve_and_later_resolvers_conflict() {
     assert_eq!(rx.await.unwrap(), Verdict::Expired);
     let err = f
         .holds
-        .approve(&expiring, &approver("bob", &[]), None, allow)
+        .approve(&expiring, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap_err();
     assert!(
@@ -375,7 +375,7 @@ async fn holds_survive_a_restart_as_pending() {
     assert_eq!(open[0].call_id, call_id);
     assert_eq!(open[0].phase, HoldPhase::Pending);
     let view = reloaded
-        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .approve(&call_id, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap();
     assert_eq!(view.resolution, Some(Resolution::Approved));
@@ -388,7 +388,7 @@ async fn an_approval_from_before_a_restart_serves_one_identical_retry_after_it()
     let (call_id, rx) = hold_for(&f.holds, identity.clone(), "write_page", Risk::Write).await;
     drop(rx);
     f.holds
-        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .approve(&call_id, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap();
     let reloaded = Holds::load(f.store.clone()).await.unwrap();
@@ -450,7 +450,7 @@ async fn an_approval_never_serves_a_retry_whose_big_number_differs_in_its_last_d
     let approved = r#"{"page_id":9007199254740993}"#;
     let call_id = hold_with(&f.holds, identity.clone(), approved, 900).await;
     f.holds
-        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .approve(&call_id, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap();
     // As doubles, both are 9007199254740992: a lossy canonical form made them equal.
@@ -476,7 +476,7 @@ async fn a_retry_whose_commit_fails_keeps_the_approval_for_the_next_one() {
     let args = r#"{"page_id":"p1"}"#;
     let call_id = hold_with(&holds, identity.clone(), args, 900).await;
     holds
-        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .approve(&call_id, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap();
     let key = key_of(&identity, "write_page", args);
@@ -513,7 +513,7 @@ async fn a_hold_past_its_expiry_cannot_be_approved_before_the_timer_runs() {
     // expire_due has not run: only the approval sees the time.
     let err = f
         .holds
-        .approve(&call_id, &approver("bob", &[]), None, allow)
+        .approve(&call_id, &approver("bob", &[]), None, None, allow)
         .await
         .unwrap_err();
     assert!(
@@ -651,5 +651,6 @@ fn held_decision(identity: &Identity) -> DecisionEvent {
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        grant: None,
     }
 }

@@ -20,8 +20,8 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::api::{
-    CallCounts, DecisionEvent, DecisionRecord, Event, EventBody, HoldSummary, PolicyText,
-    PolicyVersion, Resolution, Risk, ToolRow,
+    CallCounts, DecisionEvent, DecisionRecord, Event, EventBody, Grant, GrantRequest, HoldSummary,
+    PolicyText, PolicyVersion, Resolution, Risk, ToolRow,
 };
 use crate::config::OnToolChange;
 pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
@@ -56,6 +56,9 @@ pub enum StoreError {
     /// This operator has approved this hold already.
     #[error("already approved by this operator")]
     AlreadyApproved,
+    /// The grant is revoked or expired (as it is now), or unknown (`None`).
+    #[error("the grant is no longer active")]
+    GrantEnded(Option<Box<crate::api::Grant>>),
     /// Another identity holds this MCP session id (on another replica).
     #[error("the session id belongs to another identity")]
     SessionTaken,
@@ -75,6 +78,7 @@ impl StoreError {
                 | StoreError::HoldTaken(_)
                 | StoreError::NoSuchHold
                 | StoreError::AlreadyApproved
+                | StoreError::GrantEnded(_)
                 | StoreError::SessionTaken
         )
     }
@@ -156,6 +160,8 @@ pub enum WriteOp {
         /// For an expiry: the expiry the resolver knows; a hold whose stored expiry is
         /// later (extended on another replica) does not expire.
         due_by: Option<String>,
+        /// For an approval: the grant it makes, with `grant.created`.
+        grant: Option<GrantRequest>,
     },
     /// A new expiry for an unresolved hold, with `hold.extended`; refused with
     /// `HoldTaken` when it is resolved.
@@ -175,7 +181,17 @@ pub enum WriteOp {
         by: String,
         reason: Option<String>,
         required: u32,
+        /// The grant this approval asks for. The last approval makes it (with
+        /// `grant.created`) only when every approval asked for this same grant.
+        grant: Option<GrantRequest>,
     },
+    /// One call a grant let through; refused with `GrantEnded` when the grant is no
+    /// longer active (revoked, on any replica, or expired). No event: the decision it
+    /// commits with names the grant.
+    GrantUsed { id: String },
+    /// Revoke an active grant, with `grant.revoked`; refused with `GrantEnded` when it
+    /// is not active.
+    GrantRevoked { id: String, by: String },
     /// Several writes that take effect together or not at all.
     Together(Vec<WriteOp>),
     /// On a shared store: `principal` created MCP session `id` on `upstream`, so that any
@@ -274,6 +290,7 @@ fn approval_of(get: impl Fn(&str) -> Option<String>) -> crate::api::HoldApproval
         by: get("by").unwrap_or_default(),
         at: get("at").unwrap_or_default(),
         reason: get("reason"),
+        grant: get("grant_request").and_then(|g| serde_json::from_str(&g).ok()),
     }
 }
 
@@ -306,6 +323,46 @@ impl StoredHold {
             approvals: Vec::new(),
         }
     }
+}
+
+/// The migration that adds grants, the same text on both backends.
+const GRANTS_MIGRATION: &str = r#"
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    scope TEXT NOT NULL,         -- identical | tool
+    call_hash TEXT,              -- for identical: the keyed hash of the exact call
+    body TEXT NOT NULL,          -- JSON: the grant as made
+    expires_at TEXT NOT NULL,
+    uses BIGINT NOT NULL DEFAULT 0,
+    last_used_at TEXT,
+    revoked_at TEXT,
+    revoked_by TEXT
+);
+CREATE INDEX grants_by_call ON grants (principal, upstream, tool) WHERE revoked_at IS NULL;
+-- JSON of the grant an approval of a two-person hold asked for.
+ALTER TABLE hold_approvals ADD COLUMN grant_request TEXT;
+"#;
+
+/// Statements both backends run as written: `$N` placeholders, which PostgreSQL binds
+/// by position and SQLite by name (`"$1"`), in whatever order the text uses them.
+mod shared_sql {
+    pub const INSERT_GRANT: &str =
+        "INSERT INTO grants (id, principal, upstream, tool, scope, call_hash, body, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    /// One use of a grant, only while it is active.
+    pub const USE_GRANT: &str = "UPDATE grants SET uses = uses + 1, last_used_at = $2
+         WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+    pub const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $2, revoked_by = $3
+         WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+}
+
+/// A grant row's JSON as stored: the grant as made, with its counters and revocation
+/// from their columns.
+fn grant_from_json(json: &str) -> Result<crate::api::Grant, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Sql(format!("a stored grant: {e}")))
 }
 
 /// A committed event as subscribers get it: its seq and its JSON, serialized once.
@@ -671,6 +728,15 @@ impl Store {
                 postgres::session_owner(pool, upstream, id, fresh_since).await
             }
         }
+    }
+
+    /// Grants active now, soonest to end first.
+    pub async fn active_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let now = crate::time::now_rfc3339();
+        read!(&self.readers, active_grants(&now))?
+            .iter()
+            .map(|g| grant_from_json(g))
+            .collect()
     }
 
     /// Approved holds not yet run whose call hashes to `call_hash`.

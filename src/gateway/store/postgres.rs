@@ -14,8 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::writer::WriteConn;
-use super::{HoldState, ListedTool, StoreError, StoredHold};
-use crate::api::{PolicyVersion, Resolution, Risk, ToolRow};
+use super::{HoldState, ListedTool, StoreError, StoredHold, shared_sql};
+use crate::api::{Grant, PolicyVersion, Resolution, Risk, ToolRow};
 
 /// The channel a commit notifies, with its last seq as the payload.
 pub const CHANNEL: &str = "toolgate_events";
@@ -129,7 +129,15 @@ CREATE TABLE hold_approvals (
     PRIMARY KEY (call_id, "by")
 );
 "#,
+    // Time-boxed grants an approval made, and what each approval of a two-person hold
+    // asked for.
+    super::GRANTS_MIGRATION,
 ];
+
+/// A grant row as the JSON of a `Grant`.
+const GRANT_JSON: &str =
+    "(body::jsonb || jsonb_build_object('uses', uses, 'last_used_at', last_used_at,
+    'revoked_at', revoked_at, 'revoked_by', revoked_by))::text";
 
 const POLICY_JSON: &str = "json_build_object('version', version, 'sha256', sha256, 'by', \"by\", 'at', created_at, 'note', note)::text";
 
@@ -709,17 +717,21 @@ impl WriteConn for PgWrite {
         call_id: &str,
         by: &str,
         reason: Option<&str>,
+        grant: Option<&str>,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let added = pg!(self, |c| sqlx::query(
-            "INSERT INTO hold_approvals (call_id, \"by\", at, reason) VALUES ($1, $2, $3, $4)
+        let added = pg!(self, |c| {
+            sqlx::query(
+            "INSERT INTO hold_approvals (call_id, \"by\", at, reason, grant_request) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING"
         )
         .bind(call_id)
         .bind(by)
         .bind(now)
         .bind(reason)
-        .execute(&mut *c))?;
+        .bind(grant)
+        .execute(&mut *c)
+        })?;
         Ok(added.rows_affected() == 1)
     }
 
@@ -733,12 +745,51 @@ impl WriteConn for PgWrite {
         Ok(done.rows_affected() == 1)
     }
 
-    fn approvers(&mut self, call_id: &str) -> Result<Vec<String>, StoreError> {
-        pg!(self, |c| sqlx::query_scalar(
-            "SELECT \"by\" FROM hold_approvals WHERE call_id = $1 ORDER BY at, ctid"
+    fn approvers(&mut self, call_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        pg!(self, |c| sqlx::query_as(
+            "SELECT \"by\", grant_request FROM hold_approvals WHERE call_id = $1 ORDER BY at, ctid"
         )
         .bind(call_id)
         .fetch_all(&mut *c))
+    }
+
+    fn insert_grant(&mut self, g: &Grant, principal: &str, body: &str) -> Result<(), StoreError> {
+        pg!(self, |c| sqlx::query(shared_sql::INSERT_GRANT)
+            .bind(&g.id)
+            .bind(principal)
+            .bind(&g.upstream)
+            .bind(&g.tool)
+            .bind(g.scope.as_str())
+            .bind(&g.call_hash)
+            .bind(body)
+            .bind(&g.expires_at)
+            .execute(&mut *c))?;
+        Ok(())
+    }
+
+    fn use_grant(&mut self, id: &str, now: &str) -> Result<bool, StoreError> {
+        let done = pg!(self, |c| sqlx::query(shared_sql::USE_GRANT)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *c))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn revoke_grant(&mut self, id: &str, by: &str, now: &str) -> Result<bool, StoreError> {
+        let done = pg!(self, |c| sqlx::query(shared_sql::REVOKE_GRANT)
+            .bind(id)
+            .bind(now)
+            .bind(by)
+            .execute(&mut *c))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError> {
+        let sql = format!("SELECT {GRANT_JSON} FROM grants WHERE id = $1");
+        let json: Option<String> = pg!(self, |c| sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *c))?;
+        json.as_deref().map(super::grant_from_json).transpose()
     }
 
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
@@ -858,6 +909,16 @@ pub async fn events_between(
         .collect())
 }
 
+/// Grants active at `now`, soonest to end first.
+pub async fn active_grants(pool: &PgPool, now: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT {GRANT_JSON} FROM grants WHERE revoked_at IS NULL AND expires_at > $1 ORDER BY expires_at"
+    )))
+    .bind(now)
+    .fetch_all(pool)
+    .await?)
+}
+
 pub async fn meta(pool: &PgPool, key: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
         .bind(key)
@@ -917,7 +978,7 @@ pub async fn open_approvals(
     pool: &PgPool,
 ) -> Result<Vec<(String, crate::api::HoldApproval)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT a.call_id AS call_id, a.\"by\" AS by, a.at AS at, a.reason AS reason
+        "SELECT a.call_id AS call_id, a.\"by\" AS by, a.at AS at, a.reason AS reason, a.grant_request AS grant_request
          FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
          WHERE h.resolution IS NULL ORDER BY a.at",
     )
@@ -939,7 +1000,7 @@ pub async fn approvals_of(
     call_id: &str,
 ) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
     let rows = sqlx::query(
-        "SELECT \"by\" AS by, at, reason FROM hold_approvals WHERE call_id = $1 ORDER BY at",
+        "SELECT \"by\" AS by, at, reason, grant_request FROM hold_approvals WHERE call_id = $1 ORDER BY at",
     )
     .bind(call_id)
     .fetch_all(pool)

@@ -9,13 +9,13 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, named_params, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::writer::WriteConn;
-use super::{HoldState, ListedTool, StoreError, StoredHold};
-use crate::api::{PolicyVersion, Resolution, Risk, ToolRow};
+use super::{HoldState, ListedTool, StoreError, StoredHold, shared_sql};
+use crate::api::{Grant, PolicyVersion, Resolution, Risk, ToolRow};
 
 /// The database file in `data_dir`.
 pub const DB_FILE: &str = "toolgate.db";
@@ -109,6 +109,9 @@ CREATE TABLE hold_approvals (
     PRIMARY KEY (call_id, by)
 );
 "#,
+    // Time-boxed grants an approval made, and what each approval of a two-person hold
+    // asked for.
+    super::GRANTS_MIGRATION,
 ];
 
 /// A `policies` row (without its text) as the JSON of a `PolicyVersion`, so the writer
@@ -121,6 +124,10 @@ const TOOL_JSON: &str = "json_object('upstream', upstream, 'name', name, 'title'
     'annotations', json(annotations), 'definition_sha256', definition_sha256,
     'suggested_risk', suggested_risk, 'risk', risk, 'source', risk_source, 'version', version,
     'updated_by', updated_by, 'updated_at', updated_at, 'note', note)";
+
+/// A grant row as the JSON of a `Grant`.
+const GRANT_JSON: &str = "json_set(body, '$.uses', uses, '$.last_used_at', last_used_at,
+    '$.revoked_at', revoked_at, '$.revoked_by', revoked_by)";
 
 fn connect_options(data_dir: &Path) -> Result<SqliteConnectOptions, StoreError> {
     Ok(SqliteConnectOptions::from_str("sqlite://")?
@@ -467,12 +474,13 @@ impl WriteConn for SqliteWrite {
         call_id: &str,
         by: &str,
         reason: Option<&str>,
+        grant: Option<&str>,
         now: &str,
     ) -> Result<bool, StoreError> {
         let added = self.conn.execute(
-            "INSERT INTO hold_approvals (call_id, by, at, reason) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO hold_approvals (call_id, by, at, reason, grant_request) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT DO NOTHING",
-            params![call_id, by, now, reason],
+            params![call_id, by, now, reason, grant],
         )?;
         Ok(added == 1)
     }
@@ -485,12 +493,56 @@ impl WriteConn for SqliteWrite {
         Ok(changed == 1)
     }
 
-    fn approvers(&mut self, call_id: &str) -> Result<Vec<String>, StoreError> {
+    fn approvers(&mut self, call_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT by FROM hold_approvals WHERE call_id = ?1 ORDER BY at, rowid",
+            "SELECT by, grant_request FROM hold_approvals WHERE call_id = ?1 ORDER BY at, rowid",
         )?;
-        let rows = statement.query_map(params![call_id], |r| r.get::<_, String>(0))?;
+        let rows = statement.query_map(params![call_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn insert_grant(&mut self, g: &Grant, principal: &str, body: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(shared_sql::INSERT_GRANT)?
+            .execute(named_params! {
+                "$1": g.id,
+                "$2": principal,
+                "$3": g.upstream,
+                "$4": g.tool,
+                "$5": g.scope.as_str(),
+                "$6": g.call_hash,
+                "$7": body,
+                "$8": g.expires_at,
+            })?;
+        Ok(())
+    }
+
+    fn use_grant(&mut self, id: &str, now: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(shared_sql::USE_GRANT)?
+            .execute(named_params! {"$1": id, "$2": now})?;
+        Ok(changed == 1)
+    }
+
+    fn revoke_grant(&mut self, id: &str, by: &str, now: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(shared_sql::REVOKE_GRANT)?
+            .execute(named_params! {"$1": id, "$2": now, "$3": by})?;
+        Ok(changed == 1)
+    }
+
+    fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                &format!("SELECT {GRANT_JSON} FROM grants WHERE id = ?1"),
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.as_deref().map(super::grant_from_json).transpose()
     }
 
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError> {
@@ -577,6 +629,16 @@ pub async fn events_between(
         .collect())
 }
 
+/// Grants active at `now`, soonest to end first.
+pub async fn active_grants(pool: &SqlitePool, now: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT {GRANT_JSON} FROM grants WHERE revoked_at IS NULL AND expires_at > ?1 ORDER BY expires_at"
+    )))
+    .bind(now)
+    .fetch_all(pool)
+    .await?)
+}
+
 pub async fn meta(pool: &SqlitePool, key: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
         .bind(key)
@@ -627,7 +689,7 @@ pub async fn open_approvals(
     pool: &SqlitePool,
 ) -> Result<Vec<(String, crate::api::HoldApproval)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT a.call_id AS call_id, a.by AS by, a.at AS at, a.reason AS reason
+        "SELECT a.call_id AS call_id, a.by AS by, a.at AS at, a.reason AS reason, a.grant_request AS grant_request
          FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
          WHERE h.resolution IS NULL ORDER BY a.at",
     )
@@ -649,7 +711,7 @@ pub async fn approvals_of(
     call_id: &str,
 ) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
     let rows = sqlx::query(
-        "SELECT by AS by, at, reason FROM hold_approvals WHERE call_id = ?1 ORDER BY at",
+        "SELECT by AS by, at, reason, grant_request FROM hold_approvals WHERE call_id = ?1 ORDER BY at",
     )
     .bind(call_id)
     .fetch_all(pool)

@@ -36,6 +36,7 @@ fn decision(call_id: &str) -> EventBody {
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        grant: None,
     })
 }
 
@@ -289,6 +290,7 @@ fn resolve(call_id: &str, from: HoldState, resolution: Resolution, by: &str) -> 
         reason: None,
         approvers: Vec::new(),
         due_by: (resolution == Resolution::Expired).then(|| "2026-11-27T00:00:00.000Z".into()),
+        grant: None,
     }
 }
 
@@ -627,5 +629,105 @@ async fn a_hold_whose_time_is_not_up_in_the_store_does_not_expire() {
             ))
             .await
             .unwrap_or_else(|e| panic!("{backend}: {e}"));
+    }
+}
+
+/// A hold whose identity and decision read, so that an approval can make a grant of it.
+fn grantable(call_id: &str) -> StoredHold {
+    let identity = crate::gateway::identity::Identity {
+        kind: IdentityKind::ApiToken,
+        name: "ci-bot".into(),
+        groups: vec![],
+        issued: None,
+        expires: None,
+        owner: None,
+    };
+    let mut d = match decision(call_id) {
+        EventBody::Decision(d) => d,
+        _ => unreachable!(),
+    };
+    d.outcome = Outcome::Hold;
+    StoredHold {
+        identity: serde_json::to_string(&identity).unwrap(),
+        decision: serde_json::to_string(&d).unwrap(),
+        call_hash: "hash-of-the-call".into(),
+        ..held(call_id)
+    }
+}
+
+#[tokio::test]
+async fn a_grant_is_made_with_its_approval_counts_each_use_and_a_revoked_one_refuses_the_next() {
+    for (store, backend) in stores().await {
+        store
+            .write(WriteOp::HoldCreated(Box::new(grantable("g1"))))
+            .await
+            .unwrap();
+        let mut approve = resolve("g1", HoldState::Unresolved, Resolution::Approved, "ada");
+        if let WriteOp::HoldResolved { grant, .. } = &mut approve {
+            *grant = Some(crate::api::GrantRequest {
+                for_secs: 600,
+                scope: crate::api::GrantScope::Identical,
+            });
+        }
+        let committed = store.write(approve).await.unwrap();
+        let made = match &committed.events[..] {
+            [resolved, created] => {
+                assert_eq!(resolved.body.kind(), "hold.resolved", "{backend}");
+                match &created.body {
+                    EventBody::GrantCreated(g) => g.clone(),
+                    other => panic!("{backend}: {other:?}"),
+                }
+            }
+            other => panic!("{backend}: {other:?}"),
+        };
+        assert_eq!(
+            (
+                made.upstream.as_str(),
+                made.tool.as_str(),
+                made.call_hash.as_deref()
+            ),
+            ("wiki", "read_page", Some("hash-of-the-call")),
+            "{backend}"
+        );
+        assert_eq!(made.approvers, ["ada"]);
+        let used = |id: &str| WriteOp::GrantUsed { id: id.to_owned() };
+        for _ in 0..2 {
+            store
+                .commit_decision_with(decision("use"), used(&made.id))
+                .await
+                .unwrap();
+        }
+        let listed = store.active_grants().await.unwrap();
+        assert_eq!(listed.len(), 1, "{backend}");
+        assert_eq!(listed[0].uses, 2, "{backend}");
+        assert!(listed[0].last_used_at.is_some(), "{backend}");
+
+        let revoke = WriteOp::GrantRevoked {
+            id: made.id.clone(),
+            by: "bob".into(),
+        };
+        store.write(revoke.clone()).await.unwrap();
+        // The next use is refused, and its decision is not stored either.
+        let before = stored(&store).await.len();
+        match store
+            .commit_decision_with(decision("after"), used(&made.id))
+            .await
+        {
+            Err(StoreError::GrantEnded(Some(now))) => {
+                assert_eq!(now.revoked_by.as_deref(), Some("bob"), "{backend}");
+                assert_eq!(now.uses, 2, "{backend}");
+            }
+            other => panic!("{backend}: {other:?}"),
+        }
+        assert_eq!(stored(&store).await.len(), before, "{backend}");
+        assert!(matches!(
+            store.write(revoke).await,
+            Err(StoreError::GrantEnded(Some(_)))
+        ));
+        assert!(matches!(
+            store.write(used("no-such-grant")).await,
+            Err(StoreError::GrantEnded(None))
+        ));
+        assert!(store.active_grants().await.unwrap().is_empty(), "{backend}");
     }
 }

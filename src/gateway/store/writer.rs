@@ -16,7 +16,10 @@ use tokio::sync::oneshot;
 use super::{
     Committed, Health, HoldState, ListedTool, Published, Reply, StoreError, StoredHold, WriteOp,
 };
-use crate::api::{Event, EventBody, HoldPhase, PolicyVersion, Resolution, Risk, ToolRow};
+use crate::api::{
+    Event, EventBody, Grant, GrantRequest, GrantScope, HoldPhase, PolicyVersion, Resolution, Risk,
+    ToolRow,
+};
 use crate::config::OnToolChange;
 
 /// A backend's write connection: the statements the writer's transactions are made of.
@@ -93,17 +96,31 @@ pub trait WriteConn: Send + 'static {
         due_by: Option<&str>,
     ) -> Result<bool, StoreError>;
     fn hold(&mut self, call_id: &str) -> Result<Option<StoredHold>, StoreError>;
-    /// Records `by`'s approval of a hold; false when `by` approved it already.
+    /// Records `by`'s approval of a hold, with the grant it asked for (JSON); false when
+    /// `by` approved it already.
     fn add_approval(
         &mut self,
         call_id: &str,
         by: &str,
         reason: Option<&str>,
+        grant: Option<&str>,
         now: &str,
     ) -> Result<bool, StoreError>;
     fn approval_count(&mut self, call_id: &str) -> Result<u32, StoreError>;
-    /// Who approved a hold, first first.
-    fn approvers(&mut self, call_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Who approved a hold, first first, each with the grant they asked for (JSON).
+    fn approvers(&mut self, call_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError>;
+    fn insert_grant(
+        &mut self,
+        grant: &Grant,
+        principal: &str,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    /// Counts one use of a grant that is active at `now`; false when it is not
+    /// (revoked, expired, or unknown).
+    fn use_grant(&mut self, id: &str, now: &str) -> Result<bool, StoreError>;
+    /// Revokes a grant active at `now`; false when it is not.
+    fn revoke_grant(&mut self, id: &str, by: &str, now: &str) -> Result<bool, StoreError>;
+    fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError>;
     /// Sets an unresolved hold's expiry; false when it is resolved (or unknown).
     fn extend_hold(&mut self, call_id: &str, expires_at: &str) -> Result<bool, StoreError>;
     fn current_policy(&mut self) -> Result<Option<PolicyVersion>, StoreError>;
@@ -484,6 +501,7 @@ fn apply<C: WriteConn>(
             by,
             reason,
             required,
+            grant,
         } => {
             // Only an open hold takes approvals; of two racing, each counts once.
             match conn.hold(&call_id)? {
@@ -493,7 +511,9 @@ fn apply<C: WriteConn>(
                 }
                 Some(_) => {}
             }
-            if !conn.add_approval(&call_id, &by, reason.as_deref(), now)? {
+            let asked = grant.map(|g| serde_json::to_string(&g)).transpose();
+            let asked = asked.map_err(|e| StoreError::Sql(e.to_string()))?;
+            if !conn.add_approval(&call_id, &by, reason.as_deref(), asked.as_deref(), now)? {
                 return Err(StoreError::AlreadyApproved);
             }
             let approvals = conn.approval_count(&call_id)?;
@@ -503,6 +523,7 @@ fn apply<C: WriteConn>(
                 reason: reason.clone(),
                 approvals,
                 required,
+                grant,
             };
             let mut committed = one(conn, body, now, seqs)?;
             if approvals >= required {
@@ -520,14 +541,24 @@ fn apply<C: WriteConn>(
                         "hold {call_id} was resolved in the middle of its last approval"
                     )));
                 }
+                // A grant only when every approver asked for this same one.
+                let grant = grant.filter(|g| {
+                    let g = serde_json::to_string(g).ok();
+                    approvers.iter().all(|(_, asked)| *asked == g)
+                });
+                let approvers: Vec<String> = approvers.into_iter().map(|(by, _)| by).collect();
                 let body = EventBody::HoldResolved {
-                    call_id,
+                    call_id: call_id.clone(),
                     resolution: Resolution::Approved,
                     by,
-                    reason,
-                    approvers,
+                    reason: reason.clone(),
+                    approvers: approvers.clone(),
                 };
                 committed.events.push(insert_event(conn, body, now, seqs)?);
+                if let Some(asked) = grant {
+                    let made = make_grant(conn, &call_id, asked, approvers, reason, now, seqs)?;
+                    committed.events.push(made);
+                }
             }
             Ok(committed)
         }
@@ -539,6 +570,7 @@ fn apply<C: WriteConn>(
             reason,
             approvers,
             due_by,
+            grant,
         } => {
             // Conditional: of two resolutions racing (two approvers, two replicas), the
             // first to commit wins and the other learns how the hold ended.
@@ -557,13 +589,31 @@ fn apply<C: WriteConn>(
                 });
             }
             let body = EventBody::HoldResolved {
-                call_id,
+                call_id: call_id.clone(),
                 resolution,
-                by,
-                reason,
+                by: by.clone(),
+                reason: reason.clone(),
                 approvers,
             };
-            one(conn, body, now, seqs)
+            let mut committed = one(conn, body, now, seqs)?;
+            if let Some(asked) = grant.filter(|_| resolution == Resolution::Approved) {
+                let made = make_grant(conn, &call_id, asked, vec![by], reason, now, seqs)?;
+                committed.events.push(made);
+            }
+            Ok(committed)
+        }
+        WriteOp::GrantUsed { id } => {
+            if conn.use_grant(&id, now)? {
+                Ok(Committed::default())
+            } else {
+                Err(StoreError::GrantEnded(conn.grant(&id)?.map(Box::new)))
+            }
+        }
+        WriteOp::GrantRevoked { id, by } => {
+            if !conn.revoke_grant(&id, &by, now)? {
+                return Err(StoreError::GrantEnded(conn.grant(&id)?.map(Box::new)));
+            }
+            one(conn, EventBody::GrantRevoked { id, by }, now, seqs)
         }
         WriteOp::SessionBound {
             upstream,
@@ -614,6 +664,50 @@ fn apply<C: WriteConn>(
             one(conn, body, now, seqs)
         }
     }
+}
+
+/// Makes the grant an approval of hold `call_id` asked for, for that hold's identity and
+/// tool (and, for scope `identical`, its exact call), counted from this commit.
+fn make_grant<C: WriteConn>(
+    conn: &mut C,
+    call_id: &str,
+    asked: GrantRequest,
+    approvers: Vec<String>,
+    reason: Option<String>,
+    now: &str,
+    seqs: &mut Seqs,
+) -> Result<Event, StoreError> {
+    let hold = conn.hold(call_id)?.ok_or(StoreError::NoSuchHold)?;
+    let unreadable = |e: serde_json::Error| StoreError::Sql(format!("hold {call_id}: {e}"));
+    let identity: crate::gateway::identity::Identity =
+        serde_json::from_str(&hold.identity).map_err(unreadable)?;
+    let decision: crate::api::DecisionEvent =
+        serde_json::from_str(&hold.decision).map_err(unreadable)?;
+    let from = chrono::DateTime::parse_from_rfc3339(now)
+        .map_err(|e| StoreError::Sql(format!("the commit's time: {e}")))?
+        .with_timezone(&chrono::Utc);
+    let secs = asked.for_secs.min(i64::MAX as u64 / 2000) as i64;
+    let grant = Grant {
+        id: uuid::Uuid::now_v7().to_string(),
+        scope: asked.scope,
+        identity: identity.to_wire(),
+        upstream: decision.upstream,
+        tool: decision.tool,
+        call_hash: (asked.scope == GrantScope::Identical).then_some(hold.call_hash),
+        call_id: call_id.to_owned(),
+        approvers,
+        reason,
+        for_secs: asked.for_secs,
+        created_at: now.to_owned(),
+        expires_at: crate::time::rfc3339(from + chrono::Duration::seconds(secs)),
+        uses: 0,
+        last_used_at: None,
+        revoked_at: None,
+        revoked_by: None,
+    };
+    let body = serde_json::to_string(&grant).map_err(|e| StoreError::Sql(e.to_string()))?;
+    conn.insert_grant(&grant, &identity.principal(), &body)?;
+    insert_event(conn, EventBody::GrantCreated(grant), now, seqs)
 }
 
 /// Records one listing. The first listing of a tool, seeded or not, records its hash
