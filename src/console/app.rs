@@ -619,7 +619,7 @@ impl App {
             ));
         }
         self.tools.reanchor(&self.model, page);
-        self.grants.reanchor(&self.model, Utc::now(), page);
+        self.grants.reanchor(&self.model, page);
     }
 
     // --- the network -----------------------------------------------------------------
@@ -1527,7 +1527,7 @@ impl App {
             View::Tools => self.tools.navigate(action, &self.model, page),
             View::Stats => false,
             View::Policy => self.policy.navigate(action, page),
-            View::Grants => self.grants.navigate(action, &self.model, Utc::now(), page),
+            View::Grants => self.grants.navigate(action, &self.model, page),
         };
         if navigated {
             return Vec::new();
@@ -1710,7 +1710,10 @@ impl App {
             ));
             return;
         }
-        match self.grants.selected(&self.model, Utc::now()) {
+        match self.grants.selected(&self.model) {
+            Some(grant) if !grant.is_active(Utc::now()) => {
+                self.say("that grant has ended already; it lets nothing through")
+            }
             Some(grant) => self.mode = Mode::Revoke(Box::new(Revoke::new(grant.clone()))),
             None => self.say("no grant selected"),
         }
@@ -1814,7 +1817,7 @@ impl App {
             }),
             View::Grants => self
                 .grants
-                .selected(&self.model, Utc::now())
+                .selected(&self.model)
                 .map(|g| (g.id.clone(), serde_json::to_string(g).unwrap_or_default())),
             View::Stats | View::Policy => None,
         };
@@ -1847,7 +1850,7 @@ impl App {
                 View::Tools => self.tools.navigate(action, &self.model, page),
                 View::Stats => false,
                 View::Policy => self.policy.navigate(action, page),
-                View::Grants => self.grants.navigate(action, &self.model, Utc::now(), page),
+                View::Grants => self.grants.navigate(action, &self.model, page),
             };
         }
     }
@@ -1932,3 +1935,6 @@ mod oncall;
 
 #[cfg(test)]
 mod drafts;
+
+#[cfg(test)]
+mod grants;

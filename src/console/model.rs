@@ -532,11 +532,6 @@ impl Model {
         self.grants = grants;
     }
 
-    /// Grants still active at `now` (one may have expired since the last event).
-    pub fn active_grants(&self, now: DateTime<Utc>) -> impl Iterator<Item = &crate::api::Grant> {
-        self.grants.iter().filter(move |g| g.is_active(now))
-    }
-
     /// Records how a hold ended, from its event or an approve/deny answer.
     pub fn resolve(
         &mut self,

@@ -72,12 +72,13 @@ pub fn approved_retry_reason(approver: &str, call_id: &str) -> String {
 }
 
 /// What the policy itself decided for a recorded decision: a call denied for a hold
-/// limit, or run by an approval, was one the policy held. (Decisions recorded before
-/// `approved_as` existed are told by their reason.)
+/// limit, or run by an approval or a grant, was one the policy held. (Decisions
+/// recorded before `approved_as` existed are told by their reason.)
 pub fn policy_outcome(d: &DecisionEvent) -> Outcome {
     let limited = d.policy_ids.iter().any(|p| p == HOLD_LIMIT_POLICY);
     let approved = d.outcome == Outcome::Allow
         && (d.approved_as.is_some()
+            || d.grant.is_some()
             || (d.reason.starts_with("approved by ") && d.reason.contains(" as ")));
     if limited || approved {
         Outcome::Hold

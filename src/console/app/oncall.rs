@@ -1125,6 +1125,10 @@ fn x_extends_the_selected_hold_by_five_minutes() {
         ],
     );
     assert_eq!(app.model.holds[0].expires_at, "2099-01-01T00:05:00.000Z");
+    let terminal = render(&app, 120, 30);
+    let shown = screen(&terminal).join("\n");
+    assert!(shown.contains("bob extended 00000001"), "{shown}");
+    insta::assert_snapshot!("held_extended_120x30", terminal.backend());
     // Read-only consoles do not extend.
     app.read_only = true;
     assert!(app.on_key(ch('x')).is_empty());

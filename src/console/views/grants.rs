@@ -39,44 +39,36 @@ impl Grants {
         ]
     }
 
-    /// Active grants, soonest to end first.
-    pub fn visible<'a>(&self, model: &'a Model, now: DateTime<Utc>) -> Vec<&'a Grant> {
-        model.active_grants(now).collect()
+    /// The grants the gateway last said were active (or made since), soonest to end
+    /// first; one whose time ran out meanwhile shows as ended until the view is opened
+    /// again.
+    pub fn visible<'a>(&self, model: &'a Model) -> Vec<&'a Grant> {
+        model.grants.iter().collect()
     }
 
-    pub fn selected<'a>(&self, model: &'a Model, now: DateTime<Utc>) -> Option<&'a Grant> {
-        self.visible(model, now).get(self.list.selected).copied()
+    pub fn selected<'a>(&self, model: &'a Model) -> Option<&'a Grant> {
+        self.visible(model).get(self.list.selected).copied()
     }
 
-    pub fn reanchor(&mut self, model: &Model, now: DateTime<Utc>, page: usize) {
-        let keys: Vec<String> = self
-            .visible(model, now)
-            .iter()
-            .map(|g| g.id.clone())
-            .collect();
+    pub fn reanchor(&mut self, model: &Model, page: usize) {
+        let keys: Vec<String> = self.visible(model).iter().map(|g| g.id.clone()).collect();
         self.list.reanchor(&mut self.anchor, &keys, page);
     }
 
-    pub fn navigate(
-        &mut self,
-        action: Action,
-        model: &Model,
-        now: DateTime<Utc>,
-        page: usize,
-    ) -> bool {
-        let len = self.visible(model, now).len();
+    pub fn navigate(&mut self, action: Action, model: &Model, page: usize) -> bool {
+        let len = self.visible(model).len();
         let Some(to) = self.list.target(action, len, page) else {
             return false;
         };
         self.list.select(to, len, page);
-        self.anchor = self.selected(model, now).map(|g| g.id.clone());
+        self.anchor = self.selected(model).map(|g| g.id.clone());
         true
     }
 
     pub fn draw(&self, frame: &mut Frame, area: Rect, ctx: &Ctx) {
         let theme = ctx.theme;
         let clock = ctx.clock();
-        let visible = self.visible(ctx.model, clock);
+        let visible = self.visible(ctx.model);
         let page = table::page(area.height);
         let window = self.list.window(visible.len(), page);
         let shared = shared_upstream(visible.iter().map(|g| g.upstream.as_str()));
@@ -109,7 +101,11 @@ impl Grants {
                             },
                         ),
                         (
-                            countdown(left),
+                            if left > 0 {
+                                countdown(left)
+                            } else {
+                                "ended".to_owned()
+                            },
                             if left < ENDING_SECS {
                                 theme.urgent
                             } else {
@@ -129,13 +125,16 @@ impl Grants {
             Column::new("identity", 10, 32),
             Column::new(tool_header(shared), 12, 40),
             Column::new("scope", 5, 9),
-            Column::new("left", 5, 8),
+            Column::new("left", 5, 10),
             Column::new("uses", 4, 24),
             Column::new("by", 6, 24),
             Column::new("from call", 8, 9).optional(),
         ];
         let page = table::Page {
-            title: format!(" grants · {} active ", visible.len()),
+            title: format!(
+                " grants · {} active ",
+                visible.iter().filter(|g| g.is_active(clock)).count()
+            ),
             columns: &columns,
             rows,
             window,

@@ -654,3 +654,17 @@ fn held_decision(identity: &Identity) -> DecisionEvent {
         grant: None,
     }
 }
+
+#[test]
+fn a_call_a_grant_let_through_reads_as_the_policys_hold() {
+    let mut d = held_decision(&oauth_user("x"));
+    d.outcome = Outcome::Allow;
+    d.reason = "allowed by grant 1a2b3c4d".into();
+    assert_eq!(super::policy_outcome(&d), Outcome::Allow);
+    d.grant = Some("01900000-0000-7000-8000-00001a2b3c4d".into());
+    assert_eq!(
+        super::policy_outcome(&d),
+        Outcome::Hold,
+        "replay compares with what the policy decided, not what the grant did"
+    );
+}
