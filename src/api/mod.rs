@@ -366,6 +366,12 @@ pub struct Grant {
     pub identity: IdentityRef,
     pub upstream: String,
     pub tool: String,
+    /// The tool's class and definition when the grant was made: a grant covers the tool
+    /// only as it was approved, so a class change or a changed definition (which sends
+    /// the tool back to review) ends its effect.
+    pub risk: Risk,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_sha256: Option<String>,
     /// For scope `identical`: the keyed hash of the exact call (identity, upstream,
     /// tool, canonical arguments). It reveals nothing of the arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1714,6 +1714,18 @@ impl App {
             Some(grant) if !grant.is_active(Utc::now()) => {
                 self.say("that grant has ended already; it lets nothing through")
             }
+            Some(grant)
+                if self
+                    .model
+                    .me
+                    .as_ref()
+                    .is_some_and(|me| !me.may_resolve(&grant.upstream, &grant.tool)) =>
+            {
+                self.say(format!(
+                    "you may not revoke grants of {}/{} (approves in the gateway's config)",
+                    grant.upstream, grant.tool
+                ))
+            }
             Some(grant) => self.mode = Mode::Revoke(Box::new(Revoke::new(grant.clone()))),
             None => self.say("no grant selected"),
         }

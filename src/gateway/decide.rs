@@ -160,8 +160,15 @@ impl Gateway {
         // A grant an earlier approval made may cover it; its use and the allow commit
         // together, or neither does.
         let (gw, who, lookup, asked) = (self.clone(), identity.clone(), key.clone(), held.clone());
+        let definition = self
+            .catalog
+            .get(upstream, tool)
+            .and_then(|t| t.sha256.clone());
         let granted = super::to_completion(async move {
-            gw.holds.grants.run_under_grant(&who, &lookup, &asked).await
+            let grants = &gw.holds.grants;
+            grants
+                .run_under_grant(&who, &lookup, &asked, definition.as_deref())
+                .await
         })
         .await?;
         match granted {

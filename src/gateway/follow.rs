@@ -125,7 +125,7 @@ async fn apply(gw: &Gateway, event: Event) -> anyhow::Result<()> {
                 .await
         }
         EventBody::PolicyChanged { version, .. } => catch_up_policy(gw, version).await?,
-        EventBody::GrantCreated(grant) => gw.holds.grants.learned(grant),
+        EventBody::GrantCreated(grant) => gw.holds.grant_made(grant).await,
         EventBody::GrantRevoked { id, .. } => gw.holds.grants.ended(&id),
         _ => {}
     }

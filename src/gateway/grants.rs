@@ -7,6 +7,7 @@
 //! truth: each use commits with its decision only while the grant is active there, so a
 //! revocation (on any replica) stops the next call.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -49,14 +50,23 @@ pub enum RevokeError {
 
 pub struct Grants {
     store: Store,
-    /// Active grants (some may have expired since), each with its principal.
-    active: Mutex<Vec<(String, Grant)>>,
+    /// Active grants (some may have expired since) by id, each with its principal.
+    active: Mutex<HashMap<String, (String, Grant)>>,
+}
+
+/// A call the policy held, as a grant must match it.
+pub struct Call<'a> {
+    pub held: &'a DecisionEvent,
+    /// The keyed hash of the exact call.
+    pub hash: &'a str,
+    /// The tool's definition as the catalog knows it now.
+    pub definition_sha256: Option<&'a str>,
 }
 
 impl Grants {
     pub async fn load(store: Store) -> Result<Self, StoreError> {
         let grants = Self {
-            active: Mutex::new(Vec::new()),
+            active: Mutex::new(HashMap::new()),
             store,
         };
         grants.reload().await?;
@@ -65,58 +75,63 @@ impl Grants {
 
     /// Reads the active grants again: after missed events from another replica.
     pub async fn reload(&self) -> Result<(), StoreError> {
-        let stored = self.store.active_grants().await?;
+        let stored = self.store.active_grants(None).await?;
         *self.memory() = stored
             .into_iter()
-            .map(|g| (principal_of(&g.identity), g))
+            .map(|g| (g.id.clone(), (principal_of(&g.identity), g)))
             .collect();
         Ok(())
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, Vec<(String, Grant)>> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Grant)>> {
         self.active.lock().expect("grants")
     }
 
     /// A grant made (here, or on another replica): known from now on.
     pub fn learned(&self, grant: Grant) {
-        let mut active = self.memory();
-        if !active.iter().any(|(_, g)| g.id == grant.id) {
-            active.push((principal_of(&grant.identity), grant));
-        }
+        self.memory()
+            .entry(grant.id.clone())
+            .or_insert_with(|| (principal_of(&grant.identity), grant));
     }
 
     /// A grant revoked, or found ended: forgotten.
     pub fn ended(&self, id: &str) {
-        self.memory().retain(|(_, g)| g.id != id);
+        self.memory().remove(id);
     }
 
     /// Active grants, from the store (which counts every replica's uses).
     pub async fn list(&self) -> Result<Vec<Grant>, StoreError> {
-        self.store.active_grants().await
+        self.store.active_grants(None).await
+    }
+
+    /// The active grant an approval of hold `call_id` made, if memory has it.
+    pub fn made_by(&self, call_id: &str) -> Option<Grant> {
+        self.memory()
+            .values()
+            .find(|(_, g)| g.call_id == call_id)
+            .map(|(_, g)| g.clone())
     }
 
     /// The grant, if any, that covers a call the policy held: the same identity and
-    /// tool, for scope `identical` the same exact call, made by at least as many
-    /// approvers as the call needs. The longest-lasting one wins.
-    fn covering(
-        &self,
-        principal: &str,
-        held: &DecisionEvent,
-        call_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Option<Grant> {
+    /// tool, at the class and definition it was approved at, for scope `identical` the
+    /// same exact call, made by at least as many approvers as the call needs. The
+    /// longest-lasting one wins.
+    fn covering(&self, principal: &str, call: &Call<'_>, now: DateTime<Utc>) -> Option<Grant> {
+        let held = call.held;
         let mut active = self.memory();
-        active.retain(|(_, g)| g.is_active(now));
+        active.retain(|_, (_, g)| g.is_active(now));
         active
-            .iter()
+            .values()
             .filter(|(p, g)| {
                 p == principal
                     && g.upstream == held.upstream
                     && g.tool == held.tool
+                    && g.risk == held.risk
+                    && g.definition_sha256.as_deref() == call.definition_sha256
                     && g.approvers.len() as u32 >= held.approvals_required.max(1)
                     && match g.scope {
                         GrantScope::Tool => true,
-                        GrantScope::Identical => g.call_hash.as_deref() == Some(call_hash),
+                        GrantScope::Identical => g.call_hash.as_deref() == Some(call.hash),
                     }
             })
             .max_by(|a, b| a.1.expires_at.cmp(&b.1.expires_at))
@@ -131,19 +146,30 @@ impl Grants {
         identity: &Identity,
         key: &CallKey,
         held: &DecisionEvent,
+        definition_sha256: Option<&str>,
     ) -> Result<Option<DecisionEvent>, StoreError> {
         if held.outcome != Outcome::Hold {
             return Ok(None);
         }
         let principal = identity.principal();
+        let call = Call {
+            held,
+            hash: &key.hash,
+            definition_sha256,
+        };
         // Beside other replicas, a grant made a moment ago elsewhere may not have reached
-        // this one's memory yet: the store is asked when memory has none.
-        let mut found = self.covering(&principal, held, &key.hash, Utc::now());
+        // this one's memory yet: the store is asked (by the index) when memory has none.
+        let mut found = self.covering(&principal, &call, Utc::now());
         if found.is_none() && self.store.is_shared() {
-            for grant in self.store.active_grants().await? {
+            let of = (
+                principal.as_str(),
+                held.upstream.as_str(),
+                held.tool.as_str(),
+            );
+            for grant in self.store.active_grants(Some(of)).await? {
                 self.learned(grant);
             }
-            found = self.covering(&principal, held, &key.hash, Utc::now());
+            found = self.covering(&principal, &call, Utc::now());
         }
         while let Some(grant) = found {
             let mut allowed = held.clone();
@@ -162,7 +188,7 @@ impl Grants {
                 // Revoked elsewhere, or expired at the commit: another may still cover it.
                 Err(StoreError::GrantEnded(_)) => {
                     self.ended(&grant.id);
-                    found = self.covering(&principal, held, &key.hash, Utc::now());
+                    found = self.covering(&principal, &call, Utc::now());
                 }
                 Err(e) => return Err(e),
             }
@@ -177,7 +203,7 @@ impl Grants {
         id: &str,
         approver: &super::holds::Approver,
     ) -> Result<Grant, RevokeError> {
-        let grant = match self.store.active_grants().await {
+        let grant = match self.store.active_grants(None).await {
             Ok(all) => all.into_iter().find(|g| g.id == id),
             Err(e) => return Err(RevokeError::Store(e)),
         };
@@ -213,3 +239,6 @@ impl Grants {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -315,10 +315,11 @@ pub struct Holds {
 impl Holds {
     /// Loads the holds that survived a restart: all pending now, none with a client.
     pub async fn load(store: Store) -> Result<Self, StoreError> {
+        let grants = Grants::load(store.clone()).await?;
         let mut holds = HashMap::new();
         let mut approved: HashMap<String, Vec<String>> = HashMap::new();
         for stored in store.open_holds().await? {
-            match restore(&stored) {
+            match restore(&stored).map(|h| with_grant(h, &grants, &stored.call_id)) {
                 Some(hold) => {
                     if stored.resolution == Some(Resolution::Approved) {
                         approved
@@ -334,12 +335,25 @@ impl Holds {
             }
         }
         Ok(Self {
-            grants: Grants::load(store.clone()).await?,
+            grants,
             store,
             holds: Mutex::new(holds),
             approved: std::sync::Mutex::new(approved),
             limits: HoldLimits::none(),
         })
+    }
+
+    /// A stored hold in memory's form, with the grant its approval made.
+    fn restored(&self, stored: &StoredHold) -> Option<Hold> {
+        restore(stored).map(|h| with_grant(h, &self.grants, &stored.call_id))
+    }
+
+    /// A grant made on another replica: known here, and shown with the hold it came from.
+    pub async fn grant_made(&self, grant: Grant) {
+        if let Some(hold) = self.holds.lock().await.get_mut(&grant.call_id) {
+            hold.grant = Some(grant.clone());
+        }
+        self.grants.learned(grant);
     }
 
     /// The same holds, with these limits for new ones.
@@ -779,7 +793,7 @@ impl Holds {
         let Some(hold) = holds.get_mut(call_id) else {
             // Resolved and forgotten from memory: the store says what became of it.
             let stored = self.store.hold(call_id).await?;
-            let hold = stored.as_ref().and_then(restore);
+            let hold = stored.as_ref().and_then(|s| self.restored(s));
             return match hold {
                 Some(h) => Ok(Err(h.view(call_id))),
                 None => Err(StoreError::Sql(format!("hold {call_id} is gone"))),
@@ -817,7 +831,7 @@ impl Holds {
         if self.store.is_shared() && !self.approved_index().contains_key(&key.hash) {
             for stored in self.store.approved_holds(&key.hash).await? {
                 if !holds.contains_key(&stored.call_id)
-                    && let Some(hold) = restore(&stored)
+                    && let Some(hold) = self.restored(&stored)
                 {
                     self.approved_index()
                         .entry(key.hash.clone())
@@ -923,7 +937,7 @@ impl Holds {
             // Forgotten after its expiry, never here, or created a moment ago on another
             // replica (whose event has not arrived yet): the store knows which.
             let stored = self.store.hold(call_id).await?;
-            let restored = stored.as_ref().and_then(restore);
+            let restored = stored.as_ref().and_then(|s| self.restored(s));
             match (stored, restored) {
                 (Some(stored), Some(hold)) if stored.resolution.is_none() => {
                     holds.insert(call_id.to_owned(), hold);
@@ -1141,7 +1155,7 @@ impl Holds {
         let Some(stored) = self.store.hold(call_id).await? else {
             return Ok(());
         };
-        match restore(&stored) {
+        match self.restored(&stored) {
             Some(hold) => {
                 if stored.resolution == Some(Resolution::Approved) {
                     self.approved_index()
@@ -1251,6 +1265,11 @@ fn notify(hold: &mut Hold, verdict: Verdict) {
     if let Some(waiter) = hold.waiter.take() {
         let _ = waiter.send(verdict);
     }
+}
+
+fn with_grant(mut hold: Hold, grants: &Grants, call_id: &str) -> Hold {
+    hold.grant = grants.made_by(call_id);
+    hold
 }
 
 fn restore(stored: &StoredHold) -> Option<Hold> {

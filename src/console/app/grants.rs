@@ -15,7 +15,7 @@ fn grant(id: &str, scope: &str, expires_at: &str, uses: u64) -> Value {
     json!({
         "id": id, "scope": scope,
         "identity": {"kind": "api_token", "name": "ci-bot", "groups": ["ci"]},
-        "upstream": "atlassian", "tool": "create_issue", "call_id": CALL,
+        "upstream": "atlassian", "tool": "create_issue", "risk": "write", "call_id": CALL,
         "approvers": ["bob"], "for_secs": 900,
         "created_at": "2026-11-26T09:55:00.000Z", "expires_at": expires_at, "uses": uses
     })
@@ -122,7 +122,7 @@ fn the_grants_view_shows_time_left_and_uses_live_and_revokes_after_asking() {
         [json!({"seq": 5, "kind": "grant.created",
                 "id": "01900000-0000-7000-8000-0000000000b2", "scope": "tool",
                 "identity": {"kind": "api_token", "name": "ci-bot", "groups": ["ci"]},
-                "upstream": "atlassian", "tool": "create_issue", "call_id": CALL,
+                "upstream": "atlassian", "tool": "create_issue", "risk": "write", "call_id": CALL,
                 "approvers": ["bob", "carol"], "for_secs": 900,
                 "created_at": "2026-11-26T10:00:00.000Z",
                 "expires_at": "2026-11-26T10:15:00.000Z", "uses": 0})],
@@ -181,4 +181,48 @@ fn the_grants_view_shows_time_left_and_uses_live_and_revokes_after_asking() {
     app.read_only = true;
     assert!(app.on_key(ch('d')).is_empty());
     assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn a_second_approver_sees_the_grant_the_first_asked_for_and_starts_from_it() {
+    let mut app = connected_app();
+    app.resize(120, 40);
+    let mut d = decision(1, "hold", "create_issue");
+    d["approvals_required"] = json!(2);
+    feed(
+        &mut app,
+        [
+            d,
+            super::tests::hold_created(2, 1, "2099-01-01T00:00:00.000Z"),
+            json!({"seq": 3, "kind": "hold.approval", "call_id": CALL, "by": "bob",
+                   "approvals": 1, "required": 2,
+                   "grant": {"for_secs": 900, "scope": "identical"}}),
+        ],
+    );
+    app.on_key(ch(':'));
+    typed(&mut app, "held");
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(ch('a'));
+    let shown = screen(&render(&app, 120, 40)).join("\n");
+    assert!(
+        shown.contains("approvals 1 of 2 (by bob asking grant: identical calls for 15 min)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("grant:  identical calls for 15 min"),
+        "{shown}"
+    );
+    match app.on_key(ch('y')).as_slice() {
+        [
+            Command::Resolve {
+                grant:
+                    Some(GrantRequest {
+                        for_secs: 900,
+                        scope: GrantScope::Identical,
+                    }),
+                ..
+            },
+        ] => {}
+        other => panic!("{other:?}"),
+    }
 }

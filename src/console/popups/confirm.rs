@@ -67,12 +67,18 @@ pub fn grant_words(grant: Option<GrantRequest>) -> String {
 
 impl Confirm {
     pub fn new(approve: bool, holds: Vec<HoldView>) -> Confirm {
+        // A hold that needs several approvals makes a grant only when every approval asks
+        // for the same one: the choice starts at what the first approver asked for.
+        let grant = match holds.as_slice() {
+            [one] if approve => one.approvals.first().and_then(|a| a.grant),
+            _ => None,
+        };
         Confirm {
             approve,
             holds,
             // A deny asks for its reason first.
             ask: Ask::new(!approve),
-            grant: None,
+            grant,
         }
     }
 
@@ -156,7 +162,14 @@ impl Confirm {
                 ];
                 // A hold that needs several operators: where it stands.
                 if c.approvals_required > 1 {
-                    let who: Vec<&str> = now.approvals.iter().map(|a| a.by.as_str()).collect();
+                    let who: Vec<String> = now
+                        .approvals
+                        .iter()
+                        .map(|a| match a.grant {
+                            Some(g) => format!("{} asking grant: {}", a.by, grant_words(Some(g))),
+                            None => a.by.clone(),
+                        })
+                        .collect();
                     lines.push(Line::from(Span::styled(
                         fit(
                             &format!(

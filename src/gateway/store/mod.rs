@@ -730,10 +730,14 @@ impl Store {
         }
     }
 
-    /// Grants active now, soonest to end first.
-    pub async fn active_grants(&self) -> Result<Vec<Grant>, StoreError> {
+    /// Grants active now, soonest to end first; with `of`, only those of that
+    /// (principal, upstream, tool).
+    pub async fn active_grants(
+        &self,
+        of: Option<(&str, &str, &str)>,
+    ) -> Result<Vec<Grant>, StoreError> {
         let now = crate::time::now_rfc3339();
-        read!(&self.readers, active_grants(&now))?
+        read!(&self.readers, active_grants(&now, of))?
             .iter()
             .map(|g| grant_from_json(g))
             .collect()

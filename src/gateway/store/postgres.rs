@@ -909,12 +909,23 @@ pub async fn events_between(
         .collect())
 }
 
-/// Grants active at `now`, soonest to end first.
-pub async fn active_grants(pool: &PgPool, now: &str) -> Result<Vec<String>, StoreError> {
+/// Grants active at `now`, soonest to end first; with `of`, only those of that
+/// (principal, upstream, tool).
+pub async fn active_grants(
+    pool: &PgPool,
+    now: &str,
+    of: Option<(&str, &str, &str)>,
+) -> Result<Vec<String>, StoreError> {
+    let (principal, upstream, tool) = of.unwrap_or_default();
     Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT {GRANT_JSON} FROM grants WHERE revoked_at IS NULL AND expires_at > $1 ORDER BY expires_at"
+        "SELECT {GRANT_JSON} FROM grants WHERE revoked_at IS NULL AND expires_at > $1
+         AND ($2 = '' OR (principal = $2 AND upstream = $3 AND tool = $4))
+         ORDER BY expires_at"
     )))
     .bind(now)
+    .bind(principal)
+    .bind(upstream)
+    .bind(tool)
     .fetch_all(pool)
     .await?)
 }

@@ -697,7 +697,7 @@ async fn a_grant_is_made_with_its_approval_counts_each_use_and_a_revoked_one_ref
                 .await
                 .unwrap();
         }
-        let listed = store.active_grants().await.unwrap();
+        let listed = store.active_grants(None).await.unwrap();
         assert_eq!(listed.len(), 1, "{backend}");
         assert_eq!(listed[0].uses, 2, "{backend}");
         assert!(listed[0].last_used_at.is_some(), "{backend}");
@@ -728,6 +728,9 @@ async fn a_grant_is_made_with_its_approval_counts_each_use_and_a_revoked_one_ref
             store.write(used("no-such-grant")).await,
             Err(StoreError::GrantEnded(None))
         ));
-        assert!(store.active_grants().await.unwrap().is_empty(), "{backend}");
+        assert!(
+            store.active_grants(None).await.unwrap().is_empty(),
+            "{backend}"
+        );
     }
 }

@@ -687,7 +687,10 @@ fn make_grant<C: WriteConn>(
         .map_err(|e| StoreError::Sql(format!("the commit's time: {e}")))?
         .with_timezone(&chrono::Utc);
     let secs = asked.for_secs.min(i64::MAX as u64 / 2000) as i64;
+    let tool = conn.tool_row(&decision.upstream, &decision.tool)?;
     let grant = Grant {
+        risk: tool.as_ref().map_or(decision.risk, |t| t.risk),
+        definition_sha256: tool.and_then(|t| t.definition_sha256),
         id: uuid::Uuid::now_v7().to_string(),
         scope: asked.scope,
         identity: identity.to_wire(),
