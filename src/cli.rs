@@ -128,6 +128,20 @@ pub enum Command {
         #[arg(long, value_enum)]
         output: Option<OutputFormat>,
     },
+    /// List the active grants (approvals that let like calls through for a time), or
+    /// revoke one.
+    Grants {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// json: one grant a line, as a JSON object; table: a line a grant, for people
+        /// [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+        /// Revoke this grant (its id, or the short id the table and the console show):
+        /// from the next call on it lets nothing through.
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
+    },
     /// Approve a held call; it runs once (and, with --grant-for, its like for a time).
     Approve {
         #[command(flatten)]

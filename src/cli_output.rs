@@ -66,6 +66,27 @@ pub fn resolution_line(hold: &HoldView) -> String {
     line
 }
 
+/// The active grants as a table: short id, identity, tool, scope, time left, uses, by.
+pub fn grants_table(grants: &[crate::api::Grant], now: DateTime<Utc>) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<8}  {:<24}  {:<32}  {:<9}  {:>8}  {:>5}  BY",
+        "GRANT", "IDENTITY", "TOOL", "SCOPE", "LEFT", "USES"
+    )];
+    for g in grants {
+        lines.push(format!(
+            "{:<8}  {:<24}  {:<32}  {:<9}  {:>8}  {:>5}  {}",
+            short_id(&g.id),
+            identity_label(&g.identity),
+            tool_label(&g.upstream, &g.tool),
+            g.scope.as_str(),
+            time_left(&g.expires_at, now),
+            g.uses,
+            printable(&g.approvers.join(", "))
+        ));
+    }
+    lines
+}
+
 /// `user:alice@example.com` for an OAuth user, `token:ci-bot` for an API token.
 pub fn identity_label(identity: &IdentityRef) -> String {
     printable(&identity.label()).into_owned()

@@ -118,6 +118,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => runtime()?.block_on(events(&control, since, output)),
         Command::Holds { control, output } => runtime()?.block_on(holds(&control, output)),
+        Command::Grants {
+            control,
+            output,
+            revoke,
+        } => runtime()?.block_on(grants(&control, output, revoke)),
         Command::Approve {
             control,
             call_id,
@@ -241,6 +246,46 @@ async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::R
         ));
     }
     // JSON lines are never cut: a cut line is no JSON.
+    print_rows(&lines, format == OutputFormat::Table)
+}
+
+/// Lists the active grants, or revokes one named by its id or short id.
+async fn grants(
+    control: &ControlArgs,
+    output: Option<OutputFormat>,
+    revoke: Option<String>,
+) -> anyhow::Result<()> {
+    let client = ControlClient::new(&control.gateway, &control.token)?;
+    let grants = client.grants().await?.grants;
+    if let Some(wanted) = revoke {
+        // Only an exact id or an exact short id: a slip never revokes another grant.
+        let found: Vec<_> = grants
+            .iter()
+            .filter(|g| g.id == wanted || toolgate::api::short_id(&g.id) == wanted)
+            .collect();
+        let grant = match found.as_slice() {
+            [one] => *one,
+            [] => anyhow::bail!("no active grant {wanted:?} (toolgate grants lists them)"),
+            _ => anyhow::bail!("{wanted:?} names several grants; give the whole id"),
+        };
+        let revoked = client.revoke_grant(&grant.id).await?;
+        println!(
+            "revoked {} (used {} times)",
+            cli_output::printable(&revoked.label()),
+            revoked.uses
+        );
+        return Ok(());
+    }
+    let stdout = std::io::stdout();
+    let format = OutputFormat::or_default(output, stdout.is_terminal());
+    let lines = match format {
+        OutputFormat::Json => grants
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?,
+        OutputFormat::Table if grants.is_empty() => vec!["no active grants".to_owned()],
+        OutputFormat::Table => cli_output::grants_table(&grants, chrono::Utc::now()),
+    };
     print_rows(&lines, format == OutputFormat::Table)
 }
 

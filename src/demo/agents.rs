@@ -354,6 +354,10 @@ async fn run_agent(http: reqwest::Client, endpoint: String, agent: Agent, stop: 
     }
 }
 
+/// How many times an agent sends a held call's `requestState` back, as the MCP SDKs'
+/// default `input_required` rounds.
+const INPUT_REQUIRED_ROUNDS: u64 = 10;
+
 /// Sends one call in the agent's era and returns the answer's text.
 async fn send(
     http: &reqwest::Client,
@@ -367,18 +371,41 @@ async fn send(
     if let Some(ctx) = &c.context {
         meta.insert(crate::gateway::decide::META_CONTEXT.into(), ctx.clone());
     }
-    let params = json!({"name": c.tool, "arguments": c.args});
-    let answer = rpc(
+    let mut params = json!({"name": c.tool, "arguments": c.args});
+    let mut answer = rpc(
         http,
         endpoint,
         agent,
         session,
         id,
         "tools/call",
-        params,
-        meta,
+        params.clone(),
+        meta.clone(),
     )
     .await?;
+    // A 2026-07-28 call held past one wait: send the state back and wait on, as the
+    // MCP SDKs do (up to their 10 rounds).
+    for round in 1..=INPUT_REQUIRED_ROUNDS {
+        let Some(state) = answer["result"]["requestState"]
+            .as_str()
+            .filter(|_| answer["result"]["resultType"] == "input_required")
+        else {
+            break;
+        };
+        params["requestState"] = json!(state);
+        let retry_id = id * 100 + round;
+        answer = rpc(
+            http,
+            endpoint,
+            agent,
+            session,
+            retry_id,
+            "tools/call",
+            params.clone(),
+            meta.clone(),
+        )
+        .await?;
+    }
     Ok(answer["result"]["content"][0]["text"]
         .as_str()
         .map(str::to_owned)

@@ -116,6 +116,20 @@ pub enum Retry {
     NotApproved(DecisionEvent),
 }
 
+/// How a 2026-07-28 client's retried wait on a hold (its `requestState`) goes on.
+#[derive(Debug)]
+pub enum Rejoined {
+    /// Still held, or approved and not yet run: the verdict comes (or came) here.
+    Waiting {
+        verdict: oneshot::Receiver<Verdict>,
+        expires_at: String,
+    },
+    /// Another request waits on it already: one client, one wait.
+    Busy,
+    /// It ended: how.
+    Ended(Box<HoldView>),
+}
+
 /// Someone resolving holds: an operator's name and the identities that are them.
 #[derive(Debug, Clone)]
 pub struct Approver {
@@ -476,6 +490,78 @@ impl Holds {
                     phase: HoldPhase::Pending,
                 })));
         }
+    }
+
+    /// A retried wait on hold `call_id` (a 2026-07-28 client's `requestState`, whose seal
+    /// was verified and whose call hashes to `call_hash`): the new request waits on the
+    /// hold, here or on whichever replica made it, and is answered as the first would
+    /// have been. `None`: no such hold of that call.
+    pub async fn rejoin(
+        &self,
+        call_id: &str,
+        call_hash: &str,
+        request_id: Value,
+    ) -> Result<Option<Rejoined>, StoreError> {
+        let mut holds = self.holds.lock().await;
+        if !holds.contains_key(call_id) {
+            // Made on another replica, or before a restart: the store has it.
+            let Some(stored) = self.store.hold(call_id).await? else {
+                return Ok(None);
+            };
+            let Some(hold) = self.restored(&stored) else {
+                return Ok(None);
+            };
+            if !hold.keeps_call() {
+                return Ok(Some(Rejoined::Ended(Box::new(hold.view(call_id)))));
+            }
+            if stored.resolution == Some(Resolution::Approved) {
+                self.approved_index()
+                    .entry(hold.call_hash.clone())
+                    .or_default()
+                    .push(call_id.to_owned());
+            }
+            holds.insert(call_id.to_owned(), hold);
+        }
+        let hold = holds
+            .get_mut(call_id)
+            .expect("in memory, or taken in above");
+        if hold.call_hash != call_hash {
+            return Ok(None);
+        }
+        if hold.resolution.is_none() && hold.expires_at <= Utc::now() {
+            match self
+                .resolve(hold, call_id, Resolution::Expired, "toolgate", None)
+                .await
+            {
+                Ok(view) => return Ok(Some(Rejoined::Ended(Box::new(view)))),
+                Err(StoreError::HoldTaken(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        match hold.resolution.as_ref().map(|r| r.resolution) {
+            None => {
+                if hold.waiter.as_ref().is_some_and(|w| !w.is_closed()) {
+                    return Ok(Some(Rejoined::Busy));
+                }
+                hold.waiter = Some(tx);
+                hold.request_id = request_id;
+                self.store
+                    .record(WriteOp::Event(Box::new(EventBody::HoldPhaseChanged {
+                        call_id: call_id.to_owned(),
+                        phase: HoldPhase::Waiting,
+                    })));
+            }
+            // Approved while the client was between two waits: it runs on this one.
+            Some(Resolution::Approved) => {
+                let _ = tx.send(Verdict::Approved);
+            }
+            Some(_) => return Ok(Some(Rejoined::Ended(Box::new(hold.view(call_id))))),
+        }
+        Ok(Some(Rejoined::Waiting {
+            verdict: rx,
+            expires_at: rfc3339(hold.expires_at),
+        }))
     }
 
     /// Unresolved holds, soonest expiry first.

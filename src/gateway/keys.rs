@@ -15,6 +15,7 @@ use sha2::Sha256;
 pub const DEFAULT_KEY_FILE: &str = "toolgate.key";
 /// Labels for derived keys. Changing one changes every value keyed with it.
 const PURPOSE_CALL_HASH: &[u8] = b"toolgate/v1/identical-call";
+const PURPOSE_REQUEST_STATE: &[u8] = b"toolgate/v1/request-state";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -120,6 +121,12 @@ impl DeploymentKey {
     /// The key of the identical-call hash.
     pub fn call_mac(&self) -> CallMac {
         CallMac(self.derive(PURPOSE_CALL_HASH))
+    }
+
+    /// The key that seals a held call's `requestState` (2026-07-28 clients), so that any
+    /// replica of the deployment can verify a state another made.
+    pub fn state_seal(&self) -> super::request_state::StateSeal {
+        super::request_state::StateSeal::new(self.derive(PURPOSE_REQUEST_STATE))
     }
 }
 

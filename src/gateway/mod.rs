@@ -19,6 +19,7 @@ pub mod policy;
 pub mod redact;
 pub mod relay;
 pub mod replay;
+pub mod request_state;
 pub mod sessions;
 pub mod shadow;
 pub mod store;
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub redactor: Redactor,
     /// Keys the identical-call hash; derived from the deployment secret.
     pub call_mac: keys::CallMac,
+    /// Seals the `requestState` of a held call's long wait (2026-07-28 clients).
+    pub state_seal: request_state::StateSeal,
     /// The policy in force. Swapped whole on change; never held across an await.
     policy: RwLock<Arc<PolicyEngine>>,
     /// The stored version of the policy in force here.
@@ -168,6 +171,7 @@ impl Gateway {
             operators,
             redactor,
             call_mac: key.call_mac(),
+            state_seal: key.state_seal(),
             config: Arc::new(config),
             upstreams,
             auth,

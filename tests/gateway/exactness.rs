@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::decisions::{decisions, result_text};
+use crate::decisions::{decisions, is_held, result_text};
 use crate::events::{VIEWER, viewer};
 use crate::support::*;
 
@@ -186,10 +186,7 @@ async fn a_redacted_value_reaches_no_file_event_answer_webhook_or_log_line_and_t
     // Watch the live stream from the start, as a console would.
     let mut stream = event_stream(&gw, VIEWER).await;
     let held = crate::decisions::call_tool(&gw, AGENT_TOKEN, "write_page", args).await;
-    assert!(
-        result_text(&held).starts_with("Held for approval as "),
-        "{held}"
-    );
+    assert!(is_held(&held), "{held}");
 
     let hooks = eventually("the hold's webhook", || async {
         let got = received.lock().unwrap().clone();

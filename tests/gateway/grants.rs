@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cli::run_control_cli;
 use crate::decisions::{call_tool, decisions, result_text, stored_events};
 use crate::holds::{BOB, CAROL, DAVE, VIEWER, resolve, runs_of, setup_with_policy, wait_for_hold};
 use crate::support::*;
@@ -264,9 +265,58 @@ async fn a_grant_is_bounded_by_config_and_comes_only_with_an_approval() {
     assert_eq!(body["error"]["code"], "invalid_grant", "{body}");
     // None of that touched the hold.
     assert_eq!(crate::holds::open_holds(&gw).await.len(), 1);
-    assert_eq!(resolve(&gw, BOB, &call_id, "deny", None).await.0, 200);
+
+    // From a shell: over the limit is the gateway's clear refusal; within it, a grant.
+    let (status, _, stderr) = run_control_cli(
+        &gw,
+        BOB,
+        &[
+            "approve",
+            &call_id,
+            "--grant-for",
+            "2h",
+            "--grant-scope",
+            "tool",
+        ],
+    )
+    .await;
+    assert!(!status.success());
+    assert!(stderr.contains("max_grant_secs"), "{stderr}");
+    let (status, stdout, stderr) = run_control_cli(
+        &gw,
+        BOB,
+        &[
+            "approve",
+            &call_id,
+            "--grant-for",
+            "15m",
+            "--grant-scope",
+            "tool",
+        ],
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    let hold: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(hold["grant"]["scope"], "tool", "{hold}");
+    assert_eq!(hold["grant"]["for_secs"], 900, "{hold}");
     let _ = client.await;
-    assert_eq!(runs_of(&upstream, "BOUND-1"), 0);
+    assert_eq!(runs_of(&upstream, "BOUND-1"), 1);
+    let (status, stdout, _) = run_control_cli(&gw, VIEWER, &["grants", "--output", "json"]).await;
+    assert!(status.success());
+    let listed: Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    let id = listed["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["approvers"], json!(["bob"]));
+    let short = &id[id.len() - 8..];
+    let (status, _, stderr) = run_control_cli(&gw, VIEWER, &["grants", "--revoke", short]).await;
+    assert!(!status.success(), "a viewer does not revoke");
+    assert!(stderr.contains("approver"), "{stderr}");
+    let (status, stdout, stderr) = run_control_cli(&gw, BOB, &["grants", "--revoke", short]).await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("revoked grant {short}")),
+        "{stdout}"
+    );
+    assert!(grants(&gw).await.is_empty());
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod exactness;
 mod grants;
 mod holds;
 mod identity;
+mod long_wait;
 mod policy_versions;
 mod relay;
 mod replay;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::decisions::{answer_of, call_tool, result_text};
+use crate::decisions::{answer_of, call_tool, is_held, result_text};
 use crate::events::{next_frame, subscribe_as};
 use crate::holds::{
     ALICE, BOB, VIEWER, answer, held_call, open_holds, operators, owned_identities, resolve,
@@ -239,10 +239,7 @@ async fn an_identical_retry_at_another_replica_runs_the_approval_once() {
     };
     // The client's wait ends before anyone approves: the call is pending.
     let held = answer(held_call(first, AGENT_TOKEN, "MARK-ELSEWHERE", "v1").await).await;
-    assert!(
-        result_text(&held).starts_with("Held for approval as "),
-        "{held}"
-    );
+    assert!(is_held(&held), "{held}");
     let call_id = hold_for(approver, "MARK-ELSEWHERE").await["call_id"]
         .as_str()
         .unwrap()
@@ -260,10 +257,7 @@ async fn an_identical_retry_at_another_replica_runs_the_approval_once() {
     // A second retry, on any replica, is decided afresh: held again.
     for gw in [first, approver, retries] {
         let again = answer(held_call(gw, AGENT_TOKEN, "MARK-ELSEWHERE", "v1").await).await;
-        assert!(
-            result_text(&again).starts_with("Held for approval as "),
-            "{again}"
-        );
+        assert!(is_held(&again), "{again}");
     }
     assert_eq!(
         runs_of(&cluster.upstream, "MARK-ELSEWHERE"),
@@ -557,7 +551,7 @@ async fn a_replica_killed_mid_approval_runs_nothing_twice_or_on_its_own_and_ever
         let reply = answer(held_call(b, AGENT_TOKEN, page, "x").await).await;
         let text = result_text(&reply).to_owned();
         assert!(
-            text == format!("wrote {page} (1 bytes)") || text.starts_with("Held for approval as "),
+            text == format!("wrote {page} (1 bytes)") || is_held(&reply),
             "{page}: {reply}"
         );
     }
@@ -635,10 +629,7 @@ async fn hold_caps_and_self_approval_hold_across_replicas() {
     // ci-bot's two holds, on A.
     for page in ["CAP-1", "CAP-2"] {
         let held = answer(held_call(a, AGENT_TOKEN, page, "x").await).await;
-        assert!(
-            result_text(&held).starts_with("Held for approval as "),
-            "{held}"
-        );
+        assert!(is_held(&held), "{held}");
     }
     hold_for(b, "CAP-1").await;
     hold_for(b, "CAP-2").await;
@@ -1074,4 +1065,119 @@ async fn two_first_approvals_on_two_replicas_at_once_complete_a_two_person_hold(
         approvers.sort();
         assert_eq!(approvers, ["alice", "bob"], "round {round}: {this}");
     }
+}
+
+#[tokio::test]
+async fn a_request_state_made_on_one_replica_waits_on_another_and_runs_there_once() {
+    use crate::long_wait::{call, refused, state_of};
+    let Some(cluster) = Cluster::start(2, 1).await else {
+        return;
+    };
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let state = state_of(&call(a, AGENT_TOKEN, "HOP-1", None).await);
+    // The SDK's retry lands on the other replica: it verifies the state, takes the hold
+    // from the store, and waits on it; an approval given on the first reaches it there.
+    let retry = {
+        let (url, state) = (b.url("py"), state.clone());
+        tokio::spawn(async move {
+            let mut body = modern_call(
+                3,
+                "write_page",
+                json!({"page_id": "HOP-1", "body": "x"}),
+                json!({}),
+            );
+            body["params"]["requestState"] = json!(state);
+            let resp = modern_request(&http(), &url, "write_page", body.to_string())
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            answer_of(&resp.text().await.unwrap()).unwrap()
+        })
+    };
+    let hold = eventually("the retry to wait on b", || async {
+        open_holds(b)
+            .await
+            .into_iter()
+            .find(|h| h["call"]["target"]["id"] == "HOP-1" && h["phase"] == "waiting")
+    })
+    .await;
+    let call_id = hold["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(resolve(a, BOB, &call_id, "approve", None).await.0, 200);
+    let ran = tokio::time::timeout(Duration::from_secs(10), retry)
+        .await
+        .unwrap()
+        .unwrap();
+    // Approved in time for this leg, or between two legs (then its answer is a fresh
+    // state, and the next retry runs it).
+    let ran = if ran["result"]["resultType"] == "input_required" {
+        call(b, AGENT_TOKEN, "HOP-1", Some(&state_of(&ran))).await
+    } else {
+        ran
+    };
+    assert_eq!(result_text(&ran), "wrote HOP-1 (1 bytes)", "{ran}");
+    assert_eq!(runs_of(&cluster.upstream, "HOP-1"), 1);
+    // Spent, on either replica.
+    for gw in [a, b] {
+        let answer = call(gw, AGENT_TOKEN, "HOP-1", Some(&state)).await;
+        assert!(refused(&answer).contains("already run"), "{answer}");
+    }
+    assert_eq!(runs_of(&cluster.upstream, "HOP-1"), 1);
+}
+
+#[tokio::test]
+async fn a_grant_made_on_one_replica_is_used_on_another_and_a_revocation_anywhere_stops_it() {
+    let Some(cluster) = Cluster::start(2, 30).await else {
+        return;
+    };
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let client = spawn_write_page(a, AGENT_TOKEN, "GR-1", "x", json!({}));
+    let call_id = hold_for(a, "GR-1").await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = http()
+        .post(a.control_url(&format!("/api/v1/holds/{call_id}/approve")))
+        .bearer_auth(BOB)
+        .json(&json!({"grant": {"for_secs": 600, "scope": "tool"}}))
+        .send()
+        .await
+        .unwrap();
+    let approved: Value = resp.json().await.unwrap();
+    let id = approved["grant"]["id"].as_str().unwrap().to_owned();
+    let _ = client.await;
+    // At once on the other replica, whether or not its memory has heard yet.
+    let reply = call_tool(
+        b,
+        AGENT_TOKEN,
+        "write_page",
+        json!({"page_id": "GR-2", "body": "x"}),
+    )
+    .await;
+    assert_eq!(result_text(&reply), "wrote GR-2 (1 bytes)", "{reply}");
+    // Revoked on b: the next call on a is held, at once.
+    let resp = http()
+        .delete(b.control_url(&format!("/api/v1/grants/{id}")))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let held = spawn_write_page(a, AGENT_TOKEN, "GR-3", "x", json!({}));
+    let hold = hold_for(a, "GR-3").await;
+    let id3 = hold["call_id"].as_str().unwrap();
+    assert_eq!(resolve(a, BOB, id3, "deny", None).await.0, 200);
+    let _ = held.await;
+    assert_eq!(runs_of(&cluster.upstream, "GR-3"), 0);
+    let granted: Vec<Value> = cluster
+        .stored("decision")
+        .await
+        .into_iter()
+        .filter(|d| d["grant"] == id.as_str())
+        .collect();
+    assert_eq!(granted.len(), 1, "{granted:?}");
 }

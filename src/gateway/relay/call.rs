@@ -9,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::super::decide::{self, Decided};
 use super::super::escape::Escaped;
+use super::super::exact;
 use super::super::holds;
-use super::super::mcp::{self, INVALID_REQUEST};
+use super::super::mcp::{self, INVALID_PARAMS, INVALID_REQUEST};
+use super::super::request_state::{self, StateError};
 use super::super::{Gateway, to_completion};
 use super::admit::Refusal;
 use super::completion;
@@ -19,7 +21,8 @@ use super::reply::{
     denied_text, deny_response, error_result, json_response, unknown_tool_response,
 };
 use super::request::{FailureKind, Post};
-use crate::api::{CallResult, DecisionEvent, Outcome};
+use crate::api::{CallResult, DecisionEvent, Outcome, Resolution};
+use axum::body::Bytes;
 
 pub async fn relay(post: Post<'_>) -> Response {
     let gw = post.gw;
@@ -39,13 +42,18 @@ pub async fn relay(post: Post<'_>) -> Response {
         }
     };
     // Beside other replicas: a copy (classes, policy) that may be out of date decides
-    // nothing.
+    // nothing, and may not have heard how a hold ended.
     if let Some(why) = gw.out_of_step() {
         tracing::warn!(upstream = %Escaped(post.name), tool = %Escaped(tool), %why, "replica out of step with the shared store; call denied");
         return deny_response(
             &post.message,
             "toolgate: this gateway replica is catching up with the others; try again",
         );
+    }
+    // A 2026-07-28 client back to wait on its hold: nothing new to decide.
+    if let Some(state) = request_state::ours(&post.message.body) {
+        let state = state.to_owned();
+        return resume(post, &state).await;
     }
     let started = Instant::now();
     let decided = gw
@@ -101,12 +109,7 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
         .message
         .tool_call()
         .expect("a held message is a tools/call");
-    let wait = Duration::from_secs(
-        post.upstream
-            .config
-            .hold_timeout_secs
-            .unwrap_or(gw.config.gateway.hold_timeout_secs),
-    );
+    let wait = wait_of(&post);
     let ttl = chrono::Duration::seconds(gw.config.gateway.approval_ttl_secs as i64);
     let call_id = decision.call_id.clone();
     let new = holds::NewHold {
@@ -122,6 +125,7 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
         ttl,
     };
     let principal = post.identity.principal();
+    let call_hash = new.key.hash.clone();
     // The hold and its place in memory must not part if the client hangs up now.
     let created = {
         let gw = gw.clone();
@@ -153,6 +157,115 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
             call_id,
             expires_at,
             wait,
+            principal,
+            call_hash,
+        },
+        verdict,
+    )
+}
+
+/// How long one wait on a hold lasts before the client is told how to go on.
+fn wait_of(post: &Post<'_>) -> Duration {
+    Duration::from_secs(
+        post.upstream
+            .config
+            .hold_timeout_secs
+            .unwrap_or(post.gw.config.gateway.hold_timeout_secs),
+    )
+}
+
+/// A retried wait on a hold (a 2026-07-28 client's `requestState`): the state must be
+/// sealed by this deployment, unexpired, the same identity's, and of this very call;
+/// then the request waits on the hold as the first did. Anything else is `-32602`, and
+/// nothing runs.
+async fn resume(post: Post<'_>, state: &str) -> Response {
+    let gw = post.gw;
+    let (tool, _) = post.message.tool_call().expect("a tools/call");
+    let principal = post.identity.principal();
+    let refuse = |why: String| {
+        tracing::warn!(upstream = %Escaped(post.name), tool = %Escaped(tool),
+            identity = %Escaped(&principal), reason = %why, "requestState refused; nothing runs");
+        let mut body = mcp::error_body(
+            &post.id(),
+            INVALID_PARAMS,
+            &format!("Invalid or expired requestState: {why}"),
+        );
+        body["error"]["data"] = serde_json::json!({"reason": "invalid_request_state"});
+        json_response(StatusCode::OK, &body)
+    };
+    let held = match gw.state_seal.open(state, chrono::Utc::now()) {
+        Ok(held) => held,
+        Err(e) => return refuse(e.to_string()),
+    };
+    if held.principal != principal {
+        return refuse(StateError::OtherIdentity.to_string());
+    }
+    let key = holds::CallKey::new(
+        &gw.call_mac,
+        &post.identity,
+        post.name,
+        tool,
+        &exact::canonical_arguments(&post.bytes),
+    );
+    if key.hash != held.call_hash {
+        return refuse(StateError::OtherCall.to_string());
+    }
+    // What runs upstream is the call without the gateway's state.
+    let bytes = match request_state::without_state(&post.bytes) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => return refuse(format!("the request does not read: {e}")),
+    };
+    let rejoined = {
+        let (gw, call_id, hash, id) = (gw.clone(), held.call_id.clone(), key.hash, post.id());
+        to_completion(async move { gw.holds.rejoin(&call_id, &hash, id).await }).await
+    };
+    let (verdict, expires_at) = match rejoined {
+        Ok(Some(holds::Rejoined::Waiting {
+            verdict,
+            expires_at,
+        })) => (verdict, expires_at),
+        Ok(Some(holds::Rejoined::Busy)) => {
+            return refuse(format!(
+                "another request is already waiting on the held call {}",
+                held.call_id
+            ));
+        }
+        Ok(Some(holds::Rejoined::Ended(view))) => {
+            let verdict = match view.resolution {
+                Some(Resolution::Denied) => holds::Verdict::Denied {
+                    by: view.resolved_by.unwrap_or_default(),
+                    reason: view.reason,
+                },
+                Some(Resolution::Expired) => holds::Verdict::Expired,
+                Some(Resolution::Cancelled) => holds::Verdict::Cancelled,
+                // Run already: a state is good for one run.
+                _ => {
+                    return refuse(format!("the held call {} has already run", held.call_id));
+                }
+            };
+            let text = held_stream::ended_text(&held.call_id, &verdict).unwrap_or_default();
+            return deny_response(&post.message, &text);
+        }
+        Ok(None) => return refuse(format!("no held call {}", held.call_id)),
+        Err(e) => {
+            gw.metrics.store_error();
+            tracing::error!(call_id = %held.call_id, error = %e, "a held call's wait could not go on");
+            return deny_response(&post.message, "toolgate: audit store unavailable");
+        }
+    };
+    let wait = wait_of(&post);
+    held_stream::respond(
+        gw.clone(),
+        held_stream::HeldRequest {
+            upstream: post.upstream.config.name.clone(),
+            message: post.message,
+            bytes,
+            headers: post.headers.clone(),
+            call_id: held.call_id,
+            expires_at,
+            wait,
+            principal,
+            call_hash: held.call_hash,
         },
         verdict,
     )

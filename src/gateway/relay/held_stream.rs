@@ -3,8 +3,10 @@
 //! The client is answered at once with an SSE stream that carries keep-alives (and
 //! progress, when it asked for progress) while a person decides. An approval in time
 //! sends the original bytes upstream and re-frames the answer onto this stream;
-//! otherwise the stream ends with a deny, or with the pending notice that says how
-//! to retry.
+//! otherwise the stream ends with a deny or, when the wait ends first, with what lets
+//! the client wait on: for a 2026-07-28 client an `input_required` result whose sealed
+//! `requestState` its SDK sends back (and the wait goes on, see `request_state`), for an
+//! older one the pending notice that says how to retry.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::Gateway;
 use super::super::holds::Verdict;
-use super::super::mcp::ClientMessage;
+use super::super::mcp::{ClientMessage, Era};
+use super::super::request_state::{HeldState, STATE_TTL};
 use super::completion;
 use super::observe::{AnswerFinder, SseEvents};
 use super::reply::error_result;
@@ -39,6 +42,30 @@ pub struct HeldRequest {
     pub call_id: String,
     pub expires_at: String,
     pub wait: Duration,
+    /// Whose call it is, and its keyed hash: what a `requestState` seals.
+    pub principal: String,
+    pub call_hash: String,
+}
+
+impl HeldRequest {
+    /// What ends a wait that ended undecided: for a 2026-07-28 client, an
+    /// `input_required` result carrying only a sealed `requestState`, which its SDK sends
+    /// back to wait on; for an older one, `older` (a tool result that says what to do).
+    fn undecided(&self, gw: &Gateway, older: &str) -> Bytes {
+        if self.message.era != Era::Modern {
+            return sse_message(&error_result(&self.message, older).to_string());
+        }
+        let state = gw.state_seal.seal(&HeldState {
+            call_id: self.call_id.clone(),
+            call_hash: self.call_hash.clone(),
+            principal: self.principal.clone(),
+            expires: (chrono::Utc::now() + STATE_TTL).timestamp(),
+        });
+        let id = self.message.id().cloned().unwrap_or(Value::Null);
+        let answer = json!({"jsonrpc": "2.0", "id": id,
+            "result": {"resultType": "input_required", "requestState": state}});
+        sse_message(&answer.to_string())
+    }
 }
 
 pub fn respond(
@@ -100,14 +127,20 @@ async fn wait(
             }
             () = tx.closed() => return,
             () = gw.stopped() => {
-                // Nobody can approve it now: the client hears a deny, and the hold stays
-                // pending, so the identical call can pick up its decision later.
+                // Nobody can approve it here now: the hold stays pending, so the identical
+                // call can pick up its decision later. Beside other replicas, a 2026-07-28
+                // client is told to wait on (its retry lands on a replica that is up);
+                // alone, the client hears a deny that says why.
                 let text = format!(
                     "Denied by toolgate: the gateway is shutting down before {} was decided, \
                      so the call did not run. It stays held until {}; retry the identical call later.",
                     held.call_id, held.expires_at
                 );
-                send_result(&held.message, &text, tx).await;
+                if gw.store.is_shared() {
+                    let _ = tx.send(held.undecided(gw, &text)).await;
+                } else {
+                    send_result(&held.message, &text, tx).await;
+                }
                 return;
             }
             () = &mut deadline => {
@@ -127,7 +160,7 @@ async fn wait(
                             "Held for approval as {} until {}. Retry the identical call after approval.",
                             held.call_id, held.expires_at
                         );
-                        send_result(&held.message, &text, tx).await;
+                        let _ = tx.send(held.undecided(gw, &text)).await;
                     }
                 }
                 return;
@@ -160,23 +193,35 @@ async fn answer(
 ) {
     match verdict {
         Verdict::Approved => run_approved(gw, held, progress_sent, tx).await,
-        Verdict::Denied { by, reason } => {
-            let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-            let text = format!(
-                "Denied by toolgate: {by} denied the held call {}{why}",
-                held.call_id
-            );
-            send_result(&held.message, &text, tx).await;
-        }
-        Verdict::Expired => {
-            let text = format!(
-                "Denied by toolgate: the held call {} expired without approval",
-                held.call_id
-            );
-            send_result(&held.message, &text, tx).await;
-        }
         // The client withdrew the call; there is nobody to answer.
         Verdict::Cancelled => {}
+        ended => {
+            if let Some(text) = ended_text(&held.call_id, &ended) {
+                send_result(&held.message, &text, tx).await;
+            }
+        }
+    }
+}
+
+/// What the client reads of a hold that ended without running.
+pub fn ended_text(call_id: &str, verdict: &Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Denied { by, reason } => {
+            let why = reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            Some(format!(
+                "Denied by toolgate: {by} denied the held call {call_id}{why}"
+            ))
+        }
+        Verdict::Expired => Some(format!(
+            "Denied by toolgate: the held call {call_id} expired without approval"
+        )),
+        Verdict::Cancelled => Some(format!(
+            "Denied by toolgate: the held call {call_id} was cancelled by its client"
+        )),
+        Verdict::Approved => None,
     }
 }
 

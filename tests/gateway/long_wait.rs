@@ -1,0 +1,188 @@
+//! A 2026-07-28 client waits on a hold longer than one HTTP wait, inside the protocol:
+//! each wait that ends undecided answers `input_required` with a sealed `requestState`,
+//! the client's SDK sends it back, and the wait goes on until the hold is decided. A
+//! state that was altered, is another identity's or another call's, or was used already
+//! is refused with `-32602`, and nothing runs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::decisions::{answer_of, decisions, result_text, stored_events};
+use crate::holds::{BOB, OTHER_AGENT, resolve, runs_of, setup_with_policy, wait_for_hold};
+use crate::support::*;
+
+/// One 2026-07-28 `tools/call` of write_page by `token`, with `state` as its
+/// `requestState` when given; the answer read whole (a held call's SSE stream ends with
+/// its one answer).
+pub(crate) async fn call(gw: &GatewayProc, token: &str, page: &str, state: Option<&str>) -> Value {
+    let mut body = modern_call(
+        3,
+        "write_page",
+        json!({"page_id": page, "body": "x"}),
+        json!({}),
+    );
+    if let Some(state) = state {
+        body["params"]["requestState"] = json!(state);
+    }
+    let resp = modern_request(&http(), &gw.url("py"), "write_page", body.to_string())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"))
+}
+
+pub(crate) fn state_of(answer: &Value) -> String {
+    assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
+    assert!(
+        answer["result"].get("inputRequests").is_none(),
+        "a state only: {answer}"
+    );
+    answer["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no requestState in {answer}"))
+        .to_owned()
+}
+
+pub(crate) fn refused(answer: &Value) -> &str {
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert_eq!(
+        answer["error"]["data"]["reason"], "invalid_request_state",
+        "{answer}"
+    );
+    answer["error"]["message"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn the_python_sdk_waits_three_legs_in_band_and_gets_the_real_result_after_approval() {
+    let (upstream, gw) = setup_with_policy(2, toolgate::gateway::policy::DEFAULT_POLICY).await;
+    let url = gw.url("py");
+    let client = tokio::spawn(async move {
+        run_py_client(
+            &url,
+            AGENT_TOKEN,
+            "write_page",
+            &json!({"page_id": "LONG-1", "body": "hello"}),
+            "2026-07-28",
+        )
+        .await
+    });
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    // Three legs of 2 s each end undecided; the client is back each time.
+    eventually_within(20, "three legs of the wait", || async {
+        let rejoined = stored_events(&gw, "hold.phase")
+            .await
+            .into_iter()
+            .filter(|e| e["call_id"] == call_id.as_str() && e["phase"] == "waiting")
+            .count();
+        (rejoined >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(runs_of(&upstream, "LONG-1"), 0, "nothing runs while held");
+    assert!(!client.is_finished(), "the SDK is still waiting in-band");
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = tokio::time::timeout(Duration::from_secs(30), client)
+        .await
+        .expect("the client gets its answer")
+        .unwrap();
+    assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
+    assert_eq!(
+        seen["result"]["content"][0]["text"], "wrote LONG-1 (5 bytes)",
+        "{seen}"
+    );
+    assert_eq!(runs_of(&upstream, "LONG-1"), 1);
+    // One decision for the call, however many legs it waited; the run is the hold's.
+    let ours: Vec<Value> = decisions(&gw)
+        .await
+        .into_iter()
+        .filter(|d| d["tool"] == "write_page")
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0]["call_id"], call_id.as_str());
+    // What ran upstream carried no state of the gateway's.
+    let posted = upstream
+        .posts()
+        .into_iter()
+        .find(|p| p.body.contains("LONG-1"))
+        .unwrap();
+    assert!(!posted.body.contains("requestState"), "{}", posted.body);
+}
+
+#[tokio::test]
+async fn an_altered_foreign_other_or_spent_state_is_refused_and_nothing_runs() {
+    let (upstream, gw) = setup_with_policy(1, toolgate::gateway::policy::DEFAULT_POLICY).await;
+    let first = call(&gw, AGENT_TOKEN, "SEAL-1", None).await;
+    let state = state_of(&first);
+    let call_id = wait_for_hold(&gw, "pending").await;
+
+    // One character of the payload altered.
+    let mut altered = state.clone().into_bytes();
+    let at = 12;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    let answer = call(&gw, AGENT_TOKEN, "SEAL-1", Some(&altered)).await;
+    assert!(refused(&answer).contains("does not verify"), "{answer}");
+    // Another identity's retry with this state.
+    let answer = call(&gw, OTHER_AGENT, "SEAL-1", Some(&state)).await;
+    assert!(refused(&answer).contains("another identity"), "{answer}");
+    // The same identity, another call.
+    let answer = call(&gw, AGENT_TOKEN, "SEAL-2", Some(&state)).await;
+    assert!(refused(&answer).contains("another call"), "{answer}");
+    assert_eq!(runs_of(&upstream, "SEAL-"), 0);
+    // None of them opened a hold or a decision of its own.
+    assert_eq!(crate::holds::open_holds(&gw).await.len(), 1);
+
+    // The real retry waits again, and is told again how to go on.
+    let again = call(&gw, AGENT_TOKEN, "SEAL-1", Some(&state)).await;
+    let next = state_of(&again);
+    assert_ne!(next, state, "each leg's state is its own");
+    // Approved between two legs: the next retry runs it.
+    assert_eq!(resolve(&gw, BOB, &call_id, "approve", None).await.0, 200);
+    let ran = call(&gw, AGENT_TOKEN, "SEAL-1", Some(&next)).await;
+    assert_eq!(result_text(&ran), "wrote SEAL-1 (1 bytes)", "{ran}");
+    assert_eq!(runs_of(&upstream, "SEAL-1"), 1);
+    // Spent: neither state runs it again.
+    for used in [&next, &state] {
+        let answer = call(&gw, AGENT_TOKEN, "SEAL-1", Some(used)).await;
+        assert!(refused(&answer).contains("already run"), "{answer}");
+    }
+    assert_eq!(runs_of(&upstream, "SEAL-1"), 1);
+    // The refusals are in the gateway's log, never the state itself.
+    let log = gw.log();
+    assert!(log.contains("requestState refused"), "{log}");
+    assert!(!log.contains(&state), "a state is not logged");
+}
+
+#[tokio::test]
+async fn a_denial_between_legs_is_the_answer_to_the_next_retry() {
+    let (upstream, gw) = setup_with_policy(1, toolgate::gateway::policy::DEFAULT_POLICY).await;
+    let state = state_of(&call(&gw, AGENT_TOKEN, "GONE-1", None).await);
+    let call_id = wait_for_hold(&gw, "pending").await;
+    assert_eq!(
+        resolve(&gw, BOB, &call_id, "deny", Some("not now")).await.0,
+        200
+    );
+    let answer = call(&gw, AGENT_TOKEN, "GONE-1", Some(&state)).await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert!(result_text(&answer).contains("not now"), "{answer}");
+    assert_eq!(runs_of(&upstream, "GONE-1"), 0);
+    // A 2025-11-25 client keeps the two-phase hold: told to retry, no state.
+    let url = gw.url("py");
+    let session = crate::relay::legacy_session(&http(), &url, AGENT_TOKEN).await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "write_page", "arguments": {"page_id": "OLD-1", "body": "x"}}});
+    let resp = crate::relay::legacy_post(&http(), &url, AGENT_TOKEN, Some(&session), &call)
+        .send()
+        .await
+        .unwrap();
+    let answer = answer_of(&resp.text().await.unwrap()).unwrap();
+    assert!(answer["result"].get("requestState").is_none(), "{answer}");
+    assert!(
+        result_text(&answer).contains("Retry the identical call"),
+        "{answer}"
+    );
+}
