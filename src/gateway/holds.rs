@@ -119,13 +119,13 @@ pub enum Retry {
 /// How a 2026-07-28 client's retried wait on a hold (its `requestState`) goes on.
 #[derive(Debug)]
 pub enum Rejoined {
-    /// Still held, or approved and not yet run: the verdict comes (or came) here.
+    /// Still held, or approved and not yet run (`approved`): the verdict comes (or
+    /// came) here.
     Waiting {
         verdict: oneshot::Receiver<Verdict>,
         expires_at: String,
+        approved: bool,
     },
-    /// Another request waits on it already: one client, one wait.
-    Busy,
     /// It ended: how.
     Ended(Box<HoldView>),
 }
@@ -476,11 +476,15 @@ impl Holds {
     }
 
     /// The client stopped waiting (its wait ended, or it went away): the hold stays
-    /// pending, and an approval will serve only an identical retry.
+    /// pending, and an approval will serve only an identical retry. A waiter a newer leg
+    /// of the wait put in place (its receiver alive) is that leg's, and stays.
     pub async fn release_waiter(&self, call_id: &str) {
         let now_pending = match self.holds.lock().await.get_mut(call_id) {
-            Some(hold) => hold.waiter.take().is_some() && hold.resolution.is_none(),
-            None => false,
+            Some(hold) if hold.waiter.as_ref().is_some_and(|w| w.is_closed()) => {
+                hold.waiter = None;
+                hold.resolution.is_none()
+            }
+            _ => false,
         };
         // Consoles show the phase live: the stream says when a waiting hold turns pending.
         if now_pending {
@@ -495,19 +499,28 @@ impl Holds {
     /// A retried wait on hold `call_id` (a 2026-07-28 client's `requestState`, whose seal
     /// was verified and whose call hashes to `call_hash`): the new request waits on the
     /// hold, here or on whichever replica made it, and is answered as the first would
-    /// have been. `None`: no such hold of that call.
+    /// have been; the newest leg takes the wait over from an older one (whose client is
+    /// most likely gone). `None`: no such hold of that call.
     pub async fn rejoin(
         &self,
         call_id: &str,
         call_hash: &str,
         request_id: Value,
     ) -> Result<Option<Rejoined>, StoreError> {
+        // Made on another replica, or before a restart: the store has it, read without
+        // holding the queue.
+        let known = self.holds.lock().await.contains_key(call_id);
+        let stored = match known {
+            true => None,
+            false => match self.store.hold(call_id).await? {
+                Some(stored) => Some(stored),
+                None => return Ok(None),
+            },
+        };
         let mut holds = self.holds.lock().await;
-        if !holds.contains_key(call_id) {
-            // Made on another replica, or before a restart: the store has it.
-            let Some(stored) = self.store.hold(call_id).await? else {
-                return Ok(None);
-            };
+        if let Some(stored) = stored
+            && !holds.contains_key(call_id)
+        {
             let Some(hold) = self.restored(&stored) else {
                 return Ok(None);
             };
@@ -522,9 +535,9 @@ impl Holds {
             }
             holds.insert(call_id.to_owned(), hold);
         }
-        let hold = holds
-            .get_mut(call_id)
-            .expect("in memory, or taken in above");
+        let Some(hold) = holds.get_mut(call_id) else {
+            return Ok(None);
+        };
         if hold.call_hash != call_hash {
             return Ok(None);
         }
@@ -539,28 +552,31 @@ impl Holds {
             }
         }
         let (tx, rx) = oneshot::channel();
-        match hold.resolution.as_ref().map(|r| r.resolution) {
+        let approved = match hold.resolution.as_ref().map(|r| r.resolution) {
             None => {
-                if hold.waiter.as_ref().is_some_and(|w| !w.is_closed()) {
-                    return Ok(Some(Rejoined::Busy));
-                }
-                hold.waiter = Some(tx);
+                // An older leg still waiting hears that it was taken over.
+                let was_waiting = hold.waiter.replace(tx).is_some_and(|w| !w.is_closed());
                 hold.request_id = request_id;
-                self.store
-                    .record(WriteOp::Event(Box::new(EventBody::HoldPhaseChanged {
-                        call_id: call_id.to_owned(),
-                        phase: HoldPhase::Waiting,
-                    })));
+                if !was_waiting {
+                    self.store
+                        .record(WriteOp::Event(Box::new(EventBody::HoldPhaseChanged {
+                            call_id: call_id.to_owned(),
+                            phase: HoldPhase::Waiting,
+                        })));
+                }
+                false
             }
-            // Approved while the client was between two waits: it runs on this one.
+            // Approved while the client was between two waits: it may run on this one.
             Some(Resolution::Approved) => {
                 let _ = tx.send(Verdict::Approved);
+                true
             }
             Some(_) => return Ok(Some(Rejoined::Ended(Box::new(hold.view(call_id))))),
-        }
+        };
         Ok(Some(Rejoined::Waiting {
             verdict: rx,
             expires_at: rfc3339(hold.expires_at),
+            approved,
         }))
     }
 

@@ -8,8 +8,10 @@
 //! (identity, upstream, tool and exact canonical arguments), the identity and an expiry,
 //! so any replica verifies a state another made, and nobody can forge or alter one.
 //!
-//! `tg1.<payload>.<seal>`, both base64url without padding; the payload is JSON. The
-//! payload is not secret (the client knows all of it); the seal is what counts.
+//! `tg1.<key id>.<payload>.<seal>`, both base64url without padding; the payload is JSON.
+//! The payload is not secret (the client knows all of it); the seal is what counts. The
+//! key id (from the key, not the key) tells this deployment's states from another
+//! toolgate's in front of it or behind it, which are left alone as an upstream's are.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,9 +19,15 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Every state the gateway makes starts so; a state without it is an upstream's own,
-/// which the gateway passes on untouched.
+/// Every state a toolgate makes starts so, then its deployment's key id; a state without
+/// this deployment's is not its own (an upstream's, another toolgate's), and is passed on
+/// untouched.
 pub const PREFIX: &str = "tg1.";
+
+/// How many retries the MCP SDKs make by default (`DEFAULT_INPUT_REQUIRED_MAX_ROUNDS` of
+/// the Python and TypeScript SDKs): legs 0 to this. The last leg that ends undecided says
+/// how to pick the approval up later, instead of a state the SDK would not send back.
+pub const LAST_LEG: u32 = 10;
 
 /// The longest a state stays good after it was made: the SDKs retry within a moment,
 /// so a state much older than this is a replay.
@@ -40,6 +48,9 @@ pub struct HeldState {
     /// Until when the state is good, in Unix seconds.
     #[serde(rename = "e")]
     pub expires: i64,
+    /// The leg the state starts (the first wait is leg 0).
+    #[serde(rename = "n", default)]
+    pub leg: u32,
 }
 
 /// Why a state was refused. The client hears `-32602` with the reason; nothing runs.
@@ -60,7 +71,11 @@ pub enum StateError {
 }
 
 #[derive(Clone)]
-pub struct StateSeal([u8; 32]);
+pub struct StateSeal {
+    key: [u8; 32],
+    /// `tg1.<key id>.`: what this deployment's states start with.
+    prefix: String,
+}
 
 impl std::fmt::Debug for StateSeal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,19 +85,35 @@ impl std::fmt::Debug for StateSeal {
 
 impl StateSeal {
     pub fn new(key: [u8; 32]) -> Self {
-        Self(key)
+        let id = Hmac::<Sha256>::new_from_slice(&key)
+            .expect("HMAC takes any key")
+            .chain_update(b"toolgate request-state key id")
+            .finalize()
+            .into_bytes();
+        Self {
+            key,
+            prefix: format!("{PREFIX}{}.", hex::encode(&id[..4])),
+        }
     }
 
     fn mac(&self, signed: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
         mac.update(signed);
         mac
+    }
+
+    /// The `requestState` a request carries, when this deployment made it (by its
+    /// prefix: whether it is genuine, `open` says).
+    pub fn ours<'b>(&self, body: &'b serde_json::Value) -> Option<&'b str> {
+        body.pointer("/params/requestState")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| s.starts_with(&self.prefix))
     }
 
     /// A state for `held`.
     pub fn seal(&self, held: &HeldState) -> String {
         let payload = serde_json::to_vec(held).expect("a state serializes");
-        let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(payload));
+        let signed = format!("{}{}", self.prefix, URL_SAFE_NO_PAD.encode(payload));
         let seal = self.mac(signed.as_bytes()).finalize().into_bytes();
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(seal))
     }
@@ -90,7 +121,9 @@ impl StateSeal {
     /// What a state says, if this deployment sealed it and it has not expired.
     pub fn open(&self, state: &str, now: DateTime<Utc>) -> Result<HeldState, StateError> {
         let (signed, seal) = state.rsplit_once('.').ok_or(StateError::Malformed)?;
-        let payload = signed.strip_prefix(PREFIX).ok_or(StateError::Malformed)?;
+        let payload = signed
+            .strip_prefix(&self.prefix)
+            .ok_or(StateError::Malformed)?;
         let seal = URL_SAFE_NO_PAD
             .decode(seal)
             .map_err(|_| StateError::Malformed)?;
@@ -111,13 +144,6 @@ impl StateSeal {
         }
         Ok(held)
     }
-}
-
-/// The `requestState` a request carries, when it is one of the gateway's.
-pub fn ours(body: &serde_json::Value) -> Option<&str> {
-    body.pointer("/params/requestState")
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| s.starts_with(PREFIX))
 }
 
 /// The request's bytes without `params.requestState`, the rest of it exactly as sent:
@@ -145,6 +171,7 @@ mod tests {
             call_hash: "ab".repeat(32),
             principal: "api_token:ci-bot".into(),
             expires: Utc::now().timestamp() + 60,
+            leg: 1,
         }
     }
 
@@ -154,15 +181,18 @@ mod tests {
         let state = seal.seal(&held());
         assert!(state.starts_with(PREFIX));
         assert_eq!(seal.open(&state, Utc::now()), Ok(held()));
-        // Another deployment's key.
-        assert_eq!(
-            StateSeal::new([2; 32]).open(&state, Utc::now()),
-            Err(StateError::Forged)
-        );
+        let body = |s: &str| serde_json::json!({"params": {"requestState": s}});
+        assert_eq!(seal.ours(&body(&state)), Some(state.as_str()));
+        // Another deployment's (another toolgate's, in front or behind): not ours at all,
+        // and it does not open here.
+        let theirs = StateSeal::new([2; 32]);
+        assert_eq!(theirs.ours(&body(&state)), None);
+        assert_eq!(theirs.open(&state, Utc::now()), Err(StateError::Malformed));
+        assert_eq!(seal.ours(&body("upstream-state")), None);
         // One character of the payload changed (another call id, say).
         let (signed, mac) = state.rsplit_once('.').unwrap();
         let mut bytes = signed.as_bytes().to_vec();
-        let at = PREFIX.len() + 10;
+        let at = seal.prefix.len() + 10;
         bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
         let altered = format!("{}.{mac}", String::from_utf8(bytes).unwrap());
         assert_eq!(seal.open(&altered, Utc::now()), Err(StateError::Forged));

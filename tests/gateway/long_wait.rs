@@ -119,9 +119,9 @@ async fn an_altered_foreign_other_or_spent_state_is_refused_and_nothing_runs() {
     let state = state_of(&first);
     let call_id = wait_for_hold(&gw, "pending").await;
 
-    // One character of the payload altered.
+    // One character of the payload altered (after `tg1.<key id>.`).
     let mut altered = state.clone().into_bytes();
-    let at = 12;
+    let at = "tg1.01234567.".len() + 5;
     altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
     let answer = call(&gw, AGENT_TOKEN, "SEAL-1", Some(&altered)).await;
@@ -183,6 +183,138 @@ async fn a_denial_between_legs_is_the_answer_to_the_next_retry() {
     assert!(answer["result"].get("requestState").is_none(), "{answer}");
     assert!(
         result_text(&answer).contains("Retry the identical call"),
+        "{answer}"
+    );
+}
+
+/// A 2026-07-28 `tools/call` of write_page by ci-bot with `state`, sent on its own task.
+fn spawn_call(gw: &GatewayProc, page: &str, state: &str) -> tokio::task::JoinHandle<Value> {
+    let mut body = modern_call(
+        3,
+        "write_page",
+        json!({"page_id": page, "body": "x"}),
+        json!({}),
+    );
+    body["params"]["requestState"] = json!(state);
+    let url = gw.url("py");
+    tokio::spawn(async move {
+        let resp = modern_request(&http(), &url, "write_page", body.to_string())
+            .bearer_auth(AGENT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        answer_of(&resp.text().await.unwrap()).unwrap()
+    })
+}
+
+#[tokio::test]
+async fn the_newest_leg_takes_the_wait_over_and_an_approval_given_between_legs_obeys_the_policy_now()
+ {
+    let (upstream, gw) = setup_with_policy(3, toolgate::gateway::policy::DEFAULT_POLICY).await;
+    let state = state_of(&call(&gw, AGENT_TOKEN, "OVER-1", None).await);
+    let call_id = wait_for_hold(&gw, "pending").await;
+    // A leg whose connection went quiet, and the client's next try with the same state:
+    // the newer one waits, the older is told at once to go on (never left unanswered).
+    let stale = spawn_call(&gw, "OVER-1", &state);
+    wait_for_hold(&gw, "waiting").await;
+    let fresh = spawn_call(&gw, "OVER-1", &state);
+    let told = tokio::time::timeout(Duration::from_secs(2), stale)
+        .await
+        .expect("the older leg is answered at once")
+        .unwrap();
+    state_of(&told);
+    assert!(!fresh.is_finished());
+    assert_eq!(resolve(&gw, BOB, &call_id, "approve", None).await.0, 200);
+    let ran = tokio::time::timeout(Duration::from_secs(5), fresh)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result_text(&ran), "wrote OVER-1 (1 bytes)", "{ran}");
+    assert_eq!(runs_of(&upstream, "OVER-1"), 1);
+
+    // Approved between legs, then the policy turns to deny it: the next leg does not run
+    // it, and the deny is in the log.
+    let state = state_of(&call(&gw, AGENT_TOKEN, "TURN-1", None).await);
+    let call_id = wait_for_hold(&gw, "pending").await;
+    assert_eq!(resolve(&gw, BOB, &call_id, "approve", None).await.0, 200);
+    let admin =
+        toolgate::client::ControlClient::new(&format!("http://{}", gw.control), BOB).unwrap();
+    let denying = format!(
+        "{}\n@id(\"no-turn\")\n@reason(\"TURN pages are frozen\")\nforbid (principal, action, resource)\n\
+         when {{ context.args.hasTag(\"/page_id\") && context.args.getTag(\"/page_id\") == \"TURN-1\" }};\n",
+        toolgate::gateway::policy::DEFAULT_POLICY
+    );
+    admin.put_policy(&denying, None, None).await.unwrap();
+    let answer = call(&gw, AGENT_TOKEN, "TURN-1", Some(&state)).await;
+    assert!(
+        result_text(&answer).contains("no-turn: TURN pages are frozen"),
+        "{answer}"
+    );
+    assert_eq!(runs_of(&upstream, "TURN-1"), 0);
+    let last = decisions(&gw).await.pop().unwrap();
+    assert_eq!(
+        (last["outcome"].as_str(), last["policy_ids"][0].as_str()),
+        (Some("deny"), Some("no-turn"))
+    );
+
+    // Input the gateway never asked for is not carried to the upstream with its state.
+    let state = state_of(&call(&gw, AGENT_TOKEN, "ASK-1", None).await);
+    let mut body = modern_call(
+        3,
+        "write_page",
+        json!({"page_id": "ASK-1", "body": "x"}),
+        json!({}),
+    );
+    body["params"]["requestState"] = json!(state);
+    body["params"]["inputResponses"] = json!({"confirm": {"action": "accept"}});
+    let resp = modern_request(&http(), &gw.url("py"), "write_page", body.to_string())
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let answer = answer_of(&resp.text().await.unwrap()).unwrap();
+    assert!(refused(&answer).contains("inputResponses"), "{answer}");
+}
+
+#[tokio::test]
+async fn the_last_leg_the_sdks_make_says_how_to_pick_the_approval_up_and_an_upstreams_state_is_left_alone()
+ {
+    let (upstream, gw) = setup_with_policy(1, toolgate::gateway::policy::DEFAULT_POLICY).await;
+    let mut answer = call(&gw, AGENT_TOKEN, "LAST-1", None).await;
+    // Legs 0 to 9 end with a state; leg 10 (the SDKs' tenth retry) with the notice.
+    for leg in 1..=10 {
+        let state = state_of(&answer);
+        answer = call(&gw, AGENT_TOKEN, "LAST-1", Some(&state)).await;
+        if leg < 10 {
+            assert_eq!(
+                answer["result"]["resultType"], "input_required",
+                "leg {leg}"
+            );
+        }
+    }
+    assert!(answer["result"].get("requestState").is_none(), "{answer}");
+    assert!(
+        result_text(&answer).contains("Retry the identical call after approval"),
+        "{answer}"
+    );
+    assert_eq!(runs_of(&upstream, "LAST-1"), 0);
+    // A state the gateway did not make is the upstream's: the call is decided afresh
+    // (held), and its wait ends with the notice, since the SDK would send back only ours.
+    let mut body = modern_call(
+        3,
+        "write_page",
+        json!({"page_id": "UP-1", "body": "x"}),
+        json!({}),
+    );
+    body["params"]["requestState"] = json!("the-upstream's-own-state");
+    let resp = modern_request(&http(), &gw.url("py"), "write_page", body.to_string())
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let answer = answer_of(&resp.text().await.unwrap()).unwrap();
+    assert!(
+        result_text(&answer).starts_with("Held for approval as "),
         "{answer}"
     );
 }

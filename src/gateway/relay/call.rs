@@ -51,7 +51,7 @@ pub async fn relay(post: Post<'_>) -> Response {
         );
     }
     // A 2026-07-28 client back to wait on its hold: nothing new to decide.
-    if let Some(state) = request_state::ours(&post.message.body) {
+    if let Some(state) = gw.state_seal.ours(&post.message.body) {
         let state = state.to_owned();
         return resume(post, &state).await;
     }
@@ -147,6 +147,7 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
             return deny_response(&post.message, "toolgate: audit store unavailable");
         }
     };
+    let long_wait = held_stream::may_wait_long(&post.message);
     held_stream::respond(
         gw.clone(),
         held_stream::HeldRequest {
@@ -157,6 +158,8 @@ async fn hold(post: Post<'_>, decision: DecisionEvent, key: holds::CallKey) -> R
             call_id,
             expires_at,
             wait,
+            leg: 0,
+            long_wait,
             principal,
             call_hash,
         },
@@ -210,6 +213,25 @@ async fn resume(post: Post<'_>, state: &str) -> Response {
     if key.hash != held.call_hash {
         return refuse(StateError::OtherCall.to_string());
     }
+    // The gateway asked for no input: answers to questions it never put would reach the
+    // upstream unasked.
+    if post
+        .message
+        .body
+        .pointer("/params/inputResponses")
+        .is_some()
+    {
+        return refuse(
+            "toolgate asked for no input; inputResponses are not taken with its state".into(),
+        );
+    }
+    if post.bytes.len() > gw.config.gateway.max_held_call_bytes {
+        return refuse(format!(
+            "the request is {} bytes, over the {} a held call may keep (max_held_call_bytes)",
+            post.bytes.len(),
+            gw.config.gateway.max_held_call_bytes
+        ));
+    }
     // What runs upstream is the call without the gateway's state.
     let bytes = match request_state::without_state(&post.bytes) {
         Ok(b) => Bytes::from(b),
@@ -223,12 +245,14 @@ async fn resume(post: Post<'_>, state: &str) -> Response {
         Ok(Some(holds::Rejoined::Waiting {
             verdict,
             expires_at,
-        })) => (verdict, expires_at),
-        Ok(Some(holds::Rejoined::Busy)) => {
-            return refuse(format!(
-                "another request is already waiting on the held call {}",
-                held.call_id
-            ));
+            approved,
+        })) => {
+            // Approved between two legs: it runs on this one only while the approval
+            // stands, and only if the policy in force now does not deny it.
+            if approved && let Some(denied) = lapsed(&post, &expires_at, &held.call_id).await {
+                return denied;
+            }
+            (verdict, expires_at)
         }
         Ok(Some(holds::Rejoined::Ended(view))) => {
             let verdict = match view.resolution {
@@ -266,9 +290,45 @@ async fn resume(post: Post<'_>, state: &str) -> Response {
             wait,
             principal,
             call_hash: held.call_hash,
+            leg: held.leg,
+            long_wait: true,
         },
         verdict,
     )
+}
+
+/// Why an approval given between two legs may not run on this one: it lapsed (its hold's
+/// time is up), or the policy in force now denies the call (that deny is committed, as an
+/// identical retry's would be). `None`: it runs.
+async fn lapsed(post: &Post<'_>, expires_at: &str, call_id: &str) -> Option<Response> {
+    let gw = post.gw;
+    let now = chrono::Utc::now();
+    if chrono::DateTime::parse_from_rfc3339(expires_at).is_ok_and(|e| e <= now) {
+        let text = format!(
+            "Denied by toolgate: the approval of the held call {call_id} lapsed at {expires_at} before it ran"
+        );
+        return Some(deny_response(&post.message, &text));
+    }
+    let (tool, args) = post.message.tool_call().expect("a tools/call");
+    let workflow = decide::workflow_of(&post.message, post.headers)
+        .ok()
+        .flatten();
+    let decision = gw.evaluate_call(&post.identity, post.name, tool, args, workflow);
+    if decision.outcome != Outcome::Deny {
+        return None;
+    }
+    let text = match gw.commit_decision(decision).await {
+        Ok(denied) => {
+            note_decided(gw, &post.identity.principal(), &denied);
+            denied_text(&denied)
+        }
+        Err(e) => {
+            gw.metrics.store_error();
+            tracing::error!(error = %e, "decision not stored; call denied");
+            "toolgate: audit store unavailable".to_owned()
+        }
+    };
+    Some(deny_response(&post.message, &text))
 }
 
 /// Counts and logs a committed decision.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::Gateway;
 use super::super::holds::Verdict;
 use super::super::mcp::{ClientMessage, Era};
-use super::super::request_state::{HeldState, STATE_TTL};
+use super::super::request_state::{HeldState, LAST_LEG, STATE_TTL};
 use super::completion;
 use super::observe::{AnswerFinder, SseEvents};
 use super::reply::error_result;
@@ -45,14 +45,30 @@ pub struct HeldRequest {
     /// Whose call it is, and its keyed hash: what a `requestState` seals.
     pub principal: String,
     pub call_hash: String,
+    /// Which leg of the wait this is (the call itself is leg 0).
+    pub leg: u32,
+    /// Whether the wait may go on inside the protocol: a 2026-07-28 client, whose request
+    /// carries no state or input of an upstream's own (the SDK would send back only ours,
+    /// and the upstream's would be lost).
+    pub long_wait: bool,
+}
+
+/// Whether a request may wait inside the protocol (see `HeldRequest::long_wait`).
+pub fn may_wait_long(message: &ClientMessage) -> bool {
+    let params = message.body.get("params");
+    message.era == Era::Modern
+        && params
+            .is_some_and(|p| p.get("requestState").is_none() && p.get("inputResponses").is_none())
 }
 
 impl HeldRequest {
     /// What ends a wait that ended undecided: for a 2026-07-28 client, an
     /// `input_required` result carrying only a sealed `requestState`, which its SDK sends
     /// back to wait on; for an older one, `older` (a tool result that says what to do).
+    /// On the last leg the SDKs make, the notice too: the SDK would not come back, and
+    /// the agent learns how to pick the approval up later.
     fn undecided(&self, gw: &Gateway, older: &str) -> Bytes {
-        if self.message.era != Era::Modern {
+        if !self.long_wait || self.leg >= LAST_LEG {
             return sse_message(&error_result(&self.message, older).to_string());
         }
         let state = gw.state_seal.seal(&HeldState {
@@ -60,6 +76,7 @@ impl HeldRequest {
             call_hash: self.call_hash.clone(),
             principal: self.principal.clone(),
             expires: (chrono::Utc::now() + STATE_TTL).timestamp(),
+            leg: self.leg + 1,
         });
         let id = self.message.id().cloned().unwrap_or(Value::Null);
         let answer = json!({"jsonrpc": "2.0", "id": id,
@@ -120,8 +137,17 @@ async fn wait(
         tokio::select! {
             biased;
             v = &mut verdict => {
-                if let Ok(v) = v {
-                    answer(gw, &held, v, progress, tx).await;
+                match v {
+                    Ok(v) => answer(gw, &held, v, progress, tx).await,
+                    // A newer leg of this wait took the hold over (this client is most
+                    // likely gone): it is told to go on, never left without an answer.
+                    Err(_) => {
+                        let text = format!(
+                            "Held for approval as {} until {}. Retry the identical call after approval.",
+                            held.call_id, held.expires_at
+                        );
+                        let _ = tx.send(held.undecided(gw, &text)).await;
+                    }
                 }
                 return;
             }
