@@ -195,6 +195,67 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// The audit log's evidence: verify its hash chain and signed checkpoints, export it,
+    /// print the key that signs it. No gateway needs to run.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Where `toolgate audit` reads the log: exactly one of these.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct AuditSource {
+    /// A SQLite store's data dir (the gateway's `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The gateway's TOML config: the store its `[store]` names, PostgreSQL included.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-compute the hash chain and check every checkpoint's signature. Exits 0 when
+    /// intact, 1 at the first event edited, dropped, inserted or reordered (which it
+    /// names), 2 when the log cannot be read.
+    Verify {
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "export"])]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short, value_name = "FILE", conflicts_with = "export")]
+        config: Option<PathBuf>,
+        /// An export (`toolgate audit export`), checked on its own.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// The key checkpoints must be signed with (`toolgate audit pubkey`, or `GET
+        /// /status`); by default the deployment key beside the store, if readable.
+        #[arg(long, value_name = "HEX")]
+        pubkey: Option<String>,
+    },
+    /// Write the events (after --since, up to --until) as JSON lines with their hashes,
+    /// then the checkpoints among them: a file `verify --export` checks on its own.
+    Export {
+        #[command(flatten)]
+        source: AuditSource,
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        since: u64,
+        #[arg(long, value_name = "SEQ")]
+        until: Option<u64>,
+        /// Write to this file (a new one) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the public key that signs checkpoints (derived from the deployment key).
+    Pubkey {
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "key_file"])]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short, value_name = "FILE", conflicts_with = "key_file")]
+        config: Option<PathBuf>,
+        /// The deployment key file itself.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -106,6 +106,12 @@ pub struct GatewaySection {
     /// The longest grant an approval may make (`{"grant": {"for_secs": N}}`).
     #[serde(default = "default_max_grant_secs")]
     pub max_grant_secs: u64,
+    /// The audit chain is signed every this many events, and every this many seconds
+    /// when any event is unsigned.
+    #[serde(default = "default_checkpoint_every_events")]
+    pub checkpoint_every_events: u64,
+    #[serde(default = "default_checkpoint_every_secs")]
+    pub checkpoint_every_secs: u64,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// The most of an upstream answer the gateway reads whole (a filtered tools/list,
@@ -313,6 +319,12 @@ const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
 
 fn default_max_grant_secs() -> u64 {
     3600
+}
+fn default_checkpoint_every_events() -> u64 {
+    1000
+}
+fn default_checkpoint_every_secs() -> u64 {
+    60
 }
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
@@ -542,6 +554,12 @@ impl Config {
             return Err(format!(
                 "[gateway] max_extend_secs must be from 1 to {MAX_EXTEND_SECS} (a week)"
             ));
+        }
+        if g.checkpoint_every_events == 0 || g.checkpoint_every_secs == 0 {
+            return Err(
+                "[gateway] checkpoint_every_events and checkpoint_every_secs must be greater than 0"
+                    .into(),
+            );
         }
         if g.max_grant_secs == 0 || g.max_grant_secs > MAX_GRANT_SECS {
             return Err(format!(

@@ -1,6 +1,7 @@
 //! toolgate: runtime authorization for AI agents' MCP tool calls.
 
 pub mod api;
+pub mod audit_cli;
 pub mod cli;
 pub mod cli_output;
 pub mod client;

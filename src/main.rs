@@ -161,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit { command } => audit(command),
         Command::Store {
             command: StoreCommand::Migrate { config },
         } => {
@@ -174,6 +175,80 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "toolgate store migrate: {} at schema step {steps} of {steps} ({ran} run now)",
                 location.describe()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn audit(command: toolgate::cli::AuditCommand) -> anyhow::Result<()> {
+    use toolgate::audit_cli::{self, Source};
+    use toolgate::cli::AuditCommand;
+    let source_of =
+        |data_dir: Option<std::path::PathBuf>, config: Option<std::path::PathBuf>| match (
+            data_dir, config,
+        ) {
+            (Some(dir), _) => Some(Source::DataDir(dir)),
+            (None, Some(file)) => Some(Source::Config(file)),
+            (None, None) => None,
+        };
+    match command {
+        AuditCommand::Verify {
+            data_dir,
+            config,
+            export,
+            pubkey,
+        } => {
+            let source = match (source_of(data_dir, config), export) {
+                (Some(s), _) => s,
+                (None, Some(file)) => Source::Export(file),
+                (None, None) => anyhow::bail!("give --data-dir, --config or --export"),
+            };
+            let (said, code) = runtime()?.block_on(audit_cli::verify(&source, pubkey.as_deref()));
+            if code == audit_cli::INTACT {
+                println!("toolgate audit verify: {said}");
+            } else {
+                eprintln!("toolgate audit verify: {said}");
+            }
+            std::process::exit(code);
+        }
+        AuditCommand::Export {
+            source,
+            since,
+            until,
+            output,
+        } => {
+            let source = source_of(source.data_dir, source.config).expect("clap requires one");
+            let written = match &output {
+                Some(path) => {
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(path)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                    runtime()?.block_on(audit_cli::export(&source, since, until, &mut file))?
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    runtime()?.block_on(audit_cli::export(&source, since, until, &mut out))?
+                }
+            };
+            if let Some(path) = output {
+                eprintln!(
+                    "toolgate audit export: {written} events to {}",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Pubkey {
+            data_dir,
+            config,
+            key_file,
+        } => {
+            println!(
+                "{}",
+                audit_cli::pubkey(config.as_deref(), data_dir.as_deref(), key_file.as_deref())?
             );
             Ok(())
         }

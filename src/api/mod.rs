@@ -899,6 +899,10 @@ pub struct StatusView {
     pub counters: StatusCounters,
     #[serde(default)]
     pub policy: Option<PolicyInForce>,
+    /// Hex of the Ed25519 public key that signs the audit chain's checkpoints (`toolgate
+    /// audit verify --pubkey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_public_key: Option<String>,
 }
 
 /// Which recorded decisions a replay re-decides.

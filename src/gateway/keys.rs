@@ -16,6 +16,7 @@ pub const DEFAULT_KEY_FILE: &str = "toolgate.key";
 /// Labels for derived keys. Changing one changes every value keyed with it.
 const PURPOSE_CALL_HASH: &[u8] = b"toolgate/v1/identical-call";
 const PURPOSE_REQUEST_STATE: &[u8] = b"toolgate/v1/request-state";
+const PURPOSE_AUDIT: &[u8] = b"toolgate/v1/audit-checkpoint";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -121,6 +122,11 @@ impl DeploymentKey {
     /// The key of the identical-call hash.
     pub fn call_mac(&self) -> CallMac {
         CallMac(self.derive(PURPOSE_CALL_HASH))
+    }
+
+    /// The Ed25519 key that signs the audit chain's checkpoints.
+    pub fn audit_signer(&self) -> super::audit::AuditSigner {
+        super::audit::AuditSigner::from_seed(self.derive(PURPOSE_AUDIT))
     }
 
     /// The key that seals a held call's `requestState` (2026-07-28 clients), so that any

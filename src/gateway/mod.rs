@@ -1,5 +1,6 @@
 //! `toolgate gateway`: the MCP proxy that authenticates, reads and relays every call.
 
+pub mod audit;
 pub mod catalog;
 pub mod control;
 pub mod decide;
@@ -64,6 +65,8 @@ pub struct Gateway {
     pub redactor: Redactor,
     /// Keys the identical-call hash; derived from the deployment secret.
     pub call_mac: keys::CallMac,
+    /// Signs the audit chain's checkpoints; its public key is in `GET /status`.
+    pub audit_signer: Arc<audit::AuditSigner>,
     /// Seals the `requestState` of a held call's long wait (2026-07-28 clients).
     pub state_seal: request_state::StateSeal,
     /// The policy in force. Swapped whole on change; never held across an await.
@@ -93,14 +96,24 @@ impl Gateway {
     pub async fn new(config: Config) -> anyhow::Result<Self> {
         let data_dir = config.data_dir();
         let location = config.store_location().map_err(anyhow::Error::msg)?;
-        let store = Store::open_at(
+        // The deployment secret first: it signs the audit chain's checkpoints.
+        if config.gateway.key_file.is_none() {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+        }
+        let key =
+            keys::DeploymentKey::load_or_create(config.gateway.key_file.as_deref(), &data_dir)?;
+        let audit_signer = Arc::new(key.audit_signer());
+        let store = Store::open_with(
             &location,
             Duration::from_millis(config.gateway.store_timeout_ms),
+            Some(store::Checkpointing {
+                signer: audit_signer.clone(),
+                every_events: config.gateway.checkpoint_every_events,
+            }),
         )
         .await
         .with_context(|| format!("cannot open the store ({})", location.describe()))?;
-        let key =
-            keys::DeploymentKey::load_or_create(config.gateway.key_file.as_deref(), &data_dir)?;
         let store_id = store.store_id().await?;
         let catalog = Catalog::load(store.clone()).await?;
         catalog.seed(&config.risks).await?;
@@ -172,6 +185,7 @@ impl Gateway {
             redactor,
             call_mac: key.call_mac(),
             state_seal: key.state_seal(),
+            audit_signer,
             config: Arc::new(config),
             upstreams,
             auth,
@@ -398,6 +412,7 @@ pub async fn serve(
         follow::spawn(gateway.clone());
     }
     tokio::spawn(expire_holds(Arc::downgrade(&gateway)));
+    tokio::spawn(checkpoint_chain(Arc::downgrade(&gateway)));
     tokio::spawn(probe_store(Arc::downgrade(&gateway)));
     // Pages opened for holds are closed when the holds end, whatever ended them.
     if gateway.notifier.closes_pages() {
@@ -452,6 +467,23 @@ async fn expire_holds(gateway: std::sync::Weak<Gateway>) {
         if let Err(e) = gw.holds.expire_due(chrono::Utc::now()).await {
             tracing::error!(error = %e, "expiring holds failed; will retry");
         }
+    }
+}
+
+/// Signs where the audit chain stands every `checkpoint_every_secs`, if any event since
+/// the last checkpoint is unsigned (the writer also signs every `checkpoint_every_events`).
+async fn checkpoint_chain(gateway: std::sync::Weak<Gateway>) {
+    let every = match gateway.upgrade() {
+        Some(gw) => Duration::from_secs(gw.config.gateway.checkpoint_every_secs),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(gw) = gateway.upgrade() else { return };
+        gw.store.record(store::WriteOp::Checkpoint);
     }
 }
 

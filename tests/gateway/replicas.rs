@@ -1181,3 +1181,49 @@ async fn a_grant_made_on_one_replica_is_used_on_another_and_a_revocation_anywher
         .collect();
     assert_eq!(granted.len(), 1, "{granted:?}");
 }
+
+#[tokio::test]
+async fn replicas_on_one_database_write_one_chain_that_verifies_from_the_config() {
+    let Some(cluster) = Cluster::start(2, 30).await else {
+        return;
+    };
+    for (n, gw) in cluster.replicas.iter().cycle().take(6).enumerate() {
+        let reply = call_tool(
+            gw,
+            AGENT_TOKEN,
+            "read_page",
+            json!({"page_id": format!("CH-{n}")}),
+        )
+        .await;
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let status = cluster.replicas[0]
+        .control_get(VIEWER, "/api/v1/status")
+        .await;
+    let key = status["audit_public_key"].as_str().unwrap().to_owned();
+    let other = cluster.replicas[1]
+        .control_get(VIEWER, "/api/v1/status")
+        .await;
+    assert_eq!(
+        other["audit_public_key"],
+        key.as_str(),
+        "one deployment key, one signer"
+    );
+    // Both replicas' events, one chain: checked from a replica's config, PostgreSQL and
+    // all (each replica chains on from the hash the other left beside the seq).
+    let config = cluster.replicas[1].dir.path().join("gateway.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["audit", "verify", "--config"])
+        .arg(&config)
+        .args(["--pubkey", &key])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("every event is chained"), "{said}");
+}

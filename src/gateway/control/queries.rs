@@ -70,6 +70,7 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
             event_subscribers: gw.store.subscribers(),
         },
         policy,
+        audit_public_key: Some(gw.audit_signer.public_key()),
     };
     json_response(StatusCode::OK, &status)
 }

@@ -7,6 +7,57 @@
 //! under the store's write lock, so it is dense and durable. A pool of reader
 //! connections serves queries beside the writer.
 
+/// The audit log's readers, written once for both backends (the SQL's `$N` placeholders
+/// each appear in order, which SQLite binds by position as PostgreSQL does).
+macro_rules! audit_readers {
+    ($pool:ty, $row:ty) => {
+        /// Events after `after` with their chain columns, oldest first.
+        pub async fn chain_rows(
+            pool: &$pool,
+            after: u64,
+            limit: u32,
+        ) -> Result<Vec<crate::gateway::audit::ChainRow>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT seq, body, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after.min(i64::MAX as u64) as i64)
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r: &$row| crate::gateway::audit::ChainRow {
+                    seq: r.get::<i64, _>("seq") as u64,
+                    body: r.get("body"),
+                    prev_hash: r.get("prev_hash"),
+                    hash: r.get("hash"),
+                })
+                .collect())
+        }
+
+        /// Every signed checkpoint, oldest first.
+        pub async fn checkpoints(
+            pool: &$pool,
+        ) -> Result<Vec<crate::gateway::audit::Checkpoint>, StoreError> {
+            let rows =
+                sqlx::query("SELECT seq, hash, at, public_key, signature FROM checkpoints ORDER BY seq")
+                    .fetch_all(pool)
+                    .await?;
+            Ok(rows
+                .iter()
+                .map(|r: &$row| crate::gateway::audit::Checkpoint {
+                    seq: r.get::<i64, _>("seq") as u64,
+                    hash: r.get("hash"),
+                    at: r.get("at"),
+                    public_key: r.get("public_key"),
+                    signature: r.get("signature"),
+                })
+                .collect())
+        }
+    };
+}
+use audit_readers;
+
 mod postgres;
 mod sqlite;
 mod writer;
@@ -26,7 +77,7 @@ use crate::api::{
 use crate::config::OnToolChange;
 pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub use sqlite::{DB_FILE, MIGRATIONS};
-pub use writer::Job;
+pub use writer::{Checkpointing, Job};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -126,6 +177,8 @@ pub enum WriteOp {
     Event(Box<EventBody>),
     /// Nothing: commits whatever the writer holds back, such as lingering records.
     Flush,
+    /// Sign where the chain stands, if any event since the last checkpoint is unsigned.
+    Checkpoint,
     /// Record one listing of a tool, with `tool.discovered` or `tool.changed`.
     ListedTool(Box<ListedTool>),
     /// Store a `[[risk]]` seed where nobody has chosen a class yet.
@@ -346,6 +399,46 @@ CREATE INDEX grants_by_call ON grants (principal, upstream, tool) WHERE revoked_
 ALTER TABLE hold_approvals ADD COLUMN grant_request TEXT;
 "#;
 
+/// The migration that chains the audit log, the same text on both backends: each event's
+/// `hash` is SHA-256 over the previous event's hash and the event's stored bytes (see
+/// `chain_hash`), and signed checkpoints pin the chain where it stood.
+const CHAIN_MIGRATION: &str = r#"
+ALTER TABLE events ADD COLUMN prev_hash TEXT;
+ALTER TABLE events ADD COLUMN hash TEXT;
+CREATE TABLE checkpoints (
+    seq BIGINT PRIMARY KEY,      -- the last event the checkpoint covers
+    hash TEXT NOT NULL,          -- that event's hash
+    at TEXT NOT NULL,
+    public_key TEXT NOT NULL,    -- hex of the Ed25519 key that signed it
+    signature TEXT NOT NULL      -- hex of the signature of `checkpoint_message`
+);
+"#;
+
+/// The hash before the first chained event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event's hash: SHA-256 over the previous event's hash (its 32 bytes) and the event's
+/// JSON as stored, in hex. A `prev_hash` that is not 64 hex digits hashes as written.
+pub fn chain_hash(prev_hash: &str, body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    let mut prev = [0u8; 32];
+    match hex::decode_to_slice(prev_hash, &mut prev) {
+        Ok(()) => digest.update(prev),
+        Err(_) => digest.update(prev_hash.as_bytes()),
+    }
+    digest.update(body.as_bytes());
+    hex::encode(digest.finalize())
+}
+
+/// Where the next transaction starts: the seq the next event takes, and the hash of the
+/// event before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub next_seq: u64,
+    pub last_hash: String,
+}
+
 /// Statements both backends run as written: `$N` placeholders, which PostgreSQL binds
 /// by position and SQLite by name (`"$1"`), in whatever order the text uses them.
 mod shared_sql {
@@ -355,6 +448,10 @@ mod shared_sql {
     /// One use of a grant, only while it is active.
     pub const USE_GRANT: &str = "UPDATE grants SET uses = uses + 1, last_used_at = $2
          WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+    pub const INSERT_CHECKPOINT: &str =
+        "INSERT INTO checkpoints (seq, hash, at, public_key, signature)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+    pub const LAST_CHECKPOINT: &str = "SELECT coalesce(max(seq), 0) FROM checkpoints";
     pub const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $2, revoked_by = $3
          WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
 }
@@ -473,6 +570,15 @@ impl Store {
     /// Opens the store at `location`, migrated, and starts its writer (and, on
     /// PostgreSQL, the tail that publishes every replica's events here).
     pub async fn open_at(location: &Location, timeout: Duration) -> Result<Self, StoreError> {
+        Store::open_with(location, timeout, None).await
+    }
+
+    /// As `open_at`, signing checkpoints of the audit chain with `checkpoints`.
+    pub async fn open_with(
+        location: &Location,
+        timeout: Duration,
+        checkpoints: Option<Checkpointing>,
+    ) -> Result<Self, StoreError> {
         let health = Arc::new(Health::default());
         let (writes, rx) = std::sync::mpsc::sync_channel(4096);
         let (live, _) = tokio::sync::broadcast::channel(LIVE_EVENTS);
@@ -485,6 +591,7 @@ impl Store {
                     live: Some(live.clone()),
                     last_seq: last_seq.clone(),
                     committed: None,
+                    checkpoints,
                 };
                 writer::spawn(write, rx, outlets).map(|()| (Readers::Sqlite(readers), last_seq))
             }
@@ -499,6 +606,7 @@ impl Store {
                     live: None,
                     last_seq: last_seq.clone(),
                     committed: Some(committed),
+                    checkpoints,
                 };
                 tokio::spawn(postgres::tail(
                     readers.clone(),
@@ -846,6 +954,36 @@ impl Store {
             .iter()
             .map(|r| policy_version_from_json(r))
             .collect()
+    }
+}
+
+/// The audit log of a store, read with no gateway running: `toolgate audit verify` and
+/// `export`. It never writes.
+pub struct AuditReader(Readers);
+
+impl AuditReader {
+    pub async fn open(location: &Location) -> Result<Self, StoreError> {
+        Ok(Self(match location {
+            Location::Sqlite(dir) => Readers::Sqlite(sqlite::open_read_only(dir).await?),
+            Location::Postgres { url, password_env } => Readers::Postgres(
+                postgres::open_read_only(postgres::connect_options(url, password_env)?).await?,
+            ),
+        }))
+    }
+
+    /// Stored events with `after < seq`, oldest first, at most `limit`, with their place
+    /// in the chain.
+    pub async fn chain_rows(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::gateway::audit::ChainRow>, StoreError> {
+        read!(&self.0, chain_rows(after, limit))
+    }
+
+    /// Every signed checkpoint, oldest first.
+    pub async fn checkpoints(&self) -> Result<Vec<crate::gateway::audit::Checkpoint>, StoreError> {
+        read!(&self.0, checkpoints())
     }
 }
 

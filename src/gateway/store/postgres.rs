@@ -14,8 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::writer::WriteConn;
-use super::{HoldState, ListedTool, StoreError, StoredHold, shared_sql};
+use super::{Head, HoldState, ListedTool, StoreError, StoredHold, shared_sql};
 use crate::api::{Grant, PolicyVersion, Resolution, Risk, ToolRow};
+use crate::gateway::audit::Checkpoint;
 
 /// The channel a commit notifies, with its last seq as the payload.
 pub const CHANNEL: &str = "toolgate_events";
@@ -132,6 +133,11 @@ CREATE TABLE hold_approvals (
     // Time-boxed grants an approval made, and what each approval of a two-person hold
     // asked for.
     super::GRANTS_MIGRATION,
+    // The hash chain of the audit log, and its signed checkpoints.
+    super::CHAIN_MIGRATION,
+    // Where the chain stands, beside the seq, under the same lock: every replica's writer
+    // chains on from the last event any of them committed.
+    "ALTER TABLE seq_counter ADD COLUMN hash TEXT;",
 ];
 
 /// A grant row as the JSON of a `Grant`.
@@ -214,6 +220,15 @@ pub(super) fn writer_options(options: PgConnectOptions, op_timeout: Duration) ->
 
 /// The readers' sessions: a query never hangs a request (a hold's lookup, a page of
 /// decisions) for long, and a replay's snapshot, idle between pages, is bounded too.
+/// Readers of the database, for reading the audit log with no gateway running.
+pub async fn open_read_only(options: PgConnectOptions) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(reader_options(options))
+        .await?)
+}
+
 fn reader_options(options: PgConnectOptions) -> PgConnectOptions {
     options.options([
         ("statement_timeout", "10000"),
@@ -396,7 +411,7 @@ macro_rules! pg {
 }
 
 impl WriteConn for PgWrite {
-    fn begin(&mut self) -> Result<u64, StoreError> {
+    fn begin(&mut self) -> Result<Head, StoreError> {
         if self.conn.is_none() {
             let connected = self
                 .runtime
@@ -404,15 +419,20 @@ impl WriteConn for PgWrite {
             self.conn = Some(connected);
         }
         pg!(self, |c| sqlx::raw_sql("BEGIN").execute(&mut *c))?;
-        let locked: Result<(i64, String), StoreError> = pg!(self, |c| sqlx::query_as(
-            "SELECT value, pg_current_xact_id()::text FROM seq_counter WHERE id = 1 FOR UPDATE"
-        )
-        .fetch_one(&mut *c));
+        let locked: Result<(i64, Option<String>, String), StoreError> = pg!(self, |c| {
+            sqlx::query_as(
+                "SELECT value, hash, pg_current_xact_id()::text FROM seq_counter WHERE id = 1 FOR UPDATE",
+            )
+            .fetch_one(&mut *c)
+        });
         match locked {
-            Ok((value, xid)) => {
+            Ok((value, hash, xid)) => {
                 self.began_at = value as u64 + 1;
                 self.xid = xid;
-                Ok(self.began_at)
+                Ok(Head {
+                    next_seq: self.began_at,
+                    last_hash: hash.unwrap_or_else(|| super::GENESIS_HASH.to_owned()),
+                })
             }
             Err(e) => {
                 // The lock was not had (another replica holds it past `lock_timeout`):
@@ -423,13 +443,14 @@ impl WriteConn for PgWrite {
         }
     }
 
-    fn commit(&mut self, next_seq: u64) -> Result<(), StoreError> {
-        if next_seq > self.began_at {
-            let last = next_seq as i64 - 1;
+    fn commit(&mut self, head: &Head) -> Result<(), StoreError> {
+        if head.next_seq > self.began_at {
+            let last = head.next_seq as i64 - 1;
             pg!(self, |c| sqlx::query(
-                "UPDATE seq_counter SET value = $1 WHERE id = 1"
+                "UPDATE seq_counter SET value = $1, hash = $2 WHERE id = 1"
             )
             .bind(last)
+            .bind(&head.last_hash)
             .execute(&mut *c))?;
             pg!(self, |c| sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
@@ -484,15 +505,18 @@ impl WriteConn for PgWrite {
         kind: &str,
         call_id: Option<&str>,
         json: &str,
+        chain: (&str, &str),
     ) -> Result<(), StoreError> {
         pg!(self, |c| sqlx::query(
-            "INSERT INTO events (seq, ts, kind, call_id, body) VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO events (seq, ts, kind, call_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         )
         .bind(seq as i64)
         .bind(ts)
         .bind(kind)
         .bind(call_id)
         .bind(json)
+        .bind(chain.0)
+        .bind(chain.1)
         .execute(&mut *c))
         .map(drop)
     }
@@ -871,6 +895,23 @@ impl WriteConn for PgWrite {
         .map(drop)
     }
 
+    fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+        pg!(self, |c2| sqlx::query(shared_sql::INSERT_CHECKPOINT)
+            .bind(c.seq as i64)
+            .bind(&c.hash)
+            .bind(&c.at)
+            .bind(&c.public_key)
+            .bind(&c.signature)
+            .execute(&mut *c2))?;
+        Ok(())
+    }
+
+    fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
+        let seq: i64 = pg!(self, |c| sqlx::query_scalar(shared_sql::LAST_CHECKPOINT)
+            .fetch_one(&mut *c))?;
+        Ok(seq as u64)
+    }
+
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         pg!(self, |c| sqlx::query(
             "INSERT INTO meta (key, value) VALUES ($1, $2)
@@ -929,6 +970,8 @@ pub async fn active_grants(
     .fetch_all(pool)
     .await?)
 }
+
+super::audit_readers!(PgPool, PgRow);
 
 pub async fn meta(pool: &PgPool, key: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")

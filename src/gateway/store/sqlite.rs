@@ -14,8 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::writer::WriteConn;
-use super::{HoldState, ListedTool, StoreError, StoredHold, shared_sql};
+use super::{Head, HoldState, ListedTool, StoreError, StoredHold, shared_sql};
 use crate::api::{Grant, PolicyVersion, Resolution, Risk, ToolRow};
+use crate::gateway::audit::Checkpoint;
 
 /// The database file in `data_dir`.
 pub const DB_FILE: &str = "toolgate.db";
@@ -112,6 +113,8 @@ CREATE TABLE hold_approvals (
     // Time-boxed grants an approval made, and what each approval of a two-person hold
     // asked for.
     super::GRANTS_MIGRATION,
+    // The hash chain of the audit log, and its signed checkpoints.
+    super::CHAIN_MIGRATION,
 ];
 
 /// A `policies` row (without its text) as the JSON of a `PolicyVersion`, so the writer
@@ -137,6 +140,27 @@ fn connect_options(data_dir: &Path) -> Result<SqliteConnectOptions, StoreError> 
         .synchronous(SqliteSynchronous::Normal))
 }
 
+/// Readers of an existing database in `data_dir`, which they never write, migrate or
+/// create: for reading the audit log with no gateway running.
+pub async fn open_read_only(data_dir: &Path) -> Result<SqlitePool, StoreError> {
+    let file = data_dir.join(DB_FILE);
+    if !file.is_file() {
+        return Err(StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            message: format!("there is no {DB_FILE} in it"),
+        });
+    }
+    Ok(SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            connect_options(data_dir)?
+                .create_if_missing(false)
+                .busy_timeout(Duration::from_secs(5))
+                .read_only(true),
+        )
+        .await?)
+}
+
 /// Opens (or creates) the database in `data_dir`, migrated: the write connection and
 /// the reader pool.
 pub async fn open(data_dir: &Path) -> Result<(SqliteWrite, SqlitePool), StoreError> {
@@ -146,10 +170,7 @@ pub async fn open(data_dir: &Path) -> Result<(SqliteWrite, SqlitePool), StoreErr
     })?;
     let mut conn = write_connection(data_dir)?;
     migrate(&mut conn)?;
-    let next_seq: i64 =
-        conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| {
-            r.get(0)
-        })?;
+    let head = read_head(&conn)?;
     let readers = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(
@@ -158,13 +179,7 @@ pub async fn open(data_dir: &Path) -> Result<(SqliteWrite, SqlitePool), StoreErr
                 .read_only(true),
         )
         .await?;
-    Ok((
-        SqliteWrite {
-            conn,
-            next_seq: next_seq as u64,
-        },
-        readers,
-    ))
+    Ok((SqliteWrite { conn, head }, readers))
 }
 
 fn write_connection(data_dir: &Path) -> Result<Connection, StoreError> {
@@ -206,25 +221,48 @@ pub fn migrate_dir(data_dir: &Path) -> Result<(usize, usize), StoreError> {
 /// here; `BEGIN IMMEDIATE` takes the database's write lock.
 pub struct SqliteWrite {
     conn: Connection,
-    next_seq: u64,
+    /// One process writes a SQLite store: where the chain stands lives here.
+    head: Head,
+}
+
+/// The chain's head as stored: the seq after the newest event, and that event's hash (the
+/// genesis hash when it has none: an empty log, or one older than the chain).
+fn read_head(conn: &Connection) -> Result<Head, StoreError> {
+    let newest: Option<(i64, Option<String>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match newest {
+        Some((seq, hash)) => Head {
+            next_seq: seq as u64 + 1,
+            last_hash: hash.unwrap_or_else(|| super::GENESIS_HASH.to_owned()),
+        },
+        None => Head {
+            next_seq: 1,
+            last_hash: super::GENESIS_HASH.to_owned(),
+        },
+    })
 }
 
 impl SqliteWrite {
     /// The seq the next event takes.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.head.next_seq
     }
 }
 
 impl WriteConn for SqliteWrite {
-    fn begin(&mut self) -> Result<u64, StoreError> {
+    fn begin(&mut self) -> Result<Head, StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(self.next_seq)
+        Ok(self.head.clone())
     }
 
-    fn commit(&mut self, next_seq: u64) -> Result<(), StoreError> {
+    fn commit(&mut self, head: &Head) -> Result<(), StoreError> {
         self.conn.execute_batch("COMMIT")?;
-        self.next_seq = next_seq;
+        self.head = head.clone();
         Ok(())
     }
 
@@ -253,12 +291,13 @@ impl WriteConn for SqliteWrite {
         kind: &str,
         call_id: Option<&str>,
         json: &str,
+        chain: (&str, &str),
     ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO events (seq, ts, kind, call_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (seq, ts, kind, call_id, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![seq as i64, ts, kind, call_id, json])?;
+            .execute(params![seq as i64, ts, kind, call_id, json, chain.0, chain.1])?;
         Ok(())
     }
 
@@ -597,6 +636,26 @@ impl WriteConn for SqliteWrite {
         Ok(())
     }
 
+    fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(shared_sql::INSERT_CHECKPOINT)?
+            .execute(named_params! {
+                "$1": c.seq as i64,
+                "$2": c.hash,
+                "$3": c.at,
+                "$4": c.public_key,
+                "$5": c.signature,
+            })?;
+        Ok(())
+    }
+
+    fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
+        let seq: i64 = self
+            .conn
+            .query_row(shared_sql::LAST_CHECKPOINT, [], |r| r.get(0))?;
+        Ok(seq as u64)
+    }
+
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -649,6 +708,8 @@ pub async fn active_grants(
     .fetch_all(pool)
     .await?)
 }
+
+super::audit_readers!(SqlitePool, sqlx::sqlite::SqliteRow);
 
 pub async fn meta(pool: &SqlitePool, key: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")

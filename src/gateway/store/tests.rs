@@ -571,10 +571,22 @@ async fn a_commit_whose_answer_was_lost_is_looked_up_committed_or_not() {
         let mut w = pg_writer(&location);
         let lost = || StoreError::Sql("the answer was lost".into());
         // Committed: the caller hears success.
-        let seq = w.begin().unwrap();
-        w.insert_event(seq, "2026-01-01T00:00:00.000Z", "flush", None, "{}")
-            .unwrap();
-        w.commit(seq + 1).unwrap();
+        let head = w.begin().unwrap();
+        let hash = chain_hash(&head.last_hash, "{}");
+        w.insert_event(
+            head.next_seq,
+            "2026-01-01T00:00:00.000Z",
+            "flush",
+            None,
+            "{}",
+            (&head.last_hash, &hash),
+        )
+        .unwrap();
+        w.commit(&Head {
+            next_seq: head.next_seq + 1,
+            last_hash: hash,
+        })
+        .unwrap();
         assert!(w.commit_outcome(lost()).is_ok());
         // Rolled back: the caller hears the failure it had.
         w.begin().unwrap();
@@ -730,6 +742,49 @@ async fn a_grant_is_made_with_its_approval_counts_each_use_and_a_revoked_one_ref
         ));
         assert!(
             store.active_grants(None).await.unwrap().is_empty(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_event_is_chained_and_checkpoints_sign_where_the_chain_stood_on_both_backends() {
+    use crate::gateway::audit::{AuditSigner, ChainRow, Verdict, verify};
+    let signer = std::sync::Arc::new(AuditSigner::from_seed([3; 32]));
+    for backend in testing::Backend::each().await {
+        let store = Store::open_with(
+            backend.location(),
+            Duration::from_secs(2),
+            Some(Checkpointing {
+                signer: signer.clone(),
+                every_events: 3,
+            }),
+        )
+        .await
+        .unwrap();
+        for n in 0..7 {
+            store
+                .commit_decision(decision(&format!("c{n}")))
+                .await
+                .unwrap();
+        }
+        // Asked for: the tail (7) is signed too.
+        store.write(WriteOp::Checkpoint).await.unwrap();
+        let reader = AuditReader::open(backend.location()).await.unwrap();
+        let rows: Vec<ChainRow> = reader.chain_rows(0, 100).await.unwrap();
+        assert_eq!(rows.len(), 7, "{backend}");
+        assert!(rows.iter().all(|r| r.hash.is_some()), "{backend}");
+        let checkpoints = reader.checkpoints().await.unwrap();
+        let seqs: Vec<u64> = checkpoints.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [3, 6, 7], "{backend}");
+        assert_eq!(
+            verify(rows, &checkpoints, Some(&signer.public_key())),
+            Verdict::Intact {
+                last_seq: 7,
+                signed_up_to: Some(7),
+                chained_from: Some(1),
+                checkpoints: 3
+            },
             "{backend}"
         );
     }

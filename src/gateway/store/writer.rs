@@ -14,28 +14,32 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use super::{
-    Committed, Health, HoldState, ListedTool, Published, Reply, StoreError, StoredHold, WriteOp,
+    Committed, Head, Health, HoldState, ListedTool, Published, Reply, StoreError, StoredHold,
+    WriteOp,
 };
 use crate::api::{
     Event, EventBody, Grant, GrantRequest, GrantScope, HoldPhase, PolicyVersion, Resolution, Risk,
     ToolRow,
 };
 use crate::config::OnToolChange;
+use crate::gateway::audit::{AuditSigner, Checkpoint};
 
 /// A backend's write connection: the statements the writer's transactions are made of.
 /// Every method but `begin` runs inside the transaction `begin` opened.
 pub trait WriteConn: Send + 'static {
     /// Opens a transaction that holds the store's write lock, so that no other writer
     /// (thread or replica) commits until it ends, and answers the seq the next event
-    /// takes: seqs are dense because they are handed out under that lock.
-    fn begin(&mut self) -> Result<u64, StoreError>;
-    /// Commits; `next_seq` is the seq after the last event inserted.
-    fn commit(&mut self, next_seq: u64) -> Result<(), StoreError>;
+    /// takes and the hash it chains on: seqs are dense, and the chain unbroken, because
+    /// they are handed out under that lock.
+    fn begin(&mut self) -> Result<Head, StoreError>;
+    /// Commits; `head` is where the chain stands after the last event inserted.
+    fn commit(&mut self, head: &Head) -> Result<(), StoreError>;
     fn rollback(&mut self);
     fn savepoint(&mut self) -> Result<(), StoreError>;
     fn rollback_to_savepoint(&mut self) -> Result<(), StoreError>;
     fn release_savepoint(&mut self) -> Result<(), StoreError>;
 
+    /// One event, with its place in the chain: `(prev_hash, hash)`.
     fn insert_event(
         &mut self,
         seq: u64,
@@ -43,6 +47,7 @@ pub trait WriteConn: Send + 'static {
         kind: &str,
         call_id: Option<&str>,
         json: &str,
+        chain: (&str, &str),
     ) -> Result<(), StoreError>;
     fn tool_row(&mut self, upstream: &str, name: &str) -> Result<Option<ToolRow>, StoreError>;
     /// A `[[risk]]` seed, where nobody has chosen a class yet.
@@ -145,6 +150,11 @@ pub trait WriteConn: Send + 'static {
         stale_before: &str,
     ) -> Result<bool, StoreError>;
     fn end_session(&mut self, upstream: &str, id: &str) -> Result<(), StoreError>;
+    /// Stores a signed checkpoint (a second one for the same seq, from another replica,
+    /// is the same statement and is skipped).
+    fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError>;
+    /// The seq of the newest checkpoint, 0 when there is none.
+    fn last_checkpoint(&mut self) -> Result<u64, StoreError>;
 }
 
 /// The most writes one transaction takes.
@@ -211,10 +221,20 @@ impl Job {
     }
 }
 
-/// Seqs handed out in the current transaction, and what to publish once it commits.
+/// Seqs handed out in the current transaction, where the chain stands, and what to
+/// publish once it commits.
 struct Seqs {
     next: u64,
+    /// The hash of the last event inserted (or of the one before the transaction).
+    hash: String,
     inserted: Vec<Published>,
+}
+
+/// Signed checkpoints of the chain: every `every_events` events, and whenever a
+/// `WriteOp::Checkpoint` asks (the gateway does every `checkpoint_every_secs`).
+pub struct Checkpointing {
+    pub signer: std::sync::Arc<AuditSigner>,
+    pub every_events: u64,
 }
 
 /// Where committed results go besides their callers.
@@ -226,6 +246,7 @@ pub struct Outlets {
     pub last_seq: Arc<AtomicU64>,
     /// Told the last seq of each commit, for a tail that publishes.
     pub committed: Option<tokio::sync::watch::Sender<u64>>,
+    pub checkpoints: Option<Checkpointing>,
 }
 
 /// Starts the writer on its own thread. It stops when every sender is gone.
@@ -240,6 +261,8 @@ fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
     let health = outlets.health.clone();
     let mut batch: Vec<Job> = Vec::new();
     let mut reported = false;
+    // The newest checkpoint's seq, once read from the store.
+    let mut checkpointed: Option<u64> = None;
     loop {
         if batch.is_empty() {
             match rx.recv() {
@@ -263,8 +286,8 @@ fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
         if batch.is_empty() {
             continue;
         }
-        let first_seq = match conn.begin() {
-            Ok(seq) => seq,
+        let head = match conn.begin() {
+            Ok(head) => head,
             Err(e) => {
                 health.fail();
                 if !reported {
@@ -282,8 +305,10 @@ fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
             .filter(Job::claim)
             .map(|job| (job.op, job.reply))
             .unzip();
+        let asked_checkpoint = ops.iter().any(|op| matches!(op, WriteOp::Checkpoint));
         let mut seqs = Seqs {
-            next: first_seq,
+            next: head.next_seq,
+            hash: head.last_hash,
             inserted: Vec::new(),
         };
         let now = crate::time::now_rfc3339();
@@ -307,11 +332,28 @@ fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
                     other => Ok(other?),
                 });
             }
-            conn.commit(seqs.next)?;
-            Ok::<_, StoreError>(done)
+            let signed = match &outlets.checkpoints {
+                Some(c) => checkpoint(
+                    &mut conn,
+                    c,
+                    &seqs,
+                    &mut checkpointed,
+                    asked_checkpoint,
+                    &now,
+                )?,
+                None => None,
+            };
+            conn.commit(&Head {
+                next_seq: seqs.next,
+                last_hash: seqs.hash.clone(),
+            })?;
+            Ok::<_, StoreError>((done, signed))
         })();
         match result {
-            Ok(done) => {
+            Ok((done, signed)) => {
+                if signed.is_some() {
+                    checkpointed = signed;
+                }
                 if recovering {
                     tracing::warn!(denied_unlogged, "audit store recovered");
                 }
@@ -339,6 +381,8 @@ fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
             }
             Err(e) => {
                 conn.rollback();
+                // Read again: another replica may have checkpointed meanwhile.
+                checkpointed = None;
                 health
                     .denied_unlogged
                     .fetch_add(denied_unlogged, Ordering::AcqRel);
@@ -350,6 +394,36 @@ fn run<C: WriteConn>(mut conn: C, rx: Receiver<Job>, outlets: Outlets) {
             }
         }
     }
+}
+
+/// Signs where the chain stands, in this transaction, when `every_events` events went
+/// unsigned or a checkpoint was asked for and any went unsigned. The seq signed, if any.
+fn checkpoint<C: WriteConn>(
+    conn: &mut C,
+    c: &Checkpointing,
+    seqs: &Seqs,
+    checkpointed: &mut Option<u64>,
+    asked: bool,
+    now: &str,
+) -> Result<Option<u64>, StoreError> {
+    let last = seqs.next - 1;
+    let since = match *checkpointed {
+        Some(seq) => seq,
+        None => {
+            let seq = conn.last_checkpoint()?;
+            *checkpointed = Some(seq);
+            seq
+        }
+    };
+    // Nothing new, or a chain not begun (events from before it only).
+    if last <= since || seqs.hash == super::GENESIS_HASH {
+        return Ok(None);
+    }
+    if !asked && last - since < c.every_events {
+        return Ok(None);
+    }
+    conn.insert_checkpoint(&c.signer.checkpoint(last, &seqs.hash, now))?;
+    Ok(Some(last))
 }
 
 fn insert_event<C: WriteConn>(
@@ -364,18 +438,21 @@ fn insert_event<C: WriteConn>(
         body,
     };
     let json = serde_json::to_string(&event).map_err(|e| StoreError::Sql(e.to_string()))?;
+    let hash = super::chain_hash(&seqs.hash, &json);
     conn.insert_event(
         event.seq,
         now,
         event.body.kind(),
         event.body.call_id(),
         &json,
+        (&seqs.hash, &hash),
     )?;
     seqs.inserted.push(Published {
         seq: event.seq,
         json,
     });
     seqs.next += 1;
+    seqs.hash = hash;
     Ok(event)
 }
 
@@ -400,14 +477,15 @@ fn apply<C: WriteConn>(
 ) -> Result<Committed, StoreError> {
     match op {
         WriteOp::Event(body) => one(conn, *body, now, seqs),
-        WriteOp::Flush => Ok(Committed::default()),
+        // The checkpoint itself is made once the group's events are in (`checkpoint`).
+        WriteOp::Flush | WriteOp::Checkpoint => Ok(Committed::default()),
         WriteOp::Together(ops) => {
             // A savepoint: when a part is refused (a stale edit), none of the parts is
             // kept, and the rest of the group still commits. Any other error fails the
             // whole group, as it would without one.
             conn.savepoint()?;
             let mut all = Committed::default();
-            let mark = (seqs.next, seqs.inserted.len());
+            let mark = (seqs.next, seqs.inserted.len(), seqs.hash.clone());
             for op in ops {
                 match apply(conn, op, now, seqs) {
                     Ok(c) => {
@@ -418,6 +496,7 @@ fn apply<C: WriteConn>(
                         conn.rollback_to_savepoint()?;
                         seqs.next = mark.0;
                         seqs.inserted.truncate(mark.1);
+                        seqs.hash = mark.2;
                         return Err(e);
                     }
                 }

@@ -1,0 +1,294 @@
+//! `toolgate audit`: the audit chain checked, exported and its signing key shown, with no
+//! gateway running.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::Config;
+use crate::gateway::audit::{ChainCheck, ChainRow, Checkpoint, Verdict};
+use crate::gateway::keys::DeploymentKey;
+use crate::gateway::store::{AuditReader, Location};
+
+/// How many events are read at a time.
+const PAGE: u32 = 1000;
+
+/// Exit codes of `verify`.
+pub const INTACT: i32 = 0;
+pub const TAMPERED: i32 = 1;
+pub const UNREADABLE: i32 = 2;
+
+/// Where the log is read from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    DataDir(PathBuf),
+    Config(PathBuf),
+    Export(PathBuf),
+}
+
+/// The first line of an export: what it holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    toolgate_audit_export: u32,
+    /// Events after this seq (0: from the first).
+    since: u64,
+}
+
+/// One event of an export: its JSON exactly as stored, and its place in the chain.
+#[derive(Debug, Serialize, Deserialize)]
+struct Exported {
+    seq: u64,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+    event: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointLine {
+    checkpoint: Checkpoint,
+}
+
+/// The store a `--data-dir` or `--config` names, and the deployment key beside it when
+/// there is one (its public key is what checkpoints are checked against by default).
+fn store_of(source: &Source) -> anyhow::Result<(Location, Option<DeploymentKey>)> {
+    match source {
+        Source::DataDir(dir) => {
+            let key_file = dir.join(crate::gateway::keys::DEFAULT_KEY_FILE);
+            let key = key_file
+                .is_file()
+                .then(|| DeploymentKey::read(&key_file))
+                .transpose()?;
+            Ok((Location::Sqlite(dir.clone()), key))
+        }
+        Source::Config(file) => {
+            let config = Config::load(file)?;
+            let location = config.store_location().map_err(anyhow::Error::msg)?;
+            let key_file = config.gateway.key_file.clone().unwrap_or_else(|| {
+                config
+                    .data_dir()
+                    .join(crate::gateway::keys::DEFAULT_KEY_FILE)
+            });
+            let key = key_file
+                .is_file()
+                .then(|| DeploymentKey::read(&key_file))
+                .transpose()?;
+            Ok((location, key))
+        }
+        Source::Export(_) => anyhow::bail!("an export has no store"),
+    }
+}
+
+/// `toolgate audit pubkey`: the hex of the key that signs checkpoints.
+pub fn pubkey(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<String> {
+    let key = match (key_file, config, data_dir) {
+        (Some(file), _, _) => DeploymentKey::read(file)?,
+        (None, Some(config), _) => match store_of(&Source::Config(config.to_owned()))?.1 {
+            Some(key) => key,
+            None => anyhow::bail!(
+                "the config names no deployment key that exists (key_file, or toolgate.key in its data_dir)"
+            ),
+        },
+        (None, None, Some(dir)) => {
+            DeploymentKey::read(&dir.join(crate::gateway::keys::DEFAULT_KEY_FILE))?
+        }
+        (None, None, None) => anyhow::bail!("give --config, --data-dir or --key-file"),
+    };
+    Ok(key.audit_signer().public_key())
+}
+
+/// `toolgate audit verify`: the verdict, and the exit code to end with.
+pub async fn verify(source: &Source, pubkey: Option<&str>) -> (String, i32) {
+    match check(source, pubkey).await {
+        Ok((verdict, key_note)) => match verdict {
+            Verdict::Intact {
+                last_seq,
+                signed_up_to,
+                chained_from,
+                checkpoints,
+            } => {
+                let chained = match chained_from {
+                    Some(1) => "every event is chained".to_owned(),
+                    Some(seq) => format!(
+                        "events before seq {seq} predate the chain; from it on every event is chained"
+                    ),
+                    None if last_seq == 0 => "the log is empty".to_owned(),
+                    None => "no event is chained yet (every one predates the chain)".to_owned(),
+                };
+                let signed = match signed_up_to {
+                    Some(seq) => format!(
+                        "signed up to seq {seq} ({checkpoints} checkpoints{key_note}); events after it are chained but not signed yet"
+                    ),
+                    None => "no checkpoint signs it yet".to_owned(),
+                };
+                (
+                    format!("intact: events up to seq {last_seq}; {chained}; {signed}"),
+                    INTACT,
+                )
+            }
+            Verdict::Tampered { seq, why } => (
+                format!("tampered: the first bad seq is {seq}: {why}"),
+                TAMPERED,
+            ),
+        },
+        Err(e) => (format!("cannot read the audit log: {e:#}"), UNREADABLE),
+    }
+}
+
+/// The verdict, and a note on which key the checkpoints were checked against.
+async fn check(source: &Source, pubkey: Option<&str>) -> anyhow::Result<(Verdict, String)> {
+    if let Source::Export(file) = source {
+        return check_export(file, pubkey);
+    }
+    let (location, key) = store_of(source)?;
+    let beside = key.map(|k| k.audit_signer().public_key());
+    let (key, note) = key_to_use(pubkey, beside.as_deref());
+    let reader = AuditReader::open(&location).await?;
+    let checkpoints = reader.checkpoints().await?;
+    let mut chain = match ChainCheck::new(&checkpoints, key.as_deref(), false) {
+        Ok(c) => c,
+        Err(v) => return Ok((v, note)),
+    };
+    let mut after = 0;
+    loop {
+        let rows = reader.chain_rows(after, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in rows {
+            if let Err(v) = chain.row(row) {
+                return Ok((v, note));
+            }
+        }
+    }
+    Ok((chain.finish(), note))
+}
+
+/// Which key checkpoints are checked against: the one given, else the deployment key
+/// beside the store, else each checkpoint's own (said in the verdict).
+fn key_to_use(given: Option<&str>, beside: Option<&str>) -> (Option<String>, String) {
+    match (given, beside) {
+        (Some(k), _) => (Some(k.to_owned()), format!(", by key {k}")),
+        (None, Some(k)) => (
+            Some(k.to_owned()),
+            format!(", by the deployment key beside the store, {k}; pin it with --pubkey"),
+        ),
+        (None, None) => (
+            None,
+            ", each by the key it names; pass --pubkey to check them against yours".to_owned(),
+        ),
+    }
+}
+
+fn check_export(file: &Path, pubkey: Option<&str>) -> anyhow::Result<(Verdict, String)> {
+    let reader = std::io::BufReader::new(std::fs::File::open(file)?);
+    let mut lines = reader.lines();
+    let header: Header = match lines.next() {
+        Some(line) => serde_json::from_str(&line?)
+            .map_err(|e| anyhow::anyhow!("line 1 is not an export's header: {e}"))?,
+        None => anyhow::bail!("the file is empty"),
+    };
+    // Checkpoints come last: read the events once, and keep only their hashes' places.
+    let mut rows = Vec::new();
+    let mut checkpoints = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let line = line?;
+        if line.starts_with("{\"checkpoint\"") {
+            let c: CheckpointLine =
+                serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 2))?;
+            checkpoints.push(c.checkpoint);
+        } else {
+            let e: Exported =
+                serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 2))?;
+            rows.push(ChainRow {
+                seq: e.seq,
+                body: e.event.get().to_owned(),
+                prev_hash: e.prev_hash,
+                hash: e.hash,
+            });
+        }
+    }
+    let (key, note) = key_to_use(pubkey, None);
+    let mut chain = match ChainCheck::new(&checkpoints, key.as_deref(), header.since > 0) {
+        Ok(c) => c,
+        Err(v) => return Ok((v, note)),
+    };
+    if header.since > 0
+        && let Some(first) = rows.first()
+        && first.seq != header.since + 1
+    {
+        return Ok((
+            Verdict::Tampered {
+                seq: header.since + 1,
+                why: format!(
+                    "the export says it starts after seq {}, but its first event is {}",
+                    header.since, first.seq
+                ),
+            },
+            note,
+        ));
+    }
+    for row in rows {
+        if let Err(v) = chain.row(row) {
+            return Ok((v, note));
+        }
+    }
+    Ok((chain.finish(), note))
+}
+
+/// `toolgate audit export`: events after `since` (up to `until`) as JSON lines, then the
+/// checkpoints that fall among them. How many events were written.
+pub async fn export(
+    source: &Source,
+    since: u64,
+    until: Option<u64>,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let (location, _) = store_of(source)?;
+    let reader = AuditReader::open(&location).await?;
+    // The checkpoints first, so that events written meanwhile do not outrun them.
+    let checkpoints = reader.checkpoints().await?;
+    let header = Header {
+        toolgate_audit_export: 1,
+        since,
+    };
+    writeln!(out, "{}", serde_json::to_string(&header)?)?;
+    let mut after = since;
+    let mut written = 0u64;
+    let mut last = since;
+    'pages: loop {
+        let rows = reader.chain_rows(after, PAGE).await?;
+        let Some(page_last) = rows.last() else { break };
+        after = page_last.seq;
+        for row in rows {
+            if until.is_some_and(|u| row.seq > u) {
+                break 'pages;
+            }
+            let line = Exported {
+                seq: row.seq,
+                prev_hash: row.prev_hash,
+                hash: row.hash,
+                event: RawValue::from_string(row.body)?,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            written += 1;
+            last = row.seq;
+        }
+    }
+    for checkpoint in checkpoints
+        .into_iter()
+        .filter(|c| c.seq > since && c.seq <= last)
+    {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&CheckpointLine { checkpoint })?
+        )?;
+    }
+    out.flush()?;
+    Ok(written)
+}
