@@ -105,6 +105,7 @@ fn held_decision(identity: &Identity, args: &Map<String, Value>) -> DecisionEven
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        traceparent: None,
         grant: None,
     }
 }

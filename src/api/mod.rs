@@ -304,6 +304,10 @@ pub struct DecisionEvent {
     /// names the grant too). The policy held it; the grant decided it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The W3C `traceparent` the call came with (header or `params._meta`), when it was
+    /// a valid one: the call can be followed across systems. It goes upstream unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn one() -> u32 {

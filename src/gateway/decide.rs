@@ -110,6 +110,53 @@ pub fn workflow_of(
     Ok(Some(parsed))
 }
 
+/// The W3C `traceparent` a call carries, from its header or its `params._meta`, when it
+/// is well formed (a malformed one is not stored; it still goes upstream as sent).
+pub fn traceparent_of(message: &ClientMessage, headers: &HeaderMap) -> Option<String> {
+    let from_meta = message
+        .body
+        .pointer("/params/_meta/traceparent")
+        .and_then(Value::as_str);
+    let from_header = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    from_meta
+        .or(from_header)
+        .map(str::trim)
+        .filter(|t| is_traceparent(t))
+        .map(str::to_owned)
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase, with neither id all
+/// zeros and not version `ff` (W3C Trace Context).
+fn is_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match parts.as_slice() {
+        [version, trace, parent, flags] => {
+            hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0')
+                && parent.bytes().any(|b| b != b'0')
+                // Version 00 has exactly these four parts; later ones may add more.
+                && (*version != "00" || text.len() == 55)
+        }
+        _ => false,
+    }
+}
+
+/// What a call says of where it comes from, besides its arguments.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub workflow: Option<Workflow>,
+    pub traceparent: Option<String>,
+}
+
 /// A call decided and, unless it is to be held, committed.
 #[derive(Debug)]
 pub enum Decided {
@@ -130,10 +177,11 @@ impl Gateway {
         upstream: &str,
         tool: &str,
         args: &Map<String, Value>,
-        workflow: Option<Workflow>,
+        context: CallContext,
         body: &[u8],
     ) -> Result<Decided, StoreError> {
-        let decision = self.evaluate_call(identity, upstream, tool, args, workflow);
+        let mut decision = self.evaluate_call(identity, upstream, tool, args, context.workflow);
+        decision.traceparent = context.traceparent;
         if decision.outcome != Outcome::Hold {
             return self.commit_decision(decision).await.map(Decided::Committed);
         }
@@ -234,6 +282,7 @@ impl Gateway {
             approved_as: None,
             approvals_required: decision.approvals,
             grant: None,
+            traceparent: None,
         }
     }
 
@@ -293,6 +342,27 @@ pub fn reevaluate(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_taken() {
+        for good in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ] {
+            assert!(is_traceparent(good), "{good}");
+        }
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\nx",
+        ] {
+            assert!(!is_traceparent(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn configured_pointers_win_over_common_names() {

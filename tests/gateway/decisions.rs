@@ -394,3 +394,69 @@ async fn each_call_that_went_upstream_records_how_it_ended() {
             .any(|e| e["call_id"] == decisions[2]["call_id"])
     );
 }
+
+#[tokio::test]
+async fn a_traceparent_goes_upstream_unchanged_and_is_on_the_stored_decision() {
+    let (upstream, gw) = trusted_py().await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // In the header.
+    let body = modern_call(1, "read_page", json!({"page_id": "TRACE-1"}), json!({})).to_string();
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
+        .bearer_auth(AGENT_TOKEN)
+        .header("traceparent", trace)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    // In `_meta`, as MCP clients carry it.
+    let meta_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    call_tool(&gw, AGENT_TOKEN, "read_page", json!({"page_id": "TRACE-2"})).await;
+    let body = modern_call(
+        2,
+        "read_page",
+        json!({"page_id": "TRACE-3"}),
+        json!({"traceparent": meta_trace}),
+    )
+    .to_string();
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    resp.text().await.unwrap();
+    // A malformed one is not stored, but still goes upstream as sent.
+    let body = modern_call(4, "read_page", json!({"page_id": "TRACE-4"}), json!({})).to_string();
+    let resp = modern_request(&http(), &gw.url("py"), "read_page", body)
+        .bearer_auth(AGENT_TOKEN)
+        .header("traceparent", "00-nothex\u{7f}")
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        resp.text().await.unwrap();
+    }
+
+    let stored = decisions(&gw).await;
+    let of = |page: &str| {
+        stored
+            .iter()
+            .find(|d| d["args"]["page_id"] == page)
+            .unwrap_or_else(|| panic!("no decision of {page}"))
+            .clone()
+    };
+    assert_eq!(of("TRACE-1")["traceparent"], trace);
+    assert!(of("TRACE-2").get("traceparent").is_none());
+    assert_eq!(of("TRACE-3")["traceparent"], meta_trace);
+    let posts = upstream.posts();
+    let post = |page: &str| {
+        posts
+            .iter()
+            .find(|p| p.body.contains(page) && p.body.contains("tools/call"))
+            .unwrap()
+    };
+    assert_eq!(post("TRACE-1").traceparent.as_deref(), Some(trace));
+    assert!(
+        post("TRACE-3").body.contains(meta_trace),
+        "the body goes as sent"
+    );
+}

@@ -93,7 +93,8 @@ def logging_middleware(app):
             more = message.get("more_body", False)
         body = b"".join(chunks)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        entry = {"body": body.decode("utf-8", "replace"), "authorization": headers.get("authorization")}
+        entry = {"body": body.decode("utf-8", "replace"), "authorization": headers.get("authorization"),
+                 "traceparent": headers.get("traceparent")}
         with open(LOG, "a") as f:
             f.write(json.dumps(entry) + "\n")
         replayed = False

@@ -314,6 +314,8 @@ pub fn everything_config(port: u16) -> String {
 pub struct UpstreamPost {
     pub body: String,
     pub authorization: Option<String>,
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// What the Python upstream says it received, in order.

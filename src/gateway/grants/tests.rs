@@ -38,6 +38,7 @@ fn held(identity: &Identity, risk: Risk) -> DecisionEvent {
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        traceparent: None,
         grant: None,
     }
 }

@@ -651,6 +651,7 @@ fn held_decision(identity: &Identity) -> DecisionEvent {
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        traceparent: None,
         grant: None,
     }
 }

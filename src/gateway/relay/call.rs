@@ -57,7 +57,17 @@ pub async fn relay(post: Post<'_>) -> Response {
     }
     let started = Instant::now();
     let decided = gw
-        .decide_call(&post.identity, post.name, tool, args, workflow, &post.bytes)
+        .decide_call(
+            &post.identity,
+            post.name,
+            tool,
+            args,
+            decide::CallContext {
+                workflow,
+                traceparent: decide::traceparent_of(&post.message, post.headers),
+            },
+            &post.bytes,
+        )
         .await;
     let decision = match decided {
         Ok(Decided::Committed(d)) => d,

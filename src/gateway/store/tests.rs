@@ -36,6 +36,7 @@ fn decision(call_id: &str) -> EventBody {
         shadow: None,
         approved_as: None,
         approvals_required: 1,
+        traceparent: None,
         grant: None,
     })
 }
