@@ -151,6 +151,36 @@ fn percentiles(samples: usize, mut decide: impl FnMut()) -> (Duration, Duration)
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+/// What the audit chain adds to each stored event: one SHA-256 over the previous hash
+/// and the event's JSON, for a decision of the sizes the log holds.
+fn chain_cost(samples: usize) {
+    use toolgate::gateway::store::{GENESIS_HASH, chain_hash};
+    const TARGET_US: f64 = 10.0;
+    println!("\naudit chain, {samples} events each: the hash the writer adds to every event");
+    println!("| event JSON | p50 | p99 | target: < {TARGET_US} µs per event |");
+    println!("|---:|---:|---:|---|");
+    // A typical decision (a few hundred bytes), and one at the 16 KiB the stored
+    // arguments are cut at.
+    for size in [600usize, 16 * 1024] {
+        let body = format!(
+            r#"{{"seq":123456,"ts":"2026-11-27T10:00:00.000Z","kind":"decision","args":"{}"}}"#,
+            "x".repeat(size.saturating_sub(80))
+        );
+        let mut prev = GENESIS_HASH.to_owned();
+        let (p50, p99) = percentiles(samples, || {
+            prev = chain_hash(&prev, black_box(&body));
+        });
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "| {} B | {:.2} µs | {:.2} µs | {} |",
+            body.len(),
+            us(p50),
+            us(p99),
+            if us(p50) < TARGET_US { "pass" } else { "MISS" }
+        );
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -268,5 +298,6 @@ fn main() {
     for (tools, kib) in memory {
         println!("memory: a gateway with {tools} tools learned grew this process by {kib} KiB");
     }
+    chain_cost(samples);
     criterion.final_summary();
 }

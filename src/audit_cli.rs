@@ -102,9 +102,10 @@ pub fn pubkey(
     Ok(key.audit_signer().public_key())
 }
 
-/// `toolgate audit verify`: the verdict, and the exit code to end with.
-pub async fn verify(source: &Source, pubkey: Option<&str>) -> (String, i32) {
-    match check(source, pubkey).await {
+/// `toolgate audit verify`: the verdict, and the exit code to end with. `pubkeys`: the
+/// keys checkpoints may be signed with (several across a key rotation).
+pub async fn verify(source: &Source, pubkeys: &[String]) -> (String, i32) {
+    match check(source, pubkeys).await {
         Ok((verdict, key_note)) => match verdict {
             Verdict::Intact {
                 last_seq,
@@ -141,16 +142,16 @@ pub async fn verify(source: &Source, pubkey: Option<&str>) -> (String, i32) {
 }
 
 /// The verdict, and a note on which key the checkpoints were checked against.
-async fn check(source: &Source, pubkey: Option<&str>) -> anyhow::Result<(Verdict, String)> {
+async fn check(source: &Source, pubkeys: &[String]) -> anyhow::Result<(Verdict, String)> {
     if let Source::Export(file) = source {
-        return check_export(file, pubkey);
+        return check_export(file, pubkeys);
     }
     let (location, key) = store_of(source)?;
     let beside = key.map(|k| k.audit_signer().public_key());
-    let (key, note) = key_to_use(pubkey, beside.as_deref());
+    let (keys, note) = keys_to_use(pubkeys, beside.as_deref());
     let reader = AuditReader::open(&location).await?;
     let checkpoints = reader.checkpoints().await?;
-    let mut chain = match ChainCheck::new(&checkpoints, key.as_deref(), false) {
+    let mut chain = match ChainCheck::new(&checkpoints, &keys, false) {
         Ok(c) => c,
         Err(v) => return Ok((v, note)),
     };
@@ -168,23 +169,23 @@ async fn check(source: &Source, pubkey: Option<&str>) -> anyhow::Result<(Verdict
     Ok((chain.finish(), note))
 }
 
-/// Which key checkpoints are checked against: the one given, else the deployment key
+/// Which keys checkpoints are checked against: the ones given, else the deployment key
 /// beside the store, else each checkpoint's own (said in the verdict).
-fn key_to_use(given: Option<&str>, beside: Option<&str>) -> (Option<String>, String) {
+fn keys_to_use(given: &[String], beside: Option<&str>) -> (Vec<String>, String) {
     match (given, beside) {
-        (Some(k), _) => (Some(k.to_owned()), format!(", by key {k}")),
-        (None, Some(k)) => (
-            Some(k.to_owned()),
+        ([], Some(k)) => (
+            vec![k.to_owned()],
             format!(", by the deployment key beside the store, {k}; pin it with --pubkey"),
         ),
-        (None, None) => (
-            None,
+        ([], None) => (
+            Vec::new(),
             ", each by the key it names; pass --pubkey to check them against yours".to_owned(),
         ),
+        (keys, _) => (keys.to_vec(), format!(", by key {}", keys.join(" or "))),
     }
 }
 
-fn check_export(file: &Path, pubkey: Option<&str>) -> anyhow::Result<(Verdict, String)> {
+fn check_export(file: &Path, pubkeys: &[String]) -> anyhow::Result<(Verdict, String)> {
     let reader = std::io::BufReader::new(std::fs::File::open(file)?);
     let mut lines = reader.lines();
     let header: Header = match lines.next() {
@@ -212,8 +213,8 @@ fn check_export(file: &Path, pubkey: Option<&str>) -> anyhow::Result<(Verdict, S
             });
         }
     }
-    let (key, note) = key_to_use(pubkey, None);
-    let mut chain = match ChainCheck::new(&checkpoints, key.as_deref(), header.since > 0) {
+    let (keys, note) = keys_to_use(pubkeys, None);
+    let mut chain = match ChainCheck::new(&checkpoints, &keys, header.since > 0) {
         Ok(c) => c,
         Err(v) => return Ok((v, note)),
     };

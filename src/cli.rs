@@ -229,9 +229,10 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
         /// The key checkpoints must be signed with (`toolgate audit pubkey`, or `GET
-        /// /status`); by default the deployment key beside the store, if readable.
+        /// /status`); by default the deployment key beside the store, if readable. Give it
+        /// again for each key the log was signed with across rotations.
         #[arg(long, value_name = "HEX")]
-        pubkey: Option<String>,
+        pubkey: Vec<String>,
     },
     /// Write the events (after --since, up to --until) as JSON lines with their hashes,
     /// then the checkpoints among them: a file `verify --export` checks on its own.

@@ -204,7 +204,7 @@ fn audit(command: toolgate::cli::AuditCommand) -> anyhow::Result<()> {
                 (None, Some(file)) => Source::Export(file),
                 (None, None) => anyhow::bail!("give --data-dir, --config or --export"),
             };
-            let (said, code) = runtime()?.block_on(audit_cli::verify(&source, pubkey.as_deref()));
+            let (said, code) = runtime()?.block_on(audit_cli::verify(&source, &pubkey));
             if code == audit_cli::INTACT {
                 println!("toolgate audit verify: {said}");
             } else {

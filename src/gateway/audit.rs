@@ -120,7 +120,8 @@ pub fn verify(
     checkpoints: &[Checkpoint],
     public_key: Option<&str>,
 ) -> Verdict {
-    let mut check = match ChainCheck::new(checkpoints, public_key, false) {
+    let keys: Vec<String> = public_key.map(str::to_owned).into_iter().collect();
+    let mut check = match ChainCheck::new(checkpoints, &keys, false) {
         Ok(check) => check,
         Err(v) => return v,
     };
@@ -148,23 +149,28 @@ pub struct ChainCheck<'c> {
 
 impl<'c> ChainCheck<'c> {
     /// Checks the checkpoints' signatures first: a bad one is found whatever the events
-    /// say.
+    /// say. `keys` (hex): the keys a checkpoint may be signed with (several across a
+    /// rotation); none, each checkpoint's own.
     pub fn new(
         checkpoints: &'c [Checkpoint],
-        public_key: Option<&str>,
+        keys: &[String],
         partial: bool,
     ) -> Result<Self, Verdict> {
         for c in checkpoints {
-            if public_key.is_some_and(|k| !k.eq_ignore_ascii_case(&c.public_key)) {
-                return Err(Verdict::Tampered {
-                    seq: c.seq,
-                    why: format!(
-                        "the checkpoint at seq {} names another key ({})",
-                        c.seq, c.public_key
-                    ),
-                });
-            }
-            if !c.signed_by(public_key.unwrap_or(&c.public_key)) {
+            let key = match keys.iter().find(|k| k.eq_ignore_ascii_case(&c.public_key)) {
+                Some(k) => k.as_str(),
+                None if keys.is_empty() => c.public_key.as_str(),
+                None => {
+                    return Err(Verdict::Tampered {
+                        seq: c.seq,
+                        why: format!(
+                            "the checkpoint at seq {} names another key ({})",
+                            c.seq, c.public_key
+                        ),
+                    });
+                }
+            };
+            if !c.signed_by(key) {
                 return Err(Verdict::Tampered {
                     seq: c.seq,
                     why: format!(
