@@ -128,6 +128,16 @@ pub enum Command {
         #[arg(long, value_enum)]
         output: Option<OutputFormat>,
     },
+    /// The standing privilege of every API token: age, expiry, last use, calls, the tools
+    /// it used against those the policy lets it reach, and what to fix.
+    Tokens {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// json: one token a line, as a JSON object; table: a line a token, then its
+        /// flags, for people [default: table when stdout is a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+    },
     /// List the active grants (approvals that let like calls through for a time), or
     /// revoke one.
     Grants {

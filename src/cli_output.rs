@@ -66,6 +66,54 @@ pub fn resolution_line(hold: &HoldView) -> String {
     line
 }
 
+/// The token report for people: a line a token, each flag under it.
+pub fn tokens_table(view: &crate::api::TokensView) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<20}  {:>5}  {:<10}  {:<19}  {:>6}  {:>9}  FLAGS",
+        "TOKEN", "AGE", "EXPIRES", "LAST USED", "30D", "USED/REACH"
+    )];
+    let day = |t: &str| t.get(..10).unwrap_or(t).to_owned();
+    for t in &view.tokens {
+        let c = t.usage.calls_30d;
+        lines.push(format!(
+            "{:<20}  {:>4}d  {:<10}  {:<19}  {:>6}  {:>4}/{:<4}  {}",
+            printable(&t.name),
+            t.age_days,
+            t.expires.as_deref().map_or("never".to_owned(), day),
+            t.usage.last_used.as_deref().map_or("—".to_owned(), |l| l
+                .get(..19)
+                .unwrap_or(l)
+                .replace('T', " ")),
+            c.allow + c.hold + c.deny,
+            t.usage.used.len(),
+            t.reachable.len(),
+            t.flags
+                .iter()
+                .map(|f| f.flag.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for f in &t.flags {
+            lines.push(format!("    {}: {}", f.flag, printable(&f.says)));
+        }
+    }
+    if !view.users.is_empty() {
+        lines.push(String::new());
+        lines.push(format!("OAuth users, last {} days:", view.window_days));
+        for u in &view.users {
+            let c = u.calls_30d;
+            lines.push(format!(
+                "  {:<32}  {:>6} calls  {} tools  last {}",
+                printable(&u.identity),
+                c.allow + c.hold + c.deny,
+                u.used.len(),
+                u.last_used.as_deref().unwrap_or("—")
+            ));
+        }
+    }
+    lines
+}
+
 /// The active grants as a table: short id, identity, tool, scope, time left, uses, by.
 pub fn grants_table(grants: &[crate::api::Grant], now: DateTime<Utc>) -> Vec<String> {
     let mut lines = vec![format!(

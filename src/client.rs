@@ -380,6 +380,11 @@ impl ControlClient {
         self.get(self.api("/me")).await
     }
 
+    /// The standing privilege of every API token.
+    pub async fn tokens(&self) -> Result<crate::api::TokensView, ClientError> {
+        self.get(self.api("/tokens")).await
+    }
+
     /// The active grants.
     pub async fn grants(&self) -> Result<crate::api::GrantList, ClientError> {
         self.get(self.api("/grants")).await

@@ -112,6 +112,16 @@ pub struct GatewaySection {
     pub checkpoint_every_events: u64,
     #[serde(default = "default_checkpoint_every_secs")]
     pub checkpoint_every_secs: u64,
+    /// The token report's flags (`GET /api/v1/tokens`): a token issued more than this many
+    /// days ago is `old`; one the policy lets reach this many more tools than it used is
+    /// `broad`; one that touched targets in more than this many projects is
+    /// `cross_project`.
+    #[serde(default = "default_token_max_age_days")]
+    pub token_max_age_days: u64,
+    #[serde(default = "default_token_broad_unused_tools")]
+    pub token_broad_unused_tools: usize,
+    #[serde(default = "default_token_cross_project_max")]
+    pub token_cross_project_max: usize,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// The most of an upstream answer the gateway reads whole (a filtered tools/list,
@@ -325,6 +335,15 @@ fn default_checkpoint_every_events() -> u64 {
 }
 fn default_checkpoint_every_secs() -> u64 {
     60
+}
+fn default_token_max_age_days() -> u64 {
+    90
+}
+fn default_token_broad_unused_tools() -> usize {
+    10
+}
+fn default_token_cross_project_max() -> usize {
+    3
 }
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024

@@ -123,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             revoke,
         } => runtime()?.block_on(grants(&control, output, revoke)),
+        Command::Tokens { control, output } => runtime()?.block_on(tokens(&control, output)),
         Command::Approve {
             control,
             call_id,
@@ -321,6 +322,23 @@ async fn holds(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::R
         ));
     }
     // JSON lines are never cut: a cut line is no JSON.
+    print_rows(&lines, format == OutputFormat::Table)
+}
+
+/// The token report: a line per token and its flags, or JSON lines.
+async fn tokens(control: &ControlArgs, output: Option<OutputFormat>) -> anyhow::Result<()> {
+    let client = ControlClient::new(&control.gateway, &control.token)?;
+    let view = client.tokens().await?;
+    let stdout = std::io::stdout();
+    let format = OutputFormat::or_default(output, stdout.is_terminal());
+    let lines = match format {
+        OutputFormat::Json => view
+            .tokens
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?,
+        OutputFormat::Table => cli_output::tokens_table(&view),
+    };
     print_rows(&lines, format == OutputFormat::Table)
 }
 

@@ -798,6 +798,65 @@ impl CallCounts {
     }
 }
 
+/// `GET /api/v1/tokens`: the standing privilege of every API token, and what OAuth users
+/// used, over the last 30 days of decisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokensView {
+    /// When the report was made (RFC 3339), and the window it read.
+    pub at: String,
+    pub window_days: u32,
+    pub tokens: Vec<TokenReport>,
+    pub users: Vec<IdentityUse>,
+}
+
+/// One API token: its age and expiry, its use, what the policy lets it reach, and flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenReport {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub issued: String,
+    pub age_days: i64,
+    /// `None`: it never expires (flagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(flatten)]
+    pub usage: IdentityUse,
+    /// The tools (`upstream/tool`) the policy in force would allow or hold for it, with
+    /// no arguments, of the tools in the catalog.
+    pub reachable: Vec<String>,
+    pub flags: Vec<TokenFlag>,
+    /// A Cedar policy that narrows it to the tools it used, when it is flagged broad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub narrowing_policy: Option<String>,
+}
+
+/// What one identity did in the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdentityUse {
+    /// `token:ci-bot`, `user:alice@example.com`.
+    pub identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
+    pub calls_7d: CallCounts,
+    pub calls_30d: CallCounts,
+    /// The tools it called (`upstream/tool`).
+    pub used: Vec<String>,
+    /// The targets it touched (`kind:id`).
+    pub targets: Vec<String>,
+}
+
+/// Something to fix about a token, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenFlag {
+    /// `unused`, `never_expires`, `old`, `broad`, `cross_project`.
+    pub flag: String,
+    /// What was found, and what to do.
+    pub says: String,
+}
+
 /// One row of `GET /tools`: the catalog row and its decisions so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolEntry {

@@ -81,6 +81,8 @@ pub enum NetEvent {
     Holds(Vec<HoldView>),
     /// The active grants, as `GET /grants` gave them.
     Grants(Vec<crate::api::Grant>),
+    /// The token report, as `GET /tokens` gave it.
+    Tokens(Box<crate::api::TokensView>),
     /// The answer to a revoke: the grant as revoked, or why not.
     Revoked {
         id: String,
@@ -270,6 +272,8 @@ pub enum Command {
     },
     /// The active grants, for the grants view.
     FetchGrants,
+    /// The token report, for the tokens view.
+    FetchTokens,
     /// Revoke a grant.
     RevokeGrant(String),
     /// Give a pending hold more time before it expires.
@@ -320,6 +324,7 @@ pub struct App {
     pub held: Held,
     pub tools: Tools,
     pub grants: super::views::grants::Grants,
+    pub tokens: super::views::tokens::Tokens,
     pub policy: super::views::policy::PolicyState,
     pub detail: bool,
     /// How far the details are scrolled (PgUp/PgDn while they are open).
@@ -374,6 +379,7 @@ impl App {
             live: Live::default(),
             held: Held::default(),
             grants: Default::default(),
+            tokens: Default::default(),
             tools: Tools::default(),
             policy: Default::default(),
             detail: false,
@@ -435,7 +441,7 @@ impl App {
             View::Live => Some(&self.live.filter),
             View::Held => Some(&self.held.filter),
             View::Tools => Some(&self.tools.filter),
-            View::Stats | View::Policy | View::Grants => None,
+            View::Stats | View::Policy | View::Grants | View::Tokens => None,
         }
     }
 
@@ -536,6 +542,7 @@ impl App {
             View::Stats => super::views::stats::actions(),
             View::Policy => self.policy.actions(),
             View::Grants => self.grants.actions(),
+            View::Tokens => self.tokens.actions(),
         };
         if self.detail && !actions.contains(&Action::Back) {
             actions.push(Action::Back);
@@ -634,6 +641,7 @@ impl App {
             NetEvent::Backfill(newest_first) => self.model.backfill(newest_first),
             NetEvent::Holds(holds) => self.model.set_holds(holds),
             NetEvent::Grants(grants) => self.model.set_grants(grants),
+            NetEvent::Tokens(view) => self.model.tokens = Some(view),
             NetEvent::Revoked { id, outcome } => match outcome {
                 Ok(grant) => {
                     self.model.grants.retain(|g| g.id != grant.id);
@@ -1402,6 +1410,10 @@ impl App {
                 self.view = View::Grants;
                 return vec![Command::FetchGrants];
             }
+            ("tokens", "") => {
+                self.view = View::Tokens;
+                return vec![Command::FetchTokens];
+            }
             ("policy", "") => {
                 self.view = View::Policy;
                 return vec![Command::FetchPolicy];
@@ -1478,7 +1490,7 @@ impl App {
                 self.tools.list = Default::default();
                 self.tools.reanchor(&self.model, self.page());
             }
-            View::Stats | View::Policy | View::Grants => {
+            View::Stats | View::Policy | View::Grants | View::Tokens => {
                 return Err("this view has no filter".into());
             }
         }
@@ -1528,6 +1540,9 @@ impl App {
             View::Stats => false,
             View::Policy => self.policy.navigate(action, page),
             View::Grants => self.grants.navigate(action, &self.model, page),
+            View::Tokens => self
+                .tokens
+                .navigate(action, self.model.tokens.as_deref(), page),
         };
         if navigated {
             return Vec::new();
@@ -1688,7 +1703,9 @@ impl App {
                     }
                 }
             }
-            View::Tools | View::Stats | View::Policy | View::Grants => return Vec::new(),
+            View::Tools | View::Stats | View::Policy | View::Grants | View::Tokens => {
+                return Vec::new();
+            }
         };
         let mut confirm = Confirm::new(approve, holds);
         let ids: Vec<String> = confirm.holds.iter().map(|h| h.call_id.clone()).collect();
@@ -1831,6 +1848,10 @@ impl App {
                 .grants
                 .selected(&self.model)
                 .map(|g| (g.id.clone(), serde_json::to_string(g).unwrap_or_default())),
+            View::Tokens => self
+                .tokens
+                .selected(self.model.tokens.as_deref())
+                .map(|t| (t.name.clone(), serde_json::to_string(t).unwrap_or_default())),
             View::Stats | View::Policy => None,
         };
         let Some((id, whole)) = picked else {
@@ -1863,6 +1884,9 @@ impl App {
                 View::Stats => false,
                 View::Policy => self.policy.navigate(action, page),
                 View::Grants => self.grants.navigate(action, &self.model, page),
+                View::Tokens => self
+                    .tokens
+                    .navigate(action, self.model.tokens.as_deref(), page),
             };
         }
     }
@@ -1891,13 +1915,14 @@ impl Bulk {
     }
 }
 
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 11] = [
     "live",
     "held",
     "tools",
     "stats",
     "policy",
     "grants",
+    "tokens",
     "ctx",
     "reconnect",
     "theme",
@@ -1950,3 +1975,6 @@ mod drafts;
 
 #[cfg(test)]
 mod grants;
+
+#[cfg(test)]
+mod tokens;

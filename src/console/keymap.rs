@@ -241,7 +241,7 @@ impl Action {
         match self {
             Action::Quit => "quit",
             Action::Command => {
-                "command (:live :held :tools :stats :policy :grants :ctx :reconnect :theme :q)"
+                "command (:live :held :tools :stats :policy :grants :tokens :ctx :reconnect :theme :q)"
             }
             Action::Help => "help",
             Action::Back => "back",

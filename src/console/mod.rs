@@ -640,6 +640,7 @@ async fn event_loop(
                 } => net::resolve(client, call_id, approve, reason, grant, tx),
                 Command::FetchTools => net::fetch_tools(client, tx),
                 Command::FetchGrants => net::fetch_grants(client, tx),
+                Command::FetchTokens => net::fetch_tokens(client, tx),
                 Command::RevokeGrant(id) => net::revoke_grant(client, id, tx),
                 Command::Extend { call_id, secs } => net::extend(client, call_id, secs, tx),
                 Command::FetchPolicy => net::fetch_policy(client, tx),

@@ -184,6 +184,8 @@ pub struct Model {
     /// Active grants, soonest to end first: as `GET /grants` gave them, then as the
     /// stream made, used and revoked them.
     pub grants: Vec<crate::api::Grant>,
+    /// The token report, once fetched (`:tokens`).
+    pub tokens: Option<Box<crate::api::TokensView>>,
 }
 
 impl Model {
@@ -203,6 +205,7 @@ impl Model {
             policy_version: None,
             me: None,
             grants: Vec::new(),
+            tokens: None,
         }
     }
 

@@ -320,6 +320,17 @@ pub fn fetch_grants(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
     });
 }
 
+/// Fetches the token report on its own task.
+pub fn fetch_tokens(client: ControlClient, tx: mpsc::Sender<NetEvent>) {
+    tokio::spawn(async move {
+        let event = match client.tokens().await {
+            Ok(view) => NetEvent::Tokens(Box::new(view)),
+            Err(e) => NetEvent::Notice(format!("cannot read the token report: {e}")),
+        };
+        let _ = tx.send(event).await;
+    });
+}
+
 /// Revokes a grant on its own task, and reports back.
 pub fn revoke_grant(client: ControlClient, id: String, tx: mpsc::Sender<NetEvent>) {
     tokio::spawn(async move {

@@ -59,6 +59,9 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         View::Stats => super::views::stats::draw(frame, table, &ctx, app.status.as_ref()),
         View::Policy => app.policy.draw(frame, table, &ctx),
         View::Grants => app.grants.draw(frame, table, &ctx),
+        View::Tokens => app
+            .tokens
+            .draw(frame, table, &ctx, app.model.tokens.as_deref()),
     }
     draw_hints(frame, app, theme, hints);
     draw_status(frame, app, theme, status);
@@ -275,6 +278,10 @@ fn draw_detail(frame: &mut Frame, app: &App, ctx: &Ctx, area: Rect, over: bool) 
             lines
         }),
         View::Tools => app.tools.selected(&app.model).map(tool_lines),
+        View::Tokens => app
+            .tokens
+            .selected(app.model.tokens.as_deref())
+            .map(|t| super::views::tokens::detail_lines(t, ctx)),
         View::Stats | View::Policy | View::Grants => None,
     };
     let Some(lines) = lines else {

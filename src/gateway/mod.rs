@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod shadow;
 pub mod store;
 pub mod strict_json;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::io::Write as _;

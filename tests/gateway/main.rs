@@ -26,6 +26,7 @@ mod replicas;
 mod shadow;
 mod store;
 mod strict_input;
+mod tokens;
 mod transport;
 mod truth;
 mod two_person;

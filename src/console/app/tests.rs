@@ -831,7 +831,9 @@ fn commands_complete_names_and_themes() {
         "t",
         "tools and theme share a t"
     );
-    assert_eq!(complete("to", &ctx, &themes).0, "tools");
+    assert_eq!(complete("to", &ctx, &themes).0, "to", "tools and tokens");
+    assert_eq!(complete("too", &ctx, &themes).0, "tools");
+    assert_eq!(complete("tok", &ctx, &themes).0, "tokens");
     assert_eq!(complete("th", &ctx, &themes).0, "theme ");
     assert_eq!(complete("theme l", &ctx, &themes).0, "theme light");
     let (text, candidates) = complete("ctx p", &ctx, &themes);

@@ -6,6 +6,7 @@ pub mod held;
 pub mod live;
 pub mod policy;
 pub mod stats;
+pub mod tokens;
 pub mod tools;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ pub enum View {
     Stats,
     Policy,
     Grants,
+    Tokens,
 }
 
 impl View {
@@ -33,6 +35,7 @@ impl View {
             View::Stats => "stats",
             View::Policy => "policy",
             View::Grants => "grants",
+            View::Tokens => "tokens",
         }
     }
 }

@@ -35,6 +35,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/status", get(queries::status))
         .route("/api/v1/decisions", get(queries::decisions))
         .route("/api/v1/tools", get(queries::tools))
+        .route("/api/v1/tokens", get(queries::tokens))
         .route(
             "/api/v1/tools/{upstream}/{tool}/risk",
             axum::routing::put(edits::set_risk),

@@ -96,6 +96,20 @@ pub async fn decisions(
     }
 }
 
+/// The standing privilege of every API token, over the last 30 days of decisions.
+pub async fn tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
+        return e.into_response();
+    }
+    match crate::gateway::tokens::report(&gw, chrono::Utc::now()).await {
+        Ok(view) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(view).unwrap_or_default(),
+        ),
+        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
+    }
+}
+
 pub async fn tools(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
         return e.into_response();
