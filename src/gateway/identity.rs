@@ -31,6 +31,18 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A configured API token's identity.
+    pub fn of_token(id: &crate::config::IdentityConfig) -> Self {
+        Identity {
+            kind: IdentityKind::ApiToken,
+            name: id.name.clone(),
+            groups: id.groups.clone(),
+            issued: Some(id.issued),
+            expires: id.expires,
+            owner: id.owner.clone(),
+        }
+    }
+
     /// `kind:name`, as operator `principals` name identities, in the matching form of
     /// [`normalize_principal`].
     pub fn principal(&self) -> String {
@@ -103,17 +115,7 @@ impl Authenticator {
         for id in &config.identities {
             let mut key = [0u8; 32];
             hex::decode_to_slice(&id.token_sha256, &mut key)?;
-            tokens.insert(
-                key,
-                Arc::new(Identity {
-                    kind: IdentityKind::ApiToken,
-                    name: id.name.clone(),
-                    groups: id.groups.clone(),
-                    issued: Some(id.issued),
-                    expires: id.expires,
-                    owner: id.owner.clone(),
-                }),
-            );
+            tokens.insert(key, Arc::new(Identity::of_token(id)));
         }
         let oauth = match &config.oauth {
             Some(o) => Some(OauthVerifier::new(o).await?),

@@ -11,8 +11,7 @@ use super::identity::Identity;
 use super::policy::CallFacts;
 use super::store::StoreError;
 use crate::api::{
-    IdentityKind, IdentityRef, IdentityUse, Outcome, ReplayWindow, TokenFlag, TokenReport,
-    TokensView,
+    IdentityRef, IdentityUse, Outcome, ReplayWindow, TokenFlag, TokenReport, TokensView,
 };
 use crate::time::rfc3339;
 
@@ -60,14 +59,7 @@ pub async fn report(gw: &Gateway, now: DateTime<Utc>) -> Result<TokensView, Stor
         .identities
         .iter()
         .map(|id| {
-            let identity = Identity {
-                kind: IdentityKind::ApiToken,
-                name: id.name.clone(),
-                groups: id.groups.clone(),
-                issued: Some(id.issued),
-                expires: id.expires,
-                owner: id.owner.clone(),
-            };
+            let identity = Identity::of_token(id);
             let label = identity.to_wire().label();
             let empty = Map::new();
             let reachable: Vec<String> = tools
@@ -293,7 +285,7 @@ mod tests {
     fn token(days_old: i64, expires: bool) -> Identity {
         let now = Utc::now();
         Identity {
-            kind: IdentityKind::ApiToken,
+            kind: crate::api::IdentityKind::ApiToken,
             name: "ci-bot".into(),
             groups: vec![],
             issued: Some(now - Duration::days(days_old)),
