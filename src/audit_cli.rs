@@ -50,6 +50,57 @@ struct CheckpointLine {
     checkpoint: Checkpoint,
 }
 
+/// The signed checkpoint an export from the middle of the log starts after.
+#[derive(Debug, Serialize, Deserialize)]
+struct BaseLine {
+    base: Checkpoint,
+}
+
+/// The checkpoints of an export (or an anchor file): its base, and the others.
+fn checkpoint_lines(file: &Path) -> anyhow::Result<(Option<Checkpoint>, Vec<Checkpoint>)> {
+    let reader = std::io::BufReader::new(std::fs::File::open(file)?);
+    let (mut base, mut all) = (None, Vec::new());
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.starts_with("{\"checkpoint\"") {
+            let c: CheckpointLine = serde_json::from_str(&line)
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), n + 1))?;
+            all.push(c.checkpoint);
+        } else if line.starts_with("{\"base\"") {
+            let b: BaseLine = serde_json::from_str(&line)
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), n + 1))?;
+            base = Some(b.base);
+        }
+    }
+    Ok((base, all))
+}
+
+/// The log's checkpoints with the anchor's (kept elsewhere, from an earlier export):
+/// an anchor the log lost is put back, so a log whose checkpoints were deleted is still
+/// held to them; one the log has otherwise is a tampered checkpoint.
+fn with_anchors(
+    mut own: Vec<Checkpoint>,
+    anchors: Vec<Checkpoint>,
+) -> Result<Vec<Checkpoint>, Verdict> {
+    for anchor in anchors {
+        match own.iter().find(|c| c.seq == anchor.seq) {
+            Some(c) if *c == anchor => {}
+            Some(_) => {
+                return Err(Verdict::Tampered {
+                    seq: anchor.seq,
+                    why: format!(
+                        "the checkpoint at seq {} is not the one the anchor holds",
+                        anchor.seq
+                    ),
+                });
+            }
+            None => own.push(anchor),
+        }
+    }
+    own.sort_by_key(|c| c.seq);
+    Ok(own)
+}
+
 /// The store a `--data-dir` or `--config` names, and the deployment key beside it when
 /// there is one (its public key is what checkpoints are checked against by default).
 fn store_of(source: &Source) -> anyhow::Result<(Location, Option<DeploymentKey>)> {
@@ -103,9 +154,10 @@ pub fn pubkey(
 }
 
 /// `toolgate audit verify`: the verdict, and the exit code to end with. `pubkeys`: the
-/// keys checkpoints may be signed with (several across a key rotation).
-pub async fn verify(source: &Source, pubkeys: &[String]) -> (String, i32) {
-    match check(source, pubkeys).await {
+/// keys checkpoints may be signed with (several across a key rotation); `anchors`:
+/// exports kept elsewhere whose checkpoints the log must still hold.
+pub async fn verify(source: &Source, pubkeys: &[String], anchors: &[PathBuf]) -> (String, i32) {
+    match check(source, pubkeys, anchors).await {
         Ok((verdict, key_note)) => match verdict {
             Verdict::Intact {
                 last_seq,
@@ -142,16 +194,28 @@ pub async fn verify(source: &Source, pubkeys: &[String]) -> (String, i32) {
 }
 
 /// The verdict, and a note on which key the checkpoints were checked against.
-async fn check(source: &Source, pubkeys: &[String]) -> anyhow::Result<(Verdict, String)> {
+async fn check(
+    source: &Source,
+    pubkeys: &[String],
+    anchor_files: &[PathBuf],
+) -> anyhow::Result<(Verdict, String)> {
+    let mut anchors = Vec::new();
+    for file in anchor_files {
+        let (base, all) = checkpoint_lines(file)?;
+        anchors.extend(base.into_iter().chain(all));
+    }
     if let Source::Export(file) = source {
-        return check_export(file, pubkeys);
+        return check_export(file, pubkeys, anchors);
     }
     let (location, key) = store_of(source)?;
     let beside = key.map(|k| k.audit_signer().public_key());
     let (keys, note) = keys_to_use(pubkeys, beside.as_deref());
     let reader = AuditReader::open(&location).await?;
-    let checkpoints = reader.checkpoints().await?;
-    let mut chain = match ChainCheck::new(&checkpoints, &keys, false) {
+    let checkpoints = match with_anchors(reader.checkpoints().await?, anchors) {
+        Ok(c) => c,
+        Err(v) => return Ok((v, note)),
+    };
+    let mut chain = match ChainCheck::new(&checkpoints, &keys, None) {
         Ok(c) => c,
         Err(v) => return Ok((v, note)),
     };
@@ -185,7 +249,18 @@ fn keys_to_use(given: &[String], beside: Option<&str>) -> (Vec<String>, String) 
     }
 }
 
-fn check_export(file: &Path, pubkeys: &[String]) -> anyhow::Result<(Verdict, String)> {
+fn check_export(
+    file: &Path,
+    pubkeys: &[String],
+    anchors: Vec<Checkpoint>,
+) -> anyhow::Result<(Verdict, String)> {
+    let (keys, note) = keys_to_use(pubkeys, None);
+    // The checkpoints first (they come last in the file), then the events streamed.
+    let (base, own) = checkpoint_lines(file)?;
+    let checkpoints = match with_anchors(own, anchors) {
+        Ok(c) => c,
+        Err(v) => return Ok((v, note)),
+    };
     let reader = std::io::BufReader::new(std::fs::File::open(file)?);
     let mut lines = reader.lines();
     let header: Header = match lines.next() {
@@ -193,47 +268,39 @@ fn check_export(file: &Path, pubkeys: &[String]) -> anyhow::Result<(Verdict, Str
             .map_err(|e| anyhow::anyhow!("line 1 is not an export's header: {e}"))?,
         None => anyhow::bail!("the file is empty"),
     };
-    // Checkpoints come last: read the events once, and keep only their hashes' places.
-    let mut rows = Vec::new();
-    let mut checkpoints = Vec::new();
-    for (n, line) in lines.enumerate() {
-        let line = line?;
-        if line.starts_with("{\"checkpoint\"") {
-            let c: CheckpointLine =
-                serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 2))?;
-            checkpoints.push(c.checkpoint);
-        } else {
-            let e: Exported =
-                serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 2))?;
-            rows.push(ChainRow {
-                seq: e.seq,
-                body: e.event.get().to_owned(),
-                prev_hash: e.prev_hash,
-                hash: e.hash,
-            });
+    // An export from the middle starts on a signed checkpoint, or proves nothing.
+    let base = match (header.since, base) {
+        (0, _) => None,
+        (since, Some(b)) if b.seq == since => Some(b),
+        (since, _) => {
+            return Ok((
+                Verdict::Tampered {
+                    seq: since + 1,
+                    why: format!(
+                        "the export starts after seq {since} without the signed checkpoint there"
+                    ),
+                },
+                note,
+            ));
         }
-    }
-    let (keys, note) = keys_to_use(pubkeys, None);
-    let mut chain = match ChainCheck::new(&checkpoints, &keys, header.since > 0) {
+    };
+    let mut chain = match ChainCheck::new(&checkpoints, &keys, base.as_ref()) {
         Ok(c) => c,
         Err(v) => return Ok((v, note)),
     };
-    if header.since > 0
-        && let Some(first) = rows.first()
-        && first.seq != header.since + 1
-    {
-        return Ok((
-            Verdict::Tampered {
-                seq: header.since + 1,
-                why: format!(
-                    "the export says it starts after seq {}, but its first event is {}",
-                    header.since, first.seq
-                ),
-            },
-            note,
-        ));
-    }
-    for row in rows {
+    for (n, line) in lines.enumerate() {
+        let line = line?;
+        if line.starts_with("{\"checkpoint\"") || line.starts_with("{\"base\"") {
+            continue;
+        }
+        let e: Exported =
+            serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 2))?;
+        let row = ChainRow {
+            seq: e.seq,
+            body: e.event.get().to_owned(),
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        };
         if let Err(v) = chain.row(row) {
             return Ok((v, note));
         }
@@ -253,11 +320,29 @@ pub async fn export(
     let reader = AuditReader::open(&location).await?;
     // The checkpoints first, so that events written meanwhile do not outrun them.
     let checkpoints = reader.checkpoints().await?;
+    // From the middle: from the newest signed checkpoint at or before `since`, which the
+    // export carries as its base, so that what follows can be checked on its own.
+    let base = checkpoints
+        .iter()
+        .filter(|c| c.seq <= since)
+        .max_by_key(|c| c.seq);
+    let since = if since == 0 {
+        0
+    } else {
+        base.map_or(0, |b| b.seq)
+    };
     let header = Header {
         toolgate_audit_export: 1,
         since,
     };
     writeln!(out, "{}", serde_json::to_string(&header)?)?;
+    if let Some(base) = base.filter(|_| since > 0) {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&BaseLine { base: base.clone() })?
+        )?;
+    }
     let mut after = since;
     let mut written = 0u64;
     let mut last = since;

@@ -243,6 +243,11 @@ pub enum AuditCommand {
         /// again for each key the log was signed with across rotations.
         #[arg(long, value_name = "HEX")]
         pubkey: Vec<String>,
+        /// An earlier export kept elsewhere: the log must still hold every checkpoint it
+        /// holds (so deleting checkpoints from the store is caught). More than one may be
+        /// given.
+        #[arg(long, value_name = "FILE")]
+        anchor: Vec<PathBuf>,
     },
     /// Write the events (after --since, up to --until) as JSON lines with their hashes,
     /// then the checkpoints among them: a file `verify --export` checks on its own.

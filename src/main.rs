@@ -199,13 +199,14 @@ fn audit(command: toolgate::cli::AuditCommand) -> anyhow::Result<()> {
             config,
             export,
             pubkey,
+            anchor,
         } => {
             let source = match (source_of(data_dir, config), export) {
                 (Some(s), _) => s,
                 (None, Some(file)) => Source::Export(file),
                 (None, None) => anyhow::bail!("give --data-dir, --config or --export"),
             };
-            let (said, code) = runtime()?.block_on(audit_cli::verify(&source, &pubkey));
+            let (said, code) = runtime()?.block_on(audit_cli::verify(&source, &pubkey, &anchor));
             if code == audit_cli::INTACT {
                 println!("toolgate audit verify: {said}");
             } else {

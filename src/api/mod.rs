@@ -310,6 +310,10 @@ pub struct DecisionEvent {
     pub traceparent: Option<String>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn one() -> u32 {
     1
 }
@@ -805,6 +809,10 @@ pub struct TokensView {
     /// When the report was made (RFC 3339), and the window it read.
     pub at: String,
     pub window_days: u32,
+    /// False when the window held more decisions than the report reads (the newest
+    /// 500,000): what was used early in it may be missing.
+    #[serde(default = "yes")]
+    pub window_complete: bool,
     pub tokens: Vec<TokenReport>,
     pub users: Vec<IdentityUse>,
 }

@@ -33,7 +33,7 @@ impl AuditSigner {
     }
 
     pub fn checkpoint(&self, seq: u64, hash: &str, at: &str) -> Checkpoint {
-        let signature = self.0.sign(&checkpoint_message(seq, hash));
+        let signature = self.0.sign(&checkpoint_message(seq, hash, at));
         Checkpoint {
             seq,
             hash: hash.to_owned(),
@@ -44,9 +44,9 @@ impl AuditSigner {
     }
 }
 
-/// What a checkpoint's signature covers.
-pub fn checkpoint_message(seq: u64, hash: &str) -> Vec<u8> {
-    format!("toolgate audit checkpoint v1\nseq {seq}\nhash {hash}\n").into_bytes()
+/// What a checkpoint's signature covers: where the chain stood, and when.
+pub fn checkpoint_message(seq: u64, hash: &str, at: &str) -> Vec<u8> {
+    format!("toolgate audit checkpoint v1\nseq {seq}\nhash {hash}\nat {at}\n").into_bytes()
 }
 
 /// A signed statement that the chain's event `seq` had hash `hash`.
@@ -57,7 +57,7 @@ pub struct Checkpoint {
     pub at: String,
     /// Hex of the Ed25519 public key that signed it.
     pub public_key: String,
-    /// Hex of the signature of `checkpoint_message(seq, hash)`.
+    /// Hex of the signature of `checkpoint_message(seq, hash, at)`.
     pub signature: String,
 }
 
@@ -79,8 +79,11 @@ impl Checkpoint {
         let Ok(signature) = Signature::from_slice(&signature) else {
             return false;
         };
-        key.verify(&checkpoint_message(self.seq, &self.hash), &signature)
-            .is_ok()
+        key.verify(
+            &checkpoint_message(self.seq, &self.hash, &self.at),
+            &signature,
+        )
+        .is_ok()
     }
 }
 
@@ -121,7 +124,7 @@ pub fn verify(
     public_key: Option<&str>,
 ) -> Verdict {
     let keys: Vec<String> = public_key.map(str::to_owned).into_iter().collect();
-    let mut check = match ChainCheck::new(checkpoints, &keys, false) {
+    let mut check = match ChainCheck::new(checkpoints, &keys, None) {
         Ok(check) => check,
         Err(v) => return v,
     };
@@ -136,9 +139,12 @@ pub fn verify(
 /// The chain checked one row at a time, so that a log of any length is read in pages.
 pub struct ChainCheck<'c> {
     checkpoints: &'c [Checkpoint],
-    /// A part of the log (an export from the middle): it starts where its first row
-    /// says.
-    partial: bool,
+    /// For a part of the log (an export from the middle): the signed checkpoint it
+    /// starts after, whose hash its first event must chain on.
+    base: Option<&'c Checkpoint>,
+    /// The auditor named the keys: a chained log must be signed by one of them, or
+    /// nothing shows it unedited (its checkpoints may have been deleted).
+    require_signed: bool,
     expected_seq: Option<u64>,
     last_hash: Option<String>,
     chained_from: Option<u64>,
@@ -154,9 +160,9 @@ impl<'c> ChainCheck<'c> {
     pub fn new(
         checkpoints: &'c [Checkpoint],
         keys: &[String],
-        partial: bool,
+        base: Option<&'c Checkpoint>,
     ) -> Result<Self, Verdict> {
-        for c in checkpoints {
+        for c in checkpoints.iter().chain(base) {
             let key = match keys.iter().find(|k| k.eq_ignore_ascii_case(&c.public_key)) {
                 Some(k) => k.as_str(),
                 None if keys.is_empty() => c.public_key.as_str(),
@@ -182,7 +188,8 @@ impl<'c> ChainCheck<'c> {
         }
         Ok(Self {
             checkpoints,
-            partial,
+            base,
+            require_signed: !keys.is_empty(),
             expected_seq: None,
             last_hash: None,
             chained_from: None,
@@ -210,11 +217,12 @@ impl<'c> ChainCheck<'c> {
             };
             return Err(tampered(expected.min(row.seq), why));
         }
-        if first && !self.partial && row.seq != 1 {
+        let first_seq = self.base.map_or(1, |b| b.seq + 1);
+        if first && row.seq != first_seq {
             return Err(tampered(
-                1,
+                first_seq,
                 format!(
-                    "the log starts at seq {} (events before it dropped)",
+                    "the log starts at seq {} instead of {first_seq} (events before it dropped)",
                     row.seq
                 ),
             ));
@@ -235,9 +243,8 @@ impl<'c> ChainCheck<'c> {
             (Some(prev), Some(hash)) => {
                 let expected_prev = match &self.last_hash {
                     Some(h) => h.as_str(),
-                    // A part of the log starts where its first row says.
-                    None if first && self.partial => prev.as_str(),
-                    None => GENESIS_HASH,
+                    // A part of the log starts on its signed base.
+                    None => self.base.map_or(GENESIS_HASH, |b| b.hash.as_str()),
                 };
                 if prev != expected_prev {
                     let why = match self.last_hash {
@@ -300,11 +307,26 @@ impl<'c> ChainCheck<'c> {
                 }
             }
         }
+        let signed_up_to = self
+            .checkpoints
+            .iter()
+            .chain(self.base)
+            .map(|c| c.seq)
+            .max();
+        if self.require_signed
+            && signed_up_to.is_none()
+            && let Some(from) = self.chained_from
+        {
+            return Verdict::Tampered {
+                seq: from,
+                why: "no checkpoint signed by the given key is left: nothing shows the log was not rewritten (were its checkpoints deleted?)".into(),
+            };
+        }
         Verdict::Intact {
             last_seq,
-            signed_up_to: self.checkpoints.iter().map(|c| c.seq).max(),
+            signed_up_to,
             chained_from: self.chained_from,
-            checkpoints: self.checkpoints.len(),
+            checkpoints: self.checkpoints.len() + usize::from(self.base.is_some()),
         }
     }
 }

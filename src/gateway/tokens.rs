@@ -17,8 +17,20 @@ use crate::time::rfc3339;
 
 /// The window the report reads.
 pub const WINDOW_DAYS: u32 = 30;
-/// The most decisions it reads (the newest of the window).
-const MOST_DECISIONS: u64 = 2_000_000;
+/// The most decisions it reads (the newest of the window); a window cut short is said.
+const MOST_DECISIONS: u64 = 500_000;
+
+/// One report at a time: each reads up to `MOST_DECISIONS` decisions.
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Why there is no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("a token report is being made already; try again in a moment")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 const PAGE: u32 = 5_000;
 
 /// What the report's flags are measured against (`[gateway] token_*`).
@@ -43,8 +55,9 @@ impl Limits {
 }
 
 /// Every configured API token's report, and the OAuth users seen in the window.
-pub async fn report(gw: &Gateway, now: DateTime<Utc>) -> Result<TokensView, StoreError> {
-    let uses = usage(gw, now).await?;
+pub async fn report(gw: &Gateway, now: DateTime<Utc>) -> Result<TokensView, ReportError> {
+    let _one = ONE_AT_A_TIME.try_acquire().map_err(|_| ReportError::Busy)?;
+    let (uses, complete) = usage(gw, now).await?;
     let tools: Vec<(String, String, crate::api::Risk)> = gw
         .store
         .tool_rows()
@@ -75,7 +88,8 @@ pub async fn report(gw: &Gateway, now: DateTime<Utc>) -> Result<TokensView, Stor
                         workflow: None,
                         now,
                     };
-                    engine.decide(&facts).outcome != Outcome::Deny
+                    // Not `decide`: its cache is the live decisions'.
+                    engine.evaluate(&facts).outcome != Outcome::Deny
                 })
                 .map(|(u, t, _)| format!("{u}/{t}"))
                 .collect();
@@ -94,16 +108,18 @@ pub async fn report(gw: &Gateway, now: DateTime<Utc>) -> Result<TokensView, Stor
     Ok(TokensView {
         at: rfc3339(now),
         window_days: WINDOW_DAYS,
+        window_complete: complete,
         tokens,
         users,
     })
 }
 
-/// What each identity did in the window, by its label, from the recorded decisions.
+/// What each identity did in the window, by its label, from the recorded decisions, and
+/// whether the whole window was read.
 async fn usage(
     gw: &Gateway,
     now: DateTime<Utc>,
-) -> Result<BTreeMap<String, IdentityUse>, StoreError> {
+) -> Result<(BTreeMap<String, IdentityUse>, bool), StoreError> {
     let since = rfc3339(now - Duration::days(WINDOW_DAYS as i64));
     let week = rfc3339(now - Duration::days(7));
     let mut snapshot = gw
@@ -112,11 +128,13 @@ async fn usage(
         .await?;
     let mut seen: BTreeMap<String, (IdentityUse, BTreeSet<String>, BTreeSet<String>)> =
         BTreeMap::new();
+    let mut read = 0u64;
     loop {
         let page = snapshot.next_page(PAGE).await?;
         if page.is_empty() {
             break;
         }
+        read += page.len() as u64;
         for record in page {
             let d = &record.call;
             let label = d.identity.label();
@@ -137,29 +155,35 @@ async fn usage(
             if u.last_used.as_ref().is_none_or(|l| *l < record.ts) {
                 u.last_used = Some(record.ts.clone());
             }
-            tools.insert(format!("{}/{}", d.upstream, d.tool));
-            if let Some(t) = &d.target {
-                targets.insert(t.label());
+            // What it used is what it got through; a denied call reached nothing.
+            if d.outcome != Outcome::Deny {
+                tools.insert(format!("{}/{}", d.upstream, d.tool));
+                if let Some(t) = &d.target {
+                    targets.insert(t.label());
+                }
             }
         }
     }
-    Ok(seen
+    let uses = seen
         .into_iter()
         .map(|(label, (mut u, tools, targets))| {
             u.used = tools.into_iter().collect();
             u.targets = targets.into_iter().collect();
             (label, u)
         })
-        .collect())
+        .collect();
+    Ok((uses, read < MOST_DECISIONS))
 }
 
-/// The targets of a kind that names a project (`project`, `jira_project`, ...).
+/// The targets of a kind that names a project (`project:OPS`, `jira_project:OPS`, ...).
 fn projects(targets: &[String]) -> BTreeSet<&str> {
     targets
         .iter()
-        .filter_map(|t| t.split_once(':'))
-        .filter(|(kind, _)| kind.to_ascii_lowercase().contains("project"))
-        .map(|(_, id)| id)
+        .filter(|t| {
+            t.split_once(':')
+                .is_some_and(|(kind, _)| kind.to_ascii_lowercase().contains("project"))
+        })
+        .map(String::as_str)
         .collect()
 }
 
@@ -179,7 +203,8 @@ pub fn token_report(
         says,
     };
     let calls = |c: crate::api::CallCounts| c.allow + c.hold + c.deny;
-    if calls(usage.calls_30d) == 0 {
+    // Only a token old enough to have had the whole window.
+    if calls(usage.calls_30d) == 0 && age_days >= i64::from(WINDOW_DAYS) {
         flags.push(flag(
             "unused",
             format!(
@@ -218,7 +243,8 @@ pub fn token_report(
             ),
         ));
         narrowing(&identity.to_wire(), &usage.used)
-    });
+    })
+    .flatten();
     let projects = projects(&usage.targets);
     if projects.len() > limits.cross_project_max {
         flags.push(flag(
@@ -245,8 +271,9 @@ pub fn token_report(
     }
 }
 
-/// A Cedar policy that forbids the token every tool but those it used.
-fn narrowing(identity: &IdentityRef, used: &[String]) -> String {
+/// A Cedar policy that forbids the token every tool but those it used, if one can be
+/// written for its names (it is compiled before it is offered).
+fn narrowing(identity: &IdentityRef, used: &[String]) -> Option<String> {
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let id = format!(
         "narrow-{}",
@@ -267,7 +294,7 @@ fn narrowing(identity: &IdentityRef, used: &[String]) -> String {
             .join(" ||\n         ");
         format!("\nunless {{ {allowed} }}")
     };
-    format!(
+    let text = format!(
         "@id({})\n@reason({})\nforbid (principal == Token::{}, action == Action::\"call_tool\", resource){unless};\n",
         quoted(&id),
         quoted(&format!(
@@ -275,7 +302,10 @@ fn narrowing(identity: &IdentityRef, used: &[String]) -> String {
             identity.name
         )),
         quoted(&identity.name)
-    )
+    );
+    super::policy::PolicyEngine::compile(&text)
+        .is_ok()
+        .then_some(text)
 }
 
 #[cfg(test)]
@@ -335,7 +365,9 @@ mod tests {
             identity: "token:ci-bot".into(),
             ..Default::default()
         };
-        let r = token_report(&token(10, true), idle, vec![], LIMITS, Utc::now());
+        let r = token_report(&token(10, true), idle.clone(), vec![], LIMITS, Utc::now());
+        assert!(r.flags.is_empty(), "too new to have had the whole window");
+        let r = token_report(&token(40, true), idle, vec![], LIMITS, Utc::now());
         assert_eq!(flags(&r), ["unused"]);
 
         let r = token_report(

@@ -188,6 +188,85 @@ async fn the_chain_verifies_after_traffic_and_every_kind_of_tampering_names_its_
         err.contains(&format!("the first bad seq is {edited_seq}:")),
         "{err}"
     );
+    // Every checkpoint deleted (after rewriting, say): with the key pinned, nothing signed
+    // is left, which is no proof; with an earlier export as the anchor, its checkpoints
+    // are held against the log.
+    let copy = tampered_copy(&data, "DELETE FROM checkpoints");
+    let dir_arg = copy.path().to_str().unwrap().to_owned();
+    let (code, _, err) = audit(&["verify", "--data-dir", &dir_arg, "--pubkey", &key]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no checkpoint signed by the given key"),
+        "{err}"
+    );
+    let rewritten = tampered_copy(
+        &data,
+        "DELETE FROM checkpoints; DELETE FROM events WHERE seq > 3",
+    );
+    let (code, _, err) = audit(&[
+        "verify",
+        "--data-dir",
+        rewritten.path().to_str().unwrap(),
+        "--pubkey",
+        &key,
+        "--anchor",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tail was dropped"), "{err}");
+    // The untouched store holds to its earlier export.
+    let (code, said, err) = audit(&[
+        "verify",
+        "--data-dir",
+        data_arg,
+        "--pubkey",
+        &key,
+        "--anchor",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{said}{err}");
+
+    // An export from the middle starts on its signed base, and is checked from there; one
+    // made up without that base proves nothing.
+    let part = dir.path().join("part.jsonl");
+    let (code, _, err) = audit(&[
+        "export",
+        "--data-dir",
+        data_arg,
+        "--since",
+        "7",
+        "-o",
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&part).unwrap();
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("{\"base\""),
+        "{text}"
+    );
+    let (code, said, err) = audit(&[
+        "verify",
+        "--export",
+        part.to_str().unwrap(),
+        "--pubkey",
+        &key,
+    ]);
+    assert_eq!(code, 0, "{said}{err}");
+    let forged = dir.path().join("forged.jsonl");
+    let without_base: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("{\"base\""))
+        .collect();
+    std::fs::write(&forged, without_base.join("\n")).unwrap();
+    let (code, _, err) = audit(&[
+        "verify",
+        "--export",
+        forged.to_str().unwrap(),
+        "--pubkey",
+        &key,
+    ]);
+    assert_eq!(code, 1, "{err}");
+
     // Another key than the deployment's: every checkpoint is refused.
     let other = "00".repeat(32);
     let (code, _, err) = audit(&["verify", "--data-dir", data_arg, "--pubkey", &other]);

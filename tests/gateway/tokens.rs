@@ -124,7 +124,7 @@ async fn three_tokens_trip_every_flag_through_the_api_and_the_cli() {
         projects["flags"][0]["says"]
             .as_str()
             .unwrap()
-            .contains("4 projects (DEV, OPS, SEC, WEB)"),
+            .contains("4 projects (project:DEV, project:OPS, project:SEC, project:WEB)"),
         "{projects}"
     );
     assert_eq!(projects["calls_7d"]["allow"], 5);

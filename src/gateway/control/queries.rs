@@ -101,12 +101,16 @@ pub async fn tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     if let Err(e) = operator(&gw, &headers, OperatorRole::Viewer) {
         return e.into_response();
     }
-    match crate::gateway::tokens::report(&gw, chrono::Utc::now()).await {
+    use crate::gateway::tokens::{ReportError, report};
+    match report(&gw, chrono::Utc::now()).await {
         Ok(view) => json_response(
             StatusCode::OK,
             &serde_json::to_value(view).unwrap_or_default(),
         ),
-        Err(e) => ApiFailure::store_unavailable(&e).into_response(),
+        Err(e @ ReportError::Busy) => {
+            ApiFailure::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()).into_response()
+        }
+        Err(ReportError::Store(e)) => ApiFailure::store_unavailable(&e).into_response(),
     }
 }
 
