@@ -117,16 +117,24 @@ pub fn traceparent_of(message: &ClientMessage, headers: &HeaderMap) -> Option<St
         .body
         .pointer("/params/_meta/traceparent")
         .and_then(Value::as_str);
-    let from_header = headers.get("traceparent").and_then(|v| v.to_str().ok());
-    from_meta
-        .or(from_header)
+    // One header only: two are no single trace.
+    let mut sent = headers.get_all("traceparent").iter();
+    let from_header = match (sent.next(), sent.next()) {
+        (Some(one), None) => one.to_str().ok(),
+        _ => None,
+    };
+    // The first well-formed one: a malformed `_meta` value does not hide a good header.
+    [from_meta, from_header]
+        .into_iter()
+        .flatten()
         .map(str::trim)
-        .filter(|t| is_traceparent(t))
+        .find(|t| is_traceparent(t))
         .map(str::to_owned)
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase, with neither id all
-/// zeros and not version `ff` (W3C Trace Context).
+/// zeros and not version `ff` (W3C Trace Context). A later version's extra fields are not
+/// taken: what is stored is what this gateway can read.
 fn is_traceparent(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
     let hex = |s: &str, n: usize| {
@@ -143,8 +151,7 @@ fn is_traceparent(text: &str) -> bool {
                 && hex(flags, 2)
                 && trace.bytes().any(|b| b != b'0')
                 && parent.bytes().any(|b| b != b'0')
-                // Version 00 has exactly these four parts; later ones may add more.
-                && (*version != "00" || text.len() == 55)
+                && text.len() == 55
         }
         _ => false,
     }
