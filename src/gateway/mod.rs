@@ -23,6 +23,7 @@ pub mod replay;
 pub mod request_state;
 pub mod sessions;
 pub mod shadow;
+pub mod stdio;
 pub mod store;
 pub mod strict_json;
 pub mod tokens;

@@ -24,6 +24,7 @@ mod relay;
 mod replay;
 mod replicas;
 mod shadow;
+mod stdio;
 mod store;
 mod strict_input;
 mod tokens;
