@@ -1184,7 +1184,8 @@ async fn a_grant_made_on_one_replica_is_used_on_another_and_a_revocation_anywher
 
 #[tokio::test]
 async fn replicas_on_one_database_write_one_chain_that_verifies_from_the_config() {
-    let Some(cluster) = Cluster::start(2, 30).await else {
+    let Some(cluster) = Cluster::start_with(2, 30, "checkpoint_every_events = 3\n", false).await
+    else {
         return;
     };
     for (n, gw) in cluster.replicas.iter().cycle().take(6).enumerate() {
@@ -1226,4 +1227,8 @@ async fn replicas_on_one_database_write_one_chain_that_verifies_from_the_config(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("every event is chained"), "{said}");
+    assert!(
+        said.contains("signed up to seq"),
+        "both replicas sign with one key: {said}"
+    );
 }
