@@ -106,6 +106,10 @@ pub struct GatewaySection {
     /// The longest grant an approval may make (`{"grant": {"for_secs": N}}`).
     #[serde(default = "default_max_grant_secs")]
     pub max_grant_secs: u64,
+    /// Where people reach the control API (`https://toolgate.example.com`), for the links
+    /// in pages; unset, `http://` and `control_listen`.
+    #[serde(default)]
+    pub public_control_url: Option<String>,
     /// The audit chain is signed every this many events, and every this many seconds
     /// when any event is unsigned.
     #[serde(default = "default_checkpoint_every_events")]
@@ -573,6 +577,10 @@ impl Config {
             return Err(format!(
                 "[gateway] max_extend_secs must be from 1 to {MAX_EXTEND_SECS} (a week)"
             ));
+        }
+        if let Some(url) = &g.public_control_url {
+            check_http_url(url)
+                .map_err(|e| format!("[gateway] public_control_url {url:?}: {e}"))?;
         }
         if g.checkpoint_every_events == 0 || g.checkpoint_every_secs == 0 {
             return Err(

@@ -146,11 +146,11 @@ impl Gateway {
             // it points; an upstream that answers 3xx is reported as failing instead.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let notifier = Notifier::new(
-            config.notifies.clone(),
-            &config.gateway.control_listen.to_string(),
-            http.clone(),
-        );
+        let control_base = match &config.gateway.public_control_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", config.gateway.control_listen),
+        };
+        let notifier = Notifier::new(config.notifies.clone(), &control_base, http.clone());
         let operators = config
             .operators
             .iter()

@@ -45,7 +45,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// `control` is the control API's address, for the links in pages.
+    /// `control` is the control API's base URL (`http://host:port`, or `[gateway]
+    /// public_control_url`), for the links in pages.
     pub fn new(targets: Vec<NotifyConfig>, control: &str, http: reqwest::Client) -> Self {
         let pagerduty = targets.iter().any(|t| t.format == NotifyFormat::Pagerduty);
         if targets.is_empty() {
@@ -281,7 +282,7 @@ fn summary_raw(n: &HeldNotice) -> String {
 fn how_to_act(n: &HeldNotice, control: &str) -> (String, String) {
     (
         format!("toolgate approve {}", crate::api::short_id(&n.call_id)),
-        format!("http://{control}/api/v1/holds/{}/approve", n.call_id),
+        format!("{control}/api/v1/holds/{}/approve", n.call_id),
     )
 }
 
@@ -348,10 +349,12 @@ fn pagerduty_trigger(n: &HeldNotice, routing_key: &str, control: &str) -> Value 
                 "call_id": n.call_id, "identity": d.identity, "upstream": d.upstream,
                 "tool": d.tool, "risk": d.risk, "target": d.target,
                 "policy_ids": d.policy_ids, "reason": d.reason,
-                "expires_at": n.expires_at, "approve": command,
+                "expires_at": n.expires_at, "approve": command, "approve_api": format!("POST {url}"),
             }
         },
-        "links": [{"href": url, "text": "approve through the control API"}]
+        // A link is opened with GET: the held calls, which a viewer's token lists; the
+        // approve URL (a POST) is in the details.
+        "links": [{"href": format!("{control}/api/v1/holds"), "text": "held calls (control API)"}]
     })
 }
 

@@ -698,7 +698,8 @@ async fn slack_gets_a_message_and_pagerduty_a_trigger_then_a_resolve_with_no_arg
     let addr = serve_local(app).await;
     let (upstream, gw) = setup(
         &format!(
-            "\n[[notify]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\n\
+            "public_control_url = \"https://toolgate.example.com/\"\n\
+             [[notify]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\n\
              [[notify]]\nurl = \"http://{addr}/pd\"\nformat = \"pagerduty\"\nrouting_key = \"R0UT1NGKEY\"\n"
         ),
         30,
@@ -722,8 +723,10 @@ async fn slack_gets_a_message_and_pagerduty_a_trigger_then_a_resolve_with_no_arg
         slack["blocks"][2]["elements"][0]["text"]
             .as_str()
             .unwrap()
-            .contains(&format!("/api/v1/holds/{call_id}/approve")),
-        "{slack}"
+            .contains(&format!(
+                "POST https://toolgate.example.com/api/v1/holds/{call_id}/approve"
+            )),
+        "the address people reach: {slack}"
     );
     let trigger = of("pd");
     assert_eq!(
@@ -737,6 +740,11 @@ async fn slack_gets_a_message_and_pagerduty_a_trigger_then_a_resolve_with_no_arg
     assert_eq!(trigger["payload"]["severity"], "warning");
     assert_eq!(trigger["payload"]["source"], "toolgate/py");
     assert_eq!(trigger["payload"]["custom_details"]["tool"], "write_page");
+    // A link is opened with GET: it lists the held calls, never a POST-only URL.
+    assert_eq!(
+        trigger["links"][0]["href"],
+        "https://toolgate.example.com/api/v1/holds"
+    );
     for (_, body) in &pages {
         assert!(
             !body.to_string().contains("secret body"),
