@@ -74,10 +74,11 @@ fn flags(token: &Value) -> Vec<&str> {
 async fn three_tokens_trip_every_flag_through_the_api_and_the_cli() {
     let upstream = PyUpstream::start().await;
     let gw = start_gateway(&format!(
-        "token_broad_unused_tools = 2\ntoken_cross_project_max = 3\n{}{}{}",
+        "token_broad_unused_tools = 2\ntoken_cross_project_max = 3\n{}{}{}\n{}",
         upstream.config("trust_annotations = true"),
         identities(),
-        crate::holds::operators()
+        crate::holds::operators(),
+        crate::identity::oauth_config()
     ))
     .await;
     prime_catalog(&gw).await;
@@ -87,6 +88,9 @@ async fn three_tokens_trip_every_flag_through_the_api_and_the_cli() {
         get_project(&gw, PROJECTS, project).await;
     }
     call_tool(&gw, PROJECTS, "read_page", json!({"page_id": "P-1"})).await;
+    // An OAuth user's use is listed apart: they log in, their privilege does not stand.
+    let user = crate::identity::user_jwt();
+    call_tool(&gw, &user, "read_page", json!({"page_id": "U-1"})).await;
 
     let view = gw.control_get(VIEWER, "/api/v1/tokens").await;
     let token = |name: &str| {
@@ -128,6 +132,20 @@ async fn three_tokens_trip_every_flag_through_the_api_and_the_cli() {
         "{projects}"
     );
     assert_eq!(projects["calls_7d"]["allow"], 5);
+
+    let users = view["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1, "{view}");
+    assert!(users[0]["identity"].as_str().unwrap().starts_with("user:"));
+    assert_eq!(users[0]["calls_30d"]["allow"], 1);
+    assert_eq!(users[0]["used"], json!(["py/read_page"]));
+    assert!(
+        view["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != users[0]["identity"]),
+        "not among the tokens"
+    );
 
     // The CLI prints the same, a JSON object a line.
     let (status, stdout, stderr) =
