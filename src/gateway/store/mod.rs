@@ -7,10 +7,73 @@
 //! under the store's write lock, so it is dense and durable. A pool of reader
 //! connections serves queries beside the writer.
 
-/// The audit log's readers, written once for both backends (the SQL's `$N` placeholders
-/// each appear in order, which SQLite binds by position as PostgreSQL does).
-macro_rules! audit_readers {
+/// Readers written once for both backends: the SQL's `$N` placeholders first appear in
+/// order (SQLite binds them by position, a repeated one to the same value, as PostgreSQL
+/// does), `"by"` is quoted for PostgreSQL (SQLite takes it too), and `GRANT_JSON` is the
+/// backend's own (a name in the macro resolves where it is expanded).
+macro_rules! shared_readers {
     ($pool:ty, $row:ty) => {
+        /// Grants active at `now`, soonest to end first; with `of`, only those of that
+        /// (principal, upstream, tool).
+        pub async fn active_grants(
+            pool: &$pool,
+            now: &str,
+            of: Option<(&str, &str, &str)>,
+        ) -> Result<Vec<String>, StoreError> {
+            let (principal, upstream, tool) = of.unwrap_or_default();
+            Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT {GRANT_JSON} FROM grants WHERE revoked_at IS NULL AND expires_at > $1
+                 AND ($2 = '' OR (principal = $2 AND upstream = $3 AND tool = $4))
+                 ORDER BY expires_at"
+            )))
+            .bind(now)
+            .bind(principal)
+            .bind(upstream)
+            .bind(tool)
+            .fetch_all(pool)
+            .await?)
+        }
+
+        /// The approvals of every open hold, oldest first, as (call id, approval).
+        pub async fn open_approvals(
+            pool: &$pool,
+        ) -> Result<Vec<(String, crate::api::HoldApproval)>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT a.call_id AS call_id, a.\"by\" AS \"by\", a.at AS at, a.reason AS reason,
+                 a.grant_request AS grant_request
+                 FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
+                 WHERE h.resolution IS NULL ORDER BY a.at",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r: &$row| {
+                    (
+                        r.get("call_id"),
+                        super::approval_of(|c| r.try_get(c).ok().flatten()),
+                    )
+                })
+                .collect())
+        }
+
+        pub async fn approvals_of(
+            pool: &$pool,
+            call_id: &str,
+        ) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT \"by\" AS \"by\", at, reason, grant_request FROM hold_approvals
+                 WHERE call_id = $1 ORDER BY at",
+            )
+            .bind(call_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r: &$row| super::approval_of(|c| r.try_get(c).ok().flatten()))
+                .collect())
+        }
+
         /// Events after `after` with their chain columns, oldest first.
         pub async fn chain_rows(
             pool: &$pool,
@@ -56,7 +119,7 @@ macro_rules! audit_readers {
         }
     };
 }
-use audit_readers;
+use shared_readers;
 
 mod postgres;
 mod sqlite;

@@ -950,28 +950,7 @@ pub async fn events_between(
         .collect())
 }
 
-/// Grants active at `now`, soonest to end first; with `of`, only those of that
-/// (principal, upstream, tool).
-pub async fn active_grants(
-    pool: &PgPool,
-    now: &str,
-    of: Option<(&str, &str, &str)>,
-) -> Result<Vec<String>, StoreError> {
-    let (principal, upstream, tool) = of.unwrap_or_default();
-    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT {GRANT_JSON} FROM grants WHERE revoked_at IS NULL AND expires_at > $1
-         AND ($2 = '' OR (principal = $2 AND upstream = $3 AND tool = $4))
-         ORDER BY expires_at"
-    )))
-    .bind(now)
-    .bind(principal)
-    .bind(upstream)
-    .bind(tool)
-    .fetch_all(pool)
-    .await?)
-}
-
-super::audit_readers!(PgPool, PgRow);
+super::shared_readers!(PgPool, PgRow);
 
 pub async fn meta(pool: &PgPool, key: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
@@ -1025,44 +1004,6 @@ pub async fn session_owner(
     .bind(fresh_since)
     .fetch_optional(pool)
     .await?)
-}
-
-/// The approvals of every open hold, oldest first, as (call id, approval).
-pub async fn open_approvals(
-    pool: &PgPool,
-) -> Result<Vec<(String, crate::api::HoldApproval)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT a.call_id AS call_id, a.\"by\" AS by, a.at AS at, a.reason AS reason, a.grant_request AS grant_request
-         FROM hold_approvals a JOIN holds h ON h.call_id = a.call_id
-         WHERE h.resolution IS NULL ORDER BY a.at",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                r.get("call_id"),
-                super::approval_of(|c| r.try_get(c).ok().flatten()),
-            )
-        })
-        .collect())
-}
-
-pub async fn approvals_of(
-    pool: &PgPool,
-    call_id: &str,
-) -> Result<Vec<crate::api::HoldApproval>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT \"by\" AS by, at, reason, grant_request FROM hold_approvals WHERE call_id = $1 ORDER BY at",
-    )
-    .bind(call_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| super::approval_of(|c| r.try_get(c).ok().flatten()))
-        .collect())
 }
 
 pub async fn approved_holds(pool: &PgPool, call_hash: &str) -> Result<Vec<StoredHold>, StoreError> {
