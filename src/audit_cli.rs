@@ -104,31 +104,30 @@ fn with_anchors(
 /// The store a `--data-dir` or `--config` names, and the deployment key beside it when
 /// there is one (its public key is what checkpoints are checked against by default).
 fn store_of(source: &Source) -> anyhow::Result<(Location, Option<DeploymentKey>)> {
-    match source {
-        Source::DataDir(dir) => {
-            let key_file = dir.join(crate::gateway::keys::DEFAULT_KEY_FILE);
-            let key = key_file
-                .is_file()
-                .then(|| DeploymentKey::read(&key_file))
-                .transpose()?;
-            Ok((Location::Sqlite(dir.clone()), key))
-        }
+    let (location, key_file) = match source {
+        Source::DataDir(dir) => (
+            Location::Sqlite(dir.clone()),
+            dir.join(crate::gateway::keys::DEFAULT_KEY_FILE),
+        ),
         Source::Config(file) => {
             let config = Config::load(file)?;
-            let location = config.store_location().map_err(anyhow::Error::msg)?;
             let key_file = config.gateway.key_file.clone().unwrap_or_else(|| {
                 config
                     .data_dir()
                     .join(crate::gateway::keys::DEFAULT_KEY_FILE)
             });
-            let key = key_file
-                .is_file()
-                .then(|| DeploymentKey::read(&key_file))
-                .transpose()?;
-            Ok((location, key))
+            (
+                config.store_location().map_err(anyhow::Error::msg)?,
+                key_file,
+            )
         }
         Source::Export(_) => anyhow::bail!("an export has no store"),
-    }
+    };
+    let key = key_file
+        .is_file()
+        .then(|| DeploymentKey::read(&key_file))
+        .transpose()?;
+    Ok((location, key))
 }
 
 /// `toolgate audit pubkey`: the hex of the key that signs checkpoints.

@@ -84,7 +84,7 @@ pub fn tokens_table(view: &crate::api::TokensView) -> Vec<String> {
                 .get(..19)
                 .unwrap_or(l)
                 .replace('T', " ")),
-            c.allow + c.hold + c.deny,
+            c.total(),
             t.usage.used.len(),
             t.reachable.len(),
             t.flags
@@ -105,7 +105,7 @@ pub fn tokens_table(view: &crate::api::TokensView) -> Vec<String> {
             lines.push(format!(
                 "  {:<32}  {:>6} calls  {} tools  last {}",
                 printable(&u.identity),
-                c.allow + c.hold + c.deny,
+                c.total(),
                 u.used.len(),
                 u.last_used.as_deref().unwrap_or("—")
             ));

@@ -793,6 +793,11 @@ pub struct CallCounts {
 }
 
 impl CallCounts {
+    /// Every decision, whatever its outcome.
+    pub fn total(&self) -> u64 {
+        self.allow + self.hold + self.deny
+    }
+
     pub fn add(&mut self, outcome: Outcome, n: u64) {
         match outcome {
             Outcome::Allow => self.allow += n,

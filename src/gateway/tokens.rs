@@ -202,9 +202,8 @@ pub fn token_report(
         flag: flag.to_owned(),
         says,
     };
-    let calls = |c: crate::api::CallCounts| c.allow + c.hold + c.deny;
     // Only a token old enough to have had the whole window.
-    if calls(usage.calls_30d) == 0 && age_days >= i64::from(WINDOW_DAYS) {
+    if usage.calls_30d.total() == 0 && age_days >= i64::from(WINDOW_DAYS) {
         flags.push(flag(
             "unused",
             format!(
@@ -232,7 +231,7 @@ pub fn token_report(
         .filter(|t| !usage.used.contains(t))
         .collect();
     // An unused token is to be removed, not narrowed.
-    let broad = calls(usage.calls_30d) > 0 && unused.len() >= limits.broad_unused_tools;
+    let broad = usage.calls_30d.total() > 0 && unused.len() >= limits.broad_unused_tools;
     let narrowing_policy = broad.then(|| {
         flags.push(flag(
             "broad",

@@ -22,7 +22,12 @@ fn default_with_a_forbidden_page() -> String {
     )
 }
 
-async fn approve_with(gw: &GatewayProc, token: &str, call_id: &str, grant: Value) -> (u16, Value) {
+pub(crate) async fn approve_with(
+    gw: &GatewayProc,
+    token: &str,
+    call_id: &str,
+    grant: Value,
+) -> (u16, Value) {
     let resp = http()
         .post(gw.control_url(&format!("/api/v1/holds/{call_id}/approve")))
         .bearer_auth(token)
@@ -38,7 +43,7 @@ async fn grants(gw: &GatewayProc) -> Vec<Value> {
     listed["grants"].as_array().unwrap().clone()
 }
 
-async fn revoke(gw: &GatewayProc, token: &str, id: &str) -> (u16, Value) {
+pub(crate) async fn revoke(gw: &GatewayProc, token: &str, id: &str) -> (u16, Value) {
     let resp = http()
         .delete(gw.control_url(&format!("/api/v1/grants/{id}")))
         .bearer_auth(token)

@@ -12,20 +12,20 @@ use crate::decisions::{answer_of, decisions, result_text, stored_events};
 use crate::holds::{BOB, OTHER_AGENT, resolve, runs_of, setup_with_policy, wait_for_hold};
 use crate::support::*;
 
-/// One 2026-07-28 `tools/call` of write_page by `token`, with `state` as its
-/// `requestState` when given; the answer read whole (a held call's SSE stream ends with
-/// its one answer).
-pub(crate) async fn call(gw: &GatewayProc, token: &str, page: &str, state: Option<&str>) -> Value {
+/// One 2026-07-28 `tools/call` of write_page by `token` to `url`, with `params` added to
+/// its params (a `requestState`, say); the answer read whole (a held call's SSE stream
+/// ends with its one answer).
+pub(crate) async fn call_with(url: &str, token: &str, page: &str, params: Value) -> Value {
     let mut body = modern_call(
         3,
         "write_page",
         json!({"page_id": page, "body": "x"}),
         json!({}),
     );
-    if let Some(state) = state {
-        body["params"]["requestState"] = json!(state);
+    for (key, value) in params.as_object().expect("params").clone() {
+        body["params"][key] = value;
     }
-    let resp = modern_request(&http(), &gw.url("py"), "write_page", body.to_string())
+    let resp = modern_request(&http(), url, "write_page", body.to_string())
         .bearer_auth(token)
         .send()
         .await
@@ -33,6 +33,26 @@ pub(crate) async fn call(gw: &GatewayProc, token: &str, page: &str, state: Optio
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     answer_of(&text).unwrap_or_else(|| panic!("no answer in {text}"))
+}
+
+/// As `call_with`, with `state` as its `requestState` when given.
+pub(crate) async fn call(gw: &GatewayProc, token: &str, page: &str, state: Option<&str>) -> Value {
+    let params = state.map_or(json!({}), |s| json!({"requestState": s}));
+    call_with(&gw.url("py"), token, page, params).await
+}
+
+/// As `call`, by ci-bot with `state`, on a task of its own.
+pub(crate) fn spawn_call(
+    gw: &GatewayProc,
+    page: &str,
+    state: &str,
+) -> tokio::task::JoinHandle<Value> {
+    let (url, page, params) = (
+        gw.url("py"),
+        page.to_owned(),
+        json!({"requestState": state}),
+    );
+    tokio::spawn(async move { call_with(&url, AGENT_TOKEN, &page, params).await })
 }
 
 pub(crate) fn state_of(answer: &Value) -> String {
@@ -187,26 +207,6 @@ async fn a_denial_between_legs_is_the_answer_to_the_next_retry() {
     );
 }
 
-/// A 2026-07-28 `tools/call` of write_page by ci-bot with `state`, sent on its own task.
-fn spawn_call(gw: &GatewayProc, page: &str, state: &str) -> tokio::task::JoinHandle<Value> {
-    let mut body = modern_call(
-        3,
-        "write_page",
-        json!({"page_id": page, "body": "x"}),
-        json!({}),
-    );
-    body["params"]["requestState"] = json!(state);
-    let url = gw.url("py");
-    tokio::spawn(async move {
-        let resp = modern_request(&http(), &url, "write_page", body.to_string())
-            .bearer_auth(AGENT_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        answer_of(&resp.text().await.unwrap()).unwrap()
-    })
-}
-
 #[tokio::test]
 async fn the_newest_leg_takes_the_wait_over_and_an_approval_given_between_legs_obeys_the_policy_now()
  {
@@ -259,20 +259,13 @@ async fn the_newest_leg_takes_the_wait_over_and_an_approval_given_between_legs_o
 
     // Input the gateway never asked for is not carried to the upstream with its state.
     let state = state_of(&call(&gw, AGENT_TOKEN, "ASK-1", None).await);
-    let mut body = modern_call(
-        3,
-        "write_page",
-        json!({"page_id": "ASK-1", "body": "x"}),
-        json!({}),
-    );
-    body["params"]["requestState"] = json!(state);
-    body["params"]["inputResponses"] = json!({"confirm": {"action": "accept"}});
-    let resp = modern_request(&http(), &gw.url("py"), "write_page", body.to_string())
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let answer = answer_of(&resp.text().await.unwrap()).unwrap();
+    let answer = call_with(
+        &gw.url("py"),
+        AGENT_TOKEN,
+        "ASK-1",
+        json!({"requestState": state, "inputResponses": {"confirm": {"action": "accept"}}}),
+    )
+    .await;
     assert!(refused(&answer).contains("inputResponses"), "{answer}");
 }
 
@@ -300,19 +293,13 @@ async fn the_last_leg_the_sdks_make_says_how_to_pick_the_approval_up_and_an_upst
     assert_eq!(runs_of(&upstream, "LAST-1"), 0);
     // A state the gateway did not make is the upstream's: the call is decided afresh
     // (held), and its wait ends with the notice, since the SDK would send back only ours.
-    let mut body = modern_call(
-        3,
-        "write_page",
-        json!({"page_id": "UP-1", "body": "x"}),
-        json!({}),
-    );
-    body["params"]["requestState"] = json!("the-upstream's-own-state");
-    let resp = modern_request(&http(), &gw.url("py"), "write_page", body.to_string())
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let answer = answer_of(&resp.text().await.unwrap()).unwrap();
+    let answer = call_with(
+        &gw.url("py"),
+        AGENT_TOKEN,
+        "UP-1",
+        json!({"requestState": "the-upstream's-own-state"}),
+    )
+    .await;
     assert!(
         result_text(&answer).starts_with("Held for approval as "),
         "{answer}"

@@ -1069,7 +1069,7 @@ async fn two_first_approvals_on_two_replicas_at_once_complete_a_two_person_hold(
 
 #[tokio::test]
 async fn a_request_state_made_on_one_replica_waits_on_another_and_runs_there_once() {
-    use crate::long_wait::{call, refused, state_of};
+    use crate::long_wait::{call, refused, spawn_call, state_of};
     let Some(cluster) = Cluster::start(2, 1).await else {
         return;
     };
@@ -1079,24 +1079,7 @@ async fn a_request_state_made_on_one_replica_waits_on_another_and_runs_there_onc
     let state = state_of(&call(a, AGENT_TOKEN, "HOP-1", None).await);
     // The SDK's retry lands on the other replica: it verifies the state, takes the hold
     // from the store, and waits on it; an approval given on the first reaches it there.
-    let retry = {
-        let (url, state) = (b.url("py"), state.clone());
-        tokio::spawn(async move {
-            let mut body = modern_call(
-                3,
-                "write_page",
-                json!({"page_id": "HOP-1", "body": "x"}),
-                json!({}),
-            );
-            body["params"]["requestState"] = json!(state);
-            let resp = modern_request(&http(), &url, "write_page", body.to_string())
-                .bearer_auth(AGENT_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            answer_of(&resp.text().await.unwrap()).unwrap()
-        })
-    };
+    let retry = spawn_call(b, "HOP-1", &state);
     let hold = eventually("the retry to wait on b", || async {
         open_holds(b)
             .await
@@ -1129,6 +1112,7 @@ async fn a_request_state_made_on_one_replica_waits_on_another_and_runs_there_onc
 
 #[tokio::test]
 async fn a_grant_made_on_one_replica_is_used_on_another_and_a_revocation_anywhere_stops_it() {
+    use crate::grants::{approve_with, revoke};
     let Some(cluster) = Cluster::start(2, 30).await else {
         return;
     };
@@ -1140,14 +1124,9 @@ async fn a_grant_made_on_one_replica_is_used_on_another_and_a_revocation_anywher
         .as_str()
         .unwrap()
         .to_owned();
-    let resp = http()
-        .post(a.control_url(&format!("/api/v1/holds/{call_id}/approve")))
-        .bearer_auth(BOB)
-        .json(&json!({"grant": {"for_secs": 600, "scope": "tool"}}))
-        .send()
-        .await
-        .unwrap();
-    let approved: Value = resp.json().await.unwrap();
+    let (status, approved) =
+        approve_with(a, BOB, &call_id, json!({"for_secs": 600, "scope": "tool"})).await;
+    assert_eq!(status, 200, "{approved}");
     let id = approved["grant"]["id"].as_str().unwrap().to_owned();
     let _ = client.await;
     // At once on the other replica, whether or not its memory has heard yet.
@@ -1160,13 +1139,7 @@ async fn a_grant_made_on_one_replica_is_used_on_another_and_a_revocation_anywher
     .await;
     assert_eq!(result_text(&reply), "wrote GR-2 (1 bytes)", "{reply}");
     // Revoked on b: the next call on a is held, at once.
-    let resp = http()
-        .delete(b.control_url(&format!("/api/v1/grants/{id}")))
-        .bearer_auth(BOB)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(revoke(b, BOB, &id).await.0, 200);
     let held = spawn_write_page(a, AGENT_TOKEN, "GR-3", "x", json!({}));
     let hold = hold_for(a, "GR-3").await;
     let id3 = hold["call_id"].as_str().unwrap();

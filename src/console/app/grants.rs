@@ -21,6 +21,19 @@ fn grant(id: &str, scope: &str, expires_at: &str, uses: u64) -> Value {
     })
 }
 
+fn held_view(app: &mut App) {
+    app.on_key(ch(':'));
+    typed(app, "held");
+    app.on_key(key(KeyCode::Enter));
+}
+
+/// Opens the approve dialog on the held view's first hold, and shows the 120x40 screen.
+fn approve_dialog(app: &mut App) -> String {
+    held_view(app);
+    app.on_key(ch('a'));
+    screen(&render(app, 120, 40)).join("\n")
+}
+
 fn grants_view(app: &mut App) -> Vec<Command> {
     app.on_key(ch(':'));
     typed(app, "grants");
@@ -32,11 +45,7 @@ fn the_approve_dialog_steps_through_grants_and_the_approval_carries_the_one_show
     let mut app = connected_app();
     app.resize(120, 40);
     one_hold(&mut app, "2099-01-01T00:00:00.000Z");
-    app.on_key(ch(':'));
-    typed(&mut app, "held");
-    app.on_key(key(KeyCode::Enter));
-    app.on_key(ch('a'));
-    let shown = screen(&render(&app, 120, 40)).join("\n");
+    let shown = approve_dialog(&mut app);
     assert!(
         shown.contains("grant:  none: this call runs once"),
         "{shown}"
@@ -83,9 +92,7 @@ fn a_deny_and_a_bulk_approval_offer_no_grant() {
     let mut app = connected_app();
     app.resize(120, 40);
     one_hold(&mut app, "2099-01-01T00:00:00.000Z");
-    app.on_key(ch(':'));
-    typed(&mut app, "held");
-    app.on_key(key(KeyCode::Enter));
+    held_view(&mut app);
     app.on_key(ch('d'));
     app.on_key(key(KeyCode::Enter)); // the reason is typed first; done
     app.on_key(ch('g'));
@@ -199,11 +206,7 @@ fn a_second_approver_sees_the_grant_the_first_asked_for_and_starts_from_it() {
                    "grant": {"for_secs": 900, "scope": "identical"}}),
         ],
     );
-    app.on_key(ch(':'));
-    typed(&mut app, "held");
-    app.on_key(key(KeyCode::Enter));
-    app.on_key(ch('a'));
-    let shown = screen(&render(&app, 120, 40)).join("\n");
+    let shown = approve_dialog(&mut app);
     assert!(
         shown.contains("approvals 1 of 2 (by bob asking grant: identical calls for 15 min)"),
         "{shown}"

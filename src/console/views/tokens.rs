@@ -7,17 +7,13 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 
 use super::Ctx;
-use crate::api::{CallCounts, TokenReport, TokensView};
+use crate::api::{TokenReport, TokensView};
 use crate::console::keymap::Action;
 use crate::console::table::{self, Column, ListState};
 
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     pub list: ListState,
-}
-
-fn calls(c: CallCounts) -> u64 {
-    c.allow + c.hold + c.deny
 }
 
 impl Tokens {
@@ -78,7 +74,7 @@ impl Tokens {
                             Style::new(),
                         ),
                         (
-                            format!("{}/{}", calls(t.usage.calls_7d), calls(t.usage.calls_30d)),
+                            format!("{}/{}", t.usage.calls_7d.total(), t.usage.calls_30d.total()),
                             Style::new(),
                         ),
                         (
@@ -148,8 +144,8 @@ pub fn detail_lines<'a>(t: &TokenReport, ctx: &Ctx) -> Vec<Line<'a>> {
         )),
         Line::from(format!(
             "calls      {} in 7 days, {} in 30 (allow/hold/deny {}/{}/{})",
-            calls(t.usage.calls_7d),
-            calls(t.usage.calls_30d),
+            t.usage.calls_7d.total(),
+            t.usage.calls_30d.total(),
             t.usage.calls_30d.allow,
             t.usage.calls_30d.hold,
             t.usage.calls_30d.deny

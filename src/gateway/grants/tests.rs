@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::api::{GrantRequest, IdentityKind, IdentityRef, Resolution, Risk};
 use crate::gateway::holds::CallKey;
-use crate::gateway::store::{HoldState, StoredHold};
+use crate::gateway::store::HoldState;
 
 fn token(name: &str) -> Identity {
     Identity {
@@ -56,22 +56,12 @@ async fn granted(scope: GrantScope) -> (tempfile::TempDir, Store, Grants) {
         .unwrap();
     let bot = token("ci-bot");
     let decision = held(&bot, Risk::Write);
-    let hold = StoredHold {
-        call_id: decision.call_id.clone(),
-        call_hash: key(&bot, r#"{"page_id":"P"}"#).hash,
-        identity: serde_json::to_string(&bot).unwrap(),
-        decision: serde_json::to_string(&decision).unwrap(),
-        session_id: None,
-        request_id: "1".into(),
-        created_at: "2026-01-02T03:04:05.000Z".into(),
-        expires_at: "2099-01-02T03:04:05.000Z".into(),
-        ttl_ms: 0,
-        resolution: None,
-        resolved_by: None,
-        reason: None,
-        resolved_at: None,
-        approvals: Vec::new(),
-    };
+    let hold = crate::gateway::store::testing::hold_row(
+        &decision.call_id,
+        &serde_json::to_string(&bot).unwrap(),
+        &serde_json::to_string(&decision).unwrap(),
+        &key(&bot, r#"{"page_id":"P"}"#).hash,
+    );
     store
         .write(WriteOp::HoldCreated(Box::new(hold)))
         .await

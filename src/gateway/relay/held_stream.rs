@@ -62,6 +62,15 @@ pub fn may_wait_long(message: &ClientMessage) -> bool {
 }
 
 impl HeldRequest {
+    /// What an older client reads when its wait ends undecided: how to pick the approval
+    /// up later.
+    fn retry_notice(&self) -> String {
+        format!(
+            "Held for approval as {} until {}. Retry the identical call after approval.",
+            self.call_id, self.expires_at
+        )
+    }
+
     /// What ends a wait that ended undecided: for a 2026-07-28 client, an
     /// `input_required` result carrying only a sealed `requestState`, which its SDK sends
     /// back to wait on; for an older one, `older` (a tool result that says what to do).
@@ -142,11 +151,7 @@ async fn wait(
                     // A newer leg of this wait took the hold over (this client is most
                     // likely gone): it is told to go on, never left without an answer.
                     Err(_) => {
-                        let text = format!(
-                            "Held for approval as {} until {}. Retry the identical call after approval.",
-                            held.call_id, held.expires_at
-                        );
-                        let _ = tx.send(held.undecided(gw, &text)).await;
+                        let _ = tx.send(held.undecided(gw, &held.retry_notice())).await;
                     }
                 }
                 return;
@@ -182,11 +187,7 @@ async fn wait(
                 match verdict.try_recv() {
                     Ok(v) => answer(gw, &held, v, progress, tx).await,
                     Err(_) => {
-                        let text = format!(
-                            "Held for approval as {} until {}. Retry the identical call after approval.",
-                            held.call_id, held.expires_at
-                        );
-                        let _ = tx.send(held.undecided(gw, &text)).await;
+                        let _ = tx.send(held.undecided(gw, &held.retry_notice())).await;
                     }
                 }
                 return;

@@ -7,7 +7,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 
-use super::Location;
+use super::{Location, StoredHold};
+
+/// An open hold's row, approvable until 2099: of `identity` and `decision` (their JSON),
+/// whose call hashes to `call_hash`.
+pub fn hold_row(call_id: &str, identity: &str, decision: &str, call_hash: &str) -> StoredHold {
+    StoredHold {
+        call_id: call_id.into(),
+        call_hash: call_hash.into(),
+        identity: identity.into(),
+        decision: decision.into(),
+        session_id: None,
+        request_id: "1".into(),
+        created_at: "2026-01-02T03:04:05.000Z".into(),
+        expires_at: "2099-01-02T03:04:05.000Z".into(),
+        ttl_ms: 0,
+        resolution: None,
+        resolved_by: None,
+        reason: None,
+        resolved_at: None,
+        approvals: Vec::new(),
+    }
+}
 
 pub struct Backend {
     location: Location,

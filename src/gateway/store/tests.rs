@@ -264,22 +264,7 @@ async fn a_policy_edit_from_a_version_no_longer_in_force_stores_nothing_on(store
 }
 
 fn held(call_id: &str) -> StoredHold {
-    StoredHold {
-        call_id: call_id.into(),
-        call_hash: "h".into(),
-        identity: "{}".into(),
-        decision: "{}".into(),
-        session_id: None,
-        request_id: "1".into(),
-        created_at: "2026-01-02T03:04:05.000Z".into(),
-        expires_at: "2099-01-02T03:04:05.000Z".into(),
-        ttl_ms: 0,
-        resolution: None,
-        resolved_by: None,
-        reason: None,
-        resolved_at: None,
-        approvals: Vec::new(),
-    }
+    testing::hold_row(call_id, "{}", "{}", "h")
 }
 
 fn resolve(call_id: &str, from: HoldState, resolution: Resolution, by: &str) -> WriteOp {
@@ -660,12 +645,12 @@ fn grantable(call_id: &str) -> StoredHold {
         _ => unreachable!(),
     };
     d.outcome = Outcome::Hold;
-    StoredHold {
-        identity: serde_json::to_string(&identity).unwrap(),
-        decision: serde_json::to_string(&d).unwrap(),
-        call_hash: "hash-of-the-call".into(),
-        ..held(call_id)
-    }
+    testing::hold_row(
+        call_id,
+        &serde_json::to_string(&identity).unwrap(),
+        &serde_json::to_string(&d).unwrap(),
+        "hash-of-the-call",
+    )
 }
 
 #[tokio::test]
