@@ -161,7 +161,28 @@ pub struct GatewaySection {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
-    pub url: String,
+    /// A Streamable HTTP server; or else `command`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A stdio server: the program and its arguments, run without a shell.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The stdio server's whole environment (nothing else is inherited); values may
+    /// name the gateway's variables as `${VAR}`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The stdio server's working directory (relative to the config file).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// The most stdio server processes this upstream runs at once.
+    #[serde(default)]
+    pub max_processes: Option<usize>,
+    /// A stdio server unused this long is stopped.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+    /// A stdio server that has not answered `initialize` within this is killed.
+    #[serde(default)]
+    pub initialize_timeout_secs: Option<u64>,
     /// Static headers sent upstream, typically the upstream's own credentials.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -487,6 +508,9 @@ impl Config {
         if let Some(f) = self.oauth.as_mut().and_then(|o| o.jwks_file.as_mut()) {
             resolve(f);
         }
+        for cwd in self.upstreams.iter_mut().filter_map(|u| u.cwd.as_mut()) {
+            resolve(cwd);
+        }
     }
 
     /// The directory holding the store: the configured one, or the platform data dir.
@@ -631,7 +655,7 @@ impl Config {
             if !names.insert(u.name.as_str()) {
                 return Err(format!("{at}: duplicate upstream name"));
             }
-            check_http_url(&u.url).map_err(|e| format!("{at}: url {:?}: {e}", u.url))?;
+            u.check_transport().map_err(|e| format!("{at}: {e}"))?;
             for (k, v) in &u.headers {
                 reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                     format!("{at}: header name {k:?} is not a valid HTTP header name")
@@ -771,6 +795,113 @@ pub fn line_at(text: &str, offset: usize) -> usize {
         .count()
         + 1
 }
+
+impl UpstreamConfig {
+    /// How the gateway reaches it.
+    pub fn transport(&self) -> Transport<'_> {
+        match (&self.url, &self.command) {
+            (Some(url), _) => Transport::Http(url),
+            (None, Some(command)) => Transport::Stdio(command),
+            // `check_transport` refuses a config with neither.
+            (None, None) => Transport::Http(""),
+        }
+    }
+
+    /// What `GET /status` and the console show for where it is.
+    pub fn location(&self) -> String {
+        match self.transport() {
+            Transport::Http(url) => url.to_owned(),
+            // Only the program: its arguments may be long, or carry what is not ours to show.
+            Transport::Stdio(command) => format!("stdio: {}", command[0]),
+        }
+    }
+
+    pub fn max_processes(&self) -> usize {
+        self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES)
+    }
+
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS))
+    }
+
+    pub fn initialize_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.initialize_timeout_secs
+                .unwrap_or(DEFAULT_INITIALIZE_TIMEOUT_SECS),
+        )
+    }
+
+    /// `url` xor `command`, and the keys that belong to the one chosen.
+    fn check_transport(&self) -> Result<(), String> {
+        let stdio_keys = [
+            ("env", !self.env.is_empty()),
+            ("cwd", self.cwd.is_some()),
+            ("max_processes", self.max_processes.is_some()),
+            ("idle_timeout_secs", self.idle_timeout_secs.is_some()),
+            (
+                "initialize_timeout_secs",
+                self.initialize_timeout_secs.is_some(),
+            ),
+        ];
+        match (&self.url, &self.command) {
+            (Some(_), Some(_)) => Err(
+                "url and command are exclusive: url for a Streamable HTTP server, command for a stdio server"
+                    .into(),
+            ),
+            (None, None) => Err(
+                "needs url (a Streamable HTTP server) or command (a stdio server, such as [\"npx\", \"-y\", \"@modelcontextprotocol/server-filesystem\", \"/srv/docs\"])"
+                    .into(),
+            ),
+            (Some(url), None) => {
+                check_http_url(url).map_err(|e| format!("url {url:?}: {e}"))?;
+                match stdio_keys.iter().find(|(_, set)| *set) {
+                    Some((key, _)) => Err(format!(
+                        "{key} is for a stdio server (command), not for url"
+                    )),
+                    None => Ok(()),
+                }
+            }
+            (None, Some(command)) => {
+                if command.first().is_none_or(|p| p.is_empty()) {
+                    return Err("command must name a program: [\"program\", \"arg\", …]".into());
+                }
+                if !self.headers.is_empty() {
+                    return Err(
+                        "headers are sent to a url; a stdio server (command) takes env instead"
+                            .into(),
+                    );
+                }
+                for name in self.env.keys() {
+                    if name.is_empty() || name.contains('=') || name.contains('\0') {
+                        return Err(format!("env: {name:?} is not an environment variable name"));
+                    }
+                }
+                if self.max_processes == Some(0) {
+                    return Err("max_processes must be at least 1".into());
+                }
+                if self.idle_timeout_secs == Some(0) || self.initialize_timeout_secs == Some(0) {
+                    return Err(
+                        "idle_timeout_secs and initialize_timeout_secs must be greater than 0"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How an upstream is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    Http(&'a str),
+    /// The command that starts it.
+    Stdio(&'a [String]),
+}
+
+pub const DEFAULT_MAX_PROCESSES: usize = 16;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+pub const DEFAULT_INITIALIZE_TIMEOUT_SECS: u64 = 30;
 
 fn check_http_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;

@@ -944,9 +944,39 @@ impl StreamFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     pub name: String,
+    /// Its URL, or `stdio: PROGRAM` for a stdio server.
     pub url: String,
     pub tools: usize,
     pub health: String,
+    /// A stdio upstream's processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<StdioStatus>,
+}
+
+/// A stdio upstream's children, as `GET /status` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StdioStatus {
+    /// Running (or starting) now.
+    pub processes: usize,
+    pub max_processes: usize,
+    /// 2025-11-25 sessions open, each with its own process.
+    pub sessions: usize,
+    /// Started since the gateway started.
+    pub started: u64,
+    /// Started to replace one that died.
+    pub restarts: u64,
+    /// The last that died without being stopped (or did not start, or did not answer
+    /// `initialize` in time).
+    pub last_exit: Option<StdioExit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StdioExit {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `killed by signal 9`, `exited with status 1`, …
+    pub how: String,
+    /// Its last stderr lines.
+    pub stderr: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

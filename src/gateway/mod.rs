@@ -453,6 +453,11 @@ pub async fn serve(
             tracing::warn!(grace = ?STOP_GRACE, "connections still open after the grace period; dropping them");
         }
     }
+    // Stdio servers stop with the gateway (they run in process groups of their own,
+    // which a signal to the gateway does not reach).
+    for stdio in gateway.upstreams.values().filter_map(|u| u.stdio.as_ref()) {
+        stdio.shutdown();
+    }
     // How the last calls ended may still be waiting to share a commit.
     if let Err(e) = gateway.store.flush().await {
         tracing::error!(error = %e, "the last records were not stored at stop");

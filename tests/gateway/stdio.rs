@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use toolgate::gateway::stdio::{ChildSpec, StdioChild, StdioError};
+use toolgate::gateway::stdio::{ChildSpec, Incoming, StdioChild, StdioError};
 
 use crate::support::*;
 
@@ -25,6 +25,16 @@ fn spec(mode: &str) -> ChildSpec {
     }
 }
 
+/// Starts a child whose own messages land on the receiver.
+fn spawn(spec: &ChildSpec) -> (StdioChild, std::sync::mpsc::Receiver<Incoming>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let child = StdioChild::spawn(spec, move |m| {
+        let _ = tx.send(m);
+    })
+    .unwrap();
+    (child, rx)
+}
+
 async fn initialized(child: &StdioChild) -> Value {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
@@ -35,7 +45,8 @@ async fn initialized(child: &StdioChild) -> Value {
     )
     .await
     .expect("initialize answered")
-    .unwrap();
+    .unwrap()
+    .value;
     child
         .send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
         .await
@@ -52,14 +63,15 @@ fn call(id: u64, tool: &str, args: Value, meta: Value) -> Vec<u8> {
 
 #[tokio::test]
 async fn answers_come_back_by_id_and_the_servers_own_messages_apart() {
-    let (child, mut incoming) = StdioChild::spawn(&spec("")).unwrap();
+    let (child, incoming) = spawn(&spec(""));
     let init = initialized(&child).await;
     assert_eq!(init["result"]["serverInfo"]["name"], "toolgate-test-stdio");
     // A body with line breaks still goes as one line.
     let listed = child
         .request(b"{\"jsonrpc\": \"2.0\",\n \"id\": \"list\",\n \"method\": \"tools/list\"}")
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     assert_eq!(listed["id"], "list");
     let names: Vec<&str> = listed["result"]["tools"]
         .as_array()
@@ -77,8 +89,11 @@ async fn answers_come_back_by_id_and_the_servers_own_messages_apart() {
         json!({}),
     );
     let (r, w) = tokio::join!(child.request(&read), child.request(&write));
-    assert_eq!(r.unwrap()["result"]["content"][0]["text"], "hello");
-    assert_eq!(w.unwrap()["result"]["content"][0]["text"], "wrote a.txt");
+    assert_eq!(r.unwrap().value["result"]["content"][0]["text"], "hello");
+    assert_eq!(
+        w.unwrap().value["result"]["content"][0]["text"],
+        "wrote a.txt"
+    );
     // Progress is the server's own message: it arrives apart, before the answer.
     let counted = child
         .request(&call(
@@ -89,11 +104,13 @@ async fn answers_come_back_by_id_and_the_servers_own_messages_apart() {
         ))
         .await
         .unwrap();
-    assert_eq!(counted["result"]["content"][0]["text"], "counted 3");
+    assert_eq!(counted.value["result"]["content"][0]["text"], "counted 3");
+    // Delivered before the answer, and as the child wrote them.
     let mut progress = Vec::new();
     while let Ok(m) = incoming.try_recv() {
-        if m["method"] == "notifications/progress" {
-            progress.push(m["params"]["progress"].as_f64().unwrap());
+        if m.value["method"] == "notifications/progress" {
+            assert_eq!(serde_json::from_slice::<Value>(&m.raw).unwrap(), m.value);
+            progress.push(m.value["params"]["progress"].as_f64().unwrap());
         }
     }
     assert_eq!(progress, [1.0, 2.0, 3.0]);
@@ -102,7 +119,7 @@ async fn answers_come_back_by_id_and_the_servers_own_messages_apart() {
 
 #[tokio::test]
 async fn a_child_that_dies_or_writes_garbage_fails_its_waiting_request_with_why() {
-    let (child, _incoming) = StdioChild::spawn(&spec("crash-on-call")).unwrap();
+    let (child, _incoming) = spawn(&spec("crash-on-call"));
     initialized(&child).await;
     match child
         .request(&call(2, "read_file", json!({"name": "x"}), json!({})))
@@ -120,7 +137,7 @@ async fn a_child_that_dies_or_writes_garbage_fails_its_waiting_request_with_why(
         Err(StdioError::Ended(_))
     ));
 
-    let (child, _incoming) = StdioChild::spawn(&spec("garbage")).unwrap();
+    let (child, _incoming) = spawn(&spec("garbage"));
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "toolgate-test", "version": "1"}}});
@@ -142,13 +159,12 @@ async fn a_child_that_dies_or_writes_garbage_fails_its_waiting_request_with_why(
 #[tokio::test]
 async fn a_child_gets_only_the_configured_environment_and_a_kill_stops_it() {
     // `env` prints its environment: a line that is not JSON-RPC, quoted in the error.
-    let (child, _incoming) = StdioChild::spawn(&ChildSpec {
+    let (child, _incoming) = spawn(&ChildSpec {
         name: "env".into(),
         command: vec!["/usr/bin/env".into()],
         env: vec![("ONLY".into(), "this".into())],
         cwd: None,
-    })
-    .unwrap();
+    });
     let ended = eventually("env to end", || {
         let ended = child.ended();
         async move { ended }
@@ -156,7 +172,7 @@ async fn a_child_gets_only_the_configured_environment_and_a_kill_stops_it() {
     .await;
     assert!(ended.how.contains("\"ONLY=this\""), "{}", ended.how);
 
-    let (child, _incoming) = StdioChild::spawn(&spec("")).unwrap();
+    let (child, _incoming) = spawn(&spec(""));
     initialized(&child).await;
     let pid = child.pid();
     drop(child);
@@ -165,11 +181,14 @@ async fn a_child_gets_only_the_configured_environment_and_a_kill_stops_it() {
         (state.is_empty() || state.contains(") Z ")).then_some(())
     })
     .await;
-    let missing = StdioChild::spawn(&ChildSpec {
-        name: "nope".into(),
-        command: vec!["/nonexistent/server".into()],
-        env: Vec::new(),
-        cwd: None,
-    });
+    let missing = StdioChild::spawn(
+        &ChildSpec {
+            name: "nope".into(),
+            command: vec!["/nonexistent/server".into()],
+            env: Vec::new(),
+            cwd: None,
+        },
+        |_| {},
+    );
     assert!(matches!(missing, Err(StdioError::Spawn { .. })));
 }

@@ -30,13 +30,18 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         .iter()
         .map(|u| UpstreamStatus {
             name: u.name.clone(),
-            url: u.url.clone(),
+            url: u.location(),
             tools: gw.catalog.tool_count(&u.name),
             health: gw
                 .upstreams
                 .get(&u.name)
                 .map_or("unknown", |up| up.health())
                 .to_owned(),
+            stdio: gw
+                .upstreams
+                .get(&u.name)
+                .and_then(|up| up.stdio.as_ref())
+                .map(|s| s.status()),
         })
         .collect();
     let holds = gw.holds.open().await;

@@ -298,7 +298,15 @@ async fn run_approved(
         return;
     };
     let started = std::time::Instant::now();
-    let response = match forward_to(gw, upstream, &held.headers, held.bytes.clone()).await {
+    let response = match forward_to(
+        gw,
+        upstream,
+        &held.principal,
+        &held.headers,
+        held.bytes.clone(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(upstream = %held.upstream, error = %e, "upstream unreachable after approval");

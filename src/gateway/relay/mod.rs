@@ -142,7 +142,9 @@ async fn relay_stream(
     headers: HeaderMap,
 ) -> Response {
     let Admitted {
-        upstream, session, ..
+        upstream,
+        session,
+        identity,
     } = match admit(&gw, &name, uri.authority(), &headers).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
@@ -155,7 +157,8 @@ async fn relay_stream(
         )
         .into_response();
     }
-    match forward(&gw, upstream, method.clone(), &headers, None).await {
+    let principal = identity.principal();
+    match forward(&gw, upstream, &principal, method.clone(), &headers, None).await {
         Ok(r) if r.status().is_redirection() => {
             gw.metrics.upstream_error(&name);
             let text = redirect_not_followed(&name, &r);

@@ -63,6 +63,7 @@ impl Post<'_> {
         let response = match forward(
             gw,
             self.upstream,
+            &self.identity.principal(),
             Method::POST,
             self.headers,
             Some(self.bytes.clone()),

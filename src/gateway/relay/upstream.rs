@@ -1,19 +1,25 @@
 //! The upstream client: forwarding a request as the client sent it (minus what belongs
 //! to this hop), and relaying or reading the answer.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::super::Gateway;
 use super::super::escape::Escaped;
-use crate::config::UpstreamConfig;
+use super::super::stdio::{PRINCIPAL_HEADER, StdioUpstream};
+use crate::config::{Transport, UpstreamConfig};
 
 /// A configured upstream, with what forwarding needs prepared once.
 pub struct Upstream {
     pub config: UpstreamConfig,
     pub url: reqwest::Url,
     pub headers: HeaderMap,
+    /// A stdio upstream's children, behind the bridge `client` reaches.
+    pub stdio: Option<Arc<StdioUpstream>>,
+    client: Option<reqwest::Client>,
     /// 0 unknown, 1 the last request reached it, 2 the last request could not.
     reachable: std::sync::atomic::AtomicU8,
 }
@@ -35,6 +41,7 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// Prepares an HTTP upstream, or starts a stdio upstream's bridge.
     pub fn new(config: &UpstreamConfig) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
@@ -43,10 +50,22 @@ impl Upstream {
                 HeaderValue::from_str(v)?,
             );
         }
+        let (url, stdio, client) = match config.transport() {
+            Transport::Http(url) => (reqwest::Url::parse(url)?, None, None),
+            Transport::Stdio(_) => {
+                let stdio = StdioUpstream::start(config)?;
+                let client = stdio.client()?;
+                // The bridge's socket is the connection; the host only fills the URL.
+                let url = reqwest::Url::parse("http://localhost/")?;
+                (url, Some(stdio), Some(client))
+            }
+        };
         Ok(Self {
             config: config.clone(),
-            url: reqwest::Url::parse(&config.url)?,
+            url,
             headers,
+            stdio,
+            client,
             reachable: std::sync::atomic::AtomicU8::new(0),
         })
     }
@@ -63,6 +82,7 @@ pub(super) fn is_local_request_header(name: &HeaderName) -> bool {
             | "origin"          // checked here; upstream sees the gateway as its client
             | "accept-encoding" // keep answers readable for the catalog
             | "x-toolgate-context"
+            | PRINCIPAL_HEADER // set by the gateway alone
     ) || is_hop_by_hop(name)
 }
 
@@ -85,15 +105,19 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub(super) async fn forward_to(
     gw: &Gateway,
     upstream: &Upstream,
+    principal: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    forward(gw, upstream, Method::POST, headers, Some(body)).await
+    forward(gw, upstream, principal, Method::POST, headers, Some(body)).await
 }
 
+/// Sends a request upstream for `principal` (whom a stdio upstream's bridge is told, so
+/// that a pooled child serves one identity).
 pub(super) async fn forward(
     gw: &Gateway,
     upstream: &Upstream,
+    principal: &str,
     method: Method,
     headers: &HeaderMap,
     body: Option<Bytes>,
@@ -107,7 +131,13 @@ pub(super) async fn forward(
     for (name, value) in &upstream.headers {
         out.insert(name.clone(), value.clone());
     }
-    let mut request = gw.http.request(method, upstream.url.clone()).headers(out);
+    if upstream.stdio.is_some()
+        && let Ok(principal) = HeaderValue::from_str(principal)
+    {
+        out.insert(PRINCIPAL_HEADER, principal);
+    }
+    let client = upstream.client.as_ref().unwrap_or(&gw.http);
+    let mut request = client.request(method, upstream.url.clone()).headers(out);
     if let Some(body) = body {
         request = request.body(body);
     }

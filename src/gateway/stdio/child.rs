@@ -4,7 +4,7 @@
 //! The child is started without a shell, with a clean environment plus the configured
 //! one, in a process group of its own that is killed whole. Its answers are routed back
 //! to the request that waits for them by JSON-RPC id; everything else it writes (server
-//! requests such as sampling, notifications such as progress) goes to `incoming`. Its
+//! requests such as sampling, notifications such as progress) goes to a sink. Its
 //! stderr goes to the gateway's log, prefixed with the upstream's name and bounded in
 //! rate, and its last lines are kept for the report when it dies. A child that exits or
 //! writes something that is not JSON-RPC fails every request still waiting, with why.
@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// How many of the child's last stderr lines are kept for its death report.
 const STDERR_KEPT: usize = 20;
@@ -102,9 +103,18 @@ pub enum StdioError {
     Ended(Ended),
     #[error("a message for a stdio server must be one JSON-RPC object: {0}")]
     NotJsonRpc(String),
+    #[error("request id {0} is already waiting for its answer")]
+    DuplicateId(String),
 }
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, Ended>>>>>;
+/// A message the child wrote: its line as it was, and what it says.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub raw: Bytes,
+    pub value: Value,
+}
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Incoming, Ended>>>>>;
 
 /// A running stdio server.
 pub struct StdioChild {
@@ -115,8 +125,12 @@ pub struct StdioChild {
 }
 
 impl StdioChild {
-    /// Starts the server. What it writes that is not an answer arrives on the receiver.
-    pub fn spawn(spec: &ChildSpec) -> Result<(Self, mpsc::Receiver<Value>), StdioError> {
+    /// Starts the server. What it writes that is not an answer goes to `sink`, called in
+    /// the order the child wrote, and before the answer that followed it is delivered.
+    pub fn spawn(
+        spec: &ChildSpec,
+        sink: impl FnMut(Incoming) + Send + 'static,
+    ) -> Result<Self, StdioError> {
         let (program, args) = spec
             .command
             .split_first()
@@ -147,7 +161,6 @@ impl StdioChild {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let waiting: Waiters = Arc::default();
-        let (incoming_tx, incoming) = mpsc::channel(256);
         let (ended_tx, ended) = watch::channel(None);
         let last_stderr: Arc<Mutex<VecDeque<String>>> = Arc::default();
         tokio::spawn(log_stderr(spec.name.clone(), stderr, last_stderr.clone()));
@@ -156,19 +169,16 @@ impl StdioChild {
             pid,
             stdout,
             waiting.clone(),
-            incoming_tx,
+            sink,
             ended_tx,
             last_stderr,
         ));
-        Ok((
-            Self {
-                pid,
-                stdin: tokio::sync::Mutex::new(stdin),
-                waiting,
-                ended,
-            },
-            incoming,
-        ))
+        Ok(Self {
+            pid,
+            stdin: tokio::sync::Mutex::new(stdin),
+            waiting,
+            ended,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -180,20 +190,48 @@ impl StdioChild {
         self.ended.borrow().clone()
     }
 
+    /// Waits for it to end, and says how.
+    pub fn wait_ended(&self) -> impl std::future::Future<Output = Ended> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move {
+            loop {
+                if let Some(how) = ended.borrow_and_update().clone() {
+                    return how;
+                }
+                if ended.changed().await.is_err() {
+                    return Ended {
+                        how: "ended".into(),
+                        stderr: Vec::new(),
+                    };
+                }
+            }
+        }
+    }
+
     /// Sends a request (its bytes, as decided) and waits for its answer.
-    pub async fn request(&self, bytes: &[u8]) -> Result<Value, StdioError> {
+    pub async fn request(&self, bytes: &[u8]) -> Result<Incoming, StdioError> {
         let message: Value =
             serde_json::from_slice(bytes).map_err(|e| StdioError::NotJsonRpc(e.to_string()))?;
         let id = message
             .get("id")
             .filter(|_| message.get("method").is_some())
             .ok_or_else(|| StdioError::NotJsonRpc("a request has a method and an id".into()))?;
-        let key = id.to_string();
+        self.request_as(&id.to_string(), bytes).await
+    }
+
+    /// `request`, for a caller that has read the message's id already (`key`, the id as
+    /// JSON). An id still waiting for its answer is refused: the answer could not be told
+    /// apart.
+    pub async fn request_as(&self, key: &str, bytes: &[u8]) -> Result<Incoming, StdioError> {
+        let key = key.to_owned();
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .expect("stdio waiters")
-            .insert(key.clone(), tx);
+        {
+            let mut waiting = self.waiting.lock().expect("stdio waiters");
+            if waiting.get(&key).is_some_and(|w| !w.is_closed()) {
+                return Err(StdioError::DuplicateId(key));
+            }
+            waiting.insert(key.clone(), tx);
+        }
         if let Err(e) = self.send(bytes).await {
             self.waiting.lock().expect("stdio waiters").remove(&key);
             return Err(e);
@@ -234,6 +272,15 @@ impl StdioChild {
         })
     }
 
+    /// Whether an answer to the request with this id (as JSON) is still awaited.
+    pub fn is_waiting(&self, key: &str) -> bool {
+        self.waiting
+            .lock()
+            .expect("stdio waiters")
+            .get(key)
+            .is_some_and(|w| !w.is_closed())
+    }
+
     /// Stops it: SIGKILL to its whole process group (what it started too).
     pub fn kill(&self) {
         #[cfg(unix)]
@@ -253,7 +300,7 @@ impl Drop for StdioChild {
     }
 }
 
-/// Routes what the child writes: answers to their waiters, the rest to `incoming`. At
+/// Routes what the child writes: answers to their waiters, the rest to the sink. At
 /// its end (exit, or a line that is not JSON-RPC) every waiter hears why.
 #[allow(clippy::too_many_arguments)]
 async fn read_stdout(
@@ -261,7 +308,7 @@ async fn read_stdout(
     pid: u32,
     stdout: tokio::process::ChildStdout,
     waiting: Waiters,
-    incoming: mpsc::Sender<Value>,
+    mut sink: impl FnMut(Incoming),
     ended: watch::Sender<Option<Ended>>,
     last_stderr: Arc<Mutex<VecDeque<String>>>,
 ) {
@@ -281,7 +328,7 @@ async fn read_stdout(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let message = match serde_json::from_slice::<Value>(&line) {
+        let value = match serde_json::from_slice::<Value>(&line) {
             Ok(m) if m.get("jsonrpc").and_then(Value::as_str) == Some("2.0") => m,
             _ => {
                 let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
@@ -291,16 +338,25 @@ async fn read_stdout(
                 ));
             }
         };
-        let is_answer = message.get("method").is_none()
-            && (message.get("result").is_some() || message.get("error").is_some());
+        let is_answer = value.get("method").is_none()
+            && (value.get("result").is_some() || value.get("error").is_some());
+        let end = line.trim_ascii_end().len();
+        let message = Incoming {
+            raw: Bytes::copy_from_slice(&line[..end]),
+            value,
+        };
         if is_answer {
-            let key = message.get("id").map(Value::to_string).unwrap_or_default();
+            let key = message
+                .value
+                .get("id")
+                .map(Value::to_string)
+                .unwrap_or_default();
             let waiter = waiting.lock().expect("stdio waiters").remove(&key);
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Ok(message));
             }
-        } else if incoming.send(message).await.is_err() {
-            // Nobody listens for the server's own messages any more.
+        } else {
+            sink(message);
         }
     };
     if broken.is_some() {
@@ -380,7 +436,7 @@ async fn log_stderr(
         }
         if logged < STDERR_PER_SEC {
             logged += 1;
-            tracing::info!(upstream = %name, "stdio server: {}", super::escape::Escaped(&line));
+            tracing::info!(upstream = %name, "stdio server: {}", crate::gateway::escape::Escaped(&line));
         } else {
             dropped += 1;
         }

@@ -1,0 +1,341 @@
+//! The Streamable HTTP server in front of a stdio upstream's children, which the relay
+//! reaches on a private Unix socket.
+//!
+//! POST writes a message to the child as one line and answers with the child's answer:
+//! JSON when nothing came before it, else an SSE stream carrying the request's progress
+//! and the server's requests first. GET is the session's stream for what no request
+//! carries; DELETE ends the session and its child. A 2026-07-28 request goes to a pooled
+//! child and its answer is completed for that era ([`super::era`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::conn::Conn;
+use super::era::{Declared, discover_answer, modern_answer};
+use super::{PRINCIPAL_HEADER, Refused, StdioUpstream, ended_text};
+use crate::gateway::mcp::{self, Era};
+
+/// How long a child has to answer a request whose client went away (after it was told
+/// the request is cancelled) before a pooled child is stopped rather than reused.
+const DRAIN: Duration = Duration::from_secs(5);
+
+pub fn router(upstream: Arc<StdioUpstream>) -> Router {
+    Router::new()
+        .route("/", post(on_post).get(on_get).delete(on_delete))
+        .with_state(upstream)
+}
+
+fn principal(headers: &HeaderMap) -> Result<String, Response> {
+    headers
+        .get(PRINCIPAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            refusal(
+                &Value::Null,
+                Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    text: "toolgate: a stdio upstream is reached through the gateway only".into(),
+                },
+            )
+        })
+}
+
+fn session_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(mcp::HEADER_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn refusal(id: &Value, refused: Refused) -> Response {
+    json_answer(
+        refused.status,
+        mcp::error_body(id, -32603, &refused.text)
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+fn json_answer(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn on_post(
+    State(up): State<Arc<StdioUpstream>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = match principal(&headers) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return refusal(
+            &Value::Null,
+            Refused {
+                status: StatusCode::BAD_REQUEST,
+                text: "toolgate: the body is not one JSON-RPC message".into(),
+            },
+        );
+    };
+    let method = message.get("method").and_then(Value::as_str);
+    let id = message.get("id").filter(|_| method.is_some()).cloned();
+    let params = message.get("params").and_then(Value::as_object);
+    let modern = mcp::detect_era(params, &headers) == Era::Modern;
+    let session = session_of(&headers);
+    let (Some(method), Some(id)) = (method, id) else {
+        // A notification, or the client's answer to the server's request.
+        return match session {
+            Some(session) => match up.session_conn(session, &principal).await {
+                Ok(conn) => match conn.child.send(&body).await {
+                    Ok(()) => StatusCode::ACCEPTED.into_response(),
+                    Err(e) => refusal(
+                        &Value::Null,
+                        Refused {
+                            status: StatusCode::BAD_GATEWAY,
+                            text: format!(
+                                "toolgate: the stdio server of upstream {:?}: {}",
+                                up.name,
+                                ended_text(&e)
+                            ),
+                        },
+                    ),
+                },
+                Err(refused) => refusal(&Value::Null, refused),
+            },
+            // 2026-07-28 has no session to deliver it in; a call is cancelled by
+            // closing its request.
+            None => StatusCode::ACCEPTED.into_response(),
+        };
+    };
+    if method == "initialize" && session.is_none() && !modern {
+        return match up.open_session(&principal, body).await {
+            Ok((created, answer)) => {
+                let mut response = json_answer(StatusCode::OK, answer.raw.to_vec());
+                if let Some(created) = created
+                    && let Ok(value) = HeaderValue::from_str(&created)
+                {
+                    response.headers_mut().insert(mcp::HEADER_SESSION_ID, value);
+                }
+                response
+            }
+            Err(refused) => refusal(&id, refused),
+        };
+    }
+    if let Some(session) = session {
+        return match up.session_conn(session, &principal).await {
+            Ok(conn) => exchange(conn, body, &message, modern, None).await,
+            Err(refused) => refusal(&id, refused),
+        };
+    }
+    if !modern {
+        return refusal(&id, Refused {
+            status: StatusCode::BAD_REQUEST,
+            text: "toolgate: a request needs the Mcp-Session-Id its initialize gave (2025-11-25), or 2026-07-28's _meta".into(),
+        });
+    }
+    let header_version = headers
+        .get(mcp::HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok());
+    let declared = Declared::of(&message, header_version);
+    let pool = declared.pool_key(&principal);
+    let conn = match up.pooled_conn(&pool, &declared.initialize()).await {
+        Ok(conn) => conn,
+        Err(refused) => return refusal(&id, refused),
+    };
+    if method == "server/discover" {
+        let answer = discover_answer(&id, &conn.init.lock().expect("init"));
+        up.release(&pool, conn);
+        return json_answer(StatusCode::OK, answer);
+    }
+    exchange(conn, body, &message, true, Some((up, pool))).await
+}
+
+/// What goes to the client for one request, in the child's order; the answer is last.
+enum Out {
+    Related(Bytes),
+    Answer(Vec<u8>),
+}
+
+/// Writes a request to the child and answers with what it says, streaming what it says
+/// first. `pooled` returns the child to its pool afterwards.
+async fn exchange(
+    conn: Arc<Conn>,
+    body: Bytes,
+    message: &Value,
+    modern: bool,
+    pooled: Option<(Arc<StdioUpstream>, String)>,
+) -> Response {
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let key = id.to_string();
+    let method = message["method"].as_str().unwrap_or_default().to_owned();
+    let progress = message
+        .pointer("/params/_meta/progressToken")
+        .map(Value::to_string);
+    let mut related = conn.open_route(&key, progress, modern);
+    let (out, mut to_client) = mpsc::channel::<Out>(16);
+    tokio::spawn({
+        let id = id.clone();
+        async move {
+            let answered = {
+                let answer = conn.child.request_as(&key, &body);
+                tokio::pin!(answer);
+                let answered = loop {
+                    tokio::select! {
+                        biased;
+                        Some(m) = related.recv() => {
+                            if out.send(Out::Related(m.raw)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        a = &mut answer => break Some(a),
+                        () = out.closed() => break None,
+                    }
+                };
+                let answered = match answered {
+                    Some(a) => {
+                        // What the child wrote before its answer goes first.
+                        while let Ok(m) = related.try_recv() {
+                            let _ = out.send(Out::Related(m.raw)).await;
+                        }
+                        let body = match a {
+                            Ok(answer) if modern => modern_answer(
+                                &answer.raw,
+                                &method,
+                                &conn.init.lock().expect("init"),
+                            ),
+                            Ok(answer) => answer.raw.to_vec(),
+                            Err(e) => mcp::error_body(
+                                &id,
+                                -32603,
+                                &format!("toolgate: the stdio server {}", ended_text(&e)),
+                            )
+                            .to_string()
+                            .into_bytes(),
+                        };
+                        let _ = out.send(Out::Answer(body)).await;
+                        true
+                    }
+                    None => {
+                        // The client went away: the server is told, and has a moment to end
+                        // the request before its child takes another.
+                        let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": id, "reason": "the client went away"}});
+                        let _ = conn.child.send(cancelled.to_string().as_bytes()).await;
+                        tokio::time::timeout(DRAIN, &mut answer).await.is_ok()
+                    }
+                };
+                answered
+            };
+            conn.close_route(&key);
+            if let Some((up, pool)) = pooled {
+                if answered {
+                    up.release(&pool, conn);
+                } else {
+                    up.retire(&conn);
+                }
+            }
+        }
+    });
+    match to_client.recv().await {
+        Some(Out::Answer(body)) => json_answer(StatusCode::OK, body),
+        Some(Out::Related(first)) => {
+            let first = futures_util::stream::once(async move { Out::Related(first) });
+            let rest = futures_util::stream::unfold(to_client, |mut rx| async move {
+                rx.recv().await.map(|o| (o, rx))
+            });
+            let events = first.chain(rest).map(|o| {
+                let data: &[u8] = match &o {
+                    Out::Related(b) => b,
+                    Out::Answer(b) => b,
+                };
+                Ok::<_, std::convert::Infallible>(sse_event(data))
+            });
+            sse_response(Body::from_stream(events))
+        }
+        None => refusal(
+            &id,
+            Refused {
+                status: StatusCode::BAD_GATEWAY,
+                text: "toolgate: the stdio bridge lost the request".into(),
+            },
+        ),
+    }
+}
+
+fn sse_event(data: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(data.len() + 24);
+    event.extend_from_slice(b"event: message\ndata: ");
+    event.extend_from_slice(data);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+fn sse_response(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The session's own stream: what the child says outside any request.
+async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
+    let principal = match principal(&headers) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let Some(session) = session_of(&headers) else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    match up.session_conn(session, &principal).await {
+        Ok(conn) => {
+            let events = futures_util::stream::unfold(conn.listen(), |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            })
+            .map(|m| Ok::<_, std::convert::Infallible>(sse_event(&m.raw)));
+            sse_response(Body::from_stream(events))
+        }
+        Err(refused) => refusal(&Value::Null, refused),
+    }
+}
+
+async fn on_delete(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
+    let principal = match principal(&headers) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let Some(session) = session_of(&headers) else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    if up.close_session(session, &principal) {
+        StatusCode::OK.into_response()
+    } else {
+        refusal(&Value::Null, super::no_session())
+    }
+}
