@@ -25,6 +25,7 @@ mod replay;
 mod replicas;
 mod shadow;
 mod stdio;
+mod stdio_upstream;
 mod store;
 mod strict_input;
 mod tokens;

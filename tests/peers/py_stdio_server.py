@@ -1,6 +1,6 @@
 """An MCP server on the Python SDK (`mcp` 2.x) over stdio, for toolgate's stdio-upstream
-tests: a read tool, a write tool, a tool that reports progress, and one that asks the
-client to sample. With the argument `crash-on-call`, it exits (as if SIGKILLed) on any
+tests: a read tool, a write tool, a tool that reports progress, and one that reports
+progress and asks the client to sample. With the argument `crash-on-call`, it exits (as if SIGKILLed) on any
 tool call; with `garbage`, it prints a line that is not JSON-RPC first.
 
 Usage: py_stdio_server.py [MODE]
@@ -10,7 +10,7 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ToolAnnotations
+from mcp_types import SamplingMessage, TextContent, ToolAnnotations
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else ""
 server = MCPServer("toolgate-test-stdio")
@@ -45,6 +45,17 @@ async def count(steps: int, ctx: Context) -> str:
     for i in range(steps):
         await ctx.report_progress(i + 1, steps)
     return f"counted {steps}"
+
+
+@server.tool(description="Summarize a text, asking the client's model.", annotations=ToolAnnotations(readOnlyHint=True))
+async def summarize(text: str, ctx: Context) -> str:
+    await ctx.report_progress(1, 2)
+    sampled = await ctx.session.create_message(
+        [SamplingMessage(role="user", content=TextContent(type="text", text=f"Summarize: {text}"))],
+        max_tokens=50,
+    )
+    await ctx.report_progress(2, 2)
+    return f"summary: {sampled.content.text}"
 
 
 if __name__ == "__main__":
