@@ -73,6 +73,10 @@ pub enum Command {
         #[arg(long)]
         print_config_path: bool,
     },
+    /// The demo's sample MCP server (Jira, Confluence and Bitbucket-like tools, in
+    /// memory) on stdin and stdout: a stdio upstream to try, `command = ["toolgate",
+    /// "sample-server"]`. Logs go to stderr.
+    SampleServer,
     /// Everything in one process, offline: a gateway, an Atlassian-style MCP server
     /// (Jira, Confluence, Bitbucket) and simulated agents, with the console attached.
     Demo {

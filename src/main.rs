@@ -88,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 greeting: None,
             }))
         }
+        Command::SampleServer => runtime()?.block_on(toolgate::demo::upstream::serve_stdio()),
         Command::Demo {
             port,
             control_port,

@@ -520,6 +520,18 @@ impl ServerHandler for Atlassian {
     }
 }
 
+/// The sample server on stdin and stdout, until its client closes stdin.
+pub async fn serve_stdio() -> anyhow::Result<()> {
+    use rmcp::ServiceExt as _;
+    let data = Arc::new(Mutex::new(Data::sample()));
+    let running = Atlassian::new(data)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow::anyhow!("the sample server did not start: {e}"))?;
+    running.waiting().await?;
+    Ok(())
+}
+
 /// The Streamable HTTP endpoint, for `/mcp`. `shutdown` closes its open streams.
 pub fn service(
     data: Arc<Mutex<Data>>,

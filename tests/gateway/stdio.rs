@@ -79,7 +79,10 @@ async fn answers_come_back_by_id_and_the_servers_own_messages_apart() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["read_file", "write_file", "count"]);
+    assert_eq!(
+        names,
+        ["read_file", "write_file", "count", "slow", "summarize"]
+    );
     // Two requests at once: each gets its own answer.
     let read = call(7, "read_file", json!({"name": "notes.txt"}), json!({}));
     let write = call(

@@ -247,3 +247,270 @@ async fn stop(mut gw: GatewayProc) {
     let (status, _) = gw.proc.terminate().await;
     assert!(status.success(), "{status}");
 }
+
+/// A gateway fronting the tests' Python stdio server (`mode` as its argument) as `py`,
+/// trusting its annotations (all its tools but `write_file` read).
+async fn python_gateway(mode: &str, extra: &str) -> GatewayProc {
+    let mut command = vec![
+        venv_python().display().to_string(),
+        peer_script("py_stdio_server.py").display().to_string(),
+    ];
+    if !mode.is_empty() {
+        command.push(mode.to_owned());
+    }
+    let body = format!(
+        "[[upstream]]\nname = \"py\"\ncommand = {command:?}\ntrust_annotations = true\n{extra}\n{}{}",
+        test_identities(),
+        operators()
+    );
+    start_gateway(&body).await
+}
+
+/// A gateway fronting the sample server (`toolgate sample-server`) as `jira`.
+async fn sample_gateway(extra: &str, identities: &str) -> GatewayProc {
+    let body = format!(
+        "[[upstream]]\nname = \"jira\"\ncommand = [{:?}, \"sample-server\"]\ntrust_annotations = true\n{extra}\n{identities}{}",
+        env!("CARGO_BIN_EXE_toolgate"),
+        operators()
+    );
+    start_gateway(&body).await
+}
+
+fn post(url: &str, token: &str, session: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
+    let mut request = http()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25");
+    }
+    request
+}
+
+/// A 2025-11-25 session through the gateway: its id.
+async fn open_session(url: &str, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "toolgate-test", "version": "1"}}});
+    let resp = post(url, token, None, &init).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["result"]["serverInfo"].is_object(), "{body}");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let resp = post(url, token, Some(&session), &initialized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    session
+}
+
+/// The answer in a JSON or SSE body.
+fn answer_in(text: &str) -> Value {
+    crate::decisions::answer_of(text).unwrap_or_else(|| panic!("no answer in {text}"))
+}
+
+async fn call(
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    id: u64,
+    tool: &str,
+    args: Value,
+) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                      "params": {"name": tool, "arguments": args}});
+    let resp = post(url, token, session, &body).send().await.unwrap();
+    answer_in(&resp.text().await.unwrap())
+}
+
+/// tools/list on a session, so that the gateway knows the tools' classes.
+async fn list(url: &str, session: &str) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"});
+    let resp = post(url, AGENT_TOKEN, Some(session), &body)
+        .send()
+        .await
+        .unwrap();
+    answer_in(&resp.text().await.unwrap())
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(&pid.to_string()))
+        })
+        .collect()
+}
+
+fn gateway_pid(gw: &GatewayProc) -> u32 {
+    gw.proc.child.id().expect("the gateway runs")
+}
+
+async fn stdio_status(gw: &GatewayProc, upstream: &str) -> Value {
+    let status = gw.control_get(crate::holds::VIEWER, "/api/v1/status").await;
+    status["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == upstream)
+        .unwrap_or_else(|| panic!("{upstream} in {status}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn progress_and_a_sampling_request_of_a_stdio_server_reach_the_client() {
+    let gw = python_gateway("", "").await;
+    prime_catalog(&gw).await;
+    let out = Command::new(venv_python())
+        .arg(peer_script("py_sampling_client.py"))
+        .arg(gw.url("py"))
+        .arg(AGENT_TOKEN)
+        .arg("the quarterly report")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["prompts"], json!(["Summarize: the quarterly report"]));
+    assert_eq!(seen["progress"], json!([1.0, 2.0]));
+    assert_eq!(
+        seen["result"]["content"][0]["text"],
+        "summary: a short summary"
+    );
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn a_child_killed_mid_call_fails_the_call_shows_in_status_and_the_next_call_starts_another() {
+    let gw = python_gateway("", "").await;
+    let url = gw.url("py");
+    let session = open_session(&url, AGENT_TOKEN).await;
+    list(&url, &session).await;
+    eventually("the catalog to learn py's tools", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT name FROM tools WHERE upstream = 'py'",
+        )
+        .await;
+        (rows.len() >= 5).then_some(())
+    })
+    .await;
+    let children = children_of(gateway_pid(&gw));
+    assert_eq!(children.len(), 1, "one child for the session");
+    let slow = tokio::spawn({
+        let (url, session) = (url.clone(), session.clone());
+        async move { call(&url, AGENT_TOKEN, Some(&session), 1, "slow", json!({})).await }
+    });
+    eventually("the slow call to be decided", || async {
+        (!crate::decisions::decisions(&gw).await.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &children[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let answer = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the waiting client is answered")
+        .unwrap();
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ended (killed by signal 9)"), "{answer}");
+    let completed = eventually("call.completed", || async {
+        stored_events(&gw, "call.completed").await.pop()
+    })
+    .await;
+    assert_eq!(completed["result"], "upstream_error");
+    let status = eventually("the death in /status", || async {
+        let up = stdio_status(&gw, "py").await;
+        up["stdio"]["last_exit"].is_object().then_some(up)
+    })
+    .await;
+    assert_eq!(status["url"], format!("stdio: {}", venv_python().display()));
+    assert_eq!(status["stdio"]["last_exit"]["how"], "killed by signal 9");
+    assert_eq!(status["stdio"]["processes"], 0);
+    assert!(gw.log().contains("stdio server ended"), "logged");
+
+    // The next call on the session starts another child.
+    let answer = call(
+        &url,
+        AGENT_TOKEN,
+        Some(&session),
+        2,
+        "read_file",
+        json!({"name": "notes.txt"}),
+    )
+    .await;
+    assert_eq!(result_text(&answer), "hello", "{answer}");
+    let now = children_of(gateway_pid(&gw));
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, children);
+    let status = stdio_status(&gw, "py").await;
+    assert_eq!(status["stdio"]["restarts"], 1);
+    assert_eq!(status["stdio"]["started"], 2);
+    assert_eq!(status["stdio"]["processes"], 1);
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn a_hundred_sessions_opened_and_closed_leave_no_child_behind() {
+    let gw = sample_gateway("max_processes = 4", &test_identities()).await;
+    let url = gw.url("jira");
+    let pid = gateway_pid(&gw);
+    for round in 0..25 {
+        let sessions: Vec<String> =
+            futures_util::future::join_all((0..4).map(|_| open_session(&url, AGENT_TOKEN))).await;
+        assert_eq!(
+            children_of(pid).len(),
+            4,
+            "round {round}: a child per session"
+        );
+        for session in sessions {
+            let resp = http()
+                .delete(&url)
+                .bearer_auth(AGENT_TOKEN)
+                .header("mcp-session-id", &session)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    }
+    eventually("every child to be gone", || async {
+        children_of(pid).is_empty().then_some(())
+    })
+    .await;
+    let status = stdio_status(&gw, "jira").await;
+    assert_eq!(status["stdio"]["started"], 100);
+    assert_eq!(status["stdio"]["processes"], 0);
+    assert_eq!(status["stdio"]["sessions"], 0);
+    assert_eq!(
+        status["stdio"]["last_exit"],
+        Value::Null,
+        "none died on its own"
+    );
+    stop(gw).await;
+}

@@ -9,6 +9,8 @@ Usage: py_stdio_server.py [MODE]
 import os
 import sys
 
+import anyio
+
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import SamplingMessage, TextContent, ToolAnnotations
 
@@ -45,6 +47,12 @@ async def count(steps: int, ctx: Context) -> str:
     for i in range(steps):
         await ctx.report_progress(i + 1, steps)
     return f"counted {steps}"
+
+
+@server.tool(description="Take a long time.", annotations=ToolAnnotations(readOnlyHint=True))
+async def slow() -> str:
+    await anyio.sleep(60)
+    return "done"
 
 
 @server.tool(description="Summarize a text, asking the client's model.", annotations=ToolAnnotations(readOnlyHint=True))

@@ -20,6 +20,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::Incoming;
 use super::conn::Conn;
 use super::era::{Declared, discover_answer, modern_answer};
 use super::{PRINCIPAL_HEADER, Refused, StdioUpstream, ended_text};
@@ -35,19 +36,14 @@ pub fn router(upstream: Arc<StdioUpstream>) -> Router {
         .with_state(upstream)
 }
 
-fn principal(headers: &HeaderMap) -> Result<String, Response> {
+fn principal(headers: &HeaderMap) -> Result<String, Refused> {
     headers
         .get(PRINCIPAL_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .ok_or_else(|| {
-            refusal(
-                &Value::Null,
-                Refused {
-                    status: StatusCode::BAD_REQUEST,
-                    text: "toolgate: a stdio upstream is reached through the gateway only".into(),
-                },
-            )
+        .ok_or_else(|| Refused {
+            status: StatusCode::BAD_REQUEST,
+            text: "toolgate: a stdio upstream is reached through the gateway only".into(),
         })
 }
 
@@ -85,7 +81,7 @@ async fn on_post(
 ) -> Response {
     let principal = match principal(&headers) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(refused) => return refusal(&Value::Null, refused),
     };
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return refusal(
@@ -142,7 +138,7 @@ async fn on_post(
     }
     if let Some(session) = session {
         return match up.session_conn(session, &principal).await {
-            Ok(conn) => exchange(conn, body, &message, modern, None).await,
+            Ok(conn) => exchange(conn, body, &message, Answers::AsWritten, None).await,
             Err(refused) => refusal(&id, refused),
         };
     }
@@ -157,16 +153,35 @@ async fn on_post(
         .and_then(|v| v.to_str().ok());
     let declared = Declared::of(&message, header_version);
     let pool = declared.pool_key(&principal);
-    let conn = match up.pooled_conn(&pool, &declared.initialize()).await {
+    let conn = match up.pooled_conn(&pool, &declared).await {
         Ok(conn) => conn,
         Err(refused) => return refusal(&id, refused),
     };
-    if method == "server/discover" {
+    // A child that speaks the era itself is relayed as it is.
+    let complete = !conn.speaks_modern();
+    if method == "server/discover" && complete {
         let answer = discover_answer(&id, &conn.init.lock().expect("init"));
         up.release(&pool, conn);
         return json_answer(StatusCode::OK, answer);
     }
-    exchange(conn, body, &message, true, Some((up, pool))).await
+    exchange(
+        conn,
+        body,
+        &message,
+        Answers::Modern { complete },
+        Some((up, pool)),
+    )
+    .await
+}
+
+/// How a request's answers are shaped.
+#[derive(Clone, Copy)]
+enum Answers {
+    /// As the child wrote them (a session, in the child's own era).
+    AsWritten,
+    /// For a 2026-07-28 client: the child's server requests refused mid-call, and its
+    /// answers `complete`d when it speaks the handshake era.
+    Modern { complete: bool },
 }
 
 /// What goes to the client for one request, in the child's order; the answer is last.
@@ -181,70 +196,29 @@ async fn exchange(
     conn: Arc<Conn>,
     body: Bytes,
     message: &Value,
-    modern: bool,
+    answers: Answers,
     pooled: Option<(Arc<StdioUpstream>, String)>,
 ) -> Response {
+    let modern = matches!(answers, Answers::Modern { .. });
     let id = message.get("id").cloned().unwrap_or(Value::Null);
     let key = id.to_string();
     let method = message["method"].as_str().unwrap_or_default().to_owned();
     let progress = message
         .pointer("/params/_meta/progressToken")
         .map(Value::to_string);
-    let mut related = conn.open_route(&key, progress, modern);
+    let related = conn.open_route(&key, progress, modern);
     let (out, mut to_client) = mpsc::channel::<Out>(16);
     tokio::spawn({
         let id = id.clone();
         async move {
-            let answered = {
-                let answer = conn.child.request_as(&key, &body);
-                tokio::pin!(answer);
-                let answered = loop {
-                    tokio::select! {
-                        biased;
-                        Some(m) = related.recv() => {
-                            if out.send(Out::Related(m.raw)).await.is_err() {
-                                break None;
-                            }
-                        }
-                        a = &mut answer => break Some(a),
-                        () = out.closed() => break None,
-                    }
-                };
-                let answered = match answered {
-                    Some(a) => {
-                        // What the child wrote before its answer goes first.
-                        while let Ok(m) = related.try_recv() {
-                            let _ = out.send(Out::Related(m.raw)).await;
-                        }
-                        let body = match a {
-                            Ok(answer) if modern => modern_answer(
-                                &answer.raw,
-                                &method,
-                                &conn.init.lock().expect("init"),
-                            ),
-                            Ok(answer) => answer.raw.to_vec(),
-                            Err(e) => mcp::error_body(
-                                &id,
-                                -32603,
-                                &format!("toolgate: the stdio server {}", ended_text(&e)),
-                            )
-                            .to_string()
-                            .into_bytes(),
-                        };
-                        let _ = out.send(Out::Answer(body)).await;
-                        true
-                    }
-                    None => {
-                        // The client went away: the server is told, and has a moment to end
-                        // the request before its child takes another.
-                        let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                        "params": {"requestId": id, "reason": "the client went away"}});
-                        let _ = conn.child.send(cancelled.to_string().as_bytes()).await;
-                        tokio::time::timeout(DRAIN, &mut answer).await.is_ok()
-                    }
-                };
-                answered
+            let request = Request {
+                conn: &conn,
+                key: &key,
+                id: &id,
+                method: &method,
+                answers,
             };
+            let answered = request.run(&body, related, out).await;
             conn.close_route(&key);
             if let Some((up, pool)) = pooled {
                 if answered {
@@ -281,6 +255,73 @@ async fn exchange(
     }
 }
 
+/// One request on its child.
+struct Request<'a> {
+    conn: &'a Conn,
+    /// Its id, as JSON.
+    key: &'a str,
+    id: &'a Value,
+    method: &'a str,
+    answers: Answers,
+}
+
+impl Request<'_> {
+    /// Writes the request and passes on what the child says, its answer last. Whether
+    /// the child answered (a client that went away leaves it a moment to).
+    async fn run(
+        &self,
+        body: &[u8],
+        mut related: mpsc::Receiver<Incoming>,
+        out: mpsc::Sender<Out>,
+    ) -> bool {
+        let answer = self.conn.child.request_as(self.key, body);
+        tokio::pin!(answer);
+        let answered = loop {
+            tokio::select! {
+                biased;
+                Some(m) = related.recv() => {
+                    if out.send(Out::Related(m.raw)).await.is_err() {
+                        break None;
+                    }
+                }
+                a = &mut answer => break Some(a),
+                () = out.closed() => break None,
+            }
+        };
+        let Some(answered) = answered else {
+            // The client went away: the server is told, and has a moment to end the
+            // request before its child takes another.
+            let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": self.id, "reason": "the client went away"}});
+            let _ = self.conn.child.send(cancelled.to_string().as_bytes()).await;
+            return tokio::time::timeout(DRAIN, &mut answer).await.is_ok();
+        };
+        // What the child wrote before its answer goes first.
+        while let Ok(m) = related.try_recv() {
+            let _ = out.send(Out::Related(m.raw)).await;
+        }
+        let body = match answered {
+            Ok(answer) if matches!(self.answers, Answers::Modern { complete: true }) => {
+                modern_answer(
+                    &answer.raw,
+                    self.method,
+                    &self.conn.init.lock().expect("init"),
+                )
+            }
+            Ok(answer) => answer.raw.to_vec(),
+            Err(e) => mcp::error_body(
+                self.id,
+                -32603,
+                &format!("toolgate: the stdio server {}", ended_text(&e)),
+            )
+            .to_string()
+            .into_bytes(),
+        };
+        let _ = out.send(Out::Answer(body)).await;
+        true
+    }
+}
+
 fn sse_event(data: &[u8]) -> Bytes {
     let mut event = Vec::with_capacity(data.len() + 24);
     event.extend_from_slice(b"event: message\ndata: ");
@@ -308,7 +349,7 @@ fn sse_response(body: Body) -> Response {
 async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
     let principal = match principal(&headers) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(refused) => return refusal(&Value::Null, refused),
     };
     let Some(session) = session_of(&headers) else {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -328,7 +369,7 @@ async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Res
 async fn on_delete(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
     let principal = match principal(&headers) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(refused) => return refusal(&Value::Null, refused),
     };
     let Some(session) = session_of(&headers) else {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();

@@ -50,6 +50,9 @@ pub struct Conn {
     /// Still counted against `max_processes`; whoever clears it first uncounts it.
     pub counted: Arc<AtomicBool>,
     pub last_used: Mutex<Instant>,
+    /// A pooled child that speaks 2026-07-28 itself: requests and answers pass as they
+    /// are, with no `initialize` and nothing completed.
+    pub speaks_modern: AtomicBool,
 }
 
 impl Conn {
@@ -69,6 +72,7 @@ impl Conn {
             retiring: Arc::default(),
             counted: Arc::new(AtomicBool::new(true)),
             last_used: Mutex::new(Instant::now()),
+            speaks_modern: AtomicBool::new(false),
         });
         // The refusals are written by a task that holds the child only weakly: the
         // child stops when the bridge lets go of it.
@@ -138,6 +142,10 @@ impl Conn {
         self.retiring.store(true, Ordering::SeqCst);
         self.stop_listening();
         self.child.kill();
+    }
+
+    pub fn speaks_modern(&self) -> bool {
+        self.speaks_modern.load(Ordering::SeqCst)
     }
 
     pub fn is_alive(&self) -> bool {

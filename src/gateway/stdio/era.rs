@@ -64,6 +64,24 @@ impl Declared {
         format!("{principal:?} {:?} {}", self.version, self.capabilities)
     }
 
+    /// The `server/discover` that asks a new pooled child whether it speaks the
+    /// client's version itself.
+    pub fn discover(&self) -> Value {
+        json!({"jsonrpc": "2.0", "id": "toolgate-discover", "method": "server/discover", "params": {"_meta": {
+            META_VERSION: self.version,
+            META_CAPABILITIES: self.capabilities,
+            META_CLIENT_INFO: self.client_info,
+        }}})
+    }
+
+    /// Whether a child's answer to `discover` says it speaks the client's version.
+    pub fn is_spoken_by(&self, answer: &Value) -> bool {
+        answer
+            .pointer("/result/supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|versions| versions.iter().any(|v| v == self.version.as_str()))
+    }
+
     /// The `initialize` the gateway sends a pooled child.
     pub fn initialize(&self) -> Value {
         json!({"jsonrpc": "2.0", "id": "toolgate-initialize", "method": "initialize", "params": {

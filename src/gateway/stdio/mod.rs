@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use child::{ChildSpec, Ended, Incoming, StdioChild, StdioError, expand_env};
 use conn::Conn;
+use era::Declared;
 
 use crate::api::{StdioExit, StdioStatus};
 use crate::config::{Transport, UpstreamConfig};
@@ -63,6 +64,8 @@ pub struct StdioUpstream {
     alive: Arc<AtomicUsize>,
     state: Mutex<State>,
     stats: Arc<Mutex<Stats>>,
+    /// Whether this server speaks 2026-07-28 itself, once a pooled child was asked.
+    speaks_modern: Mutex<Option<bool>>,
     socket: PathBuf,
     _dir: tempfile::TempDir,
     stop: CancellationToken,
@@ -147,6 +150,7 @@ impl StdioUpstream {
             alive: Arc::default(),
             state: Mutex::default(),
             stats: Arc::default(),
+            speaks_modern: Mutex::default(),
             socket,
             _dir: dir,
             stop: CancellationToken::new(),
@@ -474,11 +478,13 @@ impl StdioUpstream {
         }
     }
 
-    /// A pooled child for this pool, idle or new (and then initialised).
+    /// A pooled child for this pool, idle or new. A new one is asked first (once per
+    /// upstream) whether it speaks the client's 2026-07-28 itself (`server/discover`);
+    /// one that does serves as it is, any other is initialised in the handshake era.
     async fn pooled_conn(
         self: &Arc<Self>,
         pool: &str,
-        initialize: &Value,
+        declared: &Declared,
     ) -> Result<Arc<Conn>, Refused> {
         loop {
             let idle = {
@@ -494,8 +500,31 @@ impl StdioUpstream {
                 None => break,
             }
         }
-        let conn = self.spawn_conn().await?;
-        let request = serde_json::to_vec(initialize).expect("a JSON value serializes");
+        let mut conn = self.spawn_conn().await?;
+        let known = *self.speaks_modern.lock().expect("stdio era");
+        if known != Some(false) {
+            let probe = serde_json::to_vec(&declared.discover()).expect("a JSON value serializes");
+            let asked =
+                tokio::time::timeout(self.initialize_timeout, conn.child.request(&probe)).await;
+            match asked {
+                Ok(Ok(answer)) if declared.is_spoken_by(&answer.value) => {
+                    *self.speaks_modern.lock().expect("stdio era") = Some(true);
+                    *conn.init.lock().expect("init") = answer.value["result"].clone();
+                    conn.speaks_modern.store(true, Ordering::SeqCst);
+                    self.stats.lock().expect("stdio stats").deaths_in_a_row = 0;
+                    return Ok(conn);
+                }
+                Ok(Ok(_)) => {}
+                // It could not take the question: a new child, asked nothing.
+                _ => {
+                    self.retire(&conn);
+                    conn = self.spawn_conn().await?;
+                }
+            }
+            tracing::info!(upstream = %self.name, "stdio server speaks the handshake era: 2026-07-28 clients are served through initialize");
+            *self.speaks_modern.lock().expect("stdio era") = Some(false);
+        }
+        let request = serde_json::to_vec(&declared.initialize()).expect("a JSON value serializes");
         let answer = self.initialize(&conn, &request, true).await?;
         match answer.value.get("error") {
             None => Ok(conn),
