@@ -965,6 +965,67 @@ url = "http://127.0.0.1:9000/mcp"
     }
 
     #[test]
+    fn an_upstream_is_a_url_or_a_command_and_takes_only_its_own_keys() {
+        const STDIO: &str = "[gateway]\n[[upstream]]\nname = \"files\"\ncommand = [\"npx\", \"-y\", \"@modelcontextprotocol/server-filesystem\", \"/srv/docs\"]\n";
+        let c = parse(&format!(
+            "{STDIO}env = {{ TOKEN = \"${{FILES_TOKEN}}\" }}\ncwd = \"work\"\n"
+        ))
+        .unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(
+            u.transport(),
+            Transport::Stdio(&[
+                "npx".to_owned(),
+                "-y".to_owned(),
+                "@modelcontextprotocol/server-filesystem".to_owned(),
+                "/srv/docs".to_owned()
+            ])
+        );
+        assert_eq!(u.location(), "stdio: npx");
+        assert_eq!(u.cwd.as_deref(), Some(Path::new("/etc/toolgate/work")));
+        assert_eq!(u.max_processes(), DEFAULT_MAX_PROCESSES);
+        assert_eq!(u.idle_timeout().as_secs(), DEFAULT_IDLE_TIMEOUT_SECS);
+        let cases = [
+            (
+                format!("{MINIMAL}command = [\"x\"]\n"),
+                "[[upstream]] #1 (\"docs\"): url and command are exclusive",
+            ),
+            (
+                "[gateway]\n[[upstream]]\nname = \"docs\"\n".to_owned(),
+                "[[upstream]] #1 (\"docs\"): needs url (a Streamable HTTP server) or command",
+            ),
+            (
+                format!("{MINIMAL}max_processes = 3\n"),
+                "max_processes is for a stdio server (command), not for url",
+            ),
+            (
+                format!("{STDIO}headers = {{ Authorization = \"x\" }}\n"),
+                "headers are sent to a url; a stdio server (command) takes env instead",
+            ),
+            (
+                "[gateway]\n[[upstream]]\nname = \"x\"\ncommand = []\n".to_owned(),
+                "command must name a program",
+            ),
+            (
+                format!("{STDIO}max_processes = 0\n"),
+                "max_processes must be at least 1",
+            ),
+            (
+                format!("{STDIO}idle_timeout_secs = 0\n"),
+                "idle_timeout_secs and initialize_timeout_secs must be greater than 0",
+            ),
+            (
+                format!("{STDIO}env = {{ \"A=B\" = \"x\" }}\n"),
+                "env: \"A=B\" is not an environment variable name",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(expected), "{text}\n{err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = format!("{MINIMAL}trust_anotations = true\n");
         let err = parse(&text).unwrap_err();

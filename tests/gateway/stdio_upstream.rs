@@ -514,3 +514,125 @@ async fn a_hundred_sessions_opened_and_closed_leave_no_child_behind() {
     );
     stop(gw).await;
 }
+
+/// A 2026-07-28 call of the sample server's `jira_get_issue`: its HTTP status and answer.
+async fn modern_get_issue(gw: &GatewayProc, token: &str, id: u64) -> (u16, Value) {
+    let body = modern_call(
+        id,
+        "jira_get_issue",
+        json!({"issueKey": "OPS-1"}),
+        json!({}),
+    );
+    let resp = modern_request(&http(), &gw.url("jira"), "jira_get_issue", body.to_string())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, answer_in(&resp.text().await.unwrap()))
+}
+
+#[tokio::test]
+async fn pooled_children_serve_one_identity_each_within_max_processes_and_idle_ones_stop() {
+    let gw = sample_gateway(
+        "max_processes = 2\nidle_timeout_secs = 2",
+        &owned_identities(),
+    )
+    .await;
+    let pid = gateway_pid(&gw);
+    list_tools(&gw.url("jira"), AGENT_TOKEN).await;
+    eventually("the catalog to learn jira's tools", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT name FROM tools WHERE upstream = 'jira'",
+        )
+        .await;
+        (rows.len() >= 5).then_some(())
+    })
+    .await;
+    // Two identities, two children: a pooled child serves one identity only.
+    let (status, answer) = modern_get_issue(&gw, AGENT_TOKEN, 1).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    assert!(result_text(&answer).contains("OPS-1"), "{answer}");
+    assert_eq!(
+        children_of(pid).len(),
+        1,
+        "the agent's child serves it again"
+    );
+    let (status, _) = modern_get_issue(&gw, crate::holds::OTHER_AGENT, 2).await;
+    assert_eq!(status, 200);
+    assert_eq!(children_of(pid).len(), 2);
+
+    // Two sessions take both places (idle pooled children make room), and then a
+    // request that needs a third child is refused, saying why.
+    let first = open_session(&gw.url("jira"), AGENT_TOKEN).await;
+    let second = open_session(&gw.url("jira"), crate::holds::OTHER_AGENT).await;
+    assert_eq!(children_of(pid).len(), 2);
+    let (status, refused) = modern_get_issue(&gw, AGENT_TOKEN, 3).await;
+    assert_eq!(status, 503, "{refused}");
+    let text = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(text.contains("max_processes (2)"), "{refused}");
+    // A session is its identity's: another's id finds nothing.
+    let stolen = call(
+        &gw.url("jira"),
+        AGENT_TOKEN,
+        Some(&second),
+        4,
+        "jira_get_issue",
+        json!({"issueKey": "OPS-1"}),
+    )
+    .await;
+    assert!(stolen.get("result").is_none(), "{stolen}");
+
+    // Unused for idle_timeout_secs, the sessions' children stop; the sessions are gone.
+    eventually_within(15, "idle children to stop", || async {
+        children_of(pid).is_empty().then_some(())
+    })
+    .await;
+    let resp = post(
+        &gw.url("jira"),
+        AGENT_TOKEN,
+        Some(&first),
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 404, "an idle session ended");
+    assert_eq!(stdio_status(&gw, "jira").await["stdio"]["processes"], 0);
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn a_stdio_server_that_never_answers_initialize_is_killed_and_reported() {
+    let body = format!(
+        "[[upstream]]\nname = \"mute\"\ncommand = [\"sleep\", \"60\"]\ninitialize_timeout_secs = 1\n{}{}",
+        test_identities(),
+        operators()
+    );
+    let gw = start_gateway(&body).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "toolgate-test", "version": "1"}}});
+    let resp = post(&gw.url("mute"), AGENT_TOKEN, None, &init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(
+        answer["error"]["message"],
+        "toolgate: the stdio server of upstream \"mute\" did not answer initialize within 1 s; killed"
+    );
+    let status = stdio_status(&gw, "mute").await;
+    assert_eq!(
+        status["stdio"]["last_exit"]["how"],
+        "did not answer initialize within 1 s; killed"
+    );
+    eventually("the mute child to be gone", || async {
+        children_of(gateway_pid(&gw)).is_empty().then_some(())
+    })
+    .await;
+    stop(gw).await;
+}

@@ -131,9 +131,11 @@ impl StdioUpstream {
             env,
             cwd: config.cwd.clone(),
         };
-        // Only this user can reach the socket: the directory is 0700.
+        // Only this user can reach the socket: the directory is 0700 whatever the umask.
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::Builder::new()
             .prefix("toolgate-stdio-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .context("cannot create the directory for a stdio upstream's socket")?;
         let socket = dir.path().join("bridge.sock");
@@ -630,5 +632,54 @@ fn ended_text(e: &StdioError) -> String {
     match e {
         StdioError::Ended(ended) => format!("it ended ({})", ended.how),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> UpstreamConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_variable_that_is_not_set_stops_the_start_and_is_named() {
+        let err = StdioUpstream::start(&config(
+            "name = \"files\"\ncommand = [\"server\"]\nenv = { TOKEN = \"Bearer ${TOOLGATE_TEST_SURELY_UNSET}\" }",
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            err,
+            "[[upstream]] \"files\": env TOKEN: \"Bearer ${TOOLGATE_TEST_SURELY_UNSET}\": the environment variable TOOLGATE_TEST_SURELY_UNSET is not set"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_child_gets_the_sdks_inherited_variables_and_the_configured_ones_only() {
+        let up = StdioUpstream::start(&config(
+            "name = \"files\"\ncommand = [\"server\"]\nenv = { HOME = \"/srv/files\", LEVEL = \"$$5\" }",
+        ))
+        .unwrap();
+        let names: Vec<&str> = up.spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| INHERITED_ENV.contains(n) || *n == "LEVEL"),
+            "{names:?}"
+        );
+        assert!(names.contains(&"LEVEL"));
+        let home = up.spec.env.iter().find(|(k, _)| k == "HOME").unwrap();
+        assert_eq!(home.1, "/srv/files", "the configured value wins");
+        assert!(up.socket.exists());
+        let dir = up.socket.parent().unwrap().to_owned();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        up.shutdown();
     }
 }
