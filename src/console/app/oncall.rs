@@ -604,7 +604,11 @@ fn busy_app() -> App {
         "version": "0.1.0", "uptime_secs": 7265, "store_id": "s1", "ready": true, "last_seq": 130,
         "upstreams": [
             {"name": "atlassian", "url": "http://127.0.0.1:9001/mcp", "tools": 14, "health": "ok"},
-            {"name": "github", "url": "http://127.0.0.1:9002/mcp", "tools": 0, "health": "unreachable"}
+            {"name": "github", "url": "http://127.0.0.1:9002/mcp", "tools": 0, "health": "unreachable"},
+            {"name": "files", "url": "stdio: npx", "tools": 14, "health": "ok", "stdio": {
+                "processes": 2, "max_processes": 16, "sessions": 1, "started": 5, "restarts": 1,
+                "last_exit": {"at": "2026-11-26T09:58:03Z", "how": "killed by signal 9",
+                              "stderr": ["Secure MCP Filesystem Server running on stdio"]}}}
         ],
         "counters": {"decisions": {"allow": 900, "hold": 70, "deny": 30}, "holds_open": 1, "event_subscribers": 2},
         "policy": {"version": 3, "sha256": "9f2c4e7a1b3d5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4"}

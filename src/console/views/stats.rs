@@ -141,14 +141,51 @@ pub fn draw(frame: &mut Frame, area: Rect, ctx: &Ctx, status: Option<&StatusView
                     "unknown" => Style::new(),
                     _ => ctx.theme.deny,
                 };
+                let processes = u.stdio.as_ref().map_or(String::new(), |p| {
+                    format!(
+                        " · {}/{} processes · {} restart{}",
+                        p.processes,
+                        p.max_processes,
+                        p.restarts,
+                        if p.restarts == 1 { "" } else { "s" }
+                    )
+                });
                 lines.push(Line::from(vec![
                     Span::raw(fit(&format!("  {:<16} ", u.name), 19)),
                     Span::styled(format!("{:<12}", u.health), style),
                     Span::raw(fit(
-                        &format!(" {} tools · {}", u.tools, u.url),
+                        &format!(" {} tools · {}{processes}", u.tools, u.url),
                         width.saturating_sub(31),
                     )),
                 ]));
+                // A stdio server that died: how, when, and what it said last.
+                if let Some(exit) = u.stdio.as_ref().and_then(|p| p.last_exit.as_ref()) {
+                    let said = exit
+                        .stderr
+                        .last()
+                        .map(|l| {
+                            let shown: String = l
+                                .chars()
+                                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                                .collect();
+                            format!(" · stderr: {shown}")
+                        })
+                        .unwrap_or_default();
+                    lines.push(Line::from(vec![
+                        Span::raw(" ".repeat(19)),
+                        Span::styled(
+                            fit(
+                                &format!(
+                                    "last exit {}: {}{said}",
+                                    exit.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                                    exit.how
+                                ),
+                                width.saturating_sub(19),
+                            ),
+                            ctx.theme.deny,
+                        ),
+                    ]));
+                }
             }
         }
         None => lines.push(Line::from("gateway status not loaded yet")),
