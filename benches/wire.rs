@@ -1,7 +1,8 @@
 //! What toolgate adds on the wire: `tools/call` round trips straight to an upstream (A)
 //! and through the gateway (B), alternating A, B, A, B in one run, at concurrency 1, 16
 //! and 64, against a fast upstream in both protocol eras and against the reference
-//! `server-everything` (2025-11-25). Then a deny's latency, the time from an approval POST
+//! `server-everything` (2025-11-25), and against the demo's server over stdio (`toolgate
+//! sample-server`, straight over its pipes, A, or as the gateway's stdio upstream, B). Then a deny's latency, the time from an approval POST
 //! to the held client's answer, and the gateway's CPU per call from `/proc/<pid>/stat`.
 //! With a PostgreSQL cluster (`TOOLGATE_TEST_PG`, as `.ci/postgres start DIR` prints it),
 //! the same calls through a gateway on PostgreSQL beside one on SQLite (direct, SQLite,
@@ -42,6 +43,7 @@ enum Era {
 /// One upstream, reached directly or through the gateway.
 struct Upstream {
     label: &'static str,
+    /// Its URL; empty for the stdio server, reached directly over its pipes.
     direct: String,
     via: String,
     era: Era,
@@ -151,8 +153,10 @@ fn config(fast: u16, everything: Option<u16>, gateway_keys: &str) -> String {
         "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
          hold_timeout_secs = 30\n{gateway_keys}\
          [[upstream]]\nname = \"fast\"\nurl = \"http://127.0.0.1:{fast}/mcp\"\ntrust_annotations = true\n\
+         [[upstream]]\nname = \"sample\"\ncommand = [{:?}, \"sample-server\"]\ntrust_annotations = true\nmax_processes = 200\n\
          [[identity]]\nname = \"bench\"\nkind = \"api_token\"\ntoken_sha256 = \"{}\"\nissued = \"2026-01-01T00:00:00Z\"\n\
          [[operator]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        env!("CARGO_BIN_EXE_toolgate"),
         sha(AGENT),
         sha(ADMIN)
     );
@@ -278,6 +282,19 @@ impl Caller {
         r.body(body)
     }
 
+    /// Ends its session, if it has one (a stdio upstream's child goes with it).
+    async fn close(&self) {
+        if let Some(session) = &self.session {
+            let _ = self
+                .http
+                .delete(&self.url)
+                .bearer_auth(AGENT)
+                .header("mcp-session-id", session)
+                .send()
+                .await;
+        }
+    }
+
     fn call_body(&self, id: u64, method: &str, params: Value) -> String {
         let mut params = params;
         if self.era == Era::Stateless {
@@ -325,6 +342,7 @@ async fn round(
                 assert!(!text.contains("\"isError\":true"), "{text}");
                 times.push(took);
             }
+            caller.close().await;
             times
         }));
     }
@@ -333,6 +351,70 @@ async fn round(
         all.extend(w.await.unwrap());
     }
     all
+}
+
+/// `round` straight to the sample server over its pipes: a child per worker, as the
+/// gateway runs one per session.
+async fn stdio_round(upstream: &Upstream, concurrency: usize, length: Duration) -> Vec<Duration> {
+    use toolgate::gateway::stdio::{ChildSpec, StdioChild};
+    let spec = ChildSpec {
+        name: "sample".into(),
+        command: vec![
+            env!("CARGO_BIN_EXE_toolgate").into(),
+            "sample-server".into(),
+        ],
+        env: Vec::new(),
+        cwd: None,
+    };
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let child = StdioChild::spawn(&spec, |_| {}).unwrap();
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "toolgate-bench", "version": "1"}}});
+        child.request(init.to_string().as_bytes()).await.unwrap();
+        child
+            .send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await
+            .unwrap();
+        let params = json!({"name": upstream.tool, "arguments": upstream.args});
+        workers.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let started = Instant::now();
+            let mut id = (w as u64) << 32;
+            while started.elapsed() < length {
+                id += 1;
+                let body =
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                let sent = Instant::now();
+                let answer = child.request(body.to_string().as_bytes()).await.unwrap();
+                let took = sent.elapsed();
+                assert!(answer.value.get("result").is_some(), "{:?}", answer.value);
+                times.push(took);
+            }
+            times
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all
+}
+
+/// One side's round: over HTTP, or over the sample server's pipes.
+async fn side(
+    http: &reqwest::Client,
+    url: &str,
+    upstream: &Upstream,
+    concurrency: usize,
+    length: Duration,
+) -> Vec<Duration> {
+    if url.is_empty() {
+        stdio_round(upstream, concurrency, length).await
+    } else {
+        round(http, url, upstream, concurrency, length).await
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -376,6 +458,22 @@ async fn run(settings: Settings) {
             args: json!({"issueKey": "OPS-1"}),
         },
     ];
+    for (label, era) in [
+        ("sample-server over stdio (rmcp), 2025-11-25", Era::Sessions),
+        (
+            "sample-server over stdio (rmcp), 2026-07-28",
+            Era::Stateless,
+        ),
+    ] {
+        upstreams.push(Upstream {
+            label,
+            direct: String::new(),
+            via: format!("{}/mcp/sample", gw.mcp),
+            era,
+            tool: "jira_get_issue",
+            args: json!({"issueKey": "OPS-1"}),
+        });
+    }
     if let Some((_, port)) = &everything {
         upstreams.push(Upstream {
             label: "server-everything, 2025-11-25",
@@ -387,13 +485,15 @@ async fn run(settings: Settings) {
         });
     }
     // The gateway learns the fast upstream's classes from a tools/list, as from any client.
-    let lister = Caller::open(&http, &upstreams[0].via, Era::Stateless).await;
-    let (_, listed) = lister.request(1, "tools/list", json!({})).await;
-    assert!(listed.contains("jira_get_issue"), "{listed}");
+    for via in [&upstreams[0].via, &format!("{}/mcp/sample", gw.mcp)] {
+        let lister = Caller::open(&http, via, Era::Stateless).await;
+        let (_, listed) = lister.request(1, "tools/list", json!({})).await;
+        assert!(listed.contains("jira_get_issue"), "{listed}");
+    }
     // Warm up every path once.
     for u in &upstreams {
-        round(&http, &u.direct, u, 4, Duration::from_millis(300)).await;
-        round(&http, &u.via, u, 4, Duration::from_millis(300)).await;
+        side(&http, &u.direct, u, 4, Duration::from_millis(300)).await;
+        side(&http, &u.via, u, 4, Duration::from_millis(300)).await;
     }
 
     println!(
@@ -411,7 +511,7 @@ async fn run(settings: Settings) {
             let mut cpu = Duration::ZERO;
             for r in 0..settings.rounds {
                 if r % 2 == 0 {
-                    a.extend(round(&http, &u.direct, u, c, settings.round).await);
+                    a.extend(side(&http, &u.direct, u, c, settings.round).await);
                 } else {
                     let before = common::cpu_of(pid, ticks);
                     b.extend(round(&http, &u.via, u, c, settings.round).await);
