@@ -177,6 +177,9 @@ pub struct UpstreamConfig {
     /// The most stdio server processes this upstream runs at once.
     #[serde(default)]
     pub max_processes: Option<usize>,
+    /// The most of them one identity's sessions and requests may take.
+    #[serde(default)]
+    pub max_processes_per_identity: Option<usize>,
     /// A stdio server unused this long is stopped.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
@@ -675,6 +678,14 @@ impl Config {
                     g.approval_ttl_secs
                 ));
             }
+            // A session's server outlives the wait of a call held in that session, so
+            // the approved call finds it.
+            if u.command.is_some() && u.idle_timeout().as_secs() < wait {
+                return Err(format!(
+                    "{at}: its idle_timeout_secs ({}) is shorter than its hold_timeout_secs ({wait}): a session's server would stop while its call is held",
+                    u.idle_timeout().as_secs()
+                ));
+            }
         }
         let mut token_hashes = HashSet::new();
         let mut identity_names = HashSet::new();
@@ -820,6 +831,12 @@ impl UpstreamConfig {
         self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES)
     }
 
+    /// Half of `max_processes` unless set, so that one identity cannot take them all.
+    pub fn max_processes_per_identity(&self) -> usize {
+        self.max_processes_per_identity
+            .unwrap_or_else(|| (self.max_processes() / 2).max(1))
+    }
+
     pub fn idle_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS))
     }
@@ -837,6 +854,10 @@ impl UpstreamConfig {
             ("env", !self.env.is_empty()),
             ("cwd", self.cwd.is_some()),
             ("max_processes", self.max_processes.is_some()),
+            (
+                "max_processes_per_identity",
+                self.max_processes_per_identity.is_some(),
+            ),
             ("idle_timeout_secs", self.idle_timeout_secs.is_some()),
             (
                 "initialize_timeout_secs",
@@ -876,8 +897,17 @@ impl UpstreamConfig {
                         return Err(format!("env: {name:?} is not an environment variable name"));
                     }
                 }
-                if self.max_processes == Some(0) {
-                    return Err("max_processes must be at least 1".into());
+                if self.max_processes == Some(0) || self.max_processes_per_identity == Some(0) {
+                    return Err(
+                        "max_processes and max_processes_per_identity must be at least 1".into(),
+                    );
+                }
+                if self.max_processes_per_identity() > self.max_processes() {
+                    return Err(format!(
+                        "max_processes_per_identity ({}) is more than max_processes ({})",
+                        self.max_processes_per_identity(),
+                        self.max_processes()
+                    ));
                 }
                 if self.idle_timeout_secs == Some(0) || self.initialize_timeout_secs == Some(0) {
                     return Err(
@@ -1008,7 +1038,15 @@ url = "http://127.0.0.1:9000/mcp"
             ),
             (
                 format!("{STDIO}max_processes = 0\n"),
-                "max_processes must be at least 1",
+                "max_processes and max_processes_per_identity must be at least 1",
+            ),
+            (
+                format!("{STDIO}max_processes = 4\nmax_processes_per_identity = 5\n"),
+                "max_processes_per_identity (5) is more than max_processes (4)",
+            ),
+            (
+                format!("{STDIO}idle_timeout_secs = 30\n"),
+                "its idle_timeout_secs (30) is shorter than its hold_timeout_secs (50)",
             ),
             (
                 format!("{STDIO}idle_timeout_secs = 0\n"),

@@ -477,7 +477,11 @@ async fn a_child_killed_mid_call_fails_the_call_shows_in_status_and_the_next_cal
 
 #[tokio::test]
 async fn a_hundred_sessions_opened_and_closed_leave_no_child_behind() {
-    let gw = sample_gateway("max_processes = 4", &test_identities()).await;
+    let gw = sample_gateway(
+        "max_processes = 4\nmax_processes_per_identity = 4",
+        &test_identities(),
+    )
+    .await;
     let url = gw.url("jira");
     let pid = gateway_pid(&gw);
     for round in 0..25 {
@@ -535,7 +539,7 @@ async fn modern_get_issue(gw: &GatewayProc, token: &str, id: u64) -> (u16, Value
 #[tokio::test]
 async fn pooled_children_serve_one_identity_each_within_max_processes_and_idle_ones_stop() {
     let gw = sample_gateway(
-        "max_processes = 2\nidle_timeout_secs = 2",
+        "max_processes = 2\nmax_processes_per_identity = 2\nidle_timeout_secs = 2\nhold_timeout_secs = 2",
         &owned_identities(),
     )
     .await;
@@ -634,5 +638,28 @@ async fn a_stdio_server_that_never_answers_initialize_is_killed_and_reported() {
         children_of(gateway_pid(&gw)).is_empty().then_some(())
     })
     .await;
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn one_identity_takes_at_most_its_share_of_the_processes() {
+    // max_processes_per_identity is half of max_processes unless set.
+    let gw = sample_gateway("max_processes = 4", &owned_identities()).await;
+    let url = gw.url("jira");
+    open_session(&url, AGENT_TOKEN).await;
+    open_session(&url, AGENT_TOKEN).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "toolgate-test", "version": "1"}}});
+    let resp = post(&url, AGENT_TOKEN, None, &init).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let refused: Value = resp.json().await.unwrap();
+    assert_eq!(
+        refused["error"]["message"],
+        "toolgate: this identity already runs max_processes_per_identity (2) stdio servers of upstream \"jira\", all in use; end a session or try again later"
+    );
+    // Another identity still gets its own.
+    open_session(&url, crate::holds::OTHER_AGENT).await;
+    assert_eq!(children_of(gateway_pid(&gw)).len(), 3);
     stop(gw).await;
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::super::Gateway;
 use super::super::escape::Escaped;
-use super::super::stdio::{PRINCIPAL_HEADER, StdioUpstream};
+use super::super::stdio::{BRIDGE_KEY_HEADER, PRINCIPAL_HEADER, StdioUpstream};
 use crate::config::{Transport, UpstreamConfig};
 
 /// A configured upstream, with what forwarding needs prepared once.
@@ -25,8 +25,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// How the last request to this upstream went: ok, unreachable, or unknown.
+    /// How the last request to this upstream went: ok, unreachable, or unknown; for a
+    /// stdio upstream, how its servers are doing (ok, failing, unknown).
     pub fn health(&self) -> &'static str {
+        if let Some(stdio) = &self.stdio {
+            return stdio.health();
+        }
         match self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
             1 => "ok",
             2 => "unreachable",
@@ -82,7 +86,8 @@ pub(super) fn is_local_request_header(name: &HeaderName) -> bool {
             | "origin"          // checked here; upstream sees the gateway as its client
             | "accept-encoding" // keep answers readable for the catalog
             | "x-toolgate-context"
-            | PRINCIPAL_HEADER // set by the gateway alone
+            | PRINCIPAL_HEADER  // set by the gateway alone
+            | BRIDGE_KEY_HEADER
     ) || is_hop_by_hop(name)
 }
 
@@ -131,8 +136,9 @@ pub(super) async fn forward(
     for (name, value) in &upstream.headers {
         out.insert(name.clone(), value.clone());
     }
+    // Hex, so that any principal (`oauth:zoë@…`) is a header value.
     if upstream.stdio.is_some()
-        && let Ok(principal) = HeaderValue::from_str(principal)
+        && let Ok(principal) = HeaderValue::from_str(&hex::encode(principal))
     {
         out.insert(PRINCIPAL_HEADER, principal);
     }

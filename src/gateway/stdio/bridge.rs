@@ -20,10 +20,10 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::Incoming;
 use super::conn::Conn;
 use super::era::{Declared, discover_answer, modern_answer};
-use super::{PRINCIPAL_HEADER, Refused, StdioUpstream, ended_text};
+use super::{BRIDGE_KEY_HEADER, PRINCIPAL_HEADER, Refused, StdioUpstream, ended_text, request_key};
+use super::{Incoming, StdioError};
 use crate::gateway::mcp::{self, Era};
 
 /// How long a child has to answer a request whose client went away (after it was told
@@ -36,15 +36,20 @@ pub fn router(upstream: Arc<StdioUpstream>) -> Router {
         .with_state(upstream)
 }
 
-fn principal(headers: &HeaderMap) -> Result<String, Refused> {
-    headers
+/// Whose request it is, from a request that the relay made (it alone knows the key).
+fn principal(up: &StdioUpstream, headers: &HeaderMap) -> Result<String, Refused> {
+    use subtle::ConstantTimeEq as _;
+    let through_the_gateway = headers
+        .get(BRIDGE_KEY_HEADER)
+        .is_some_and(|key| bool::from(key.as_bytes().ct_eq(up.bridge_key.as_bytes())));
+    let principal = headers
         .get(PRINCIPAL_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| Refused {
-            status: StatusCode::BAD_REQUEST,
-            text: "toolgate: a stdio upstream is reached through the gateway only".into(),
-        })
+        .filter(|_| through_the_gateway);
+    principal.map(str::to_owned).ok_or_else(|| Refused {
+        status: StatusCode::FORBIDDEN,
+        text: "toolgate: a stdio upstream is reached through the gateway only".into(),
+    })
 }
 
 fn session_of(headers: &HeaderMap) -> Option<&str> {
@@ -79,7 +84,7 @@ async fn on_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let principal = match principal(&headers) {
+    let principal = match principal(&up, &headers) {
         Ok(p) => p,
         Err(refused) => return refusal(&Value::Null, refused),
     };
@@ -122,6 +127,17 @@ async fn on_post(
             None => StatusCode::ACCEPTED.into_response(),
         };
     };
+    if request_key(&id).is_none() {
+        return refusal(
+            &id,
+            Refused {
+                status: StatusCode::BAD_REQUEST,
+                text: format!(
+                    "toolgate: request id {id} is not a string or an integer, which is all a stdio upstream takes"
+                ),
+            },
+        );
+    }
     if method == "initialize" && session.is_none() && !modern {
         return match up.open_session(&principal, body).await {
             Ok((created, answer)) => {
@@ -153,7 +169,7 @@ async fn on_post(
         .and_then(|v| v.to_str().ok());
     let declared = Declared::of(&message, header_version);
     let pool = declared.pool_key(&principal);
-    let conn = match up.pooled_conn(&pool, &declared).await {
+    let conn = match up.pooled_conn(&principal, &pool, &declared).await {
         Ok(conn) => conn,
         Err(refused) => return refusal(&id, refused),
     };
@@ -201,7 +217,7 @@ async fn exchange(
 ) -> Response {
     let modern = matches!(answers, Answers::Modern { .. });
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let key = id.to_string();
+    let key = request_key(&id).unwrap_or_else(|| id.to_string());
     let method = message["method"].as_str().unwrap_or_default().to_owned();
     let progress = message
         .pointer("/params/_meta/progressToken")
@@ -220,6 +236,7 @@ async fn exchange(
             };
             let answered = request.run(&body, related, out).await;
             conn.close_route(&key);
+            conn.touch();
             if let Some((up, pool)) = pooled {
                 if answered {
                     up.release(&pool, conn);
@@ -293,7 +310,9 @@ impl Request<'_> {
             // request before its child takes another.
             let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": self.id, "reason": "the client went away"}});
-            let _ = self.conn.child.send(cancelled.to_string().as_bytes()).await;
+            let cancelled = cancelled.to_string();
+            let told = self.conn.child.send(cancelled.as_bytes());
+            let _ = tokio::time::timeout(DRAIN, told).await;
             return tokio::time::timeout(DRAIN, &mut answer).await.is_ok();
         };
         // What the child wrote before its answer goes first.
@@ -309,6 +328,11 @@ impl Request<'_> {
                 )
             }
             Ok(answer) => answer.raw.to_vec(),
+            Err(e @ (StdioError::DuplicateId(_) | StdioError::UnusableId(_))) => {
+                mcp::error_body(self.id, -32600, &format!("toolgate: {e}"))
+                    .to_string()
+                    .into_bytes()
+            }
             Err(e) => mcp::error_body(
                 self.id,
                 -32603,
@@ -347,7 +371,7 @@ fn sse_response(body: Body) -> Response {
 
 /// The session's own stream: what the child says outside any request.
 async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
-    let principal = match principal(&headers) {
+    let principal = match principal(&up, &headers) {
         Ok(p) => p,
         Err(refused) => return refusal(&Value::Null, refused),
     };
@@ -367,7 +391,7 @@ async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Res
 }
 
 async fn on_delete(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
-    let principal = match principal(&headers) {
+    let principal = match principal(&up, &headers) {
         Ok(p) => p,
         Err(refused) => return refusal(&Value::Null, refused),
     };

@@ -80,6 +80,18 @@ pub struct Ended {
     pub how: String,
     /// Its last stderr lines.
     pub stderr: Vec<String>,
+    /// When it was found ended (before its report was put together).
+    pub at: Instant,
+}
+
+impl Ended {
+    fn now(how: impl Into<String>) -> Self {
+        Self {
+            how: how.into(),
+            stderr: Vec::new(),
+            at: Instant::now(),
+        }
+    }
 }
 
 impl std::fmt::Display for Ended {
@@ -103,8 +115,32 @@ pub enum StdioError {
     Ended(Ended),
     #[error("a message for a stdio server must be one JSON-RPC object: {0}")]
     NotJsonRpc(String),
-    #[error("request id {0} is already waiting for its answer")]
+    #[error("request id {0} is still running on the server; use another id")]
     DuplicateId(String),
+    #[error("request id {0} is not a string or an integer, which is all a stdio upstream takes")]
+    UnusableId(String),
+}
+
+/// How a request's id is known among the child's answers: a string, or an integer in
+/// one spelling. Other ids (fractions, `8.0`, `1e1`, null) are refused, since a server
+/// may answer them as another number or not at all.
+pub fn request_key(id: &Value) -> Option<String> {
+    match id {
+        Value::String(_) => Some(id.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The request an answer's id names; an integer written as `8.0` is 8.
+fn answer_key(id: &Value) -> String {
+    match id {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+            _ => id.to_string(),
+        },
+        _ => request_key(id).unwrap_or_else(|| id.to_string()),
+    }
 }
 
 /// A message the child wrote: its line as it was, and what it says.
@@ -122,6 +158,7 @@ pub struct StdioChild {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     waiting: Waiters,
     ended: watch::Receiver<Option<Ended>>,
+    reaped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StdioChild {
@@ -163,6 +200,7 @@ impl StdioChild {
         let waiting: Waiters = Arc::default();
         let (ended_tx, ended) = watch::channel(None);
         let last_stderr: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let reaped: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         tokio::spawn(log_stderr(spec.name.clone(), stderr, last_stderr.clone()));
         tokio::spawn(read_stdout(
             child,
@@ -172,12 +210,14 @@ impl StdioChild {
             sink,
             ended_tx,
             last_stderr,
+            reaped.clone(),
         ));
         Ok(Self {
             pid,
             stdin: tokio::sync::Mutex::new(stdin),
             waiting,
             ended,
+            reaped,
         })
     }
 
@@ -199,10 +239,7 @@ impl StdioChild {
                     return how;
                 }
                 if ended.changed().await.is_err() {
-                    return Ended {
-                        how: "ended".into(),
-                        stderr: Vec::new(),
-                    };
+                    return Ended::now("ended");
                 }
             }
         }
@@ -216,18 +253,19 @@ impl StdioChild {
             .get("id")
             .filter(|_| message.get("method").is_some())
             .ok_or_else(|| StdioError::NotJsonRpc("a request has a method and an id".into()))?;
-        self.request_as(&id.to_string(), bytes).await
+        let key = request_key(id).ok_or_else(|| StdioError::UnusableId(id.to_string()))?;
+        self.request_as(&key, bytes).await
     }
 
-    /// `request`, for a caller that has read the message's id already (`key`, the id as
-    /// JSON). An id still waiting for its answer is refused: the answer could not be told
-    /// apart.
+    /// `request`, for a caller that has read the message's id already (`key`, from
+    /// `request_key`). An id whose answer has not come yet, even for a request whose
+    /// client went away, is refused: the answers could not be told apart.
     pub async fn request_as(&self, key: &str, bytes: &[u8]) -> Result<Incoming, StdioError> {
         let key = key.to_owned();
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = self.waiting.lock().expect("stdio waiters");
-            if waiting.get(&key).is_some_and(|w| !w.is_closed()) {
+            if waiting.contains_key(&key) {
                 return Err(StdioError::DuplicateId(key));
             }
             waiting.insert(key.clone(), tx);
@@ -239,10 +277,9 @@ impl StdioChild {
         match rx.await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(ended)) => Err(StdioError::Ended(ended)),
-            Err(_) => Err(StdioError::Ended(self.ended().unwrap_or(Ended {
-                how: "ended".into(),
-                stderr: Vec::new(),
-            }))),
+            Err(_) => Err(StdioError::Ended(
+                self.ended().unwrap_or_else(|| Ended::now("ended")),
+            )),
         }
     }
 
@@ -265,24 +302,19 @@ impl StdioChild {
             None => Err(std::io::Error::other("its stdin is closed")),
         };
         written.map_err(|e| {
-            StdioError::Ended(self.ended().unwrap_or(Ended {
-                how: format!("its stdin could not be written: {e}"),
-                stderr: Vec::new(),
-            }))
+            StdioError::Ended(
+                self.ended()
+                    .unwrap_or_else(|| Ended::now(format!("its stdin could not be written: {e}"))),
+            )
         })
-    }
-
-    /// Whether an answer to the request with this id (as JSON) is still awaited.
-    pub fn is_waiting(&self, key: &str) -> bool {
-        self.waiting
-            .lock()
-            .expect("stdio waiters")
-            .get(key)
-            .is_some_and(|w| !w.is_closed())
     }
 
     /// Stops it: SIGKILL to its whole process group (what it started too).
     pub fn kill(&self) {
+        // Once waited for, its pid may be another process's.
+        if self.reaped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         #[cfg(unix)]
         if self.pid != 0 {
             // SAFETY: kill(2) takes no pointers; a negative pid names the process group
@@ -311,6 +343,7 @@ async fn read_stdout(
     mut sink: impl FnMut(Incoming),
     ended: watch::Sender<Option<Ended>>,
     last_stderr: Arc<Mutex<VecDeque<String>>>,
+    reaped: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut lines = BufReader::new(stdout);
     let mut line = Vec::new();
@@ -346,11 +379,7 @@ async fn read_stdout(
             value,
         };
         if is_answer {
-            let key = message
-                .value
-                .get("id")
-                .map(Value::to_string)
-                .unwrap_or_default();
+            let key = message.value.get("id").map(answer_key).unwrap_or_default();
             let waiter = waiting.lock().expect("stdio waiters").remove(&key);
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Ok(message));
@@ -359,10 +388,12 @@ async fn read_stdout(
             sink(message);
         }
     };
-    if broken.is_some() {
-        kill_group(pid);
-    }
+    // Its stdout is done, so it is done: what is left of its group goes too, while its
+    // pid is still held by it (a zombie until waited for), so no other process has it.
+    kill_group(pid);
     let status = child.wait().await;
+    let at = Instant::now();
+    reaped.store(true, std::sync::atomic::Ordering::SeqCst);
     let how = match (broken, status) {
         (Some(why), _) => why,
         (None, Ok(status)) => describe(status),
@@ -372,6 +403,7 @@ async fn read_stdout(
     tokio::time::sleep(Duration::from_millis(50)).await;
     let report = Ended {
         how,
+        at,
         stderr: last_stderr
             .lock()
             .expect("stderr")
@@ -410,17 +442,25 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The child's stderr, line by line, into the gateway's log (at most `STDERR_PER_SEC` a
-/// second; the rest are counted), keeping the last lines.
+/// The longest stderr line kept and logged; the rest of a longer one is skipped.
+const MAX_STDERR_LINE: usize = 2000;
+
+/// The child's stderr, line by line into the gateway's log (at most `STDERR_PER_SEC` a
+/// second; the rest are counted), keeping the last lines. Any bytes are taken (invalid
+/// UTF-8 is shown replaced) and a line is cut at `MAX_STDERR_LINE`, so the child can
+/// always write and the gateway never holds more than a line.
 async fn log_stderr(
     name: String,
     stderr: tokio::process::ChildStderr,
     kept: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let mut lines = BufReader::new(stderr).lines();
+    let mut reader = BufReader::new(stderr);
     let (mut second, mut logged, mut dropped) = (Instant::now(), 0u32, 0u64);
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line: String = line.chars().take(2000).collect();
+    loop {
+        let Some(line) = read_capped_line(&mut reader, MAX_STDERR_LINE).await else {
+            return;
+        };
+        let line = String::from_utf8_lossy(&line).into_owned();
         {
             let mut kept = kept.lock().expect("stderr");
             if kept.len() == STDERR_KEPT {
@@ -439,6 +479,36 @@ async fn log_stderr(
             tracing::info!(upstream = %name, "stdio server: {}", crate::gateway::escape::Escaped(&line));
         } else {
             dropped += 1;
+        }
+    }
+}
+
+/// The next line (without its `\n`), its first `max` bytes only; `None` at the end or
+/// on a read error.
+async fn read_capped_line(
+    reader: &mut BufReader<tokio::process::ChildStderr>,
+    max: usize,
+) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let available = match reader.fill_buf().await {
+            Ok([]) => return (!line.is_empty()).then_some(line),
+            Ok(bytes) => bytes,
+            Err(_) => return None,
+        };
+        let (chunk, ends) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = ends.unwrap_or(available.len());
+        reader.consume(used);
+        if ends.is_some() {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Some(line);
         }
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::child::{ChildSpec, Incoming, StdioChild, StdioError};
+use super::slots::Slot;
 
 /// How many of the server's own messages may wait for a slow client on one request.
 const ROUTE_BACKLOG: usize = 256;
@@ -45,10 +46,13 @@ pub struct Conn {
     routes: Arc<Mutex<Routes>>,
     /// The child's `initialize` result.
     pub init: Mutex<Value>,
-    /// Stopped on purpose (DELETE, idle, stop): its end is not a failure.
-    pub retiring: Arc<AtomicBool>,
-    /// Still counted against `max_processes`; whoever clears it first uncounts it.
-    pub counted: Arc<AtomicBool>,
+    /// When it was stopped on purpose (DELETE, idle, stop, or let go of): an end after
+    /// that is not a failure.
+    pub retired_at: Arc<Mutex<Option<Instant>>>,
+    /// Its place among `max_processes`, given back when it ends or is stopped.
+    pub slot: Arc<Mutex<Option<Slot>>>,
+    /// Whose it is (as the relay names the principal).
+    pub principal: String,
     pub last_used: Mutex<Instant>,
     /// A pooled child that speaks 2026-07-28 itself: requests and answers pass as they
     /// are, with no `initialize` and nothing completed.
@@ -56,8 +60,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Starts a child whose own messages are routed as the module says.
-    pub fn spawn(spec: &ChildSpec) -> Result<Arc<Self>, StdioError> {
+    /// Starts a child in the place `slot` holds, its own messages routed as the module
+    /// says.
+    pub fn spawn(spec: &ChildSpec, slot: Slot) -> Result<Arc<Self>, StdioError> {
         let routes: Arc<Mutex<Routes>> = Arc::default();
         let (refusals, mut refused) = mpsc::unbounded_channel::<Bytes>();
         let sink = {
@@ -69,8 +74,9 @@ impl Conn {
             child,
             routes,
             init: Mutex::new(Value::Null),
-            retiring: Arc::default(),
-            counted: Arc::new(AtomicBool::new(true)),
+            retired_at: Arc::default(),
+            principal: slot.principal().to_owned(),
+            slot: Arc::new(Mutex::new(Some(slot))),
             last_used: Mutex::new(Instant::now()),
             speaks_modern: AtomicBool::new(false),
         });
@@ -137,11 +143,15 @@ impl Conn {
         self.last_used.lock().expect("last used").elapsed()
     }
 
-    /// Stops it on purpose.
+    /// Stops it on purpose, and gives its place back.
     pub fn retire(&self) {
-        self.retiring.store(true, Ordering::SeqCst);
+        self.retired_at
+            .lock()
+            .expect("retired")
+            .get_or_insert_with(Instant::now);
         self.stop_listening();
         self.child.kill();
+        self.slot.lock().expect("slot").take();
     }
 
     pub fn speaks_modern(&self) -> bool {
@@ -150,6 +160,16 @@ impl Conn {
 
     pub fn is_alive(&self) -> bool {
         self.child.ended().is_none()
+    }
+}
+
+impl Drop for Conn {
+    /// Let go of, it is stopped on purpose (its child is killed as it drops).
+    fn drop(&mut self) {
+        self.retired_at
+            .lock()
+            .expect("retired")
+            .get_or_insert_with(Instant::now);
     }
 }
 

@@ -64,22 +64,14 @@ impl Declared {
         format!("{principal:?} {:?} {}", self.version, self.capabilities)
     }
 
-    /// The `server/discover` that asks a new pooled child whether it speaks the
-    /// client's version itself.
+    /// The `server/discover` that asks a new pooled child whether it speaks 2026-07-28
+    /// itself: in the gateway's version, with the client's capabilities and identity.
     pub fn discover(&self) -> Value {
         json!({"jsonrpc": "2.0", "id": "toolgate-discover", "method": "server/discover", "params": {"_meta": {
-            META_VERSION: self.version,
+            META_VERSION: FIRST_MODERN_VERSION,
             META_CAPABILITIES: self.capabilities,
             META_CLIENT_INFO: self.client_info,
         }}})
-    }
-
-    /// Whether a child's answer to `discover` says it speaks the client's version.
-    pub fn is_spoken_by(&self, answer: &Value) -> bool {
-        answer
-            .pointer("/result/supportedVersions")
-            .and_then(Value::as_array)
-            .is_some_and(|versions| versions.iter().any(|v| v == self.version.as_str()))
     }
 
     /// The `initialize` the gateway sends a pooled child.
@@ -90,6 +82,14 @@ impl Declared {
             "clientInfo": self.client_info,
         }})
     }
+}
+
+/// Whether a child's answer to `Declared::discover` says it speaks 2026-07-28.
+pub fn speaks_modern(answer: &Value) -> bool {
+    answer
+        .pointer("/result/supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|versions| versions.iter().any(|v| v == FIRST_MODERN_VERSION))
 }
 
 /// A child's answer to a 2026-07-28 client's request, completed as that era requires.

@@ -19,10 +19,11 @@ mod bridge;
 mod child;
 mod conn;
 mod era;
+mod slots;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,16 +33,21 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use child::{ChildSpec, Ended, Incoming, StdioChild, StdioError, expand_env};
+pub use child::{ChildSpec, Ended, Incoming, StdioChild, StdioError, expand_env, request_key};
 use conn::Conn;
 use era::Declared;
+use slots::{Full, Slots};
 
 use crate::api::{StdioExit, StdioStatus};
 use crate::config::{Transport, UpstreamConfig};
 
-/// Whose request it is, set by the relay on every request to a stdio upstream (and
-/// removed from what clients send): a pooled child serves one identity only.
+/// Whose request it is (the principal, hex-encoded), set by the relay on every request
+/// to a stdio upstream and removed from what clients send: a pooled child serves one
+/// identity only.
 pub const PRINCIPAL_HEADER: &str = "x-toolgate-principal";
+/// A secret made at start that the relay's client sends and the bridge checks: other
+/// processes of this user (the children among them) cannot use the socket.
+pub const BRIDGE_KEY_HEADER: &str = "x-toolgate-bridge";
 
 /// The gateway's variables a stdio server gets without asking: the set the official MCP
 /// SDKs pass the servers they start (so `npx` finds `node`), and no other (so the
@@ -57,11 +63,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct StdioUpstream {
     name: String,
     spec: ChildSpec,
-    max_processes: usize,
     idle_timeout: Duration,
     initialize_timeout: Duration,
-    /// Children counted against `max_processes`: running, or being started.
-    alive: Arc<AtomicUsize>,
+    /// Places among `max_processes`, in all and per identity.
+    slots: Arc<Slots>,
+    /// What the relay's client proves itself with.
+    bridge_key: String,
     state: Mutex<State>,
     stats: Arc<Mutex<Stats>>,
     /// Whether this server speaks 2026-07-28 itself, once a pooled child was asked.
@@ -146,10 +153,14 @@ impl StdioUpstream {
         let upstream = Arc::new(Self {
             name: config.name.clone(),
             spec,
-            max_processes: config.max_processes(),
             idle_timeout: config.idle_timeout(),
             initialize_timeout: config.initialize_timeout(),
-            alive: Arc::default(),
+            slots: Slots::new(config.max_processes(), config.max_processes_per_identity()),
+            bridge_key: {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).context("the system's random source")?;
+                hex::encode(key)
+            },
             state: Mutex::default(),
             stats: Arc::default(),
             speaks_modern: Mutex::default(),
@@ -173,8 +184,11 @@ impl StdioUpstream {
 
     /// The HTTP client that reaches this upstream's bridge.
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(BRIDGE_KEY_HEADER, self.bridge_key.parse()?);
         crate::http::client_builder()
             .unix_socket(self.socket.clone())
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .build()
             .context("cannot build the client of a stdio upstream")
@@ -198,8 +212,8 @@ impl StdioUpstream {
     pub fn status(&self) -> StdioStatus {
         let stats = self.stats.lock().expect("stdio stats");
         StdioStatus {
-            processes: self.alive.load(Ordering::SeqCst),
-            max_processes: self.max_processes,
+            processes: self.slots.taken(),
+            max_processes: self.slots.max(),
             sessions: self.state.lock().expect("stdio state").sessions.len(),
             started: stats.started,
             restarts: stats.restarts,
@@ -207,24 +221,20 @@ impl StdioUpstream {
         }
     }
 
-    /// Starts a child, counted against `max_processes` (making room by stopping an idle
-    /// pooled one if need be), after the back-off a recent death asks for.
-    async fn spawn_conn(self: &Arc<Self>) -> Result<Arc<Conn>, Refused> {
-        if !self.reserve() {
-            let evicted = {
-                let mut state = self.state.lock().expect("stdio state");
-                state.idle.values_mut().find_map(Vec::pop)
-            };
-            match evicted {
-                Some(conn) => {
-                    self.retire(&conn);
-                    if !self.reserve() {
-                        return Err(self.at_capacity());
-                    }
-                }
-                None => return Err(self.at_capacity()),
-            }
+    /// How it is going: `ok` once a child initialised and none died since, `failing`
+    /// while children die (or do not start), `unknown` before the first.
+    pub fn health(&self) -> &'static str {
+        let stats = self.stats.lock().expect("stdio stats");
+        match (stats.started, stats.deaths_in_a_row) {
+            (_, n) if n > 0 => "failing",
+            (0, _) => "unknown",
+            _ => "ok",
         }
+    }
+
+    /// Starts a child for `principal`, after the back-off a recent death asks for, in a
+    /// place among `max_processes` (made by stopping an idle pooled child if need be).
+    async fn spawn_conn(self: &Arc<Self>, principal: &str) -> Result<Arc<Conn>, Refused> {
         let wait = {
             let stats = self.stats.lock().expect("stdio stats");
             match (stats.deaths_in_a_row, stats.last_death) {
@@ -241,10 +251,30 @@ impl StdioUpstream {
             tracing::info!(upstream = %self.name, ?wait, "stdio server: waiting before starting it again");
             tokio::time::sleep(wait).await;
         }
-        let conn = match Conn::spawn(&self.spec) {
+        let slot = match self.slots.take(principal) {
+            Ok(slot) => slot,
+            Err(full) => {
+                // An idle pooled child makes room: this identity's own when it is the
+                // identity that is full, anyone's when the upstream is.
+                let evicted = {
+                    let mut state = self.state.lock().expect("stdio state");
+                    state.idle.values_mut().find_map(|pool| {
+                        let at = pool
+                            .iter()
+                            .position(|c| full == Full::Upstream || c.principal == principal)?;
+                        Some(pool.swap_remove(at))
+                    })
+                };
+                let Some(evicted) = evicted else {
+                    return Err(self.full(full));
+                };
+                self.retire(&evicted);
+                self.slots.take(principal).map_err(|full| self.full(full))?
+            }
+        };
+        let conn = match Conn::spawn(&self.spec, slot) {
             Ok(conn) => conn,
             Err(e) => {
-                self.alive.fetch_sub(1, Ordering::SeqCst);
                 tracing::error!(upstream = %self.name, error = %e, "stdio server did not start");
                 self.note_death(format!("did not start: {e}"), Vec::new());
                 return Err(Refused {
@@ -273,45 +303,51 @@ impl StdioUpstream {
         Ok(conn)
     }
 
-    fn reserve(&self) -> bool {
-        self.alive
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.max_processes).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn at_capacity(&self) -> Refused {
+    fn full(&self, full: Full) -> Refused {
+        let text = match full {
+            Full::Upstream => format!(
+                "toolgate: upstream {:?} already runs max_processes ({}) stdio servers, all in use; end a session or try again later",
+                self.name,
+                self.slots.max()
+            ),
+            Full::Identity => format!(
+                "toolgate: this identity already runs max_processes_per_identity ({}) stdio servers of upstream {:?}, all in use; end a session or try again later",
+                self.slots.per_identity(),
+                self.name
+            ),
+        };
         Refused {
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            text: format!(
-                "toolgate: upstream {:?} already runs max_processes ({}) stdio servers, all in use; end a session or try again later",
-                self.name, self.max_processes
-            ),
+            text,
         }
     }
 
-    /// When the child ends: uncounted, and reported unless it was stopped on purpose.
+    /// When the child ends: its place given back, and reported unless it was stopped on
+    /// purpose before it ended.
     fn watch(self: &Arc<Self>, conn: &Arc<Conn>) {
         let ended = conn.child.wait_ended();
-        let (weak_up, weak_conn) = (Arc::downgrade(self), Arc::downgrade(conn));
-        let (retiring, counted) = (conn.retiring.clone(), conn.counted.clone());
+        let weak_up = Arc::downgrade(self);
+        let weak_conn = Arc::downgrade(conn);
+        let (retired_at, slot) = (conn.retired_at.clone(), conn.slot.clone());
         let pid = conn.child.pid();
         tokio::spawn(async move {
             let ended = ended.await;
-            let Some(up) = weak_up.upgrade() else { return };
-            if counted.swap(false, Ordering::SeqCst) {
-                up.alive.fetch_sub(1, Ordering::SeqCst);
-            }
+            slot.lock().expect("slot").take();
             if let Some(conn) = weak_conn.upgrade() {
                 conn.stop_listening();
             }
-            if retiring.load(Ordering::SeqCst) {
+            let Some(up) = weak_up.upgrade() else { return };
+            let on_purpose = retired_at
+                .lock()
+                .expect("retired")
+                .is_some_and(|at| at <= ended.at);
+            if on_purpose {
                 tracing::debug!(upstream = %up.name, pid, how = %ended.how, "stdio server stopped");
                 return;
             }
+            let stderr = ended.stderr.join("\n");
             tracing::warn!(upstream = %up.name, pid, how = %ended.how,
-                stderr = %ended.stderr.join("\n"), "stdio server ended");
+                stderr = %crate::gateway::escape::Escaped(&stderr), "stdio server ended");
             up.note_death(ended.how, ended.stderr);
         });
     }
@@ -328,16 +364,9 @@ impl StdioUpstream {
         });
     }
 
-    fn uncount(&self, conn: &Conn) {
-        if conn.counted.swap(false, Ordering::SeqCst) {
-            self.alive.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
     /// Stops a child on purpose.
     fn retire(&self, conn: &Conn) {
         conn.retire();
-        self.uncount(conn);
     }
 
     /// Sends `initialize` (the client's, or the gateway's for a pooled child) and waits
@@ -402,7 +431,7 @@ impl StdioUpstream {
         principal: &str,
         initialize: Bytes,
     ) -> Result<(Option<String>, Incoming), Refused> {
-        let conn = self.spawn_conn().await?;
+        let conn = self.spawn_conn(principal).await?;
         let answer = self.initialize(&conn, &initialize, false).await?;
         if answer.value.get("result").is_none() {
             return Ok((None, answer));
@@ -436,7 +465,7 @@ impl StdioUpstream {
         if conn.is_alive() {
             return Ok(conn);
         }
-        let fresh = self.spawn_conn().await?;
+        let fresh = self.spawn_conn(principal).await?;
         let answer = self.initialize(&fresh, &initialize, true).await?;
         if answer.value.get("result").is_none() {
             return Err(Refused {
@@ -485,6 +514,7 @@ impl StdioUpstream {
     /// one that does serves as it is, any other is initialised in the handshake era.
     async fn pooled_conn(
         self: &Arc<Self>,
+        principal: &str,
         pool: &str,
         declared: &Declared,
     ) -> Result<Arc<Conn>, Refused> {
@@ -498,33 +528,37 @@ impl StdioUpstream {
                     conn.touch();
                     return Ok(conn);
                 }
-                Some(dead) => self.uncount(&dead),
+                Some(dead) => self.retire(&dead),
                 None => break,
             }
         }
-        let mut conn = self.spawn_conn().await?;
+        let mut conn = self.spawn_conn(principal).await?;
         let known = *self.speaks_modern.lock().expect("stdio era");
         if known != Some(false) {
+            // Asked in the gateway's own 2026-07-28 words, never a client's: what a child
+            // answers decides for every identity.
             let probe = serde_json::to_vec(&declared.discover()).expect("a JSON value serializes");
             let asked =
                 tokio::time::timeout(self.initialize_timeout, conn.child.request(&probe)).await;
             match asked {
-                Ok(Ok(answer)) if declared.is_spoken_by(&answer.value) => {
+                Ok(Ok(answer)) if era::speaks_modern(&answer.value) => {
                     *self.speaks_modern.lock().expect("stdio era") = Some(true);
                     *conn.init.lock().expect("init") = answer.value["result"].clone();
                     conn.speaks_modern.store(true, Ordering::SeqCst);
                     self.stats.lock().expect("stdio stats").deaths_in_a_row = 0;
                     return Ok(conn);
                 }
-                Ok(Ok(_)) => {}
-                // It could not take the question: a new child, asked nothing.
+                Ok(Ok(_)) => {
+                    tracing::info!(upstream = %self.name, "stdio server speaks the handshake era: 2026-07-28 clients are served through initialize");
+                    *self.speaks_modern.lock().expect("stdio era") = Some(false);
+                }
+                // It could not take the question (it died, or said nothing in time): this
+                // time a new child, initialised; the question is asked again next time.
                 _ => {
                     self.retire(&conn);
-                    conn = self.spawn_conn().await?;
+                    conn = self.spawn_conn(principal).await?;
                 }
             }
-            tracing::info!(upstream = %self.name, "stdio server speaks the handshake era: 2026-07-28 clients are served through initialize");
-            *self.speaks_modern.lock().expect("stdio era") = Some(false);
         }
         let request = serde_json::to_vec(&declared.initialize()).expect("a JSON value serializes");
         let answer = self.initialize(&conn, &request, true).await?;
