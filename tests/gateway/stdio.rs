@@ -195,3 +195,47 @@ async fn a_child_gets_only_the_configured_environment_and_a_kill_stops_it() {
     );
     assert!(matches!(missing, Err(StdioError::Spawn { .. })));
 }
+
+#[tokio::test]
+async fn stderr_of_any_bytes_and_any_length_is_read_and_kept_in_cut_lines() {
+    let script = format!(
+        "printf 'bad \\377 byte\\n' >&2; head -c 100000 /dev/zero | tr '\\0' x >&2; echo >&2; exec {} {}",
+        venv_python().display(),
+        peer_script("py_stdio_server.py").display()
+    );
+    let (child, _incoming) = spawn(&ChildSpec {
+        name: "noisy".into(),
+        command: vec!["/bin/sh".into(), "-c".into(), script],
+        env: Vec::new(),
+        cwd: None,
+    });
+    // The server still starts and answers: its stderr never blocked it.
+    initialized(&child).await;
+    let read = child
+        .request(&call(
+            2,
+            "read_file",
+            json!({"name": "notes.txt"}),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(read.value["result"]["content"][0]["text"], "hello");
+    child.kill();
+    let ended = eventually("the child to end", || {
+        let ended = child.ended();
+        async move { ended }
+    })
+    .await;
+    assert!(
+        ended.stderr.iter().any(|l| l == "bad \u{fffd} byte"),
+        "{:?}",
+        ended.stderr
+    );
+    let long = ended
+        .stderr
+        .iter()
+        .find(|l| l.starts_with("xxx"))
+        .expect("the long line, cut");
+    assert_eq!(long.len(), 2000);
+}

@@ -663,3 +663,157 @@ async fn one_identity_takes_at_most_its_share_of_the_processes() {
     assert_eq!(children_of(gateway_pid(&gw)).len(), 3);
     stop(gw).await;
 }
+
+#[tokio::test]
+async fn clients_that_hang_up_during_initialize_leave_no_place_taken() {
+    // The Python server takes a few hundred milliseconds to start: every client below
+    // is gone before its initialize is answered.
+    let gw = python_gateway("", "max_processes = 2\nmax_processes_per_identity = 2").await;
+    let url = gw.url("py");
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "toolgate-test", "version": "1"}}});
+    for _ in 0..8 {
+        let sent = post(&url, AGENT_TOKEN, None, &init)
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await;
+        assert!(sent.is_err(), "the client hung up first");
+    }
+    eventually("every place to be given back", || async {
+        let up = stdio_status(&gw, "py").await;
+        (up["stdio"]["processes"] == 0 && children_of(gateway_pid(&gw)).is_empty()).then_some(())
+    })
+    .await;
+    let up = stdio_status(&gw, "py").await;
+    assert_eq!(
+        up["stdio"]["last_exit"],
+        Value::Null,
+        "a hang-up is no death"
+    );
+    assert_eq!(up["stdio"]["restarts"], 0);
+    // Both places are free: two sessions open.
+    open_session(&url, AGENT_TOKEN).await;
+    open_session(&url, AGENT_TOKEN).await;
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn a_client_declaring_another_version_cannot_switch_the_upstreams_era() {
+    let gw = python_gateway("", "").await;
+    let url = gw.url("py");
+    let odd = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let _ = http()
+        .post(&url)
+        .bearer_auth(AGENT_TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2099-01-01")
+        .header("mcp-method", "tools/list")
+        .body(odd.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
+    // Another identity's 2026-07-28 client is served by the server's own 2026-07-28.
+    let seen = run_py_client(
+        &url,
+        crate::holds::OTHER_AGENT,
+        "read_file",
+        &json!({"name": "notes.txt"}),
+        "auto",
+    )
+    .await;
+    assert_eq!(seen["protocol_version"], "2026-07-28");
+    assert!(
+        !gw.log().contains("speaks the handshake era"),
+        "{}",
+        gw.log()
+    );
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn ids_a_server_could_answer_otherwise_and_ids_still_running_are_refused() {
+    let gw = python_gateway("", "").await;
+    let url = gw.url("py");
+    let session = open_session(&url, AGENT_TOKEN).await;
+    list(&url, &session).await;
+    eventually("the catalog to learn py's tools", || async {
+        let rows = query_rows(
+            &gw.db_path(),
+            "SELECT name FROM tools WHERE upstream = 'py'",
+        )
+        .await;
+        (rows.len() >= 5).then_some(())
+    })
+    .await;
+    // 8.0 is 8 to one server and not an id to another: refused at once, not left hanging.
+    let body = r#"{"jsonrpc":"2.0","id":8.0,"method":"ping"}"#;
+    let resp = http()
+        .post(&url)
+        .bearer_auth(AGENT_TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .timeout(Duration::from_secs(5))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let answer = answer_in(&resp.text().await.unwrap());
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a string or an integer"),
+        "{answer}"
+    );
+
+    // A call whose client hung up is still running: its id is not given to another
+    // call, which would get its late answer.
+    let abandoned = post(
+        &url,
+        AGENT_TOKEN,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "slow", "arguments": {}}}),
+    )
+    .timeout(Duration::from_millis(500))
+    .send()
+    .await;
+    assert!(abandoned.is_err(), "the client hung up");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = call(
+        &url,
+        AGENT_TOKEN,
+        Some(&session),
+        5,
+        "read_file",
+        json!({"name": "notes.txt"}),
+    )
+    .await;
+    assert_eq!(again["error"]["code"], -32600, "{again}");
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request id 5 is still running on the server"),
+        "{again}"
+    );
+    let other = call(
+        &url,
+        AGENT_TOKEN,
+        Some(&session),
+        6,
+        "read_file",
+        json!({"name": "notes.txt"}),
+    )
+    .await;
+    assert_eq!(result_text(&other), "hello", "{other}");
+    stop(gw).await;
+}

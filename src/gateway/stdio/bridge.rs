@@ -128,14 +128,12 @@ async fn on_post(
         };
     };
     if request_key(&id).is_none() {
-        return refusal(
-            &id,
-            Refused {
-                status: StatusCode::BAD_REQUEST,
-                text: format!(
-                    "toolgate: request id {id} is not a string or an integer, which is all a stdio upstream takes"
-                ),
-            },
+        let text = format!(
+            "toolgate: request id {id} is not a string or an integer, which is all a stdio upstream takes"
+        );
+        return json_answer(
+            StatusCode::BAD_REQUEST,
+            mcp::error_body(&id, -32600, &text).to_string().into_bytes(),
         );
     }
     if method == "initialize" && session.is_none() && !modern {

@@ -716,4 +716,32 @@ mod tests {
         );
         up.shutdown();
     }
+
+    #[tokio::test]
+    async fn the_bridge_answers_the_gateways_client_only() {
+        let up = StdioUpstream::start(&config("name = \"files\"\ncommand = [\"server\"]")).unwrap();
+        // Another process of this user, on the socket, without the key.
+        let stranger = crate::http::client_builder()
+            .unix_socket(up.socket.clone())
+            .build()
+            .unwrap();
+        let resp = stranger
+            .get("http://localhost/")
+            .header(PRINCIPAL_HEADER, hex::encode("api_token:ci-bot"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        // The gateway's client gets past the check (and, without a session, a 405).
+        let resp = up
+            .client()
+            .unwrap()
+            .get("http://localhost/")
+            .header(PRINCIPAL_HEADER, hex::encode("api_token:ci-bot"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405);
+        up.shutdown();
+    }
 }
