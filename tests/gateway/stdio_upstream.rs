@@ -242,10 +242,47 @@ async fn server_filesystem_over_stdio_is_decided_held_and_denied_in_both_eras_an
     stop(gw).await;
 }
 
-/// SIGTERM, so the gateway stops its stdio servers as it would in production.
+/// SIGTERM, so the gateway stops its stdio servers as it would in production: none is
+/// left, nor the bridge's socket.
 async fn stop(mut gw: GatewayProc) {
+    let pid = gateway_pid(&gw);
+    let sockets = bridge_dirs(pid);
+    assert!(!sockets.is_empty(), "the bridge's socket is open");
     let (status, _) = gw.proc.terminate().await;
     assert!(status.success(), "{status}");
+    assert_eq!(
+        children_of(pid),
+        Vec::<u32>::new(),
+        "no stdio server outlives the gateway"
+    );
+    for dir in sockets {
+        assert!(!dir.exists(), "{} removed", dir.display());
+    }
+}
+
+/// The directories of the bridge sockets the process `pid` listens on.
+fn bridge_dirs(pid: u32) -> Vec<PathBuf> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let net = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let mut dirs: Vec<PathBuf> = net
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (inode, path) = (fields.get(6)?, fields.get(7)?);
+            (inodes.iter().any(|i| i == inode) && path.contains("toolgate-stdio-"))
+                .then(|| Path::new(path).parent().unwrap().to_owned())
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// A gateway fronting the tests' Python stdio server (`mode` as its argument) as `py`,

@@ -74,7 +74,8 @@ pub struct StdioUpstream {
     /// Whether this server speaks 2026-07-28 itself, once a pooled child was asked.
     speaks_modern: Mutex<Option<bool>>,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The socket's directory, removed at shutdown (and on drop).
+    dir: tempfile::TempDir,
     stop: CancellationToken,
 }
 
@@ -165,7 +166,7 @@ impl StdioUpstream {
             stats: Arc::default(),
             speaks_modern: Mutex::default(),
             socket,
-            _dir: dir,
+            dir,
             stop: CancellationToken::new(),
         });
         let router = bridge::router(upstream.clone());
@@ -206,6 +207,8 @@ impl StdioUpstream {
         for conn in all.iter().filter_map(Weak::upgrade) {
             self.retire(&conn);
         }
+        // Now, not when the last handle goes (which a process exit does not wait for).
+        let _ = std::fs::remove_dir_all(self.dir.path());
     }
 
     /// What `GET /status` shows.
