@@ -408,15 +408,21 @@ async fn stdio_status(gw: &GatewayProc, upstream: &str) -> Value {
         .clone()
 }
 
-#[tokio::test]
-async fn progress_and_a_sampling_request_of_a_stdio_server_reach_the_client() {
-    let gw = python_gateway("", "").await;
-    prime_catalog(&gw).await;
+/// The Python SDK's client that answers sampling, run against `upstream`: what it saw.
+async fn sampling_client(
+    gw: &GatewayProc,
+    upstream: &str,
+    tool: &str,
+    args: Value,
+    mode: &str,
+) -> Value {
     let out = Command::new(venv_python())
         .arg(peer_script("py_sampling_client.py"))
-        .arg(gw.url("py"))
+        .arg(gw.url(upstream))
         .arg(AGENT_TOKEN)
-        .arg("the quarterly report")
+        .arg(tool)
+        .arg(args.to_string())
+        .arg(mode)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(60), out)
@@ -429,7 +435,58 @@ async fn progress_and_a_sampling_request_of_a_stdio_server_reach_the_client() {
         String::from_utf8_lossy(&out.stderr),
         gw.log()
     );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_handshake_era_servers_sampling_request_reaches_a_2026_07_28_client_as_input_required() {
+    // server-everything over stdio speaks 2025-11-25 only, and registers its sampling
+    // tool for a client that declares sampling: the gateway initialises it with the
+    // 2026-07-28 client's capabilities, and asks that client through input_required.
+    let body = format!(
+        "[[upstream]]\nname = \"everything\"\ncommand = [\"node\", {:?}, \"stdio\"]\n\
+         [[risk]]\nupstream = \"everything\"\ntool = \"trigger-sampling-request\"\nrisk = \"read\"\n{}{}",
+        server_everything_js().display().to_string(),
+        test_identities(),
+        operators()
+    );
+    let gw = start_gateway(&body).await;
+    let seen = sampling_client(
+        &gw,
+        "everything",
+        "trigger-sampling-request",
+        json!({"prompt": "the quarterly report", "maxTokens": 50}),
+        "auto",
+    )
+    .await;
+    assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
+    assert_eq!(
+        seen["prompts"],
+        json!(["Resource trigger-sampling-request context: the quarterly report"])
+    );
+    let text = seen["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("a short summary"), "{seen}");
+    // Two requests, each decided: the call and the call again with the answer.
+    let decided = crate::decisions::decisions(&gw).await;
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert!(decided.iter().all(|d| d["outcome"] == "allow"));
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn progress_and_a_sampling_request_of_a_stdio_server_reach_the_client() {
+    let gw = python_gateway("", "").await;
+    prime_catalog(&gw).await;
+    let seen = sampling_client(
+        &gw,
+        "py",
+        "summarize",
+        json!({"text": "the quarterly report"}),
+        "legacy",
+    )
+    .await;
     assert_eq!(seen["prompts"], json!(["Summarize: the quarterly report"]));
     assert_eq!(seen["progress"], json!([1.0, 2.0]));
     assert_eq!(

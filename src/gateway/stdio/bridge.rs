@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::conn::Conn;
 use super::era::{Declared, discover_answer, modern_answer};
+use super::input;
 use super::{BRIDGE_KEY_HEADER, PRINCIPAL_HEADER, Refused, StdioUpstream, ended_text, request_key};
 use super::{Incoming, StdioError};
 use crate::gateway::mcp::{self, Era};
@@ -152,7 +153,18 @@ async fn on_post(
     }
     if let Some(session) = session {
         return match up.session_conn(session, &principal).await {
-            Ok(conn) => exchange(conn, body, &message, Answers::AsWritten, None).await,
+            Ok(conn) => {
+                exchange(
+                    up.clone(),
+                    conn,
+                    body,
+                    message,
+                    principal,
+                    Answers::AsWritten,
+                    None,
+                )
+                .await
+            }
             Err(refused) => refusal(&id, refused),
         };
     }
@@ -161,6 +173,9 @@ async fn on_post(
             status: StatusCode::BAD_REQUEST,
             text: "toolgate: a request needs the Mcp-Session-Id its initialize gave (2025-11-25), or 2026-07-28's _meta".into(),
         });
+    }
+    if let Some(state) = input::state_of(&message) {
+        return resume(&up, state, &principal, &message).await;
     }
     let header_version = headers
         .get(mcp::HEADER_PROTOCOL_VERSION)
@@ -179,11 +194,13 @@ async fn on_post(
         return json_answer(StatusCode::OK, answer);
     }
     exchange(
+        up.clone(),
         conn,
         body,
-        &message,
+        message,
+        principal,
         Answers::Modern { complete },
-        Some((up, pool)),
+        Some(pool),
     )
     .await
 }
@@ -193,49 +210,50 @@ async fn on_post(
 enum Answers {
     /// As the child wrote them (a session, in the child's own era).
     AsWritten,
-    /// For a 2026-07-28 client: the child's server requests refused mid-call, and its
-    /// answers `complete`d when it speaks the handshake era.
+    /// For a 2026-07-28 client: the child's requests mid-call asked as `input_required`,
+    /// and its answers `complete`d, when it speaks the handshake era.
     Modern { complete: bool },
 }
 
 /// What goes to the client for one request, in the child's order; the answer is last.
-enum Out {
+pub enum Out {
     Related(Bytes),
     Answer(Vec<u8>),
 }
 
 /// Writes a request to the child and answers with what it says, streaming what it says
-/// first. `pooled` returns the child to its pool afterwards.
+/// first. A pooled child (`pool`) goes back to its pool afterwards.
 async fn exchange(
+    up: Arc<StdioUpstream>,
     conn: Arc<Conn>,
     body: Bytes,
-    message: &Value,
+    message: Value,
+    principal: String,
     answers: Answers,
-    pooled: Option<(Arc<StdioUpstream>, String)>,
+    pool: Option<String>,
 ) -> Response {
-    let modern = matches!(answers, Answers::Modern { .. });
     let id = message.get("id").cloned().unwrap_or(Value::Null);
     let key = request_key(&id).unwrap_or_else(|| id.to_string());
-    let method = message["method"].as_str().unwrap_or_default().to_owned();
     let progress = message
         .pointer("/params/_meta/progressToken")
         .map(Value::to_string);
-    let related = conn.open_route(&key, progress, modern);
-    let (out, mut to_client) = mpsc::channel::<Out>(16);
+    let related = conn.open_route(&key, progress);
+    let (out, to_client) = mpsc::channel::<Out>(16);
     tokio::spawn({
         let id = id.clone();
         async move {
             let request = Request {
+                up: &up,
                 conn: &conn,
                 key: &key,
-                id: &id,
-                method: &method,
+                message: &message,
+                principal: &principal,
                 answers,
             };
-            let answered = request.run(&body, related, out).await;
+            let answered = request.run(&body, id, related, out).await;
             conn.close_route(&key);
             conn.touch();
-            if let Some((up, pool)) = pooled {
+            if let Some(pool) = pool {
                 if answered {
                     up.release(&pool, conn);
                 } else {
@@ -244,6 +262,11 @@ async fn exchange(
             }
         }
     });
+    respond(to_client, &id).await
+}
+
+/// The client's response: JSON if the answer comes first, else an SSE stream.
+async fn respond(mut to_client: mpsc::Receiver<Out>, id: &Value) -> Response {
     match to_client.recv().await {
         Some(Out::Answer(body)) => json_answer(StatusCode::OK, body),
         Some(Out::Related(first)) => {
@@ -261,7 +284,7 @@ async fn exchange(
             sse_response(Body::from_stream(events))
         }
         None => refusal(
-            &id,
+            id,
             Refused {
                 status: StatusCode::BAD_GATEWAY,
                 text: "toolgate: the stdio bridge lost the request".into(),
@@ -270,69 +293,97 @@ async fn exchange(
     }
 }
 
+/// A 2026-07-28 call again, with the answer its child asked for: the rest of that call
+/// is its response.
+async fn resume(up: &StdioUpstream, state: &str, principal: &str, message: &Value) -> Response {
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let (out, to_client) = mpsc::channel::<Out>(16);
+    match up.suspensions.resume(state, principal, message, out) {
+        Ok(()) => respond(to_client, &id).await,
+        Err(why) => json_answer(
+            StatusCode::OK,
+            mcp::error_body(&id, mcp::INVALID_PARAMS, &why)
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
 /// One request on its child.
 struct Request<'a> {
+    up: &'a StdioUpstream,
     conn: &'a Conn,
-    /// Its id, as JSON.
+    /// Its id, as `request_key` has it.
     key: &'a str,
-    id: &'a Value,
-    method: &'a str,
+    message: &'a Value,
+    principal: &'a str,
     answers: Answers,
 }
 
+/// What happened while a request waited on its child.
+enum Event {
+    Related(Incoming),
+    Answered(Result<Incoming, StdioError>),
+    ClientGone,
+}
+
 impl Request<'_> {
-    /// Writes the request and passes on what the child says, its answer last. Whether
-    /// the child answered (a client that went away leaves it a moment to).
+    /// Writes the request and passes on what the child says, its answer last (to
+    /// whichever request of the client's that is by then: `id`). Whether the child
+    /// answered (a client that went away leaves it a moment to).
     async fn run(
         &self,
         body: &[u8],
+        mut id: Value,
         mut related: mpsc::Receiver<Incoming>,
-        out: mpsc::Sender<Out>,
+        mut out: mpsc::Sender<Out>,
     ) -> bool {
         let answer = self.conn.child.request_as(self.key, body);
         tokio::pin!(answer);
         let answered = loop {
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
-                Some(m) = related.recv() => {
+                Some(m) = related.recv() => Event::Related(m),
+                a = &mut answer => Event::Answered(a),
+                () = out.closed() => Event::ClientGone,
+            };
+            match event {
+                Event::Related(m) if is_request(&m.value) && self.is_modern() => {
+                    match self.ask(&m.value, &id, out).await {
+                        Some((next, next_id)) => (out, id) = (next, next_id),
+                        None => return self.abandon(answer).await,
+                    }
+                }
+                Event::Related(m) => {
                     if out.send(Out::Related(m.raw)).await.is_err() {
                         break None;
                     }
                 }
-                a = &mut answer => break Some(a),
-                () = out.closed() => break None,
+                Event::Answered(a) => break Some(a),
+                Event::ClientGone => break None,
             }
         };
         let Some(answered) = answered else {
-            // The client went away: the server is told, and has a moment to end the
-            // request before its child takes another.
-            let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": self.id, "reason": "the client went away"}});
-            let cancelled = cancelled.to_string();
-            let told = self.conn.child.send(cancelled.as_bytes());
-            let _ = tokio::time::timeout(DRAIN, told).await;
-            return tokio::time::timeout(DRAIN, &mut answer).await.is_ok();
+            return self.abandon(answer).await;
         };
         // What the child wrote before its answer goes first.
         while let Ok(m) = related.try_recv() {
             let _ = out.send(Out::Related(m.raw)).await;
         }
+        let method = self.message["method"].as_str().unwrap_or_default();
         let body = match answered {
             Ok(answer) if matches!(self.answers, Answers::Modern { complete: true }) => {
-                modern_answer(
-                    &answer.raw,
-                    self.method,
-                    &self.conn.init.lock().expect("init"),
-                )
+                let init = self.conn.init.lock().expect("init").clone();
+                input::with_id(modern_answer(&answer.raw, method, &init), &id)
             }
-            Ok(answer) => answer.raw.to_vec(),
+            Ok(answer) => input::with_id(answer.raw.to_vec(), &id),
             Err(e @ (StdioError::DuplicateId(_) | StdioError::UnusableId(_))) => {
-                mcp::error_body(self.id, -32600, &format!("toolgate: {e}"))
+                mcp::error_body(&id, -32600, &format!("toolgate: {e}"))
                     .to_string()
                     .into_bytes()
             }
             Err(e) => mcp::error_body(
-                self.id,
+                &id,
                 -32603,
                 &format!("toolgate: the stdio server {}", ended_text(&e)),
             )
@@ -342,6 +393,75 @@ impl Request<'_> {
         let _ = out.send(Out::Answer(body)).await;
         true
     }
+
+    /// The client went away: the server is told, and has a moment to end the request
+    /// before its child takes another. Whether it did.
+    async fn abandon<F: std::future::Future>(&self, answer: std::pin::Pin<&mut F>) -> bool {
+        let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": self.message["id"], "reason": "the client went away"}});
+        let cancelled = cancelled.to_string();
+        let told = self.conn.child.send(cancelled.as_bytes());
+        let _ = tokio::time::timeout(DRAIN, told).await;
+        tokio::time::timeout(DRAIN, answer).await.is_ok()
+    }
+
+    fn is_modern(&self) -> bool {
+        matches!(self.answers, Answers::Modern { .. })
+    }
+
+    /// The child asks the 2026-07-28 client something: `input_required` now, and the
+    /// call goes on when the client calls again with the answer (the new request's
+    /// sender and id), or is given up after `input::WAIT`.
+    async fn ask(
+        &self,
+        asked: &Value,
+        id: &Value,
+        out: mpsc::Sender<Out>,
+    ) -> Option<(mpsc::Sender<Out>, Value)> {
+        let child = &self.conn.child;
+        if !matches!(self.answers, Answers::Modern { complete: true }) {
+            // A child of 2026-07-28 asks in that era's own way, not like this.
+            let _ = child
+                .send(&input::refusal_to(
+                    asked,
+                    "toolgate: a 2026-07-28 client is asked through input_required",
+                ))
+                .await;
+            return Some((out, id.clone()));
+        }
+        let (state, resumed) = self.up.suspensions.suspend(self.principal, self.message);
+        let told = out
+            .send(Out::Answer(input::input_required(id, asked, &state)))
+            .await
+            .is_ok();
+        drop(out);
+        let resumed = if told {
+            tokio::time::timeout(input::WAIT, resumed).await.ok()
+        } else {
+            None
+        };
+        match resumed {
+            Some(Ok(resume)) => {
+                let _ = child.send(&input::response_to(asked, resume.answer)).await;
+                Some((resume.out, resume.id))
+            }
+            _ => {
+                self.up.suspensions.forget(&state);
+                let _ = child
+                    .send(&input::refusal_to(
+                        asked,
+                        "toolgate: the client did not answer",
+                    ))
+                    .await;
+                None
+            }
+        }
+    }
+}
+
+/// A message with a method and an id: the child's own request.
+fn is_request(message: &Value) -> bool {
+    message.get("id").is_some() && message.get("method").is_some()
 }
 
 fn sse_event(data: &[u8]) -> Bytes {

@@ -28,8 +28,6 @@ struct Route {
     key: String,
     /// Its `_meta.progressToken`, as JSON.
     progress: Option<String>,
-    /// A 2026-07-28 request: the client takes no server requests mid-call.
-    modern: bool,
     tx: mpsc::Sender<Incoming>,
 }
 
@@ -94,17 +92,11 @@ impl Conn {
 
     /// Opens a route for a request about to be sent; its related messages arrive on the
     /// receiver until `close_route`.
-    pub fn open_route(
-        &self,
-        key: &str,
-        progress: Option<String>,
-        modern: bool,
-    ) -> mpsc::Receiver<Incoming> {
+    pub fn open_route(&self, key: &str, progress: Option<String>) -> mpsc::Receiver<Incoming> {
         let (tx, rx) = mpsc::channel(ROUTE_BACKLOG);
         self.routes.lock().expect("routes").open.push(Route {
             key: key.to_owned(),
             progress,
-            modern,
             tx,
         });
         rx
@@ -190,9 +182,6 @@ fn route(routes: &Mutex<Routes>, refusals: &mpsc::UnboundedSender<Bytes>, messag
         });
     let route = by_token.or_else(|| routes.open.last());
     let refusal = match (route, &routes.listener) {
-        (Some(route), _) if is_request && route.modern => Some(
-            "toolgate: this request's client speaks MCP 2026-07-28, which takes no server requests during a call over this gateway",
-        ),
         (Some(route), _) => match route.tx.try_send(message.clone()) {
             Ok(()) => None,
             Err(_) if is_request => Some("toolgate: the client is not reading; not asked"),

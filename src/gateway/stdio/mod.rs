@@ -19,6 +19,7 @@ mod bridge;
 mod child;
 mod conn;
 mod era;
+mod input;
 mod slots;
 
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub struct StdioUpstream {
     bridge_key: String,
     state: Mutex<State>,
     stats: Arc<Mutex<Stats>>,
+    /// Calls of 2026-07-28 clients waiting for their answers to a child's request.
+    suspensions: input::Suspensions,
     /// Whether this server speaks 2026-07-28 itself, once a pooled child was asked.
     speaks_modern: Mutex<Option<bool>>,
     socket: PathBuf,
@@ -164,6 +167,7 @@ impl StdioUpstream {
             },
             state: Mutex::default(),
             stats: Arc::default(),
+            suspensions: input::Suspensions::default(),
             speaks_modern: Mutex::default(),
             socket,
             dir,
