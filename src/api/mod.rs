@@ -961,6 +961,10 @@ pub struct StdioStatus {
     pub max_processes: usize,
     /// 2025-11-25 sessions open, each with its own process.
     pub sessions: usize,
+    /// 2026-07-28 calls whose server asked their client something, waiting (each with
+    /// its process) for the client's call again.
+    #[serde(default)]
+    pub waiting_for_input: usize,
     /// Started since the gateway started.
     pub started: u64,
     /// Started to replace one that died.

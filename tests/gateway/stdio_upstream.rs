@@ -468,10 +468,14 @@ async fn a_handshake_era_servers_sampling_request_reaches_a_2026_07_28_client_as
         .as_str()
         .unwrap_or_default();
     assert!(text.contains("a short summary"), "{seen}");
-    // Two requests, each decided: the call and the call again with the answer.
+    // One decision: the call again with the answer runs nothing new.
     let decided = crate::decisions::decisions(&gw).await;
-    assert_eq!(decided.len(), 2, "{decided:?}");
-    assert!(decided.iter().all(|d| d["outcome"] == "allow"));
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0]["outcome"], "allow");
+    assert_eq!(
+        stdio_status(&gw, "everything").await["stdio"]["waiting_for_input"],
+        0
+    );
     stop(gw).await;
 }
 
@@ -909,5 +913,107 @@ async fn ids_a_server_could_answer_otherwise_and_ids_still_running_are_refused()
     )
     .await;
     assert_eq!(result_text(&other), "hello", "{other}");
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn an_approved_call_that_asks_its_client_something_is_not_held_again() {
+    // The sampling tool as a write: a token's call is held, and after the approval its
+    // server asks the client to sample; the call again that brings the answer continues
+    // the approved call (nothing new runs), so it is neither decided nor held again.
+    let body = format!(
+        "[[upstream]]\nname = \"everything\"\ncommand = [\"node\", {:?}, \"stdio\"]\nhold_timeout_secs = 30\n\
+         [[risk]]\nupstream = \"everything\"\ntool = \"trigger-sampling-request\"\nrisk = \"write\"\n{}{}",
+        server_everything_js().display().to_string(),
+        owned_identities(),
+        operators()
+    );
+    let gw = start_gateway(&body).await;
+    let client = tokio::spawn({
+        let gw_url = gw.url("everything");
+        async move {
+            let out = Command::new(venv_python())
+                .arg(peer_script("py_sampling_client.py"))
+                .arg(gw_url)
+                .arg(AGENT_TOKEN)
+                .arg("trigger-sampling-request")
+                .arg(json!({"prompt": "the change", "maxTokens": 50}).to_string())
+                .arg("auto")
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    });
+    let call_id = wait_for_hold(&gw, "waiting").await;
+    let (status, body) = resolve(&gw, BOB, &call_id, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen["prompts"],
+        json!(["Resource trigger-sampling-request context: the change"])
+    );
+    let text = seen["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("a short summary"), "{seen}");
+    let decided = crate::decisions::decisions(&gw).await;
+    assert_eq!(decided.len(), 1, "one decision, the hold: {decided:?}");
+    assert_eq!(decided[0]["outcome"], "hold");
+    assert!(
+        gw.log()
+            .contains("call again continues a call waiting on its stdio server"),
+        "{}",
+        gw.log()
+    );
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn a_server_that_dies_while_a_process_it_started_holds_its_stdout_is_seen_dead() {
+    let body = format!(
+        "[[upstream]]\nname = \"jira\"\ncommand = [\"sh\", \"-c\", \"sleep 100000 & exec {} sample-server\"]\ntrust_annotations = true\n{}{}",
+        env!("CARGO_BIN_EXE_toolgate"),
+        test_identities(),
+        operators()
+    );
+    let gw = start_gateway(&body).await;
+    let url = gw.url("jira");
+    let session = open_session(&url, AGENT_TOKEN).await;
+    let server = children_of(gateway_pid(&gw));
+    assert_eq!(server.len(), 1);
+    let sleeper = children_of(server[0]);
+    assert_eq!(sleeper.len(), 1, "the server's own child holds its stdout");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let up = eventually("the death in /status", || async {
+        let up = stdio_status(&gw, "jira").await;
+        up["stdio"]["last_exit"].is_object().then_some(up)
+    })
+    .await;
+    assert_eq!(up["stdio"]["last_exit"]["how"], "killed by signal 9");
+    assert_eq!(up["health"], "failing");
+    let gone = sleeper[0];
+    eventually("the rest of its group to be gone", || async move {
+        let state = std::fs::read_to_string(format!("/proc/{gone}/stat")).unwrap_or_default();
+        (state.is_empty() || state.contains(") Z ")).then_some(())
+    })
+    .await;
+    // The session's next request starts it again.
+    let listed = list(&url, &session).await;
+    assert!(listed["result"]["tools"].is_array(), "{listed}");
+    assert_eq!(stdio_status(&gw, "jira").await["health"], "ok");
     stop(gw).await;
 }

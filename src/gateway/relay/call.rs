@@ -21,6 +21,7 @@ use super::reply::{
     denied_text, deny_response, error_result, json_response, unknown_tool_response,
 };
 use super::request::{FailureKind, Post};
+use super::upstream::relay_response;
 use crate::api::{CallResult, DecisionEvent, Outcome, Resolution};
 use axum::body::Bytes;
 
@@ -54,6 +55,23 @@ pub async fn relay(post: Post<'_>) -> Response {
     if let Some(state) = gw.state_seal.ours(&post.message.body) {
         let state = state.to_owned();
         return resume(post, &state).await;
+    }
+    // A 2026-07-28 call again that brings the answer its stdio server asked for mid-call
+    // runs nothing new (the same identity, tool and arguments, checked by the bridge):
+    // it goes on to the waiting call, which was decided (and, if held, approved) when it
+    // was made. Decided again, an approved write would be held a second time.
+    if let Some(stdio) = &post.upstream.stdio
+        && stdio.continues(&post.identity.principal(), &post.message.body)
+    {
+        tracing::info!(upstream = %Escaped(post.name), tool = %Escaped(tool),
+            "call again continues a call waiting on its stdio server for the client's answer; not decided again");
+        return match post.forward().await {
+            Ok(response) => relay_response(response),
+            Err(failure) => json_response(
+                StatusCode::BAD_GATEWAY,
+                &mcp::error_body(&post.id(), -32603, &failure.text),
+            ),
+        };
     }
     let started = Instant::now();
     let decided = gw

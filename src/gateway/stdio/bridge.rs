@@ -114,7 +114,7 @@ async fn on_post(
                         Refused {
                             status: StatusCode::BAD_GATEWAY,
                             text: format!(
-                                "toolgate: the stdio server of upstream {:?}: {}",
+                                "toolgate: the stdio server of upstream {:?} {}",
                                 up.name,
                                 ended_text(&e)
                             ),
@@ -348,6 +348,11 @@ impl Request<'_> {
                 () = out.closed() => Event::ClientGone,
             };
             match event {
+                Event::Related(m) if m.value["method"] == "ping" && self.is_modern() => {
+                    // A 2026-07-28 client is not pinged; the bridge answers for it.
+                    let pong = json!({"jsonrpc": "2.0", "id": m.value["id"], "result": {}});
+                    let _ = self.conn.child.send(pong.to_string().as_bytes()).await;
+                }
                 Event::Related(m) if is_request(&m.value) && self.is_modern() => {
                     match self.ask(&m.value, &id, out).await {
                         Some((next, next_id)) => (out, id) = (next, next_id),
@@ -429,7 +434,17 @@ impl Request<'_> {
                 .await;
             return Some((out, id.clone()));
         }
-        let (state, resumed) = self.up.suspensions.suspend(self.principal, self.message);
+        let Some((state, resumed)) = self.up.suspensions.suspend(self.principal, self.message)
+        else {
+            tracing::warn!(upstream = %self.up.name, "stdio server's request refused: this identity has {} calls waiting for their clients' answers already", input::MAX_WAITING_PER_IDENTITY);
+            let _ = child
+                .send(&input::refusal_to(
+                    asked,
+                    "toolgate: this client has too many calls waiting for its answers",
+                ))
+                .await;
+            return Some((out, id.clone()));
+        };
         let told = out
             .send(Out::Answer(input::input_required(id, asked, &state)))
             .await
@@ -446,6 +461,7 @@ impl Request<'_> {
                 Some((resume.out, resume.id))
             }
             _ => {
+                tracing::info!(upstream = %self.up.name, "a call's client did not call again with its answer within {} s; the call is cancelled", input::WAIT.as_secs());
                 self.up.suspensions.forget(&state);
                 let _ = child
                     .send(&input::refusal_to(

@@ -336,7 +336,7 @@ impl Drop for StdioChild {
 /// its end (exit, or a line that is not JSON-RPC) every waiter hears why.
 #[allow(clippy::too_many_arguments)]
 async fn read_stdout(
-    mut child: Child,
+    child: Child,
     pid: u32,
     stdout: tokio::process::ChildStdout,
     waiting: Waiters,
@@ -345,6 +345,23 @@ async fn read_stdout(
     last_stderr: Arc<Mutex<VecDeque<String>>>,
     reaped: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    // The leader is watched apart from its stdout, which a process it started may hold
+    // open after it died: its death ends the group, and so the stdout.
+    let exited = {
+        let reaped = reaped.clone();
+        let mut child = child;
+        let (exited, exit) = oneshot::channel();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let at = Instant::now();
+            // Its pid still names the group while any of it lives, so this reaches
+            // nobody else; with none left, there is nothing to kill.
+            kill_group(pid);
+            reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = exited.send((status, at));
+        });
+        exit
+    };
     let mut lines = BufReader::new(stdout);
     let mut line = Vec::new();
     let broken = loop {
@@ -388,12 +405,18 @@ async fn read_stdout(
             sink(message);
         }
     };
-    // Its stdout is done, so it is done: what is left of its group goes too, while its
-    // pid is still held by it (a zombie until waited for), so no other process has it.
-    kill_group(pid);
-    let status = child.wait().await;
-    let at = Instant::now();
-    reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Its stdout is done, so it is done: its group goes, while the leader's pid is still
+    // its own (not yet waited for).
+    if !reaped.load(std::sync::atomic::Ordering::SeqCst) {
+        kill_group(pid);
+    }
+    let (status, at) = match exited.await {
+        Ok((status, at)) => (status, at),
+        Err(_) => (
+            Err(std::io::Error::other("its exit was not seen")),
+            Instant::now(),
+        ),
+    };
     let how = match (broken, status) {
         (Some(why), _) => why,
         (None, Ok(status)) => describe(status),

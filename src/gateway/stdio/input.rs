@@ -23,8 +23,13 @@ use super::bridge::Out;
 const STATE_PREFIX: &str = "tgs1.";
 /// The key of the one input request in `inputRequests`.
 const INPUT_KEY: &str = "input";
-/// How long a call waits for its client to call again with an answer.
-pub const WAIT: Duration = Duration::from_secs(300);
+/// How long a call waits for its client to call again with an answer (its child is
+/// held meanwhile).
+pub const WAIT: Duration = Duration::from_secs(120);
+/// The most calls of one identity waiting so at once: past it, the child's request is
+/// refused at once, so that calls whose clients never come back cannot hold the
+/// identity's processes.
+pub const MAX_WAITING_PER_IDENTITY: usize = 2;
 
 /// What a call again brings to the waiting call: where the rest goes, its id, and the
 /// client's answer to the child's request.
@@ -36,7 +41,8 @@ pub struct Resume {
 
 struct Waiting {
     principal: String,
-    /// The call's tool and arguments, which the call again must repeat.
+    /// The call's method, tool and arguments, which the call again must repeat.
+    method: Value,
     name: Value,
     arguments: Value,
     resume: oneshot::Sender<Resume>,
@@ -48,16 +54,30 @@ pub struct Suspensions(Mutex<HashMap<String, Waiting>>);
 
 impl Suspensions {
     /// Makes a state for `call` (its client's request) and the receiver its call again
-    /// arrives on.
-    pub fn suspend(&self, principal: &str, call: &Value) -> (String, oneshot::Receiver<Resume>) {
+    /// arrives on; `None` when this identity has `MAX_WAITING_PER_IDENTITY` calls
+    /// waiting already.
+    pub fn suspend(
+        &self,
+        principal: &str,
+        call: &Value,
+    ) -> Option<(String, oneshot::Receiver<Resume>)> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).expect("the system's random source");
         let state = format!("{STATE_PREFIX}{}", hex::encode(bytes));
         let (resume, resumed) = oneshot::channel();
-        self.0.lock().expect("suspensions").insert(
+        let mut waiting = self.0.lock().expect("suspensions");
+        let mine = waiting
+            .values()
+            .filter(|w| w.principal == principal)
+            .count();
+        if mine >= MAX_WAITING_PER_IDENTITY {
+            return None;
+        }
+        waiting.insert(
             state.clone(),
             Waiting {
                 principal: principal.to_owned(),
+                method: call.get("method").cloned().unwrap_or(Value::Null),
                 name: call.pointer("/params/name").cloned().unwrap_or(Value::Null),
                 arguments: call
                     .pointer("/params/arguments")
@@ -66,7 +86,25 @@ impl Suspensions {
                 resume,
             },
         );
-        (state, resumed)
+        Some((state, resumed))
+    }
+
+    /// Calls waiting now.
+    pub fn count(&self) -> usize {
+        self.0.lock().expect("suspensions").len()
+    }
+
+    /// Whether `again` (as `principal`) continues a waiting call: its state, its
+    /// identity, its method, tool and arguments.
+    pub fn continues(&self, principal: &str, again: &Value) -> bool {
+        let Some(state) = state_of(again) else {
+            return false;
+        };
+        self.0
+            .lock()
+            .expect("suspensions")
+            .get(state)
+            .is_some_and(|w| w.principal == principal && w.repeats(again))
     }
 
     pub fn forget(&self, state: &str) {
@@ -86,11 +124,8 @@ impl Suspensions {
         if !known {
             return Err("toolgate: this requestState is not known here (it was used, it expired, or another replica made it); call again without it".into());
         }
-        let w = &waiting[state];
-        let same = again.pointer("/params/name") == Some(&w.name)
-            && again.pointer("/params/arguments").unwrap_or(&Value::Null) == &w.arguments;
-        if !same {
-            return Err("toolgate: a call with a requestState must repeat the call it continues (the same tool and arguments)".into());
+        if !waiting[state].repeats(again) {
+            return Err("toolgate: a call with a requestState must repeat the call it continues (the same method, tool and arguments)".into());
         }
         let Some(answer) = again
             .pointer(&format!("/params/inputResponses/{INPUT_KEY}"))
@@ -105,6 +140,14 @@ impl Suspensions {
         w.resume
             .send(Resume { out, id, answer })
             .map_err(|_| "toolgate: the call this requestState continues has ended".to_owned())
+    }
+}
+
+impl Waiting {
+    fn repeats(&self, again: &Value) -> bool {
+        again.get("method") == Some(&self.method)
+            && again.pointer("/params/name").unwrap_or(&Value::Null) == &self.name
+            && again.pointer("/params/arguments").unwrap_or(&Value::Null) == &self.arguments
     }
 }
 
@@ -164,7 +207,9 @@ mod tests {
     #[test]
     fn a_state_continues_only_its_own_call_for_its_own_identity_once() {
         let waiting = Suspensions::default();
-        let (state, mut resumed) = waiting.suspend("api_token:a", &call(json!({"text": "x"})));
+        let (state, mut resumed) = waiting
+            .suspend("api_token:a", &call(json!({"text": "x"})))
+            .unwrap();
         assert!(state.starts_with("tgs1.") && state.len() == 5 + 32);
         let mut again = call(json!({"text": "x"}));
         again["id"] = json!(2);
@@ -181,12 +226,24 @@ mod tests {
             .resume(&state, "api_token:a", &other, out.clone())
             .unwrap_err();
         assert!(err.contains("must repeat the call"), "{err}");
+        // Another method (one the gateway decides nothing of) with the same name and
+        // arguments does not continue a tool call.
+        let mut prompt = again.clone();
+        prompt["method"] = json!("prompts/get");
+        prompt["params"]["inputResponses"] = json!({"input": {}});
+        assert!(!waiting.continues("api_token:a", &prompt));
+        let err = waiting
+            .resume(&state, "api_token:a", &prompt, out.clone())
+            .unwrap_err();
+        assert!(err.contains("same method"), "{err}");
         let err = waiting
             .resume(&state, "api_token:a", &again, out.clone())
             .unwrap_err();
         assert!(err.contains("inputResponses.input"), "{err}");
         again["params"]["inputResponses"] = json!({"input": {"role": "assistant"}});
         assert_eq!(state_of(&again), Some(state.as_str()));
+        assert!(waiting.continues("api_token:a", &again));
+        assert!(!waiting.continues("api_token:b", &again));
         waiting
             .resume(&state, "api_token:a", &again, out.clone())
             .unwrap();
@@ -222,5 +279,21 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(moved["id"], 2);
+    }
+}
+
+#[cfg(test)]
+mod cap {
+    use super::*;
+
+    #[test]
+    fn an_identity_has_at_most_two_calls_waiting() {
+        let waiting = Suspensions::default();
+        let call = json!({"method": "tools/call", "params": {"name": "t", "arguments": {}}});
+        let _one = waiting.suspend("a", &call).unwrap();
+        let _two = waiting.suspend("a", &call).unwrap();
+        assert!(waiting.suspend("a", &call).is_none());
+        assert!(waiting.suspend("b", &call).is_some());
+        assert_eq!(waiting.count(), 3);
     }
 }

@@ -215,6 +215,13 @@ impl StdioUpstream {
         let _ = std::fs::remove_dir_all(self.dir.path());
     }
 
+    /// Whether `message` from `principal` continues a 2026-07-28 call that waits on its
+    /// server for the client's answer (same identity, method, tool and arguments): it
+    /// runs nothing new, it answers the server.
+    pub fn continues(&self, principal: &str, message: &Value) -> bool {
+        self.suspensions.continues(&hex::encode(principal), message)
+    }
+
     /// What `GET /status` shows.
     pub fn status(&self) -> StdioStatus {
         let stats = self.stats.lock().expect("stdio stats");
@@ -222,6 +229,7 @@ impl StdioUpstream {
             processes: self.slots.taken(),
             max_processes: self.slots.max(),
             sessions: self.state.lock().expect("stdio state").sessions.len(),
+            waiting_for_input: self.suspensions.count(),
             started: stats.started,
             restarts: stats.restarts,
             last_exit: stats.last_exit.clone(),
@@ -394,7 +402,7 @@ impl StdioUpstream {
                 return Err(Refused {
                     status: axum::http::StatusCode::BAD_GATEWAY,
                     text: format!(
-                        "toolgate: the stdio server of upstream {:?} failed at initialize: {}",
+                        "toolgate: the stdio server of upstream {:?} {} during initialize",
                         self.name,
                         ended_text(&e)
                     ),
@@ -671,7 +679,7 @@ fn new_session_id() -> String {
 /// log, which has it).
 fn ended_text(e: &StdioError) -> String {
     match e {
-        StdioError::Ended(ended) => format!("it ended ({})", ended.how),
+        StdioError::Ended(ended) => format!("ended ({})", ended.how),
         other => other.to_string(),
     }
 }
