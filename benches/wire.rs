@@ -319,55 +319,30 @@ impl Caller {
     }
 }
 
-/// Closed-loop calls from `concurrency` workers for `length`; latencies of every call.
-async fn round(
-    http: &reqwest::Client,
-    url: &str,
-    upstream: &Upstream,
-    concurrency: usize,
-    length: Duration,
-) -> Vec<Duration> {
-    let mut workers = Vec::new();
-    for w in 0..concurrency {
-        let caller = Caller::open(http, url, upstream.era).await;
-        let params = json!({"name": upstream.tool, "arguments": upstream.args});
-        workers.push(tokio::spawn(async move {
-            let mut times = Vec::new();
-            let started = Instant::now();
-            let mut id = (w as u64) << 32;
-            while started.elapsed() < length {
-                id += 1;
-                let (took, text) = caller.request(id, "tools/call", params.clone()).await;
-                assert!(text.contains("\"result\""), "{text}");
-                assert!(!text.contains("\"isError\":true"), "{text}");
-                times.push(took);
-            }
-            caller.close().await;
-            times
-        }));
-    }
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap());
-    }
-    all
+/// One closed-loop caller: an HTTP client of one era, or the bench itself on a stdio
+/// server's pipes.
+enum Worker {
+    Http(Caller),
+    Stdio(toolgate::gateway::stdio::StdioChild),
 }
 
-/// `round` straight to the sample server over its pipes: a child per worker, as the
-/// gateway runs one per session.
-async fn stdio_round(upstream: &Upstream, concurrency: usize, length: Duration) -> Vec<Duration> {
-    use toolgate::gateway::stdio::{ChildSpec, StdioChild};
-    let spec = ChildSpec {
-        name: "sample".into(),
-        command: vec![
-            env!("CARGO_BIN_EXE_toolgate").into(),
-            "sample-server".into(),
-        ],
-        env: Vec::new(),
-        cwd: None,
-    };
-    let mut workers = Vec::new();
-    for w in 0..concurrency {
+impl Worker {
+    /// A caller of `url`, or (with `url` empty) a child of the sample server of its own,
+    /// initialised, as the gateway runs one per session.
+    async fn open(http: &reqwest::Client, url: &str, upstream: &Upstream) -> Worker {
+        if !url.is_empty() {
+            return Worker::Http(Caller::open(http, url, upstream.era).await);
+        }
+        use toolgate::gateway::stdio::{ChildSpec, StdioChild};
+        let spec = ChildSpec {
+            name: "sample".into(),
+            command: vec![
+                env!("CARGO_BIN_EXE_toolgate").into(),
+                "sample-server".into(),
+            ],
+            env: Vec::new(),
+            cwd: None,
+        };
         let child = StdioChild::spawn(&spec, |_| {}).unwrap();
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {},
@@ -377,6 +352,51 @@ async fn stdio_round(upstream: &Upstream, concurrency: usize, length: Duration) 
             .send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
             .await
             .unwrap();
+        Worker::Stdio(child)
+    }
+
+    /// One `tools/call`, its answer checked; its latency.
+    async fn call(&self, id: u64, params: &Value) -> Duration {
+        match self {
+            Worker::Http(caller) => {
+                let (took, text) = caller.request(id, "tools/call", params.clone()).await;
+                assert!(text.contains("\"result\""), "{text}");
+                assert!(!text.contains("\"isError\":true"), "{text}");
+                took
+            }
+            Worker::Stdio(child) => {
+                let body =
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                let sent = Instant::now();
+                let answer = child.request(body.to_string().as_bytes()).await.unwrap();
+                let took = sent.elapsed();
+                assert!(answer.value.get("result").is_some(), "{:?}", answer.value);
+                took
+            }
+        }
+    }
+
+    /// Ends its session (a stdio upstream's child goes with it), or its child.
+    async fn close(self) {
+        match self {
+            Worker::Http(caller) => caller.close().await,
+            Worker::Stdio(child) => drop(child),
+        }
+    }
+}
+
+/// Closed-loop calls from `concurrency` workers for `length`, over HTTP to `url` or
+/// (with `url` empty) over the sample server's pipes; latencies of every call.
+async fn side(
+    http: &reqwest::Client,
+    url: &str,
+    upstream: &Upstream,
+    concurrency: usize,
+    length: Duration,
+) -> Vec<Duration> {
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let worker = Worker::open(http, url, upstream).await;
         let params = json!({"name": upstream.tool, "arguments": upstream.args});
         workers.push(tokio::spawn(async move {
             let mut times = Vec::new();
@@ -384,14 +404,9 @@ async fn stdio_round(upstream: &Upstream, concurrency: usize, length: Duration) 
             let mut id = (w as u64) << 32;
             while started.elapsed() < length {
                 id += 1;
-                let body =
-                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-                let sent = Instant::now();
-                let answer = child.request(body.to_string().as_bytes()).await.unwrap();
-                let took = sent.elapsed();
-                assert!(answer.value.get("result").is_some(), "{:?}", answer.value);
-                times.push(took);
+                times.push(worker.call(id, &params).await);
             }
+            worker.close().await;
             times
         }));
     }
@@ -400,21 +415,6 @@ async fn stdio_round(upstream: &Upstream, concurrency: usize, length: Duration) 
         all.extend(w.await.unwrap());
     }
     all
-}
-
-/// One side's round: over HTTP, or over the sample server's pipes.
-async fn side(
-    http: &reqwest::Client,
-    url: &str,
-    upstream: &Upstream,
-    concurrency: usize,
-    length: Duration,
-) -> Vec<Duration> {
-    if url.is_empty() {
-        stdio_round(upstream, concurrency, length).await
-    } else {
-        round(http, url, upstream, concurrency, length).await
-    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -514,7 +514,7 @@ async fn run(settings: Settings) {
                     a.extend(side(&http, &u.direct, u, c, settings.round).await);
                 } else {
                     let before = common::cpu_of(pid, ticks);
-                    b.extend(round(&http, &u.via, u, c, settings.round).await);
+                    b.extend(side(&http, &u.via, u, c, settings.round).await);
                     cpu += common::cpu_of(pid, ticks).saturating_sub(before);
                 }
             }
@@ -701,7 +701,7 @@ async fn store_rows(
     // The catalog learns the classes on this replica too.
     let lister = Caller::open(http, &pg_via, Era::Stateless).await;
     lister.request(1, "tools/list", json!({})).await;
-    round(http, &pg_via, fast, 4, Duration::from_millis(300)).await;
+    side(http, &pg_via, fast, 4, Duration::from_millis(300)).await;
     println!(
         "\nstore: {} rounds of {:?} per side, direct (A), SQLite gateway (S), PostgreSQL gateway (P) in turn; {}\n",
         settings.rounds, settings.round, fast.label
@@ -716,12 +716,12 @@ async fn store_rows(
         let (mut s_cpu, mut p_cpu, mut server_cpu) =
             (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for _ in 0..settings.rounds {
-            a.extend(round(http, &fast.direct, fast, c, settings.round).await);
+            a.extend(side(http, &fast.direct, fast, c, settings.round).await);
             let before = common::cpu_of(sqlite_pid, ticks);
-            s.extend(round(http, &fast.via, fast, c, settings.round).await);
+            s.extend(side(http, &fast.via, fast, c, settings.round).await);
             s_cpu += common::cpu_of(sqlite_pid, ticks).saturating_sub(before);
             let (before, server_before) = (common::cpu_of(pg_pid, ticks), postgres_cpu(ticks));
-            p.extend(round(http, &pg_via, fast, c, settings.round).await);
+            p.extend(side(http, &pg_via, fast, c, settings.round).await);
             p_cpu += common::cpu_of(pg_pid, ticks).saturating_sub(before);
             server_cpu += postgres_cpu(ticks).saturating_sub(server_before);
         }

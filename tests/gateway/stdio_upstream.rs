@@ -369,6 +369,15 @@ async fn call(
     answer_in(&resp.text().await.unwrap())
 }
 
+/// A 2025-11-25 session on the Python server `py`, whose tools the catalog has learned.
+async fn listed_session(gw: &GatewayProc) -> (String, String) {
+    let url = gw.url("py");
+    let session = open_session(&url, AGENT_TOKEN).await;
+    list(&url, &session).await;
+    catalog_learned(gw, "py").await;
+    (url, session)
+}
+
 /// tools/list on a session, so that the gateway knows the tools' classes.
 async fn list(url: &str, session: &str) -> Value {
     let body = json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"});
@@ -408,34 +417,23 @@ async fn stdio_status(gw: &GatewayProc, upstream: &str) -> Value {
         .clone()
 }
 
-/// The Python SDK's client that answers sampling, run against `upstream`: what it saw.
-async fn sampling_client(
-    gw: &GatewayProc,
-    upstream: &str,
-    tool: &str,
-    args: Value,
-    mode: &str,
-) -> Value {
-    let out = Command::new(venv_python())
-        .arg(peer_script("py_sampling_client.py"))
-        .arg(gw.url(upstream))
-        .arg(AGENT_TOKEN)
-        .arg(tool)
-        .arg(args.to_string())
-        .arg(mode)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+/// The Python SDK's client that answers sampling, run against `url`: what it saw.
+async fn sampling_client(url: &str, tool: &str, args: Value, mode: &str) -> Value {
+    let args = args.to_string();
+    run_py_peer(
+        "py_sampling_client.py",
+        &[url, AGENT_TOKEN, tool, &args, mode],
+    )
+    .await
+}
+
+/// The server asked the client once, with `prompt`, and its answer is in the result.
+fn assert_sampled(seen: &Value, prompt: &str) {
+    assert_eq!(seen["prompts"], json!([prompt]), "{seen}");
+    let text = seen["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("a short summary"), "{seen}");
 }
 
 #[tokio::test]
@@ -452,22 +450,17 @@ async fn a_handshake_era_servers_sampling_request_reaches_a_2026_07_28_client_as
     );
     let gw = start_gateway(&body).await;
     let seen = sampling_client(
-        &gw,
-        "everything",
+        &gw.url("everything"),
         "trigger-sampling-request",
         json!({"prompt": "the quarterly report", "maxTokens": 50}),
         "auto",
     )
     .await;
     assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
-    assert_eq!(
-        seen["prompts"],
-        json!(["Resource trigger-sampling-request context: the quarterly report"])
+    assert_sampled(
+        &seen,
+        "Resource trigger-sampling-request context: the quarterly report",
     );
-    let text = seen["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(text.contains("a short summary"), "{seen}");
     // One decision: the call again with the answer runs nothing new.
     let decided = crate::decisions::decisions(&gw).await;
     assert_eq!(decided.len(), 1, "{decided:?}");
@@ -484,8 +477,7 @@ async fn progress_and_a_sampling_request_of_a_stdio_server_reach_the_client() {
     let gw = python_gateway("", "").await;
     prime_catalog(&gw).await;
     let seen = sampling_client(
-        &gw,
-        "py",
+        &gw.url("py"),
         "summarize",
         json!({"text": "the quarterly report"}),
         "legacy",
@@ -503,18 +495,7 @@ async fn progress_and_a_sampling_request_of_a_stdio_server_reach_the_client() {
 #[tokio::test]
 async fn a_child_killed_mid_call_fails_the_call_shows_in_status_and_the_next_call_starts_another() {
     let gw = python_gateway("", "").await;
-    let url = gw.url("py");
-    let session = open_session(&url, AGENT_TOKEN).await;
-    list(&url, &session).await;
-    eventually("the catalog to learn py's tools", || async {
-        let rows = query_rows(
-            &gw.db_path(),
-            "SELECT name FROM tools WHERE upstream = 'py'",
-        )
-        .await;
-        (rows.len() >= 5).then_some(())
-    })
-    .await;
+    let (url, session) = listed_session(&gw).await;
     let children = children_of(gateway_pid(&gw));
     assert_eq!(children.len(), 1, "one child for the session");
     let slow = tokio::spawn({
@@ -643,15 +624,7 @@ async fn pooled_children_serve_one_identity_each_within_max_processes_and_idle_o
     .await;
     let pid = gateway_pid(&gw);
     list_tools(&gw.url("jira"), AGENT_TOKEN).await;
-    eventually("the catalog to learn jira's tools", || async {
-        let rows = query_rows(
-            &gw.db_path(),
-            "SELECT name FROM tools WHERE upstream = 'jira'",
-        )
-        .await;
-        (rows.len() >= 5).then_some(())
-    })
-    .await;
+    catalog_learned(&gw, "jira").await;
     // Two identities, two children: a pooled child serves one identity only.
     let (status, answer) = modern_get_issue(&gw, AGENT_TOKEN, 1).await;
     assert_eq!(status, 200, "{answer}");
@@ -837,18 +810,7 @@ async fn a_client_declaring_another_version_cannot_switch_the_upstreams_era() {
 #[tokio::test]
 async fn ids_a_server_could_answer_otherwise_and_ids_still_running_are_refused() {
     let gw = python_gateway("", "").await;
-    let url = gw.url("py");
-    let session = open_session(&url, AGENT_TOKEN).await;
-    list(&url, &session).await;
-    eventually("the catalog to learn py's tools", || async {
-        let rows = query_rows(
-            &gw.db_path(),
-            "SELECT name FROM tools WHERE upstream = 'py'",
-        )
-        .await;
-        (rows.len() >= 5).then_some(())
-    })
-    .await;
+    let (url, session) = listed_session(&gw).await;
     // 8.0 is 8 to one server and not an id to another: refused at once, not left hanging.
     let body = r#"{"jsonrpc":"2.0","id":8.0,"method":"ping"}"#;
     let resp = http()
@@ -930,25 +892,15 @@ async fn an_approved_call_that_asks_its_client_something_is_not_held_again() {
     );
     let gw = start_gateway(&body).await;
     let client = tokio::spawn({
-        let gw_url = gw.url("everything");
+        let url = gw.url("everything");
         async move {
-            let out = Command::new(venv_python())
-                .arg(peer_script("py_sampling_client.py"))
-                .arg(gw_url)
-                .arg(AGENT_TOKEN)
-                .arg("trigger-sampling-request")
-                .arg(json!({"prompt": "the change", "maxTokens": 50}).to_string())
-                .arg("auto")
-                .kill_on_drop(true)
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+            sampling_client(
+                &url,
+                "trigger-sampling-request",
+                json!({"prompt": "the change", "maxTokens": 50}),
+                "auto",
+            )
+            .await
         }
     });
     let call_id = wait_for_hold(&gw, "waiting").await;
@@ -958,14 +910,10 @@ async fn an_approved_call_that_asks_its_client_something_is_not_held_again() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        seen["prompts"],
-        json!(["Resource trigger-sampling-request context: the change"])
+    assert_sampled(
+        &seen,
+        "Resource trigger-sampling-request context: the change",
     );
-    let text = seen["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(text.contains("a short summary"), "{seen}");
     let decided = crate::decisions::decisions(&gw).await;
     assert_eq!(decided.len(), 1, "one decision, the hold: {decided:?}");
     assert_eq!(decided[0]["outcome"], "hold");

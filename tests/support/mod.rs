@@ -257,14 +257,23 @@ impl PyUpstream {
 /// catalog has learned them, so calls are decided with their real classes.
 pub async fn prime_catalog(gw: &GatewayProc) {
     list_tools(&gw.url("py"), AGENT_TOKEN).await;
-    eventually("the catalog to learn py's tools", || async {
-        let rows = query_rows(
-            &gw.db_path(),
-            "SELECT name FROM tools WHERE upstream = 'py'",
-        )
-        .await;
-        (rows.len() >= 5).then_some(())
-    })
+    catalog_learned(gw, "py").await;
+}
+
+/// Waits until the catalog has stored at least five of `upstream`'s tools (it learns them
+/// from a `tools/list` answer on a task of its own).
+pub async fn catalog_learned(gw: &GatewayProc, upstream: &str) {
+    eventually(
+        &format!("the catalog to learn {upstream}'s tools"),
+        || async {
+            let rows = query_rows(
+                &gw.db_path(),
+                &format!("SELECT name FROM tools WHERE upstream = '{upstream}'"),
+            )
+            .await;
+            (rows.len() >= 5).then_some(())
+        },
+    )
     .await;
 }
 
@@ -521,28 +530,29 @@ async fn launch_gateway(dir: tempfile::TempDir) -> GatewayProc {
 
 /// Runs the Python SDK client against `url` and returns what it printed.
 pub async fn run_py_client(url: &str, token: &str, tool: &str, args: &Value, mode: &str) -> Value {
+    run_py_peer("py_client.py", &[url, token, tool, &args.to_string(), mode]).await
+}
+
+/// Runs a Python peer script (tests/peers) with `args` and returns the JSON it printed.
+pub async fn run_py_peer(script: &str, args: &[&str]) -> Value {
     let out = Command::new(venv_python())
-        .arg(peer_script("py_client.py"))
-        .arg(url)
-        .arg(token)
-        .arg(tool)
-        .arg(args.to_string())
-        .arg(mode)
+        .arg(peer_script(script))
+        .args(args)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(60), out)
         .await
-        .expect("python client finished within 60 s")
-        .expect("python client ran");
+        .unwrap_or_else(|_| panic!("{script} finished within 60 s"))
+        .unwrap_or_else(|e| panic!("{script} ran: {e}"));
     assert!(
         out.status.success(),
-        "python client failed: {}\n{}",
+        "{script} failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "python client printed no JSON ({e}): {}",
+            "{script} printed no JSON ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })

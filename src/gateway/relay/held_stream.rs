@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +25,7 @@ use super::super::mcp::{ClientMessage, Era};
 use super::super::request_state::{HeldState, LAST_LEG, STATE_TTL};
 use super::completion;
 use super::observe::{AnswerFinder, SseEvents};
-use super::reply::error_result;
+use super::reply::{error_result, sse_response};
 use super::upstream::content_type_of;
 use super::upstream::{Upstream, forward_to};
 use crate::api::{CallResult, Resolution};
@@ -109,18 +109,7 @@ pub fn respond(
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     }));
-    (
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
+    sse_response(body)
 }
 
 async fn wait(

@@ -23,6 +23,23 @@ pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
         .into_response()
 }
 
+/// An SSE stream as the answer: what a held call's client and a stdio server's
+/// streamed answers get.
+pub fn sse_response(body: axum::body::Body) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// A tool result that reports an error, as toolgate answers a call it will not run.
 pub fn error_result(message: &ClientMessage, text: &str) -> Value {
     let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});

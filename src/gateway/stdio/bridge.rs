@@ -26,6 +26,7 @@ use super::input;
 use super::{BRIDGE_KEY_HEADER, PRINCIPAL_HEADER, Refused, StdioUpstream, ended_text, request_key};
 use super::{Incoming, StdioError};
 use crate::gateway::mcp::{self, Era};
+use crate::gateway::relay::reply::sse_response;
 
 /// How long a child has to answer a request whose client went away (after it was told
 /// the request is cancelled) before a pooled child is stopped rather than reused.
@@ -424,26 +425,24 @@ impl Request<'_> {
         out: mpsc::Sender<Out>,
     ) -> Option<(mpsc::Sender<Out>, Value)> {
         let child = &self.conn.child;
-        if !matches!(self.answers, Answers::Modern { complete: true }) {
-            // A child of 2026-07-28 asks in that era's own way, not like this.
-            let _ = child
-                .send(&input::refusal_to(
-                    asked,
-                    "toolgate: a 2026-07-28 client is asked through input_required",
-                ))
-                .await;
-            return Some((out, id.clone()));
-        }
-        let Some((state, resumed)) = self.up.suspensions.suspend(self.principal, self.message)
-        else {
-            tracing::warn!(upstream = %self.up.name, "stdio server's request refused: this identity has {} calls waiting for their clients' answers already", input::MAX_WAITING_PER_IDENTITY);
-            let _ = child
-                .send(&input::refusal_to(
-                    asked,
-                    "toolgate: this client has too many calls waiting for its answers",
-                ))
-                .await;
-            return Some((out, id.clone()));
+        // A child of 2026-07-28 asks in that era's own way, not like this.
+        let suspended = match self.answers {
+            Answers::Modern { complete: true } => self
+                .up
+                .suspensions
+                .suspend(self.principal, self.message)
+                .ok_or_else(|| {
+                    tracing::warn!(upstream = %self.up.name, "stdio server's request refused: this identity has {} calls waiting for their clients' answers already", input::MAX_WAITING_PER_IDENTITY);
+                    "toolgate: this client has too many calls waiting for its answers"
+                }),
+            _ => Err("toolgate: a 2026-07-28 client is asked through input_required"),
+        };
+        let (state, resumed) = match suspended {
+            Ok(suspended) => suspended,
+            Err(why) => {
+                let _ = child.send(&input::refusal_to(asked, why)).await;
+                return Some((out, id.clone()));
+            }
         };
         let told = out
             .send(Out::Answer(input::input_required(id, asked, &state)))
@@ -488,31 +487,24 @@ fn sse_event(data: &[u8]) -> Bytes {
     Bytes::from(event)
 }
 
-fn sse_response(body: Body) -> Response {
-    (
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
+/// Whose request a GET or DELETE is, and the session it names (these have no other
+/// use here).
+fn session_request(up: &StdioUpstream, headers: &HeaderMap) -> Result<(String, String), Refused> {
+    let principal = principal(up, headers)?;
+    let session = session_of(headers).ok_or_else(|| Refused {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        text: "toolgate: GET and DELETE are for a session (Mcp-Session-Id)".into(),
+    })?;
+    Ok((principal, session.to_owned()))
 }
 
 /// The session's own stream: what the child says outside any request.
 async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
-    let principal = match principal(&up, &headers) {
-        Ok(p) => p,
+    let (principal, session) = match session_request(&up, &headers) {
+        Ok(request) => request,
         Err(refused) => return refusal(&Value::Null, refused),
     };
-    let Some(session) = session_of(&headers) else {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
-    };
-    match up.session_conn(session, &principal).await {
+    match up.session_conn(&session, &principal).await {
         Ok(conn) => {
             let events = futures_util::stream::unfold(conn.listen(), |mut rx| async move {
                 rx.recv().await.map(|m| (m, rx))
@@ -525,14 +517,11 @@ async fn on_get(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Res
 }
 
 async fn on_delete(State(up): State<Arc<StdioUpstream>>, headers: HeaderMap) -> Response {
-    let principal = match principal(&up, &headers) {
-        Ok(p) => p,
+    let (principal, session) = match session_request(&up, &headers) {
+        Ok(request) => request,
         Err(refused) => return refusal(&Value::Null, refused),
     };
-    let Some(session) = session_of(&headers) else {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
-    };
-    if up.close_session(session, &principal) {
+    if up.close_session(&session, &principal) {
         StatusCode::OK.into_response()
     } else {
         refusal(&Value::Null, super::no_session())
