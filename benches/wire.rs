@@ -11,6 +11,11 @@
 //!
 //!     cargo bench --bench wire
 //!
+//! With `TOOLGATE_BENCH_BASELINE=/path/to/toolgate` (another build, such as one of the
+//! commit before a performance change, from its own worktree), the same rows also go
+//! through a gateway of that build, its rounds beside this build's, and a second table
+//! compares the two (issue 20 measures every change so, in one run).
+//!
 //! The gateway is the `toolgate` binary in its own process; this process is the load
 //! client, and also hosts the fast upstream (the demo's rmcp server, which answers from
 //! memory). server-everything runs under node, from `.ci/node_modules` (`./.ci/run`
@@ -417,6 +422,23 @@ async fn side(
     all
 }
 
+/// One gateway's figures in a row: p50 (ms), CPU per call (µs), calls made.
+struct Figures {
+    p50: f64,
+    cpu_us: f64,
+    calls: usize,
+}
+
+impl Figures {
+    fn of(sorted: &[Duration], cpu: Duration) -> Self {
+        Self {
+            p50: pct(sorted, 0.5),
+            cpu_us: cpu.as_secs_f64() * 1e6 / sorted.len().max(1) as f64,
+            calls: sorted.len(),
+        }
+    }
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
@@ -430,6 +452,16 @@ async fn run(settings: Settings) {
     let everything = server_everything().await;
     let mut gw = gateway(fast, everything.as_ref().map(|(_, p)| *p)).await;
     let pid = gw.child.id().unwrap();
+    let baseline = match std::env::var("TOOLGATE_BENCH_BASELINE") {
+        Ok(binary) => Some(
+            common::gateway_of(
+                &binary,
+                &config(fast, everything.as_ref().map(|(_, p)| *p), ""),
+            )
+            .await,
+        ),
+        Err(_) => None,
+    };
     let ticks = common::clock_ticks();
     // Idle connections go before node closes them (5 s), as the gateway's do: a request
     // sent on one it is closing is reset.
@@ -484,17 +516,30 @@ async fn run(settings: Settings) {
             args: json!({"message": "hello"}),
         });
     }
-    // The gateway learns the fast upstream's classes from a tools/list, as from any client.
-    for via in [&upstreams[0].via, &format!("{}/mcp/sample", gw.mcp)] {
-        let lister = Caller::open(&http, via, Era::Stateless).await;
-        let (_, listed) = lister.request(1, "tools/list", json!({})).await;
-        assert!(listed.contains("jira_get_issue"), "{listed}");
+    // The baseline's URL of an upstream's row.
+    let base_via = |u: &Upstream| {
+        baseline
+            .as_ref()
+            .map(|b| u.via.replacen(&gw.mcp, &b.mcp, 1))
+    };
+    // The gateways learn the fast upstream's classes from a tools/list, as from any client.
+    for mcp in std::iter::once(&gw.mcp).chain(baseline.as_ref().map(|b| &b.mcp)) {
+        for via in [format!("{mcp}/mcp/fast"), format!("{mcp}/mcp/sample")] {
+            let lister = Caller::open(&http, &via, Era::Stateless).await;
+            let (_, listed) = lister.request(1, "tools/list", json!({})).await;
+            assert!(listed.contains("jira_get_issue"), "{listed}");
+        }
     }
     // Warm up every path once.
     for u in &upstreams {
         side(&http, &u.direct, u, 4, Duration::from_millis(300)).await;
         side(&http, &u.via, u, 4, Duration::from_millis(300)).await;
+        if let Some(via) = base_via(u) {
+            side(&http, &via, u, 4, Duration::from_millis(300)).await;
+        }
     }
+    // Per row: (label, c, this build's p50 / CPU per call / calls, the baseline's, direct p50).
+    let mut compared: Vec<(&str, usize, Figures, Figures, f64)> = Vec::new();
 
     println!(
         "\nwire: {} rounds of {:?} per side, alternating direct (A) and through the gateway (B)\n",
@@ -507,16 +552,45 @@ async fn run(settings: Settings) {
     let mut checks = Vec::new();
     for u in &upstreams {
         for &c in settings.concurrency {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            let mut cpu = Duration::ZERO;
+            let (mut a, mut b, mut base) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cpu, mut base_cpu) = (Duration::ZERO, Duration::ZERO);
             for r in 0..settings.rounds {
                 if r % 2 == 0 {
                     a.extend(side(&http, &u.direct, u, c, settings.round).await);
-                } else {
-                    let before = common::cpu_of(pid, ticks);
-                    b.extend(side(&http, &u.via, u, c, settings.round).await);
-                    cpu += common::cpu_of(pid, ticks).saturating_sub(before);
+                    continue;
                 }
+                // This build and the baseline in turn, each first every other time.
+                let mut turns = vec![(u.via.clone(), pid, false)];
+                if let (Some(via), Some(b)) = (base_via(u), &baseline) {
+                    turns.push((via, b.child.id().unwrap(), true));
+                    if r % 4 == 3 {
+                        turns.reverse();
+                    }
+                }
+                for (via, of, is_base) in turns {
+                    let before = common::cpu_of(of, ticks);
+                    let times = side(&http, &via, u, c, settings.round).await;
+                    let spent = common::cpu_of(of, ticks).saturating_sub(before);
+                    if is_base {
+                        base.extend(times);
+                        base_cpu += spent;
+                    } else {
+                        b.extend(times);
+                        cpu += spent;
+                    }
+                }
+            }
+            if baseline.is_some() {
+                base.sort();
+                b.sort();
+                a.sort();
+                compared.push((
+                    u.label,
+                    c,
+                    Figures::of(&b, cpu),
+                    Figures::of(&base, base_cpu),
+                    pct(&a, 0.5),
+                ));
             }
             a.sort();
             b.sort();
@@ -565,6 +639,25 @@ async fn run(settings: Settings) {
                     ));
                 }
             }
+        }
+    }
+
+    if !compared.is_empty() {
+        println!(
+            "\nthis build (B) against the baseline (C, TOOLGATE_BENCH_BASELINE), same rounds\n"
+        );
+        println!("| upstream | c | added p50 C / B | CPU per call C / B | CPU B/C | calls B/C |");
+        println!("|---|---:|---|---|---:|---:|");
+        for (label, c, this, base, direct50) in &compared {
+            println!(
+                "| {label} | {c} | {:+.3} / {:+.3} ms | {:.0} / {:.0} µs | {:.2} | {:.2} |",
+                base.p50 - direct50,
+                this.p50 - direct50,
+                base.cpu_us,
+                this.cpu_us,
+                this.cpu_us / base.cpu_us,
+                this.calls as f64 / base.calls as f64
+            );
         }
     }
 

@@ -21,9 +21,14 @@ pub struct Gateway {
 /// Starts `toolgate gateway` on `config` (its `data_dir` relative to a temporary dir) and
 /// waits until it prints where it listens.
 pub async fn gateway(config: &str) -> Gateway {
+    gateway_of(env!("CARGO_BIN_EXE_toolgate"), config).await
+}
+
+/// As `gateway`, with another build of `toolgate` (a baseline to compare with).
+pub async fn gateway_of(binary: &str, config: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+    let mut child = Command::new(binary)
         .args(["gateway", "--config"])
         .arg(dir.path().join("gateway.toml"))
         .env("TOOLGATE_LOG", "toolgate=warn")
