@@ -452,7 +452,7 @@ async fn run(settings: Settings) {
     let everything = server_everything().await;
     let mut gw = gateway(fast, everything.as_ref().map(|(_, p)| *p)).await;
     let pid = gw.child.id().unwrap();
-    let baseline = match std::env::var("TOOLGATE_BENCH_BASELINE") {
+    let mut baseline = match std::env::var("TOOLGATE_BENCH_BASELINE") {
         Ok(binary) => Some(
             common::gateway_of(
                 &binary,
@@ -732,7 +732,10 @@ async fn run(settings: Settings) {
     for c in checks {
         println!("- {c}");
     }
-    let _ = gw.child.kill().await;
+    // SIGTERM, so the gateways stop their stdio servers and remove their sockets.
+    for g in std::iter::once(&mut gw).chain(baseline.as_mut()) {
+        common::terminate(g).await;
+    }
 }
 
 /// Holds one write made at `via`, approves it on the control API at `control` as soon as

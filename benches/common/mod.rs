@@ -56,6 +56,22 @@ pub async fn gateway_of(binary: &str, config: &str) -> Gateway {
     }
 }
 
+/// Stops a gateway as a service manager would (SIGTERM), waiting at most 10 s, then kills it.
+pub async fn terminate(gateway: &mut Gateway) {
+    if let Some(pid) = gateway.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(10), gateway.child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = gateway.child.kill().await;
+}
+
 /// Clock ticks per second, the unit of `/proc/<pid>/stat` times.
 pub fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")

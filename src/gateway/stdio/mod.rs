@@ -144,6 +144,7 @@ impl StdioUpstream {
         };
         // Only this user can reach the socket: the directory is 0700 whatever the umask.
         use std::os::unix::fs::PermissionsExt as _;
+        sweep_stale_dirs(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix("toolgate-stdio-")
             .permissions(std::fs::Permissions::from_mode(0o700))
@@ -647,6 +648,36 @@ impl Drop for StdioUpstream {
     }
 }
 
+/// Removes what gateways that were killed (and so could not remove them) left of their
+/// bridges in `tmp`: a directory of ours older than a minute whose socket nobody
+/// listens on. Other users' directories cannot be read, and are left alone.
+fn sweep_stale_dirs(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("toolgate-stdio-"));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > Duration::from_secs(60)));
+        if !ours || !old {
+            continue;
+        }
+        let socket = path.join("bridge.sock");
+        let listened = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+        let readable = std::fs::read_dir(&path).is_ok();
+        if readable && !listened {
+            tracing::debug!(dir = %path.display(), "removing a stale stdio bridge directory");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 async fn reap_idle(upstream: Weak<StdioUpstream>) {
     let every = match upstream.upgrade() {
         Some(up) => (up.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
@@ -730,6 +761,37 @@ mod tests {
             0o700
         );
         up.shutdown();
+    }
+
+    #[test]
+    fn stale_bridge_directories_are_swept_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stale = tmp.path().join("toolgate-stdio-stale");
+        std::fs::create_dir(&stale).unwrap();
+        // A socket file nobody listens on any more (its listener dropped).
+        drop(std::os::unix::net::UnixListener::bind(stale.join("bridge.sock")).unwrap());
+        let live = tmp.path().join("toolgate-stdio-live");
+        std::fs::create_dir(&live).unwrap();
+        let _listening = std::os::unix::net::UnixListener::bind(live.join("bridge.sock")).unwrap();
+        let young = tmp.path().join("toolgate-stdio-young");
+        std::fs::create_dir(&young).unwrap();
+        let other = tmp.path().join("not-ours");
+        std::fs::create_dir(&other).unwrap();
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for dir in [&stale, &live, &other] {
+            std::fs::File::open(dir)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        sweep_stale_dirs(tmp.path());
+        assert!(!stale.exists(), "a dead gateway's directory is swept");
+        assert!(live.exists(), "a listening bridge's is kept");
+        assert!(
+            young.exists(),
+            "one just made (its socket not bound yet) is kept"
+        );
+        assert!(other.exists());
     }
 
     #[tokio::test]
