@@ -733,7 +733,12 @@ async fn run(settings: Settings) {
         println!("- {c}");
     }
     // SIGTERM, so the gateways stop their stdio servers and remove their sockets.
-    for g in std::iter::once(&mut gw).chain(baseline.as_mut()) {
+    let mut replicas = replicas;
+    let replica_gateways = replicas.iter_mut().flat_map(|(one, two, _)| [one, two]);
+    for g in std::iter::once(&mut gw)
+        .chain(baseline.as_mut())
+        .chain(replica_gateways)
+    {
         common::terminate(g).await;
     }
 }
