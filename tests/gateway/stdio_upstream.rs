@@ -388,6 +388,19 @@ async fn list(url: &str, session: &str) -> Value {
     answer_in(&resp.text().await.unwrap())
 }
 
+/// `read_file` of the Python server's notes.txt on a session (its answer is "hello").
+async fn read_notes(url: &str, session: &str, id: u64) -> Value {
+    call(
+        url,
+        AGENT_TOKEN,
+        Some(session),
+        id,
+        "read_file",
+        json!({"name": "notes.txt"}),
+    )
+    .await
+}
+
 /// The processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -534,15 +547,7 @@ async fn a_child_killed_mid_call_fails_the_call_shows_in_status_and_the_next_cal
     assert!(gw.log().contains("stdio server ended"), "logged");
 
     // The next call on the session starts another child.
-    let answer = call(
-        &url,
-        AGENT_TOKEN,
-        Some(&session),
-        2,
-        "read_file",
-        json!({"name": "notes.txt"}),
-    )
-    .await;
+    let answer = read_notes(&url, &session, 2).await;
     assert_eq!(result_text(&answer), "hello", "{answer}");
     let now = children_of(gateway_pid(&gw));
     assert_eq!(now.len(), 1);
@@ -848,15 +853,7 @@ async fn ids_a_server_could_answer_otherwise_and_ids_still_running_are_refused()
     .await;
     assert!(abandoned.is_err(), "the client hung up");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let again = call(
-        &url,
-        AGENT_TOKEN,
-        Some(&session),
-        5,
-        "read_file",
-        json!({"name": "notes.txt"}),
-    )
-    .await;
+    let again = read_notes(&url, &session, 5).await;
     assert_eq!(again["error"]["code"], -32600, "{again}");
     assert!(
         again["error"]["message"]
@@ -865,15 +862,7 @@ async fn ids_a_server_could_answer_otherwise_and_ids_still_running_are_refused()
             .contains("request id 5 is still running on the server"),
         "{again}"
     );
-    let other = call(
-        &url,
-        AGENT_TOKEN,
-        Some(&session),
-        6,
-        "read_file",
-        json!({"name": "notes.txt"}),
-    )
-    .await;
+    let other = read_notes(&url, &session, 6).await;
     assert_eq!(result_text(&other), "hello", "{other}");
     stop(gw).await;
 }
